@@ -1,0 +1,104 @@
+//! Port expressions: `443`, `22,80,443`, `80,443,3000-3005`.
+
+use std::fmt;
+
+/// A non-empty set of port ranges, each `lo..=hi`, as written (order kept, validated).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortSet(pub Vec<(u16, u16)>);
+
+impl PortSet {
+    pub fn parse(s: &str) -> Result<PortSet, String> {
+        if s.trim().is_empty() {
+            return Err("is empty; expected ports like \"443\" or \"80,443,3000-3005\"".into());
+        }
+        let mut out = Vec::new();
+        for item in s.split(',') {
+            let item = item.trim();
+            if item.is_empty() {
+                return Err(format!("{s:?} has an empty item between commas"));
+            }
+            let (lo, hi) = match item.split_once('-') {
+                Some((a, b)) => (port(a.trim(), s)?, port(b.trim(), s)?),
+                None => {
+                    let p = port(item, s)?;
+                    (p, p)
+                }
+            };
+            if lo > hi {
+                return Err(format!("range {item} is descending; write {hi}-{lo}"));
+            }
+            out.push((lo, hi));
+        }
+        Ok(PortSet(out))
+    }
+
+    pub fn contains(&self, p: u16) -> bool {
+        self.0.iter().any(|&(lo, hi)| lo <= p && p <= hi)
+    }
+
+    /// True if any port of `self` is in `other`.
+    pub fn intersects(&self, other: &PortSet) -> bool {
+        self.0.iter().any(|&(a, b)| other.0.iter().any(|&(c, d)| a <= d && c <= b))
+    }
+
+    /// True if every port of `self` is in `other`.
+    pub fn is_subset_of(&self, other: &PortSet) -> bool {
+        self.0.iter().all(|&(a, b)| (a..=b).all(|p| other.contains(p)))
+    }
+
+    pub fn is_full(&self) -> bool {
+        self.0.iter().any(|&(lo, hi)| lo <= 1 && hi == 65535)
+    }
+}
+
+fn port(p: &str, whole: &str) -> Result<u16, String> {
+    match p.parse::<u32>() {
+        Ok(n) if (1..=65535).contains(&n) => Ok(n as u16),
+        Ok(n) => Err(format!("port {n} is out of range 1-65535")),
+        Err(_) => Err(format!("{p:?} in {whole:?} is not a port number")),
+    }
+}
+
+impl fmt::Display for PortSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, (lo, hi)) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            if lo == hi { write!(f, "{lo}")? } else { write!(f, "{lo}-{hi}")? }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_documented_forms() {
+        assert_eq!(PortSet::parse("443"), Ok(PortSet(vec![(443, 443)])));
+        assert_eq!(PortSet::parse("22,80,443").map(|p| p.0.len()), Ok(3));
+        let p = PortSet::parse("80,443,3000-3005").expect("valid");
+        assert!(p.contains(3003) && !p.contains(3006));
+        assert_eq!(p.to_string(), "80,443,3000-3005");
+    }
+
+    #[test]
+    fn rejects_bad_forms_with_reasons() {
+        assert!(PortSet::parse("80-22").unwrap_err().contains("descending"));
+        assert!(PortSet::parse("0").unwrap_err().contains("out of range"));
+        assert!(PortSet::parse("65536").unwrap_err().contains("out of range"));
+        assert!(PortSet::parse("22,,80").unwrap_err().contains("empty item"));
+        assert!(PortSet::parse("").unwrap_err().contains("empty"));
+        assert!(PortSet::parse("http").unwrap_err().contains("not a port"));
+    }
+
+    #[test]
+    fn set_relations() {
+        let a = PortSet::parse("80,443").expect("valid");
+        let b = PortSet::parse("1-1024").expect("valid");
+        assert!(a.is_subset_of(&b) && a.intersects(&b) && !b.is_subset_of(&a));
+        assert!(PortSet::parse("1-65535").expect("valid").is_full());
+    }
+}

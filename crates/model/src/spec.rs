@@ -1,0 +1,530 @@
+//! The gateway document as the operator writes it (TOML file, or JSON through the API).
+//! Field names follow Kowabunga's Kawaii resources. Values stay as written; [`crate::validate`]
+//! checks them all and reports every mistake with its field path.
+
+use crate::secret::Secret;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// The whole desired state of one project's gateway.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Gateway {
+    #[serde(default)]
+    pub gateway: GatewaySettings,
+    #[serde(default, skip_serializing_if = "ApiSettings::is_default")]
+    pub api: ApiSettings,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub zones: Vec<Zone>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ingress_rules: Vec<IngressRule>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub egress_rules: Vec<EgressRule>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nat_rules: Vec<NatRule>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub vpc_peerings: Vec<VpcPeering>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ipsec: Vec<Ipsec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wireguard: Option<WireGuard>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pipes: Vec<Pipe>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub routes: Vec<Route>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GatewaySettings {
+    #[serde(default = "default_name")]
+    pub name: String,
+    /// The project's private subnet (CIDR), e.g. `10.1.0.0/24`. Absent on an edge node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub private_subnet: Option<String>,
+    /// `accept` or `drop`; `egress_rules` are the exceptions to it.
+    #[serde(default = "default_accept")]
+    pub egress_policy: String,
+}
+
+impl Default for GatewaySettings {
+    fn default() -> Self {
+        GatewaySettings {
+            name: default_name(),
+            private_subnet: None,
+            egress_policy: default_accept(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ApiSettings {
+    /// Where the REST API listens; default `127.0.0.1:7780`.
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tokens: Vec<ApiToken>,
+    /// A file with more tokens, one `name role sha256hex` per line.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_file: Option<String>,
+}
+
+impl Default for ApiSettings {
+    fn default() -> Self {
+        ApiSettings { listen: default_listen(), tokens: Vec::new(), token_file: None }
+    }
+}
+
+impl ApiSettings {
+    fn is_default(&self) -> bool {
+        *self == ApiSettings::default()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ApiToken {
+    pub name: String,
+    /// `admin`, `operator` or `viewer`.
+    pub role: String,
+    /// Hex SHA-256 of the bearer token (never the token itself).
+    pub sha256: Secret,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Zone {
+    pub name: String,
+    pub public_interface: String,
+    pub private_interface: String,
+    /// This zone's public VIP with its prefix, e.g. `203.0.113.10/24`.
+    pub public_vip: String,
+    /// The upstream next hop.
+    pub public_gateway: String,
+    /// This zone's private gateway VIP (its prefix comes from `private_subnet`).
+    pub private_vip: String,
+}
+
+/// An opening on the public VIPs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct IngressRule {
+    /// Stable id, assigned when created (`ingress-1`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(default = "default_any")]
+    pub source: String,
+    #[serde(default = "default_tcp")]
+    pub protocol: String,
+    pub ports: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EgressRule {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(default = "default_any")]
+    pub destination: String,
+    #[serde(default = "default_tcp")]
+    pub protocol: String,
+    pub ports: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+}
+
+/// Port forwarding from the public VIP to a private host (DNAT).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NatRule {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// The private host's address.
+    pub destination: String,
+    #[serde(default = "default_tcp")]
+    pub protocol: String,
+    pub ports: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+}
+
+/// A rule inside a peering or an IPsec connection.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PeerRule {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destination: Option<String>,
+    #[serde(default = "default_tcp")]
+    pub protocol: String,
+    pub ports: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VpcPeering {
+    pub name: String,
+    /// The other project's subnet.
+    pub subnet: String,
+    /// The other project's gateway on the shared backbone.
+    pub via: String,
+    /// `accept` or `drop` (default); the rules are the exceptions.
+    #[serde(default = "default_drop")]
+    pub policy: String,
+    /// `mutual` (default: the other side is a kawaii gateway that must declare the mirror) or `none`.
+    #[serde(default = "default_mutual")]
+    pub consent: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ingress_rules: Vec<PeerRule>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub egress_rules: Vec<PeerRule>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Ipsec {
+    /// Any UTF-8 name, spaces included.
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none", alias = "desc")]
+    pub description: Option<String>,
+    pub remote_peer: String,
+    pub remote_subnet: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pre_shared_key: Option<Secret>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pre_shared_key_file: Option<String>,
+    pub phase1_dh_group_number: u32,
+    pub phase1_integrity_algorithm: String,
+    pub phase1_encryption_algorithm: String,
+    pub phase2_dh_group_number: u32,
+    pub phase2_integrity_algorithm: String,
+    pub phase2_encryption_algorithm: String,
+    #[serde(default = "default_dpd_timeout")]
+    pub dpd_timeout: String,
+    #[serde(default = "default_dpd_action")]
+    pub dpd_action: String,
+    #[serde(default = "default_start_action")]
+    pub start_action: String,
+    /// CHILD SA rekey interval; shorter than `phase2_lifetime`.
+    #[serde(default = "default_rekey")]
+    pub rekey: String,
+    #[serde(default = "default_phase1_lifetime")]
+    pub phase1_lifetime: String,
+    #[serde(default = "default_phase2_lifetime")]
+    pub phase2_lifetime: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ingress_rules: Vec<PeerRule>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WireGuard {
+    #[serde(default = "default_wg_interface")]
+    pub interface: String,
+    #[serde(default = "default_wg_port")]
+    pub listen_port: u32,
+    /// The VPN subnet with the gateway's address in it, e.g. `10.8.0.1/24`.
+    pub address: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub private_key_file: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub private_key: Option<Secret>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub peers: Vec<WgPeer>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WgPeer {
+    pub name: String,
+    pub public_key: String,
+    /// Addresses routed to this peer; empty: one is allocated from the VPN subnet.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_ips: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preshared_key: Option<Secret>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub persistent_keepalive: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// Full tunnel: the peer's Internet traffic is masqueraded like the private subnet's.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub allow_internet: bool,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ingress_rules: Vec<PeerRule>,
+}
+
+/// A named TCP forward through the tunnel.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Pipe {
+    pub name: String,
+    pub port: u32,
+    /// `host:port` to dial where the pipe ends.
+    pub remote: String,
+    /// The node where `remote` resolves; absent: this node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer: Option<String>,
+    /// Narrows the listener to one address (default: all).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listen: Option<String>,
+}
+
+/// L4 domain route (TLS passthrough by SNI, plain HTTP by Host).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Route {
+    /// `example.com`, `*.example.com`, or `*` for the default route.
+    pub domain: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub https: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub http: Vec<String>,
+    /// `round_robin` (default) or `least_connections`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub balance: Option<String>,
+    /// `v1` or `v2`: send a PROXY header to the backends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy_protocol: Option<String>,
+}
+
+fn default_name() -> String {
+    "kawaii".into()
+}
+fn default_accept() -> String {
+    "accept".into()
+}
+fn default_drop() -> String {
+    "drop".into()
+}
+fn default_mutual() -> String {
+    "mutual".into()
+}
+fn default_listen() -> String {
+    "127.0.0.1:7780".into()
+}
+fn default_any() -> String {
+    "0.0.0.0/0".into()
+}
+fn default_tcp() -> String {
+    "tcp".into()
+}
+fn default_dpd_timeout() -> String {
+    "240s".into()
+}
+fn default_dpd_action() -> String {
+    "restart".into()
+}
+fn default_start_action() -> String {
+    "start".into()
+}
+fn default_rekey() -> String {
+    "1h".into()
+}
+fn default_phase1_lifetime() -> String {
+    "4h".into()
+}
+fn default_phase2_lifetime() -> String {
+    "1h30m".into()
+}
+fn default_wg_interface() -> String {
+    "kawaii-wg0".into()
+}
+fn default_wg_port() -> u32 {
+    51820
+}
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+/// Formats the document can arrive in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Toml,
+    Json,
+}
+
+impl Gateway {
+    /// Parses a native document. Type errors name their path; value errors are left to
+    /// [`crate::validate`], which reports all of them at once.
+    pub fn parse(text: &str, format: Format) -> Result<Gateway, crate::ModelError> {
+        use crate::{FieldError, ModelError};
+        match format {
+            Format::Toml => {
+                let de = toml::Deserializer::parse(text).map_err(|e| {
+                    ModelError::Syntax(FieldError::new("(file)", one_line(e.message())))
+                })?;
+                serde_path_to_error::deserialize(de).map_err(|e| {
+                    let path = e.path().to_string();
+                    ModelError::Syntax(FieldError::new(path, one_line(e.inner().message())))
+                })
+            }
+            Format::Json => {
+                let mut de = serde_json::Deserializer::from_str(text);
+                serde_path_to_error::deserialize(&mut de).map_err(|e| {
+                    let path = e.path().to_string();
+                    let reason = one_line(&e.inner().to_string());
+                    ModelError::Syntax(FieldError::new(path, reason))
+                })
+            }
+        }
+    }
+
+    /// The document as TOML, secrets redacted (a valid config file: sending it back keeps them).
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render as TOML: {e}\n"))
+    }
+
+    /// Keeps stored secrets where `self` carries the redaction marker (a GET sent back).
+    pub fn carry_secrets_from(&mut self, old: &Gateway) {
+        fn keep(new: &mut Option<Secret>, old: Option<&Secret>) {
+            if new.as_ref().is_some_and(Secret::is_placeholder) {
+                *new = old.cloned();
+            }
+        }
+        for c in &mut self.ipsec {
+            let prev = old.ipsec.iter().find(|o| o.name == c.name);
+            keep(&mut c.pre_shared_key, prev.and_then(|o| o.pre_shared_key.as_ref()));
+        }
+        if let Some(wg) = &mut self.wireguard {
+            let old_wg = old.wireguard.as_ref();
+            keep(&mut wg.private_key, old_wg.and_then(|o| o.private_key.as_ref()));
+            for p in &mut wg.peers {
+                let prev = old_wg.and_then(|o| o.peers.iter().find(|op| op.name == p.name));
+                keep(&mut p.preshared_key, prev.and_then(|o| o.preshared_key.as_ref()));
+            }
+        }
+        for t in &mut self.api.tokens {
+            if t.sha256.is_placeholder()
+                && let Some(o) = old.api.tokens.iter().find(|o| o.name == t.name)
+            {
+                t.sha256 = o.sha256.clone();
+            }
+        }
+    }
+
+    /// Gives every rule without an id one: the id of an identical rule in `old` if there is one,
+    /// else the next free `<kind>-N`. Ids are what metrics and the API use to name rules.
+    pub fn assign_rule_ids(&mut self, old: &Gateway) {
+        assign(&mut self.ingress_rules, &old.ingress_rules, "ingress");
+        assign(&mut self.egress_rules, &old.egress_rules, "egress");
+        assign(&mut self.nat_rules, &old.nat_rules, "nat");
+    }
+}
+
+/// Rules that carry an optional stable id.
+pub trait HasId: Clone + PartialEq {
+    fn id(&self) -> Option<&str>;
+    fn set_id(&mut self, id: Option<String>);
+}
+
+macro_rules! has_id {
+    ($($t:ty),*) => {$(
+        impl HasId for $t {
+            fn id(&self) -> Option<&str> { self.id.as_deref() }
+            fn set_id(&mut self, id: Option<String>) { self.id = id; }
+        }
+    )*};
+}
+has_id!(IngressRule, EgressRule, NatRule);
+
+fn assign<T: HasId>(rules: &mut [T], old: &[T], kind: &str) {
+    let prefix = format!("{kind}-");
+    let number = |id: &str| id.strip_prefix(&prefix).and_then(|n| n.parse::<u64>().ok());
+    let mut next = rules
+        .iter()
+        .chain(old)
+        .filter_map(|r| r.id().and_then(number))
+        .max()
+        .unwrap_or(0)
+        + 1;
+    let mut taken: Vec<String> = rules.iter().filter_map(|r| r.id().map(String::from)).collect();
+    for r in rules.iter_mut().filter(|r| r.id().is_none()) {
+        let same = old.iter().find(|o| {
+            let mut anon = (*o).clone();
+            anon.set_id(None);
+            anon == *r && o.id().is_some_and(|id| !taken.iter().any(|t| t == id))
+        });
+        let id = match same.and_then(|o| o.id()) {
+            Some(id) => id.to_string(),
+            None => {
+                let id = format!("{prefix}{next}");
+                next += 1;
+                id
+            }
+        };
+        taken.push(id.clone());
+        r.set_id(Some(id));
+    }
+}
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule(ports: &str) -> EgressRule {
+        EgressRule {
+            id: None,
+            destination: "0.0.0.0/0".into(),
+            protocol: "tcp".into(),
+            ports: ports.into(),
+            description: None,
+        }
+    }
+
+    #[test]
+    fn rule_ids_are_stable_across_reapply() {
+        let mut first = Gateway { egress_rules: vec![rule("25"), rule("80")], ..Default::default() };
+        first.assign_rule_ids(&Gateway::default());
+        let ids: Vec<_> = first.egress_rules.iter().map(|r| r.id.clone()).collect();
+        assert_eq!(ids, [Some("egress-1".to_string()), Some("egress-2".to_string())]);
+        // The file is applied again with a rule inserted in front: the old ones keep their ids.
+        let mut second =
+            Gateway { egress_rules: vec![rule("443"), rule("25"), rule("80")], ..Default::default() };
+        second.assign_rule_ids(&first);
+        let ids: Vec<_> = second.egress_rules.iter().map(|r| r.id.clone().unwrap_or_default()).collect();
+        assert_eq!(ids, ["egress-3", "egress-1", "egress-2"]);
+    }
+
+    #[test]
+    fn type_errors_name_their_path() {
+        let err = Gateway::parse("[wireguard]\naddress = \"10.8.0.1/24\"\nlisten_port = \"x\"\n", Format::Toml)
+            .expect_err("type error");
+        assert_eq!(err.details()[0].path, "wireguard.listen_port");
+        let err = Gateway::parse("[[zones]]\nnam = 1\n", Format::Toml).expect_err("unknown field");
+        assert!(err.to_string().contains("nam"), "{err}");
+    }
+
+    #[test]
+    fn placeholders_keep_stored_secrets() {
+        let toml = r#"
+[[ipsec]]
+name = "ACME Office"
+remote_peer = "198.51.100.8"
+remote_subnet = "172.16.1.0/24"
+pre_shared_key = "s3cret"
+phase1_dh_group_number = 14
+phase1_integrity_algorithm = "SHA512"
+phase1_encryption_algorithm = "AES256"
+phase2_dh_group_number = 14
+phase2_integrity_algorithm = "SHA512"
+phase2_encryption_algorithm = "AES256"
+"#;
+        let old = Gateway::parse(toml, Format::Toml).expect("valid");
+        let exported = old.to_toml();
+        assert!(!exported.contains("s3cret"), "{exported}");
+        let mut back = Gateway::parse(&exported, Format::Toml).expect("round trip");
+        back.carry_secrets_from(&old);
+        assert_eq!(back, old);
+    }
+}

@@ -1,0 +1,983 @@
+//! Validation: the operator's document in, the typed desired state out, or every error at once,
+//! each with its field path (`ipsec[0].phase1_dh_group_number`) and a reason.
+
+use crate::error::{Errors, FieldError, Invalid};
+use crate::ports::PortSet;
+use crate::secret::Secret;
+use crate::spec::*;
+use crate::duration;
+use base64::Engine;
+use ipnet::Ipv4Net;
+use std::collections::{BTreeMap, HashSet};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Protocol {
+    Tcp,
+    Udp,
+}
+
+impl Protocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Policy {
+    Accept,
+    Drop,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Admin,
+    Operator,
+    Viewer,
+}
+
+impl Role {
+    pub fn parse(s: &str) -> Option<Role> {
+        match s {
+            "admin" => Some(Role::Admin),
+            "operator" => Some(Role::Operator),
+            "viewer" => Some(Role::Viewer),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Integrity {
+    Sha1,
+    Sha256,
+    Sha384,
+    Sha512,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encryption {
+    Aes128,
+    Aes256,
+    Camellia128,
+    Camellia256,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DpdAction {
+    Clear,
+    Trap,
+    Restart,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartAction {
+    None,
+    Trap,
+    Start,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Consent {
+    Mutual,
+    None,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Balance {
+    RoundRobin,
+    LeastConnections,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProxyProtocol {
+    V1,
+    V2,
+}
+
+/// Accepted DH groups (IANA numbers).
+pub const DH_GROUPS: &[u32] = &[2, 5, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24];
+
+/// A filter rule: who, what protocol, which ports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rule {
+    pub id: String,
+    /// Source (ingress) or destination (egress) network.
+    pub net: Ipv4Net,
+    pub protocol: Protocol,
+    pub ports: PortSet,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NatForward {
+    pub id: String,
+    pub destination: Ipv4Addr,
+    pub protocol: Protocol,
+    pub ports: PortSet,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ZoneSpec {
+    pub name: String,
+    pub public_interface: String,
+    pub private_interface: String,
+    pub public_vip: Ipv4Net,
+    pub public_gateway: Ipv4Addr,
+    pub private_vip: Ipv4Net,
+}
+
+/// A rule inside a peering or an IPsec connection, typed. `net` is the far side's network.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerRuleSpec {
+    pub source: Option<Ipv4Net>,
+    pub destination: Option<Ipv4Net>,
+    pub protocol: Protocol,
+    pub ports: PortSet,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeeringSpec {
+    pub name: String,
+    pub subnet: Ipv4Net,
+    pub via: Ipv4Addr,
+    pub policy: Policy,
+    pub consent: Consent,
+    pub ingress_rules: Vec<PeerRuleSpec>,
+    pub egress_rules: Vec<PeerRuleSpec>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Phase {
+    pub dh_group: u32,
+    pub integrity: Integrity,
+    pub encryption: Encryption,
+    pub lifetime: Duration,
+}
+
+/// Where an IPsec PSK comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PskSource {
+    Inline(Secret),
+    File(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IpsecSpec {
+    pub name: String,
+    pub remote_peer: Ipv4Addr,
+    pub remote_subnet: Ipv4Net,
+    pub psk: PskSource,
+    pub phase1: Phase,
+    pub phase2: Phase,
+    pub dpd_timeout: Duration,
+    pub dpd_action: DpdAction,
+    pub start_action: StartAction,
+    pub rekey: Duration,
+    pub ingress_rules: Vec<PeerRuleSpec>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WgPeerSpec {
+    pub name: String,
+    pub public_key: [u8; 32],
+    /// As written; empty means "allocate one from the VPN subnet".
+    pub allowed_ips: Vec<Ipv4Net>,
+    pub preshared_key: Option<Secret>,
+    pub persistent_keepalive: Option<u16>,
+    pub endpoint: Option<String>,
+    pub allow_internet: bool,
+    pub ingress_rules: Vec<PeerRuleSpec>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeySource {
+    Inline(Secret),
+    File(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WireGuardSpec {
+    pub interface: String,
+    pub listen_port: u16,
+    /// The gateway's own address inside the VPN subnet, with the subnet's prefix.
+    pub address: Ipv4Net,
+    pub private_key: Option<KeySource>,
+    pub peers: Vec<WgPeerSpec>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PipeSpec {
+    pub name: String,
+    pub port: u16,
+    pub remote_host: String,
+    pub remote_port: u16,
+    pub peer: Option<String>,
+    pub listen: Option<std::net::IpAddr>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteSpec {
+    /// Lowercase; `*.example.com` for a wildcard, `*` for the default route.
+    pub domain: String,
+    pub https: Vec<String>,
+    pub http: Vec<String>,
+    pub balance: Balance,
+    pub proxy_protocol: Option<ProxyProtocol>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenSpec {
+    pub name: String,
+    pub role: Role,
+    pub sha256: [u8; 32],
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiSpec {
+    pub listen: SocketAddr,
+    pub tokens: Vec<TokenSpec>,
+    pub token_file: Option<String>,
+}
+
+/// The typed desired state: what the planner consumes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Desired {
+    pub name: String,
+    pub private_subnet: Option<Ipv4Net>,
+    pub egress_policy: Policy,
+    pub api: ApiSpec,
+    pub zones: Vec<ZoneSpec>,
+    pub ingress_rules: Vec<Rule>,
+    pub egress_rules: Vec<Rule>,
+    pub nat_rules: Vec<NatForward>,
+    pub vpc_peerings: Vec<PeeringSpec>,
+    pub ipsec: Vec<IpsecSpec>,
+    pub wireguard: Option<WireGuardSpec>,
+    pub pipes: Vec<PipeSpec>,
+    pub routes: Vec<RouteSpec>,
+}
+
+/// A valid document's typed form and the warnings it earned.
+#[derive(Debug, Clone)]
+pub struct Report {
+    pub desired: Desired,
+    pub warnings: Vec<FieldError>,
+}
+
+/// Checks every field of `g`; returns the typed state or all errors at once.
+pub fn validate(g: &Gateway) -> Result<Report, Invalid> {
+    let mut e = Errors::default();
+    let desired = check_gateway(g, &mut e);
+    match desired {
+        Some(desired) if e.list.is_empty() => Ok(Report { desired, warnings: e.warnings }),
+        _ => {
+            if e.list.is_empty() {
+                e.push("(document)", "is invalid");
+            }
+            Err(Invalid(e.list))
+        }
+    }
+}
+
+fn check_gateway(g: &Gateway, e: &mut Errors) -> Option<Desired> {
+    if g.gateway.name.trim().is_empty() {
+        e.push("gateway.name", "must not be empty");
+    }
+    let private_subnet = g
+        .gateway
+        .private_subnet
+        .as_deref()
+        .and_then(|s| e.check("gateway.private_subnet", cidr(s)));
+    let egress_policy = e.check("gateway.egress_policy", policy(&g.gateway.egress_policy));
+    let api = check_api(&g.api, e);
+
+    let mut zones = Vec::new();
+    unique(e, "zones", g.zones.iter().map(|z| z.name.as_str()), "name");
+    for (i, z) in g.zones.iter().enumerate() {
+        let p = format!("zones[{i}]");
+        if let Some(z) = check_zone(z, &p, private_subnet, e) {
+            zones.push(z);
+        }
+    }
+    if private_subnet.is_none() && !g.zones.is_empty() && g.gateway.private_subnet.is_none() {
+        e.push("gateway.private_subnet", "is required when zones are declared");
+    }
+
+    let ingress_rules = rules(e, "ingress_rules", g.ingress_rules.iter().map(|r| {
+        (r.id.as_deref(), r.source.as_str(), r.protocol.as_str(), r.ports.as_str(), "source")
+    }));
+    let egress_rules = rules(e, "egress_rules", g.egress_rules.iter().map(|r| {
+        (r.id.as_deref(), r.destination.as_str(), r.protocol.as_str(), r.ports.as_str(), "destination")
+    }));
+
+    let mut nat_rules = Vec::new();
+    for (i, r) in g.nat_rules.iter().enumerate() {
+        let p = format!("nat_rules[{i}]");
+        let dest = e.check(format!("{p}.destination"), ipv4(&r.destination));
+        if let (Some(d), Some(net)) = (dest, private_subnet)
+            && !net.contains(&d)
+        {
+            e.push(format!("{p}.destination"), format!("{d} is not in the private subnet {net}"));
+        }
+        let proto = e.check(format!("{p}.protocol"), protocol(&r.protocol));
+        let ports = e.check(format!("{p}.ports"), PortSet::parse(&r.ports));
+        if let (Some(destination), Some(protocol), Some(ports)) = (dest, proto, ports) {
+            nat_rules.push(NatForward {
+                id: r.id.clone().unwrap_or_else(|| format!("nat-{}", i + 1)),
+                destination,
+                protocol,
+                ports,
+            });
+        }
+    }
+    // A forwarded port nobody may reach is almost always a mistake.
+    for (i, n) in nat_rules.iter().enumerate() {
+        let opened = ingress_rules.iter().any(|r| r.protocol == n.protocol && n.ports.intersects(&r.ports));
+        if !opened {
+            e.warn(
+                format!("nat_rules[{i}]"),
+                format!(
+                    "{} {} is forwarded but no ingress rule opens it, so it is unreachable",
+                    n.protocol.as_str(),
+                    n.ports
+                ),
+            );
+        }
+    }
+    // Two forwards of the same port would race.
+    for (i, a) in nat_rules.iter().enumerate() {
+        for b in &nat_rules[..i] {
+            if a.protocol == b.protocol && a.ports.intersects(&b.ports) {
+                e.push(
+                    format!("nat_rules[{i}].ports"),
+                    format!("{} {} is already forwarded by rule {}", a.protocol.as_str(), a.ports, b.id),
+                );
+            }
+        }
+    }
+
+    let mut vpc_peerings = Vec::new();
+    unique(e, "vpc_peerings", g.vpc_peerings.iter().map(|v| v.name.as_str()), "name");
+    for (i, v) in g.vpc_peerings.iter().enumerate() {
+        let p = format!("vpc_peerings[{i}]");
+        if let Some(v) = check_peering(v, &p, e) {
+            vpc_peerings.push(v);
+        }
+    }
+
+    let mut ipsec = Vec::new();
+    unique(e, "ipsec", g.ipsec.iter().map(|c| c.name.as_str()), "name");
+    for (i, c) in g.ipsec.iter().enumerate() {
+        let p = format!("ipsec[{i}]");
+        if let Some(c) = check_ipsec(c, &p, e) {
+            ipsec.push(c);
+        }
+    }
+
+    let wireguard = g.wireguard.as_ref().and_then(|w| check_wireguard(w, e));
+
+    // Subnets reachable through the gateway must not overlap each other.
+    let mut nets: Vec<(String, Ipv4Net)> = Vec::new();
+    if let Some(n) = private_subnet {
+        nets.push(("gateway.private_subnet".into(), n));
+    }
+    if let Some(w) = &wireguard {
+        nets.push(("wireguard.address".into(), w.address.trunc()));
+    }
+    for (i, v) in vpc_peerings.iter().enumerate() {
+        nets.push((format!("vpc_peerings[{i}].subnet"), v.subnet));
+    }
+    for (i, c) in ipsec.iter().enumerate() {
+        nets.push((format!("ipsec[{i}].remote_subnet"), c.remote_subnet));
+    }
+    for (i, (pa, a)) in nets.iter().enumerate() {
+        for (pb, b) in &nets[..i] {
+            if a.contains(&b.network()) || b.contains(&a.network()) {
+                e.push(pa.clone(), format!("{a} overlaps {b} ({pb})"));
+            }
+        }
+    }
+
+    let mut pipes = Vec::new();
+    let mut peer_names: HashSet<&str> = HashSet::new();
+    if let Some(w) = &g.wireguard {
+        peer_names.extend(w.peers.iter().map(|p| p.name.as_str()));
+    }
+    unique(e, "pipes", g.pipes.iter().map(|p| p.name.as_str()), "name");
+    let mut pipe_ports: BTreeMap<u32, usize> = BTreeMap::new();
+    for (i, pipe) in g.pipes.iter().enumerate() {
+        let p = format!("pipes[{i}]");
+        if let Some(first) = pipe_ports.insert(pipe.port, i) {
+            e.push(format!("{p}.port"), format!("port {} is already used by pipes[{first}]", pipe.port));
+        }
+        if let Some(s) = check_pipe(pipe, &p, &g.gateway.name, &peer_names, e) {
+            pipes.push(s);
+        }
+    }
+
+    let mut routes = Vec::new();
+    unique(e, "routes", g.routes.iter().map(|r| r.domain.as_str()), "domain");
+    for (i, r) in g.routes.iter().enumerate() {
+        if let Some(r) = check_route(r, &format!("routes[{i}]"), e) {
+            routes.push(r);
+        }
+    }
+
+    Some(Desired {
+        name: g.gateway.name.clone(),
+        private_subnet,
+        egress_policy: egress_policy?,
+        api: api?,
+        zones,
+        ingress_rules,
+        egress_rules,
+        nat_rules,
+        vpc_peerings,
+        ipsec,
+        wireguard,
+        pipes,
+        routes,
+    })
+}
+
+fn check_api(a: &ApiSettings, e: &mut Errors) -> Option<ApiSpec> {
+    let listen = e.check(
+        "api.listen",
+        a.listen.parse::<SocketAddr>().map_err(|_| format!("{:?} is not an address:port", a.listen)),
+    );
+    unique(e, "api.tokens", a.tokens.iter().map(|t| t.name.as_str()), "name");
+    let mut tokens = Vec::new();
+    for (i, t) in a.tokens.iter().enumerate() {
+        let p = format!("api.tokens[{i}]");
+        let role = Role::parse(&t.role);
+        if role.is_none() {
+            e.push(format!("{p}.role"), format!("{:?} is not a role; use admin, operator or viewer", t.role));
+        }
+        let hash = sha256_hex(t.sha256.expose());
+        if hash.is_none() {
+            // Never echo the value: it is a secret.
+            e.push(format!("{p}.sha256"), "must be 64 hex digits (the SHA-256 of the token)");
+        }
+        if let (Some(role), Some(sha256)) = (role, hash) {
+            tokens.push(TokenSpec { name: t.name.clone(), role, sha256 });
+        }
+    }
+    Some(ApiSpec { listen: listen?, tokens, token_file: a.token_file.clone() })
+}
+
+/// Parses 64 hex digits into 32 bytes.
+pub fn sha256_hex(s: &str) -> Option<[u8; 32]> {
+    let s = s.trim();
+    if s.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, chunk) in s.as_bytes().chunks(2).enumerate() {
+        let hex = std::str::from_utf8(chunk).ok()?;
+        out[i] = u8::from_str_radix(hex, 16).ok()?;
+    }
+    Some(out)
+}
+
+fn check_zone(z: &Zone, p: &str, private: Option<Ipv4Net>, e: &mut Errors) -> Option<ZoneSpec> {
+    if z.name.trim().is_empty() {
+        e.push(format!("{p}.name"), "must not be empty");
+    }
+    for (field, v) in [("public_interface", &z.public_interface), ("private_interface", &z.private_interface)] {
+        if let Err(reason) = ifname(v) {
+            e.push(format!("{p}.{field}"), reason);
+        }
+    }
+    let public_vip = e.check(format!("{p}.public_vip"), cidr_host(&z.public_vip));
+    let public_gateway = e.check(format!("{p}.public_gateway"), ipv4(&z.public_gateway));
+    if let (Some(vip), Some(gw)) = (public_vip, public_gateway)
+        && !vip.contains(&gw)
+    {
+        e.warn(format!("{p}.public_gateway"), format!("{gw} is outside {}; it must be reachable on-link", vip.trunc()));
+    }
+    let private_ip = e.check(format!("{p}.private_vip"), ipv4(&z.private_vip));
+    let private_vip = match (private_ip, private) {
+        (Some(ip), Some(net)) if net.contains(&ip) => Ipv4Net::new(ip, net.prefix_len()).ok(),
+        (Some(ip), Some(net)) => {
+            e.push(format!("{p}.private_vip"), format!("{ip} is not in the private subnet {net}"));
+            None
+        }
+        _ => None,
+    };
+    Some(ZoneSpec {
+        name: z.name.clone(),
+        public_interface: z.public_interface.clone(),
+        private_interface: z.private_interface.clone(),
+        public_vip: public_vip?,
+        public_gateway: public_gateway?,
+        private_vip: private_vip?,
+    })
+}
+
+type RuleIn<'a> = (Option<&'a str>, &'a str, &'a str, &'a str, &'static str);
+
+fn rules<'a>(e: &mut Errors, kind: &str, items: impl Iterator<Item = RuleIn<'a>>) -> Vec<Rule> {
+    let mut out = Vec::new();
+    let prefix = kind.trim_end_matches("_rules");
+    for (i, (id, net, proto, ports, net_field)) in items.enumerate() {
+        let p = format!("{kind}[{i}]");
+        let net = e.check(format!("{p}.{net_field}"), cidr(net));
+        let proto = e.check(format!("{p}.protocol"), protocol(proto));
+        let ports = e.check(format!("{p}.ports"), PortSet::parse(ports));
+        if let (Some(net), Some(protocol), Some(ports)) = (net, proto, ports) {
+            let id = id.map(String::from).unwrap_or_else(|| format!("{prefix}-{}", i + 1));
+            out.push(Rule { id, net, protocol, ports });
+        }
+    }
+    out
+}
+
+fn peer_rules(rules: &[PeerRule], p: &str, e: &mut Errors) -> Vec<PeerRuleSpec> {
+    let mut out = Vec::new();
+    for (i, r) in rules.iter().enumerate() {
+        let p = format!("{p}[{i}]");
+        let source = r.source.as_deref().and_then(|s| e.check(format!("{p}.source"), cidr(s)));
+        let destination =
+            r.destination.as_deref().and_then(|s| e.check(format!("{p}.destination"), cidr(s)));
+        let proto = e.check(format!("{p}.protocol"), protocol(&r.protocol));
+        let ports = e.check(format!("{p}.ports"), PortSet::parse(&r.ports));
+        let ok = r.source.is_none() == source.is_none() && r.destination.is_none() == destination.is_none();
+        if let (true, Some(protocol), Some(ports)) = (ok, proto, ports) {
+            out.push(PeerRuleSpec { source, destination, protocol, ports });
+        }
+    }
+    out
+}
+
+fn check_peering(v: &VpcPeering, p: &str, e: &mut Errors) -> Option<PeeringSpec> {
+    name(&v.name, &format!("{p}.name"), e);
+    let subnet = e.check(format!("{p}.subnet"), cidr(&v.subnet));
+    let via = e.check(format!("{p}.via"), ipv4(&v.via));
+    let policy = e.check(format!("{p}.policy"), policy(&v.policy));
+    let consent = e.check(
+        format!("{p}.consent"),
+        match v.consent.as_str() {
+            "mutual" => Ok(Consent::Mutual),
+            "none" => Ok(Consent::None),
+            o => Err(format!("{o:?} is not a consent mode; use mutual or none")),
+        },
+    );
+    let ingress_rules = peer_rules(&v.ingress_rules, &format!("{p}.ingress_rules"), e);
+    let egress_rules = peer_rules(&v.egress_rules, &format!("{p}.egress_rules"), e);
+    Some(PeeringSpec {
+        name: v.name.clone(),
+        subnet: subnet?,
+        via: via?,
+        policy: policy?,
+        consent: consent?,
+        ingress_rules,
+        egress_rules,
+    })
+}
+
+fn integrity(s: &str) -> Result<Integrity, String> {
+    match s.to_ascii_uppercase().as_str() {
+        "SHA1" => Ok(Integrity::Sha1),
+        "SHA256" | "SHA2-256" | "SHA2_256" => Ok(Integrity::Sha256),
+        "SHA384" | "SHA2-384" | "SHA2_384" => Ok(Integrity::Sha384),
+        "SHA512" | "SHA2-512" | "SHA2_512" => Ok(Integrity::Sha512),
+        _ => Err(format!("{s:?} is not supported; use SHA1, SHA256, SHA384 or SHA512")),
+    }
+}
+
+fn encryption(s: &str) -> Result<Encryption, String> {
+    match s.to_ascii_uppercase().as_str() {
+        "AES128" => Ok(Encryption::Aes128),
+        "AES256" => Ok(Encryption::Aes256),
+        "CAMELLIA128" => Ok(Encryption::Camellia128),
+        "CAMELLIA256" => Ok(Encryption::Camellia256),
+        _ => Err(format!("{s:?} is not supported; use AES128, AES256, CAMELLIA128 or CAMELLIA256")),
+    }
+}
+
+fn dh_group(n: u32) -> Result<u32, String> {
+    if DH_GROUPS.contains(&n) {
+        Ok(n)
+    } else {
+        Err(format!("DH group {n} is not supported; use one of 2, 5, 14-24"))
+    }
+}
+
+fn check_ipsec(c: &Ipsec, p: &str, e: &mut Errors) -> Option<IpsecSpec> {
+    name(&c.name, &format!("{p}.name"), e);
+    let remote_peer = e.check(format!("{p}.remote_peer"), ipv4(&c.remote_peer));
+    let remote_subnet = e.check(format!("{p}.remote_subnet"), cidr(&c.remote_subnet));
+    let psk = match (&c.pre_shared_key, &c.pre_shared_key_file) {
+        (Some(_), Some(_)) => {
+            e.push(format!("{p}.pre_shared_key"), "give pre_shared_key or pre_shared_key_file, not both");
+            None
+        }
+        (Some(k), None) if k.expose().len() < 8 || k.is_placeholder() => {
+            e.push(format!("{p}.pre_shared_key"), "must be at least 8 characters");
+            None
+        }
+        (Some(k), None) => Some(PskSource::Inline(k.clone())),
+        (None, Some(f)) if f.trim().is_empty() => {
+            e.push(format!("{p}.pre_shared_key_file"), "must not be empty");
+            None
+        }
+        (None, Some(f)) => Some(PskSource::File(f.clone())),
+        (None, None) => {
+            e.push(format!("{p}.pre_shared_key"), "is required (or pre_shared_key_file)");
+            None
+        }
+    };
+    let dur = |e: &mut Errors, field: &str, v: &str| e.check(format!("{p}.{field}"), duration::parse(v));
+    let l1 = dur(e, "phase1_lifetime", &c.phase1_lifetime);
+    let l2 = dur(e, "phase2_lifetime", &c.phase2_lifetime);
+    let rekey = dur(e, "rekey", &c.rekey);
+    let dpd_timeout = dur(e, "dpd_timeout", &c.dpd_timeout);
+    if let (Some(r), Some(l)) = (rekey, l2)
+        && r >= l
+    {
+        e.push(
+            format!("{p}.rekey"),
+            format!("{} must be shorter than phase2_lifetime ({})", c.rekey, c.phase2_lifetime),
+        );
+    }
+    let phase = |e: &mut Errors, n: u8, dh: u32, i: &str, enc: &str, lifetime: Option<Duration>| {
+        let dh = e.check(format!("{p}.phase{n}_dh_group_number"), dh_group(dh));
+        let i = e.check(format!("{p}.phase{n}_integrity_algorithm"), integrity(i));
+        let enc = e.check(format!("{p}.phase{n}_encryption_algorithm"), encryption(enc));
+        Some(Phase { dh_group: dh?, integrity: i?, encryption: enc?, lifetime: lifetime? })
+    };
+    let phase1 = phase(e, 1, c.phase1_dh_group_number, &c.phase1_integrity_algorithm, &c.phase1_encryption_algorithm, l1);
+    let phase2 = phase(e, 2, c.phase2_dh_group_number, &c.phase2_integrity_algorithm, &c.phase2_encryption_algorithm, l2);
+    let dpd_action = e.check(
+        format!("{p}.dpd_action"),
+        match c.dpd_action.as_str() {
+            "clear" => Ok(DpdAction::Clear),
+            "trap" => Ok(DpdAction::Trap),
+            "restart" => Ok(DpdAction::Restart),
+            o => Err(format!("{o:?} is not a DPD action; use clear, trap or restart")),
+        },
+    );
+    let start_action = e.check(
+        format!("{p}.start_action"),
+        match c.start_action.as_str() {
+            "none" => Ok(StartAction::None),
+            "trap" => Ok(StartAction::Trap),
+            "start" => Ok(StartAction::Start),
+            o => Err(format!("{o:?} is not a start action; use none, trap or start")),
+        },
+    );
+    let ingress_rules = peer_rules(&c.ingress_rules, &format!("{p}.ingress_rules"), e);
+    Some(IpsecSpec {
+        name: c.name.clone(),
+        remote_peer: remote_peer?,
+        remote_subnet: remote_subnet?,
+        psk: psk?,
+        phase1: phase1?,
+        phase2: phase2?,
+        dpd_timeout: dpd_timeout?,
+        dpd_action: dpd_action?,
+        start_action: start_action?,
+        rekey: rekey?,
+        ingress_rules,
+    })
+}
+
+/// Decodes a WireGuard key: base64 of exactly 32 bytes.
+pub fn wg_key(s: &str) -> Result<[u8; 32], String> {
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(s.trim())
+        .map_err(|_| "is not valid base64 (expected a WireGuard key, 44 characters)".to_string())?;
+    bytes.try_into().map_err(|b: Vec<u8>| format!("decodes to {} bytes; a WireGuard key has 32", b.len()))
+}
+
+fn check_wireguard(w: &WireGuard, e: &mut Errors) -> Option<WireGuardSpec> {
+    if let Err(reason) = ifname(&w.interface) {
+        e.push("wireguard.interface", reason);
+    }
+    let listen_port = e.check(
+        "wireguard.listen_port",
+        u16::try_from(w.listen_port)
+            .ok()
+            .filter(|p| *p > 0)
+            .ok_or_else(|| format!("{} is not a port (1-65535)", w.listen_port)),
+    );
+    let address = e.check("wireguard.address", cidr_host(&w.address));
+    let private_key = match (&w.private_key, &w.private_key_file) {
+        (Some(_), Some(_)) => {
+            e.push("wireguard.private_key", "give private_key or private_key_file, not both");
+            None
+        }
+        (Some(k), None) => match wg_key(k.expose()) {
+            Ok(_) => Some(KeySource::Inline(k.clone())),
+            Err(_) => {
+                e.push("wireguard.private_key", "is not a WireGuard key (base64 of 32 bytes)");
+                None
+            }
+        },
+        (None, Some(f)) => Some(KeySource::File(f.clone())),
+        (None, None) => None,
+    };
+    unique(e, "wireguard.peers", w.peers.iter().map(|p| p.name.as_str()), "name");
+    let mut peers = Vec::new();
+    let mut keys: BTreeMap<[u8; 32], &str> = BTreeMap::new();
+    for (i, peer) in w.peers.iter().enumerate() {
+        let p = format!("wireguard.peers[{i}]");
+        name(&peer.name, &format!("{p}.name"), e);
+        let key = e.check(format!("{p}.public_key"), wg_key(&peer.public_key));
+        if let Some(k) = key
+            && let Some(other) = keys.insert(k, &peer.name)
+        {
+            e.push(format!("{p}.public_key"), format!("is already the key of peer {other:?}"));
+        }
+        let mut ips = Vec::new();
+        for (j, ip) in peer.allowed_ips.iter().enumerate() {
+            if let Some(n) = e.check(format!("{p}.allowed_ips[{j}]"), cidr(ip)) {
+                ips.push(n);
+            }
+        }
+        if let Some(k) = &peer.preshared_key
+            && !k.is_placeholder()
+            && wg_key(k.expose()).is_err()
+        {
+            e.push(format!("{p}.preshared_key"), "is not a WireGuard key (base64 of 32 bytes)");
+        }
+        let keepalive = match peer.persistent_keepalive {
+            Some(k) => e.check(
+                format!("{p}.persistent_keepalive"),
+                u16::try_from(k).map_err(|_| format!("{k} is too large (max 65535 seconds)")),
+            ),
+            None => None,
+        };
+        let ingress_rules = peer_rules(&peer.ingress_rules, &format!("{p}.ingress_rules"), e);
+        if let Some(public_key) = key {
+            peers.push(WgPeerSpec {
+                name: peer.name.clone(),
+                public_key,
+                allowed_ips: ips,
+                preshared_key: peer.preshared_key.clone(),
+                persistent_keepalive: keepalive,
+                endpoint: peer.endpoint.clone(),
+                allow_internet: peer.allow_internet,
+                ingress_rules,
+            });
+        }
+    }
+    // Allowed IPs route traffic to one peer: two peers claiming one address is ambiguous.
+    for (i, a) in peers.iter().enumerate() {
+        for b in &peers[..i] {
+            for na in &a.allowed_ips {
+                if let Some(nb) = b.allowed_ips.iter().find(|nb| na.contains(&nb.network()) || nb.contains(&na.network())) {
+                    let idx = w.peers.iter().position(|p| p.name == a.name).unwrap_or(i);
+                    e.push(
+                        format!("wireguard.peers[{idx}].allowed_ips"),
+                        format!("{na} of peer {:?} overlaps {nb} of peer {:?}", a.name, b.name),
+                    );
+                }
+            }
+        }
+    }
+    if let Some(addr) = address {
+        for (i, peer) in peers.iter().enumerate() {
+            if peer.allowed_ips.iter().any(|n| n.contains(&addr.addr())) {
+                e.push(
+                    format!("wireguard.peers[{i}].allowed_ips"),
+                    format!("contains the gateway's own VPN address {}", addr.addr()),
+                );
+            }
+        }
+    }
+    Some(WireGuardSpec {
+        interface: w.interface.clone(),
+        listen_port: listen_port?,
+        address: address?,
+        private_key,
+        peers,
+    })
+}
+
+fn check_pipe(
+    pipe: &Pipe,
+    p: &str,
+    node: &str,
+    peers: &HashSet<&str>,
+    e: &mut Errors,
+) -> Option<PipeSpec> {
+    name(&pipe.name, &format!("{p}.name"), e);
+    let port = e.check(
+        format!("{p}.port"),
+        u16::try_from(pipe.port).ok().filter(|p| *p > 0).ok_or_else(|| format!("{} is not a port (1-65535)", pipe.port)),
+    );
+    let remote = e.check(format!("{p}.remote"), host_port(&pipe.remote));
+    if let Some(peer) = &pipe.peer
+        && peer != node
+        && !peers.contains(peer.as_str())
+    {
+        e.push(format!("{p}.peer"), format!("{peer:?} names no WireGuard peer and is not this node ({node:?})"));
+    }
+    let listen = match &pipe.listen {
+        Some(l) => e.check(format!("{p}.listen"), l.parse().map_err(|_| format!("{l:?} is not an IP address"))),
+        None => None,
+    };
+    let (remote_host, remote_port) = remote?;
+    Some(PipeSpec { name: pipe.name.clone(), port: port?, remote_host, remote_port, peer: pipe.peer.clone(), listen })
+}
+
+fn check_route(r: &Route, p: &str, e: &mut Errors) -> Option<RouteSpec> {
+    let domain = e.check(format!("{p}.domain"), domain(&r.domain));
+    if r.https.is_empty() && r.http.is_empty() {
+        e.push(p.to_string(), "needs at least one backend in https or http");
+    }
+    for (field, list) in [("https", &r.https), ("http", &r.http)] {
+        for (i, b) in list.iter().enumerate() {
+            e.check(format!("{p}.{field}[{i}]"), host_port(b));
+        }
+    }
+    let balance = match r.balance.as_deref() {
+        None | Some("round_robin") => Some(Balance::RoundRobin),
+        Some("least_connections") => Some(Balance::LeastConnections),
+        Some(o) => {
+            e.push(format!("{p}.balance"), format!("{o:?} is not a balance mode; use round_robin or least_connections"));
+            None
+        }
+    };
+    let proxy_protocol = match r.proxy_protocol.as_deref() {
+        None => Some(None),
+        Some("v1") => Some(Some(ProxyProtocol::V1)),
+        Some("v2") => Some(Some(ProxyProtocol::V2)),
+        Some(o) => {
+            e.push(format!("{p}.proxy_protocol"), format!("{o:?} is not a PROXY protocol version; use v1 or v2"));
+            None
+        }
+    };
+    Some(RouteSpec {
+        domain: domain?,
+        https: r.https.clone(),
+        http: r.http.clone(),
+        balance: balance?,
+        proxy_protocol: proxy_protocol?,
+    })
+}
+
+/// A route domain: lowercase DNS name, `*.` only as the whole first label, or `*` (default).
+pub fn domain(s: &str) -> Result<String, String> {
+    if s == "*" {
+        return Ok(s.into());
+    }
+    if s != s.to_ascii_lowercase() {
+        return Err(format!("{s:?} must be lowercase"));
+    }
+    let name = s.strip_suffix('.').unwrap_or(s);
+    let body = name.strip_prefix("*.").unwrap_or(name);
+    if body.is_empty() || name.len() > 253 {
+        return Err(format!("{s:?} is not a domain name"));
+    }
+    for label in body.split('.') {
+        if label.contains('*') {
+            return Err(format!("{s:?}: a wildcard may only be the whole first label (*.example.com)"));
+        }
+        let ok = !label.is_empty()
+            && label.len() <= 63
+            && label.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+            && !label.starts_with('-')
+            && !label.ends_with('-');
+        if !ok {
+            return Err(format!("{s:?} has an invalid label {label:?}"));
+        }
+    }
+    Ok(name.to_string())
+}
+
+/// `host:port` or `ip:port` (`[v6]:port`).
+pub fn host_port(s: &str) -> Result<(String, u16), String> {
+    let (host, port) = s
+        .rsplit_once(':')
+        .ok_or_else(|| format!("{s:?} needs a port (host:port)"))?;
+    let port = port
+        .parse::<u16>()
+        .ok()
+        .filter(|p| *p > 0)
+        .ok_or_else(|| format!("{s:?}: {port:?} is not a port (1-65535)"))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() || host.contains(char::is_whitespace) {
+        return Err(format!("{s:?} has no host"));
+    }
+    Ok((host.to_string(), port))
+}
+
+fn unique<'a>(e: &mut Errors, kind: &str, names: impl Iterator<Item = &'a str>, field: &str) {
+    let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
+    for (i, n) in names.enumerate() {
+        if let Some(first) = seen.insert(n, i) {
+            e.push(format!("{kind}[{i}].{field}"), format!("{n:?} is already used by {kind}[{first}]"));
+        }
+    }
+}
+
+fn name(n: &str, path: &str, e: &mut Errors) {
+    if n.trim().is_empty() {
+        e.push(path, "must not be empty");
+    } else if n.chars().any(char::is_control) {
+        e.push(path, "must not contain control characters");
+    } else if n.len() > 128 {
+        e.push(path, "is longer than 128 bytes");
+    }
+}
+
+fn ifname(s: &str) -> Result<(), String> {
+    if s.is_empty() || s.len() > 15 || s.contains(['/', ' ', ':']) || s == "." || s == ".." {
+        Err(format!("{s:?} is not an interface name (1-15 characters, no '/', ':' or spaces)"))
+    } else {
+        Ok(())
+    }
+}
+
+fn protocol(s: &str) -> Result<Protocol, String> {
+    match s {
+        "tcp" => Ok(Protocol::Tcp),
+        "udp" => Ok(Protocol::Udp),
+        o => Err(format!("{o:?} is not a protocol; use tcp or udp")),
+    }
+}
+
+fn policy(s: &str) -> Result<Policy, String> {
+    match s {
+        "accept" => Ok(Policy::Accept),
+        "drop" => Ok(Policy::Drop),
+        o => Err(format!("{o:?} is not a policy; use accept or drop")),
+    }
+}
+
+fn ipv4(s: &str) -> Result<Ipv4Addr, String> {
+    s.trim().parse().map_err(|_| format!("{s:?} is not an IPv4 address"))
+}
+
+/// A network in CIDR form; a bare address means /32. Host bits must be zero.
+pub fn cidr(s: &str) -> Result<Ipv4Net, String> {
+    let s = s.trim();
+    let net: Ipv4Net = if s.contains('/') {
+        s.parse().map_err(|_| format!("{s:?} is not an IPv4 CIDR (like 10.1.0.0/24)"))?
+    } else {
+        let ip: Ipv4Addr = s.parse().map_err(|_| format!("{s:?} is not an IPv4 CIDR (like 10.1.0.0/24)"))?;
+        Ipv4Net::from(ip)
+    };
+    if net.trunc() != net {
+        return Err(format!("{s:?} has host bits set; did you mean {}?", net.trunc()));
+    }
+    Ok(net)
+}
+
+/// An address with its prefix (`203.0.113.10/24`): host bits allowed, must not be the network.
+fn cidr_host(s: &str) -> Result<Ipv4Net, String> {
+    let net: Ipv4Net = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not an address with prefix (like 203.0.113.10/24)"))?;
+    if net.prefix_len() < 31 && (net.addr() == net.network() || net.addr() == net.broadcast()) {
+        return Err(format!("{s:?} is the network or broadcast address, not a host"));
+    }
+    Ok(net)
+}
