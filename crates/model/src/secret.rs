@@ -8,6 +8,27 @@ use std::fmt;
 /// What a secret looks like in every output. Sending it back unchanged keeps the stored value.
 pub const REDACTED: &str = "(redacted)";
 
+/// Names of every field that holds a [`Secret`] in the gateway document. Whoever handles the
+/// revealed JSON (the store's audit diff) redacts these with [`redact_json`].
+pub const FIELD_NAMES: &[&str] = &["pre_shared_key", "private_key", "preshared_key", "sha256"];
+
+/// Replaces every secret field of a JSON value (at any depth) with [`REDACTED`].
+pub fn redact_json(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::Object(map) => {
+            for (k, child) in map.iter_mut() {
+                if FIELD_NAMES.contains(&k.as_str()) && child.is_string() {
+                    *child = serde_json::Value::String(REDACTED.into());
+                } else {
+                    redact_json(child);
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(redact_json),
+        _ => {}
+    }
+}
+
 thread_local! {
     static REVEAL: Cell<bool> = const { Cell::new(false) };
 }
@@ -87,5 +108,43 @@ mod tests {
         let shown = Secret::reveal(|| serde_json::to_string(&s).expect("json"));
         assert_eq!(shown, "\"hunter2\"");
         assert_eq!(serde_json::to_string(&s).expect("json"), "\"(redacted)\"");
+    }
+}
+
+#[cfg(test)]
+mod field_names {
+    use crate::{Format, Gateway};
+
+    /// Every Secret field of the document is in FIELD_NAMES: redacting the revealed JSON gives
+    /// exactly the ordinary (redacted) serialization.
+    #[test]
+    fn field_names_cover_every_secret() {
+        let text = r#"
+[api]
+tokens = [{ name = "ops", role = "admin", sha256 = "8aeb934816ad3780c8f6c6a2bf98e6df6115b81de9e11de4b3a78a58bb196d90" }]
+[[ipsec]]
+name = "o"
+remote_peer = "198.51.100.8"
+remote_subnet = "172.16.1.0/24"
+pre_shared_key = "psk-psk-psk"
+phase1_dh_group_number = 14
+phase1_integrity_algorithm = "SHA512"
+phase1_encryption_algorithm = "AES256"
+phase2_dh_group_number = 14
+phase2_integrity_algorithm = "SHA512"
+phase2_encryption_algorithm = "AES256"
+[wireguard]
+address = "10.8.0.1/24"
+private_key = "GY5aT1N9dTR/nJnT1N2f4ClZWVj0jOAld0r8ysWLyjg="
+[[wireguard.peers]]
+name = "a"
+public_key = "xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg="
+preshared_key = "GY5aT1N9dTR/nJnT1N2f4ClZWVj0jOAld0r8ysWLyjg="
+"#;
+        let g = Gateway::parse(text, Format::Toml).expect("parses");
+        let mut revealed = super::Secret::reveal(|| serde_json::to_value(&g)).expect("json");
+        assert_ne!(revealed, serde_json::to_value(&g).expect("json"));
+        super::redact_json(&mut revealed);
+        assert_eq!(revealed, serde_json::to_value(&g).expect("json"));
     }
 }

@@ -1,0 +1,254 @@
+//! Embedded SQLite backend. Chosen over redb because operators can inspect and repair the file
+//! with the ordinary `sqlite3` tool, and SQLite's crash safety under WAL + `synchronous=FULL` is
+//! the most exercised there is (see docs/architecture.md).
+
+use crate::audit::{AuditEntry, Change, diff};
+use crate::{Actor, Snapshot, Store, StoreError};
+use kawaii_model::{Format, Gateway, Secret};
+use rusqlite::{Connection, OptionalExtension, params};
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::{SystemTime, UNIX_EPOCH};
+use tokio::sync::watch;
+
+#[derive(Debug)]
+pub struct SqliteStore {
+    conn: Mutex<Connection>,
+    notify: watch::Sender<u64>,
+}
+
+fn io(e: rusqlite::Error) -> StoreError {
+    StoreError::Io(e.to_string())
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) `DIR/kawaii.db`.
+    pub fn open(dir: &Path) -> Result<SqliteStore, StoreError> {
+        std::fs::create_dir_all(dir).map_err(|e| StoreError::Io(format!("{}: {e}", dir.display())))?;
+        let conn = Connection::open(dir.join("kawaii.db")).map_err(io)?;
+        Self::init(conn)
+    }
+
+    /// A store that lives in memory only (tests, `kawaii render`).
+    pub fn in_memory() -> Result<SqliteStore, StoreError> {
+        Self::init(Connection::open_in_memory().map_err(io)?)
+    }
+
+    fn init(conn: Connection) -> Result<SqliteStore, StoreError> {
+        conn.execute_batch(
+            "PRAGMA journal_mode = WAL;
+             PRAGMA synchronous = FULL;
+             PRAGMA busy_timeout = 5000;
+             CREATE TABLE IF NOT EXISTS state (
+                 revision INTEGER PRIMARY KEY,
+                 document TEXT NOT NULL,
+                 at TEXT NOT NULL);
+             CREATE TABLE IF NOT EXISTS audit (
+                 id INTEGER PRIMARY KEY AUTOINCREMENT,
+                 at TEXT NOT NULL,
+                 revision INTEGER NOT NULL,
+                 actor TEXT NOT NULL,
+                 action TEXT NOT NULL,
+                 changes TEXT NOT NULL);
+             CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);",
+        )
+        .map_err(io)?;
+        let store = SqliteStore { conn: Mutex::new(conn), notify: watch::channel(0).0 };
+        let rev = store.current()?.revision;
+        store.notify.send_replace(rev);
+        Ok(store)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
+        // A panic while holding the lock cannot leave SQLite inconsistent (transactions roll
+        // back), so a poisoned lock is still usable.
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+fn read_current(conn: &Connection) -> Result<Snapshot, StoreError> {
+    let row: Option<(u64, String)> = conn
+        .query_row("SELECT revision, document FROM state ORDER BY revision DESC LIMIT 1", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .optional()
+        .map_err(io)?;
+    match row {
+        None => Ok(Snapshot { revision: 0, gateway: Gateway::default() }),
+        Some((revision, doc)) => {
+            let gateway = Gateway::parse(&doc, Format::Json).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            Ok(Snapshot { revision, gateway })
+        }
+    }
+}
+
+/// RFC 3339 UTC timestamp, second precision, without a date crate.
+pub(crate) fn now_rfc3339() -> String {
+    let secs = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let (days, rem) = (secs / 86400, secs % 86400);
+    // Civil-from-days (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+impl Store for SqliteStore {
+    fn current(&self) -> Result<Snapshot, StoreError> {
+        read_current(&self.lock())
+    }
+
+    fn commit(&self, expected: Option<u64>, gateway: &Gateway, actor: &Actor) -> Result<u64, StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction().map_err(io)?;
+        let cur = read_current(&tx)?;
+        if let Some(expected) = expected
+            && expected != cur.revision
+        {
+            return Err(StoreError::Stale { expected, current: cur.revision });
+        }
+        if cur.gateway == *gateway && cur.revision > 0 {
+            return Ok(cur.revision);
+        }
+        let stored = Secret::reveal(|| serde_json::to_string(gateway))
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        // Diff the real values (so a changed secret is a change), then redact what is recorded.
+        let revealed = |g: &Gateway| Secret::reveal(|| serde_json::to_value(g)).unwrap_or_default();
+        let mut changes: Vec<Change> = diff(&revealed(&cur.gateway), &revealed(gateway));
+        for c in &mut changes {
+            let last = c.path.rsplit('.').next().unwrap_or_default();
+            for v in [&mut c.before, &mut c.after].into_iter().flatten() {
+                if kawaii_model::secret::FIELD_NAMES.contains(&last) {
+                    *v = serde_json::Value::String(kawaii_model::secret::REDACTED.into());
+                }
+                kawaii_model::secret::redact_json(v);
+            }
+        }
+        let changes = serde_json::to_string(&changes).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let revision = cur.revision + 1;
+        let at = now_rfc3339();
+        tx.execute("INSERT INTO state (revision, document, at) VALUES (?1, ?2, ?3)", params![revision, stored, at])
+            .map_err(io)?;
+        // Keep a bounded history of full documents; the audit trail keeps every change.
+        tx.execute("DELETE FROM state WHERE revision <= ?1", params![revision.saturating_sub(100)])
+            .map_err(io)?;
+        tx.execute(
+            "INSERT INTO audit (at, revision, actor, action, changes) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![at, revision, actor.name, actor.action, changes],
+        )
+        .map_err(io)?;
+        tx.commit().map_err(io)?;
+        drop(conn);
+        self.notify.send_replace(revision);
+        Ok(revision)
+    }
+
+    fn audit(&self, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
+        let conn = self.lock();
+        let mut stmt = conn
+            .prepare("SELECT id, at, revision, actor, action, changes FROM audit ORDER BY id DESC LIMIT ?1")
+            .map_err(io)?;
+        let rows = stmt
+            .query_map(params![limit as i64], |r| {
+                Ok((r.get::<_, u64>(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get::<_, String>(5)?))
+            })
+            .map_err(io)?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, at, revision, actor, action, changes) = row.map_err(io)?;
+            let changes = serde_json::from_str(&changes).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            out.push(AuditEntry { id, at, revision, actor, action, changes });
+        }
+        Ok(out)
+    }
+
+    fn get_meta(&self, key: &str) -> Result<Option<String>, StoreError> {
+        self.lock()
+            .query_row("SELECT value FROM meta WHERE key = ?1", params![key], |r| r.get(0))
+            .optional()
+            .map_err(io)
+    }
+
+    fn set_meta(&self, key: &str, value: &str) -> Result<(), StoreError> {
+        self.lock()
+            .execute(
+                "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = ?2",
+                params![key, value],
+            )
+            .map(|_| ())
+            .map_err(io)
+    }
+
+    fn watch(&self) -> watch::Receiver<u64> {
+        self.notify.subscribe()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kawaii_model::{Ipsec, Secret};
+
+    fn actor() -> Actor {
+        Actor { name: "ops".into(), action: "test".into() }
+    }
+
+    fn with_psk(psk: &str) -> Gateway {
+        let mut g = Gateway::default();
+        g.ipsec.push(Ipsec {
+            name: "ACME Office".into(),
+            description: None,
+            remote_peer: "198.51.100.8".into(),
+            remote_subnet: "172.16.1.0/24".into(),
+            pre_shared_key: Some(Secret::new(psk)),
+            pre_shared_key_file: None,
+            phase1_dh_group_number: 14,
+            phase1_integrity_algorithm: "SHA512".into(),
+            phase1_encryption_algorithm: "AES256".into(),
+            phase2_dh_group_number: 14,
+            phase2_integrity_algorithm: "SHA512".into(),
+            phase2_encryption_algorithm: "AES256".into(),
+            dpd_timeout: "240s".into(),
+            dpd_action: "restart".into(),
+            start_action: "start".into(),
+            rekey: "1h".into(),
+            phase1_lifetime: "4h".into(),
+            phase2_lifetime: "1h30m".into(),
+            ingress_rules: vec![],
+        });
+        g
+    }
+
+    #[test]
+    fn revisions_secrets_and_audit_survive_reopen() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let s = SqliteStore::open(dir.path()).expect("open");
+            assert_eq!(s.current().expect("current").revision, 0);
+            assert_eq!(s.commit(Some(0), &with_psk("first-secret"), &actor()).expect("commit"), 1);
+            assert!(matches!(
+                s.commit(Some(0), &with_psk("x-secret-2"), &actor()),
+                Err(StoreError::Stale { expected: 0, current: 1 })
+            ));
+            assert_eq!(s.commit(None, &with_psk("second-secret"), &actor()).expect("commit"), 2);
+            // Same document: no new revision.
+            assert_eq!(s.commit(None, &with_psk("second-secret"), &actor()).expect("commit"), 2);
+        }
+        let s = SqliteStore::open(dir.path()).expect("reopen");
+        let cur = s.current().expect("current");
+        assert_eq!(cur.revision, 2);
+        assert_eq!(cur.gateway.ipsec[0].pre_shared_key.as_ref().map(Secret::expose), Some("second-secret"));
+        let audit = s.audit(10).expect("audit");
+        assert_eq!(audit.len(), 2);
+        let text = serde_json::to_string(&audit).expect("json");
+        assert!(!text.contains("secret"), "{text}");
+        assert_eq!(audit[0].changes[0].path, "ipsec[name=\"ACME Office\"].pre_shared_key");
+        assert!(now_rfc3339().starts_with("20"));
+    }
+}
