@@ -1,1 +1,16 @@
+//! The REST API: `/v1/...` resources over the store, bearer-token auth with roles, errors as
+//! `{"error", "details": [{"path", "reason"}]}`, `/openapi.json` generated from the handlers,
+//! Prometheus text at `/metrics`, `/healthz` and `/readyz`.
+//!
+//! Handlers only read the store and commit validated documents to it; the daemon's reconcile loop
+//! watches the store and applies. No handler talks to the kernel.
 
+mod auth;
+mod error;
+mod handlers;
+mod state;
+
+pub use auth::{Caller, hash_token};
+pub use error::ApiError;
+pub use handlers::{GatewayView, router};
+pub use state::{ApiState, DriverStatus, Status};

@@ -12,9 +12,13 @@ pub fn parse(s: &str) -> Result<Duration, String> {
     while !rest.is_empty() {
         let digits = rest.chars().take_while(|c| c.is_ascii_digit()).count();
         if digits == 0 {
-            return Err(format!("{s:?} is not a duration; expected e.g. \"240s\", \"1h30m\""));
+            return Err(format!(
+                "{s:?} is not a duration; expected e.g. \"240s\", \"1h30m\""
+            ));
         }
-        let n: u64 = rest[..digits].parse().map_err(|_| format!("{s:?}: number too large"))?;
+        let n: u64 = rest[..digits]
+            .parse()
+            .map_err(|_| format!("{s:?}: number too large"))?;
         rest = &rest[digits..];
         let unit_len = rest.chars().take_while(|c| c.is_ascii_alphabetic()).count();
         let unit = &rest[..unit_len];
@@ -26,7 +30,11 @@ pub fn parse(s: &str) -> Result<Duration, String> {
             "h" => Duration::from_secs(n * 3600),
             "d" => Duration::from_secs(n * 86400),
             "" => return Err(format!("{s:?} lacks a unit (ms, s, m, h or d)")),
-            u => return Err(format!("{s:?} has unknown unit {u:?} (use ms, s, m, h or d)")),
+            u => {
+                return Err(format!(
+                    "{s:?} has unknown unit {u:?} (use ms, s, m, h or d)"
+                ));
+            }
         };
         total += d;
     }
@@ -59,8 +67,8 @@ mod tests {
         assert_eq!(parse("1h30m"), Ok(Duration::from_secs(5400)));
         assert_eq!(parse("500ms"), Ok(Duration::from_millis(500)));
         assert_eq!(format(Duration::from_secs(5400)), "1h30m");
-        assert!(parse("10").unwrap_err().contains("unit"));
-        assert!(parse("5x").unwrap_err().contains("unknown unit"));
+        assert!(parse("10").expect_err("must fail").contains("unit"));
+        assert!(parse("5x").expect_err("must fail").contains("unknown unit"));
         assert!(parse("h").is_err());
     }
 }

@@ -38,12 +38,16 @@ impl PortSet {
 
     /// True if any port of `self` is in `other`.
     pub fn intersects(&self, other: &PortSet) -> bool {
-        self.0.iter().any(|&(a, b)| other.0.iter().any(|&(c, d)| a <= d && c <= b))
+        self.0
+            .iter()
+            .any(|&(a, b)| other.0.iter().any(|&(c, d)| a <= d && c <= b))
     }
 
     /// True if every port of `self` is in `other`.
     pub fn is_subset_of(&self, other: &PortSet) -> bool {
-        self.0.iter().all(|&(a, b)| (a..=b).all(|p| other.contains(p)))
+        self.0
+            .iter()
+            .all(|&(a, b)| (a..=b).all(|p| other.contains(p)))
     }
 
     pub fn is_full(&self) -> bool {
@@ -65,7 +69,11 @@ impl fmt::Display for PortSet {
             if i > 0 {
                 f.write_str(",")?;
             }
-            if lo == hi { write!(f, "{lo}")? } else { write!(f, "{lo}-{hi}")? }
+            if lo == hi {
+                write!(f, "{lo}")?
+            } else {
+                write!(f, "{lo}-{hi}")?
+            }
         }
         Ok(())
     }
@@ -86,12 +94,32 @@ mod tests {
 
     #[test]
     fn rejects_bad_forms_with_reasons() {
-        assert!(PortSet::parse("80-22").unwrap_err().contains("descending"));
-        assert!(PortSet::parse("0").unwrap_err().contains("out of range"));
-        assert!(PortSet::parse("65536").unwrap_err().contains("out of range"));
-        assert!(PortSet::parse("22,,80").unwrap_err().contains("empty item"));
-        assert!(PortSet::parse("").unwrap_err().contains("empty"));
-        assert!(PortSet::parse("http").unwrap_err().contains("not a port"));
+        assert!(
+            PortSet::parse("80-22")
+                .expect_err("must fail")
+                .contains("descending")
+        );
+        assert!(
+            PortSet::parse("0")
+                .expect_err("must fail")
+                .contains("out of range")
+        );
+        assert!(
+            PortSet::parse("65536")
+                .expect_err("must fail")
+                .contains("out of range")
+        );
+        assert!(
+            PortSet::parse("22,,80")
+                .expect_err("must fail")
+                .contains("empty item")
+        );
+        assert!(PortSet::parse("").expect_err("must fail").contains("empty"));
+        assert!(
+            PortSet::parse("http")
+                .expect_err("must fail")
+                .contains("not a port")
+        );
     }
 
     #[test]

@@ -75,7 +75,11 @@ impl fmt::Display for Secret {
 
 impl Serialize for Secret {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        if REVEAL.with(|r| r.get()) { s.serialize_str(&self.0) } else { s.serialize_str(REDACTED) }
+        if REVEAL.with(|r| r.get()) {
+            s.serialize_str(&self.0)
+        } else {
+            s.serialize_str(REDACTED)
+        }
     }
 }
 

@@ -72,7 +72,11 @@ pub struct ApiSettings {
 
 impl Default for ApiSettings {
     fn default() -> Self {
-        ApiSettings { listen: default_listen(), tokens: Vec::new(), token_file: None }
+        ApiSettings {
+            listen: default_listen(),
+            tokens: Vec::new(),
+            token_file: None,
+        }
     }
 }
 
@@ -390,14 +394,23 @@ impl Gateway {
         }
         for c in &mut self.ipsec {
             let prev = old.ipsec.iter().find(|o| o.name == c.name);
-            keep(&mut c.pre_shared_key, prev.and_then(|o| o.pre_shared_key.as_ref()));
+            keep(
+                &mut c.pre_shared_key,
+                prev.and_then(|o| o.pre_shared_key.as_ref()),
+            );
         }
         if let Some(wg) = &mut self.wireguard {
             let old_wg = old.wireguard.as_ref();
-            keep(&mut wg.private_key, old_wg.and_then(|o| o.private_key.as_ref()));
+            keep(
+                &mut wg.private_key,
+                old_wg.and_then(|o| o.private_key.as_ref()),
+            );
             for p in &mut wg.peers {
                 let prev = old_wg.and_then(|o| o.peers.iter().find(|op| op.name == p.name));
-                keep(&mut p.preshared_key, prev.and_then(|o| o.preshared_key.as_ref()));
+                keep(
+                    &mut p.preshared_key,
+                    prev.and_then(|o| o.preshared_key.as_ref()),
+                );
             }
         }
         for t in &mut self.api.tokens {
@@ -444,7 +457,10 @@ fn assign<T: HasId>(rules: &mut [T], old: &[T], kind: &str) {
         .max()
         .unwrap_or(0)
         + 1;
-    let mut taken: Vec<String> = rules.iter().filter_map(|r| r.id().map(String::from)).collect();
+    let mut taken: Vec<String> = rules
+        .iter()
+        .filter_map(|r| r.id().map(String::from))
+        .collect();
     for r in rules.iter_mut().filter(|r| r.id().is_none()) {
         let same = old.iter().find(|o| {
             let mut anon = (*o).clone();
@@ -484,22 +500,37 @@ mod tests {
 
     #[test]
     fn rule_ids_are_stable_across_reapply() {
-        let mut first = Gateway { egress_rules: vec![rule("25"), rule("80")], ..Default::default() };
+        let mut first = Gateway {
+            egress_rules: vec![rule("25"), rule("80")],
+            ..Default::default()
+        };
         first.assign_rule_ids(&Gateway::default());
         let ids: Vec<_> = first.egress_rules.iter().map(|r| r.id.clone()).collect();
-        assert_eq!(ids, [Some("egress-1".to_string()), Some("egress-2".to_string())]);
+        assert_eq!(
+            ids,
+            [Some("egress-1".to_string()), Some("egress-2".to_string())]
+        );
         // The file is applied again with a rule inserted in front: the old ones keep their ids.
-        let mut second =
-            Gateway { egress_rules: vec![rule("443"), rule("25"), rule("80")], ..Default::default() };
+        let mut second = Gateway {
+            egress_rules: vec![rule("443"), rule("25"), rule("80")],
+            ..Default::default()
+        };
         second.assign_rule_ids(&first);
-        let ids: Vec<_> = second.egress_rules.iter().map(|r| r.id.clone().unwrap_or_default()).collect();
+        let ids: Vec<_> = second
+            .egress_rules
+            .iter()
+            .map(|r| r.id.clone().unwrap_or_default())
+            .collect();
         assert_eq!(ids, ["egress-3", "egress-1", "egress-2"]);
     }
 
     #[test]
     fn type_errors_name_their_path() {
-        let err = Gateway::parse("[wireguard]\naddress = \"10.8.0.1/24\"\nlisten_port = \"x\"\n", Format::Toml)
-            .expect_err("type error");
+        let err = Gateway::parse(
+            "[wireguard]\naddress = \"10.8.0.1/24\"\nlisten_port = \"x\"\n",
+            Format::Toml,
+        )
+        .expect_err("type error");
         assert_eq!(err.details()[0].path, "wireguard.listen_port");
         let err = Gateway::parse("[[zones]]\nnam = 1\n", Format::Toml).expect_err("unknown field");
         assert!(err.to_string().contains("nam"), "{err}");

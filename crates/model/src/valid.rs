@@ -1,11 +1,11 @@
 //! Validation: the operator's document in, the typed desired state out, or every error at once,
 //! each with its field path (`ipsec[0].phase1_dh_group_number`) and a reason.
 
+use crate::duration;
 use crate::error::{Errors, FieldError, Invalid};
 use crate::ports::PortSet;
 use crate::secret::Secret;
 use crate::spec::*;
-use crate::duration;
 use base64::Engine;
 use ipnet::Ipv4Net;
 use std::collections::{BTreeMap, HashSet};
@@ -273,7 +273,10 @@ pub fn validate(g: &Gateway) -> Result<Report, Invalid> {
     let mut e = Errors::default();
     let desired = check_gateway(g, &mut e);
     match desired {
-        Some(desired) if e.list.is_empty() => Ok(Report { desired, warnings: e.warnings }),
+        Some(desired) if e.list.is_empty() => Ok(Report {
+            desired,
+            warnings: e.warnings,
+        }),
         _ => {
             if e.list.is_empty() {
                 e.push("(document)", "is invalid");
@@ -304,15 +307,38 @@ fn check_gateway(g: &Gateway, e: &mut Errors) -> Option<Desired> {
         }
     }
     if private_subnet.is_none() && !g.zones.is_empty() && g.gateway.private_subnet.is_none() {
-        e.push("gateway.private_subnet", "is required when zones are declared");
+        e.push(
+            "gateway.private_subnet",
+            "is required when zones are declared",
+        );
     }
 
-    let ingress_rules = rules(e, "ingress_rules", g.ingress_rules.iter().map(|r| {
-        (r.id.as_deref(), r.source.as_str(), r.protocol.as_str(), r.ports.as_str(), "source")
-    }));
-    let egress_rules = rules(e, "egress_rules", g.egress_rules.iter().map(|r| {
-        (r.id.as_deref(), r.destination.as_str(), r.protocol.as_str(), r.ports.as_str(), "destination")
-    }));
+    let ingress_rules = rules(
+        e,
+        "ingress_rules",
+        g.ingress_rules.iter().map(|r| {
+            (
+                r.id.as_deref(),
+                r.source.as_str(),
+                r.protocol.as_str(),
+                r.ports.as_str(),
+                "source",
+            )
+        }),
+    );
+    let egress_rules = rules(
+        e,
+        "egress_rules",
+        g.egress_rules.iter().map(|r| {
+            (
+                r.id.as_deref(),
+                r.destination.as_str(),
+                r.protocol.as_str(),
+                r.ports.as_str(),
+                "destination",
+            )
+        }),
+    );
 
     let mut nat_rules = Vec::new();
     for (i, r) in g.nat_rules.iter().enumerate() {
@@ -321,7 +347,10 @@ fn check_gateway(g: &Gateway, e: &mut Errors) -> Option<Desired> {
         if let (Some(d), Some(net)) = (dest, private_subnet)
             && !net.contains(&d)
         {
-            e.push(format!("{p}.destination"), format!("{d} is not in the private subnet {net}"));
+            e.push(
+                format!("{p}.destination"),
+                format!("{d} is not in the private subnet {net}"),
+            );
         }
         let proto = e.check(format!("{p}.protocol"), protocol(&r.protocol));
         let ports = e.check(format!("{p}.ports"), PortSet::parse(&r.ports));
@@ -336,7 +365,9 @@ fn check_gateway(g: &Gateway, e: &mut Errors) -> Option<Desired> {
     }
     // A forwarded port nobody may reach is almost always a mistake.
     for (i, n) in nat_rules.iter().enumerate() {
-        let opened = ingress_rules.iter().any(|r| r.protocol == n.protocol && n.ports.intersects(&r.ports));
+        let opened = ingress_rules
+            .iter()
+            .any(|r| r.protocol == n.protocol && n.ports.intersects(&r.ports));
         if !opened {
             e.warn(
                 format!("nat_rules[{i}]"),
@@ -354,14 +385,24 @@ fn check_gateway(g: &Gateway, e: &mut Errors) -> Option<Desired> {
             if a.protocol == b.protocol && a.ports.intersects(&b.ports) {
                 e.push(
                     format!("nat_rules[{i}].ports"),
-                    format!("{} {} is already forwarded by rule {}", a.protocol.as_str(), a.ports, b.id),
+                    format!(
+                        "{} {} is already forwarded by rule {}",
+                        a.protocol.as_str(),
+                        a.ports,
+                        b.id
+                    ),
                 );
             }
         }
     }
 
     let mut vpc_peerings = Vec::new();
-    unique(e, "vpc_peerings", g.vpc_peerings.iter().map(|v| v.name.as_str()), "name");
+    unique(
+        e,
+        "vpc_peerings",
+        g.vpc_peerings.iter().map(|v| v.name.as_str()),
+        "name",
+    );
     for (i, v) in g.vpc_peerings.iter().enumerate() {
         let p = format!("vpc_peerings[{i}]");
         if let Some(v) = check_peering(v, &p, e) {
@@ -412,7 +453,10 @@ fn check_gateway(g: &Gateway, e: &mut Errors) -> Option<Desired> {
     for (i, pipe) in g.pipes.iter().enumerate() {
         let p = format!("pipes[{i}]");
         if let Some(first) = pipe_ports.insert(pipe.port, i) {
-            e.push(format!("{p}.port"), format!("port {} is already used by pipes[{first}]", pipe.port));
+            e.push(
+                format!("{p}.port"),
+                format!("port {} is already used by pipes[{first}]", pipe.port),
+            );
         }
         if let Some(s) = check_pipe(pipe, &p, &g.gateway.name, &peer_names, e) {
             pipes.push(s);
@@ -420,7 +464,12 @@ fn check_gateway(g: &Gateway, e: &mut Errors) -> Option<Desired> {
     }
 
     let mut routes = Vec::new();
-    unique(e, "routes", g.routes.iter().map(|r| r.domain.as_str()), "domain");
+    unique(
+        e,
+        "routes",
+        g.routes.iter().map(|r| r.domain.as_str()),
+        "domain",
+    );
     for (i, r) in g.routes.iter().enumerate() {
         if let Some(r) = check_route(r, &format!("routes[{i}]"), e) {
             routes.push(r);
@@ -447,26 +496,47 @@ fn check_gateway(g: &Gateway, e: &mut Errors) -> Option<Desired> {
 fn check_api(a: &ApiSettings, e: &mut Errors) -> Option<ApiSpec> {
     let listen = e.check(
         "api.listen",
-        a.listen.parse::<SocketAddr>().map_err(|_| format!("{:?} is not an address:port", a.listen)),
+        a.listen
+            .parse::<SocketAddr>()
+            .map_err(|_| format!("{:?} is not an address:port", a.listen)),
     );
-    unique(e, "api.tokens", a.tokens.iter().map(|t| t.name.as_str()), "name");
+    unique(
+        e,
+        "api.tokens",
+        a.tokens.iter().map(|t| t.name.as_str()),
+        "name",
+    );
     let mut tokens = Vec::new();
     for (i, t) in a.tokens.iter().enumerate() {
         let p = format!("api.tokens[{i}]");
         let role = Role::parse(&t.role);
         if role.is_none() {
-            e.push(format!("{p}.role"), format!("{:?} is not a role; use admin, operator or viewer", t.role));
+            e.push(
+                format!("{p}.role"),
+                format!("{:?} is not a role; use admin, operator or viewer", t.role),
+            );
         }
         let hash = sha256_hex(t.sha256.expose());
         if hash.is_none() {
             // Never echo the value: it is a secret.
-            e.push(format!("{p}.sha256"), "must be 64 hex digits (the SHA-256 of the token)");
+            e.push(
+                format!("{p}.sha256"),
+                "must be 64 hex digits (the SHA-256 of the token)",
+            );
         }
         if let (Some(role), Some(sha256)) = (role, hash) {
-            tokens.push(TokenSpec { name: t.name.clone(), role, sha256 });
+            tokens.push(TokenSpec {
+                name: t.name.clone(),
+                role,
+                sha256,
+            });
         }
     }
-    Some(ApiSpec { listen: listen?, tokens, token_file: a.token_file.clone() })
+    Some(ApiSpec {
+        listen: listen?,
+        tokens,
+        token_file: a.token_file.clone(),
+    })
 }
 
 /// Parses 64 hex digits into 32 bytes.
@@ -487,7 +557,10 @@ fn check_zone(z: &Zone, p: &str, private: Option<Ipv4Net>, e: &mut Errors) -> Op
     if z.name.trim().is_empty() {
         e.push(format!("{p}.name"), "must not be empty");
     }
-    for (field, v) in [("public_interface", &z.public_interface), ("private_interface", &z.private_interface)] {
+    for (field, v) in [
+        ("public_interface", &z.public_interface),
+        ("private_interface", &z.private_interface),
+    ] {
         if let Err(reason) = ifname(v) {
             e.push(format!("{p}.{field}"), reason);
         }
@@ -497,13 +570,22 @@ fn check_zone(z: &Zone, p: &str, private: Option<Ipv4Net>, e: &mut Errors) -> Op
     if let (Some(vip), Some(gw)) = (public_vip, public_gateway)
         && !vip.contains(&gw)
     {
-        e.warn(format!("{p}.public_gateway"), format!("{gw} is outside {}; it must be reachable on-link", vip.trunc()));
+        e.warn(
+            format!("{p}.public_gateway"),
+            format!(
+                "{gw} is outside {}; it must be reachable on-link",
+                vip.trunc()
+            ),
+        );
     }
     let private_ip = e.check(format!("{p}.private_vip"), ipv4(&z.private_vip));
     let private_vip = match (private_ip, private) {
         (Some(ip), Some(net)) if net.contains(&ip) => Ipv4Net::new(ip, net.prefix_len()).ok(),
         (Some(ip), Some(net)) => {
-            e.push(format!("{p}.private_vip"), format!("{ip} is not in the private subnet {net}"));
+            e.push(
+                format!("{p}.private_vip"),
+                format!("{ip} is not in the private subnet {net}"),
+            );
             None
         }
         _ => None,
@@ -529,8 +611,15 @@ fn rules<'a>(e: &mut Errors, kind: &str, items: impl Iterator<Item = RuleIn<'a>>
         let proto = e.check(format!("{p}.protocol"), protocol(proto));
         let ports = e.check(format!("{p}.ports"), PortSet::parse(ports));
         if let (Some(net), Some(protocol), Some(ports)) = (net, proto, ports) {
-            let id = id.map(String::from).unwrap_or_else(|| format!("{prefix}-{}", i + 1));
-            out.push(Rule { id, net, protocol, ports });
+            let id = id
+                .map(String::from)
+                .unwrap_or_else(|| format!("{prefix}-{}", i + 1));
+            out.push(Rule {
+                id,
+                net,
+                protocol,
+                ports,
+            });
         }
     }
     out
@@ -540,14 +629,25 @@ fn peer_rules(rules: &[PeerRule], p: &str, e: &mut Errors) -> Vec<PeerRuleSpec> 
     let mut out = Vec::new();
     for (i, r) in rules.iter().enumerate() {
         let p = format!("{p}[{i}]");
-        let source = r.source.as_deref().and_then(|s| e.check(format!("{p}.source"), cidr(s)));
-        let destination =
-            r.destination.as_deref().and_then(|s| e.check(format!("{p}.destination"), cidr(s)));
+        let source = r
+            .source
+            .as_deref()
+            .and_then(|s| e.check(format!("{p}.source"), cidr(s)));
+        let destination = r
+            .destination
+            .as_deref()
+            .and_then(|s| e.check(format!("{p}.destination"), cidr(s)));
         let proto = e.check(format!("{p}.protocol"), protocol(&r.protocol));
         let ports = e.check(format!("{p}.ports"), PortSet::parse(&r.ports));
-        let ok = r.source.is_none() == source.is_none() && r.destination.is_none() == destination.is_none();
+        let ok = r.source.is_none() == source.is_none()
+            && r.destination.is_none() == destination.is_none();
         if let (true, Some(protocol), Some(ports)) = (ok, proto, ports) {
-            out.push(PeerRuleSpec { source, destination, protocol, ports });
+            out.push(PeerRuleSpec {
+                source,
+                destination,
+                protocol,
+                ports,
+            });
         }
     }
     out
@@ -585,7 +685,9 @@ fn integrity(s: &str) -> Result<Integrity, String> {
         "SHA256" | "SHA2-256" | "SHA2_256" => Ok(Integrity::Sha256),
         "SHA384" | "SHA2-384" | "SHA2_384" => Ok(Integrity::Sha384),
         "SHA512" | "SHA2-512" | "SHA2_512" => Ok(Integrity::Sha512),
-        _ => Err(format!("{s:?} is not supported; use SHA1, SHA256, SHA384 or SHA512")),
+        _ => Err(format!(
+            "{s:?} is not supported; use SHA1, SHA256, SHA384 or SHA512"
+        )),
     }
 }
 
@@ -595,7 +697,9 @@ fn encryption(s: &str) -> Result<Encryption, String> {
         "AES256" => Ok(Encryption::Aes256),
         "CAMELLIA128" => Ok(Encryption::Camellia128),
         "CAMELLIA256" => Ok(Encryption::Camellia256),
-        _ => Err(format!("{s:?} is not supported; use AES128, AES256, CAMELLIA128 or CAMELLIA256")),
+        _ => Err(format!(
+            "{s:?} is not supported; use AES128, AES256, CAMELLIA128 or CAMELLIA256"
+        )),
     }
 }
 
@@ -603,7 +707,9 @@ fn dh_group(n: u32) -> Result<u32, String> {
     if DH_GROUPS.contains(&n) {
         Ok(n)
     } else {
-        Err(format!("DH group {n} is not supported; use one of 2, 5, 14-24"))
+        Err(format!(
+            "DH group {n} is not supported; use one of 2, 5, 14-24"
+        ))
     }
 }
 
@@ -613,11 +719,17 @@ fn check_ipsec(c: &Ipsec, p: &str, e: &mut Errors) -> Option<IpsecSpec> {
     let remote_subnet = e.check(format!("{p}.remote_subnet"), cidr(&c.remote_subnet));
     let psk = match (&c.pre_shared_key, &c.pre_shared_key_file) {
         (Some(_), Some(_)) => {
-            e.push(format!("{p}.pre_shared_key"), "give pre_shared_key or pre_shared_key_file, not both");
+            e.push(
+                format!("{p}.pre_shared_key"),
+                "give pre_shared_key or pre_shared_key_file, not both",
+            );
             None
         }
         (Some(k), None) if k.expose().len() < 8 || k.is_placeholder() => {
-            e.push(format!("{p}.pre_shared_key"), "must be at least 8 characters");
+            e.push(
+                format!("{p}.pre_shared_key"),
+                "must be at least 8 characters",
+            );
             None
         }
         (Some(k), None) => Some(PskSource::Inline(k.clone())),
@@ -627,11 +739,15 @@ fn check_ipsec(c: &Ipsec, p: &str, e: &mut Errors) -> Option<IpsecSpec> {
         }
         (None, Some(f)) => Some(PskSource::File(f.clone())),
         (None, None) => {
-            e.push(format!("{p}.pre_shared_key"), "is required (or pre_shared_key_file)");
+            e.push(
+                format!("{p}.pre_shared_key"),
+                "is required (or pre_shared_key_file)",
+            );
             None
         }
     };
-    let dur = |e: &mut Errors, field: &str, v: &str| e.check(format!("{p}.{field}"), duration::parse(v));
+    let dur =
+        |e: &mut Errors, field: &str, v: &str| e.check(format!("{p}.{field}"), duration::parse(v));
     let l1 = dur(e, "phase1_lifetime", &c.phase1_lifetime);
     let l2 = dur(e, "phase2_lifetime", &c.phase2_lifetime);
     let rekey = dur(e, "rekey", &c.rekey);
@@ -641,24 +757,51 @@ fn check_ipsec(c: &Ipsec, p: &str, e: &mut Errors) -> Option<IpsecSpec> {
     {
         e.push(
             format!("{p}.rekey"),
-            format!("{} must be shorter than phase2_lifetime ({})", c.rekey, c.phase2_lifetime),
+            format!(
+                "{} must be shorter than phase2_lifetime ({})",
+                c.rekey, c.phase2_lifetime
+            ),
         );
     }
     let phase = |e: &mut Errors, n: u8, dh: u32, i: &str, enc: &str, lifetime: Option<Duration>| {
         let dh = e.check(format!("{p}.phase{n}_dh_group_number"), dh_group(dh));
         let i = e.check(format!("{p}.phase{n}_integrity_algorithm"), integrity(i));
-        let enc = e.check(format!("{p}.phase{n}_encryption_algorithm"), encryption(enc));
-        Some(Phase { dh_group: dh?, integrity: i?, encryption: enc?, lifetime: lifetime? })
+        let enc = e.check(
+            format!("{p}.phase{n}_encryption_algorithm"),
+            encryption(enc),
+        );
+        Some(Phase {
+            dh_group: dh?,
+            integrity: i?,
+            encryption: enc?,
+            lifetime: lifetime?,
+        })
     };
-    let phase1 = phase(e, 1, c.phase1_dh_group_number, &c.phase1_integrity_algorithm, &c.phase1_encryption_algorithm, l1);
-    let phase2 = phase(e, 2, c.phase2_dh_group_number, &c.phase2_integrity_algorithm, &c.phase2_encryption_algorithm, l2);
+    let phase1 = phase(
+        e,
+        1,
+        c.phase1_dh_group_number,
+        &c.phase1_integrity_algorithm,
+        &c.phase1_encryption_algorithm,
+        l1,
+    );
+    let phase2 = phase(
+        e,
+        2,
+        c.phase2_dh_group_number,
+        &c.phase2_integrity_algorithm,
+        &c.phase2_encryption_algorithm,
+        l2,
+    );
     let dpd_action = e.check(
         format!("{p}.dpd_action"),
         match c.dpd_action.as_str() {
             "clear" => Ok(DpdAction::Clear),
             "trap" => Ok(DpdAction::Trap),
             "restart" => Ok(DpdAction::Restart),
-            o => Err(format!("{o:?} is not a DPD action; use clear, trap or restart")),
+            o => Err(format!(
+                "{o:?} is not a DPD action; use clear, trap or restart"
+            )),
         },
     );
     let start_action = e.check(
@@ -667,7 +810,9 @@ fn check_ipsec(c: &Ipsec, p: &str, e: &mut Errors) -> Option<IpsecSpec> {
             "none" => Ok(StartAction::None),
             "trap" => Ok(StartAction::Trap),
             "start" => Ok(StartAction::Start),
-            o => Err(format!("{o:?} is not a start action; use none, trap or start")),
+            o => Err(format!(
+                "{o:?} is not a start action; use none, trap or start"
+            )),
         },
     );
     let ingress_rules = peer_rules(&c.ingress_rules, &format!("{p}.ingress_rules"), e);
@@ -691,7 +836,9 @@ pub fn wg_key(s: &str) -> Result<[u8; 32], String> {
     let bytes = base64::engine::general_purpose::STANDARD
         .decode(s.trim())
         .map_err(|_| "is not valid base64 (expected a WireGuard key, 44 characters)".to_string())?;
-    bytes.try_into().map_err(|b: Vec<u8>| format!("decodes to {} bytes; a WireGuard key has 32", b.len()))
+    bytes
+        .try_into()
+        .map_err(|b: Vec<u8>| format!("decodes to {} bytes; a WireGuard key has 32", b.len()))
 }
 
 fn check_wireguard(w: &WireGuard, e: &mut Errors) -> Option<WireGuardSpec> {
@@ -708,20 +855,31 @@ fn check_wireguard(w: &WireGuard, e: &mut Errors) -> Option<WireGuardSpec> {
     let address = e.check("wireguard.address", cidr_host(&w.address));
     let private_key = match (&w.private_key, &w.private_key_file) {
         (Some(_), Some(_)) => {
-            e.push("wireguard.private_key", "give private_key or private_key_file, not both");
+            e.push(
+                "wireguard.private_key",
+                "give private_key or private_key_file, not both",
+            );
             None
         }
         (Some(k), None) => match wg_key(k.expose()) {
             Ok(_) => Some(KeySource::Inline(k.clone())),
             Err(_) => {
-                e.push("wireguard.private_key", "is not a WireGuard key (base64 of 32 bytes)");
+                e.push(
+                    "wireguard.private_key",
+                    "is not a WireGuard key (base64 of 32 bytes)",
+                );
                 None
             }
         },
         (None, Some(f)) => Some(KeySource::File(f.clone())),
         (None, None) => None,
     };
-    unique(e, "wireguard.peers", w.peers.iter().map(|p| p.name.as_str()), "name");
+    unique(
+        e,
+        "wireguard.peers",
+        w.peers.iter().map(|p| p.name.as_str()),
+        "name",
+    );
     let mut peers = Vec::new();
     let mut keys: BTreeMap<[u8; 32], &str> = BTreeMap::new();
     for (i, peer) in w.peers.iter().enumerate() {
@@ -731,7 +889,10 @@ fn check_wireguard(w: &WireGuard, e: &mut Errors) -> Option<WireGuardSpec> {
         if let Some(k) = key
             && let Some(other) = keys.insert(k, &peer.name)
         {
-            e.push(format!("{p}.public_key"), format!("is already the key of peer {other:?}"));
+            e.push(
+                format!("{p}.public_key"),
+                format!("is already the key of peer {other:?}"),
+            );
         }
         let mut ips = Vec::new();
         for (j, ip) in peer.allowed_ips.iter().enumerate() {
@@ -743,7 +904,10 @@ fn check_wireguard(w: &WireGuard, e: &mut Errors) -> Option<WireGuardSpec> {
             && !k.is_placeholder()
             && wg_key(k.expose()).is_err()
         {
-            e.push(format!("{p}.preshared_key"), "is not a WireGuard key (base64 of 32 bytes)");
+            e.push(
+                format!("{p}.preshared_key"),
+                "is not a WireGuard key (base64 of 32 bytes)",
+            );
         }
         let keepalive = match peer.persistent_keepalive {
             Some(k) => e.check(
@@ -770,11 +934,18 @@ fn check_wireguard(w: &WireGuard, e: &mut Errors) -> Option<WireGuardSpec> {
     for (i, a) in peers.iter().enumerate() {
         for b in &peers[..i] {
             for na in &a.allowed_ips {
-                if let Some(nb) = b.allowed_ips.iter().find(|nb| na.contains(&nb.network()) || nb.contains(&na.network())) {
+                if let Some(nb) = b
+                    .allowed_ips
+                    .iter()
+                    .find(|nb| na.contains(&nb.network()) || nb.contains(&na.network()))
+                {
                     let idx = w.peers.iter().position(|p| p.name == a.name).unwrap_or(i);
                     e.push(
                         format!("wireguard.peers[{idx}].allowed_ips"),
-                        format!("{na} of peer {:?} overlaps {nb} of peer {:?}", a.name, b.name),
+                        format!(
+                            "{na} of peer {:?} overlaps {nb} of peer {:?}",
+                            a.name, b.name
+                        ),
                     );
                 }
             }
@@ -809,21 +980,37 @@ fn check_pipe(
     name(&pipe.name, &format!("{p}.name"), e);
     let port = e.check(
         format!("{p}.port"),
-        u16::try_from(pipe.port).ok().filter(|p| *p > 0).ok_or_else(|| format!("{} is not a port (1-65535)", pipe.port)),
+        u16::try_from(pipe.port)
+            .ok()
+            .filter(|p| *p > 0)
+            .ok_or_else(|| format!("{} is not a port (1-65535)", pipe.port)),
     );
     let remote = e.check(format!("{p}.remote"), host_port(&pipe.remote));
     if let Some(peer) = &pipe.peer
         && peer != node
         && !peers.contains(peer.as_str())
     {
-        e.push(format!("{p}.peer"), format!("{peer:?} names no WireGuard peer and is not this node ({node:?})"));
+        e.push(
+            format!("{p}.peer"),
+            format!("{peer:?} names no WireGuard peer and is not this node ({node:?})"),
+        );
     }
     let listen = match &pipe.listen {
-        Some(l) => e.check(format!("{p}.listen"), l.parse().map_err(|_| format!("{l:?} is not an IP address"))),
+        Some(l) => e.check(
+            format!("{p}.listen"),
+            l.parse().map_err(|_| format!("{l:?} is not an IP address")),
+        ),
         None => None,
     };
     let (remote_host, remote_port) = remote?;
-    Some(PipeSpec { name: pipe.name.clone(), port: port?, remote_host, remote_port, peer: pipe.peer.clone(), listen })
+    Some(PipeSpec {
+        name: pipe.name.clone(),
+        port: port?,
+        remote_host,
+        remote_port,
+        peer: pipe.peer.clone(),
+        listen,
+    })
 }
 
 fn check_route(r: &Route, p: &str, e: &mut Errors) -> Option<RouteSpec> {
@@ -840,7 +1027,10 @@ fn check_route(r: &Route, p: &str, e: &mut Errors) -> Option<RouteSpec> {
         None | Some("round_robin") => Some(Balance::RoundRobin),
         Some("least_connections") => Some(Balance::LeastConnections),
         Some(o) => {
-            e.push(format!("{p}.balance"), format!("{o:?} is not a balance mode; use round_robin or least_connections"));
+            e.push(
+                format!("{p}.balance"),
+                format!("{o:?} is not a balance mode; use round_robin or least_connections"),
+            );
             None
         }
     };
@@ -849,7 +1039,10 @@ fn check_route(r: &Route, p: &str, e: &mut Errors) -> Option<RouteSpec> {
         Some("v1") => Some(Some(ProxyProtocol::V1)),
         Some("v2") => Some(Some(ProxyProtocol::V2)),
         Some(o) => {
-            e.push(format!("{p}.proxy_protocol"), format!("{o:?} is not a PROXY protocol version; use v1 or v2"));
+            e.push(
+                format!("{p}.proxy_protocol"),
+                format!("{o:?} is not a PROXY protocol version; use v1 or v2"),
+            );
             None
         }
     };
@@ -877,11 +1070,15 @@ pub fn domain(s: &str) -> Result<String, String> {
     }
     for label in body.split('.') {
         if label.contains('*') {
-            return Err(format!("{s:?}: a wildcard may only be the whole first label (*.example.com)"));
+            return Err(format!(
+                "{s:?}: a wildcard may only be the whole first label (*.example.com)"
+            ));
         }
         let ok = !label.is_empty()
             && label.len() <= 63
-            && label.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
             && !label.starts_with('-')
             && !label.ends_with('-');
         if !ok {
@@ -912,7 +1109,10 @@ fn unique<'a>(e: &mut Errors, kind: &str, names: impl Iterator<Item = &'a str>, 
     let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
     for (i, n) in names.enumerate() {
         if let Some(first) = seen.insert(n, i) {
-            e.push(format!("{kind}[{i}].{field}"), format!("{n:?} is already used by {kind}[{first}]"));
+            e.push(
+                format!("{kind}[{i}].{field}"),
+                format!("{n:?} is already used by {kind}[{first}]"),
+            );
         }
     }
 }
@@ -929,7 +1129,9 @@ fn name(n: &str, path: &str, e: &mut Errors) {
 
 fn ifname(s: &str) -> Result<(), String> {
     if s.is_empty() || s.len() > 15 || s.contains(['/', ' ', ':']) || s == "." || s == ".." {
-        Err(format!("{s:?} is not an interface name (1-15 characters, no '/', ':' or spaces)"))
+        Err(format!(
+            "{s:?} is not an interface name (1-15 characters, no '/', ':' or spaces)"
+        ))
     } else {
         Ok(())
     }
@@ -952,20 +1154,28 @@ fn policy(s: &str) -> Result<Policy, String> {
 }
 
 fn ipv4(s: &str) -> Result<Ipv4Addr, String> {
-    s.trim().parse().map_err(|_| format!("{s:?} is not an IPv4 address"))
+    s.trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not an IPv4 address"))
 }
 
 /// A network in CIDR form; a bare address means /32. Host bits must be zero.
 pub fn cidr(s: &str) -> Result<Ipv4Net, String> {
     let s = s.trim();
     let net: Ipv4Net = if s.contains('/') {
-        s.parse().map_err(|_| format!("{s:?} is not an IPv4 CIDR (like 10.1.0.0/24)"))?
+        s.parse()
+            .map_err(|_| format!("{s:?} is not an IPv4 CIDR (like 10.1.0.0/24)"))?
     } else {
-        let ip: Ipv4Addr = s.parse().map_err(|_| format!("{s:?} is not an IPv4 CIDR (like 10.1.0.0/24)"))?;
+        let ip: Ipv4Addr = s
+            .parse()
+            .map_err(|_| format!("{s:?} is not an IPv4 CIDR (like 10.1.0.0/24)"))?;
         Ipv4Net::from(ip)
     };
     if net.trunc() != net {
-        return Err(format!("{s:?} has host bits set; did you mean {}?", net.trunc()));
+        return Err(format!(
+            "{s:?} has host bits set; did you mean {}?",
+            net.trunc()
+        ));
     }
     Ok(net)
 }
@@ -977,7 +1187,9 @@ fn cidr_host(s: &str) -> Result<Ipv4Net, String> {
         .parse()
         .map_err(|_| format!("{s:?} is not an address with prefix (like 203.0.113.10/24)"))?;
     if net.prefix_len() < 31 && (net.addr() == net.network() || net.addr() == net.broadcast()) {
-        return Err(format!("{s:?} is the network or broadcast address, not a host"));
+        return Err(format!(
+            "{s:?} is the network or broadcast address, not a host"
+        ));
     }
     Ok(net)
 }

@@ -8,8 +8,11 @@ fn parse(text: &str) -> Gateway {
 
 #[test]
 fn the_example_is_valid_and_silent() {
-    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/gateway.toml"))
-        .expect("example");
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../examples/gateway.toml"
+    ))
+    .expect("example");
     let report = validate(&parse(&text)).expect("valid");
     assert!(report.warnings.is_empty(), "{:?}", report.warnings);
     assert_eq!(report.desired.nat_rules.len(), 2);
@@ -91,26 +94,50 @@ allowed_ips = ["10.8.0.5/32"]
 "#,
     );
     let err = validate(&g).expect_err("invalid").to_string();
-    assert!(err.contains("wireguard.address: 10.1.0.128/25 overlaps 10.1.0.0/24"), "{err}");
-    assert!(err.contains("peer \"b\" overlaps 10.8.0.0/24 of peer \"a\""), "{err}");
+    assert!(
+        err.contains("wireguard.address: 10.1.0.128/25 overlaps 10.1.0.0/24"),
+        "{err}"
+    );
+    assert!(
+        err.contains("peer \"b\" overlaps 10.8.0.0/24 of peer \"a\""),
+        "{err}"
+    );
 }
 
 #[test]
 fn ipsec_values_and_names_with_spaces() {
-    let mut text = FIVE_MISTAKES.replace("10.1.0.0/33", "10.1.0.0/24").replace("= 7", "= 5");
-    text = text.replace("ports = \"80-22\"", "ports = \"22\"").replace("\"icmp\"", "\"tcp\"");
+    let mut text = FIVE_MISTAKES
+        .replace("10.1.0.0/33", "10.1.0.0/24")
+        .replace("= 7", "= 5");
+    text = text
+        .replace("ports = \"80-22\"", "ports = \"22\"")
+        .replace("\"icmp\"", "\"tcp\"");
     text = text.replace("name = \"office\"", "name = \"ACME Office\"");
-    text = text.replace("name = \"alice\"\npublic_key = \"xTIB", "name = \"bob\"\npublic_key = \"xTIB");
+    text = text.replace(
+        "name = \"alice\"\npublic_key = \"xTIB",
+        "name = \"bob\"\npublic_key = \"xTIB",
+    );
     let report = validate(&parse(&text)).expect("valid");
     assert_eq!(report.desired.ipsec[0].name, "ACME Office");
     assert_eq!(report.desired.ipsec[0].phase1.dh_group, 5);
 
-    let bad = text.replace("phase2_integrity_algorithm = \"SHA512\"", "phase2_integrity_algorithm = \"MD5\"")
-        + "\n";
-    let bad = bad.replace("remote_subnet = \"172.16.1.0/24\"", "remote_subnet = \"172.16.1.0/24\"\nrekey = \"2h\"");
+    let bad = text.replace(
+        "phase2_integrity_algorithm = \"SHA512\"",
+        "phase2_integrity_algorithm = \"MD5\"",
+    ) + "\n";
+    let bad = bad.replace(
+        "remote_subnet = \"172.16.1.0/24\"",
+        "remote_subnet = \"172.16.1.0/24\"\nrekey = \"2h\"",
+    );
     let err = validate(&parse(&bad)).expect_err("invalid").to_string();
-    assert!(err.contains("ipsec[0].phase2_integrity_algorithm: \"MD5\" is not supported"), "{err}");
-    assert!(err.contains("ipsec[0].rekey: 2h must be shorter than phase2_lifetime"), "{err}");
+    assert!(
+        err.contains("ipsec[0].phase2_integrity_algorithm: \"MD5\" is not supported"),
+        "{err}"
+    );
+    assert!(
+        err.contains("ipsec[0].rekey: 2h must be shorter than phase2_lifetime"),
+        "{err}"
+    );
 }
 
 #[test]

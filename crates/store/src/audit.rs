@@ -38,16 +38,24 @@ pub fn diff(before: &Value, after: &Value) -> Vec<Change> {
 }
 
 fn key_of(v: &Value) -> Option<String> {
-    ["name", "id", "domain"]
-        .iter()
-        .find_map(|k| v.get(k).and_then(Value::as_str).map(|s| format!("{k}={s:?}")))
+    ["name", "id", "domain"].iter().find_map(|k| {
+        v.get(k)
+            .and_then(Value::as_str)
+            .map(|s| format!("{k}={s:?}"))
+    })
 }
 
 fn walk(path: &str, a: &Value, b: &Value, out: &mut Vec<Change>) {
     if a == b {
         return;
     }
-    let join = |k: &str| if path.is_empty() { k.to_string() } else { format!("{path}.{k}") };
+    let join = |k: &str| {
+        if path.is_empty() {
+            k.to_string()
+        } else {
+            format!("{path}.{k}")
+        }
+    };
     match (a, b) {
         (Value::Object(x), Value::Object(y)) => {
             for (k, va) in x {
@@ -62,12 +70,13 @@ fn walk(path: &str, a: &Value, b: &Value, out: &mut Vec<Change>) {
                 }
             }
         }
-        (Value::Array(x), Value::Array(y))
-            if x.iter().chain(y).all(|v| key_of(v).is_some()) =>
-        {
+        (Value::Array(x), Value::Array(y)) if x.iter().chain(y).all(|v| key_of(v).is_some()) => {
             for va in x {
                 let k = key_of(va).unwrap_or_default();
-                match y.iter().find(|vb| key_of(vb).as_deref() == Some(k.as_str())) {
+                match y
+                    .iter()
+                    .find(|vb| key_of(vb).as_deref() == Some(k.as_str()))
+                {
                     Some(vb) => walk(&format!("{path}[{k}]"), va, vb, out),
                     None => out.push(change("removed", format!("{path}[{k}]"), Some(va), None)),
                 }
@@ -84,7 +93,12 @@ fn walk(path: &str, a: &Value, b: &Value, out: &mut Vec<Change>) {
 }
 
 fn change(op: &str, path: String, before: Option<&Value>, after: Option<&Value>) -> Change {
-    Change { op: op.into(), path, before: before.cloned(), after: after.cloned() }
+    Change {
+        op: op.into(),
+        path,
+        before: before.cloned(),
+        after: after.cloned(),
+    }
 }
 
 #[cfg(test)]

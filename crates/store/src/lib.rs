@@ -46,7 +46,12 @@ pub trait Store: Send + Sync + 'static {
     /// Replaces the desired state if `expected` (when given) is still the current revision.
     /// Returns the new revision; a document equal to the current one commits nothing and returns
     /// the current revision.
-    fn commit(&self, expected: Option<u64>, gateway: &Gateway, actor: &Actor) -> Result<u64, StoreError>;
+    fn commit(
+        &self,
+        expected: Option<u64>,
+        gateway: &Gateway,
+        actor: &Actor,
+    ) -> Result<u64, StoreError>;
     /// The newest `limit` audit entries, newest first.
     fn audit(&self, limit: usize) -> Result<Vec<AuditEntry>, StoreError>;
     fn get_meta(&self, key: &str) -> Result<Option<String>, StoreError>;

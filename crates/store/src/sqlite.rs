@@ -24,7 +24,8 @@ fn io(e: rusqlite::Error) -> StoreError {
 impl SqliteStore {
     /// Opens (creating if needed) `DIR/kawaii.db`.
     pub fn open(dir: &Path) -> Result<SqliteStore, StoreError> {
-        std::fs::create_dir_all(dir).map_err(|e| StoreError::Io(format!("{}: {e}", dir.display())))?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| StoreError::Io(format!("{}: {e}", dir.display())))?;
         let conn = Connection::open(dir.join("kawaii.db")).map_err(io)?;
         Self::init(conn)
     }
@@ -53,7 +54,10 @@ impl SqliteStore {
              CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);",
         )
         .map_err(io)?;
-        let store = SqliteStore { conn: Mutex::new(conn), notify: watch::channel(0).0 };
+        let store = SqliteStore {
+            conn: Mutex::new(conn),
+            notify: watch::channel(0).0,
+        };
         let rev = store.current()?.revision;
         store.notify.send_replace(rev);
         Ok(store)
@@ -68,15 +72,21 @@ impl SqliteStore {
 
 fn read_current(conn: &Connection) -> Result<Snapshot, StoreError> {
     let row: Option<(u64, String)> = conn
-        .query_row("SELECT revision, document FROM state ORDER BY revision DESC LIMIT 1", [], |r| {
-            Ok((r.get(0)?, r.get(1)?))
-        })
+        .query_row(
+            "SELECT revision, document FROM state ORDER BY revision DESC LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
         .optional()
         .map_err(io)?;
     match row {
-        None => Ok(Snapshot { revision: 0, gateway: Gateway::default() }),
+        None => Ok(Snapshot {
+            revision: 0,
+            gateway: Gateway::default(),
+        }),
         Some((revision, doc)) => {
-            let gateway = Gateway::parse(&doc, Format::Json).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            let gateway = Gateway::parse(&doc, Format::Json)
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
             Ok(Snapshot { revision, gateway })
         }
     }
@@ -84,7 +94,10 @@ fn read_current(conn: &Connection) -> Result<Snapshot, StoreError> {
 
 /// RFC 3339 UTC timestamp, second precision, without a date crate.
 pub(crate) fn now_rfc3339() -> String {
-    let secs = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
     let (days, rem) = (secs / 86400, secs % 86400);
     // Civil-from-days (Howard Hinnant's algorithm).
     let z = days as i64 + 719_468;
@@ -96,7 +109,12 @@ pub(crate) fn now_rfc3339() -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
 
 impl Store for SqliteStore {
@@ -104,14 +122,22 @@ impl Store for SqliteStore {
         read_current(&self.lock())
     }
 
-    fn commit(&self, expected: Option<u64>, gateway: &Gateway, actor: &Actor) -> Result<u64, StoreError> {
+    fn commit(
+        &self,
+        expected: Option<u64>,
+        gateway: &Gateway,
+        actor: &Actor,
+    ) -> Result<u64, StoreError> {
         let mut conn = self.lock();
         let tx = conn.transaction().map_err(io)?;
         let cur = read_current(&tx)?;
         if let Some(expected) = expected
             && expected != cur.revision
         {
-            return Err(StoreError::Stale { expected, current: cur.revision });
+            return Err(StoreError::Stale {
+                expected,
+                current: cur.revision,
+            });
         }
         if cur.gateway == *gateway && cur.revision > 0 {
             return Ok(cur.revision);
@@ -130,14 +156,21 @@ impl Store for SqliteStore {
                 kawaii_model::secret::redact_json(v);
             }
         }
-        let changes = serde_json::to_string(&changes).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let changes =
+            serde_json::to_string(&changes).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let revision = cur.revision + 1;
         let at = now_rfc3339();
-        tx.execute("INSERT INTO state (revision, document, at) VALUES (?1, ?2, ?3)", params![revision, stored, at])
-            .map_err(io)?;
+        tx.execute(
+            "INSERT INTO state (revision, document, at) VALUES (?1, ?2, ?3)",
+            params![revision, stored, at],
+        )
+        .map_err(io)?;
         // Keep a bounded history of full documents; the audit trail keeps every change.
-        tx.execute("DELETE FROM state WHERE revision <= ?1", params![revision.saturating_sub(100)])
-            .map_err(io)?;
+        tx.execute(
+            "DELETE FROM state WHERE revision <= ?1",
+            params![revision.saturating_sub(100)],
+        )
+        .map_err(io)?;
         tx.execute(
             "INSERT INTO audit (at, revision, actor, action, changes) VALUES (?1, ?2, ?3, ?4, ?5)",
             params![at, revision, actor.name, actor.action, changes],
@@ -156,21 +189,38 @@ impl Store for SqliteStore {
             .map_err(io)?;
         let rows = stmt
             .query_map(params![limit as i64], |r| {
-                Ok((r.get::<_, u64>(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get::<_, String>(5)?))
+                Ok((
+                    r.get::<_, u64>(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get::<_, String>(5)?,
+                ))
             })
             .map_err(io)?;
         let mut out = Vec::new();
         for row in rows {
             let (id, at, revision, actor, action, changes) = row.map_err(io)?;
-            let changes = serde_json::from_str(&changes).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-            out.push(AuditEntry { id, at, revision, actor, action, changes });
+            let changes =
+                serde_json::from_str(&changes).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            out.push(AuditEntry {
+                id,
+                at,
+                revision,
+                actor,
+                action,
+                changes,
+            });
         }
         Ok(out)
     }
 
     fn get_meta(&self, key: &str) -> Result<Option<String>, StoreError> {
         self.lock()
-            .query_row("SELECT value FROM meta WHERE key = ?1", params![key], |r| r.get(0))
+            .query_row("SELECT value FROM meta WHERE key = ?1", params![key], |r| {
+                r.get(0)
+            })
             .optional()
             .map_err(io)
     }
@@ -196,7 +246,10 @@ mod tests {
     use kawaii_model::{Ipsec, Secret};
 
     fn actor() -> Actor {
-        Actor { name: "ops".into(), action: "test".into() }
+        Actor {
+            name: "ops".into(),
+            action: "test".into(),
+        }
     }
 
     fn with_psk(psk: &str) -> Gateway {
@@ -231,24 +284,48 @@ mod tests {
         {
             let s = SqliteStore::open(dir.path()).expect("open");
             assert_eq!(s.current().expect("current").revision, 0);
-            assert_eq!(s.commit(Some(0), &with_psk("first-secret"), &actor()).expect("commit"), 1);
+            assert_eq!(
+                s.commit(Some(0), &with_psk("first-secret"), &actor())
+                    .expect("commit"),
+                1
+            );
             assert!(matches!(
                 s.commit(Some(0), &with_psk("x-secret-2"), &actor()),
-                Err(StoreError::Stale { expected: 0, current: 1 })
+                Err(StoreError::Stale {
+                    expected: 0,
+                    current: 1
+                })
             ));
-            assert_eq!(s.commit(None, &with_psk("second-secret"), &actor()).expect("commit"), 2);
+            assert_eq!(
+                s.commit(None, &with_psk("second-secret"), &actor())
+                    .expect("commit"),
+                2
+            );
             // Same document: no new revision.
-            assert_eq!(s.commit(None, &with_psk("second-secret"), &actor()).expect("commit"), 2);
+            assert_eq!(
+                s.commit(None, &with_psk("second-secret"), &actor())
+                    .expect("commit"),
+                2
+            );
         }
         let s = SqliteStore::open(dir.path()).expect("reopen");
         let cur = s.current().expect("current");
         assert_eq!(cur.revision, 2);
-        assert_eq!(cur.gateway.ipsec[0].pre_shared_key.as_ref().map(Secret::expose), Some("second-secret"));
+        assert_eq!(
+            cur.gateway.ipsec[0]
+                .pre_shared_key
+                .as_ref()
+                .map(Secret::expose),
+            Some("second-secret")
+        );
         let audit = s.audit(10).expect("audit");
         assert_eq!(audit.len(), 2);
         let text = serde_json::to_string(&audit).expect("json");
         assert!(!text.contains("secret"), "{text}");
-        assert_eq!(audit[0].changes[0].path, "ipsec[name=\"ACME Office\"].pre_shared_key");
+        assert_eq!(
+            audit[0].changes[0].path,
+            "ipsec[name=\"ACME Office\"].pre_shared_key"
+        );
         assert!(now_rfc3339().starts_with("20"));
     }
 }

@@ -1,0 +1,80 @@
+//! API errors and their HTTP mapping. Bodies never carry secrets: they are built from
+//! validation messages, which never echo secret values.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use kawaii_model::FieldError;
+use kawaii_store::StoreError;
+use serde::Serialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("invalid request")]
+    Invalid(Vec<FieldError>),
+    #[error("missing or unknown bearer token")]
+    Unauthorized,
+    #[error("role {role} may not {what}")]
+    Forbidden { role: &'static str, what: String },
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("revision {expected} is stale; the current revision is {current}")]
+    Stale { expected: u64, current: u64 },
+    #[error("If-Match with the current revision is required")]
+    PreconditionRequired,
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    pub error: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub details: Vec<FieldError>,
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Stale { expected, current } => ApiError::Stale { expected, current },
+            other => ApiError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = match &self {
+            ApiError::Invalid(_) => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden { .. } => StatusCode::FORBIDDEN,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::Stale { .. } => StatusCode::PRECONDITION_FAILED,
+            ApiError::PreconditionRequired => StatusCode::PRECONDITION_REQUIRED,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        let details = match &self {
+            ApiError::Invalid(d) => d.clone(),
+            _ => Vec::new(),
+        };
+        let error = match &self {
+            ApiError::Invalid(d) if d.len() == 1 => format!("invalid request: {}", d[0]),
+            ApiError::Invalid(d) => format!("invalid request: {} errors", d.len()),
+            other => other.to_string(),
+        };
+        if status.is_server_error() {
+            tracing::error!(%error, "API request failed");
+        }
+        let mut resp = (status, Json(ErrorBody { error, details })).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            resp.headers_mut().insert(
+                "www-authenticate",
+                axum::http::HeaderValue::from_static("Bearer realm=\"kawaii\""),
+            );
+        }
+        resp
+    }
+}

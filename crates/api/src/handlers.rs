@@ -1,0 +1,678 @@
+//! Route handlers. Every write: load the current document, change it, validate the whole
+//! document, commit it at the revision it was read from (retrying on a concurrent write unless
+//! the client pinned a revision with `If-Match`).
+
+use crate::auth::{Caller, require_token};
+use crate::error::{ApiError, ErrorBody};
+use crate::state::{ApiState, Status};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use kawaii_model::valid::Role;
+use kawaii_model::*;
+use kawaii_store::{Actor, AuditEntry, Snapshot};
+use prometheus_client::encoding::EncodeLabelSet;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReqLabels {
+    method: String,
+    code: u16,
+}
+
+/// The whole desired state with its revision.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct GatewayView {
+    pub revision: u64,
+    pub gateway: Gateway,
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Kawaii gateway API", description = "A project's private network gateway."),
+    modifiers(&BearerAuth),
+    security(("bearer" = [])),
+    components(schemas(ErrorBody, FieldError))
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+impl Modify for BearerAuth {
+    fn modify(&self, api: &mut utoipa::openapi::OpenApi) {
+        let comps = api.components.get_or_insert_with(Default::default);
+        comps.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// The whole HTTP service: `/v1` (token required), plus the open `/healthz`, `/readyz`,
+/// `/metrics` and `/openapi.json`.
+pub fn router(state: ApiState) -> axum::Router {
+    let (v1, mut spec) = v1_routes().split_for_parts();
+    let (open, open_spec) = OpenApiRouter::new()
+        .routes(routes!(healthz))
+        .routes(routes!(readyz))
+        .routes(routes!(metrics))
+        .routes(routes!(openapi_json))
+        .split_for_parts();
+    spec.merge(open_spec);
+    // The open endpoints carry no secrets and need no token.
+    for path in ["/healthz", "/readyz", "/metrics", "/openapi.json"] {
+        if let Some(item) = spec.paths.paths.get_mut(path)
+            && let Some(op) = item.get.as_mut()
+        {
+            op.security = Some(vec![
+                utoipa::openapi::security::SecurityRequirement::default(),
+            ]);
+        }
+    }
+    let spec = std::sync::Arc::new(spec);
+    let v1 = v1.layer(axum::middleware::from_fn_with_state(
+        state.clone(),
+        require_token,
+    ));
+    v1.merge(open)
+        .fallback(|| async { ApiError::NotFound("no such route".into()) })
+        .layer(Extension(spec))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            count_requests,
+        ))
+        .with_state(state)
+}
+
+async fn count_requests(
+    State(state): State<ApiState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let method = req.method().to_string();
+    let resp = next.run(req).await;
+    state
+        .requests
+        .get_or_create(&ReqLabels {
+            method,
+            code: resp.status().as_u16(),
+        })
+        .inc();
+    resp
+}
+
+fn v1_routes() -> OpenApiRouter<ApiState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(get_gateway, put_gateway))
+        .routes(routes!(get_status))
+        .routes(routes!(get_audit))
+        .routes(routes!(ingress_rules::list, ingress_rules::create))
+        .routes(routes!(
+            ingress_rules::get,
+            ingress_rules::replace,
+            ingress_rules::delete
+        ))
+        .routes(routes!(egress_rules::list, egress_rules::create))
+        .routes(routes!(
+            egress_rules::get,
+            egress_rules::replace,
+            egress_rules::delete
+        ))
+        .routes(routes!(nat_rules::list, nat_rules::create))
+        .routes(routes!(
+            nat_rules::get,
+            nat_rules::replace,
+            nat_rules::delete
+        ))
+        .routes(routes!(vpc_peerings::list, vpc_peerings::create))
+        .routes(routes!(
+            vpc_peerings::get,
+            vpc_peerings::replace,
+            vpc_peerings::delete
+        ))
+        .routes(routes!(ipsec::list, ipsec::create))
+        .routes(routes!(ipsec::get, ipsec::replace, ipsec::delete))
+        .routes(routes!(wireguard_peers::list, wireguard_peers::create))
+        .routes(routes!(
+            wireguard_peers::get,
+            wireguard_peers::replace,
+            wireguard_peers::delete
+        ))
+        .routes(routes!(pipes::list, pipes::create))
+        .routes(routes!(pipes::get, pipes::replace, pipes::delete))
+        .routes(routes!(routes_::list, routes_::create))
+        .routes(routes!(routes_::get, routes_::replace, routes_::delete))
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?
+}
+
+async fn snapshot(state: &ApiState) -> Result<Snapshot, ApiError> {
+    let store = state.store.clone();
+    blocking(move || Ok(store.current()?)).await
+}
+
+fn if_match(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
+    let Some(v) = headers.get(header::IF_MATCH) else {
+        return Ok(None);
+    };
+    let s = v.to_str().unwrap_or_default().trim();
+    let s = s.strip_prefix("W/").unwrap_or(s).trim_matches('"');
+    s.parse().map(Some).map_err(|_| {
+        ApiError::Invalid(vec![FieldError::new(
+            "If-Match",
+            format!("{s:?} is not a revision number"),
+        )])
+    })
+}
+
+/// Applies `change` to the current document and commits it; see the module doc.
+async fn mutate<T: Send + 'static>(
+    state: &ApiState,
+    caller: &Caller,
+    action: String,
+    expected: Option<u64>,
+    change: impl Fn(&mut Gateway) -> Result<T, ApiError> + Send + 'static,
+) -> Result<(u64, T), ApiError> {
+    let store = state.store.clone();
+    let caller = caller.clone();
+    blocking(move || {
+        for _ in 0..5 {
+            let snap = store.current()?;
+            let mut doc = snap.gateway.clone();
+            let out = change(&mut doc)?;
+            doc.carry_secrets_from(&snap.gateway);
+            doc.assign_rule_ids(&snap.gateway);
+            validate(&doc).map_err(|e| ApiError::Invalid(e.0))?;
+            if doc.api.tokens != snap.gateway.api.tokens
+                || doc.api.token_file != snap.gateway.api.token_file
+            {
+                caller.require(Role::Admin, "change API tokens")?;
+            }
+            let actor = Actor {
+                name: caller.name.clone(),
+                action: action.clone(),
+            };
+            match store.commit(Some(expected.unwrap_or(snap.revision)), &doc, &actor) {
+                Ok(rev) => return Ok((rev, out)),
+                Err(kawaii_store::StoreError::Stale { .. }) if expected.is_none() => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(ApiError::Conflict(
+            "too many concurrent writes; try again".into(),
+        ))
+    })
+    .await
+}
+
+fn with_revision(rev: u64, status: StatusCode, body: impl Serialize) -> Response {
+    let mut resp = (status, Json(body)).into_response();
+    if let Ok(v) = format!("\"{rev}\"").parse() {
+        resp.headers_mut().insert(header::ETAG, v);
+    }
+    resp
+}
+
+/// The whole desired state. Secrets are always redacted.
+#[utoipa::path(get, path = "/v1/gateway", tag = "gateway",
+    responses((status = 200, body = GatewayView), (status = 401, body = ErrorBody)))]
+async fn get_gateway(State(state): State<ApiState>) -> Result<Response, ApiError> {
+    let snap = snapshot(&state).await?;
+    Ok(with_revision(
+        snap.revision,
+        StatusCode::OK,
+        GatewayView {
+            revision: snap.revision,
+            gateway: snap.gateway,
+        },
+    ))
+}
+
+/// Replaces the whole desired state. Requires `If-Match: <revision>`. Secrets sent back as
+/// `(redacted)` keep their stored value.
+#[utoipa::path(put, path = "/v1/gateway", tag = "gateway", request_body = Gateway,
+    params(("If-Match" = String, Header, description = "the revision the change is based on")),
+    responses((status = 200, body = GatewayView), (status = 400, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 412, body = ErrorBody), (status = 428, body = ErrorBody)))]
+async fn put_gateway(
+    State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+    body: String,
+) -> Result<Response, ApiError> {
+    let expected = if_match(&headers)?.ok_or(ApiError::PreconditionRequired)?;
+    let new = Gateway::parse(&body, Format::Json).map_err(|e| ApiError::Invalid(e.details()))?;
+    let (rev, ()) = mutate(
+        &state,
+        &caller,
+        "PUT /v1/gateway".into(),
+        Some(expected),
+        move |doc| {
+            *doc = new.clone();
+            Ok(())
+        },
+    )
+    .await?;
+    let snap = snapshot(&state).await?;
+    Ok(with_revision(
+        rev,
+        StatusCode::OK,
+        GatewayView {
+            revision: rev,
+            gateway: snap.gateway,
+        },
+    ))
+}
+
+/// Observed state: applied revision, driver results, and per-capability details.
+#[utoipa::path(get, path = "/v1/status", tag = "status", responses((status = 200, body = Status)))]
+async fn get_status(State(state): State<ApiState>) -> Json<Status> {
+    Json(state.status())
+}
+
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+struct AuditQuery {
+    /// How many entries, newest first (default 100).
+    limit: Option<usize>,
+}
+
+/// The audit trail (admin only): who changed what, secrets redacted.
+#[utoipa::path(get, path = "/v1/audit", tag = "audit", params(AuditQuery),
+    responses((status = 200, body = Vec<AuditEntry>), (status = 403, body = ErrorBody)))]
+async fn get_audit(
+    State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    axum::extract::Query(q): axum::extract::Query<AuditQuery>,
+) -> Result<Json<Vec<AuditEntry>>, ApiError> {
+    caller.require(Role::Admin, "read the audit trail")?;
+    let store = state.store.clone();
+    let limit = q.limit.unwrap_or(100).min(10_000);
+    Ok(Json(blocking(move || Ok(store.audit(limit)?)).await?))
+}
+
+/// Liveness.
+#[utoipa::path(get, path = "/healthz", tag = "ops", responses((status = 200, body = String)))]
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+/// Readiness: 200 once the first desired state has been applied, 503 before.
+#[utoipa::path(get, path = "/readyz", tag = "ops", responses((status = 200, body = String), (status = 503, body = String)))]
+async fn readyz(State(state): State<ApiState>) -> (StatusCode, &'static str) {
+    if state.status().ready {
+        (StatusCode::OK, "ready\n")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+    }
+}
+
+/// Prometheus metrics (OpenMetrics text).
+#[utoipa::path(get, path = "/metrics", tag = "ops", responses((status = 200, body = String)))]
+async fn metrics(State(state): State<ApiState>) -> Result<Response, ApiError> {
+    let mut out = String::new();
+    prometheus_client::encoding::text::encode(&mut out, &state.registry)
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        out,
+    )
+        .into_response())
+}
+
+/// This document.
+#[utoipa::path(get, path = "/openapi.json", tag = "ops", responses((status = 200, body = Object)))]
+async fn openapi_json(
+    Extension(spec): Extension<std::sync::Arc<utoipa::openapi::OpenApi>>,
+) -> Json<utoipa::openapi::OpenApi> {
+    Json((*spec).clone())
+}
+
+/// A collection inside the gateway document.
+trait Collection: Serialize + DeserializeOwned + Clone + Send + Sync + 'static {
+    const WHAT: &'static str;
+    const KEY: &'static str;
+    fn key(&self) -> Option<String>;
+    fn set_key(&mut self, key: &str);
+    fn items(g: &Gateway) -> &[Self];
+    fn items_mut(g: &mut Gateway) -> Result<&mut Vec<Self>, ApiError>;
+}
+
+macro_rules! rule_collection {
+    ($t:ty, $what:literal, $field:ident) => {
+        impl Collection for $t {
+            const WHAT: &'static str = $what;
+            const KEY: &'static str = "id";
+            fn key(&self) -> Option<String> {
+                self.id.clone()
+            }
+            fn set_key(&mut self, key: &str) {
+                self.id = Some(key.to_string());
+            }
+            fn items(g: &Gateway) -> &[Self] {
+                &g.$field
+            }
+            fn items_mut(g: &mut Gateway) -> Result<&mut Vec<Self>, ApiError> {
+                Ok(&mut g.$field)
+            }
+        }
+    };
+}
+rule_collection!(IngressRule, "ingress rule", ingress_rules);
+rule_collection!(EgressRule, "egress rule", egress_rules);
+rule_collection!(NatRule, "nat rule", nat_rules);
+
+macro_rules! named_collection {
+    ($t:ty, $what:literal, $key:ident, $field:ident) => {
+        impl Collection for $t {
+            const WHAT: &'static str = $what;
+            const KEY: &'static str = stringify!($key);
+            fn key(&self) -> Option<String> {
+                Some(self.$key.clone())
+            }
+            fn set_key(&mut self, key: &str) {
+                self.$key = key.to_string();
+            }
+            fn items(g: &Gateway) -> &[Self] {
+                &g.$field
+            }
+            fn items_mut(g: &mut Gateway) -> Result<&mut Vec<Self>, ApiError> {
+                Ok(&mut g.$field)
+            }
+        }
+    };
+}
+named_collection!(VpcPeering, "VPC peering", name, vpc_peerings);
+named_collection!(Ipsec, "IPsec connection", name, ipsec);
+named_collection!(Pipe, "pipe", name, pipes);
+named_collection!(Route, "route", domain, routes);
+
+impl Collection for WgPeer {
+    const WHAT: &'static str = "WireGuard peer";
+    const KEY: &'static str = "name";
+    fn key(&self) -> Option<String> {
+        Some(self.name.clone())
+    }
+    fn set_key(&mut self, key: &str) {
+        self.name = key.to_string();
+    }
+    fn items(g: &Gateway) -> &[Self] {
+        g.wireguard
+            .as_ref()
+            .map(|w| w.peers.as_slice())
+            .unwrap_or_default()
+    }
+    fn items_mut(g: &mut Gateway) -> Result<&mut Vec<Self>, ApiError> {
+        g.wireguard.as_mut().map(|w| &mut w.peers).ok_or_else(|| {
+            ApiError::Conflict(
+                "the gateway has no [wireguard] section; PUT /v1/gateway to add one".into(),
+            )
+        })
+    }
+}
+
+async fn list_items<C: Collection>(state: &ApiState) -> Result<Response, ApiError> {
+    let snap = snapshot(state).await?;
+    Ok(with_revision(
+        snap.revision,
+        StatusCode::OK,
+        C::items(&snap.gateway),
+    ))
+}
+
+async fn get_item<C: Collection>(state: &ApiState, key: String) -> Result<Response, ApiError> {
+    let snap = snapshot(state).await?;
+    let item = C::items(&snap.gateway)
+        .iter()
+        .find(|i| i.key().as_deref() == Some(key.as_str()))
+        .ok_or_else(|| ApiError::NotFound(format!("no {} {key:?}", C::WHAT)))?;
+    Ok(with_revision(snap.revision, StatusCode::OK, item))
+}
+
+fn parse_body<C: Collection>(body: &str) -> Result<C, ApiError> {
+    let mut de = serde_json::Deserializer::from_str(body);
+    serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        ApiError::Invalid(vec![FieldError::new(path, e.inner().to_string())])
+    })
+}
+
+async fn create_item<C: Collection>(
+    state: &ApiState,
+    caller: &Caller,
+    headers: &HeaderMap,
+    path: &str,
+    body: String,
+) -> Result<Response, ApiError> {
+    let item: C = parse_body(&body)?;
+    let expected = if_match(headers)?;
+    let (rev, (index, created)) = mutate(
+        state,
+        caller,
+        format!("POST {path}"),
+        expected,
+        move |doc| {
+            let items = C::items_mut(doc)?;
+            if let Some(k) = item.key()
+                && items.iter().any(|i| i.key().as_deref() == Some(k.as_str()))
+            {
+                return Err(ApiError::Conflict(format!(
+                    "{} {k:?} already exists",
+                    C::WHAT
+                )));
+            }
+            items.push(item.clone());
+            Ok((items.len() - 1, ()))
+        },
+    )
+    .await?;
+    let () = created;
+    // Read back what was stored (with its assigned id).
+    let snap = snapshot(state).await?;
+    let stored = C::items(&snap.gateway).get(index).cloned();
+    let mut resp = with_revision(rev, StatusCode::CREATED, &stored);
+    if let Some(Ok(loc)) = stored
+        .and_then(|s| s.key())
+        .map(|k| format!("{path}/{}", urlencode(&k)).parse())
+    {
+        resp.headers_mut().insert(header::LOCATION, loc);
+    }
+    Ok(resp)
+}
+
+async fn replace_item<C: Collection>(
+    state: &ApiState,
+    caller: &Caller,
+    headers: &HeaderMap,
+    path: &str,
+    key: String,
+    body: String,
+) -> Result<Response, ApiError> {
+    let mut item: C = parse_body(&body)?;
+    if let Some(k) = item.key()
+        && k != key
+    {
+        return Err(ApiError::Invalid(vec![FieldError::new(
+            C::KEY,
+            format!("{k:?} differs from {key:?} in the URL; to rename, delete and create"),
+        )]));
+    }
+    item.set_key(&key);
+    let expected = if_match(headers)?;
+    let k2 = key.clone();
+    let (rev, ()) = mutate(
+        state,
+        caller,
+        format!("PUT {path}/{key}"),
+        expected,
+        move |doc| {
+            let items = C::items_mut(doc)?;
+            let slot = items
+                .iter_mut()
+                .find(|i| i.key().as_deref() == Some(k2.as_str()))
+                .ok_or_else(|| ApiError::NotFound(format!("no {} {k2:?}", C::WHAT)))?;
+            *slot = item.clone();
+            Ok(())
+        },
+    )
+    .await?;
+    let snap = snapshot(state).await?;
+    let stored = C::items(&snap.gateway)
+        .iter()
+        .find(|i| i.key().as_deref() == Some(key.as_str()))
+        .cloned();
+    Ok(with_revision(rev, StatusCode::OK, stored))
+}
+
+async fn delete_item<C: Collection>(
+    state: &ApiState,
+    caller: &Caller,
+    headers: &HeaderMap,
+    path: &str,
+    key: String,
+) -> Result<Response, ApiError> {
+    let expected = if_match(headers)?;
+    let (rev, ()) = mutate(
+        state,
+        caller,
+        format!("DELETE {path}/{key}"),
+        expected,
+        move |doc| {
+            let items = C::items_mut(doc)?;
+            let before = items.len();
+            items.retain(|i| i.key().as_deref() != Some(key.as_str()));
+            if items.len() == before {
+                return Err(ApiError::NotFound(format!("no {} {key:?}", C::WHAT)));
+            }
+            Ok(())
+        },
+    )
+    .await?;
+    let mut resp = StatusCode::NO_CONTENT.into_response();
+    if let Ok(v) = format!("\"{rev}\"").parse() {
+        resp.headers_mut().insert(header::ETAG, v);
+    }
+    Ok(resp)
+}
+
+fn urlencode(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~*".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+macro_rules! collection_handlers {
+    ($module:ident, $t:ty, $tag:literal, $base:literal, $item:literal) => {
+        pub(crate) mod $module {
+            use super::*;
+
+            #[doc = concat!("List every ", $tag, ".")]
+            #[utoipa::path(get, path = $base, tag = $tag, responses((status = 200, body = Vec<$t>)))]
+            pub(crate) async fn list(State(state): State<ApiState>) -> Result<Response, ApiError> {
+                list_items::<$t>(&state).await
+            }
+
+            #[doc = concat!("Create a ", $tag, ".")]
+            #[utoipa::path(post, path = $base, tag = $tag, request_body = $t,
+                responses((status = 201, body = $t), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
+            pub(crate) async fn create(
+                State(state): State<ApiState>,
+                Extension(caller): Extension<Caller>,
+                headers: HeaderMap,
+                body: String,
+            ) -> Result<Response, ApiError> {
+                create_item::<$t>(&state, &caller, &headers, $base, body).await
+            }
+
+            #[doc = concat!("Read one ", $tag, ".")]
+            #[utoipa::path(get, path = $item, tag = $tag, params(("key" = String, Path)),
+                responses((status = 200, body = $t), (status = 404, body = ErrorBody)))]
+            pub(crate) async fn get(State(state): State<ApiState>, Path(key): Path<String>) -> Result<Response, ApiError> {
+                get_item::<$t>(&state, key).await
+            }
+
+            #[doc = concat!("Replace one ", $tag, ".")]
+            #[utoipa::path(put, path = $item, tag = $tag, params(("key" = String, Path)), request_body = $t,
+                responses((status = 200, body = $t), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+            pub(crate) async fn replace(
+                State(state): State<ApiState>,
+                Extension(caller): Extension<Caller>,
+                headers: HeaderMap,
+                Path(key): Path<String>,
+                body: String,
+            ) -> Result<Response, ApiError> {
+                replace_item::<$t>(&state, &caller, &headers, $base, key, body).await
+            }
+
+            #[doc = concat!("Delete one ", $tag, ".")]
+            #[utoipa::path(delete, path = $item, tag = $tag, params(("key" = String, Path)),
+                responses((status = 204), (status = 404, body = ErrorBody)))]
+            pub(crate) async fn delete(
+                State(state): State<ApiState>,
+                Extension(caller): Extension<Caller>,
+                headers: HeaderMap,
+                Path(key): Path<String>,
+            ) -> Result<Response, ApiError> {
+                delete_item::<$t>(&state, &caller, &headers, $base, key).await
+            }
+        }
+    };
+}
+
+collection_handlers!(
+    ingress_rules,
+    IngressRule,
+    "ingress-rules",
+    "/v1/ingress-rules",
+    "/v1/ingress-rules/{key}"
+);
+collection_handlers!(
+    egress_rules,
+    EgressRule,
+    "egress-rules",
+    "/v1/egress-rules",
+    "/v1/egress-rules/{key}"
+);
+collection_handlers!(
+    nat_rules,
+    NatRule,
+    "nat-rules",
+    "/v1/nat-rules",
+    "/v1/nat-rules/{key}"
+);
+collection_handlers!(
+    vpc_peerings,
+    VpcPeering,
+    "vpc-peerings",
+    "/v1/vpc-peerings",
+    "/v1/vpc-peerings/{key}"
+);
+collection_handlers!(ipsec, Ipsec, "ipsec", "/v1/ipsec", "/v1/ipsec/{key}");
+collection_handlers!(
+    wireguard_peers,
+    WgPeer,
+    "wireguard-peers",
+    "/v1/wireguard/peers",
+    "/v1/wireguard/peers/{key}"
+);
+collection_handlers!(pipes, Pipe, "pipes", "/v1/pipes", "/v1/pipes/{key}");
+collection_handlers!(routes_, Route, "routes", "/v1/routes", "/v1/routes/{key}");

@@ -1,0 +1,97 @@
+//! Shared state of the API: the store, the token table, the observed status and the metrics.
+
+use kawaii_model::valid::TokenSpec;
+use kawaii_store::Store;
+use prometheus_client::registry::Registry;
+use serde::Serialize;
+use std::sync::{Arc, RwLock};
+
+/// What one driver last did.
+#[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
+pub struct DriverStatus {
+    pub name: String,
+    pub ok: bool,
+    /// The desired revision this driver last applied successfully.
+    pub applied_revision: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_apply: Option<String>,
+}
+
+/// Observed state, filled by the reconcile loop.
+#[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
+pub struct Status {
+    pub gateway: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub zone: Option<String>,
+    pub desired_revision: u64,
+    /// The revision every driver has applied (the minimum over drivers).
+    pub applied_revision: u64,
+    pub ready: bool,
+    pub drivers: Vec<DriverStatus>,
+    /// Config-file errors of the last reload that was rejected, if any.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub rejected_config: Vec<kawaii_model::FieldError>,
+    /// Capability sections added by later drivers (rules, tunnels, peers, VIPs).
+    #[serde(skip_serializing_if = "serde_json::Map::is_empty")]
+    #[schema(value_type = Object)]
+    pub details: serde_json::Map<String, serde_json::Value>,
+}
+
+#[derive(Clone)]
+pub struct ApiState {
+    pub store: Arc<dyn Store>,
+    tokens: Arc<RwLock<Arc<Vec<TokenSpec>>>>,
+    status: Arc<RwLock<Status>>,
+    pub registry: Arc<Registry>,
+    pub(crate) requests: prometheus_client::metrics::family::Family<
+        crate::handlers::ReqLabels,
+        prometheus_client::metrics::counter::Counter,
+    >,
+}
+
+impl std::fmt::Debug for ApiState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiState").finish_non_exhaustive()
+    }
+}
+
+impl ApiState {
+    /// `registry` must be built with [`ApiState::register`] having been called on it.
+    pub fn new(store: Arc<dyn Store>, mut registry: Registry) -> ApiState {
+        let requests = prometheus_client::metrics::family::Family::default();
+        registry.register(
+            "kawaii_api_requests",
+            "API requests by method and status code",
+            requests.clone(),
+        );
+        ApiState {
+            store,
+            tokens: Arc::default(),
+            status: Arc::default(),
+            registry: Arc::new(registry),
+            requests,
+        }
+    }
+
+    pub fn tokens(&self) -> Arc<Vec<TokenSpec>> {
+        self.tokens.read().map(|t| t.clone()).unwrap_or_default()
+    }
+
+    pub fn set_tokens(&self, tokens: Vec<TokenSpec>) {
+        if let Ok(mut t) = self.tokens.write() {
+            *t = Arc::new(tokens);
+        }
+    }
+
+    pub fn status(&self) -> Status {
+        self.status.read().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    pub fn update_status(&self, f: impl FnOnce(&mut Status)) {
+        if let Ok(mut s) = self.status.write() {
+            f(&mut s);
+        }
+    }
+}
