@@ -1,1 +1,178 @@
-fn main(){}
+//! `kawaii`: the gateway daemon and its command-line client.
+
+mod client;
+mod config;
+mod keys;
+mod serve;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "kawaii",
+    version,
+    about = "A project's private network gateway"
+)]
+struct Cli {
+    /// API base URL for the client commands.
+    #[arg(
+        long,
+        global = true,
+        env = "KAWAII_API",
+        default_value = "http://127.0.0.1:7780"
+    )]
+    api: String,
+    /// Bearer token for the client commands (default: the daemon's bootstrap token file, if readable).
+    #[arg(long, global = true, env = "KAWAII_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the gateway.
+    Serve {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// This instance's zone (may be omitted with one zone or none).
+        #[arg(long)]
+        zone: Option<String>,
+        /// Where the store lives.
+        #[arg(long, default_value = "/var/lib/kawaii")]
+        state: PathBuf,
+    },
+    /// Validate a config file: prints every error (exit 1) or only warnings (exit 0).
+    Check {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Print what would be applied, without applying it.
+    Render {
+        #[arg(long, short)]
+        config: PathBuf,
+        #[arg(long)]
+        zone: Option<String>,
+        #[arg(long, value_enum, default_value = "all")]
+        what: client::RenderWhat,
+    },
+    /// Show resources: gateway, ingress-rules, egress-rules, nat-rules, vpc-peerings, ipsec,
+    /// wireguard-peers, pipes, routes.
+    Get {
+        kind: Option<String>,
+        name: Option<String>,
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Output,
+    },
+    /// Apply a file: a whole gateway document (TOML or JSON).
+    Apply {
+        #[arg(short = 'f', long = "filename")]
+        file: PathBuf,
+    },
+    /// Delete one resource.
+    Delete { kind: String, name: String },
+    /// Zones, VIP owners, tunnels, peers, rule counters: what the daemon observes.
+    Status {
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Output,
+    },
+    /// The audit trail (admin token).
+    Audit {
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Output,
+    },
+    /// VPN peers.
+    Peer {
+        #[command(subcommand)]
+        command: PeerCommand,
+    },
+    /// WireGuard key helpers.
+    Wg {
+        #[command(subcommand)]
+        command: WgCommand,
+    },
+    /// Convert a drop-in config format to native TOML.
+    Import { file: PathBuf },
+}
+
+#[derive(Debug, Subcommand)]
+enum PeerCommand {
+    /// Print the configuration a VPN peer applies.
+    Showconf {
+        name: String,
+        #[arg(short, long, value_enum, default_value = "wireguard")]
+        output: ShowconfOutput,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum WgCommand {
+    /// Print a new private key.
+    Genkey,
+    /// Read a private key on stdin, print its public key.
+    Pubkey,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    Table,
+    Json,
+    Yaml,
+    Toml,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ShowconfOutput {
+    Wireguard,
+    Json,
+    Yaml,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve {
+            config,
+            zone,
+            state,
+        } => serve::run(config, zone, state),
+        Command::Check { config } => config::check(&config),
+        Command::Render { config, zone, what } => client::render(&config, zone.as_deref(), what),
+        Command::Import { file } => config::import(&file),
+        Command::Wg {
+            command: WgCommand::Genkey,
+        } => keys::genkey(),
+        Command::Wg {
+            command: WgCommand::Pubkey,
+        } => keys::pubkey(),
+        command => {
+            let api = client::Api::new(&cli.api, cli.token);
+            match command {
+                Command::Get { kind, name, output } => {
+                    api.get(kind.as_deref(), name.as_deref(), output)
+                }
+                Command::Apply { file } => api.apply(&file),
+                Command::Delete { kind, name } => api.delete(&kind, &name),
+                Command::Status { output } => api.status(output),
+                Command::Audit { limit, output } => api.audit(limit, output),
+                Command::Peer {
+                    command: PeerCommand::Showconf { name, output },
+                } => api.showconf(&name, output),
+                _ => unreachable!("handled above"),
+            }
+        }
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            for line in format!("{e:#}").lines() {
+                eprintln!("error: {line}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}

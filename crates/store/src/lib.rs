@@ -7,6 +7,7 @@
 
 mod audit;
 mod sqlite;
+pub use sqlite::now_rfc3339;
 
 pub use audit::{AuditEntry, Change, diff};
 pub use sqlite::SqliteStore;

@@ -93,7 +93,7 @@ fn read_current(conn: &Connection) -> Result<Snapshot, StoreError> {
 }
 
 /// RFC 3339 UTC timestamp, second precision, without a date crate.
-pub(crate) fn now_rfc3339() -> String {
+pub fn now_rfc3339() -> String {
     let secs = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())

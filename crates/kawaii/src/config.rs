@@ -1,0 +1,80 @@
+//! Reading config files: native TOML/JSON documents (drop-in formats are detected here too as
+//! they land), and the `check` and `import` commands.
+
+use anyhow::Context;
+use kawaii_model::{FieldError, Format, Gateway, Report, validate};
+use std::path::Path;
+use std::process::ExitCode;
+
+/// A config file read and parsed; `bytes` is what was read (its hash decides re-application).
+#[derive(Debug)]
+pub struct Loaded {
+    pub gateway: Gateway,
+    pub bytes: Vec<u8>,
+}
+
+/// Reads and parses a config file. Errors: a one-line read error, or the field errors.
+pub fn load(path: &Path) -> Result<Loaded, Vec<FieldError>> {
+    let bytes = std::fs::read(path).map_err(|e| {
+        vec![FieldError::new(
+            path.display().to_string(),
+            format!("cannot read: {e}"),
+        )]
+    })?;
+    let text = String::from_utf8(bytes.clone()).map_err(|_| {
+        vec![FieldError::new(
+            path.display().to_string(),
+            "is not UTF-8 text",
+        )]
+    })?;
+    let gateway = parse(path, &text).map_err(|e| e.details())?;
+    Ok(Loaded { gateway, bytes })
+}
+
+/// Parses text whose format is told by the file name (`.json`), else TOML.
+pub fn parse(path: &Path, text: &str) -> Result<Gateway, kawaii_model::ModelError> {
+    let format = match path.extension().and_then(|e| e.to_str()) {
+        Some("json") => Format::Json,
+        _ => Format::Toml,
+    };
+    Gateway::parse(text, format)
+}
+
+/// Loads and validates; the typed report or every error.
+pub fn load_valid(path: &Path) -> Result<(Loaded, Report), Vec<FieldError>> {
+    let loaded = load(path)?;
+    let report = validate(&loaded.gateway).map_err(|e| e.0)?;
+    Ok((loaded, report))
+}
+
+pub fn check(path: &Path) -> anyhow::Result<ExitCode> {
+    match load_valid(path) {
+        Ok((_, report)) => {
+            for w in &report.warnings {
+                eprintln!("warning: {w}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(errors) => {
+            for e in &errors {
+                println!("{e}");
+            }
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+pub fn import(path: &Path) -> anyhow::Result<ExitCode> {
+    let loaded = load(path).map_err(|e| {
+        anyhow::anyhow!(
+            e.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("\n")
+        )
+    })?;
+    let text = kawaii_model::Secret::reveal(|| toml::to_string_pretty(&loaded.gateway))
+        .context("rendering TOML")?;
+    print!("{text}");
+    Ok(ExitCode::SUCCESS)
+}

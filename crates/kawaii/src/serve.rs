@@ -1,0 +1,497 @@
+//! `kawaii serve`: the store, the config file (applied when its content changes, on SIGHUP, and
+//! when it changes on disk), the API server, and the reconcile loop that re-plans and hands the
+//! plan to the drivers after every accepted change.
+
+use crate::config;
+use anyhow::Context;
+use kawaii_api::{ApiState, DriverStatus, Status};
+use kawaii_drivers::Driver;
+use kawaii_model::valid::{Role, TokenSpec};
+use kawaii_model::{Desired, Gateway};
+use kawaii_store::{Actor, SqliteStore, Store};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use sha2::{Digest, Sha256};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{Notify, oneshot};
+use tracing::{error, info, warn};
+
+const FILE_HASH_KEY: &str = "config_file_sha256";
+const BOOTSTRAP_TOKEN: &str = "admin.token";
+
+#[derive(Clone, Default)]
+struct Metrics {
+    desired_revision: Gauge,
+    applied_revision: Gauge,
+    reconciles: Family<Vec<(String, String)>, Counter>,
+    config_reloads: Family<Vec<(String, String)>, Counter>,
+}
+
+impl Metrics {
+    fn register(&self, r: &mut Registry) {
+        r.register(
+            "kawaii_desired_revision",
+            "Revision of the desired state in the store",
+            self.desired_revision.clone(),
+        );
+        r.register(
+            "kawaii_applied_revision",
+            "Revision every driver has applied",
+            self.applied_revision.clone(),
+        );
+        r.register(
+            "kawaii_reconciles",
+            "Reconcile passes by result",
+            self.reconciles.clone(),
+        );
+        r.register(
+            "kawaii_config_reloads",
+            "Config file reloads by result",
+            self.config_reloads.clone(),
+        );
+    }
+}
+
+pub fn run(config: PathBuf, zone: Option<String>, state: PathBuf) -> anyhow::Result<ExitCode> {
+    init_logging();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    rt.block_on(daemon(config, zone, state))
+}
+
+fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("KAWAII_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+struct Daemon {
+    store: Arc<dyn Store>,
+    api: ApiState,
+    config: PathBuf,
+    zone: Option<String>,
+    state_dir: PathBuf,
+    metrics: Metrics,
+    drivers: Vec<Box<dyn Driver>>,
+}
+
+async fn daemon(
+    config: PathBuf,
+    zone: Option<String>,
+    state_dir: PathBuf,
+) -> anyhow::Result<ExitCode> {
+    let store: Arc<dyn Store> = Arc::new(
+        tokio::task::spawn_blocking({
+            let dir = state_dir.clone();
+            move || SqliteStore::open(&dir)
+        })
+        .await?
+        .with_context(|| format!("opening the store in {}", state_dir.display()))?,
+    );
+    let metrics = Metrics::default();
+    let mut registry = Registry::default();
+    metrics.register(&mut registry);
+    let api = ApiState::new(store.clone(), registry);
+    let d = Arc::new(Daemon {
+        store,
+        api,
+        config,
+        zone,
+        state_dir,
+        metrics,
+        drivers: Vec::new(),
+    });
+
+    // The file first: a good file that changed since it was last applied becomes the state.
+    match d.apply_file().await {
+        Ok(_) => {}
+        Err(errors) if d.store.current()?.revision == 0 => {
+            for e in &errors {
+                error!(%e, "config rejected");
+            }
+            anyhow::bail!(
+                "{} has errors and there is no previous state to run",
+                d.config.display()
+            );
+        }
+        Err(_) => warn!("running the stored state; fix the config file to apply it"),
+    }
+    let first = d.store.current()?;
+    let desired = kawaii_model::validate(&first.gateway)
+        .map_err(|e| anyhow::anyhow!("stored state is invalid: {e}"))?;
+    if let Some(z) = &d.zone {
+        kawaii_plan::select_zone(&desired.desired, Some(z))?;
+    }
+    d.refresh_tokens(&desired.desired);
+
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let api_task = tokio::spawn(api_server(d.clone(), stop_rx.clone()));
+    let reconcile_task = tokio::spawn(reconcile_loop(d.clone(), stop_rx.clone()));
+    let reload = Arc::new(Notify::new());
+    let watch_task = tokio::spawn(watch_file(d.clone(), reload.clone(), stop_rx.clone()));
+
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = tokio::signal::ctrl_c() => break,
+            _ = hup.recv() => { info!("SIGHUP: reloading the config file"); reload.notify_one(); }
+            _ = stop_rx.changed() => break,
+        }
+    }
+    info!("stopping");
+    let _ = stop_tx.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(10), async {
+        let _ = api_task.await;
+        let _ = reconcile_task.await;
+        let _ = watch_task.await;
+    })
+    .await;
+    Ok(ExitCode::SUCCESS)
+}
+
+impl Daemon {
+    /// Applies the config file if its content differs from the last file applied.
+    /// Returns whether it committed a new revision; errors leave the state untouched.
+    async fn apply_file(&self) -> Result<bool, Vec<kawaii_model::FieldError>> {
+        let result = config::load_valid(&self.config);
+        let (loaded, report) = match result {
+            Ok(ok) => ok,
+            Err(errors) => {
+                for e in &errors {
+                    error!(file = %self.config.display(), %e, "config rejected; the running state stays");
+                }
+                self.metrics
+                    .config_reloads
+                    .get_or_create(&vec![("result".into(), "rejected".into())])
+                    .inc();
+                self.api
+                    .update_status(|s| s.rejected_config = errors.clone());
+                return Err(errors);
+            }
+        };
+        for w in &report.warnings {
+            warn!(file = %self.config.display(), %w, "config warning");
+        }
+        self.api.update_status(|s| s.rejected_config.clear());
+        let hash = hex::encode(Sha256::digest(&loaded.bytes));
+        let store = self.store.clone();
+        let actor = Actor {
+            name: format!("file:{}", self.config.display()),
+            action: "config file applied".into(),
+        };
+        let mut gateway: Gateway = loaded.gateway;
+        let outcome =
+            tokio::task::spawn_blocking(move || -> Result<bool, kawaii_store::StoreError> {
+                if store.get_meta(FILE_HASH_KEY)?.as_deref() == Some(hash.as_str()) {
+                    return Ok(false);
+                }
+                let cur = store.current()?;
+                gateway.carry_secrets_from(&cur.gateway);
+                gateway.assign_rule_ids(&cur.gateway);
+                let rev = store.commit(None, &gateway, &actor)?;
+                store.set_meta(FILE_HASH_KEY, &hash)?;
+                Ok(rev != cur.revision)
+            })
+            .await;
+        match outcome {
+            Ok(Ok(changed)) => {
+                if changed {
+                    info!(file = %self.config.display(), "config file applied");
+                }
+                self.metrics
+                    .config_reloads
+                    .get_or_create(&vec![("result".into(), "applied".into())])
+                    .inc();
+                Ok(changed)
+            }
+            Ok(Err(e)) => {
+                error!(%e, "storing the config file failed");
+                Err(vec![kawaii_model::FieldError::new(
+                    "(store)",
+                    e.to_string(),
+                )])
+            }
+            Err(e) => Err(vec![kawaii_model::FieldError::new(
+                "(store)",
+                e.to_string(),
+            )]),
+        }
+    }
+
+    /// Tokens from the document, the token file, and (when none is configured) the bootstrap
+    /// token under the state directory.
+    fn refresh_tokens(&self, d: &Desired) {
+        let mut tokens = d.api.tokens.clone();
+        if let Some(file) = &d.api.token_file {
+            match read_token_file(Path::new(file)) {
+                Ok(more) => tokens.extend(more),
+                Err(e) => warn!(file, %e, "token file unreadable; its tokens are not accepted"),
+            }
+        }
+        if tokens.is_empty() {
+            match bootstrap_token(&self.state_dir) {
+                Ok(hash) => tokens.push(TokenSpec {
+                    name: "bootstrap".into(),
+                    role: Role::Admin,
+                    sha256: hash,
+                }),
+                Err(e) => warn!(%e, "cannot write the bootstrap token; the API accepts no token"),
+            }
+        }
+        self.api.set_tokens(tokens);
+    }
+}
+
+/// `name role sha256hex` per line; `#` comments.
+fn read_token_file(path: &Path) -> anyhow::Result<Vec<TokenSpec>> {
+    let text = std::fs::read_to_string(path)?;
+    let mut out = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let (Some(name), Some(role), Some(hash)) = (
+            f.first(),
+            f.get(1).and_then(|r| Role::parse(r)),
+            f.get(2).and_then(|h| kawaii_model::valid::sha256_hex(h)),
+        ) else {
+            anyhow::bail!("line {}: expected `name role sha256hex`", n + 1);
+        };
+        out.push(TokenSpec {
+            name: name.to_string(),
+            role,
+            sha256: hash,
+        });
+    }
+    Ok(out)
+}
+
+/// Creates (once) a random admin token in `STATE/admin.token`, mode 0600; returns its hash.
+fn bootstrap_token(dir: &Path) -> anyhow::Result<[u8; 32]> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = dir.join(BOOTSTRAP_TOKEN);
+    let token = match std::fs::read_to_string(&path) {
+        Ok(t) if !t.trim().is_empty() => t.trim().to_string(),
+        _ => {
+            let mut bytes = [0u8; 24];
+            rand::fill(&mut bytes);
+            let token = hex::encode(bytes);
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&path)?;
+            std::io::Write::write_all(&mut f, format!("{token}\n").as_bytes())?;
+            info!(path = %path.display(), "no API token configured: wrote a bootstrap admin token");
+            token
+        }
+    };
+    Ok(kawaii_api::hash_token(&token))
+}
+
+/// Serves the API on the desired listen address; moves when the address changes.
+async fn api_server(d: Arc<Daemon>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let mut rev_rx = d.store.watch();
+    let mut current: Option<(SocketAddr, oneshot::Sender<()>, tokio::task::JoinHandle<()>)> = None;
+    loop {
+        let want = d
+            .store
+            .current()
+            .ok()
+            .and_then(|s| kawaii_model::validate(&s.gateway).ok())
+            .map(|r| r.desired.api.listen);
+        if let Some(addr) = want
+            && current.as_ref().map(|c| c.0) != Some(addr)
+        {
+            match tokio::net::TcpListener::bind(addr).await {
+                Ok(listener) => {
+                    info!(%addr, "API listening");
+                    let (tx, rx) = oneshot::channel::<()>();
+                    let app = kawaii_api::router(d.api.clone());
+                    let task = tokio::spawn(async move {
+                        let _ = axum::serve(listener, app)
+                            .with_graceful_shutdown(async {
+                                let _ = rx.await;
+                            })
+                            .await;
+                    });
+                    if let Some((old, tx_old, _)) = current.replace((addr, tx, task)) {
+                        info!(%old, "API moved; closing the old listener");
+                        let _ = tx_old.send(());
+                    }
+                }
+                Err(e) => error!(%addr, %e, "API cannot listen; keeping the previous listener"),
+            }
+        }
+        tokio::select! {
+            r = rev_rx.changed() => if r.is_err() { break },
+            _ = stop.changed() => break,
+        }
+    }
+    if let Some((_, tx, task)) = current {
+        let _ = tx.send(());
+        let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+    }
+}
+
+/// Polls the config file (content hash) and reacts to SIGHUP.
+async fn watch_file(
+    d: Arc<Daemon>,
+    reload: Arc<Notify>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut last = std::fs::read(&d.config).ok().map(|b| Sha256::digest(&b));
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(250)) => {
+                let now = std::fs::read(&d.config).ok().map(|b| Sha256::digest(&b));
+                if now.is_some() && now != last {
+                    last = now;
+                    info!(file = %d.config.display(), "config file changed");
+                    let _ = d.apply_file().await;
+                }
+            }
+            _ = reload.notified() => {
+                last = std::fs::read(&d.config).ok().map(|b| Sha256::digest(&b));
+                let _ = d.apply_file().await;
+            }
+            _ = stop.changed() => break,
+        }
+    }
+}
+
+/// Re-plans and applies after every committed change; retries failed applies with backoff.
+async fn reconcile_loop(d: Arc<Daemon>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let mut rx = d.store.watch();
+    let mut backoff = Duration::from_millis(250);
+    loop {
+        let revision = *rx.borrow_and_update();
+        let ok = reconcile_once(&d).await;
+        let wait = if ok {
+            backoff = Duration::from_millis(250);
+            None
+        } else {
+            backoff = (backoff * 2).min(Duration::from_secs(30));
+            Some(backoff)
+        };
+        tokio::select! {
+            r = rx.changed() => if r.is_err() { break },
+            _ = async { match wait { Some(w) => tokio::time::sleep(w).await, None => std::future::pending().await } } => {
+                info!(revision, "retrying the failed apply");
+            }
+            _ = stop.changed() => break,
+        }
+    }
+}
+
+async fn reconcile_once(d: &Daemon) -> bool {
+    let snap = match d.store.current() {
+        Ok(s) => s,
+        Err(e) => {
+            error!(%e, "reading the store failed");
+            return false;
+        }
+    };
+    d.metrics.desired_revision.set(snap.revision as i64);
+    let report = match kawaii_model::validate(&snap.gateway) {
+        Ok(r) => r,
+        Err(e) => {
+            // Only validated documents are committed, so this is a bug or a newer schema.
+            error!(%e, revision = snap.revision, "stored state does not validate");
+            return false;
+        }
+    };
+    d.refresh_tokens(&report.desired);
+    let plan = match kawaii_plan::plan(&report.desired, d.zone.as_deref()) {
+        Ok(p) => p,
+        Err(e) => {
+            error!(%e, "planning failed");
+            d.api.update_status(|s| {
+                s.drivers = vec![DriverStatus {
+                    name: "plan".into(),
+                    ok: false,
+                    error: Some(e.to_string()),
+                    ..Default::default()
+                }]
+            });
+            return false;
+        }
+    };
+    let mut results = Vec::new();
+    let mut all_ok = true;
+    for driver in &d.drivers {
+        let prev = d
+            .api
+            .status()
+            .drivers
+            .into_iter()
+            .find(|s| s.name == driver.name());
+        let started = std::time::Instant::now();
+        let r = driver.apply(&plan).await;
+        let at = Some(kawaii_store::now_rfc3339());
+        match r {
+            Ok(()) => {
+                info!(
+                    driver = driver.name(),
+                    revision = snap.revision,
+                    took_ms = started.elapsed().as_millis() as u64,
+                    "applied"
+                );
+                results.push(DriverStatus {
+                    name: driver.name().into(),
+                    ok: true,
+                    applied_revision: snap.revision,
+                    error: None,
+                    last_apply: at,
+                });
+            }
+            Err(e) => {
+                all_ok = false;
+                error!(driver = driver.name(), revision = snap.revision, %e, "apply failed; the previous state stays in force");
+                results.push(DriverStatus {
+                    name: driver.name().into(),
+                    ok: false,
+                    applied_revision: prev.map(|p| p.applied_revision).unwrap_or(0),
+                    error: Some(e.to_string()),
+                    last_apply: at,
+                });
+            }
+        }
+    }
+    let applied = results
+        .iter()
+        .map(|r| r.applied_revision)
+        .min()
+        .unwrap_or(snap.revision);
+    let result = if all_ok { "ok" } else { "failed" };
+    d.metrics
+        .reconciles
+        .get_or_create(&vec![("result".into(), result.into())])
+        .inc();
+    d.metrics.applied_revision.set(applied as i64);
+    d.api.update_status(|s: &mut Status| {
+        s.gateway = report.desired.name.clone();
+        s.zone = plan.zone.clone();
+        s.desired_revision = snap.revision;
+        s.applied_revision = applied;
+        s.drivers = results;
+        s.ready = s.ready || all_ok;
+    });
+    all_ok
+}

@@ -1,0 +1,71 @@
+//! The crate's error types: why a received packet was discarded, why an advert cannot be encoded,
+//! why a virtual router configuration is rejected. All of them are "invalid input"; none is
+//! transient.
+
+use std::net::Ipv4Addr;
+
+/// Why a received datagram or VRRP message was discarded (RFC 5798 §7.1).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    /// Fewer bytes than the fixed fields and the announced addresses need.
+    #[error("incomplete packet: need {needed} bytes, have {got}")]
+    Incomplete { needed: usize, got: usize },
+    /// More bytes than `8 + 4 * count` (VRRPv3 over IPv4 has no trailing data).
+    #[error(
+        "packet length {got} does not match the {expected} bytes announced by its address count"
+    )]
+    LengthMismatch { expected: usize, got: usize },
+    /// RFC 5798 §5.2.1: only version 3 is accepted.
+    #[error("unsupported VRRP version {0}, expected 3")]
+    Version(u8),
+    /// RFC 5798 §5.2.2: a packet with an unknown type must be discarded.
+    #[error("unknown VRRP packet type {0}, expected 1 (advertisement)")]
+    Type(u8),
+    /// RFC 5798 §5.2.3: VRID 0 is not a virtual router.
+    #[error("virtual router id 0 is invalid")]
+    Vrid,
+    /// RFC 5798 §5.2.5: at least one address.
+    #[error("advertisement carries no address")]
+    NoAddresses,
+    /// A max advert interval of 0 would make every backup take over at once.
+    #[error("max advert interval is 0")]
+    ZeroInterval,
+    /// RFC 5798 §5.2.8: checksum over the pseudo-header and the message.
+    #[error("bad checksum: packet has {got:#06x}, computed {computed:#06x}")]
+    Checksum { got: u16, computed: u16 },
+    /// RFC 5798 §7.1: the IPv4 TTL must be 255 (proves the sender is on the link).
+    #[error("IPv4 TTL {0} is not 255")]
+    Ttl(u8),
+    /// The datagram is not a well-formed, unfragmented IPv4 packet.
+    #[error("malformed IPv4 header: {0}")]
+    Ipv4(&'static str),
+    /// The IPv4 protocol field is not 112.
+    #[error("IPv4 protocol {0} is not VRRP (112)")]
+    Protocol(u8),
+}
+
+/// Why an advert cannot be put on the wire.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EncodeError {
+    /// The address count field is 8 bits wide, and it must be at least 1.
+    #[error("an advertisement carries 1 to 255 addresses, not {0}")]
+    AddressCount(usize),
+    /// VRID 0 is not a virtual router.
+    #[error("virtual router id 0 is invalid")]
+    Vrid,
+}
+
+/// Why a virtual router configuration is rejected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("vrid: must be 1 to 255")]
+    Vrid,
+    #[error("priority: must be 1 to 255 (0 is reserved for a master that resigns)")]
+    Priority,
+    #[error("addresses: a virtual router needs 1 to 255 virtual addresses, not {0}")]
+    AddressCount(usize),
+    #[error("addresses: {0} is listed twice")]
+    DuplicateAddress(Ipv4Addr),
+    #[error("primary_address: must be a unicast address, not {0}")]
+    PrimaryAddress(Ipv4Addr),
+}
