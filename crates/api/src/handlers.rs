@@ -226,7 +226,7 @@ fn with_revision(rev: u64, status: StatusCode, body: impl Serialize) -> Response
 
 /// The whole desired state. Secrets are always redacted.
 #[utoipa::path(get, path = "/v1/gateway", tag = "gateway",
-    responses((status = 200, body = GatewayView), (status = 401, body = ErrorBody)))]
+    responses((status = 200, description = "OK", body = GatewayView), (status = 401, description = "Missing or unknown token", body = ErrorBody)))]
 async fn get_gateway(State(state): State<ApiState>) -> Result<Response, ApiError> {
     let snap = snapshot(&state).await?;
     Ok(with_revision(
@@ -243,8 +243,8 @@ async fn get_gateway(State(state): State<ApiState>) -> Result<Response, ApiError
 /// `(redacted)` keep their stored value.
 #[utoipa::path(put, path = "/v1/gateway", tag = "gateway", request_body = Gateway,
     params(("If-Match" = String, Header, description = "the revision the change is based on")),
-    responses((status = 200, body = GatewayView), (status = 400, body = ErrorBody),
-        (status = 403, body = ErrorBody), (status = 412, body = ErrorBody), (status = 428, body = ErrorBody)))]
+    responses((status = 200, description = "OK", body = GatewayView), (status = 400, description = "Invalid input: every error with its field path", body = ErrorBody),
+        (status = 403, description = "The role may not do this", body = ErrorBody), (status = 412, description = "Stale revision", body = ErrorBody), (status = 428, description = "If-Match required", body = ErrorBody)))]
 async fn put_gateway(
     State(state): State<ApiState>,
     Extension(caller): Extension<Caller>,
@@ -276,7 +276,7 @@ async fn put_gateway(
 }
 
 /// Observed state: applied revision, driver results, and per-capability details.
-#[utoipa::path(get, path = "/v1/status", tag = "status", responses((status = 200, body = Status)))]
+#[utoipa::path(get, path = "/v1/status", tag = "status", responses((status = 200, description = "OK", body = Status)))]
 async fn get_status(State(state): State<ApiState>) -> Json<Status> {
     Json(state.status())
 }
@@ -289,7 +289,7 @@ struct AuditQuery {
 
 /// The audit trail (admin only): who changed what, secrets redacted.
 #[utoipa::path(get, path = "/v1/audit", tag = "audit", params(AuditQuery),
-    responses((status = 200, body = Vec<AuditEntry>), (status = 403, body = ErrorBody)))]
+    responses((status = 200, description = "OK", body = Vec<AuditEntry>), (status = 403, description = "The role may not do this", body = ErrorBody)))]
 async fn get_audit(
     State(state): State<ApiState>,
     Extension(caller): Extension<Caller>,
@@ -302,13 +302,13 @@ async fn get_audit(
 }
 
 /// Liveness.
-#[utoipa::path(get, path = "/healthz", tag = "ops", responses((status = 200, body = String)))]
+#[utoipa::path(get, path = "/healthz", tag = "ops", responses((status = 200, description = "OK", body = String)))]
 async fn healthz() -> &'static str {
     "ok\n"
 }
 
 /// Readiness: 200 once the first desired state has been applied, 503 before.
-#[utoipa::path(get, path = "/readyz", tag = "ops", responses((status = 200, body = String), (status = 503, body = String)))]
+#[utoipa::path(get, path = "/readyz", tag = "ops", responses((status = 200, description = "OK", body = String), (status = 503, description = "Not ready", body = String)))]
 async fn readyz(State(state): State<ApiState>) -> (StatusCode, &'static str) {
     if state.status().ready {
         (StatusCode::OK, "ready\n")
@@ -318,7 +318,7 @@ async fn readyz(State(state): State<ApiState>) -> (StatusCode, &'static str) {
 }
 
 /// Prometheus metrics (OpenMetrics text).
-#[utoipa::path(get, path = "/metrics", tag = "ops", responses((status = 200, body = String)))]
+#[utoipa::path(get, path = "/metrics", tag = "ops", responses((status = 200, description = "OK", body = String)))]
 async fn metrics(State(state): State<ApiState>) -> Result<Response, ApiError> {
     let mut out = String::new();
     prometheus_client::encoding::text::encode(&mut out, &state.registry)
@@ -334,7 +334,7 @@ async fn metrics(State(state): State<ApiState>) -> Result<Response, ApiError> {
 }
 
 /// This document.
-#[utoipa::path(get, path = "/openapi.json", tag = "ops", responses((status = 200, body = Object)))]
+#[utoipa::path(get, path = "/openapi.json", tag = "ops", responses((status = 200, description = "OK", body = Object)))]
 async fn openapi_json(
     Extension(spec): Extension<std::sync::Arc<utoipa::openapi::OpenApi>>,
 ) -> Json<utoipa::openapi::OpenApi> {
@@ -586,14 +586,14 @@ macro_rules! collection_handlers {
             use super::*;
 
             #[doc = concat!("List every ", $tag, ".")]
-            #[utoipa::path(get, path = $base, tag = $tag, responses((status = 200, body = Vec<$t>)))]
+            #[utoipa::path(get, path = $base, tag = $tag, operation_id = concat!(stringify!($module), "_list"), responses((status = 200, description = "OK", body = Vec<$t>)))]
             pub(crate) async fn list(State(state): State<ApiState>) -> Result<Response, ApiError> {
                 list_items::<$t>(&state).await
             }
 
             #[doc = concat!("Create a ", $tag, ".")]
-            #[utoipa::path(post, path = $base, tag = $tag, request_body = $t,
-                responses((status = 201, body = $t), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
+            #[utoipa::path(post, path = $base, tag = $tag, operation_id = concat!(stringify!($module), "_create"), request_body = $t,
+                responses((status = 201, description = "Created", body = $t), (status = 400, description = "Invalid input: every error with its field path", body = ErrorBody), (status = 409, description = "Conflict", body = ErrorBody)))]
             pub(crate) async fn create(
                 State(state): State<ApiState>,
                 Extension(caller): Extension<Caller>,
@@ -604,15 +604,15 @@ macro_rules! collection_handlers {
             }
 
             #[doc = concat!("Read one ", $tag, ".")]
-            #[utoipa::path(get, path = $item, tag = $tag, params(("key" = String, Path)),
-                responses((status = 200, body = $t), (status = 404, body = ErrorBody)))]
+            #[utoipa::path(get, path = $item, tag = $tag, operation_id = concat!(stringify!($module), "_get"), params(("key" = String, Path)),
+                responses((status = 200, description = "OK", body = $t), (status = 404, description = "Not found", body = ErrorBody)))]
             pub(crate) async fn get(State(state): State<ApiState>, Path(key): Path<String>) -> Result<Response, ApiError> {
                 get_item::<$t>(&state, key).await
             }
 
             #[doc = concat!("Replace one ", $tag, ".")]
-            #[utoipa::path(put, path = $item, tag = $tag, params(("key" = String, Path)), request_body = $t,
-                responses((status = 200, body = $t), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+            #[utoipa::path(put, path = $item, tag = $tag, operation_id = concat!(stringify!($module), "_replace"), params(("key" = String, Path)), request_body = $t,
+                responses((status = 200, description = "OK", body = $t), (status = 400, description = "Invalid input: every error with its field path", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody)))]
             pub(crate) async fn replace(
                 State(state): State<ApiState>,
                 Extension(caller): Extension<Caller>,
@@ -624,8 +624,8 @@ macro_rules! collection_handlers {
             }
 
             #[doc = concat!("Delete one ", $tag, ".")]
-            #[utoipa::path(delete, path = $item, tag = $tag, params(("key" = String, Path)),
-                responses((status = 204), (status = 404, body = ErrorBody)))]
+            #[utoipa::path(delete, path = $item, tag = $tag, operation_id = concat!(stringify!($module), "_delete"), params(("key" = String, Path)),
+                responses((status = 204, description = "Deleted"), (status = 404, description = "Not found", body = ErrorBody)))]
             pub(crate) async fn delete(
                 State(state): State<ApiState>,
                 Extension(caller): Extension<Caller>,
