@@ -2,6 +2,10 @@
 //! of a [`Plan`] idempotently and reports the result to the reconcile loop; a failed apply leaves
 //! the previous state in force.
 
+pub mod netlink;
+pub mod nftables;
+mod tool;
+
 use kawaii_plan::Plan;
 use std::future::Future;
 use std::pin::Pin;

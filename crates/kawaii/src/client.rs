@@ -422,7 +422,12 @@ pub fn render(file: &Path, zone: Option<&str>, what: RenderWhat) -> anyhow::Resu
     let plan = kawaii_plan::plan(&report.desired, zone)?;
     match what {
         RenderWhat::All => println!("{}", serde_json::to_string_pretty(&plan)?),
-        other => bail!("rendering {other:?} is not available yet"),
+        RenderWhat::Nftables => match &plan.nftables {
+            Some(s) => print!("{s}"),
+            None => bail!("this node has no zone, so no firewall of its own"),
+        },
+        RenderWhat::Routes => print!("{}", plan.net.render()),
+        other => bail!("rendering {other:?} is not available yet: that capability has not landed"),
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -84,6 +84,51 @@ struct Daemon {
     state_dir: PathBuf,
     metrics: Metrics,
     drivers: Vec<Box<dyn Driver>>,
+    counters: Arc<RuleCounters>,
+}
+
+/// The nftables rule counters, read back from the kernel; exported on `/metrics` and in status.
+#[derive(Debug, Default)]
+struct RuleCounters {
+    rules: std::sync::RwLock<Vec<kawaii_drivers::nftables::RuleCounter>>,
+}
+
+impl RuleCounters {
+    async fn refresh(&self, api: &ApiState) {
+        let Ok(list) = kawaii_drivers::nftables::counters().await else { return };
+        api.update_status(|s| {
+            s.details.insert("rules".into(), serde_json::to_value(&list).unwrap_or_default());
+        });
+        if let Ok(mut r) = self.rules.write() {
+            *r = list;
+        }
+    }
+}
+
+impl prometheus_client::collector::Collector for RuleCounters {
+    fn encode(&self, mut enc: prometheus_client::encoding::DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        use prometheus_client::encoding::EncodeMetric;
+        use prometheus_client::metrics::counter::ConstCounter;
+        let rules = self.rules.read().map(|r| r.clone()).unwrap_or_default();
+        // Egress rules live in a chain jumped to from forward: they filter forwarded traffic.
+        let chain = |c: &str| if c == "egress" { "forward".to_string() } else { c.to_string() };
+        let sets: [(&str, &str, fn(&kawaii_drivers::nftables::RuleCounter) -> u64); 2] = [
+            ("kawaii_rule_packets", "Packets matched per firewall rule", |r| r.packets),
+            ("kawaii_rule_bytes", "Bytes matched per firewall rule", |r| r.bytes),
+        ];
+        for (name, help, get) in sets {
+            let mut family = enc.encode_descriptor(name, help, None, prometheus_client::metrics::MetricType::Counter)?;
+            for r in &rules {
+                let labels = [("chain", chain(&r.chain)), ("rule", r.rule.clone())];
+                ConstCounter::new(get(r)).encode(family.encode_family(&labels)?)?;
+            }
+        }
+        let mut family = enc.encode_descriptor("kawaii_chain_drops", "Packets dropped at the end of a chain (default deny)", None, prometheus_client::metrics::MetricType::Counter)?;
+        for r in rules.iter().filter(|r| r.rule == "drop") {
+            ConstCounter::new(r.packets).encode(family.encode_family(&[("chain", r.chain.clone())])?)?;
+        }
+        Ok(())
+    }
 }
 
 async fn daemon(
@@ -102,16 +147,14 @@ async fn daemon(
     let metrics = Metrics::default();
     let mut registry = Registry::default();
     metrics.register(&mut registry);
+    let counters = Arc::new(RuleCounters::default());
+    registry.register_collector(Box::new(counters.clone()));
     let api = ApiState::new(store.clone(), registry);
-    let d = Arc::new(Daemon {
-        store,
-        api,
-        config,
-        zone,
-        state_dir,
-        metrics,
-        drivers: Vec::new(),
-    });
+    let drivers: Vec<Box<dyn Driver>> = vec![
+        Box::new(kawaii_drivers::netlink::Netlink::new()),
+        Box::new(kawaii_drivers::nftables::Nftables::new()),
+    ];
+    let d = Arc::new(Daemon { store, api, config, zone, state_dir, metrics, drivers, counters });
 
     // The file first: a good file that changed since it was last applied becomes the state.
     match d.apply_file().await {
@@ -138,6 +181,19 @@ async fn daemon(
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
     let api_task = tokio::spawn(api_server(d.clone(), stop_rx.clone()));
     let reconcile_task = tokio::spawn(reconcile_loop(d.clone(), stop_rx.clone()));
+    let counters_task = tokio::spawn({
+        let d = d.clone();
+        let mut stop = stop_rx.clone();
+        async move {
+            loop {
+                d.counters.refresh(&d.api).await;
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+                    _ = stop.changed() => break,
+                }
+            }
+        }
+    });
     let reload = Arc::new(Notify::new());
     let watch_task = tokio::spawn(watch_file(d.clone(), reload.clone(), stop_rx.clone()));
 
@@ -157,6 +213,7 @@ async fn daemon(
         let _ = api_task.await;
         let _ = reconcile_task.await;
         let _ = watch_task.await;
+        let _ = counters_task.await;
     })
     .await;
     Ok(ExitCode::SUCCESS)
@@ -493,5 +550,8 @@ async fn reconcile_once(d: &Daemon) -> bool {
         s.drivers = results;
         s.ready = s.ready || all_ok;
     });
+    if plan.nftables.is_some() {
+        d.counters.refresh(&d.api).await;
+    }
     all_ok
 }

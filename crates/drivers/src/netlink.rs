@@ -1,0 +1,115 @@
+//! Addresses, routes and sysctls. Kawaii owns only what it adds: the VIPs it added during this
+//! run and routes with protocol number [`RT_PROTO`]; it never removes addresses or routes it did
+//! not add. Talks to the kernel through iproute2 (`ip -j`, `ip -batch`),
+//! which speaks rtnetlink; see docs/architecture.md for why not the rtnetlink crate yet.
+
+use crate::{ApplyFuture, Driver, DriverError, tool};
+use kawaii_plan::{Plan, RouteEntry};
+use std::collections::BTreeSet;
+use std::sync::Mutex;
+
+/// Route protocol number marking kawaii's routes (`ip route show proto 177`).
+pub const RT_PROTO: &str = "177";
+
+#[derive(Debug, Default)]
+pub struct Netlink {
+    /// Addresses this driver added (interface, address), so it can remove them later.
+    owned: Mutex<BTreeSet<(String, String)>>,
+}
+
+impl Netlink {
+    pub fn new() -> Netlink {
+        Netlink::default()
+    }
+}
+
+async fn addresses_of(dev: &str) -> Result<BTreeSet<String>, DriverError> {
+    let text = tool::run("ip", &["-j", "addr", "show", "dev", dev], None).await?;
+    let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| DriverError::Transient(format!("ip -j: {e}")))?;
+    let mut out = BTreeSet::new();
+    for link in v.as_array().into_iter().flatten() {
+        for a in link["addr_info"].as_array().into_iter().flatten() {
+            if a["family"] == "inet"
+                && let (Some(ip), Some(len)) = (a["local"].as_str(), a["prefixlen"].as_u64())
+            {
+                out.insert(format!("{ip}/{len}"));
+            }
+        }
+    }
+    Ok(out)
+}
+
+async fn our_routes() -> Result<Vec<RouteEntry>, DriverError> {
+    let text = tool::run("ip", &["-j", "route", "show", "proto", RT_PROTO], None).await?;
+    let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| DriverError::Transient(format!("ip -j: {e}")))?;
+    Ok(v.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|r| {
+            Some(RouteEntry {
+                destination: r["dst"].as_str()?.to_string(),
+                via: r["gateway"].as_str().unwrap_or_default().to_string(),
+                interface: r["dev"].as_str().unwrap_or_default().to_string(),
+            })
+        })
+        .collect())
+}
+
+impl Driver for Netlink {
+    fn name(&self) -> &'static str {
+        "netlink"
+    }
+
+    fn apply<'a>(&'a self, plan: &'a Plan) -> ApplyFuture<'a> {
+        Box::pin(async move {
+            let net = &plan.net;
+            for s in &net.sysctls {
+                let path = format!("/proc/sys/{}", s.key.replace('.', "/"));
+                let cur = tokio::fs::read_to_string(&path).await.unwrap_or_default();
+                if cur.trim() != s.value {
+                    tokio::fs::write(&path, &s.value)
+                        .await
+                        .map_err(|e| DriverError::Rejected(format!("sysctl {}={}: {e}", s.key, s.value)))?;
+                }
+            }
+            let mut batch = String::new();
+            // Addresses: add what is missing; remove what we added earlier and no longer want.
+            let wanted: BTreeSet<(String, String)> =
+                net.addresses.iter().map(|a| (a.interface.clone(), a.address.clone())).collect();
+            let owned = self.owned.lock().map(|o| o.clone()).unwrap_or_default();
+            for (dev, addr) in owned.difference(&wanted) {
+                if addresses_of(dev).await.map(|s| s.contains(addr)).unwrap_or(false) {
+                    batch.push_str(&format!("addr del {addr} dev {dev}\n"));
+                }
+            }
+            for (dev, addr) in &wanted {
+                if !addresses_of(dev).await?.contains(addr) {
+                    batch.push_str(&format!("addr add {addr} dev {dev}\n"));
+                }
+            }
+            if !batch.is_empty() {
+                tool::run("ip", &["-batch", "-"], Some(&batch)).await?;
+            }
+            if let Ok(mut o) = self.owned.lock() {
+                *o = wanted;
+            }
+            // Routes (after addresses: a next hop must be on-link first).
+            let have = our_routes().await?;
+            let mut batch = String::new();
+            for r in &have {
+                if !net.routes.contains(r) {
+                    batch.push_str(&format!("route del {} proto {RT_PROTO}\n", r.destination));
+                }
+            }
+            for r in &net.routes {
+                if !have.contains(r) {
+                    batch.push_str(&format!("route replace {} via {} dev {} proto {RT_PROTO}\n", r.destination, r.via, r.interface));
+                }
+            }
+            if !batch.is_empty() {
+                tool::run("ip", &["-batch", "-"], Some(&batch)).await?;
+            }
+            Ok(())
+        })
+    }
+}

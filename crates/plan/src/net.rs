@@ -1,0 +1,74 @@
+//! Addresses, routes and sysctls a zone's gateway needs.
+
+use kawaii_model::Desired;
+use kawaii_model::valid::ZoneSpec;
+use serde::Serialize;
+use std::fmt::Write;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Address {
+    pub interface: String,
+    /// `203.0.113.10/24`.
+    pub address: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RouteEntry {
+    /// `default` or a CIDR.
+    pub destination: String,
+    pub via: String,
+    pub interface: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Sysctl {
+    pub key: String,
+    pub value: String,
+}
+
+/// Everything the netlink driver converges: the VIPs kawaii owns, its routes, and sysctls.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct NetPlan {
+    pub addresses: Vec<Address>,
+    pub routes: Vec<RouteEntry>,
+    pub sysctls: Vec<Sysctl>,
+}
+
+impl NetPlan {
+    /// The text `kawaii render --what routes` prints (also the golden file).
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        for a in &self.addresses {
+            let _ = writeln!(out, "address {} dev {}", a.address, a.interface);
+        }
+        for r in &self.routes {
+            let _ = writeln!(out, "route {} via {} dev {}", r.destination, r.via, r.interface);
+        }
+        for s in &self.sysctls {
+            let _ = writeln!(out, "sysctl {}={}", s.key, s.value);
+        }
+        out
+    }
+}
+
+pub fn plan(_d: &Desired, z: &ZoneSpec) -> NetPlan {
+    let sys = |k: &str, v: &str| Sysctl { key: k.into(), value: v.into() };
+    NetPlan {
+        addresses: vec![
+            Address { interface: z.public_interface.clone(), address: z.public_vip.to_string() },
+            Address { interface: z.private_interface.clone(), address: z.private_vip.to_string() },
+        ],
+        routes: vec![RouteEntry {
+            destination: "default".into(),
+            via: z.public_gateway.to_string(),
+            interface: z.public_interface.clone(),
+        }],
+        sysctls: vec![
+            sys("net.ipv4.ip_forward", "1"),
+            sys("net.ipv4.conf.all.send_redirects", "0"),
+            sys("net.ipv4.conf.default.send_redirects", "0"),
+            sys("net.ipv4.conf.all.accept_redirects", "0"),
+            sys("net.ipv4.conf.default.accept_redirects", "0"),
+        ],
+    }
+}

@@ -1,0 +1,47 @@
+//! Golden files for every rendered artefact: `testdata/render/<case>/config.toml` in,
+//! `nft.txt` and `routes.txt` out. `UPDATE_GOLDEN=1 cargo test -p kawaii-plan` regenerates them;
+//! read the diff in review. Every golden ruleset is also checked by the real `nft -c` inside a
+//! throwaway network namespace.
+
+use kawaii_model::{Format, Gateway, validate};
+use std::path::Path;
+use std::process::Command;
+
+fn cases() -> Vec<std::path::PathBuf> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/render");
+    let mut v: Vec<_> = std::fs::read_dir(root).expect("testdata").map(|e| e.expect("entry").path()).collect();
+    v.sort();
+    assert!(!v.is_empty());
+    v
+}
+
+fn check_golden(path: &Path, actual: &str) {
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::write(path, actual).expect("write golden");
+        return;
+    }
+    let expected = std::fs::read_to_string(path).unwrap_or_else(|_| panic!("{} missing; run with UPDATE_GOLDEN=1", path.display()));
+    assert_eq!(actual, expected, "{} differs; run with UPDATE_GOLDEN=1 and review the diff", path.display());
+}
+
+#[test]
+fn rendered_artefacts_match_golden_files() {
+    for case in cases() {
+        let text = std::fs::read_to_string(case.join("config.toml")).expect("config");
+        let mut g = Gateway::parse(&text, Format::Toml).expect("parses");
+        g.assign_rule_ids(&Gateway::default());
+        let d = validate(&g).expect("valid").desired;
+        let plan = kawaii_plan::plan(&d, None).expect("plan");
+        check_golden(&case.join("nft.txt"), plan.nftables.as_deref().expect("a zone has a table"));
+        check_golden(&case.join("routes.txt"), &plan.net.render());
+    }
+}
+
+#[test]
+fn golden_rulesets_pass_nft_check() {
+    for case in cases() {
+        let file = case.join("nft.txt");
+        let out = Command::new("unshare").args(["--net", "nft", "-c", "-f"]).arg(&file).output().expect("unshare + nft (root)");
+        assert!(out.status.success(), "{}: {}", file.display(), String::from_utf8_lossy(&out.stderr));
+    }
+}
