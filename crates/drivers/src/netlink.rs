@@ -25,7 +25,8 @@ impl Netlink {
 
 async fn addresses_of(dev: &str) -> Result<BTreeSet<String>, DriverError> {
     let text = tool::run("ip", &["-j", "addr", "show", "dev", dev], None).await?;
-    let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| DriverError::Transient(format!("ip -j: {e}")))?;
+    let v: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| DriverError::Transient(format!("ip -j: {e}")))?;
     let mut out = BTreeSet::new();
     for link in v.as_array().into_iter().flatten() {
         for a in link["addr_info"].as_array().into_iter().flatten() {
@@ -41,7 +42,8 @@ async fn addresses_of(dev: &str) -> Result<BTreeSet<String>, DriverError> {
 
 async fn our_routes() -> Result<Vec<RouteEntry>, DriverError> {
     let text = tool::run("ip", &["-j", "route", "show", "proto", RT_PROTO], None).await?;
-    let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| DriverError::Transient(format!("ip -j: {e}")))?;
+    let v: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| DriverError::Transient(format!("ip -j: {e}")))?;
     Ok(v.as_array()
         .into_iter()
         .flatten()
@@ -67,18 +69,25 @@ impl Driver for Netlink {
                 let path = format!("/proc/sys/{}", s.key.replace('.', "/"));
                 let cur = tokio::fs::read_to_string(&path).await.unwrap_or_default();
                 if cur.trim() != s.value {
-                    tokio::fs::write(&path, &s.value)
-                        .await
-                        .map_err(|e| DriverError::Rejected(format!("sysctl {}={}: {e}", s.key, s.value)))?;
+                    tokio::fs::write(&path, &s.value).await.map_err(|e| {
+                        DriverError::Rejected(format!("sysctl {}={}: {e}", s.key, s.value))
+                    })?;
                 }
             }
             let mut batch = String::new();
             // Addresses: add what is missing; remove what we added earlier and no longer want.
-            let wanted: BTreeSet<(String, String)> =
-                net.addresses.iter().map(|a| (a.interface.clone(), a.address.clone())).collect();
+            let wanted: BTreeSet<(String, String)> = net
+                .addresses
+                .iter()
+                .map(|a| (a.interface.clone(), a.address.clone()))
+                .collect();
             let owned = self.owned.lock().map(|o| o.clone()).unwrap_or_default();
             for (dev, addr) in owned.difference(&wanted) {
-                if addresses_of(dev).await.map(|s| s.contains(addr)).unwrap_or(false) {
+                if addresses_of(dev)
+                    .await
+                    .map(|s| s.contains(addr))
+                    .unwrap_or(false)
+                {
                     batch.push_str(&format!("addr del {addr} dev {dev}\n"));
                 }
             }
@@ -103,7 +112,10 @@ impl Driver for Netlink {
             }
             for r in &net.routes {
                 if !have.contains(r) {
-                    batch.push_str(&format!("route replace {} via {} dev {} proto {RT_PROTO}\n", r.destination, r.via, r.interface));
+                    batch.push_str(&format!(
+                        "route replace {} via {} dev {} proto {RT_PROTO}\n",
+                        r.destination, r.via, r.interface
+                    ));
                 }
             }
             if !batch.is_empty() {

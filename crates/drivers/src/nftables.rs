@@ -28,7 +28,12 @@ impl Driver for Nftables {
             let Some(script) = &plan.nftables else {
                 return Ok(());
             };
-            if self.last.lock().map(|l| l.as_deref() == Some(script.as_str())).unwrap_or(false) {
+            if self
+                .last
+                .lock()
+                .map(|l| l.as_deref() == Some(script.as_str()))
+                .unwrap_or(false)
+            {
                 return Ok(());
             }
             // One `nft -f` input is one kernel transaction: on error nothing changes.
@@ -52,17 +57,28 @@ pub struct RuleCounter {
 
 /// Reads every commented counter of the table.
 pub async fn counters() -> Result<Vec<RuleCounter>, DriverError> {
-    let text = tool::run("nft", &["-j", "list", "table", "inet", kawaii_plan::nft::TABLE], None).await?;
+    let text = tool::run(
+        "nft",
+        &["-j", "list", "table", "inet", kawaii_plan::nft::TABLE],
+        None,
+    )
+    .await?;
     parse_counters(&text)
 }
 
 /// Parses `nft -j list table` output into counters (pure, tested on captured output).
 pub fn parse_counters(json: &str) -> Result<Vec<RuleCounter>, DriverError> {
-    let v: serde_json::Value = serde_json::from_str(json).map_err(|e| DriverError::Transient(format!("nft -j output: {e}")))?;
+    let v: serde_json::Value = serde_json::from_str(json)
+        .map_err(|e| DriverError::Transient(format!("nft -j output: {e}")))?;
     let mut out = Vec::new();
     for item in v["nftables"].as_array().into_iter().flatten() {
-        let Some(rule) = item.get("rule") else { continue };
-        let (Some(chain), Some(comment)) = (rule["chain"].as_str(), rule["comment"].as_str()) else { continue };
+        let Some(rule) = item.get("rule") else {
+            continue;
+        };
+        let (Some(chain), Some(comment)) = (rule["chain"].as_str(), rule["comment"].as_str())
+        else {
+            continue;
+        };
         for e in rule["expr"].as_array().into_iter().flatten() {
             if let Some(c) = e.get("counter") {
                 out.push(RuleCounter {
@@ -91,6 +107,14 @@ mod tests {
           {"rule": {"family": "inet", "table": "kawaii", "chain": "input", "handle": 8,
             "expr": [{"accept": null}]}}]}"#;
         let c = parse_counters(json).expect("parses");
-        assert_eq!(c, vec![RuleCounter { chain: "input".into(), rule: "ingress-1".into(), packets: 12, bytes: 720 }]);
+        assert_eq!(
+            c,
+            vec![RuleCounter {
+                chain: "input".into(),
+                rule: "ingress-1".into(),
+                packets: 12,
+                bytes: 720
+            }]
+        );
     }
 }

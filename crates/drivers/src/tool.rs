@@ -7,10 +7,18 @@ use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
 
 /// Runs `prog args` with `input` on stdin; stdout on success, stderr in the error.
-pub(crate) async fn run(prog: &str, args: &[&str], input: Option<&str>) -> Result<String, DriverError> {
+pub(crate) async fn run(
+    prog: &str,
+    args: &[&str],
+    input: Option<&str>,
+) -> Result<String, DriverError> {
     let mut child = Command::new(prog)
         .args(args)
-        .stdin(if input.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdin(if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true)
@@ -30,6 +38,10 @@ pub(crate) async fn run(prog: &str, args: &[&str], input: Option<&str>) -> Resul
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     } else {
         let err = String::from_utf8_lossy(&out.stderr);
-        Err(DriverError::Rejected(format!("{prog} {}: {}", args.join(" "), err.trim())))
+        Err(DriverError::Rejected(format!(
+            "{prog} {}: {}",
+            args.join(" "),
+            err.trim()
+        )))
     }
 }

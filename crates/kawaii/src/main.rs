@@ -3,6 +3,7 @@
 mod client;
 mod config;
 mod keys;
+mod lab;
 mod serve;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -97,6 +98,31 @@ enum Command {
     },
     /// Convert a drop-in config format to native TOML.
     Import { file: PathBuf },
+    /// The demo topology in network namespaces (never touches the root namespace).
+    Lab {
+        #[command(subcommand)]
+        command: LabCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum LabCommand {
+    /// Build the topology and start the gateway.
+    Up {
+        /// Gateway config for the lab (interfaces wan0 and lan0); default examples/lab.toml.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// What runs.
+    Status,
+    /// Run a command inside a lab host (internet, router, gw, vm1, vm2).
+    Exec {
+        host: String,
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+        command: Vec<String>,
+    },
+    /// Remove every namespace and process the lab made.
+    Down,
 }
 
 #[derive(Debug, Subcommand)]
@@ -143,6 +169,18 @@ fn main() -> ExitCode {
         Command::Check { config } => config::check(&config),
         Command::Render { config, zone, what } => client::render(&config, zone.as_deref(), what),
         Command::Import { file } => config::import(&file),
+        Command::Lab {
+            command: LabCommand::Up { config },
+        } => lab::up(config),
+        Command::Lab {
+            command: LabCommand::Status,
+        } => lab::status(),
+        Command::Lab {
+            command: LabCommand::Exec { host, command },
+        } => lab::exec(&host, &command),
+        Command::Lab {
+            command: LabCommand::Down,
+        } => lab::down(),
         Command::Wg {
             command: WgCommand::Genkey,
         } => keys::genkey(),

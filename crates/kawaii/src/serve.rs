@@ -95,9 +95,14 @@ struct RuleCounters {
 
 impl RuleCounters {
     async fn refresh(&self, api: &ApiState) {
-        let Ok(list) = kawaii_drivers::nftables::counters().await else { return };
+        let Ok(list) = kawaii_drivers::nftables::counters().await else {
+            return;
+        };
         api.update_status(|s| {
-            s.details.insert("rules".into(), serde_json::to_value(&list).unwrap_or_default());
+            s.details.insert(
+                "rules".into(),
+                serde_json::to_value(&list).unwrap_or_default(),
+            );
         });
         if let Ok(mut r) = self.rules.write() {
             *r = list;
@@ -106,26 +111,58 @@ impl RuleCounters {
 }
 
 impl prometheus_client::collector::Collector for RuleCounters {
-    fn encode(&self, mut enc: prometheus_client::encoding::DescriptorEncoder) -> Result<(), std::fmt::Error> {
+    fn encode(
+        &self,
+        mut enc: prometheus_client::encoding::DescriptorEncoder,
+    ) -> Result<(), std::fmt::Error> {
         use prometheus_client::encoding::EncodeMetric;
         use prometheus_client::metrics::counter::ConstCounter;
         let rules = self.rules.read().map(|r| r.clone()).unwrap_or_default();
         // Egress rules live in a chain jumped to from forward: they filter forwarded traffic.
-        let chain = |c: &str| if c == "egress" { "forward".to_string() } else { c.to_string() };
-        let sets: [(&str, &str, fn(&kawaii_drivers::nftables::RuleCounter) -> u64); 2] = [
-            ("kawaii_rule_packets", "Packets matched per firewall rule", |r| r.packets),
-            ("kawaii_rule_bytes", "Bytes matched per firewall rule", |r| r.bytes),
+        let chain = |c: &str| {
+            if c == "egress" {
+                "forward".to_string()
+            } else {
+                c.to_string()
+            }
+        };
+        let sets: [(
+            &str,
+            &str,
+            fn(&kawaii_drivers::nftables::RuleCounter) -> u64,
+        ); 2] = [
+            (
+                "kawaii_rule_packets",
+                "Packets matched per firewall rule",
+                |r| r.packets,
+            ),
+            (
+                "kawaii_rule_bytes",
+                "Bytes matched per firewall rule",
+                |r| r.bytes,
+            ),
         ];
         for (name, help, get) in sets {
-            let mut family = enc.encode_descriptor(name, help, None, prometheus_client::metrics::MetricType::Counter)?;
+            let mut family = enc.encode_descriptor(
+                name,
+                help,
+                None,
+                prometheus_client::metrics::MetricType::Counter,
+            )?;
             for r in &rules {
                 let labels = [("chain", chain(&r.chain)), ("rule", r.rule.clone())];
                 ConstCounter::new(get(r)).encode(family.encode_family(&labels)?)?;
             }
         }
-        let mut family = enc.encode_descriptor("kawaii_chain_drops", "Packets dropped at the end of a chain (default deny)", None, prometheus_client::metrics::MetricType::Counter)?;
+        let mut family = enc.encode_descriptor(
+            "kawaii_chain_drops",
+            "Packets dropped at the end of a chain (default deny)",
+            None,
+            prometheus_client::metrics::MetricType::Counter,
+        )?;
         for r in rules.iter().filter(|r| r.rule == "drop") {
-            ConstCounter::new(r.packets).encode(family.encode_family(&[("chain", r.chain.clone())])?)?;
+            ConstCounter::new(r.packets)
+                .encode(family.encode_family(&[("chain", r.chain.clone())])?)?;
         }
         Ok(())
     }
@@ -154,7 +191,16 @@ async fn daemon(
         Box::new(kawaii_drivers::netlink::Netlink::new()),
         Box::new(kawaii_drivers::nftables::Nftables::new()),
     ];
-    let d = Arc::new(Daemon { store, api, config, zone, state_dir, metrics, drivers, counters });
+    let d = Arc::new(Daemon {
+        store,
+        api,
+        config,
+        zone,
+        state_dir,
+        metrics,
+        drivers,
+        counters,
+    });
 
     // The file first: a good file that changed since it was last applied becomes the state.
     match d.apply_file().await {

@@ -31,11 +31,26 @@ pub enum PlanError {
 }
 
 /// Picks this node's zone: the one named, or the only one, or none on an edge node.
-pub fn select_zone<'a>(d: &'a Desired, zone: Option<&str>) -> Result<Option<&'a ZoneSpec>, PlanError> {
+pub fn select_zone<'a>(
+    d: &'a Desired,
+    zone: Option<&str>,
+) -> Result<Option<&'a ZoneSpec>, PlanError> {
     match zone {
-        Some(z) => d.zones.iter().find(|s| s.name == z).map(Some).ok_or_else(|| {
-            PlanError::UnknownZone(z.to_string(), d.zones.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", "))
-        }),
+        Some(z) => d
+            .zones
+            .iter()
+            .find(|s| s.name == z)
+            .map(Some)
+            .ok_or_else(|| {
+                PlanError::UnknownZone(
+                    z.to_string(),
+                    d.zones
+                        .iter()
+                        .map(|s| s.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                )
+            }),
         None if d.zones.len() <= 1 => Ok(d.zones.first()),
         None => Err(PlanError::ZoneRequired(d.zones.len())),
     }

@@ -42,7 +42,11 @@ impl NetPlan {
             let _ = writeln!(out, "address {} dev {}", a.address, a.interface);
         }
         for r in &self.routes {
-            let _ = writeln!(out, "route {} via {} dev {}", r.destination, r.via, r.interface);
+            let _ = writeln!(
+                out,
+                "route {} via {} dev {}",
+                r.destination, r.via, r.interface
+            );
         }
         for s in &self.sysctls {
             let _ = writeln!(out, "sysctl {}={}", s.key, s.value);
@@ -52,11 +56,20 @@ impl NetPlan {
 }
 
 pub fn plan(_d: &Desired, z: &ZoneSpec) -> NetPlan {
-    let sys = |k: &str, v: &str| Sysctl { key: k.into(), value: v.into() };
+    let sys = |k: &str, v: &str| Sysctl {
+        key: k.into(),
+        value: v.into(),
+    };
     NetPlan {
         addresses: vec![
-            Address { interface: z.public_interface.clone(), address: z.public_vip.to_string() },
-            Address { interface: z.private_interface.clone(), address: z.private_vip.to_string() },
+            Address {
+                interface: z.public_interface.clone(),
+                address: z.public_vip.to_string(),
+            },
+            Address {
+                interface: z.private_interface.clone(),
+                address: z.private_vip.to_string(),
+            },
         ],
         routes: vec![RouteEntry {
             destination: "default".into(),

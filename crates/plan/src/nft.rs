@@ -16,8 +16,21 @@ use std::fmt::Write;
 pub const TABLE: &str = "kawaii";
 
 fn ports(p: &PortSet) -> String {
-    let items: Vec<String> = p.0.iter().map(|(lo, hi)| if lo == hi { lo.to_string() } else { format!("{lo}-{hi}") }).collect();
-    if items.len() == 1 { items[0].clone() } else { format!("{{ {} }}", items.join(", ")) }
+    let items: Vec<String> =
+        p.0.iter()
+            .map(|(lo, hi)| {
+                if lo == hi {
+                    lo.to_string()
+                } else {
+                    format!("{lo}-{hi}")
+                }
+            })
+            .collect();
+    if items.len() == 1 {
+        items[0].clone()
+    } else {
+        format!("{{ {} }}", items.join(", "))
+    }
 }
 
 fn l4(proto: Protocol, p: &PortSet) -> String {
@@ -25,7 +38,11 @@ fn l4(proto: Protocol, p: &PortSet) -> String {
 }
 
 fn net_match(dir: &str, net: &ipnet::Ipv4Net) -> String {
-    if net.prefix_len() == 0 { String::new() } else { format!("ip {dir} {net} ") }
+    if net.prefix_len() == 0 {
+        String::new()
+    } else {
+        format!("ip {dir} {net} ")
+    }
 }
 
 fn quote(s: &str) -> String {
@@ -49,12 +66,21 @@ pub fn render(d: &Desired, z: &ZoneSpec) -> String {
 
     // --- input: the gateway itself.
     let _ = writeln!(w, "\tchain input {{");
-    let _ = writeln!(w, "\t\ttype filter hook input priority filter; policy drop;");
+    let _ = writeln!(
+        w,
+        "\t\ttype filter hook input priority filter; policy drop;"
+    );
     let _ = writeln!(w, "\t\tct state established,related accept");
     let _ = writeln!(w, "\t\tct state invalid counter drop comment \"invalid\"");
     let _ = writeln!(w, "\t\tiif \"lo\" accept");
-    let _ = writeln!(w, "\t\tmeta l4proto icmp icmp type echo-request limit rate 20/second burst 50 packets accept");
-    let _ = writeln!(w, "\t\tmeta l4proto icmp icmp type echo-request counter drop comment \"icmp-rate\"");
+    let _ = writeln!(
+        w,
+        "\t\tmeta l4proto icmp icmp type echo-request limit rate 20/second burst 50 packets accept"
+    );
+    let _ = writeln!(
+        w,
+        "\t\tmeta l4proto icmp icmp type echo-request counter drop comment \"icmp-rate\""
+    );
     for r in &d.ingress_rules {
         let _ = writeln!(
             w,
@@ -69,13 +95,20 @@ pub fn render(d: &Desired, z: &ZoneSpec) -> String {
 
     // --- forward: everything that crosses the gateway.
     let _ = writeln!(w, "\tchain forward {{");
-    let _ = writeln!(w, "\t\ttype filter hook forward priority filter; policy drop;");
+    let _ = writeln!(
+        w,
+        "\t\ttype filter hook forward priority filter; policy drop;"
+    );
     let _ = writeln!(w, "\t\tct state established,related accept");
     let _ = writeln!(w, "\t\tct state invalid counter drop comment \"invalid\"");
     // Port forwards: reachable only where an ingress rule opens the port, from outside and
     // (hairpin) from inside.
     for n in &d.nat_rules {
-        for r in d.ingress_rules.iter().filter(|r| r.protocol == n.protocol && r.ports.intersects(&n.ports)) {
+        for r in d
+            .ingress_rules
+            .iter()
+            .filter(|r| r.protocol == n.protocol && r.ports.intersects(&n.ports))
+        {
             let _ = writeln!(
                 w,
                 "\t\tct status dnat {}ip daddr {} {} {} counter accept comment \"{}/{}\"",
@@ -88,7 +121,10 @@ pub fn render(d: &Desired, z: &ZoneSpec) -> String {
             );
         }
     }
-    let _ = writeln!(w, "\t\tiifname {lan} ip saddr {private} oifname {wan} jump egress");
+    let _ = writeln!(
+        w,
+        "\t\tiifname {lan} ip saddr {private} oifname {wan} jump egress"
+    );
     let _ = writeln!(w, "\t\tcounter drop comment \"drop\"");
     let _ = writeln!(w, "\t}}");
 
@@ -112,17 +148,35 @@ pub fn render(d: &Desired, z: &ZoneSpec) -> String {
 
     // --- NAT.
     let _ = writeln!(w, "\tchain prerouting {{");
-    let _ = writeln!(w, "\t\ttype nat hook prerouting priority dstnat; policy accept;");
+    let _ = writeln!(
+        w,
+        "\t\ttype nat hook prerouting priority dstnat; policy accept;"
+    );
     for n in &d.nat_rules {
-        let _ = writeln!(w, "\t\tip daddr {vip} {} dnat ip to {} comment \"{}\"", l4(n.protocol, &n.ports), n.destination, n.id);
+        let _ = writeln!(
+            w,
+            "\t\tip daddr {vip} {} dnat ip to {} comment \"{}\"",
+            l4(n.protocol, &n.ports),
+            n.destination,
+            n.id
+        );
     }
     let _ = writeln!(w, "\t}}");
     let _ = writeln!(w, "\tchain postrouting {{");
-    let _ = writeln!(w, "\t\ttype nat hook postrouting priority srcnat; policy accept;");
+    let _ = writeln!(
+        w,
+        "\t\ttype nat hook postrouting priority srcnat; policy accept;"
+    );
     // Hairpin: a private host reaching a forward through the public VIP gets its reply back
     // through the gateway because the gateway becomes the source.
-    let _ = writeln!(w, "\t\toifname {lan} ip saddr {private} ip daddr {private} ct status dnat snat ip to {private_vip} comment \"hairpin\"");
-    let _ = writeln!(w, "\t\toifname {wan} ip saddr {private} snat ip to {vip} comment \"egress-snat\"");
+    let _ = writeln!(
+        w,
+        "\t\toifname {lan} ip saddr {private} ip daddr {private} ct status dnat snat ip to {private_vip} comment \"hairpin\""
+    );
+    let _ = writeln!(
+        w,
+        "\t\toifname {wan} ip saddr {private} snat ip to {vip} comment \"egress-snat\""
+    );
     let _ = writeln!(w, "\t}}");
     let _ = writeln!(w, "}}");
     s

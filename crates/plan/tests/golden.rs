@@ -9,7 +9,10 @@ use std::process::Command;
 
 fn cases() -> Vec<std::path::PathBuf> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/render");
-    let mut v: Vec<_> = std::fs::read_dir(root).expect("testdata").map(|e| e.expect("entry").path()).collect();
+    let mut v: Vec<_> = std::fs::read_dir(root)
+        .expect("testdata")
+        .map(|e| e.expect("entry").path())
+        .collect();
     v.sort();
     assert!(!v.is_empty());
     v
@@ -20,8 +23,14 @@ fn check_golden(path: &Path, actual: &str) {
         std::fs::write(path, actual).expect("write golden");
         return;
     }
-    let expected = std::fs::read_to_string(path).unwrap_or_else(|_| panic!("{} missing; run with UPDATE_GOLDEN=1", path.display()));
-    assert_eq!(actual, expected, "{} differs; run with UPDATE_GOLDEN=1 and review the diff", path.display());
+    let expected = std::fs::read_to_string(path)
+        .unwrap_or_else(|_| panic!("{} missing; run with UPDATE_GOLDEN=1", path.display()));
+    assert_eq!(
+        actual,
+        expected,
+        "{} differs; run with UPDATE_GOLDEN=1 and review the diff",
+        path.display()
+    );
 }
 
 #[test]
@@ -32,7 +41,10 @@ fn rendered_artefacts_match_golden_files() {
         g.assign_rule_ids(&Gateway::default());
         let d = validate(&g).expect("valid").desired;
         let plan = kawaii_plan::plan(&d, None).expect("plan");
-        check_golden(&case.join("nft.txt"), plan.nftables.as_deref().expect("a zone has a table"));
+        check_golden(
+            &case.join("nft.txt"),
+            plan.nftables.as_deref().expect("a zone has a table"),
+        );
         check_golden(&case.join("routes.txt"), &plan.net.render());
     }
 }
@@ -41,7 +53,16 @@ fn rendered_artefacts_match_golden_files() {
 fn golden_rulesets_pass_nft_check() {
     for case in cases() {
         let file = case.join("nft.txt");
-        let out = Command::new("unshare").args(["--net", "nft", "-c", "-f"]).arg(&file).output().expect("unshare + nft (root)");
-        assert!(out.status.success(), "{}: {}", file.display(), String::from_utf8_lossy(&out.stderr));
+        let out = Command::new("unshare")
+            .args(["--net", "nft", "-c", "-f"])
+            .arg(&file)
+            .output()
+            .expect("unshare + nft (root)");
+        assert!(
+            out.status.success(),
+            "{}: {}",
+            file.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }

@@ -7,6 +7,8 @@
 //! in parallel. Dropping a [`Topology`] kills the processes it started (by pid) and deletes its
 //! namespaces, also when the test panics.
 
+pub mod lab;
+
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::net::SocketAddr;

@@ -1,0 +1,213 @@
+//! `kawaii lab up|status|exec|down`: the demo topology in network namespaces, never touching the
+//! root namespace. `up` leaves it running and records what it made in `/run/kawaii-lab/lab.json`;
+//! `down` stops those processes (by pid) and deletes those namespaces.
+
+use anyhow::{Context, bail};
+use kawaii_testkit::Topology;
+use kawaii_testkit::lab::{self, LabOptions};
+use serde::{Deserialize, Serialize};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+use std::time::{Duration, Instant};
+
+const DIR: &str = "/run/kawaii-lab";
+const PREFIX: &str = "klab";
+const DEFAULT_CONFIG: &str = include_str!("../../../examples/lab.toml");
+
+#[derive(Debug, Serialize, Deserialize)]
+struct LabRecord {
+    namespaces: Vec<String>,
+    pids: Vec<u32>,
+    state: PathBuf,
+    config: PathBuf,
+}
+
+fn record_path() -> PathBuf {
+    Path::new(DIR).join("lab.json")
+}
+
+fn read_record() -> anyhow::Result<LabRecord> {
+    let text =
+        std::fs::read_to_string(record_path()).context("the lab is not up (kawaii lab up)")?;
+    Ok(serde_json::from_str(&text)?)
+}
+
+fn ns(host: &str) -> String {
+    format!("{PREFIX}-{host}")
+}
+
+pub fn up(config: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    if record_path().exists() {
+        bail!("the lab is already up; `kawaii lab down` first");
+    }
+    if !kawaii_testkit::can_run() {
+        bail!("the lab needs root and iproute2 (it builds network namespaces)");
+    }
+    let started = Instant::now();
+    let dir = Path::new(DIR);
+    std::fs::create_dir_all(dir)?;
+    let cfg = dir.join("gateway.toml");
+    match &config {
+        Some(c) => std::fs::copy(c, &cfg)
+            .with_context(|| format!("reading {}", c.display()))
+            .map(|_| ())?,
+        None => std::fs::write(&cfg, DEFAULT_CONFIG)?,
+    }
+    if let Err(errors) = crate::config::load_valid(&cfg) {
+        let _ = std::fs::remove_dir_all(dir);
+        bail!(
+            "{}",
+            errors
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+    }
+    let mut topo = Topology::persistent(PREFIX, dir)?;
+    let opts = LabOptions {
+        kawaii: std::env::current_exe()?,
+        config: cfg.clone(),
+        env: vec![],
+    };
+    let built = lab::build(&mut topo, &opts);
+    let lab = match built {
+        Ok(l) => l,
+        Err(e) => {
+            topo.teardown();
+            let _ = std::fs::remove_dir_all(dir);
+            bail!("building the lab failed (everything it made was removed): {e}");
+        }
+    };
+    let record = LabRecord {
+        namespaces: topo.hosts().map(|h| h.ns.clone()).collect(),
+        pids: topo.pids(),
+        state: lab.state.clone(),
+        config: cfg.clone(),
+    };
+    std::fs::write(record_path(), serde_json::to_string_pretty(&record)?)?;
+    println!(
+        "Kawaii lab is up in {:.1}s: namespaces {}.",
+        started.elapsed().as_secs_f64(),
+        record.namespaces.join(", ")
+    );
+    println!(
+        r#"
+  internet 198.51.100.10 ── router ── gw (kawaii; public VIP 203.0.113.10, private VIP 10.1.0.1)
+                                        └── lan ── vm1 10.1.0.10 (web :80), vm2 10.1.0.11 (udp echo :5353)
+
+Try:
+  kawaii lab exec vm1 curl -s http://198.51.100.10/          # egress: the internet sees 203.0.113.10
+  kawaii lab exec vm1 curl -s -m 3 http://198.51.100.10:25/  # blocked by the egress rule (times out)
+  kawaii lab exec internet curl -s http://203.0.113.10/      # port forward tcp/80 -> vm1
+  kawaii lab exec internet sh -c 'echo hi | socat -t2 - UDP:203.0.113.10:5353'   # udp/5353 -> vm2
+  kawaii lab exec vm2 curl -s http://203.0.113.10/           # hairpin: vm2 -> public VIP -> vm1
+  kawaii lab exec gw kawaii status                           # the daemon's view, rule counters
+  kawaii lab exec gw kawaii get ingress-rules
+  kawaii lab exec gw nft list table inet kawaii
+  edit {cfg} — kawaii applies it live
+  kawaii lab down
+"#,
+        cfg = cfg.display()
+    );
+    topo.keep();
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn status() -> anyhow::Result<ExitCode> {
+    let r = read_record()?;
+    let listed = Command::new("ip").args(["netns", "list"]).output()?;
+    let listed = String::from_utf8_lossy(&listed.stdout);
+    for n in &r.namespaces {
+        let present = listed
+            .lines()
+            .any(|l| l.split_whitespace().next() == Some(n.as_str()));
+        println!("{n:<16} {}", if present { "up" } else { "MISSING" });
+    }
+    let alive = r
+        .pids
+        .iter()
+        .filter(|p| Path::new(&format!("/proc/{p}")).exists())
+        .count();
+    println!("processes: {alive} of {} running", r.pids.len());
+    let out = Command::new("ip")
+        .args(["netns", "exec", &ns("gw")])
+        .arg(std::env::current_exe()?)
+        .arg("status")
+        .env("KAWAII_STATE", &r.state)
+        .status()?;
+    Ok(if out.success() && alive == r.pids.len() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+pub fn exec(host: &str, cmd: &[String]) -> anyhow::Result<ExitCode> {
+    let r = read_record()?;
+    let name = ns(host);
+    if !r.namespaces.contains(&name) {
+        let hosts: Vec<&str> = r
+            .namespaces
+            .iter()
+            .filter_map(|n| n.strip_prefix("klab-"))
+            .collect();
+        bail!("no lab host {host:?}; hosts: {}", hosts.join(", "));
+    }
+    let Some((prog, args)) = cmd.split_first() else {
+        bail!("give a command to run")
+    };
+    let prog = if prog == "kawaii" {
+        std::env::current_exe()?.to_string_lossy().into_owned()
+    } else {
+        prog.clone()
+    };
+    let err = Command::new("ip")
+        .args(["netns", "exec", &name, &prog])
+        .args(args)
+        .env("KAWAII_STATE", &r.state)
+        .exec();
+    Err(err).context("running ip netns exec")
+}
+
+pub fn down() -> anyhow::Result<ExitCode> {
+    let r = match read_record() {
+        Ok(r) => r,
+        Err(_) => {
+            println!("the lab is not up");
+            return Ok(ExitCode::SUCCESS);
+        }
+    };
+    for pid in &r.pids {
+        let _ = Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status();
+    }
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while r
+        .pids
+        .iter()
+        .any(|p| Path::new(&format!("/proc/{p}")).exists())
+        && Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for pid in &r.pids {
+        if Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+        }
+    }
+    for n in &r.namespaces {
+        kawaii_testkit::destroy_namespace(n);
+    }
+    std::fs::remove_dir_all(DIR)?;
+    println!(
+        "lab down: {} namespaces and {} processes removed",
+        r.namespaces.len(),
+        r.pids.len()
+    );
+    Ok(ExitCode::SUCCESS)
+}
