@@ -39,6 +39,8 @@ pub struct GatewayLab {
     /// Index of the kawaii process in the topology.
     pub kawaii: usize,
     pub state: PathBuf,
+    /// The services script (its `stream` and `scan` modes are test clients).
+    pub svc: String,
 }
 
 /// Builds the topology, starts the services and kawaii, and waits until the table is applied.
@@ -57,6 +59,15 @@ pub fn build(t: &mut Topology, opts: &LabOptions) -> Result<GatewayLab> {
     let vm1 = t.host("vm1")?;
     let vm2 = t.host("vm2")?;
 
+    // IPv4 only: no IPv6 chatter (router solicitations, MLD) on the lab's links.
+    for h in [&internet, &router, &gw, &lan, &vm1, &vm2] {
+        h.run(&[
+            "sysctl",
+            "-qw",
+            "net.ipv6.conf.all.disable_ipv6=1",
+            "net.ipv6.conf.default.disable_ipv6=1",
+        ])?;
+    }
     t.link(&internet, "eth0", &router, "eth0")?;
     t.link(&router, "eth1", &gw, "wan0")?;
     t.plug(&gw, "lan0", &lan)?;
@@ -128,6 +139,7 @@ pub fn build(t: &mut Topology, opts: &LabOptions) -> Result<GatewayLab> {
         vm2,
         kawaii,
         state,
+        svc,
     })
 }
 

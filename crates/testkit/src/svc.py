@@ -4,7 +4,14 @@
   svc.py http NAME PORT      -> HTTP 200 "hello from NAME, you are IP:PORT"
   svc.py tcp-echo PORT       -> echoes TCP streams
   svc.py udp-echo NAME PORT  -> answers each datagram with "NAME got <data> from IP:PORT"
+  svc.py stream HOST PORT STOPFILE -> streams through an echo server until STOPFILE exists,
+                               checking every byte; prints "ok <bytes>" or "error <why>"
+  svc.py scan HOST PROTO PORTS -> prints the ports that answer (TCP: accept or RST; UDP: a reply
+                               or ICMP port unreachable), one per line
 """
+import os
+import selectors
+import time
 import http.server
 import socket
 import socketserver
@@ -59,6 +66,93 @@ def udp_echo(name, port):
         s.sendto(f"{name} got {data.decode(errors='replace').strip()} from {addr[0]}:{addr[1]}\n".encode(), addr)
 
 
+def stream(host, port, stopfile):
+    total = 0
+    try:
+        s = socket.create_connection((host, port), timeout=5)
+        s.settimeout(5)
+        chunk = os.urandom(4096)
+        while not os.path.exists(stopfile):
+            s.sendall(chunk)
+            got = b""
+            while len(got) < len(chunk):
+                part = s.recv(len(chunk) - len(got))
+                if not part:
+                    raise OSError("connection closed by peer")
+                got += part
+            if got != chunk:
+                raise OSError("echoed bytes differ")
+            total += len(chunk)
+            time.sleep(0.002)
+        s.close()
+        print(f"ok {total}", flush=True)
+    except OSError as e:
+        print(f"error after {total} bytes: {e}", flush=True)
+
+
+def scan(host, proto, ports, timeout=1.5):
+    found = []
+    if proto == "tcp":
+        pending = {}
+        for p in ports:
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.setblocking(False)
+            s.connect_ex((host, p))
+            pending[s] = p
+        sel = selectors.DefaultSelector()
+        for s in pending:
+            sel.register(s, selectors.EVENT_WRITE)
+        deadline = time.time() + timeout
+        while pending and time.time() < deadline:
+            for key, _ in sel.select(max(0, deadline - time.time())):
+                s = key.fileobj
+                sel.unregister(s)
+                p = pending.pop(s)
+                err = s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                if err in (0, 111):  # connected, or refused (RST): the port is reachable
+                    found.append(p)
+                s.close()
+        for s in pending:
+            s.close()
+    else:
+        socks = {}
+        for p in ports:
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            s.connect((host, p))
+            s.setblocking(False)
+            s.send(b"probe")
+            socks[s] = p
+        sel = selectors.DefaultSelector()
+        for s in socks:
+            sel.register(s, selectors.EVENT_READ)
+        deadline = time.time() + timeout
+        while socks and time.time() < deadline:
+            for key, _ in sel.select(max(0, deadline - time.time())):
+                s = key.fileobj
+                sel.unregister(s)
+                p = socks.pop(s)
+                try:
+                    s.recv(65535)
+                    found.append(p)
+                except ConnectionRefusedError:
+                    found.append(p)
+                except OSError:
+                    pass
+                s.close()
+        for s in socks:
+            s.close()
+    for p in sorted(found):
+        print(p)
+
+
+def port_list(spec):
+    out = []
+    for item in spec.split(","):
+        lo, _, hi = item.partition("-")
+        out.extend(range(int(lo), int(hi or lo) + 1))
+    return sorted(set(out))
+
+
 if __name__ == "__main__":
     mode = sys.argv[1]
     if mode == "http":
@@ -67,5 +161,9 @@ if __name__ == "__main__":
         tcp_echo(int(sys.argv[2]))
     elif mode == "udp-echo":
         udp_echo(sys.argv[2], int(sys.argv[3]))
+    elif mode == "stream":
+        stream(sys.argv[2], int(sys.argv[3]), sys.argv[4])
+    elif mode == "scan":
+        scan(sys.argv[2], sys.argv[3], port_list(sys.argv[4]))
     else:
         sys.exit(f"unknown mode {mode}")

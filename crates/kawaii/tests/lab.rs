@@ -1,0 +1,93 @@
+//! `kawaii lab` tried as a new user would: up in under 30 s, every printed command does what its
+//! comment says, and `down` leaves no namespace or process behind.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+fn kawaii(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_kawaii"))
+        .args(args)
+        .output()
+        .expect("run kawaii")
+}
+
+struct Down;
+impl Drop for Down {
+    fn drop(&mut self) {
+        let _ = kawaii(&["lab", "down"]);
+    }
+}
+
+#[test]
+fn lab_up_commands_and_down() {
+    assert!(kawaii_testkit::can_run(), "the lab needs root");
+    let started = Instant::now();
+    let up = kawaii(&["lab", "up"]);
+    let _down = Down;
+    let text = String::from_utf8_lossy(&up.stdout).into_owned();
+    assert!(
+        up.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&up.stderr)
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "lab up took {:?}",
+        started.elapsed()
+    );
+
+    let commands: Vec<(String, String)> = text
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("kawaii lab exec "))
+        .map(|l| {
+            let (cmd, comment) = l.split_once('#').unwrap_or((l, ""));
+            (cmd.trim().to_string(), comment.trim().to_string())
+        })
+        .collect();
+    assert!(commands.len() >= 6, "{text}");
+    for (cmd, comment) in &commands {
+        // The printed commands are shell lines: run them the way a user would paste them.
+        let line = format!("{} lab exec {cmd}", env!("CARGO_BIN_EXE_kawaii"));
+        let out = Command::new("bash")
+            .args(["-c", &line])
+            .output()
+            .expect("bash");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        if comment.contains("blocked") {
+            assert!(!out.status.success(), "{cmd} should be blocked: {stdout}");
+            continue;
+        }
+        assert!(
+            out.status.success(),
+            "{cmd}: {stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if comment.contains("the internet sees 203.0.113.10") {
+            assert!(stdout.contains("you are 203.0.113.10:"), "{stdout}");
+        }
+        if comment.contains("-> vm1") {
+            assert!(stdout.contains("hello from vm1"), "{stdout}");
+        }
+        if comment.contains("-> vm2") {
+            assert!(stdout.contains("vm2 got hi"), "{stdout}");
+        }
+    }
+    let status = kawaii(&["lab", "status"]);
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stdout)
+    );
+
+    let down = kawaii(&["lab", "down"]);
+    assert!(down.status.success());
+    let ns = Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+        .expect("ip");
+    assert!(
+        !String::from_utf8_lossy(&ns.stdout).contains("klab-"),
+        "namespaces left behind"
+    );
+    assert!(!std::path::Path::new("/run/kawaii-lab").exists());
+}
