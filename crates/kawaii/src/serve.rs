@@ -126,11 +126,8 @@ impl prometheus_client::collector::Collector for RuleCounters {
                 c.to_string()
             }
         };
-        let sets: [(
-            &str,
-            &str,
-            fn(&kawaii_drivers::nftables::RuleCounter) -> u64,
-        ); 2] = [
+        type Get = fn(&kawaii_drivers::nftables::RuleCounter) -> u64;
+        let sets: [(&str, &str, Get); 2] = [
             (
                 "kawaii_rule_packets",
                 "Packets matched per firewall rule",
