@@ -15,7 +15,13 @@ pub const RT_PROTO: &str = "177";
 pub struct Netlink {
     /// Addresses this driver added (interface, address), so it can remove them later.
     owned: Mutex<BTreeSet<(String, String)>>,
+    /// The plan last applied and when: an unchanged plan is re-checked against the kernel at
+    /// most every [`RESYNC`] (drift repair), not on every reconcile.
+    last: Mutex<Option<(kawaii_plan::NetPlan, std::time::Instant)>>,
 }
+
+/// How often an unchanged plan is checked against the kernel again.
+pub const RESYNC: std::time::Duration = std::time::Duration::from_secs(30);
 
 impl Netlink {
     pub fn new() -> Netlink {
@@ -65,6 +71,15 @@ impl Driver for Netlink {
     fn apply<'a>(&'a self, plan: &'a Plan) -> ApplyFuture<'a> {
         Box::pin(async move {
             let net = &plan.net;
+            let fresh = self
+                .last
+                .lock()
+                .ok()
+                .and_then(|l| l.as_ref().map(|(p, at)| p == net && at.elapsed() < RESYNC))
+                .unwrap_or(false);
+            if fresh {
+                return Ok(());
+            }
             for s in &net.sysctls {
                 let path = format!("/proc/sys/{}", s.key.replace('.', "/"));
                 let cur = tokio::fs::read_to_string(&path).await.unwrap_or_default();
@@ -120,6 +135,9 @@ impl Driver for Netlink {
             }
             if !batch.is_empty() {
                 tool::run("ip", &["-batch", "-"], Some(&batch)).await?;
+            }
+            if let Ok(mut l) = self.last.lock() {
+                *l = Some((net.clone(), std::time::Instant::now()));
             }
             Ok(())
         })

@@ -3,13 +3,15 @@
 
 use crate::{ApplyFuture, Driver, DriverError, tool};
 use kawaii_plan::Plan;
+use kawaii_plan::nft::Table;
 use serde::Serialize;
 use std::sync::Mutex;
 
 #[derive(Debug, Default)]
 pub struct Nftables {
-    /// The script last applied successfully: applying it again is skipped.
-    last: Mutex<Option<String>>,
+    /// The table last applied successfully: the next apply patches only the chains that changed
+    /// (or does nothing when none did).
+    last: Mutex<Option<Table>>,
 }
 
 impl Nftables {
@@ -25,23 +27,22 @@ impl Driver for Nftables {
 
     fn apply<'a>(&'a self, plan: &'a Plan) -> ApplyFuture<'a> {
         Box::pin(async move {
-            let Some(script) = &plan.nftables else {
+            let Some(table) = &plan.nftables else {
                 return Ok(());
             };
-            if self
-                .last
-                .lock()
-                .map(|l| l.as_deref() == Some(script.as_str()))
-                .unwrap_or(false)
-            {
-                return Ok(());
-            }
+            let prev = self.last.lock().ok().and_then(|l| l.clone());
+            let script = match prev.as_ref().and_then(|p| table.patch_from(p)) {
+                Some(patch) if patch.is_empty() => return Ok(()),
+                Some(patch) => patch,
+                None => table.render(),
+            };
             // One `nft -f` input is one kernel transaction: on error nothing changes.
-            tool::run("nft", &["-f", "-"], Some(script)).await?;
+            let result = tool::run("nft", &["-f", "-"], Some(&script)).await;
             if let Ok(mut l) = self.last.lock() {
-                *l = Some(script.clone());
+                // After a failure, forget what we think is there: the next apply replaces all.
+                *l = result.is_ok().then(|| table.clone());
             }
-            Ok(())
+            result.map(|_| ())
         })
     }
 }

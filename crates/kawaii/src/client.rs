@@ -423,7 +423,7 @@ pub fn render(file: &Path, zone: Option<&str>, what: RenderWhat) -> anyhow::Resu
     match what {
         RenderWhat::All => println!("{}", serde_json::to_string_pretty(&plan)?),
         RenderWhat::Nftables => match &plan.nftables {
-            Some(s) => print!("{s}"),
+            Some(t) => print!("{}", t.render()),
             None => bail!("this node has no zone, so no firewall of its own"),
         },
         RenderWhat::Routes => print!("{}", plan.net.render()),

@@ -483,17 +483,21 @@ async fn reconcile_loop(d: Arc<Daemon>, mut stop: tokio::sync::watch::Receiver<b
     loop {
         let revision = *rx.borrow_and_update();
         let ok = reconcile_once(&d).await;
+        // After a failure retry with backoff; otherwise re-check now and then, so drift in the
+        // kernel (an address removed by hand) is repaired without a change.
         let wait = if ok {
             backoff = Duration::from_millis(250);
-            None
+            kawaii_drivers::netlink::RESYNC
         } else {
             backoff = (backoff * 2).min(Duration::from_secs(30));
-            Some(backoff)
+            backoff
         };
         tokio::select! {
             r = rx.changed() => if r.is_err() { break },
-            _ = async { match wait { Some(w) => tokio::time::sleep(w).await, None => std::future::pending().await } } => {
-                info!(revision, "retrying the failed apply");
+            _ = tokio::time::sleep(wait) => {
+                if !ok {
+                    info!(revision, "retrying the failed apply");
+                }
             }
             _ = stop.changed() => break,
         }
@@ -594,7 +598,9 @@ async fn reconcile_once(d: &Daemon) -> bool {
         s.ready = s.ready || all_ok;
     });
     if plan.nftables.is_some() {
-        d.counters.refresh(&d.api).await;
+        // Off the reconcile path: the next change must not wait for a counter read-back.
+        let (counters, api) = (d.counters.clone(), d.api.clone());
+        tokio::spawn(async move { counters.refresh(&api).await });
     }
     all_ok
 }

@@ -15,9 +15,8 @@ pub use net::{Address, NetPlan, RouteEntry, Sysctl};
 pub struct Plan {
     /// The zone this plan is for (None on an edge node without zones).
     pub zone: Option<String>,
-    /// The whole `inet kawaii` table as an `nft -f` script that replaces it in one transaction;
-    /// None when this node has no firewall of its own (an edge node).
-    pub nftables: Option<String>,
+    /// The `inet kawaii` table; None when this node has no firewall of its own (an edge node).
+    pub nftables: Option<nft::Table>,
     /// Addresses, routes and sysctls.
     pub net: NetPlan,
 }

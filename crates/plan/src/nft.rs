@@ -50,57 +50,129 @@ fn quote(s: &str) -> String {
     format!("\"{}\"", s.replace('"', ""))
 }
 
-/// Renders the `nft -f` script that atomically replaces the table.
-pub fn render(d: &Desired, z: &ZoneSpec) -> String {
+/// The table as chains of rule lines, so the driver can replace it whole or patch only the
+/// chains that changed (one transaction either way).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Table {
+    pub chains: Vec<Chain>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Chain {
+    pub name: String,
+    /// `type filter hook input priority filter; policy drop;` for base chains.
+    pub hook: Option<String>,
+    pub rules: Vec<String>,
+}
+
+impl Chain {
+    fn new(name: &str, hook: Option<&str>) -> Chain {
+        Chain {
+            name: name.into(),
+            hook: hook.map(String::from),
+            rules: Vec::new(),
+        }
+    }
+    fn rule(&mut self, r: String) {
+        self.rules.push(r);
+    }
+    fn render(&self, out: &mut String) {
+        let _ = writeln!(out, "\tchain {} {{", self.name);
+        if let Some(h) = &self.hook {
+            let _ = writeln!(out, "\t\t{h}");
+        }
+        for r in &self.rules {
+            let _ = writeln!(out, "\t\t{r}");
+        }
+        let _ = writeln!(out, "\t}}");
+    }
+}
+
+impl Table {
+    /// The `nft -f` script that replaces the whole table in one transaction, whatever existed.
+    pub fn render(&self) -> String {
+        let mut s = String::new();
+        let _ = writeln!(s, "table inet {TABLE} {{}}");
+        let _ = writeln!(s, "delete table inet {TABLE}");
+        let _ = writeln!(s, "table inet {TABLE} {{");
+        for c in &self.chains {
+            c.render(&mut s);
+        }
+        let _ = writeln!(s, "}}");
+        s
+    }
+
+    /// A script that turns `prev` (applied) into `self` by flushing and refilling only the
+    /// chains whose rules changed; None when the chain layout differs (replace the table).
+    /// Rule counters of untouched chains survive.
+    pub fn patch_from(&self, prev: &Table) -> Option<String> {
+        let layout = |t: &Table| {
+            t.chains
+                .iter()
+                .map(|c| (c.name.clone(), c.hook.clone()))
+                .collect::<Vec<_>>()
+        };
+        if layout(self) != layout(prev) {
+            return None;
+        }
+        let mut s = String::new();
+        for (c, p) in self.chains.iter().zip(&prev.chains) {
+            if c.rules != p.rules {
+                let _ = writeln!(s, "flush chain inet {TABLE} {}", c.name);
+                let _ = writeln!(s, "table inet {TABLE} {{");
+                let _ = writeln!(s, "\tchain {} {{", c.name);
+                for r in &c.rules {
+                    let _ = writeln!(s, "\t\t{r}");
+                }
+                let _ = writeln!(s, "\t}}\n}}");
+            }
+        }
+        Some(s)
+    }
+}
+
+/// Renders the table for zone `z`.
+pub fn render(d: &Desired, z: &ZoneSpec) -> Table {
     let wan = quote(&z.public_interface);
     let lan = quote(&z.private_interface);
     let vip = z.public_vip.addr();
     let private_vip = z.private_vip.addr();
     let private = d.private_subnet.unwrap_or(z.private_vip.trunc());
-    let mut s = String::new();
-    let w = &mut s;
-    // Create-if-missing, then delete, then define: one transaction, whatever existed before.
-    let _ = writeln!(w, "table inet {TABLE} {{}}");
-    let _ = writeln!(w, "delete table inet {TABLE}");
-    let _ = writeln!(w, "table inet {TABLE} {{");
 
-    // --- input: the gateway itself.
-    let _ = writeln!(w, "\tchain input {{");
-    let _ = writeln!(
-        w,
-        "\t\ttype filter hook input priority filter; policy drop;"
+    // --- input: the gateway itself; openings live in `ingress`.
+    let mut input = Chain::new(
+        "input",
+        Some("type filter hook input priority filter; policy drop;"),
     );
-    let _ = writeln!(w, "\t\tct state established,related accept");
-    let _ = writeln!(w, "\t\tct state invalid counter drop comment \"invalid\"");
-    let _ = writeln!(w, "\t\tiif \"lo\" accept");
-    let _ = writeln!(
-        w,
-        "\t\tmeta l4proto icmp icmp type echo-request limit rate 20/second burst 50 packets accept"
+    input.rule("ct state established,related accept".into());
+    input.rule("ct state invalid counter drop comment \"invalid\"".into());
+    input.rule("iif \"lo\" accept".into());
+    input.rule(
+        "meta l4proto icmp icmp type echo-request limit rate 20/second burst 50 packets accept"
+            .into(),
     );
-    let _ = writeln!(
-        w,
-        "\t\tmeta l4proto icmp icmp type echo-request counter drop comment \"icmp-rate\""
-    );
+    input
+        .rule("meta l4proto icmp icmp type echo-request counter drop comment \"icmp-rate\"".into());
+    input.rule(format!("iifname {wan} ip daddr {vip} jump ingress"));
+    input.rule("counter drop comment \"drop\"".into());
+
+    let mut ingress = Chain::new("ingress", None);
     for r in &d.ingress_rules {
-        let _ = writeln!(
-            w,
-            "\t\tiifname {wan} {}ip daddr {vip} {} counter accept comment \"{}\"",
+        ingress.rule(format!(
+            "{}{} counter accept comment \"{}\"",
             net_match("saddr", &r.net),
             l4(r.protocol, &r.ports),
             r.id
-        );
+        ));
     }
-    let _ = writeln!(w, "\t\tcounter drop comment \"drop\"");
-    let _ = writeln!(w, "\t}}");
 
     // --- forward: everything that crosses the gateway.
-    let _ = writeln!(w, "\tchain forward {{");
-    let _ = writeln!(
-        w,
-        "\t\ttype filter hook forward priority filter; policy drop;"
+    let mut forward = Chain::new(
+        "forward",
+        Some("type filter hook forward priority filter; policy drop;"),
     );
-    let _ = writeln!(w, "\t\tct state established,related accept");
-    let _ = writeln!(w, "\t\tct state invalid counter drop comment \"invalid\"");
+    forward.rule("ct state established,related accept".into());
+    forward.rule("ct state invalid counter drop comment \"invalid\"".into());
     // Port forwards: reachable only where an ingress rule opens the port, from outside and
     // (hairpin) from inside.
     for n in &d.nat_rules {
@@ -109,75 +181,63 @@ pub fn render(d: &Desired, z: &ZoneSpec) -> String {
             .iter()
             .filter(|r| r.protocol == n.protocol && r.ports.intersects(&n.ports))
         {
-            let _ = writeln!(
-                w,
-                "\t\tct status dnat {}ip daddr {} {} {} counter accept comment \"{}/{}\"",
+            forward.rule(format!(
+                "ct status dnat {}ip daddr {} {} {} counter accept comment \"{}/{}\"",
                 net_match("saddr", &r.net),
                 n.destination,
                 l4(n.protocol, &n.ports),
                 l4(r.protocol, &r.ports),
                 n.id,
                 r.id
-            );
+            ));
         }
     }
-    let _ = writeln!(
-        w,
-        "\t\tiifname {lan} ip saddr {private} oifname {wan} jump egress"
-    );
-    let _ = writeln!(w, "\t\tcounter drop comment \"drop\"");
-    let _ = writeln!(w, "\t}}");
+    forward.rule(format!(
+        "iifname {lan} ip saddr {private} oifname {wan} jump egress"
+    ));
+    forward.rule("counter drop comment \"drop\"".into());
 
     // --- egress: forwarded traffic from the private subnet to the public side.
-    let _ = writeln!(w, "\tchain egress {{");
+    let mut egress = Chain::new("egress", None);
     let (verdict, fallback) = match d.egress_policy {
         Policy::Accept => ("drop", "accept"),
         Policy::Drop => ("accept", "drop"),
     };
     for r in &d.egress_rules {
-        let _ = writeln!(
-            w,
-            "\t\t{}{} counter {verdict} comment \"{}\"",
+        egress.rule(format!(
+            "{}{} counter {verdict} comment \"{}\"",
             net_match("daddr", &r.net),
             l4(r.protocol, &r.ports),
             r.id
-        );
+        ));
     }
-    let _ = writeln!(w, "\t\tcounter {fallback} comment \"egress-policy\"");
-    let _ = writeln!(w, "\t}}");
+    egress.rule(format!("counter {fallback} comment \"egress-policy\""));
 
     // --- NAT.
-    let _ = writeln!(w, "\tchain prerouting {{");
-    let _ = writeln!(
-        w,
-        "\t\ttype nat hook prerouting priority dstnat; policy accept;"
+    let mut pre = Chain::new(
+        "prerouting",
+        Some("type nat hook prerouting priority dstnat; policy accept;"),
     );
     for n in &d.nat_rules {
-        let _ = writeln!(
-            w,
-            "\t\tip daddr {vip} {} dnat ip to {} comment \"{}\"",
+        pre.rule(format!(
+            "ip daddr {vip} {} dnat ip to {} comment \"{}\"",
             l4(n.protocol, &n.ports),
             n.destination,
             n.id
-        );
+        ));
     }
-    let _ = writeln!(w, "\t}}");
-    let _ = writeln!(w, "\tchain postrouting {{");
-    let _ = writeln!(
-        w,
-        "\t\ttype nat hook postrouting priority srcnat; policy accept;"
+    let mut post = Chain::new(
+        "postrouting",
+        Some("type nat hook postrouting priority srcnat; policy accept;"),
     );
     // Hairpin: a private host reaching a forward through the public VIP gets its reply back
     // through the gateway because the gateway becomes the source.
-    let _ = writeln!(
-        w,
-        "\t\toifname {lan} ip saddr {private} ip daddr {private} ct status dnat snat ip to {private_vip} comment \"hairpin\""
-    );
-    let _ = writeln!(
-        w,
-        "\t\toifname {wan} ip saddr {private} snat ip to {vip} comment \"egress-snat\""
-    );
-    let _ = writeln!(w, "\t}}");
-    let _ = writeln!(w, "}}");
-    s
+    post.rule(format!("oifname {lan} ip saddr {private} ip daddr {private} ct status dnat snat ip to {private_vip} comment \"hairpin\""));
+    post.rule(format!(
+        "oifname {wan} ip saddr {private} snat ip to {vip} comment \"egress-snat\""
+    ));
+
+    Table {
+        chains: vec![input, ingress, forward, egress, pre, post],
+    }
 }

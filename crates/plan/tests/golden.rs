@@ -43,10 +43,78 @@ fn rendered_artefacts_match_golden_files() {
         let plan = kawaii_plan::plan(&d, None).expect("plan");
         check_golden(
             &case.join("nft.txt"),
-            plan.nftables.as_deref().expect("a zone has a table"),
+            &plan.nftables.as_ref().expect("a zone has a table").render(),
         );
         check_golden(&case.join("routes.txt"), &plan.net.render());
     }
+}
+
+/// Patching only the changed chains gives the same table as replacing it.
+#[test]
+fn patches_touch_only_changed_chains() {
+    let text = std::fs::read_to_string(cases()[0].join("config.toml")).expect("config");
+    let mut g = Gateway::parse(&text, Format::Toml).expect("parses");
+    g.assign_rule_ids(&Gateway::default());
+    let before = kawaii_plan::plan(&validate(&g).expect("valid").desired, None)
+        .expect("plan")
+        .nftables
+        .expect("table");
+    let mut g2 = g.clone();
+    g2.egress_rules[0].ports = "26".into();
+    let after = kawaii_plan::plan(&validate(&g2).expect("valid").desired, None)
+        .expect("plan")
+        .nftables
+        .expect("table");
+    let patch = after.patch_from(&before).expect("same layout");
+    assert!(patch.contains("flush chain inet kawaii egress"), "{patch}");
+    assert!(
+        !patch.contains("chain input") && !patch.contains("ingress-1"),
+        "{patch}"
+    );
+    assert_eq!(before.patch_from(&before).as_deref(), Some(""));
+    // Applied for real: full table, then the patch, equals the full new table.
+    let ns = format!("kt-patch-{}", std::process::id());
+    assert!(
+        Command::new("ip")
+            .args(["netns", "add", &ns])
+            .status()
+            .expect("ip")
+            .success()
+    );
+    struct Del(String);
+    impl Drop for Del {
+        fn drop(&mut self) {
+            let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+        }
+    }
+    let _del = Del(ns.clone());
+    let nft = |script: &str| {
+        let mut c = Command::new("ip")
+            .args(["netns", "exec", &ns, "nft", "-f", "-"])
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .expect("nft");
+        std::io::Write::write_all(&mut c.stdin.take().expect("stdin"), script.as_bytes())
+            .expect("write");
+        assert!(c.wait().expect("wait").success(), "{script}");
+    };
+    let list = || {
+        String::from_utf8_lossy(
+            &Command::new("ip")
+                .args([
+                    "netns", "exec", &ns, "nft", "-s", "list", "table", "inet", "kawaii",
+                ])
+                .output()
+                .expect("nft")
+                .stdout,
+        )
+        .into_owned()
+    };
+    nft(&before.render());
+    nft(&patch);
+    let patched = list();
+    nft(&after.render());
+    assert_eq!(patched, list());
 }
 
 #[test]
