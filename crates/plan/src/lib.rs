@@ -21,12 +21,52 @@ pub struct Plan {
     pub net: NetPlan,
 }
 
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn ipsec_ids_are_safe_and_distinct() {
+        let a = super::ipsec_id("ACME Office");
+        assert!(a.starts_with("acme-office-"), "{a}");
+        assert!(
+            a.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        );
+        assert_ne!(
+            super::ipsec_id("ACME Office"),
+            super::ipsec_id("acme office")
+        );
+        assert_eq!(super::ipsec_id("ACME Office"), a, "stable");
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PlanError {
     #[error("zone {0:?} is not declared in the config (declared: {1})")]
     UnknownZone(String, String),
     #[error("the config declares {0} zones; choose one with --zone")]
     ZoneRequired(usize),
+}
+
+/// A safe identifier for an IPsec connection name (any UTF-8, spaces included): lowercase
+/// ASCII letters and digits kept, everything else `-`, plus a short stable hash of the full name
+/// so that two names that map alike stay distinct. Used in strongSwan and nftables.
+pub fn ipsec_id(name: &str) -> String {
+    let mut slug: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    slug.truncate(24);
+    // FNV-1a: tiny, stable across versions and platforms.
+    let hash = name.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    format!("{}-{:06x}", slug.trim_matches('-'), hash & 0xff_ffff)
 }
 
 /// Picks this node's zone: the one named, or the only one, or none on an edge node.

@@ -154,7 +154,22 @@ pub fn render(d: &Desired, z: &ZoneSpec) -> Table {
     input
         .rule("meta l4proto icmp icmp type echo-request counter drop comment \"icmp-rate\"".into());
     input.rule(format!("iifname {wan} ip daddr {vip} jump ingress"));
+    input.rule("jump services".into());
     input.rule("counter drop comment \"drop\"".into());
+
+    // Services kawaii itself declares open only what they need, from whom they need it.
+    let mut services = Chain::new("services", None);
+    for c in &d.ipsec {
+        let id = crate::ipsec_id(&c.name);
+        services.rule(format!(
+            "ip saddr {} udp dport {{ 500, 4500 }} counter accept comment \"ipsec-{id}-ike\"",
+            c.remote_peer
+        ));
+        services.rule(format!(
+            "ip saddr {} meta l4proto esp counter accept comment \"ipsec-{id}-esp\"",
+            c.remote_peer
+        ));
+    }
 
     let mut ingress = Chain::new("ingress", None);
     for r in &d.ingress_rules {
@@ -189,6 +204,30 @@ pub fn render(d: &Desired, z: &ZoneSpec) -> Table {
                 l4(r.protocol, &r.ports),
                 n.id,
                 r.id
+            ));
+        }
+    }
+    // Site-to-site: the private subnet reaches each remote subnet; the remote subnet reaches
+    // what the connection's ingress rules allow (default: the whole private subnet). No NAT.
+    for c in &d.ipsec {
+        let id = crate::ipsec_id(&c.name);
+        forward.rule(format!(
+            "ip saddr {private} ip daddr {} counter accept comment \"ipsec-{id}-out\"",
+            c.remote_subnet
+        ));
+        if c.ingress_rules.is_empty() {
+            forward.rule(format!(
+                "ip saddr {} ip daddr {private} counter accept comment \"ipsec-{id}-in\"",
+                c.remote_subnet
+            ));
+        }
+        for (i, r) in c.ingress_rules.iter().enumerate() {
+            let src = r.source.unwrap_or(c.remote_subnet);
+            let dst = r.destination.unwrap_or(private);
+            forward.rule(format!(
+                "ip saddr {src} ip daddr {dst} {} counter accept comment \"ipsec-{id}-in-{}\"",
+                l4(r.protocol, &r.ports),
+                i + 1
             ));
         }
     }
@@ -233,11 +272,18 @@ pub fn render(d: &Desired, z: &ZoneSpec) -> Table {
     // Hairpin: a private host reaching a forward through the public VIP gets its reply back
     // through the gateway because the gateway becomes the source.
     post.rule(format!("oifname {lan} ip saddr {private} ip daddr {private} ct status dnat snat ip to {private_vip} comment \"hairpin\""));
+    // No NAT between the private subnet and the subnets reached through tunnels.
+    for c in &d.ipsec {
+        post.rule(format!(
+            "ip saddr {private} ip daddr {} return",
+            c.remote_subnet
+        ));
+    }
     post.rule(format!(
         "oifname {wan} ip saddr {private} snat ip to {vip} comment \"egress-snat\""
     ));
 
     Table {
-        chains: vec![input, ingress, forward, egress, pre, post],
+        chains: vec![input, ingress, services, forward, egress, pre, post],
     }
 }
