@@ -196,8 +196,7 @@ pub(crate) async fn handle(
 
     route.stats.active.fetch_add(1, Relaxed);
     route.stats.total.fetch_add(1, Relaxed);
-    let result =
-        connect_and_forward(&inner, &route, &mut client, client_addr, orig_dst, buf).await;
+    let result = connect_and_forward(&inner, &route, &mut client, client_addr, orig_dst, buf).await;
     route.stats.active.fetch_sub(1, Relaxed);
     let (outcome, backend, up, down) = match result {
         Ok((end, backend, up, down)) => {
@@ -367,7 +366,8 @@ async fn respond(client: &mut TcpStream, code: u16, reason: &str, body: &str) {
         return;
     }
     let _ = client.shutdown().await;
-    let mut sink = [0u8; 4096];
+    // On the heap: an array here would sit in every connection's future, used or not.
+    let mut sink = vec![0u8; 4096];
     let drain = async {
         let mut total = 0usize;
         while let Ok(n) = client.read(&mut sink).await {

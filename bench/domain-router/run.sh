@@ -1,0 +1,193 @@
+#!/usr/bin/env bash
+# Side-by-side benchmark of the kawaii domain router against HAProxy (tcp mode) and kiagateway
+# 0.1.2, all in front of the same nginx, on loopback. Not a test: it prints numbers and ratios.
+#
+#   bench/domain-router/run.sh
+#
+# Env: DURATION (wrk, default 10s), CONNS (wrk connections, 50), THREADS (wrk threads, 2),
+# IDLE (idle keep-alive connections, 5000), BULK_MB (bulk download size, 1024),
+# CARGO_TARGET_DIR (default /work/target-proxy), SCRATCH (work dir), KIAGATEWAY (binary path),
+# PHASES (default "rps bulk idle").
+# Ports: nginx 127.0.0.1:18080/18443, kawaii 127.0.0.1:28080/28443, HAProxy 127.0.0.1:38080/38443,
+# kiagateway 0.0.0.0:80/443 (hard-coded by kiagateway; only loopback traffic is sent to it).
+set -euo pipefail
+
+HERE=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(cd "$HERE/../.." && pwd)
+DURATION=${DURATION:-10s}
+CONNS=${CONNS:-50}
+THREADS=${THREADS:-2}
+IDLE=${IDLE:-5000}
+BULK_MB=${BULK_MB:-1024}
+TARGET=${CARGO_TARGET_DIR:-/work/target-proxy}
+SCRATCH=${SCRATCH:-/work/scratch/bench-domain-router}
+KIAGATEWAY=${KIAGATEWAY:-/work/scratch/kiagw/bin/kiagateway}
+PHASES=${PHASES:-rps bulk idle}
+has() { [[ " $PHASES " == *" $1 "* ]]; }
+
+mkdir -p "$SCRATCH"/{www,logs,tmp}
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+}
+trap cleanup EXIT
+
+need() { command -v "$1" >/dev/null || { echo "missing $1 (apt-get install $2)" >&2; exit 1; }; }
+need nginx nginx-light; need haproxy haproxy; need wrk wrk; need openssl openssl; need curl curl
+need python3 python3
+
+echo "== building kawaii router example (release)"
+(cd "$ROOT" && CARGO_TARGET_DIR="$TARGET" cargo build --release -q -p kawaii-proxy --example router)
+ROUTER="$TARGET/release/examples/router"
+if [ ! -x "$KIAGATEWAY" ]; then
+  echo "== installing kiagateway 0.1.2"
+  cargo install -q kiagateway --version 0.1.2 --root "$(dirname "$(dirname "$KIAGATEWAY")")"
+fi
+
+wait_port() { for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 not up" >&2; exit 1; }
+
+# --- nginx backend -------------------------------------------------------------------------
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+  -subj /CN=localhost -keyout "$SCRATCH/key.pem" -out "$SCRATCH/cert.pem" >/dev/null 2>&1
+printf 'ok\n' > "$SCRATCH/www/small.txt"
+printf '<html>kawaii bench</html>\n' > "$SCRATCH/www/index.html"
+[ "$(stat -c %s "$SCRATCH/www/big.bin" 2>/dev/null || echo 0)" = $((BULK_MB * 1024 * 1024)) ] ||
+  head -c $((BULK_MB * 1024 * 1024)) /dev/zero > "$SCRATCH/www/big.bin"
+cat > "$SCRATCH/nginx.conf" <<NGINX
+worker_processes 1;
+worker_rlimit_nofile 20000;
+pid $SCRATCH/tmp/nginx.pid;
+error_log $SCRATCH/logs/nginx-error.log warn;
+daemon off;
+events { worker_connections 16000; }
+http {
+  access_log off;
+  client_body_temp_path $SCRATCH/tmp; proxy_temp_path $SCRATCH/tmp; fastcgi_temp_path $SCRATCH/tmp;
+  uwsgi_temp_path $SCRATCH/tmp; scgi_temp_path $SCRATCH/tmp;
+  keepalive_timeout 600s; keepalive_requests 1000000;
+  sendfile on;
+  server {
+    listen 127.0.0.1:18080;
+    listen 127.0.0.1:18443 ssl;
+    ssl_certificate $SCRATCH/cert.pem; ssl_certificate_key $SCRATCH/key.pem;
+    root $SCRATCH/www;
+  }
+}
+NGINX
+nginx -c "$SCRATCH/nginx.conf" -p "$SCRATCH" & PIDS+=($!); NGINX_PID=$!
+
+# --- kawaii router -------------------------------------------------------------------------
+cat > "$SCRATCH/router.toml" <<TOML
+[[listeners]]
+name = "http"
+bind = "127.0.0.1:28080"
+protocol = "http"
+[[listeners]]
+name = "tls"
+bind = "127.0.0.1:28443"
+protocol = "tls"
+[[routes]]
+domain = "localhost"
+https = ["127.0.0.1:18443"]
+http = ["127.0.0.1:18080"]
+TOML
+RUST_LOG=warn "$ROUTER" "$SCRATCH/router.toml" > "$SCRATCH/logs/router.log" 2>&1 & PIDS+=($!); KAWAII_PID=$!
+
+# --- HAProxy, tcp mode -----------------------------------------------------------------------
+cat > "$SCRATCH/haproxy.cfg" <<HAP
+global
+  maxconn 9000
+  nbthread 2
+defaults
+  mode tcp
+  timeout connect 3s
+  timeout client 600s
+  timeout server 600s
+frontend fe_http
+  bind 127.0.0.1:38080
+  tcp-request inspect-delay 5s
+  tcp-request content accept if HTTP
+  use_backend be_http if { req.hdr(host),field(1,:) -i localhost }
+backend be_http
+  server nginx 127.0.0.1:18080
+frontend fe_tls
+  bind 127.0.0.1:38443
+  tcp-request inspect-delay 5s
+  tcp-request content accept if { req.ssl_hello_type 1 }
+  use_backend be_tls if { req.ssl_sni -i localhost }
+backend be_tls
+  server nginx 127.0.0.1:18443
+HAP
+haproxy -f "$SCRATCH/haproxy.cfg" -db > "$SCRATCH/logs/haproxy.log" 2>&1 & PIDS+=($!); HAPROXY_PID=$!
+
+# --- kiagateway (ports 80/443 are hard-coded) -------------------------------------------------
+cat > "$SCRATCH/servers.toml" <<KIA
+[https_backends]
+"localhost" = "127.0.0.1:18443"
+[http_backends]
+"localhost" = "127.0.0.1:18080"
+"localhost:80" = "127.0.0.1:18080"
+KIA
+(cd "$SCRATCH" && exec "$KIAGATEWAY" "$SCRATCH/servers.toml" > "$SCRATCH/logs/kiagateway.log" 2>&1) & PIDS+=($!); KIA_PID=$!
+
+for p in 18080 18443 28080 28443 38080 38443 80 443; do wait_port "$p"; done
+sleep 0.5
+
+declare -A HTTP_PORT=([none]=18080 [kawaii]=28080 [haproxy]=38080 [kiagateway]=80)
+declare -A TLS_PORT=([none]=18443 [kawaii]=28443 [haproxy]=38443 [kiagateway]=443)
+declare -A PID_OF=([kawaii]=$KAWAII_PID [haproxy]=$HAPROXY_PID [kiagateway]=$KIA_PID)
+TARGETS=(none kawaii haproxy kiagateway)
+declare -A R
+for t in "${TARGETS[@]}"; do for m in http https bulk bulktls idlehttp idlehttps; do R[$t.$m]=0; done; done
+
+wrk_rps() { # url -> "rps errors"
+  local out; out=$(wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" -H "Connection: close" "$1" 2>&1)
+  local rps; rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
+  local errs; errs=$(awk '/Socket errors/ {e=$0} /Non-2xx/ {n=$0} END {print (e n == "" ? "-" : e " " n)}' <<<"$out")
+  echo "${rps:-0}|$errs"
+}
+
+has rps && echo "== new connection per request (wrk -t$THREADS -c$CONNS -d$DURATION, Connection: close)"
+has rps && for t in "${TARGETS[@]}"; do
+  for proto in http https; do
+    if [ "$proto" = http ]; then url="http://localhost:${HTTP_PORT[$t]}/index.html"; else url="https://localhost:${TLS_PORT[$t]}/index.html"; fi
+    [ "$t" = kiagateway ] && [ "$proto" = http ] && url="http://localhost/index.html"
+    [ "$t" = kiagateway ] && [ "$proto" = https ] && url="https://localhost/index.html"
+    res=$(wrk_rps "$url"); R[$t.$proto]=${res%%|*}
+    printf '  %-11s %-5s %10s req/s   errors: %s\n' "$t" "$proto" "${R[$t.$proto]}" "${res#*|}"
+  done
+done
+
+has bulk && echo "== bulk download of ${BULK_MB} MiB (curl, one connection)"
+has bulk && for t in "${TARGETS[@]}"; do
+  url="http://localhost:${HTTP_PORT[$t]}/big.bin"; [ "$t" = kiagateway ] && url="http://localhost/big.bin"
+  bps=$(curl -s -o /dev/null -w '%{speed_download}' "$url"); R[$t.bulk]=$(awk -v b="$bps" 'BEGIN {printf "%.0f", b/1048576}')
+  urls="https://localhost:${TLS_PORT[$t]}/big.bin"; [ "$t" = kiagateway ] && urls="https://localhost/big.bin"
+  bps=$(curl -sk -o /dev/null -w '%{speed_download}' "$urls"); R[$t.bulktls]=$(awk -v b="$bps" 'BEGIN {printf "%.0f", b/1048576}')
+  printf '  %-11s http %6s MiB/s   https %6s MiB/s\n' "$t" "${R[$t.bulk]}" "${R[$t.bulktls]}"
+done
+
+has idle && echo "== $IDLE idle keep-alive connections: proxy RSS growth per connection"
+has idle && for t in kawaii haproxy kiagateway; do
+  for proto in http https; do
+    port=${HTTP_PORT[$t]}; flag=""; [ "$proto" = https ] && { port=${TLS_PORT[$t]}; flag="--tls"; }
+    read -r per ok failed < <(python3 "$HERE/idle_conns.py" --port "$port" --n "$IDLE" --pid "${PID_OF[$t]}" $flag)
+    R[$t.idle$proto]=$per
+    printf '  %-11s %-5s %7s bytes/conn   (%s open, %s failed)\n' "$t" "$proto" "$per" "$ok" "$failed"
+    sleep 1
+  done
+done
+
+ratio() { awk -v a="${1:-0}" -v b="${2:-0}" 'BEGIN { if (b+0 == 0) print "n/a"; else printf "%.2f", a/b }'; }
+echo
+echo "== ratios (kawaii / peer; > 1 is better for throughput, < 1 is better for memory)"
+printf '  %-26s %10s %10s %12s\n' metric "vs none" "vs haproxy" "vs kiagateway"
+for m in http https bulk bulktls; do
+  printf '  %-26s %10s %10s %12s\n' "$m" "$(ratio "${R[kawaii.$m]}" "${R[none.$m]}")" \
+    "$(ratio "${R[kawaii.$m]}" "${R[haproxy.$m]}")" "$(ratio "${R[kawaii.$m]}" "${R[kiagateway.$m]}")"
+done
+for m in idlehttp idlehttps; do
+  printf '  %-26s %10s %10s %12s\n' "$m bytes/conn" "-" "$(ratio "${R[kawaii.$m]}" "${R[haproxy.$m]}")" \
+    "$(ratio "${R[kawaii.$m]}" "${R[kiagateway.$m]}")"
+done
