@@ -4,6 +4,7 @@
 
 pub mod netlink;
 pub mod nftables;
+pub mod router;
 mod tool;
 
 use kawaii_plan::Plan;

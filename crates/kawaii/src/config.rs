@@ -31,12 +31,18 @@ pub fn load(path: &Path) -> Result<Loaded, Vec<FieldError>> {
     Ok(Loaded { gateway, bytes })
 }
 
-/// Parses text whose format is told by the file name (`.json`), else TOML.
+/// Parses text whose format is told by the file name (`.json`), else TOML; drop-in formats
+/// are recognised by their shape.
 pub fn parse(path: &Path, text: &str) -> Result<Gateway, kawaii_model::ModelError> {
     let format = match path.extension().and_then(|e| e.to_str()) {
         Some("json") => Format::Json,
         _ => Format::Toml,
     };
+    if format == Format::Toml
+        && let Some(g) = kawaii_model::dropin::kiagateway(text)
+    {
+        return g;
+    }
     Gateway::parse(text, format)
 }
 

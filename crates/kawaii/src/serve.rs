@@ -24,6 +24,8 @@ use tracing::{error, info, warn};
 
 const FILE_HASH_KEY: &str = "config_file_sha256";
 const BOOTSTRAP_TOKEN: &str = "admin.token";
+/// How long SIGTERM waits for proxied connections to finish.
+const DRAIN: Duration = Duration::from_secs(10);
 
 #[derive(Clone, Default)]
 struct Metrics {
@@ -83,7 +85,8 @@ struct Daemon {
     zone: Option<String>,
     state_dir: PathBuf,
     metrics: Metrics,
-    drivers: Vec<Box<dyn Driver>>,
+    drivers: Vec<Arc<dyn Driver>>,
+    router: Arc<kawaii_drivers::router::Router>,
     counters: Arc<RuleCounters>,
 }
 
@@ -183,10 +186,12 @@ async fn daemon(
     metrics.register(&mut registry);
     let counters = Arc::new(RuleCounters::default());
     registry.register_collector(Box::new(counters.clone()));
+    let router = Arc::new(kawaii_drivers::router::Router::new(&mut registry));
     let api = ApiState::new(store.clone(), registry);
-    let drivers: Vec<Box<dyn Driver>> = vec![
-        Box::new(kawaii_drivers::netlink::Netlink::new()),
-        Box::new(kawaii_drivers::nftables::Nftables::new()),
+    let drivers: Vec<Arc<dyn Driver>> = vec![
+        Arc::new(kawaii_drivers::netlink::Netlink::new()),
+        Arc::new(kawaii_drivers::nftables::Nftables::new()),
+        router.clone(),
     ];
     let d = Arc::new(Daemon {
         store,
@@ -196,6 +201,7 @@ async fn daemon(
         state_dir,
         metrics,
         drivers,
+        router,
         counters,
     });
 
@@ -230,8 +236,12 @@ async fn daemon(
         async move {
             loop {
                 d.counters.refresh(&d.api).await;
+                let router = d.router.status();
+                d.api.update_status(|s| {
+                    s.details.insert("router".into(), router);
+                });
                 tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+                    _ = tokio::time::sleep(Duration::from_secs(2)) => {}
                     _ = stop.changed() => break,
                 }
             }
@@ -252,6 +262,8 @@ async fn daemon(
     }
     info!("stopping");
     let _ = stop_tx.send(true);
+    // Drain the domain router: no new connections, established ones get time to finish.
+    d.router.drain(DRAIN).await;
     let _ = tokio::time::timeout(Duration::from_secs(10), async {
         let _ = api_task.await;
         let _ = reconcile_task.await;

@@ -5,6 +5,7 @@
 //! protocols) so that every mistake can be reported at once with its field path; [`validate`]
 //! turns it into the typed [`Desired`] state that the planner consumes.
 
+pub mod dropin;
 pub mod duration;
 pub mod error;
 pub mod ports;

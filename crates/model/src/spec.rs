@@ -32,6 +32,40 @@ pub struct Gateway {
     pub pipes: Vec<Pipe>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub routes: Vec<Route>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub router: Option<RouterSettings>,
+}
+
+/// `[router]`: the domain router's listeners, limits and timeouts (all optional).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RouterSettings {
+    /// Address the listeners bind; default the zone's public VIP (all addresses without zones).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listen: Option<String>,
+    /// TLS (SNI) listener port, default 443.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub https_port: Option<u32>,
+    /// Plain HTTP (Host) listener port, default 80.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_port: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_connections: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_connections_per_source: Option<u32>,
+    /// Upstream load balancers whose PROXY header is required and believed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub trusted_proxies: Vec<String>,
+    /// ClientHello / request head deadline, default `5s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header_timeout: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connect_timeout: Option<String>,
+    /// No byte either way for this long closes a connection (not a lifetime cap), default `10m`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_timeout: Option<String>,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub access_log: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -296,6 +330,9 @@ pub struct Route {
     /// `v1` or `v2`: send a PROXY header to the backends.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub proxy_protocol: Option<String>,
+    /// Active health checks: `tcp` (connect) or `http` (GET /). Default: none (passive only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_check: Option<String>,
 }
 
 fn default_name() -> String {

@@ -154,6 +154,9 @@ domain = "a.*.example.com"
 http = ["10.1.0.10:80"]
 [[routes]]
 domain = "*.example.org"
+https = ["10.1.0.12:443"]
+[[routes]]
+domain = "x.example.net"
 https = ["backend:443"]
 [[pipes]]
 name = "nginx"
@@ -173,6 +176,7 @@ remote = "10.0.0.1"
         "pipes[0].peer: \"nobody\" names no WireGuard peer",
         "pipes[1].port: port 8080 is already used by pipes[0]",
         "pipes[1].remote: \"10.0.0.1\" needs a port",
+        "routes[3].https[0]: \"backend:443\" is not an IP:port",
     ] {
         assert!(err.contains(needle), "missing {needle:?} in:\n{err}");
     }

@@ -1,8 +1,10 @@
 //! The planner: desired state + zone + observed facts in, what each driver must make true out.
 //! Pure: no I/O. Everything it renders is covered by golden files under `testdata/render/`.
 
+pub mod ipsec;
 pub mod net;
 pub mod nft;
+pub mod router;
 
 use kawaii_model::Desired;
 use kawaii_model::valid::ZoneSpec;
@@ -19,6 +21,10 @@ pub struct Plan {
     pub nftables: Option<nft::Table>,
     /// Addresses, routes and sysctls.
     pub net: NetPlan,
+    /// The domain router (None: no routes declared).
+    pub router: Option<router::RouterPlan>,
+    /// The swanctl connections kawaii's charon must have loaded (empty: none).
+    pub ipsec: Vec<ipsec::Connection>,
 }
 
 #[cfg(test)]
@@ -102,5 +108,7 @@ pub fn plan(d: &Desired, zone: Option<&str>) -> Result<Plan, PlanError> {
         zone: z.map(|z| z.name.clone()),
         nftables: z.map(|z| nft::render(d, z)),
         net: z.map(|z| net::plan(d, z)).unwrap_or_default(),
+        router: router::plan(d, z),
+        ipsec: z.map(|z| ipsec::plan(d, z)).unwrap_or_default(),
     })
 }

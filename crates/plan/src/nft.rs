@@ -159,6 +159,13 @@ pub fn render(d: &Desired, z: &ZoneSpec) -> Table {
 
     // Services kawaii itself declares open only what they need, from whom they need it.
     let mut services = Chain::new("services", None);
+    if let Some(router) = crate::router::plan(d, Some(z)) {
+        let ports: Vec<String> = router.ports().iter().map(u16::to_string).collect();
+        services.rule(format!(
+            "ip daddr {vip} tcp dport {{ {} }} counter accept comment \"router\"",
+            ports.join(", ")
+        ));
+    }
     for c in &d.ipsec {
         let id = crate::ipsec_id(&c.name);
         services.rule(format!(

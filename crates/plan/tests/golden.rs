@@ -33,6 +33,15 @@ fn check_golden(path: &Path, actual: &str) {
     );
 }
 
+/// The inline PSK of a case's config (or a marker that never matches).
+fn secret_of(config: &str) -> String {
+    config
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("pre_shared_key = "))
+        .map(|v| v.trim_matches('"').to_string())
+        .unwrap_or_else(|| "\u{0}no-psk".into())
+}
+
 #[test]
 fn rendered_artefacts_match_golden_files() {
     for case in cases() {
@@ -46,13 +55,29 @@ fn rendered_artefacts_match_golden_files() {
             &plan.nftables.as_ref().expect("a zone has a table").render(),
         );
         check_golden(&case.join("routes.txt"), &plan.net.render());
+        let ipsec = serde_json::to_string_pretty(&plan.ipsec).expect("json") + "\n";
+        assert!(
+            !ipsec.contains(&secret_of(&text)),
+            "{}: a PSK leaked into ipsec.json",
+            case.display()
+        );
+        check_golden(&case.join("ipsec.json"), &ipsec);
+        if let Some(router) = &plan.router {
+            check_golden(
+                &case.join("router.json"),
+                &(serde_json::to_string_pretty(router).expect("json") + "\n"),
+            );
+        }
     }
 }
 
 /// Patching only the changed chains gives the same table as replacing it.
 #[test]
 fn patches_touch_only_changed_chains() {
-    let text = std::fs::read_to_string(cases()[0].join("config.toml")).expect("config");
+    let text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/render/example/config.toml"),
+    )
+    .expect("config");
     let mut g = Gateway::parse(&text, Format::Toml).expect("parses");
     g.assign_rule_ids(&Gateway::default());
     let before = kawaii_plan::plan(&validate(&g).expect("valid").desired, None)

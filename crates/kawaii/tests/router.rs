@@ -1,0 +1,258 @@
+//! The domain router end to end through `kawaii serve`: SNI and Host routing on the zone's
+//! public VIP from the internet host with real curl and openssl, and kiagateway's `servers.toml`
+//! run unchanged.
+
+mod common;
+
+use kawaii_testkit::lab::{self, LabOptions};
+use kawaii_testkit::{Host, Topology, wait_for, wait_tcp};
+use std::time::Duration;
+
+const CONFIG: &str = r#"
+[gateway]
+name = "web"
+private_subnet = "10.1.0.0/24"
+
+[[zones]]
+name = "zone-a"
+public_interface = "wan0"
+private_interface = "lan0"
+public_vip = "203.0.113.10/24"
+public_gateway = "203.0.113.1"
+private_vip = "10.1.0.1"
+
+[[routes]]
+domain = "example.com"
+https = ["10.1.0.10:443"]
+http = ["10.1.0.10:80"]
+
+[[routes]]
+domain = "*.example.org"
+https = ["10.1.0.11:443"]
+http = ["10.1.0.11:80"]
+
+[[routes]]
+domain = "*"
+http = ["10.1.0.10:80"]
+"#;
+
+fn cert(dir: &std::path::Path, name: &str) -> (String, String) {
+    let key = dir.join(format!("{name}.key"));
+    let crt = dir.join(format!("{name}.crt"));
+    let out = std::process::Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj",
+        ])
+        .arg(format!("/CN={name}"))
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&crt)
+        .output()
+        .expect("openssl");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (crt.to_string_lossy().into(), key.to_string_lossy().into())
+}
+
+/// The certificate subject a TLS client sees for `name` through the router.
+fn subject(host: &Host, addr: &str, name: &str) -> String {
+    let script = format!(
+        "openssl s_client -connect {addr} -servername {name} </dev/null 2>/dev/null | openssl x509 -noout -subject"
+    );
+    host.sh(&script).unwrap_or_default()
+}
+
+#[test]
+fn sni_and_host_routing_on_the_public_vip() {
+    assert!(kawaii_testkit::can_run(), "end-to-end tests need root");
+    let mut topo = Topology::new("rtr").expect("topology");
+    let cfg = topo.dir().join("gateway.toml");
+    std::fs::write(&cfg, CONFIG).expect("config");
+    let opts = LabOptions {
+        kawaii: common::bin().into(),
+        config: cfg,
+        env: vec![],
+    };
+    let l = lab::build(&mut topo, &opts).unwrap_or_else(|e| panic!("lab: {e}"));
+    let dir = topo.dir().to_path_buf();
+    let (c1, k1) = cert(&dir, "example.com");
+    let (c2, k2) = cert(&dir, "www.example.org");
+    topo.spawn(
+        &l.vm1,
+        "vm1-tls",
+        &[
+            "openssl", "s_server", "-quiet", "-www", "-accept", "443", "-cert", &c1, "-key", &k1,
+        ],
+    )
+    .expect("s_server");
+    topo.spawn(
+        &l.vm2,
+        "vm2-tls",
+        &[
+            "openssl", "s_server", "-quiet", "-www", "-accept", "443", "-cert", &c2, "-key", &k2,
+        ],
+    )
+    .expect("s_server");
+    topo.spawn(
+        &l.vm2,
+        "vm2-http",
+        &["python3", &l.svc, "http", "vm2", "80"],
+    )
+    .expect("http");
+    for (h, ip) in [
+        (&l.vm1, "10.1.0.10:443"),
+        (&l.vm2, "10.1.0.11:443"),
+        (&l.vm2, "10.1.0.11:80"),
+    ] {
+        wait_tcp(h, ip.parse().expect("addr"), Duration::from_secs(10)).expect("backend up");
+    }
+    let vip = "203.0.113.10";
+    wait_tcp(
+        &l.internet,
+        format!("{vip}:443").parse().expect("addr"),
+        Duration::from_secs(5),
+    )
+    .expect("router listening");
+
+    // SNI: each name reaches the backend holding its certificate.
+    assert!(
+        subject(&l.internet, &format!("{vip}:443"), "example.com").contains("CN = example.com")
+    );
+    assert!(
+        subject(&l.internet, &format!("{vip}:443"), "www.example.org")
+            .contains("CN = www.example.org")
+    );
+    let out = l
+        .internet
+        .sh(&format!(
+            "curl -skv --max-time 5 --resolve example.com:443:{vip} https://example.com/ 2>&1"
+        ))
+        .expect("curl https");
+    assert!(
+        out.contains("subject: CN=example.com") && out.contains("200"),
+        "{out}"
+    );
+    // Host on :80: exact, wildcard, default.
+    let get = |name: &str| {
+        l.internet
+            .sh(&format!(
+                "curl -s --max-time 5 --resolve {name}:80:{vip} http://{name}/"
+            ))
+            .unwrap_or_default()
+    };
+    assert!(get("example.com").contains("hello from vm1"));
+    assert!(get("a.example.org").contains("hello from vm2"));
+    assert!(
+        get("unknown.test").contains("hello from vm1"),
+        "default route"
+    );
+    // An unknown name on TLS gets an alert at once, not a hang.
+    let started = std::time::Instant::now();
+    assert!(!subject(&l.internet, &format!("{vip}:443"), "nobody.invalid").contains("CN"));
+    assert!(started.elapsed() < Duration::from_secs(3));
+    // Status shows the routes; the firewall opened exactly the listener ports.
+    let token = lab::admin_token(&l.state).expect("token");
+    wait_for(Duration::from_secs(5), "router status", || {
+        let s = common::curl(&l.gw, "GET", "/v1/status", Some(&token), None, &[]);
+        s.body.contains("\"domain\":\"example.com\"").then_some(())
+    })
+    .expect("router in status");
+    let table =
+        l.gw.run(&["nft", "list", "chain", "inet", "kawaii", "services"])
+            .expect("nft");
+    assert!(table.contains("tcp dport { 80, 443 }"), "{table}");
+
+    // A route change applies live: example.com's http now goes to vm2.
+    let r = common::curl(
+        &l.gw,
+        "PUT",
+        "/v1/routes/example.com",
+        Some(&token),
+        Some(r#"{"domain":"example.com","http":["10.1.0.11:80"]}"#),
+        &[],
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    wait_for(Duration::from_secs(3), "new route", || {
+        get("example.com").contains("hello from vm2").then_some(())
+    })
+    .expect("rerouted");
+}
+
+#[test]
+fn kiagateway_servers_toml_runs_unchanged() {
+    assert!(kawaii_testkit::can_run(), "end-to-end tests need root");
+    for (form, toml) in [
+        (
+            "backends",
+            "[backends]\n\"example.com\" = \"127.0.0.1:8001\"\n\"example.org\" = \"127.0.0.1:8002\"\n",
+        ),
+        (
+            "split",
+            "[https_backends]\n\"example.com\" = \"127.0.0.1:8443\"\n[http_backends]\n\"example.com\" = \"127.0.0.1:8001\"\n\"example.org\" = \"127.0.0.1:8002\"\n",
+        ),
+    ] {
+        let mut topo = Topology::new("kia").expect("topology");
+        let h = topo.host("edge").expect("host");
+        let svc = topo.dir().join("svc.py");
+        std::fs::write(&svc, lab::SVC_PY).expect("svc");
+        let svc = svc.to_string_lossy().into_owned();
+        topo.spawn(&h, "b1", &["python3", &svc, "http", "b1", "8001"])
+            .expect("b1");
+        topo.spawn(&h, "b2", &["python3", &svc, "http", "b2", "8002"])
+            .expect("b2");
+        let cfg = topo.dir().join("servers.toml");
+        std::fs::write(&cfg, toml).expect("servers.toml");
+        let state = topo.dir().join("state");
+        let (c, k) = cert(topo.dir(), "example.com");
+        topo.spawn(
+            &h,
+            "tls",
+            &[
+                "openssl", "s_server", "-quiet", "-www", "-accept", "8443", "-cert", &c, "-key", &k,
+            ],
+        )
+        .expect("tls");
+        let i = topo
+            .spawn(
+                &h,
+                "kawaii",
+                &[
+                    common::bin(),
+                    "serve",
+                    "--config",
+                    common::path(&cfg),
+                    "--state",
+                    common::path(&state),
+                ],
+            )
+            .expect("kawaii");
+        wait_tcp(
+            &h,
+            "127.0.0.1:80".parse().expect("addr"),
+            Duration::from_secs(10),
+        )
+        .unwrap_or_else(|e| panic!("{e}\n{}", topo.proc(i).output()));
+        wait_tcp(
+            &h,
+            "127.0.0.1:8002".parse().expect("addr"),
+            Duration::from_secs(10),
+        )
+        .expect("b2");
+        let get = |name: &str| {
+            h.sh(&format!(
+                "curl -s --max-time 5 --resolve {name}:80:127.0.0.1 http://{name}/"
+            ))
+            .unwrap_or_default()
+        };
+        assert!(get("example.com").contains("hello from b1"), "{form}");
+        assert!(get("example.org").contains("hello from b2"), "{form}");
+        if form == "split" {
+            let s = subject(&h, "127.0.0.1:443", "example.com");
+            assert!(s.contains("CN = example.com"), "{form}: {s}");
+        }
+    }
+}

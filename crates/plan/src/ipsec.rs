@@ -1,0 +1,270 @@
+//! The swanctl connections kawaii loads into its charon: one IKEv2 connection with one CHILD
+//! SA per `[[ipsec]]` entry, from the zone's public VIP to the remote peer, tunnelling the
+//! private subnet to the remote subnet. Pure; the PSK itself never appears in what renders.
+
+use ipnet::Ipv4Net;
+use kawaii_model::Desired;
+use kawaii_model::Secret;
+use kawaii_model::valid::{DpdAction, Encryption, Integrity, IpsecSpec, StartAction, ZoneSpec};
+use serde::Serialize;
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+/// One connection as charon gets it over VICI (`load-conn` + `load-shared`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Connection {
+    /// Safe identifier ([`crate::ipsec_id`]): the IKE and CHILD config name in charon.
+    pub id: String,
+    /// The operator's name, any UTF-8.
+    pub name: String,
+    pub local_addrs: Vec<Ipv4Addr>,
+    pub remote_addrs: Vec<Ipv4Addr>,
+    /// IKE identities: the addresses themselves.
+    pub local_id: String,
+    pub remote_id: String,
+    pub local_ts: Vec<Ipv4Net>,
+    pub remote_ts: Vec<Ipv4Net>,
+    /// IKE (phase 1) proposals, strongSwan syntax: `aes256-sha512-modp2048`.
+    pub proposals: Vec<String>,
+    /// ESP (phase 2) proposals with the PFS group: `aes256-sha512-modp2048`.
+    pub esp_proposals: Vec<String>,
+    /// IKE SA: rekey after `rekey_time` seconds; hard end `over_time` seconds later.
+    pub rekey_time: u64,
+    pub over_time: u64,
+    /// CHILD SA: rekey after `child_rekey_time` seconds; expires at `child_life_time`.
+    pub child_rekey_time: u64,
+    pub child_life_time: u64,
+    /// Dead peer detection interval in seconds and what to do with a dead peer's CHILD SA.
+    pub dpd_delay: u64,
+    pub dpd_action: &'static str,
+    /// What the operator asked for: `none`, `trap` or `start`. The driver says in its status
+    /// how it honours it (kernel-libipsec cannot trap; it initiates instead).
+    pub start_action: &'static str,
+    pub psk: PskSource,
+}
+
+/// Where the PSK comes from. Renders as its kind only (`{"kind": "inline"}`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum PskSource {
+    Inline {
+        #[serde(skip)]
+        secret: Secret,
+    },
+    File {
+        path: String,
+    },
+}
+
+/// strongSwan's keyword for an IANA DH group number (RFC 3526, RFC 5114, RFC 5903), or None
+/// for a group kawaii does not accept.
+pub fn dh_name(group: u32) -> Option<&'static str> {
+    Some(match group {
+        2 => "modp1024",
+        5 => "modp1536",
+        14 => "modp2048",
+        15 => "modp3072",
+        16 => "modp4096",
+        17 => "modp6144",
+        18 => "modp8192",
+        19 => "ecp256",
+        20 => "ecp384",
+        21 => "ecp521",
+        22 => "modp1024s160",
+        23 => "modp2048s224",
+        24 => "modp2048s256",
+        _ => return None,
+    })
+}
+
+pub fn integrity_name(i: Integrity) -> &'static str {
+    match i {
+        Integrity::Sha1 => "sha1",
+        Integrity::Sha256 => "sha256",
+        Integrity::Sha384 => "sha384",
+        Integrity::Sha512 => "sha512",
+    }
+}
+
+pub fn encryption_name(e: Encryption) -> &'static str {
+    match e {
+        Encryption::Aes128 => "aes128",
+        Encryption::Aes256 => "aes256",
+        Encryption::Camellia128 => "camellia128",
+        Encryption::Camellia256 => "camellia256",
+    }
+}
+
+fn proposal(p: &kawaii_model::valid::Phase) -> String {
+    // Validation admits only groups in DH_GROUPS, all of which map.
+    let dh = dh_name(p.dh_group).unwrap_or("modp2048");
+    format!(
+        "{}-{}-{dh}",
+        encryption_name(p.encryption),
+        integrity_name(p.integrity)
+    )
+}
+
+fn secs(d: Duration) -> u64 {
+    d.as_secs().max(1)
+}
+
+/// One connection for one `[[ipsec]]` entry, from `vip` and `private`.
+pub fn connection(c: &IpsecSpec, vip: Ipv4Addr, private: Ipv4Net) -> Connection {
+    let ike_life = secs(c.phase1.lifetime);
+    // The IKE SA is rekeyed at 90% of its lifetime; the rest is the margin before it ends.
+    let over_time = (ike_life / 10).max(1);
+    Connection {
+        id: crate::ipsec_id(&c.name),
+        name: c.name.clone(),
+        local_addrs: vec![vip],
+        remote_addrs: vec![c.remote_peer],
+        local_id: vip.to_string(),
+        remote_id: c.remote_peer.to_string(),
+        local_ts: vec![private],
+        remote_ts: vec![c.remote_subnet],
+        proposals: vec![proposal(&c.phase1)],
+        esp_proposals: vec![proposal(&c.phase2)],
+        rekey_time: ike_life.saturating_sub(over_time).max(1),
+        over_time,
+        child_rekey_time: secs(c.rekey),
+        child_life_time: secs(c.phase2.lifetime),
+        // IKEv2 has no DPD timeout of its own: a probe every quarter of the timeout, and
+        // charon's retransmissions declare the peer dead.
+        dpd_delay: (secs(c.dpd_timeout) / 4).max(1),
+        dpd_action: match c.dpd_action {
+            DpdAction::Clear => "clear",
+            DpdAction::Trap => "trap",
+            DpdAction::Restart => "restart",
+        },
+        start_action: match c.start_action {
+            StartAction::None => "none",
+            StartAction::Trap => "trap",
+            StartAction::Start => "start",
+        },
+        psk: match &c.psk {
+            kawaii_model::valid::PskSource::Inline(s) => PskSource::Inline { secret: s.clone() },
+            kawaii_model::valid::PskSource::File(p) => PskSource::File { path: p.clone() },
+        },
+    }
+}
+
+/// Every connection this zone's gateway must load.
+pub fn plan(d: &Desired, z: &ZoneSpec) -> Vec<Connection> {
+    let Some(private) = d.private_subnet else {
+        return Vec::new();
+    };
+    d.ipsec
+        .iter()
+        .map(|c| connection(c, z.public_vip.addr(), private))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kawaii_model::valid::{DH_GROUPS, Phase};
+
+    #[test]
+    fn every_accepted_dh_group_maps() {
+        let table = [
+            (2, "modp1024"),
+            (5, "modp1536"),
+            (14, "modp2048"),
+            (15, "modp3072"),
+            (16, "modp4096"),
+            (17, "modp6144"),
+            (18, "modp8192"),
+            (19, "ecp256"),
+            (20, "ecp384"),
+            (21, "ecp521"),
+            (22, "modp1024s160"),
+            (23, "modp2048s224"),
+            (24, "modp2048s256"),
+        ];
+        assert_eq!(
+            table.iter().map(|t| t.0).collect::<Vec<_>>(),
+            DH_GROUPS,
+            "the table covers exactly the accepted groups"
+        );
+        for (n, name) in table {
+            assert_eq!(dh_name(n), Some(name), "group {n}");
+        }
+        for n in [0, 1, 3, 4, 6, 13, 25, 31] {
+            assert_eq!(dh_name(n), None, "group {n}");
+        }
+    }
+
+    #[test]
+    fn every_algorithm_maps() {
+        let integ = [
+            (Integrity::Sha1, "sha1"),
+            (Integrity::Sha256, "sha256"),
+            (Integrity::Sha384, "sha384"),
+            (Integrity::Sha512, "sha512"),
+        ];
+        let enc = [
+            (Encryption::Aes128, "aes128"),
+            (Encryption::Aes256, "aes256"),
+            (Encryption::Camellia128, "camellia128"),
+            (Encryption::Camellia256, "camellia256"),
+        ];
+        for (i, iname) in integ {
+            for (e, ename) in enc {
+                for &g in DH_GROUPS {
+                    let p = Phase {
+                        dh_group: g,
+                        integrity: i,
+                        encryption: e,
+                        lifetime: Duration::from_secs(3600),
+                    };
+                    let want = format!("{ename}-{iname}-{}", dh_name(g).expect("mapped"));
+                    assert_eq!(proposal(&p), want);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn seed_connection_renders_without_the_psk() {
+        let text = r#"
+[gateway]
+name = "acme"
+private_subnet = "10.1.0.0/24"
+[[zones]]
+name = "a"
+public_interface = "wan0"
+private_interface = "lan0"
+public_vip = "203.0.113.10/24"
+public_gateway = "203.0.113.1"
+private_vip = "10.1.0.1"
+[[ipsec]]
+name = "ACME Office"
+pre_shared_key = "never-shown-anywhere"
+remote_peer = "198.51.100.8"
+remote_subnet = "172.16.1.0/24"
+phase1_dh_group_number = 14
+phase1_integrity_algorithm = "SHA512"
+phase1_encryption_algorithm = "AES256"
+phase2_dh_group_number = 5
+phase2_integrity_algorithm = "SHA1"
+phase2_encryption_algorithm = "CAMELLIA128"
+"#;
+        let g = kawaii_model::Gateway::parse(text, kawaii_model::Format::Toml).expect("parses");
+        let d = kawaii_model::validate(&g).expect("valid").desired;
+        let p = crate::plan(&d, None).expect("plan");
+        assert_eq!(p.ipsec.len(), 1);
+        let c = &p.ipsec[0];
+        assert_eq!(c.id, crate::ipsec_id("ACME Office"));
+        assert_eq!(c.proposals, vec!["aes256-sha512-modp2048"]);
+        assert_eq!(c.esp_proposals, vec!["camellia128-sha1-modp1536"]);
+        assert_eq!(c.local_addrs, vec![Ipv4Addr::new(203, 0, 113, 10)]);
+        assert_eq!(c.local_ts[0].to_string(), "10.1.0.0/24");
+        assert_eq!(c.remote_ts[0].to_string(), "172.16.1.0/24");
+        assert_eq!((c.child_rekey_time, c.child_life_time), (3600, 5400));
+        assert_eq!(c.rekey_time + c.over_time, 4 * 3600);
+        let json = serde_json::to_string(&p).expect("json");
+        assert!(!json.contains("never-shown"), "{json}");
+        assert!(json.contains(r#""psk":{"kind":"inline"}"#), "{json}");
+    }
+}
