@@ -120,16 +120,29 @@ impl Driver for Netlink {
             // Routes (after addresses: a next hop must be on-link first).
             let have = our_routes().await?;
             let mut batch = String::new();
+            // A planned route without an interface lets the kernel choose: any interface matches.
+            let same = |a: &RouteEntry, b: &RouteEntry| {
+                a.destination == b.destination
+                    && a.via == b.via
+                    && (a.interface.is_empty()
+                        || b.interface.is_empty()
+                        || a.interface == b.interface)
+            };
             for r in &have {
-                if !net.routes.contains(r) {
+                if !net.routes.iter().any(|w| same(w, r)) {
                     batch.push_str(&format!("route del {} proto {RT_PROTO}\n", r.destination));
                 }
             }
             for r in &net.routes {
-                if !have.contains(r) {
+                if !have.iter().any(|h| same(r, h)) {
+                    let dev = if r.interface.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" dev {}", r.interface)
+                    };
                     batch.push_str(&format!(
-                        "route replace {} via {} dev {} proto {RT_PROTO}\n",
-                        r.destination, r.via, r.interface
+                        "route replace {} via {}{dev} proto {RT_PROTO}\n",
+                        r.destination, r.via
                     ));
                 }
             }

@@ -10,7 +10,13 @@ pub const REDACTED: &str = "(redacted)";
 
 /// Names of every field that holds a [`Secret`] in the gateway document. Whoever handles the
 /// revealed JSON (the store's audit diff) redacts these with [`redact_json`].
-pub const FIELD_NAMES: &[&str] = &["pre_shared_key", "private_key", "preshared_key", "sha256"];
+pub const FIELD_NAMES: &[&str] = &[
+    "pre_shared_key",
+    "private_key",
+    "preshared_key",
+    "sha256",
+    "consent_key",
+];
 
 /// Replaces every secret field of a JSON value (at any depth) with [`REDACTED`].
 pub fn redact_json(v: &mut serde_json::Value) {
@@ -137,6 +143,11 @@ phase1_encryption_algorithm = "AES256"
 phase2_dh_group_number = 14
 phase2_integrity_algorithm = "SHA512"
 phase2_encryption_algorithm = "AES256"
+[[vpc_peerings]]
+name = "p"
+subnet = "10.2.0.0/24"
+via = "198.51.100.2"
+consent_key = "a-shared-consent-secret"
 [wireguard]
 address = "10.8.0.1/24"
 private_key = "GY5aT1N9dTR/nJnT1N2f4ClZWVj0jOAld0r8ysWLyjg="

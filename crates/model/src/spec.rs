@@ -216,6 +216,10 @@ pub struct VpcPeering {
     /// `mutual` (default: the other side is a kawaii gateway that must declare the mirror) or `none`.
     #[serde(default = "default_mutual")]
     pub consent: String,
+    /// With `mutual`: the secret both gateways share to authenticate their consent hellos
+    /// (16+ characters; agreeing on it out of band is the consent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consent_key: Option<Secret>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ingress_rules: Vec<PeerRule>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -428,6 +432,13 @@ impl Gateway {
             if new.as_ref().is_some_and(Secret::is_placeholder) {
                 *new = old.cloned();
             }
+        }
+        for v in &mut self.vpc_peerings {
+            let prev = old.vpc_peerings.iter().find(|o| o.name == v.name);
+            keep(
+                &mut v.consent_key,
+                prev.and_then(|o| o.consent_key.as_ref()),
+            );
         }
         for c in &mut self.ipsec {
             let prev = old.ipsec.iter().find(|o| o.name == c.name);

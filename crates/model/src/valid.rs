@@ -146,6 +146,8 @@ pub struct PeeringSpec {
     pub via: Ipv4Addr,
     pub policy: Policy,
     pub consent: Consent,
+    /// The hello key (present exactly when consent is mutual).
+    pub consent_key: Option<Secret>,
     pub ingress_rules: Vec<PeerRuleSpec>,
     pub egress_rules: Vec<PeerRuleSpec>,
 }
@@ -787,6 +789,25 @@ fn check_peering(v: &VpcPeering, p: &str, e: &mut Errors) -> Option<PeeringSpec>
             o => Err(format!("{o:?} is not a consent mode; use mutual or none")),
         },
     );
+    let consent_key = match (consent, &v.consent_key) {
+        (Some(Consent::Mutual), None) => {
+            e.push(format!("{p}.consent_key"), "is required with consent = \"mutual\": both gateways share it to authenticate their hellos");
+            None
+        }
+        (Some(Consent::Mutual), Some(k)) if k.expose().len() < 16 || k.is_placeholder() => {
+            e.push(format!("{p}.consent_key"), "must be at least 16 characters");
+            None
+        }
+        (Some(Consent::Mutual), Some(k)) => Some(k.clone()),
+        (_, Some(_)) => {
+            e.warn(
+                format!("{p}.consent_key"),
+                "is ignored with consent = \"none\"",
+            );
+            None
+        }
+        (_, None) => None,
+    };
     let ingress_rules = peer_rules(&v.ingress_rules, &format!("{p}.ingress_rules"), e);
     let egress_rules = peer_rules(&v.egress_rules, &format!("{p}.egress_rules"), e);
     Some(PeeringSpec {
@@ -795,6 +816,7 @@ fn check_peering(v: &VpcPeering, p: &str, e: &mut Errors) -> Option<PeeringSpec>
         via: via?,
         policy: policy?,
         consent: consent?,
+        consent_key,
         ingress_rules,
         egress_rules,
     })

@@ -101,12 +101,29 @@ pub fn select_zone<'a>(
     }
 }
 
-/// Plans this node.
+/// UDP port of the VPC-peering consent hellos between gateways.
+pub const CONSENT_PORT: u16 = 7781;
+
+/// What drivers observed that the plan depends on (fields are added by the capabilities that
+/// need them; the default is "nothing observed yet").
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Observed {
+    /// VPC peerings (by name) whose other side declared the mirror peering: only these forward
+    /// traffic when their consent is `mutual`.
+    pub consented_peerings: std::collections::BTreeSet<String>,
+}
+
+/// Plans this node with nothing observed.
 pub fn plan(d: &Desired, zone: Option<&str>) -> Result<Plan, PlanError> {
+    plan_with(d, zone, &Observed::default())
+}
+
+/// Plans this node given what the drivers observed.
+pub fn plan_with(d: &Desired, zone: Option<&str>, observed: &Observed) -> Result<Plan, PlanError> {
     let z = select_zone(d, zone)?;
     Ok(Plan {
         zone: z.map(|z| z.name.clone()),
-        nftables: z.map(|z| nft::render(d, z)),
+        nftables: z.map(|z| nft::render(d, z, observed)),
         net: z.map(|z| net::plan(d, z)).unwrap_or_default(),
         router: router::plan(d, z),
         ipsec: z.map(|z| ipsec::plan(d, z)).unwrap_or_default(),

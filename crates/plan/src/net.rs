@@ -42,11 +42,12 @@ impl NetPlan {
             let _ = writeln!(out, "address {} dev {}", a.address, a.interface);
         }
         for r in &self.routes {
-            let _ = writeln!(
-                out,
-                "route {} via {} dev {}",
-                r.destination, r.via, r.interface
-            );
+            let dev = if r.interface.is_empty() {
+                String::new()
+            } else {
+                format!(" dev {}", r.interface)
+            };
+            let _ = writeln!(out, "route {} via {}{dev}", r.destination, r.via);
         }
         for s in &self.sysctls {
             let _ = writeln!(out, "sysctl {}={}", s.key, s.value);
@@ -55,7 +56,21 @@ impl NetPlan {
     }
 }
 
-pub fn plan(_d: &Desired, z: &ZoneSpec) -> NetPlan {
+pub fn plan(d: &Desired, z: &ZoneSpec) -> NetPlan {
+    let mut routes = vec![RouteEntry {
+        destination: "default".into(),
+        via: z.public_gateway.to_string(),
+        interface: z.public_interface.clone(),
+    }];
+    // Peered subnets: routed (never NATed) via the other project's gateway; the kernel picks
+    // the interface that reaches `via`.
+    for p in &d.vpc_peerings {
+        routes.push(RouteEntry {
+            destination: p.subnet.to_string(),
+            via: p.via.to_string(),
+            interface: String::new(),
+        });
+    }
     let sys = |k: &str, v: &str| Sysctl {
         key: k.into(),
         value: v.into(),
@@ -71,11 +86,7 @@ pub fn plan(_d: &Desired, z: &ZoneSpec) -> NetPlan {
                 address: z.private_vip.to_string(),
             },
         ],
-        routes: vec![RouteEntry {
-            destination: "default".into(),
-            via: z.public_gateway.to_string(),
-            interface: z.public_interface.clone(),
-        }],
+        routes,
         sysctls: vec![
             sys("net.ipv4.ip_forward", "1"),
             sys("net.ipv4.conf.all.send_redirects", "0"),

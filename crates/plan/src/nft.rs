@@ -9,7 +9,7 @@
 //! Every rule that decides carries a counter and a comment naming it (`ingress-1`, `egress-3`,
 //! `nat-2/ingress-1`, `drop`), which the metrics read back.
 
-use kawaii_model::valid::{Policy, Protocol, ZoneSpec};
+use kawaii_model::valid::{Consent, Policy, Protocol, ZoneSpec};
 use kawaii_model::{Desired, PortSet};
 use std::fmt::Write;
 
@@ -132,7 +132,7 @@ impl Table {
 }
 
 /// Renders the table for zone `z`.
-pub fn render(d: &Desired, z: &ZoneSpec) -> Table {
+pub fn render(d: &Desired, z: &ZoneSpec, observed: &crate::Observed) -> Table {
     let wan = quote(&z.public_interface);
     let lan = quote(&z.private_interface);
     let vip = z.public_vip.addr();
@@ -164,6 +164,18 @@ pub fn render(d: &Desired, z: &ZoneSpec) -> Table {
         services.rule(format!(
             "ip daddr {vip} tcp dport {{ {} }} counter accept comment \"router\"",
             ports.join(", ")
+        ));
+    }
+    for p in d
+        .vpc_peerings
+        .iter()
+        .filter(|p| p.consent == Consent::Mutual)
+    {
+        let id = crate::ipsec_id(&p.name);
+        services.rule(format!(
+            "ip saddr {} udp dport {} counter accept comment \"peering-{id}-hello\"",
+            p.via,
+            crate::CONSENT_PORT
         ));
     }
     for c in &d.ipsec {
@@ -212,6 +224,49 @@ pub fn render(d: &Desired, z: &ZoneSpec) -> Table {
                 n.id,
                 r.id
             ));
+        }
+    }
+    // VPC peerings forward only once consented (or with consent "none"); their policy and
+    // rules live in a chain per direction.
+    let mut peer_chains = Vec::new();
+    for p in &d.vpc_peerings {
+        if p.consent == Consent::Mutual && !observed.consented_peerings.contains(&p.name) {
+            continue;
+        }
+        let id = crate::ipsec_id(&p.name);
+        forward.rule(format!(
+            "ip saddr {private} ip daddr {} jump peering-{id}-out",
+            p.subnet
+        ));
+        forward.rule(format!(
+            "ip saddr {} ip daddr {private} jump peering-{id}-in",
+            p.subnet
+        ));
+        let (verdict, fallback) = match p.policy {
+            Policy::Accept => ("drop", "accept"),
+            Policy::Drop => ("accept", "drop"),
+        };
+        for (dir, rules) in [("in", &p.ingress_rules), ("out", &p.egress_rules)] {
+            let mut c = Chain::new(&format!("peering-{id}-{dir}"), None);
+            for (i, r) in rules.iter().enumerate() {
+                let src = r
+                    .source
+                    .map(|n| format!("ip saddr {n} "))
+                    .unwrap_or_default();
+                let dst = r
+                    .destination
+                    .map(|n| format!("ip daddr {n} "))
+                    .unwrap_or_default();
+                c.rule(format!(
+                    "{src}{dst}{} counter {verdict} comment \"peering-{id}-{dir}-{}\"",
+                    l4(r.protocol, &r.ports),
+                    i + 1
+                ));
+            }
+            c.rule(format!(
+                "counter {fallback} comment \"peering-{id}-{dir}-policy\""
+            ));
+            peer_chains.push(c);
         }
     }
     // Site-to-site: the private subnet reaches each remote subnet; the remote subnet reaches
@@ -279,6 +334,9 @@ pub fn render(d: &Desired, z: &ZoneSpec) -> Table {
     // Hairpin: a private host reaching a forward through the public VIP gets its reply back
     // through the gateway because the gateway becomes the source.
     post.rule(format!("oifname {lan} ip saddr {private} ip daddr {private} ct status dnat snat ip to {private_vip} comment \"hairpin\""));
+    for p in &d.vpc_peerings {
+        post.rule(format!("ip saddr {private} ip daddr {} return", p.subnet));
+    }
     // No NAT between the private subnet and the subnets reached through tunnels.
     for c in &d.ipsec {
         post.rule(format!(
@@ -291,6 +349,11 @@ pub fn render(d: &Desired, z: &ZoneSpec) -> Table {
     ));
 
     Table {
-        chains: vec![input, ingress, services, forward, egress, pre, post],
+        chains: [
+            vec![input, ingress, services, forward, egress],
+            peer_chains,
+            vec![pre, post],
+        ]
+        .concat(),
     }
 }
