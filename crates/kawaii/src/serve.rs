@@ -88,6 +88,10 @@ struct Daemon {
     drivers: Vec<Arc<dyn Driver>>,
     router: Arc<kawaii_drivers::router::Router>,
     counters: Arc<RuleCounters>,
+    /// VPC-peering consent speaker; its changes re-plan through `replan`.
+    consent: Arc<kawaii_drivers::consent::Consent>,
+    /// Woken when something observed (not the store) changes what the plan must be.
+    replan: Arc<Notify>,
 }
 
 /// The nftables rule counters, read back from the kernel; exported on `/metrics` and in status.
@@ -193,6 +197,8 @@ async fn daemon(
         Arc::new(kawaii_drivers::nftables::Nftables::new()),
         router.clone(),
     ];
+    let replan = Arc::new(Notify::new());
+    let consent = kawaii_drivers::consent::Consent::new(replan.clone());
     let d = Arc::new(Daemon {
         store,
         api,
@@ -203,6 +209,8 @@ async fn daemon(
         drivers,
         router,
         counters,
+        consent,
+        replan,
     });
 
     // The file first: a good file that changed since it was last applied becomes the state.
@@ -230,6 +238,7 @@ async fn daemon(
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
     let api_task = tokio::spawn(api_server(d.clone(), stop_rx.clone()));
     let reconcile_task = tokio::spawn(reconcile_loop(d.clone(), stop_rx.clone()));
+    let consent_task = tokio::spawn(d.consent.clone().run(kawaii_plan::CONSENT_PORT, stop_rx.clone()));
     let counters_task = tokio::spawn({
         let d = d.clone();
         let mut stop = stop_rx.clone();
@@ -267,6 +276,7 @@ async fn daemon(
     let _ = tokio::time::timeout(Duration::from_secs(10), async {
         let _ = api_task.await;
         let _ = reconcile_task.await;
+        let _ = consent_task.await;
         let _ = watch_task.await;
         let _ = counters_task.await;
     })
@@ -506,6 +516,7 @@ async fn reconcile_loop(d: Arc<Daemon>, mut stop: tokio::sync::watch::Receiver<b
         };
         tokio::select! {
             r = rx.changed() => if r.is_err() { break },
+            _ = d.replan.notified() => {}
             _ = tokio::time::sleep(wait) => {
                 if !ok {
                     info!(revision, "retrying the failed apply");
@@ -534,7 +545,14 @@ async fn reconcile_once(d: &Daemon) -> bool {
         }
     };
     d.refresh_tokens(&report.desired);
-    let plan = match kawaii_plan::plan(&report.desired, d.zone.as_deref()) {
+    d.consent.set_intents(consent_intents(&report.desired));
+    let mut observed = kawaii_plan::Observed::default();
+    observed.consented_peerings = d.consent.consented();
+    let peerings = d.consent.status();
+    d.api.update_status(|s| {
+        s.details.insert("vpc_peerings".into(), serde_json::to_value(&peerings).unwrap_or_default());
+    });
+    let plan = match kawaii_plan::plan_with(&report.desired, d.zone.as_deref(), &observed) {
         Ok(p) => p,
         Err(e) => {
             error!(%e, "planning failed");
@@ -615,4 +633,21 @@ async fn reconcile_once(d: &Daemon) -> bool {
         tokio::spawn(async move { counters.refresh(&api).await });
     }
     all_ok
+}
+
+/// The peerings this gateway declares with mutual consent, for the consent speaker.
+fn consent_intents(d: &Desired) -> Vec<kawaii_drivers::consent::Intent> {
+    let Some(ours) = d.private_subnet else { return Vec::new() };
+    d.vpc_peerings
+        .iter()
+        .filter_map(|p| {
+            Some(kawaii_drivers::consent::Intent {
+                name: p.name.clone(),
+                via: p.via,
+                ours,
+                theirs: p.subnet,
+                key: p.consent_key.clone()?,
+            })
+        })
+        .collect()
 }

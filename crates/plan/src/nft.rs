@@ -230,10 +230,13 @@ pub fn render(d: &Desired, z: &ZoneSpec, observed: &crate::Observed) -> Table {
     // rules live in a chain per direction.
     let mut peer_chains = Vec::new();
     for p in &d.vpc_peerings {
+        let id = crate::ipsec_id(&p.name);
         if p.consent == Consent::Mutual && !observed.consented_peerings.contains(&p.name) {
+            // No consent (yet): nothing crosses in either direction, not even as egress.
+            forward.rule(format!("ip daddr {} counter drop comment \"peering-{id}-pending\"", p.subnet));
+            forward.rule(format!("ip saddr {} counter drop comment \"peering-{id}-pending\"", p.subnet));
             continue;
         }
-        let id = crate::ipsec_id(&p.name);
         forward.rule(format!(
             "ip saddr {private} ip daddr {} jump peering-{id}-out",
             p.subnet

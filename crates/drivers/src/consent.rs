@@ -1,0 +1,391 @@
+//! Mutual consent for VPC peerings: the two gateways say hello to each other over the backbone,
+//! and a peering with `consent = "mutual"` forwards only while the other side's hellos arrive.
+//!
+//! A hello is authenticated with HMAC-SHA256 under the peering's `consent_key` (the same secret on
+//! both sides: agreeing on it out of band *is* the consent) and carries the subnets each side
+//! declared, so a hello only counts when it mirrors our peering exactly. Replays are refused
+//! (timestamps must grow, and be within 30 s of our clock). Removing a peering sends a signed
+//! withdraw, so the other side shows `pending` at once; a gateway that just stops is `down` after
+//! [`DEAD`] without hellos.
+//!
+//! ```text
+//!  0      4    5    6              14             22         27         32                 64
+//!  | KWPH | v1 | op | unix time ms | random nonce | from/len  | to/len    | HMAC-SHA256 (32) |
+//! ```
+
+use hmac::{Hmac, Mac};
+use ipnet::Ipv4Net;
+use kawaii_model::Secret;
+use serde::Serialize;
+use sha2::Sha256;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::sync::Notify;
+use tracing::{debug, info, warn};
+
+/// How often each side says hello.
+pub const INTERVAL: Duration = Duration::from_millis(300);
+/// Silence after which an active peering is `down`.
+pub const DEAD: Duration = Duration::from_millis(1200);
+const MAX_SKEW_MS: u64 = 30_000;
+const MAGIC: &[u8; 4] = b"KWPH";
+const LEN: usize = 64;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    Hello = 1,
+    Withdraw = 2,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    pub op: Op,
+    pub time_ms: u64,
+    pub nonce: u64,
+    /// The sender's private subnet.
+    pub from: Ipv4Net,
+    /// The subnet the sender peers with (ours, if it mirrors us).
+    pub to: Ipv4Net,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConsentError {
+    #[error("not a kawaii peering hello")]
+    NotHello,
+    #[error("malformed hello")]
+    Malformed,
+    #[error("bad authentication code")]
+    BadMac,
+}
+
+fn mac(key: &[u8], data: &[u8]) -> [u8; 32] {
+    let mut m = <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC takes keys of any length");
+    m.update(data);
+    m.finalize().into_bytes().into()
+}
+
+impl Message {
+    pub fn encode(&self, key: &[u8]) -> [u8; LEN] {
+        let mut b = [0u8; LEN];
+        b[..4].copy_from_slice(MAGIC);
+        b[4] = 1;
+        b[5] = self.op as u8;
+        b[6..14].copy_from_slice(&self.time_ms.to_be_bytes());
+        b[14..22].copy_from_slice(&self.nonce.to_be_bytes());
+        b[22..26].copy_from_slice(&self.from.addr().octets());
+        b[26] = self.from.prefix_len();
+        b[27..31].copy_from_slice(&self.to.addr().octets());
+        b[31] = self.to.prefix_len();
+        let m = mac(key, &b[..32]);
+        b[32..].copy_from_slice(&m);
+        b
+    }
+
+    /// Parses the unauthenticated header (to find the peering), without trusting it.
+    pub fn peek(b: &[u8]) -> Result<Message, ConsentError> {
+        if b.len() != LEN || &b[..4] != MAGIC {
+            return Err(ConsentError::NotHello);
+        }
+        if b[4] != 1 {
+            return Err(ConsentError::Malformed);
+        }
+        let op = match b[5] {
+            1 => Op::Hello,
+            2 => Op::Withdraw,
+            _ => return Err(ConsentError::Malformed),
+        };
+        let u64_at = |i: usize| {
+            let mut a = [0u8; 8];
+            a.copy_from_slice(&b[i..i + 8]);
+            u64::from_be_bytes(a)
+        };
+        let net = |i: usize| {
+            let ip = Ipv4Addr::new(b[i], b[i + 1], b[i + 2], b[i + 3]);
+            Ipv4Net::new(ip, b[i + 4]).map_err(|_| ConsentError::Malformed)
+        };
+        Ok(Message { op, time_ms: u64_at(6), nonce: u64_at(14), from: net(22)?, to: net(27)? })
+    }
+
+    /// Parses and checks the authentication code under `key`.
+    pub fn decode(b: &[u8], key: &[u8]) -> Result<Message, ConsentError> {
+        let m = Message::peek(b)?;
+        let want = mac(key, &b[..32]);
+        // Constant time is not critical for a MAC check on a one-shot datagram, but cheap.
+        let diff = want.iter().zip(&b[32..]).fold(0u8, |acc, (a, c)| acc | (a ^ c));
+        if diff != 0 {
+            return Err(ConsentError::BadMac);
+        }
+        Ok(m)
+    }
+}
+
+/// One peering this gateway declares with mutual consent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Intent {
+    pub name: String,
+    pub via: Ipv4Addr,
+    pub ours: Ipv4Net,
+    pub theirs: Ipv4Net,
+    pub key: Secret,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PeeringStatus {
+    pub name: String,
+    /// `pending` (we declared, they did not), `active`, or `down` (they stopped answering).
+    pub state: &'static str,
+    /// When the state last changed (Unix time, seconds).
+    pub since: u64,
+}
+
+#[derive(Debug, Default)]
+struct Peer {
+    heard: Option<Instant>,
+    withdrawn: bool,
+    last_time_ms: u64,
+    state: &'static str,
+    since: u64,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    intents: Vec<Intent>,
+    peers: BTreeMap<String, Peer>,
+    /// Peerings removed here, to be told: (intent, withdraws left to send).
+    leaving: Vec<(Intent, u8)>,
+}
+
+/// The consent speaker: fed the intents by the reconcile loop, tells it when consent changes.
+#[derive(Debug)]
+pub struct Consent {
+    inner: Mutex<Inner>,
+    changed: Arc<Notify>,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+impl Consent {
+    /// `changed` is notified whenever the set of consented peerings changes.
+    pub fn new(changed: Arc<Notify>) -> Arc<Consent> {
+        Arc::new(Consent { inner: Mutex::new(Inner::default()), changed })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The peerings this gateway declares now (mutual ones only).
+    pub fn set_intents(&self, intents: Vec<Intent>) {
+        let mut g = self.lock();
+        let old = std::mem::take(&mut g.intents);
+        for o in old {
+            if !intents.iter().any(|n| n.name == o.name && n.via == o.via && n.theirs == o.theirs) {
+                g.leaving.push((o.clone(), 3));
+                g.peers.remove(&o.name);
+            }
+        }
+        for i in &intents {
+            g.peers.entry(i.name.clone()).or_insert_with(|| Peer {
+                state: "pending",
+                since: kawaii_time(),
+                ..Default::default()
+            });
+        }
+        g.intents = intents;
+    }
+
+    /// Names of the peerings whose other side consents now.
+    pub fn consented(&self) -> BTreeSet<String> {
+        let g = self.lock();
+        g.peers.iter().filter(|(_, p)| p.state == "active").map(|(n, _)| n.clone()).collect()
+    }
+
+    pub fn status(&self) -> Vec<PeeringStatus> {
+        let g = self.lock();
+        g.intents
+            .iter()
+            .filter_map(|i| g.peers.get(&i.name).map(|p| PeeringStatus { name: i.name.clone(), state: p.state, since: p.since }))
+            .collect()
+    }
+
+    /// Handles one datagram from `src`. Returns whether consent changed.
+    fn receive(&self, src: SocketAddr, data: &[u8], now: Instant) -> bool {
+        let SocketAddr::V4(src) = src else { return false };
+        let Ok(head) = Message::peek(data) else { return false };
+        let mut g = self.lock();
+        let Some(intent) = g
+            .intents
+            .iter()
+            .find(|i| i.via == *src.ip() && i.theirs == head.from && i.ours == head.to)
+            .cloned()
+        else {
+            debug!(%src, "hello matching no declared peering ignored");
+            return false;
+        };
+        let msg = match Message::decode(data, intent.key.expose().as_bytes()) {
+            Ok(m) => m,
+            Err(e) => {
+                warn!(peering = %intent.name, %src, error = %e, "hello rejected");
+                return false;
+            }
+        };
+        let Some(p) = g.peers.get_mut(&intent.name) else { return false };
+        let skew = msg.time_ms.abs_diff(now_ms());
+        if msg.time_ms <= p.last_time_ms || skew > MAX_SKEW_MS {
+            warn!(peering = %intent.name, %src, "stale or replayed hello rejected");
+            return false;
+        }
+        p.last_time_ms = msg.time_ms;
+        match msg.op {
+            Op::Hello => {
+                p.heard = Some(now);
+                p.withdrawn = false;
+            }
+            Op::Withdraw => {
+                p.heard = None;
+                p.withdrawn = true;
+            }
+        }
+        Self::settle(&mut g, now)
+    }
+
+    /// Recomputes every peering's state; true when the consented set changed.
+    fn settle(g: &mut Inner, now: Instant) -> bool {
+        let mut changed = false;
+        for (name, p) in g.peers.iter_mut() {
+            let state = match (p.heard, p.withdrawn) {
+                (_, true) => "pending",
+                (Some(t), _) if now.duration_since(t) < DEAD => "active",
+                (Some(_), _) => "down",
+                (None, _) => p.state,
+            };
+            if state != p.state {
+                info!(peering = %name, from = p.state, to = state, "peering consent changed");
+                changed |= state == "active" || p.state == "active";
+                p.state = state;
+                p.since = kawaii_time();
+            }
+        }
+        changed
+    }
+
+    /// Runs the speaker on `port` until `stop` changes.
+    pub async fn run(self: Arc<Self>, port: u16, mut stop: tokio::sync::watch::Receiver<bool>) {
+        let sock = loop {
+            match tokio::net::UdpSocket::bind(("0.0.0.0", port)).await {
+                Ok(s) => break s,
+                Err(e) => {
+                    warn!(port, error = %e, "cannot bind the peering hello port; retrying");
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+                        _ = stop.changed() => return,
+                    }
+                }
+            }
+        };
+        let mut tick = tokio::time::interval(INTERVAL);
+        let mut buf = [0u8; 512];
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {
+                    let (out, changed) = {
+                        let mut g = self.lock();
+                        let mut out: Vec<(SocketAddr, [u8; LEN])> = Vec::new();
+                        let msg = |op, i: &Intent| Message { op, time_ms: now_ms(), nonce: rand_u64(), from: i.ours, to: i.theirs }.encode(i.key.expose().as_bytes());
+                        for i in &g.intents {
+                            out.push((SocketAddr::from((i.via, port)), msg(Op::Hello, i)));
+                        }
+                        for (i, left) in &mut g.leaving {
+                            out.push((SocketAddr::from((i.via, port)), msg(Op::Withdraw, i)));
+                            *left -= 1;
+                        }
+                        g.leaving.retain(|(_, left)| *left > 0);
+                        let changed = Self::settle(&mut g, Instant::now());
+                        (out, changed)
+                    };
+                    for (to, m) in out {
+                        if let Err(e) = sock.send_to(&m, to).await {
+                            debug!(%to, error = %e, "hello not sent");
+                        }
+                    }
+                    if changed {
+                        self.changed.notify_one();
+                    }
+                }
+                r = sock.recv_from(&mut buf) => {
+                    if let Ok((n, src)) = r
+                        && self.receive(src, &buf[..n], Instant::now())
+                    {
+                        self.changed.notify_one();
+                    }
+                }
+                _ = stop.changed() => return,
+            }
+        }
+    }
+}
+
+fn rand_u64() -> u64 {
+    // Uniqueness, not secrecy: the MAC and the growing timestamp carry the security.
+    let t = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
+    t ^ (u64::from(std::process::id()) << 32)
+}
+
+fn kawaii_time() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn intent(key: &str) -> Intent {
+        Intent {
+            name: "marvelous".into(),
+            via: Ipv4Addr::new(198, 51, 100, 2),
+            ours: "10.1.0.0/24".parse().expect("net"),
+            theirs: "10.2.0.0/24".parse().expect("net"),
+            key: Secret::new(key),
+        }
+    }
+
+    fn hello_from_them(key: &str, time_ms: u64) -> Vec<u8> {
+        let i = intent(key);
+        Message { op: Op::Hello, time_ms, nonce: 7, from: i.theirs, to: i.ours }.encode(key.as_bytes()).to_vec()
+    }
+
+    #[test]
+    fn codec_round_trip_and_every_prefix() {
+        let b = hello_from_them("k", 42);
+        let m = Message::decode(&b, b"k").expect("valid");
+        assert_eq!((m.op, m.time_ms, m.nonce), (Op::Hello, 42, 7));
+        assert_eq!(Message::decode(&b, b"other"), Err(ConsentError::BadMac));
+        for n in 0..b.len() {
+            assert!(Message::decode(&b[..n], b"k").is_err());
+        }
+    }
+
+    #[test]
+    fn consent_needs_a_valid_mirror_hello_and_fades() {
+        let c = Consent::new(Arc::new(Notify::new()));
+        c.set_intents(vec![intent("shared-secret-123456")]);
+        let src: SocketAddr = "198.51.100.2:7781".parse().expect("addr");
+        let now = Instant::now();
+        // Forged: wrong key; wrong source; replay.
+        assert!(!c.receive(src, &hello_from_them("guessed-key-000000", now_ms()), now));
+        assert!(!c.receive("198.51.100.66:7781".parse().expect("addr"), &hello_from_them("shared-secret-123456", now_ms()), now));
+        assert!(c.consented().is_empty());
+        let t = now_ms();
+        assert!(c.receive(src, &hello_from_them("shared-secret-123456", t), now));
+        assert_eq!(c.consented().len(), 1);
+        assert!(!c.receive(src, &hello_from_them("shared-secret-123456", t), now), "replay");
+        // Silence: down.
+        let mut g = c.lock();
+        assert!(Consent::settle(&mut g, now + DEAD + Duration::from_millis(1)));
+        assert_eq!(g.peers["marvelous"].state, "down");
+    }
+}
