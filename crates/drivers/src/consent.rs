@@ -105,7 +105,13 @@ impl Message {
             let ip = Ipv4Addr::new(b[i], b[i + 1], b[i + 2], b[i + 3]);
             Ipv4Net::new(ip, b[i + 4]).map_err(|_| ConsentError::Malformed)
         };
-        Ok(Message { op, time_ms: u64_at(6), nonce: u64_at(14), from: net(22)?, to: net(27)? })
+        Ok(Message {
+            op,
+            time_ms: u64_at(6),
+            nonce: u64_at(14),
+            from: net(22)?,
+            to: net(27)?,
+        })
     }
 
     /// Parses and checks the authentication code under `key`.
@@ -113,7 +119,10 @@ impl Message {
         let m = Message::peek(b)?;
         let want = mac(key, &b[..32]);
         // Constant time is not critical for a MAC check on a one-shot datagram, but cheap.
-        let diff = want.iter().zip(&b[32..]).fold(0u8, |acc, (a, c)| acc | (a ^ c));
+        let diff = want
+            .iter()
+            .zip(&b[32..])
+            .fold(0u8, |acc, (a, c)| acc | (a ^ c));
         if diff != 0 {
             return Err(ConsentError::BadMac);
         }
@@ -165,13 +174,19 @@ pub struct Consent {
 }
 
 fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 impl Consent {
     /// `changed` is notified whenever the set of consented peerings changes.
     pub fn new(changed: Arc<Notify>) -> Arc<Consent> {
-        Arc::new(Consent { inner: Mutex::new(Inner::default()), changed })
+        Arc::new(Consent {
+            inner: Mutex::new(Inner::default()),
+            changed,
+        })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -183,7 +198,10 @@ impl Consent {
         let mut g = self.lock();
         let old = std::mem::take(&mut g.intents);
         for o in old {
-            if !intents.iter().any(|n| n.name == o.name && n.via == o.via && n.theirs == o.theirs) {
+            if !intents
+                .iter()
+                .any(|n| n.name == o.name && n.via == o.via && n.theirs == o.theirs)
+            {
                 g.leaving.push((o.clone(), 3));
                 g.peers.remove(&o.name);
             }
@@ -201,21 +219,35 @@ impl Consent {
     /// Names of the peerings whose other side consents now.
     pub fn consented(&self) -> BTreeSet<String> {
         let g = self.lock();
-        g.peers.iter().filter(|(_, p)| p.state == "active").map(|(n, _)| n.clone()).collect()
+        g.peers
+            .iter()
+            .filter(|(_, p)| p.state == "active")
+            .map(|(n, _)| n.clone())
+            .collect()
     }
 
     pub fn status(&self) -> Vec<PeeringStatus> {
         let g = self.lock();
         g.intents
             .iter()
-            .filter_map(|i| g.peers.get(&i.name).map(|p| PeeringStatus { name: i.name.clone(), state: p.state, since: p.since }))
+            .filter_map(|i| {
+                g.peers.get(&i.name).map(|p| PeeringStatus {
+                    name: i.name.clone(),
+                    state: p.state,
+                    since: p.since,
+                })
+            })
             .collect()
     }
 
     /// Handles one datagram from `src`. Returns whether consent changed.
     fn receive(&self, src: SocketAddr, data: &[u8], now: Instant) -> bool {
-        let SocketAddr::V4(src) = src else { return false };
-        let Ok(head) = Message::peek(data) else { return false };
+        let SocketAddr::V4(src) = src else {
+            return false;
+        };
+        let Ok(head) = Message::peek(data) else {
+            return false;
+        };
         let mut g = self.lock();
         let Some(intent) = g
             .intents
@@ -233,7 +265,9 @@ impl Consent {
                 return false;
             }
         };
-        let Some(p) = g.peers.get_mut(&intent.name) else { return false };
+        let Some(p) = g.peers.get_mut(&intent.name) else {
+            return false;
+        };
         let skew = msg.time_ms.abs_diff(now_ms());
         if msg.time_ms <= p.last_time_ms || skew > MAX_SKEW_MS {
             warn!(peering = %intent.name, %src, "stale or replayed hello rejected");
@@ -331,12 +365,18 @@ impl Consent {
 
 fn rand_u64() -> u64 {
     // Uniqueness, not secrecy: the MAC and the growing timestamp carry the security.
-    let t = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
+    let t = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
     t ^ (u64::from(std::process::id()) << 32)
 }
 
 fn kawaii_time() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -355,7 +395,15 @@ mod tests {
 
     fn hello_from_them(key: &str, time_ms: u64) -> Vec<u8> {
         let i = intent(key);
-        Message { op: Op::Hello, time_ms, nonce: 7, from: i.theirs, to: i.ours }.encode(key.as_bytes()).to_vec()
+        Message {
+            op: Op::Hello,
+            time_ms,
+            nonce: 7,
+            from: i.theirs,
+            to: i.ours,
+        }
+        .encode(key.as_bytes())
+        .to_vec()
     }
 
     #[test]
@@ -377,15 +425,25 @@ mod tests {
         let now = Instant::now();
         // Forged: wrong key; wrong source; replay.
         assert!(!c.receive(src, &hello_from_them("guessed-key-000000", now_ms()), now));
-        assert!(!c.receive("198.51.100.66:7781".parse().expect("addr"), &hello_from_them("shared-secret-123456", now_ms()), now));
+        assert!(!c.receive(
+            "198.51.100.66:7781".parse().expect("addr"),
+            &hello_from_them("shared-secret-123456", now_ms()),
+            now
+        ));
         assert!(c.consented().is_empty());
         let t = now_ms();
         assert!(c.receive(src, &hello_from_them("shared-secret-123456", t), now));
         assert_eq!(c.consented().len(), 1);
-        assert!(!c.receive(src, &hello_from_them("shared-secret-123456", t), now), "replay");
+        assert!(
+            !c.receive(src, &hello_from_them("shared-secret-123456", t), now),
+            "replay"
+        );
         // Silence: down.
         let mut g = c.lock();
-        assert!(Consent::settle(&mut g, now + DEAD + Duration::from_millis(1)));
+        assert!(Consent::settle(
+            &mut g,
+            now + DEAD + Duration::from_millis(1)
+        ));
         assert_eq!(g.peers["marvelous"].state, "down");
     }
 }

@@ -238,7 +238,11 @@ async fn daemon(
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
     let api_task = tokio::spawn(api_server(d.clone(), stop_rx.clone()));
     let reconcile_task = tokio::spawn(reconcile_loop(d.clone(), stop_rx.clone()));
-    let consent_task = tokio::spawn(d.consent.clone().run(kawaii_plan::CONSENT_PORT, stop_rx.clone()));
+    let consent_task = tokio::spawn(
+        d.consent
+            .clone()
+            .run(kawaii_plan::CONSENT_PORT, stop_rx.clone()),
+    );
     let counters_task = tokio::spawn({
         let d = d.clone();
         let mut stop = stop_rx.clone();
@@ -550,7 +554,10 @@ async fn reconcile_once(d: &Daemon) -> bool {
     observed.consented_peerings = d.consent.consented();
     let peerings = d.consent.status();
     d.api.update_status(|s| {
-        s.details.insert("vpc_peerings".into(), serde_json::to_value(&peerings).unwrap_or_default());
+        s.details.insert(
+            "vpc_peerings".into(),
+            serde_json::to_value(&peerings).unwrap_or_default(),
+        );
     });
     let plan = match kawaii_plan::plan_with(&report.desired, d.zone.as_deref(), &observed) {
         Ok(p) => p,
@@ -637,7 +644,9 @@ async fn reconcile_once(d: &Daemon) -> bool {
 
 /// The peerings this gateway declares with mutual consent, for the consent speaker.
 fn consent_intents(d: &Desired) -> Vec<kawaii_drivers::consent::Intent> {
-    let Some(ours) = d.private_subnet else { return Vec::new() };
+    let Some(ours) = d.private_subnet else {
+        return Vec::new();
+    };
     d.vpc_peerings
         .iter()
         .filter_map(|p| {

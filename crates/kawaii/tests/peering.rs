@@ -40,21 +40,49 @@ fn start(topo: &mut Topology, host: &Host, config: &str) -> Gw {
     std::fs::write(&cfg, config).expect("config");
     let state = dir.join("state");
     let proc = topo
-        .spawn(host, &format!("kawaii-{}", host.name), &[common::bin(), "serve", "--config", common::path(&cfg), "--state", common::path(&state)])
+        .spawn(
+            host,
+            &format!("kawaii-{}", host.name),
+            &[
+                common::bin(),
+                "serve",
+                "--config",
+                common::path(&cfg),
+                "--state",
+                common::path(&state),
+            ],
+        )
         .expect("kawaii");
-    wait_tcp(host, "127.0.0.1:7780".parse().expect("addr"), Duration::from_secs(10)).expect("api");
-    let token = std::fs::read_to_string(state.join("admin.token")).expect("token").trim().to_string();
-    Gw { host: host.clone(), proc, token }
+    wait_tcp(
+        host,
+        "127.0.0.1:7780".parse().expect("addr"),
+        Duration::from_secs(10),
+    )
+    .expect("api");
+    let token = std::fs::read_to_string(state.join("admin.token"))
+        .expect("token")
+        .trim()
+        .to_string();
+    Gw {
+        host: host.clone(),
+        proc,
+        token,
+    }
 }
 
 fn peering_state(gw: &Gw) -> String {
     let s = curl(&gw.host, "GET", "/v1/status", Some(&gw.token), None, &[]).json();
-    s["details"]["vpc_peerings"][0]["state"].as_str().unwrap_or("none").to_string()
+    s["details"]["vpc_peerings"][0]["state"]
+        .as_str()
+        .unwrap_or("none")
+        .to_string()
 }
 
 fn get(from: &Host, url: &str) -> Option<String> {
     let out = from.exec(&["curl", "-s", "-m", "1", url]).expect("curl");
-    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 fn peering(name: &str, subnet: &str, via: &str, extra: &str) -> String {
@@ -69,9 +97,18 @@ fn mutual_consent_policies_withdrawal_and_forgery() {
     std::fs::write(&svc, SVC_PY).expect("svc");
     let svc = svc.to_string_lossy().into_owned();
     let bb = t.switch("bb").expect("backbone");
-    let (acme, marv, intruder, ceph) = (t.host("acme").expect("h"), t.host("marv").expect("h"), t.host("intruder").expect("h"), t.host("ceph").expect("h"));
+    let (acme, marv, intruder, ceph) = (
+        t.host("acme").expect("h"),
+        t.host("marv").expect("h"),
+        t.host("intruder").expect("h"),
+        t.host("ceph").expect("h"),
+    );
     let (alan, mlan) = (t.switch("alan").expect("s"), t.switch("mlan").expect("s"));
-    let (a1, m1, c1) = (t.host("a1").expect("h"), t.host("m1").expect("h"), t.host("c1").expect("h"));
+    let (a1, m1, c1) = (
+        t.host("a1").expect("h"),
+        t.host("m1").expect("h"),
+        t.host("c1").expect("h"),
+    );
     for h in [&acme, &marv] {
         t.plug(h, "wan0", &bb).expect("plug");
     }
@@ -83,36 +120,88 @@ fn mutual_consent_policies_withdrawal_and_forgery() {
     t.plug(&m1, "eth0", &mlan).expect("plug");
     t.link(&ceph, "eth1", &c1, "eth0").expect("link");
     for (h, cmds) in [
-        (&a1, vec!["ip addr add 10.1.0.10/24 dev eth0", "ip route add default via 10.1.0.1"]),
-        (&m1, vec!["ip addr add 10.2.0.10/24 dev eth0", "ip route add default via 10.2.0.1"]),
+        (
+            &a1,
+            vec![
+                "ip addr add 10.1.0.10/24 dev eth0",
+                "ip route add default via 10.1.0.1",
+            ],
+        ),
+        (
+            &m1,
+            vec![
+                "ip addr add 10.2.0.10/24 dev eth0",
+                "ip route add default via 10.2.0.1",
+            ],
+        ),
         (&intruder, vec!["ip addr add 198.51.100.66/24 dev eth0"]),
-        (&ceph, vec!["ip addr add 198.51.100.50/24 dev eth0", "ip addr add 10.50.0.1/24 dev eth1", "sysctl -qw net.ipv4.ip_forward=1", "ip route add 10.1.0.0/24 via 198.51.100.1"]),
-        (&c1, vec!["ip addr add 10.50.0.10/24 dev eth0", "ip route add default via 10.50.0.1"]),
+        (
+            &ceph,
+            vec![
+                "ip addr add 198.51.100.50/24 dev eth0",
+                "ip addr add 10.50.0.1/24 dev eth1",
+                "sysctl -qw net.ipv4.ip_forward=1",
+                "ip route add 10.1.0.0/24 via 198.51.100.1",
+            ],
+        ),
+        (
+            &c1,
+            vec![
+                "ip addr add 10.50.0.10/24 dev eth0",
+                "ip route add default via 10.50.0.1",
+            ],
+        ),
     ] {
         for c in cmds {
             h.sh(c).unwrap_or_else(|e| panic!("{e}"));
         }
     }
     for port in ["80", "443", "22"] {
-        t.spawn(&m1, &format!("m1-{port}"), &["python3", &svc, "http", "m1", port]).expect("m1");
+        t.spawn(
+            &m1,
+            &format!("m1-{port}"),
+            &["python3", &svc, "http", "m1", port],
+        )
+        .expect("m1");
     }
-    t.spawn(&a1, "a1-80", &["python3", &svc, "http", "a1", "80"]).expect("a1");
-    t.spawn(&c1, "c1-80", &["python3", &svc, "http", "c1", "80"]).expect("c1");
+    t.spawn(&a1, "a1-80", &["python3", &svc, "http", "a1", "80"])
+        .expect("a1");
+    t.spawn(&c1, "c1-80", &["python3", &svc, "http", "c1", "80"])
+        .expect("c1");
 
     let acme_cfg = gw_config("acme", "10.1.0.0/24", "198.51.100.1", "10.1.0.1")
-        + &format!("[[vpc_peerings]]\nname = \"marvelous\"\nsubnet = \"10.2.0.0/24\"\nvia = \"198.51.100.2\"\npolicy = \"accept\"\nconsent_key = \"{KEY}\"\n");
+        + &format!(
+            "[[vpc_peerings]]\nname = \"marvelous\"\nsubnet = \"10.2.0.0/24\"\nvia = \"198.51.100.2\"\npolicy = \"accept\"\nconsent_key = \"{KEY}\"\n"
+        );
     let a = start(&mut t, &acme, &acme_cfg);
-    let m = start(&mut t, &marv, &gw_config("marvelous", "10.2.0.0/24", "198.51.100.2", "10.2.0.1"));
-    wait_tcp(&m1, "10.2.0.10:22".parse().expect("addr"), Duration::from_secs(10)).expect("m1 up");
+    let m = start(
+        &mut t,
+        &marv,
+        &gw_config("marvelous", "10.2.0.0/24", "198.51.100.2", "10.2.0.1"),
+    );
+    wait_tcp(
+        &m1,
+        "10.2.0.10:22".parse().expect("addr"),
+        Duration::from_secs(10),
+    )
+    .expect("m1 up");
 
     // Only acme declares: nothing crosses, acme shows pending.
     std::thread::sleep(Duration::from_millis(1500));
     assert_eq!(peering_state(&a), "pending");
-    assert!(get(&a1, "http://10.2.0.10/").is_none(), "acme -> marvelous must not pass");
-    assert!(get(&m1, "http://10.1.0.10/").is_none(), "marvelous -> acme must not pass");
+    assert!(
+        get(&a1, "http://10.2.0.10/").is_none(),
+        "acme -> marvelous must not pass"
+    );
+    assert!(
+        get(&m1, "http://10.1.0.10/").is_none(),
+        "marvelous -> acme must not pass"
+    );
 
     // A forged hello: the intruder takes marvelous's address and signs with a guessed key.
-    intruder.sh("ip addr add 198.51.100.2/32 dev eth0 2>/dev/null; true").expect("spoof");
+    intruder
+        .sh("ip addr add 198.51.100.2/32 dev eth0 2>/dev/null; true")
+        .expect("spoof");
     let forge = r#"
 import hmac, hashlib, socket, struct, time
 for i in range(10):
@@ -124,51 +213,156 @@ for i in range(10):
     time.sleep(0.1)
 "#;
     intruder.run(&["python3", "-c", forge]).expect("forge");
-    assert_eq!(peering_state(&a), "pending", "a forged hello made the peering active");
+    assert_eq!(
+        peering_state(&a),
+        "pending",
+        "a forged hello made the peering active"
+    );
     assert!(get(&a1, "http://10.2.0.10/").is_none());
-    intruder.sh("ip addr del 198.51.100.2/32 dev eth0").expect("unspoof");
+    intruder
+        .sh("ip addr del 198.51.100.2/32 dev eth0")
+        .expect("unspoof");
     // The impostor's ARP traffic taught acme its MAC for marvelous's address: forget it.
     acme.sh("ip neigh flush all").expect("neigh flush");
 
     // marvelous declares the mirror: both active, real addresses both ways.
-    let r = curl(&m.host, "POST", "/v1/vpc-peerings", Some(&m.token), Some(&peering("acme", "10.1.0.0/24", "198.51.100.1", r#","policy":"accept""#)), &[]);
+    let r = curl(
+        &m.host,
+        "POST",
+        "/v1/vpc-peerings",
+        Some(&m.token),
+        Some(&peering(
+            "acme",
+            "10.1.0.0/24",
+            "198.51.100.1",
+            r#","policy":"accept""#,
+        )),
+        &[],
+    );
     assert_eq!(r.status, 201, "{}", r.body);
-    if wait_for(Duration::from_secs(3), "both active", || (peering_state(&a) == "active" && peering_state(&m) == "active").then_some(())).is_err() {
-        panic!("not active: acme {} marvelous {}\n{}\n{}", peering_state(&a), peering_state(&m), t.proc(a.proc).output(), t.proc(m.proc).output());
+    if wait_for(Duration::from_secs(3), "both active", || {
+        (peering_state(&a) == "active" && peering_state(&m) == "active").then_some(())
+    })
+    .is_err()
+    {
+        panic!(
+            "not active: acme {} marvelous {}\n{}\n{}",
+            peering_state(&a),
+            peering_state(&m),
+            t.proc(a.proc).output(),
+            t.proc(m.proc).output()
+        );
     }
-    let body = wait_for(Duration::from_secs(2), "acme -> marvelous", || get(&a1, "http://10.2.0.10/")).expect("a1 -> m1");
+    let body = wait_for(Duration::from_secs(2), "acme -> marvelous", || {
+        get(&a1, "http://10.2.0.10/")
+    })
+    .expect("a1 -> m1");
     assert!(body.contains("you are 10.1.0.10:"), "{body}");
     let body = get(&m1, "http://10.1.0.10/").expect("m1 -> a1");
     assert!(body.contains("you are 10.2.0.10:"), "{body}");
 
     // marvelous: policy drop with an ingress exception tcp/443.
-    let r = curl(&m.host, "PUT", "/v1/vpc-peerings/acme", Some(&m.token), Some(&peering("acme", "10.1.0.0/24", "198.51.100.1", r#","policy":"drop","ingress_rules":[{"protocol":"tcp","ports":"443"}]"#)), &[]);
+    let r = curl(
+        &m.host,
+        "PUT",
+        "/v1/vpc-peerings/acme",
+        Some(&m.token),
+        Some(&peering(
+            "acme",
+            "10.1.0.0/24",
+            "198.51.100.1",
+            r#","policy":"drop","ingress_rules":[{"protocol":"tcp","ports":"443"}]"#,
+        )),
+        &[],
+    );
     assert_eq!(r.status, 200, "{}", r.body);
-    wait_for(Duration::from_secs(2), "policy drop", || get(&a1, "http://10.2.0.10:22/").is_none().then_some(())).expect("22 dropped");
-    assert!(get(&a1, "http://10.2.0.10:443/").is_some(), "443 is the exception");
+    wait_for(Duration::from_secs(2), "policy drop", || {
+        get(&a1, "http://10.2.0.10:22/").is_none().then_some(())
+    })
+    .expect("22 dropped");
+    assert!(
+        get(&a1, "http://10.2.0.10:443/").is_some(),
+        "443 is the exception"
+    );
     // policy accept with an exception tcp/22.
-    let r = curl(&m.host, "PUT", "/v1/vpc-peerings/acme", Some(&m.token), Some(&peering("acme", "10.1.0.0/24", "198.51.100.1", r#","policy":"accept","ingress_rules":[{"protocol":"tcp","ports":"22"}]"#)), &[]);
+    let r = curl(
+        &m.host,
+        "PUT",
+        "/v1/vpc-peerings/acme",
+        Some(&m.token),
+        Some(&peering(
+            "acme",
+            "10.1.0.0/24",
+            "198.51.100.1",
+            r#","policy":"accept","ingress_rules":[{"protocol":"tcp","ports":"22"}]"#,
+        )),
+        &[],
+    );
     assert_eq!(r.status, 200, "{}", r.body);
-    wait_for(Duration::from_secs(2), "policy accept", || get(&a1, "http://10.2.0.10/").map(|_| ())).expect("80 open");
-    assert!(get(&a1, "http://10.2.0.10:22/").is_none(), "22 is the exception");
+    wait_for(Duration::from_secs(2), "policy accept", || {
+        get(&a1, "http://10.2.0.10/").map(|_| ())
+    })
+    .expect("80 open");
+    assert!(
+        get(&a1, "http://10.2.0.10:22/").is_none(),
+        "22 is the exception"
+    );
 
     // marvelous removes its peering: traffic stops within 2 s, acme shows pending.
-    let r = curl(&m.host, "DELETE", "/v1/vpc-peerings/acme", Some(&m.token), None, &[]);
+    let r = curl(
+        &m.host,
+        "DELETE",
+        "/v1/vpc-peerings/acme",
+        Some(&m.token),
+        None,
+        &[],
+    );
     assert_eq!(r.status, 204);
-    wait_for(Duration::from_secs(2), "cut", || get(&a1, "http://10.2.0.10/").is_none().then_some(())).expect("cut within 2 s");
-    wait_for(Duration::from_secs(2), "acme pending", || (peering_state(&a) == "pending").then_some(())).expect("pending");
+    wait_for(Duration::from_secs(2), "cut", || {
+        get(&a1, "http://10.2.0.10/").is_none().then_some(())
+    })
+    .expect("cut within 2 s");
+    wait_for(Duration::from_secs(2), "acme pending", || {
+        (peering_state(&a) == "pending").then_some(())
+    })
+    .expect("pending");
 
     // Declared again, then marvelous's gateway dies: acme shows down.
-    let r = curl(&m.host, "POST", "/v1/vpc-peerings", Some(&m.token), Some(&peering("acme", "10.1.0.0/24", "198.51.100.1", "")), &[]);
+    let r = curl(
+        &m.host,
+        "POST",
+        "/v1/vpc-peerings",
+        Some(&m.token),
+        Some(&peering("acme", "10.1.0.0/24", "198.51.100.1", "")),
+        &[],
+    );
     assert_eq!(r.status, 201);
-    wait_for(Duration::from_secs(3), "active again", || (peering_state(&a) == "active").then_some(())).expect("active");
+    wait_for(Duration::from_secs(3), "active again", || {
+        (peering_state(&a) == "active").then_some(())
+    })
+    .expect("active");
     t.proc(m.proc).kill();
-    wait_for(Duration::from_secs(3), "acme down", || (peering_state(&a) == "down").then_some(())).expect("down");
+    wait_for(Duration::from_secs(3), "acme down", || {
+        (peering_state(&a) == "down").then_some(())
+    })
+    .expect("down");
 
     // consent = "none" to a plain router: one-sided and working.
-    let r = curl(&a.host, "POST", "/v1/vpc-peerings", Some(&a.token), Some(r#"{"name":"ceph","subnet":"10.50.0.0/24","via":"198.51.100.50","consent":"none","policy":"accept"}"#), &[]);
+    let r = curl(
+        &a.host,
+        "POST",
+        "/v1/vpc-peerings",
+        Some(&a.token),
+        Some(
+            r#"{"name":"ceph","subnet":"10.50.0.0/24","via":"198.51.100.50","consent":"none","policy":"accept"}"#,
+        ),
+        &[],
+    );
     assert_eq!(r.status, 201, "{}", r.body);
-    let body = wait_for(Duration::from_secs(2), "acme -> ceph", || get(&a1, "http://10.50.0.10/")).expect("a1 -> c1");
+    let body = wait_for(Duration::from_secs(2), "acme -> ceph", || {
+        get(&a1, "http://10.50.0.10/")
+    })
+    .expect("a1 -> c1");
     assert!(body.contains("you are 10.1.0.10:"), "{body}");
     let _ = a.proc;
 }

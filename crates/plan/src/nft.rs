@@ -233,8 +233,14 @@ pub fn render(d: &Desired, z: &ZoneSpec, observed: &crate::Observed) -> Table {
         let id = crate::ipsec_id(&p.name);
         if p.consent == Consent::Mutual && !observed.consented_peerings.contains(&p.name) {
             // No consent (yet): nothing crosses in either direction, not even as egress.
-            forward.rule(format!("ip daddr {} counter drop comment \"peering-{id}-pending\"", p.subnet));
-            forward.rule(format!("ip saddr {} counter drop comment \"peering-{id}-pending\"", p.subnet));
+            forward.rule(format!(
+                "ip daddr {} counter drop comment \"peering-{id}-pending\"",
+                p.subnet
+            ));
+            forward.rule(format!(
+                "ip saddr {} counter drop comment \"peering-{id}-pending\"",
+                p.subnet
+            ));
             continue;
         }
         forward.rule(format!(

@@ -16,7 +16,10 @@ fn transfer(ns: &Netns, ifname: &str) -> (u64, u64) {
 
 #[test]
 fn interop_with_wireguard_go_ping_tcp_and_wg_show() {
-    assert!(can_run(&["ip", "wg", "wireguard-go", "iperf3", "ping"]), "this end-to-end test needs root and the tools it names");
+    assert!(
+        can_run(&["ip", "wg", "wireguard-go", "iperf3", "ping"]),
+        "this end-to-end test needs root and the tools it names"
+    );
     let a = Netns::new("a");
     let b = Netns::new("b");
     a.veth_to(&b, ("va", "192.0.2.1/24"), ("vb", "192.0.2.2/24"));

@@ -44,7 +44,10 @@ fn server_conf(name: &str, key: &str, peers: &[(&str, &str)]) -> String {
 
 #[test]
 fn removing_a_peer_cuts_it_within_1s_and_spares_the_other() {
-    assert!(can_run(&["ip", "wg", "ping"]), "this end-to-end test needs root and the tools it names");
+    assert!(
+        can_run(&["ip", "wg", "ping"]),
+        "this end-to-end test needs root and the tools it names"
+    );
     let s = Netns::new("s");
     let c1 = Netns::new("c1");
     let c2 = Netns::new("c2");
