@@ -550,8 +550,7 @@ async fn reconcile_once(d: &Daemon) -> bool {
     };
     d.refresh_tokens(&report.desired);
     d.consent.set_intents(consent_intents(&report.desired));
-    let mut observed = kawaii_plan::Observed::default();
-    observed.consented_peerings = d.consent.consented();
+    let observed = kawaii_plan::Observed { consented_peerings: d.consent.consented() };
     let peerings = d.consent.status();
     d.api.update_status(|s| {
         s.details.insert(
