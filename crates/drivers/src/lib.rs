@@ -3,10 +3,13 @@
 //! the previous state in force.
 
 pub mod consent;
+pub mod ipsec;
+mod ipsec_vici;
 pub mod netlink;
 pub mod nftables;
 pub mod router;
 mod tool;
+pub mod vrrp;
 
 use kawaii_plan::Plan;
 use std::future::Future;

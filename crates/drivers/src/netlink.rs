@@ -97,17 +97,38 @@ impl Driver for Netlink {
                 .map(|a| (a.interface.clone(), a.address.clone()))
                 .collect();
             let owned = self.owned.lock().map(|o| o.clone()).unwrap_or_default();
+            // One `ip addr show` per interface (a VIP takeover waits on this).
+            let mut have: std::collections::BTreeMap<String, BTreeSet<String>> = Default::default();
+            let devs: BTreeSet<&String> = owned
+                .iter()
+                .chain(&wanted)
+                .map(|(d, _)| d)
+                .chain(net.absent.iter().map(|a| &a.interface))
+                .collect();
+            for dev in devs {
+                if let Ok(list) = addresses_of(dev).await {
+                    have.insert(dev.clone(), list);
+                }
+            }
+            let present = |dev: &str, addr: &str| have.get(dev).is_some_and(|s| s.contains(addr));
             for (dev, addr) in owned.difference(&wanted) {
-                if addresses_of(dev)
-                    .await
-                    .map(|s| s.contains(addr))
-                    .unwrap_or(false)
-                {
+                if present(dev, addr) {
                     batch.push_str(&format!("addr del {addr} dev {dev}\n"));
                 }
             }
+            // HA: VIPs another instance holds must not linger here (a killed earlier run).
+            for a in &net.absent {
+                if !owned.contains(&(a.interface.clone(), a.address.clone()))
+                    && present(&a.interface, &a.address)
+                {
+                    batch.push_str(&format!("addr del {} dev {}\n", a.address, a.interface));
+                }
+            }
             for (dev, addr) in &wanted {
-                if !addresses_of(dev).await?.contains(addr) {
+                if !have.contains_key(dev) {
+                    addresses_of(dev).await?;
+                }
+                if !present(dev, addr) {
                     batch.push_str(&format!("addr add {addr} dev {dev}\n"));
                 }
             }

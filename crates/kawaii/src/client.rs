@@ -427,6 +427,8 @@ pub fn render(file: &Path, zone: Option<&str>, what: RenderWhat) -> anyhow::Resu
             None => bail!("this node has no zone, so no firewall of its own"),
         },
         RenderWhat::Routes => print!("{}", plan.net.render()),
+        RenderWhat::Ipsec => println!("{}", serde_json::to_string_pretty(&plan.ipsec)?),
+        RenderWhat::Vrrp => print!("{}", kawaii_plan::vrrp::render(&plan.vrrp)),
         other => bail!("rendering {other:?} is not available yet: that capability has not landed"),
     }
     Ok(ExitCode::SUCCESS)

@@ -37,7 +37,10 @@ fn ns(host: &str) -> String {
     format!("{PREFIX}-{host}")
 }
 
-pub fn up(config: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+pub fn up(config: Option<PathBuf>, zones: u8) -> anyhow::Result<ExitCode> {
+    if zones == 2 {
+        return up_ha(config);
+    }
     if record_path().exists() {
         bail!("the lab is already up; `kawaii lab down` first");
     }
@@ -209,5 +212,75 @@ pub fn down() -> anyhow::Result<ExitCode> {
         r.namespaces.len(),
         r.pids.len()
     );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `kawaii lab up --zones 2`: the two-zone HA topology (see `kawaii_testkit::lab::build_ha`).
+fn up_ha(config: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    if record_path().exists() {
+        bail!("the lab is already up; `kawaii lab down` first");
+    }
+    if !kawaii_testkit::can_run() {
+        bail!("the lab needs root and iproute2 (it builds network namespaces)");
+    }
+    let started = Instant::now();
+    let dir = Path::new(DIR);
+    std::fs::create_dir_all(dir)?;
+    let cfg = dir.join("gateway.toml");
+    match &config {
+        Some(c) => std::fs::copy(c, &cfg)
+            .with_context(|| format!("reading {}", c.display()))
+            .map(|_| ())?,
+        None => std::fs::write(&cfg, lab::ha_config(5, "0s"))?,
+    }
+    if let Err(errors) = crate::config::load_valid(&cfg) {
+        let _ = std::fs::remove_dir_all(dir);
+        let list: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        bail!("{}", list.join("\n"));
+    }
+    let mut topo = Topology::persistent(PREFIX, dir)?;
+    let opts = lab::HaLabOptions {
+        kawaii: std::env::current_exe()?,
+        config: cfg.clone(),
+        env: vec![],
+        start_b: true,
+    };
+    let built = lab::build_ha(&mut topo, &opts);
+    if let Err(e) = built {
+        topo.teardown();
+        let _ = std::fs::remove_dir_all(dir);
+        bail!("building the lab failed (everything it made was removed): {e}");
+    }
+    let record = LabRecord {
+        namespaces: topo.hosts().map(|h| h.ns.clone()).collect(),
+        pids: topo.pids(),
+        state: dir.join("state-zone-a"),
+        config: cfg.clone(),
+    };
+    std::fs::write(record_path(), serde_json::to_string_pretty(&record)?)?;
+    println!(
+        "Kawaii HA lab (2 zones) is up in {:.1}s: namespaces {}.",
+        started.elapsed().as_secs_f64(),
+        record.namespaces.join(", ")
+    );
+    println!(
+        r#"
+  internet 198.51.100.10 ── router 203.0.113.1 ── pub ─┬─ gw-a wan0 203.0.113.11 (zone-a VIP 203.0.113.10)
+                                                      └─ gw-b wan0 203.0.113.21 (zone-b VIP 203.0.113.20)
+  lan ─┬─ gw-a lan0 10.1.0.251 (zone-a private VIP 10.1.0.1)   vm-a 10.1.0.10 via 10.1.0.1
+       └─ gw-b lan0 10.1.0.252 (zone-b private VIP 10.1.0.2)   vm-b 10.1.0.40 via 10.1.0.2
+
+Try:
+  kawaii lab exec vm-a curl -s http://198.51.100.10/      # leaves with zone-a's VIP 203.0.113.10
+  kawaii lab exec vm-a ping -i 0.01 198.51.100.10         # keep it running, and in another shell:
+  kawaii lab exec gw-a ip link set lan0 down              # zone-a fails: gw-b takes 10.1.0.1 in ~0.2 s
+  kawaii lab exec gw-b ip -4 addr show                    # gw-b now holds both zones' VIPs
+  kawaii lab exec gw-a ip link set lan0 up                # zone-a preempts: its VIPs come home
+  kawaii lab exec gw-b kawaii render --config {cfg} --zone zone-b --what vrrp
+  kawaii lab down
+"#,
+        cfg = cfg.display()
+    );
+    topo.keep();
     Ok(ExitCode::SUCCESS)
 }

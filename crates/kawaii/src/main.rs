@@ -112,6 +112,9 @@ enum LabCommand {
         /// Gateway config for the lab (interfaces wan0 and lan0); default examples/lab.toml.
         #[arg(long, short)]
         config: Option<PathBuf>,
+        /// 2: two zones sharing a private and a public segment, one kawaii per zone (HA).
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=2))]
+        zones: u8,
     },
     /// What runs.
     Status,
@@ -170,8 +173,8 @@ fn main() -> ExitCode {
         Command::Render { config, zone, what } => client::render(&config, zone.as_deref(), what),
         Command::Import { file } => config::import(&file),
         Command::Lab {
-            command: LabCommand::Up { config },
-        } => lab::up(config),
+            command: LabCommand::Up { config, zones },
+        } => lab::up(config, zones),
         Command::Lab {
             command: LabCommand::Status,
         } => lab::status(),

@@ -87,11 +87,14 @@ struct Daemon {
     metrics: Metrics,
     drivers: Vec<Arc<dyn Driver>>,
     router: Arc<kawaii_drivers::router::Router>,
+    ipsec: Arc<kawaii_drivers::ipsec::Ipsec>,
     counters: Arc<RuleCounters>,
     /// VPC-peering consent speaker; its changes re-plan through `replan`.
     consent: Arc<kawaii_drivers::consent::Consent>,
     /// Woken when something observed (not the store) changes what the plan must be.
     replan: Arc<Notify>,
+    /// The VRRP speaker (multi-zone HA); idle without HA.
+    vrrp: Arc<kawaii_drivers::vrrp::Speaker>,
 }
 
 /// The nftables rule counters, read back from the kernel; exported on `/metrics` and in status.
@@ -191,11 +194,16 @@ async fn daemon(
     let counters = Arc::new(RuleCounters::default());
     registry.register_collector(Box::new(counters.clone()));
     let router = Arc::new(kawaii_drivers::router::Router::new(&mut registry));
+    let ipsec = Arc::new(kawaii_drivers::ipsec::Ipsec::new(&state_dir));
+    let vrrp =
+        Arc::new(kawaii_drivers::vrrp::Speaker::start().context("starting the VRRP thread")?);
+    registry.register_collector(Box::new(VrrpMetrics(vrrp.clone())));
     let api = ApiState::new(store.clone(), registry);
     let drivers: Vec<Arc<dyn Driver>> = vec![
         Arc::new(kawaii_drivers::netlink::Netlink::new()),
         Arc::new(kawaii_drivers::nftables::Nftables::new()),
         router.clone(),
+        ipsec.clone(),
     ];
     let replan = Arc::new(Notify::new());
     let consent = kawaii_drivers::consent::Consent::new(replan.clone());
@@ -208,9 +216,11 @@ async fn daemon(
         metrics,
         drivers,
         router,
+        ipsec,
         counters,
         consent,
         replan,
+        vrrp,
     });
 
     // The file first: a good file that changed since it was last applied becomes the state.
@@ -243,6 +253,25 @@ async fn daemon(
             .clone()
             .run(kawaii_plan::CONSENT_PORT, stop_rx.clone()),
     );
+    // HA: a change of VIP ownership re-plans at once (addresses, SNAT, openings follow it).
+    let vrrp_task = tokio::spawn({
+        let d = d.clone();
+        let mut stop = stop_rx.clone();
+        let mut owned = d.vrrp.owned();
+        async move {
+            loop {
+                tokio::select! {
+                    r = owned.changed() => if r.is_err() { break },
+                    _ = stop.changed() => break,
+                }
+                d.replan.notify_one();
+                let status = serde_json::to_value(d.vrrp.status()).unwrap_or_default();
+                d.api.update_status(|s| {
+                    s.details.insert("vrrp".into(), status);
+                });
+            }
+        }
+    });
     let counters_task = tokio::spawn({
         let d = d.clone();
         let mut stop = stop_rx.clone();
@@ -250,8 +279,16 @@ async fn daemon(
             loop {
                 d.counters.refresh(&d.api).await;
                 let router = d.router.status();
+                let ipsec = d.ipsec.status();
+                let vrrp = d.vrrp.status();
+                let vrrp =
+                    (!vrrp.is_empty()).then(|| serde_json::to_value(vrrp).unwrap_or_default());
                 d.api.update_status(|s| {
+                    if let Some(v) = vrrp {
+                        s.details.insert("vrrp".into(), v);
+                    }
                     s.details.insert("router".into(), router);
+                    s.details.insert("ipsec".into(), ipsec);
                 });
                 tokio::select! {
                     _ = tokio::time::sleep(Duration::from_secs(2)) => {}
@@ -274,13 +311,22 @@ async fn daemon(
         }
     }
     info!("stopping");
+    // HA: resign every virtual router first (priority 0: a backup takes over after Skew_Time),
+    // then drop the VIPs from this node's interfaces.
+    if !d.vrrp.status().is_empty() {
+        let speaker = d.vrrp.clone();
+        let _ = tokio::task::spawn_blocking(move || speaker.shutdown()).await;
+        reconcile_once(&d).await;
+    }
     let _ = stop_tx.send(true);
     // Drain the domain router: no new connections, established ones get time to finish.
     d.router.drain(DRAIN).await;
+    d.ipsec.shutdown().await;
     let _ = tokio::time::timeout(Duration::from_secs(10), async {
         let _ = api_task.await;
         let _ = reconcile_task.await;
         let _ = consent_task.await;
+        let _ = vrrp_task.await;
         let _ = watch_task.await;
         let _ = counters_task.await;
     })
@@ -550,7 +596,15 @@ async fn reconcile_once(d: &Daemon) -> bool {
     };
     d.refresh_tokens(&report.desired);
     d.consent.set_intents(consent_intents(&report.desired));
-    let observed = kawaii_plan::Observed { consented_peerings: d.consent.consented() };
+    let observed = kawaii_plan::Observed {
+        consented_peerings: d.consent.consented(),
+        // HA: the zones whose VIPs the VRRP speaker says this node holds.
+        vip_zones: report
+            .desired
+            .ha
+            .is_some()
+            .then(|| d.vrrp.owned().borrow().clone()),
+    };
     let peerings = d.consent.status();
     d.api.update_status(|s| {
         s.details.insert(
@@ -625,7 +679,29 @@ async fn reconcile_once(d: &Daemon) -> bool {
         .get_or_create(&vec![("result".into(), result.into())])
         .inc();
     d.metrics.applied_revision.set(applied as i64);
+    // HA: the speaker follows the plan; a failed data plane lowers this node's priorities; the
+    // VIPs just applied are announced (gratuitous ARP) once per takeover.
+    d.vrrp.configure(plan.vrrp.clone());
+    d.vrrp.set_healthy(all_ok);
+    if let Some(held) = &observed.vip_zones {
+        let now: std::collections::BTreeSet<String> = d
+            .vrrp
+            .owned()
+            .borrow()
+            .intersection(held)
+            .cloned()
+            .collect();
+        let started = std::time::Instant::now();
+        for zone in d.vrrp.announce(&now) {
+            info!(zone = %zone, took_us = started.elapsed().as_micros() as u64, "VIPs taken over; gratuitous ARP sent");
+        }
+    }
+    let vrrp =
+        (!plan.vrrp.is_empty()).then(|| serde_json::to_value(d.vrrp.status()).unwrap_or_default());
     d.api.update_status(|s: &mut Status| {
+        if let Some(v) = vrrp {
+            s.details.insert("vrrp".into(), v);
+        }
         s.gateway = report.desired.name.clone();
         s.zone = plan.zone.clone();
         s.desired_revision = snap.revision;
@@ -658,4 +734,62 @@ fn consent_intents(d: &Desired) -> Vec<kawaii_drivers::consent::Intent> {
             })
         })
         .collect()
+}
+
+/// `kawaii_vrrp_*` metrics per virtual router, read from the speaker at scrape time.
+#[derive(Debug)]
+struct VrrpMetrics(Arc<kawaii_drivers::vrrp::Speaker>);
+
+impl prometheus_client::collector::Collector for VrrpMetrics {
+    fn encode(
+        &self,
+        mut enc: prometheus_client::encoding::DescriptorEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        use prometheus_client::encoding::EncodeMetric;
+        use prometheus_client::metrics::counter::ConstCounter;
+        use prometheus_client::metrics::gauge::ConstGauge;
+        let list = self.0.status();
+        type Get = fn(&kawaii_drivers::vrrp::RouterStatus) -> u64;
+        let counters: [(&str, &str, Get); 3] = [
+            (
+                "kawaii_vrrp_master_transitions",
+                "Transitions to Master per virtual router",
+                |r| r.transitions,
+            ),
+            (
+                "kawaii_vrrp_adverts_sent",
+                "VRRP adverts sent per virtual router",
+                |r| r.adverts_sent,
+            ),
+            (
+                "kawaii_vrrp_adverts_received",
+                "VRRP adverts received per virtual router",
+                |r| r.adverts_received,
+            ),
+        ];
+        for (name, help, get) in counters {
+            let mut family = enc.encode_descriptor(
+                name,
+                help,
+                None,
+                prometheus_client::metrics::MetricType::Counter,
+            )?;
+            for r in &list {
+                let labels = [("zone", r.zone.clone()), ("vrid", r.vrid.to_string())];
+                ConstCounter::new(get(r)).encode(family.encode_family(&labels)?)?;
+            }
+        }
+        let mut family = enc.encode_descriptor(
+            "kawaii_vrrp_master",
+            "1 when this node is master of the virtual router (holds the zone's VIPs)",
+            None,
+            prometheus_client::metrics::MetricType::Gauge,
+        )?;
+        for r in &list {
+            let labels = [("zone", r.zone.clone()), ("vrid", r.vrid.to_string())];
+            let v = i64::from(r.state == kawaii_drivers::vrrp::State::Master);
+            ConstGauge::new(v).encode(family.encode_family(&labels)?)?;
+        }
+        Ok(())
+    }
 }

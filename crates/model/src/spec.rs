@@ -34,6 +34,9 @@ pub struct Gateway {
     pub routes: Vec<Route>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub router: Option<RouterSettings>,
+    /// Multi-zone HA (VRRPv3) settings; see docs/ha.md.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ha: Option<HaSettings>,
 }
 
 /// `[router]`: the domain router's listeners, limits and timeouts (all optional).
@@ -142,6 +145,39 @@ pub struct Zone {
     pub public_gateway: String,
     /// This zone's private gateway VIP (its prefix comes from `private_subnet`).
     pub private_vip: String,
+    /// HA: this zone's instance's own fixed address on `public_interface` (configured by the
+    /// host, never by kawaii).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_address: Option<String>,
+    /// HA: this zone's instance's own fixed address on `private_interface` (configured by the
+    /// host): the source of its VRRP adverts. Required when there are several zones.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub private_address: Option<String>,
+    /// HA: the VRID of this zone's virtual router (default 51 + the zone's index).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vrid: Option<u32>,
+    /// HA: the private instances that use this zone's private VIP as their gateway (a CIDR in
+    /// `private_subnet`); whoever holds the zone's VIPs SNATs them to this zone's public VIP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub private_hosts: Option<String>,
+}
+
+/// `[ha]`: VRRPv3 timing and transport, shared by every zone's virtual router.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HaSettings {
+    /// Advertisement interval in centiseconds, 1..=4095 (default 5: failover in about 0.2 s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub advert_interval_cs: Option<u32>,
+    /// Whether the home zone takes its VIPs back after recovering (default true).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preempt: Option<bool>,
+    /// How long after entering Backup preemption waits (default "0s").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preempt_delay: Option<String>,
+    /// Send adverts to the sibling instances' private addresses instead of 224.0.0.18.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub unicast: bool,
 }
 
 /// An opening on the public VIPs.

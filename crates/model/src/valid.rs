@@ -128,7 +128,28 @@ pub struct ZoneSpec {
     pub public_vip: Ipv4Net,
     pub public_gateway: Ipv4Addr,
     pub private_vip: Ipv4Net,
+    /// HA: the instance's own fixed addresses (host-configured).
+    pub public_address: Option<Ipv4Addr>,
+    pub private_address: Option<Ipv4Addr>,
+    /// HA: this zone's VRID.
+    pub vrid: u8,
+    /// HA: the private instances whose gateway is this zone's private VIP.
+    pub private_hosts: Option<Ipv4Net>,
 }
+
+/// Multi-zone HA, typed. Present when the config has several zones or an `[ha]` section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HaSpec {
+    pub advert_interval_cs: u16,
+    pub preempt: bool,
+    pub preempt_delay: std::time::Duration,
+    pub unicast: bool,
+}
+
+/// Default VRRP advert interval: 5 cs, so a backup takes over ~0.18 s after the last advert.
+pub const DEFAULT_ADVERT_INTERVAL_CS: u16 = 5;
+/// Default VRID of zone `i` is `DEFAULT_VRID_BASE + i`.
+pub const DEFAULT_VRID_BASE: u32 = 51;
 
 /// A rule inside a peering or an IPsec connection, typed. `net` is the far side's network.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -285,6 +306,8 @@ pub struct Desired {
     pub pipes: Vec<PipeSpec>,
     pub routes: Vec<RouteSpec>,
     pub router: RouterSpec,
+    /// None: no VRRP (one zone, no `[ha]`): the zone's VIPs are always held.
+    pub ha: Option<HaSpec>,
 }
 
 /// A valid document's typed form and the warnings it earned.
@@ -328,10 +351,11 @@ fn check_gateway(g: &Gateway, e: &mut Errors) -> Option<Desired> {
     unique(e, "zones", g.zones.iter().map(|z| z.name.as_str()), "name");
     for (i, z) in g.zones.iter().enumerate() {
         let p = format!("zones[{i}]");
-        if let Some(z) = check_zone(z, &p, private_subnet, e) {
+        if let Some(z) = check_zone(z, i, &p, private_subnet, e) {
             zones.push(z);
         }
     }
+    let ha = check_ha(g, &zones, e);
     if private_subnet.is_none() && !g.zones.is_empty() && g.gateway.private_subnet.is_none() {
         e.push(
             "gateway.private_subnet",
@@ -533,6 +557,67 @@ fn check_gateway(g: &Gateway, e: &mut Errors) -> Option<Desired> {
         pipes,
         routes,
         router: router?,
+        ha,
+    })
+}
+
+/// `[ha]` and the per-zone HA fields: VRRP runs when there are several zones or an `[ha]` section.
+fn check_ha(g: &Gateway, zones: &[ZoneSpec], e: &mut Errors) -> Option<HaSpec> {
+    if g.ha.is_none() && g.zones.len() <= 1 {
+        return None;
+    }
+    let h = g.ha.clone().unwrap_or_default();
+    let advert_interval_cs = match h.advert_interval_cs {
+        None => DEFAULT_ADVERT_INTERVAL_CS,
+        Some(c @ 1..=4095) => c as u16,
+        Some(c) => {
+            e.push(
+                "ha.advert_interval_cs",
+                format!("{c} is outside 1..=4095 (centiseconds)"),
+            );
+            DEFAULT_ADVERT_INTERVAL_CS
+        }
+    };
+    let preempt_delay = match &h.preempt_delay {
+        None => std::time::Duration::ZERO,
+        Some(s) => e
+            .check("ha.preempt_delay", crate::duration::parse(s))
+            .unwrap_or_default(),
+    };
+    for (i, z) in g.zones.iter().enumerate() {
+        if z.private_address.is_none() {
+            e.push(
+                format!("zones[{i}].private_address"),
+                "is required with HA (several zones or [ha]): the instance's own address, the VRRP source",
+            );
+        }
+    }
+    let mut vrids = std::collections::BTreeMap::new();
+    for (i, z) in zones.iter().enumerate() {
+        if let Some(other) = vrids.insert(z.vrid, i) {
+            e.push(
+                format!("zones[{i}].vrid"),
+                format!("{} is already zones[{other}]'s VRID", z.vrid),
+            );
+        }
+    }
+    for (i, a) in zones.iter().enumerate() {
+        for b in &zones[..i] {
+            if let (Some(x), Some(y)) = (a.private_hosts, b.private_hosts)
+                && (x.contains(&y.network()) || y.contains(&x.network()))
+            {
+                e.push(
+                    format!("zones[{i}].private_hosts"),
+                    format!("{x} overlaps zone {}'s {y}", b.name),
+                );
+            }
+        }
+    }
+    Some(HaSpec {
+        advert_interval_cs,
+        preempt: h.preempt.unwrap_or(true),
+        preempt_delay,
+        unicast: h.unicast,
     })
 }
 
@@ -676,7 +761,13 @@ pub fn sha256_hex(s: &str) -> Option<[u8; 32]> {
     Some(out)
 }
 
-fn check_zone(z: &Zone, p: &str, private: Option<Ipv4Net>, e: &mut Errors) -> Option<ZoneSpec> {
+fn check_zone(
+    z: &Zone,
+    index: usize,
+    p: &str,
+    private: Option<Ipv4Net>,
+    e: &mut Errors,
+) -> Option<ZoneSpec> {
     if z.name.trim().is_empty() {
         e.push(format!("{p}.name"), "must not be empty");
     }
@@ -713,6 +804,48 @@ fn check_zone(z: &Zone, p: &str, private: Option<Ipv4Net>, e: &mut Errors) -> Op
         }
         _ => None,
     };
+    let public_address = z
+        .public_address
+        .as_deref()
+        .and_then(|s| e.check(format!("{p}.public_address"), ipv4(s)));
+    let private_address = z
+        .private_address
+        .as_deref()
+        .and_then(|s| e.check(format!("{p}.private_address"), ipv4(s)));
+    if let (Some(a), Some(net)) = (private_address, private)
+        && !net.contains(&a)
+    {
+        e.push(
+            format!("{p}.private_address"),
+            format!("{a} is not in the private subnet {net}"),
+        );
+    }
+    if private_address.is_some() && private_address == private_ip {
+        e.push(
+            format!("{p}.private_address"),
+            "must differ from private_vip (the VIP floats)",
+        );
+    }
+    let vrid = match z.vrid {
+        None => u8::try_from(DEFAULT_VRID_BASE + index as u32).unwrap_or(255),
+        Some(v @ 1..=255) => v as u8,
+        Some(v) => {
+            e.push(format!("{p}.vrid"), format!("{v} is outside 1..=255"));
+            1
+        }
+    };
+    let private_hosts = z
+        .private_hosts
+        .as_deref()
+        .and_then(|s| e.check(format!("{p}.private_hosts"), cidr(s)));
+    if let (Some(h), Some(net)) = (private_hosts, private)
+        && !(net.contains(&h.network()) && net.prefix_len() <= h.prefix_len())
+    {
+        e.push(
+            format!("{p}.private_hosts"),
+            format!("{h} is not inside the private subnet {net}"),
+        );
+    }
     Some(ZoneSpec {
         name: z.name.clone(),
         public_interface: z.public_interface.clone(),
@@ -720,6 +853,10 @@ fn check_zone(z: &Zone, p: &str, private: Option<Ipv4Net>, e: &mut Errors) -> Op
         public_vip: public_vip?,
         public_gateway: public_gateway?,
         private_vip: private_vip?,
+        public_address,
+        private_address,
+        vrid,
+        private_hosts,
     })
 }
 

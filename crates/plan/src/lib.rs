@@ -5,6 +5,7 @@ pub mod ipsec;
 pub mod net;
 pub mod nft;
 pub mod router;
+pub mod vrrp;
 
 use kawaii_model::Desired;
 use kawaii_model::valid::ZoneSpec;
@@ -25,6 +26,8 @@ pub struct Plan {
     pub router: Option<router::RouterPlan>,
     /// The swanctl connections kawaii's charon must have loaded (empty: none).
     pub ipsec: Vec<ipsec::Connection>,
+    /// The VRRP virtual routers this node takes part in (empty: no HA).
+    pub vrrp: Vec<vrrp::Instance>,
 }
 
 #[cfg(test)]
@@ -111,6 +114,9 @@ pub struct Observed {
     /// VPC peerings (by name) whose other side declared the mirror peering: only these forward
     /// traffic when their consent is `mutual`.
     pub consented_peerings: std::collections::BTreeSet<String>,
+    /// HA: the zones whose virtual router this node is master of (so whose VIPs it holds).
+    /// None: not observed (no VRRP running): the node's own zone's VIPs.
+    pub vip_zones: Option<std::collections::BTreeSet<String>>,
 }
 
 /// Plans this node with nothing observed.
@@ -124,8 +130,9 @@ pub fn plan_with(d: &Desired, zone: Option<&str>, observed: &Observed) -> Result
     Ok(Plan {
         zone: z.map(|z| z.name.clone()),
         nftables: z.map(|z| nft::render(d, z, observed)),
-        net: z.map(|z| net::plan(d, z)).unwrap_or_default(),
+        net: z.map(|z| net::plan(d, z, observed)).unwrap_or_default(),
         router: router::plan(d, z),
         ipsec: z.map(|z| ipsec::plan(d, z)).unwrap_or_default(),
+        vrrp: z.map(|z| vrrp::plan(d, z)).unwrap_or_default(),
     })
 }

@@ -32,6 +32,10 @@ pub struct NetPlan {
     pub addresses: Vec<Address>,
     pub routes: Vec<RouteEntry>,
     pub sysctls: Vec<Sysctl>,
+    /// HA: VIPs of the zones this node does not hold; removed if present (e.g. left over by a
+    /// killed previous run). Not rendered.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub absent: Vec<Address>,
 }
 
 impl NetPlan {
@@ -56,7 +60,7 @@ impl NetPlan {
     }
 }
 
-pub fn plan(d: &Desired, z: &ZoneSpec) -> NetPlan {
+pub fn plan(d: &Desired, z: &ZoneSpec, observed: &crate::Observed) -> NetPlan {
     let mut routes = vec![RouteEntry {
         destination: "default".into(),
         via: z.public_gateway.to_string(),
@@ -76,16 +80,44 @@ pub fn plan(d: &Desired, z: &ZoneSpec) -> NetPlan {
         value: v.into(),
     };
     NetPlan {
-        addresses: vec![
-            Address {
-                interface: z.public_interface.clone(),
-                address: z.public_vip.to_string(),
-            },
-            Address {
-                interface: z.private_interface.clone(),
-                address: z.private_vip.to_string(),
-            },
-        ],
+        // The VIPs of every zone this node holds, on this node's own interfaces.
+        addresses: crate::vrrp::owned(d, z, observed)
+            .into_iter()
+            .flat_map(|o| {
+                [
+                    Address {
+                        interface: z.public_interface.clone(),
+                        address: o.public_vip.to_string(),
+                    },
+                    Address {
+                        interface: z.private_interface.clone(),
+                        address: o.private_vip.to_string(),
+                    },
+                ]
+            })
+            .collect(),
+        absent: match &d.ha {
+            None => Vec::new(),
+            Some(_) => {
+                let held = crate::vrrp::owned(d, z, observed);
+                d.zones
+                    .iter()
+                    .filter(|o| !held.iter().any(|h| h.name == o.name))
+                    .flat_map(|o| {
+                        [
+                            Address {
+                                interface: z.public_interface.clone(),
+                                address: o.public_vip.to_string(),
+                            },
+                            Address {
+                                interface: z.private_interface.clone(),
+                                address: o.private_vip.to_string(),
+                            },
+                        ]
+                    })
+                    .collect()
+            }
+        },
         routes,
         sysctls: vec![
             sys("net.ipv4.ip_forward", "1"),

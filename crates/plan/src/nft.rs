@@ -136,6 +136,19 @@ pub fn render(d: &Desired, z: &ZoneSpec, observed: &crate::Observed) -> Table {
     let wan = quote(&z.public_interface);
     let lan = quote(&z.private_interface);
     let vip = z.public_vip.addr();
+    // HA: every public VIP this node holds (its own zone's only, without HA).
+    let owned = crate::vrrp::owned(d, z, observed);
+    let vips = match owned.as_slice() {
+        [] => vip.to_string(),
+        [one] => one.public_vip.addr().to_string(),
+        many => {
+            let v: Vec<String> = many
+                .iter()
+                .map(|o| o.public_vip.addr().to_string())
+                .collect();
+            format!("{{ {} }}", v.join(", "))
+        }
+    };
     let private_vip = z.private_vip.addr();
     let private = d.private_subnet.unwrap_or(z.private_vip.trunc());
 
@@ -153,7 +166,7 @@ pub fn render(d: &Desired, z: &ZoneSpec, observed: &crate::Observed) -> Table {
     );
     input
         .rule("meta l4proto icmp icmp type echo-request counter drop comment \"icmp-rate\"".into());
-    input.rule(format!("iifname {wan} ip daddr {vip} jump ingress"));
+    input.rule(format!("iifname {wan} ip daddr {vips} jump ingress"));
     input.rule("jump services".into());
     input.rule("counter drop comment \"drop\"".into());
 
@@ -162,8 +175,17 @@ pub fn render(d: &Desired, z: &ZoneSpec, observed: &crate::Observed) -> Table {
     if let Some(router) = crate::router::plan(d, Some(z)) {
         let ports: Vec<String> = router.ports().iter().map(u16::to_string).collect();
         services.rule(format!(
-            "ip daddr {vip} tcp dport {{ {} }} counter accept comment \"router\"",
+            "ip daddr {vips} tcp dport {{ {} }} counter accept comment \"router\"",
             ports.join(", ")
+        ));
+    }
+    // VRRP (RFC 5798, IP protocol 112) from the sibling instances only.
+    let siblings = crate::vrrp::siblings(d, z);
+    if d.ha.is_some() && !siblings.is_empty() {
+        let s: Vec<String> = siblings.iter().map(ToString::to_string).collect();
+        services.rule(format!(
+            "iifname {lan} ip saddr {{ {} }} ip protocol vrrp counter accept comment \"vrrp\"",
+            s.join(", ")
         ));
     }
     for p in d
@@ -330,7 +352,7 @@ pub fn render(d: &Desired, z: &ZoneSpec, observed: &crate::Observed) -> Table {
     );
     for n in &d.nat_rules {
         pre.rule(format!(
-            "ip daddr {vip} {} dnat ip to {} comment \"{}\"",
+            "ip daddr {vips} {} dnat ip to {} comment \"{}\"",
             l4(n.protocol, &n.ports),
             n.destination,
             n.id
@@ -353,8 +375,23 @@ pub fn render(d: &Desired, z: &ZoneSpec, observed: &crate::Observed) -> Table {
             c.remote_subnet
         ));
     }
+    // HA: a held zone's own private instances leave with that zone's public VIP.
+    for o in &owned {
+        if let Some(hosts) = o.private_hosts {
+            post.rule(format!(
+                "oifname {wan} ip saddr {hosts} snat ip to {} comment \"egress-snat-{}\"",
+                o.public_vip.addr(),
+                o.name
+            ));
+        }
+    }
+    let snat = if owned.iter().any(|o| o.name == z.name) {
+        vip
+    } else {
+        owned.first().map_or(vip, |o| o.public_vip.addr())
+    };
     post.rule(format!(
-        "oifname {wan} ip saddr {private} snat ip to {vip} comment \"egress-snat\""
+        "oifname {wan} ip saddr {private} snat ip to {snat} comment \"egress-snat\""
     ));
 
     Table {

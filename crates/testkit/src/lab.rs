@@ -149,3 +149,221 @@ pub fn admin_token(state: &Path) -> Option<String> {
         .ok()
         .map(|s| s.trim().to_string())
 }
+
+// ---------------------------------------------------------------------------------------------
+// Multi-zone HA (`kawaii lab up --zones 2`, crates/kawaii/tests/ha.rs):
+//
+//  internet 198.51.100.10 ── router (198.51.100.1 | 203.0.113.1) ── pub switch
+//                                          ├── gw-a wan0 203.0.113.11   (zone-a public VIP 203.0.113.10)
+//                                          └── gw-b wan0 203.0.113.21   (zone-b public VIP 203.0.113.20)
+//  lan switch ── gw-a lan0 10.1.0.251 (zone-a private VIP 10.1.0.1)
+//             ├─ gw-b lan0 10.1.0.252 (zone-b private VIP 10.1.0.2)
+//             ├─ vm-a 10.1.0.10, default via 10.1.0.1 (zone-a's hosts: 10.1.0.0/27)
+//             └─ vm-b 10.1.0.40, default via 10.1.0.2 (zone-b's hosts: 10.1.0.32/27)
+// ---------------------------------------------------------------------------------------------
+
+pub const ZONE_A_PUBLIC_VIP: &str = "203.0.113.10";
+pub const ZONE_B_PUBLIC_VIP: &str = "203.0.113.20";
+pub const ZONE_A_PRIVATE_VIP: &str = "10.1.0.1";
+pub const ZONE_B_PRIVATE_VIP: &str = "10.1.0.2";
+pub const VM_A: &str = "10.1.0.10";
+pub const VM_B: &str = "10.1.0.40";
+/// The instances' own fixed addresses (host-configured; the VRRP sources).
+pub const GW_A_PRIVATE: &str = "10.1.0.251";
+pub const GW_B_PRIVATE: &str = "10.1.0.252";
+
+/// The two-zone lab's config: `advert_interval_cs` and `preempt_delay` as given.
+pub fn ha_config(advert_interval_cs: u16, preempt_delay: &str) -> String {
+    format!(
+        r#"[gateway]
+name = "lab-ha"
+private_subnet = "10.1.0.0/24"
+
+[ha]
+advert_interval_cs = {advert_interval_cs}
+preempt_delay = "{preempt_delay}"
+
+[[zones]]
+name = "zone-a"
+public_interface = "wan0"
+private_interface = "lan0"
+public_vip = "{ZONE_A_PUBLIC_VIP}/24"
+public_gateway = "203.0.113.1"
+private_vip = "{ZONE_A_PRIVATE_VIP}"
+public_address = "203.0.113.11"
+private_address = "{GW_A_PRIVATE}"
+private_hosts = "10.1.0.0/27"
+
+[[zones]]
+name = "zone-b"
+public_interface = "wan0"
+private_interface = "lan0"
+public_vip = "{ZONE_B_PUBLIC_VIP}/24"
+public_gateway = "203.0.113.1"
+private_vip = "{ZONE_B_PRIVATE_VIP}"
+public_address = "203.0.113.21"
+private_address = "{GW_B_PRIVATE}"
+private_hosts = "10.1.0.32/27"
+
+[[ingress_rules]]
+protocol = "tcp"
+ports = "22"
+"#
+    )
+}
+
+#[derive(Debug, Clone)]
+pub struct HaLabOptions {
+    /// The kawaii binary.
+    pub kawaii: PathBuf,
+    /// The shared config (see [`ha_config`]).
+    pub config: PathBuf,
+    /// Extra environment for the daemons.
+    pub env: Vec<(String, String)>,
+    /// Start kawaii in zone-b's gateway (false: the caller runs something else there, e.g.
+    /// keepalived).
+    pub start_b: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct HaLab {
+    pub internet: Host,
+    pub router: Host,
+    pub gw_a: Host,
+    pub gw_b: Host,
+    pub vm_a: Host,
+    pub vm_b: Host,
+    pub lan: Host,
+    pub public: Host,
+    /// Indexes of the kawaii processes in the topology (zone-b: None if not started).
+    pub kawaii_a: usize,
+    pub kawaii_b: Option<usize>,
+    pub svc: String,
+}
+
+/// Starts `kawaii serve --zone ZONE` in `host` with its own state directory.
+pub fn spawn_zone(t: &mut Topology, host: &Host, zone: &str, opts: &HaLabOptions) -> Result<usize> {
+    let state = t.dir().join(format!("state-{zone}"));
+    let mut cmd: Vec<String> = vec!["env".into()];
+    cmd.extend(opts.env.iter().map(|(k, v)| format!("{k}={v}")));
+    cmd.extend([
+        opts.kawaii.to_string_lossy().into_owned(),
+        "serve".into(),
+        "--config".into(),
+        opts.config.to_string_lossy().into_owned(),
+        "--zone".into(),
+        zone.into(),
+        "--state".into(),
+        state.to_string_lossy().into_owned(),
+    ]);
+    static STARTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = STARTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    t.spawn(host, &format!("kawaii-{zone}-{n}"), &cmd)
+}
+
+/// Whether `host` has `ip` on one of its interfaces.
+pub fn has_address(host: &Host, ip: &str) -> bool {
+    host.run(&["ip", "-o", "-4", "addr", "show"])
+        .map(|s| {
+            s.split_whitespace()
+                .any(|w| w.split('/').next() == Some(ip))
+        })
+        .unwrap_or(false)
+}
+
+/// Builds the two-zone topology, starts the services and the kawaii instances, and waits until
+/// each zone's VIPs are held by its home instance.
+pub fn build_ha(t: &mut Topology, opts: &HaLabOptions) -> Result<HaLab> {
+    let svc = t.dir().join("svc.py");
+    std::fs::write(&svc, SVC_PY).map_err(|error| crate::KitError::Spawn {
+        cmd: "write svc.py".into(),
+        error,
+    })?;
+    let svc = svc.to_string_lossy().into_owned();
+    let internet = t.host("internet")?;
+    let router = t.host("router")?;
+    let public = t.switch("pub")?;
+    let lan = t.switch("lan")?;
+    let gw_a = t.host("gw-a")?;
+    let gw_b = t.host("gw-b")?;
+    let vm_a = t.host("vm-a")?;
+    let vm_b = t.host("vm-b")?;
+    for h in [
+        &internet, &router, &public, &lan, &gw_a, &gw_b, &vm_a, &vm_b,
+    ] {
+        h.run(&[
+            "sysctl",
+            "-qw",
+            "net.ipv6.conf.all.disable_ipv6=1",
+            "net.ipv6.conf.default.disable_ipv6=1",
+        ])?;
+    }
+    t.link(&internet, "eth0", &router, "eth0")?;
+    t.plug(&router, "eth1", &public)?;
+    t.plug(&gw_a, "wan0", &public)?;
+    t.plug(&gw_b, "wan0", &public)?;
+    t.plug(&gw_a, "lan0", &lan)?;
+    t.plug(&gw_b, "lan0", &lan)?;
+    t.plug(&vm_a, "eth0", &lan)?;
+    t.plug(&vm_b, "eth0", &lan)?;
+    internet.run(&["ip", "addr", "add", "198.51.100.10/24", "dev", "eth0"])?;
+    internet.run(&["ip", "route", "add", "default", "via", "198.51.100.1"])?;
+    router.run(&["ip", "addr", "add", "198.51.100.1/24", "dev", "eth0"])?;
+    router.run(&["ip", "addr", "add", "203.0.113.1/24", "dev", "eth1"])?;
+    router.run(&["sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
+    for (h, wan, lan_ip) in [
+        (&gw_a, "203.0.113.11/24", "10.1.0.251/24"),
+        (&gw_b, "203.0.113.21/24", "10.1.0.252/24"),
+    ] {
+        h.run(&["ip", "addr", "add", wan, "dev", "wan0"])?;
+        h.run(&["ip", "addr", "add", lan_ip, "dev", "lan0"])?;
+        // Removing a VIP must never take the fixed address with it.
+        h.run(&["sysctl", "-qw", "net.ipv4.conf.all.promote_secondaries=1"])?;
+    }
+    for (h, ip, gw) in [
+        (&vm_a, "10.1.0.10/24", ZONE_A_PRIVATE_VIP),
+        (&vm_b, "10.1.0.40/24", ZONE_B_PRIVATE_VIP),
+    ] {
+        h.run(&["ip", "addr", "add", ip, "dev", "eth0"])?;
+        h.run(&["ip", "route", "add", "default", "via", gw])?;
+    }
+    t.spawn(
+        &internet,
+        "internet-http-80",
+        &["python3", &svc, "http", "internet", "80"],
+    )?;
+    let kawaii_a = spawn_zone(t, &gw_a, "zone-a", opts)?;
+    let kawaii_b = if opts.start_b {
+        Some(spawn_zone(t, &gw_b, "zone-b", opts)?)
+    } else {
+        None
+    };
+    let timeout = Duration::from_secs(20);
+    wait_tcp(
+        &internet,
+        format!("{INTERNET}:80").parse().expect("address"),
+        timeout,
+    )?;
+    wait_for(timeout, "zone-a's VIPs on gw-a", || {
+        has_address(&gw_a, ZONE_A_PRIVATE_VIP).then_some(())
+    })?;
+    if opts.start_b {
+        wait_for(timeout, "zone-b's VIPs on gw-b", || {
+            (has_address(&gw_b, ZONE_B_PRIVATE_VIP) && !has_address(&gw_a, ZONE_B_PRIVATE_VIP))
+                .then_some(())
+        })?;
+    }
+    Ok(HaLab {
+        internet,
+        router,
+        gw_a,
+        gw_b,
+        vm_a,
+        vm_b,
+        lan,
+        public,
+        kawaii_a,
+        kawaii_b,
+        svc,
+    })
+}

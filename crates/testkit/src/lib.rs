@@ -8,6 +8,7 @@
 //! namespaces, also when the test panics.
 
 pub mod lab;
+pub mod office;
 
 use std::collections::BTreeMap;
 use std::io::Read;

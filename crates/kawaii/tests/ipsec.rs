@@ -1,0 +1,497 @@
+//! IPsec site-to-site end to end: the gateway lab plus an `office` namespace on the internet
+//! side running its own charon (kernel-libipsec) from a hand-written swanctl.conf, and a host
+//! behind it. kawaii's charon is the one it starts and supervises itself.
+
+mod common;
+
+use common::curl;
+use kawaii_testkit::lab::{self, GatewayLab, LabOptions};
+use kawaii_testkit::office::{self, Office, OfficeConn};
+use kawaii_testkit::{Host, Topology};
+use serde_json::Value;
+use std::time::{Duration, Instant};
+
+const PSK: &str = "office-psk-never-in-any-log-1";
+const PSK2: &str = "office-psk-rotated-never-logged-2";
+const WRONG: &str = "office-psk-wrong-on-purpose-3";
+const CONN: &str = "/v1/ipsec/ACME%20Office";
+
+struct Site {
+    topo: Topology,
+    lab: GatewayLab,
+    office: Office,
+    token: String,
+}
+
+fn ipsec_block(
+    psk: &str,
+    subnet: &str,
+    p1: (u32, &str, &str),
+    p2: (u32, &str, &str),
+    rules: bool,
+) -> String {
+    format!(
+        r#"
+[[ipsec]]
+name = "ACME Office"
+remote_peer = "198.51.100.8"
+remote_subnet = "{subnet}"
+pre_shared_key = "{psk}"
+phase1_dh_group_number = {}
+phase1_integrity_algorithm = "{}"
+phase1_encryption_algorithm = "{}"
+phase2_dh_group_number = {}
+phase2_integrity_algorithm = "{}"
+phase2_encryption_algorithm = "{}"
+{}
+"#,
+        p1.0,
+        p1.1,
+        p1.2,
+        p2.0,
+        p2.1,
+        p2.2,
+        if rules {
+            r#"ingress_rules = [{ protocol = "tcp", ports = "22" }]"#
+        } else {
+            ""
+        }
+    )
+}
+
+/// strongSwan proposal keyword for the office's hand-written config.
+fn proposal(p: (u32, &str, &str)) -> String {
+    let dh = match p.0 {
+        2 => "modp1024",
+        5 => "modp1536",
+        14 => "modp2048",
+        19 => "ecp256",
+        20 => "ecp384",
+        21 => "ecp521",
+        other => panic!("group {other} not in this test's table"),
+    };
+    format!(
+        "{}-{}-{dh}",
+        p.2.to_ascii_lowercase(),
+        p.1.to_ascii_lowercase()
+    )
+}
+
+fn office_conn(psk: &str, p1: (u32, &str, &str), p2: (u32, &str, &str)) -> OfficeConn {
+    OfficeConn {
+        psk: psk.into(),
+        remote_peer: lab::PUBLIC_VIP.into(),
+        local_ts: "172.16.0.0/16".into(),
+        remote_ts: "10.1.0.0/24".into(),
+        ike_proposal: proposal(p1),
+        esp_proposal: proposal(p2),
+    }
+}
+
+/// DH group, integrity, encryption of one phase.
+type PhaseSpec = (u32, &'static str, &'static str);
+
+const SEED: PhaseSpec = (14, "SHA512", "AES256");
+
+impl Site {
+    fn new(tag: &str, rules: bool) -> Site {
+        assert!(
+            kawaii_testkit::can_run(),
+            "end-to-end tests need root and iproute2"
+        );
+        let mut topo = Topology::new(tag).expect("topology");
+        let base = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../examples/lab.toml"
+        ))
+        .expect("lab.toml");
+        let cfg = topo.dir().join("gateway.toml");
+        std::fs::write(
+            &cfg,
+            base + &ipsec_block(PSK, "172.16.1.0/24", SEED, SEED, rules),
+        )
+        .expect("config");
+        let opts = LabOptions {
+            kawaii: common::bin().into(),
+            config: cfg,
+            env: vec![],
+        };
+        let lab = lab::build(&mut topo, &opts).unwrap_or_else(|e| panic!("lab: {e}"));
+        let router = lab.router.clone();
+        let svc = lab.svc.clone();
+        let office =
+            office::build(&mut topo, &router, &svc).unwrap_or_else(|e| panic!("office: {e}"));
+        office
+            .load(&office_conn(PSK, SEED, SEED))
+            .expect("office config");
+        // vm1 also serves on tcp/22 (allowed by the connection's ingress rule).
+        topo.spawn(
+            &lab.vm1,
+            "vm1-http-22",
+            &["python3", &svc, "http", "vm1", "22"],
+        )
+        .expect("vm1 :22");
+        let token = lab::admin_token(&lab.state).expect("bootstrap token");
+        Site {
+            topo,
+            lab,
+            office,
+            token,
+        }
+    }
+
+    fn api(&self, method: &str, path: &str, body: Option<&str>) -> common::Reply {
+        curl(&self.lab.gw, method, path, Some(&self.token), body, &[])
+    }
+
+    fn status(&self) -> Value {
+        self.api("GET", "/v1/status", None).json()
+    }
+
+    fn ipsec(&self) -> Value {
+        self.status()["details"]["ipsec"].clone()
+    }
+
+    fn conn_status(&self) -> Value {
+        self.ipsec()["connections"][0].clone()
+    }
+
+    fn charon_pid(&self) -> Option<u64> {
+        self.ipsec()["charon"]["pid"].as_u64()
+    }
+
+    fn kawaii_log(&mut self) -> String {
+        let i = self.lab.kawaii;
+        self.topo.proc(i).output()
+    }
+
+    /// Everything kawaii and both charons wrote.
+    fn all_logs(&mut self) -> String {
+        let dir = self.lab.state.join("ipsec");
+        let mut s = self.kawaii_log();
+        for f in ["charon.log", "charon.out", "strongswan.conf"] {
+            s += &kawaii_testkit::slurp(&dir.join(f));
+        }
+        s += &self.office.log();
+        s
+    }
+
+    fn diagnostics(&mut self) -> String {
+        format!(
+            "--- status\n{}\n--- office SAs\n{}\n--- kawaii charon\n{}\n--- office charon\n{}\n--- kawaii\n{}",
+            serde_json::to_string_pretty(&self.ipsec()).unwrap_or_default(),
+            self.office.sas(),
+            tail(
+                &kawaii_testkit::slurp(&self.lab.state.join("ipsec/charon.log")),
+                40
+            ),
+            tail(&self.office.log(), 30),
+            tail(&self.kawaii_log(), 30),
+        )
+    }
+
+    /// Changes the connection through the API (fields of the stored object replaced).
+    fn put_conn(&self, change: impl FnOnce(&mut Value)) {
+        let mut v = self.api("GET", CONN, None).json();
+        change(&mut v);
+        let r = self.api("PUT", CONN, Some(&v.to_string()));
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+
+    fn wait_up(
+        &mut self,
+        what: &str,
+        timeout: Duration,
+        check: impl Fn(&Site) -> bool,
+    ) -> Duration {
+        let start = Instant::now();
+        while start.elapsed() < timeout {
+            if check(self) {
+                return start.elapsed();
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let d = self.diagnostics();
+        panic!("{what} not within {timeout:?}\n{d}");
+    }
+}
+
+fn tail(s: &str, n: usize) -> String {
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// The unique id of the office's established IKE SA (`kawaii: #3, ESTABLISHED, ...`).
+fn office_ike_id(sas: &str) -> Option<String> {
+    sas.lines()
+        .find(|l| l.starts_with("kawaii: #") && l.contains("ESTABLISHED"))
+        .and_then(|l| l.split(',').next())
+        .map(String::from)
+}
+
+fn get(host: &Host, url: &str, timeout: &str) -> Option<String> {
+    let out = host
+        .exec(&["curl", "-s", "-m", timeout, url])
+        .expect("curl");
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Office host → vm1 over the tunnel (tcp/22), seeing the office host's real address.
+fn office_to_vm1(s: &Site) -> bool {
+    get(&s.office.host, "http://10.1.0.10:22/", "1")
+        .is_some_and(|b| b.contains("hello from vm1, you are 172.16.1.10:"))
+}
+
+/// vm1 → office host, seeing vm1's real address (no NAT).
+fn vm1_to_office(s: &Site, host: &str) -> bool {
+    get(&s.lab.vm1, &format!("http://{host}:8080/"), "1")
+        .is_some_and(|b| b.contains("hello from ohost, you are 10.1.0.10:"))
+}
+
+#[test]
+fn ipsec_site_to_site_end_to_end() {
+    let mut s = Site::new("ipsec", true);
+
+    // (1) + (3): the seed's parameters, a name with a space; both directions, real addresses.
+    let took = s.wait_up(
+        "tunnel up (office → vm1)",
+        Duration::from_secs(30),
+        office_to_vm1,
+    );
+    eprintln!("tunnel up after {took:?}");
+    s.wait_up("vm1 → office host", Duration::from_secs(5), |s| {
+        vm1_to_office(s, office::OFFICE_HOST)
+    });
+    let c = s.conn_status();
+    assert_eq!(c["name"], "ACME Office", "{c}");
+    assert!(
+        c["id"]
+            .as_str()
+            .is_some_and(|i| i.starts_with("acme-office-")),
+        "{c}"
+    );
+    let ipsec = s.ipsec();
+    assert_eq!(ipsec["mode"], "kernel-libipsec", "{ipsec}");
+    assert_eq!(c["start"], "initiate", "{c}");
+    s.wait_up(
+        "status shows the SA with traffic",
+        Duration::from_secs(5),
+        |s| {
+            let c = s.conn_status();
+            c["ike_state"] == "ESTABLISHED"
+                && c["child_state"] == "INSTALLED"
+                && c["packets_in"].as_u64() > Some(0)
+        },
+    );
+    assert!(
+        s.office
+            .sas()
+            .contains("AES_CBC-256/HMAC_SHA2_512_256/PRF_HMAC_SHA2_512/MODP_2048")
+    );
+
+    // `kawaii render --what ipsec`: the plan's connections, no PSK.
+    let cfg = s.topo.dir().join("gateway.toml");
+    let out = std::process::Command::new(common::bin())
+        .args([
+            "render",
+            "--config",
+            cfg.to_str().expect("utf-8"),
+            "--what",
+            "ipsec",
+        ])
+        .output()
+        .expect("render");
+    let rendered = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        rendered.contains("aes256-sha512-modp2048") && !rendered.contains(PSK),
+        "{rendered}"
+    );
+
+    // (6) per-connection ingress rules: tcp/22 allowed (above), tcp/80 dropped.
+    assert!(
+        get(&s.office.host, "http://10.1.0.10:80/", "2").is_none(),
+        "tcp/80 from the office must be dropped"
+    );
+
+    // (4) PSK change through the API: re-established within 5 s, same charon.
+    let pid = s.charon_pid().expect("charon pid");
+    s.office
+        .load(&office_conn(PSK2, SEED, SEED))
+        .expect("office psk");
+    let before = office_ike_id(&s.office.sas()).expect("office IKE SA");
+    let t0 = Instant::now();
+    s.put_conn(|v| v["pre_shared_key"] = PSK2.into());
+    s.wait_up(
+        "re-established with the new PSK",
+        Duration::from_secs(5),
+        |s| office_ike_id(&s.office.sas()).is_some_and(|id| id != before) && office_to_vm1(s),
+    );
+    eprintln!("PSK change re-established after {:?}", t0.elapsed());
+    assert_eq!(s.charon_pid(), Some(pid), "charon was not restarted");
+
+    // (4) remote subnet change: 172.16.2.0/24 negotiated within 5 s, same charon.
+    let t0 = Instant::now();
+    s.put_conn(|v| v["remote_subnet"] = "172.16.2.0/24".into());
+    s.wait_up("remote subnet changed", Duration::from_secs(5), |s| {
+        s.conn_status()["child_remote_ts"][0] == "172.16.2.0/24"
+            && vm1_to_office(s, office::OFFICE_HOST_2)
+    });
+    eprintln!(
+        "remote subnet change re-established after {:?}",
+        t0.elapsed()
+    );
+    assert_eq!(s.charon_pid(), Some(pid), "charon was not restarted");
+    s.put_conn(|v| v["remote_subnet"] = "172.16.1.0/24".into());
+    s.wait_up("remote subnet back", Duration::from_secs(5), office_to_vm1);
+
+    // (7) charon killed: kawaii restarts it and the tunnel is back within 10 s.
+    s.lab
+        .gw
+        .run(&["kill", "-KILL", &pid.to_string()])
+        .expect("kill charon");
+    let t0 = Instant::now();
+    s.wait_up(
+        "tunnel back after charon was killed",
+        Duration::from_secs(10),
+        |s| s.charon_pid().is_some_and(|p| p != pid) && office_to_vm1(s),
+    );
+    eprintln!("tunnel back {:?} after charon was killed", t0.elapsed());
+    assert!(s.ipsec()["charon"]["restarts"].as_u64() >= Some(1));
+
+    // (5) wrong PSK on the office: status says why, nothing crashes.
+    let pid = s.charon_pid().expect("charon pid");
+    s.office
+        .load(&office_conn(WRONG, SEED, SEED))
+        .expect("office psk");
+    let _ = s.office.terminate();
+    s.wait_up(
+        "authentication failure in status",
+        Duration::from_secs(15),
+        |s| {
+            s.conn_status()["last_error"]["reason"]
+                .as_str()
+                .is_some_and(|r| r.starts_with("authentication failed"))
+        },
+    );
+    let ki = s.lab.kawaii;
+    assert!(s.topo.proc(ki).alive(), "kawaii crashed");
+    assert_eq!(s.charon_pid(), Some(pid), "charon crashed");
+    // Back to the right key: the driver keeps retrying.
+    s.office
+        .load(&office_conn(PSK2, SEED, SEED))
+        .expect("office psk");
+    s.wait_up(
+        "tunnel back with the right PSK",
+        Duration::from_secs(10),
+        office_to_vm1,
+    );
+
+    // Deleting the connection tears its SAs down.
+    let r = s.api("DELETE", CONN, None);
+    assert_eq!(r.status, 204, "{}", r.body);
+    s.wait_up("SAs gone on the office", Duration::from_secs(5), |s| {
+        !s.office.sas().contains("ESTABLISHED")
+    });
+    s.wait_up("connection gone from status", Duration::from_secs(5), |s| {
+        s.ipsec()["connections"]
+            .as_array()
+            .is_some_and(Vec::is_empty)
+    });
+
+    // No PSK anywhere: logs of kawaii and both charons, status, API.
+    let mut everything = s.all_logs();
+    everything += &s.status().to_string();
+    everything += &s.api("GET", "/v1/gateway", None).body;
+    everything += &s.api("GET", "/v1/audit", None).body;
+    for psk in [PSK, PSK2, WRONG] {
+        assert!(!everything.contains(psk), "a PSK leaked");
+    }
+}
+
+#[test]
+fn ipsec_algorithm_matrix() {
+    let mut s = Site::new("ipsecm", false);
+    s.wait_up("tunnel up", Duration::from_secs(30), |s| {
+        get(&s.office.host, "http://10.1.0.10:80/", "1").is_some()
+    });
+    let combos: [(PhaseSpec, PhaseSpec, &str); 8] = [
+        ((2, "SHA1", "AES128"), (2, "SHA1", "AES128"), "MODP_1024"),
+        (
+            (5, "SHA256", "CAMELLIA256"),
+            (5, "SHA256", "CAMELLIA256"),
+            "MODP_1536",
+        ),
+        (
+            (14, "SHA384", "AES128"),
+            (14, "SHA384", "AES128"),
+            "MODP_2048",
+        ),
+        (
+            (19, "SHA256", "AES256"),
+            (19, "SHA256", "CAMELLIA256"),
+            "ECP_256",
+        ),
+        (
+            (20, "SHA384", "CAMELLIA256"),
+            (20, "SHA384", "CAMELLIA256"),
+            "ECP_384",
+        ),
+        (
+            (21, "SHA1", "CAMELLIA256"),
+            (21, "SHA1", "AES128"),
+            "ECP_521",
+        ),
+        (
+            (14, "SHA512", "AES256"),
+            (19, "SHA1", "CAMELLIA256"),
+            "MODP_2048",
+        ),
+        (
+            (5, "SHA1", "CAMELLIA256"),
+            (2, "SHA384", "AES128"),
+            "MODP_1536",
+        ),
+    ];
+    for (p1, p2, ike_dh) in combos {
+        let t0 = Instant::now();
+        s.office
+            .load(&office_conn(PSK, p1, p2))
+            .expect("office config");
+        s.put_conn(|v| {
+            v["phase1_dh_group_number"] = p1.0.into();
+            v["phase1_integrity_algorithm"] = p1.1.into();
+            v["phase1_encryption_algorithm"] = p1.2.into();
+            v["phase2_dh_group_number"] = p2.0.into();
+            v["phase2_integrity_algorithm"] = p2.1.into();
+            v["phase2_encryption_algorithm"] = p2.2.into();
+        });
+        s.wait_up(
+            &format!("tunnel with {p1:?}/{p2:?}"),
+            Duration::from_secs(15),
+            |s| {
+                s.office.sas().contains(ike_dh)
+                    && get(&s.office.host, "http://10.1.0.10:80/", "1")
+                        .is_some_and(|b| b.contains("you are 172.16.1.10:"))
+                    && get(&s.lab.vm1, "http://172.16.1.10:8080/", "1")
+                        .is_some_and(|b| b.contains("you are 10.1.0.10:"))
+            },
+        );
+        let sas = s.office.sas();
+        let esp = if p2.2.starts_with("CAMELLIA") {
+            "CAMELLIA_CBC"
+        } else {
+            "AES_CBC"
+        };
+        assert!(sas.contains(esp), "{p2:?}: {sas}");
+        eprintln!("{p1:?} / {p2:?}: up in {:?}", t0.elapsed());
+    }
+    let logs = s.all_logs();
+    assert!(!logs.contains(PSK), "the PSK leaked into a log");
+}

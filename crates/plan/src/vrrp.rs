@@ -1,0 +1,186 @@
+//! The VRRPv3 virtual routers this node takes part in: one per zone, holding that zone's private
+//! and public VIP. Priority 150 in the home zone, then 100, 90, ... in zone order after it, so
+//! every instance derives the same failover order. Empty without HA (one zone, no `[ha]`).
+
+use kawaii_model::Desired;
+use kawaii_model::valid::ZoneSpec;
+use serde::Serialize;
+use std::fmt::Write;
+use std::net::Ipv4Addr;
+
+/// Priority of an instance in its own zone's virtual router.
+pub const HOME_PRIORITY: u8 = 150;
+
+/// One virtual router as this node runs it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Instance {
+    /// The zone whose VIPs this virtual router holds.
+    pub zone: String,
+    pub vrid: u8,
+    pub priority: u8,
+    /// Where adverts go out and are heard: this node's private interface.
+    pub interface: String,
+    /// Where the public VIP goes (gratuitous ARP for it too): this node's public interface.
+    pub public_interface: String,
+    /// This node's own private address: the advert source.
+    pub source: Ipv4Addr,
+    /// Unicast peers (the siblings' private addresses); empty: multicast 224.0.0.18.
+    pub peers: Vec<Ipv4Addr>,
+    /// The VIPs in advert order: the private VIP, then the public VIP.
+    pub addresses: Vec<Ipv4Addr>,
+    pub advert_interval_cs: u16,
+    pub preempt: bool,
+    pub preempt_delay_ms: u64,
+}
+
+/// The priority `node` has in `zone`'s virtual router: 150 at home, then 100, 90, ... (at
+/// least 1) by distance after `zone` in the declared zone order.
+pub fn priority(d: &Desired, zone: usize, node: usize) -> u8 {
+    if zone == node {
+        return HOME_PRIORITY;
+    }
+    let n = d.zones.len().max(1);
+    let rank = (node + n - zone - 1) % n;
+    u8::try_from(100usize.saturating_sub(10 * rank).max(1)).unwrap_or(1)
+}
+
+/// The instances node `z` runs (one per zone), or none without HA.
+pub fn plan(d: &Desired, z: &ZoneSpec) -> Vec<Instance> {
+    let (Some(ha), Some(source)) = (&d.ha, z.private_address) else {
+        return Vec::new();
+    };
+    let Some(node) = d.zones.iter().position(|s| s.name == z.name) else {
+        return Vec::new();
+    };
+    let peers: Vec<Ipv4Addr> = if ha.unicast {
+        siblings(d, z)
+    } else {
+        Vec::new()
+    };
+    d.zones
+        .iter()
+        .enumerate()
+        .map(|(i, zone)| Instance {
+            zone: zone.name.clone(),
+            vrid: zone.vrid,
+            priority: priority(d, i, node),
+            interface: z.private_interface.clone(),
+            public_interface: z.public_interface.clone(),
+            source,
+            peers: peers.clone(),
+            addresses: vec![zone.private_vip.addr(), zone.public_vip.addr()],
+            advert_interval_cs: ha.advert_interval_cs,
+            preempt: ha.preempt,
+            preempt_delay_ms: u64::try_from(ha.preempt_delay.as_millis()).unwrap_or(u64::MAX),
+        })
+        .collect()
+}
+
+/// The other zones' instances' private addresses (VRRP is accepted from these only).
+pub fn siblings(d: &Desired, z: &ZoneSpec) -> Vec<Ipv4Addr> {
+    d.zones
+        .iter()
+        .filter(|s| s.name != z.name)
+        .filter_map(|s| s.private_address)
+        .collect()
+}
+
+/// The zones whose VIPs this node holds, in declared order: its own zone without HA or when
+/// nothing was observed; otherwise the zones whose virtual router it is master of.
+pub fn owned<'a>(d: &'a Desired, z: &'a ZoneSpec, observed: &crate::Observed) -> Vec<&'a ZoneSpec> {
+    match (&d.ha, &observed.vip_zones) {
+        (Some(_), Some(zones)) => d.zones.iter().filter(|s| zones.contains(&s.name)).collect(),
+        _ => vec![z],
+    }
+}
+
+/// The text `kawaii render --what vrrp` prints (also the golden file).
+pub fn render(instances: &[Instance]) -> String {
+    let mut out = String::new();
+    for i in instances {
+        let addrs: Vec<String> = i.addresses.iter().map(Ipv4Addr::to_string).collect();
+        let peers = if i.peers.is_empty() {
+            "multicast 224.0.0.18".to_string()
+        } else {
+            let p: Vec<String> = i.peers.iter().map(Ipv4Addr::to_string).collect();
+            format!("unicast {}", p.join(","))
+        };
+        let _ = writeln!(
+            out,
+            "vrrp zone {} vrid {} priority {} dev {} src {} {peers} vips {} advert {}cs preempt {} delay {}ms",
+            i.zone,
+            i.vrid,
+            i.priority,
+            i.interface,
+            i.source,
+            addrs.join(","),
+            i.advert_interval_cs,
+            i.preempt,
+            i.preempt_delay_ms
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn desired(n: usize) -> Desired {
+        let mut toml = String::from("[gateway]\nprivate_subnet = \"10.1.0.0/24\"\n");
+        for i in 0..n {
+            toml.push_str(&format!(
+                "[[zones]]\nname = \"z{i}\"\npublic_interface = \"wan0\"\nprivate_interface = \"lan0\"\npublic_vip = \"203.0.113.{}/24\"\npublic_gateway = \"203.0.113.1\"\nprivate_vip = \"10.1.0.{}\"\nprivate_address = \"10.1.0.{}\"\n",
+                10 + i,
+                1 + i,
+                100 + i
+            ));
+        }
+        let g = kawaii_model::Gateway::parse(&toml, kawaii_model::Format::Toml).expect("toml");
+        kawaii_model::validate(&g).expect("valid").desired
+    }
+
+    #[test]
+    fn priorities_are_stable_and_distinct() {
+        let d = desired(3);
+        // Zone 0's router: home 150, zone 1 next (100), zone 2 last (90).
+        assert_eq!(
+            (priority(&d, 0, 0), priority(&d, 0, 1), priority(&d, 0, 2)),
+            (150, 100, 90)
+        );
+        // Zone 2's router wraps around: zone 0 comes next.
+        assert_eq!((priority(&d, 2, 0), priority(&d, 2, 1)), (100, 90));
+    }
+
+    #[test]
+    fn unicast_sends_to_the_siblings() {
+        let mut d = desired(3);
+        if let Some(ha) = d.ha.as_mut() {
+            ha.unicast = true;
+        }
+        let p = plan(&d, &d.zones[0]);
+        let want: Vec<Ipv4Addr> = vec![
+            "10.1.0.101".parse().expect("ip"),
+            "10.1.0.102".parse().expect("ip"),
+        ];
+        assert!(p.iter().all(|i| i.peers == want));
+        assert!(render(&p).contains("unicast 10.1.0.101,10.1.0.102"));
+    }
+
+    #[test]
+    fn single_zone_has_no_vrrp() {
+        let d = desired(1);
+        assert!(d.ha.is_none());
+        assert!(plan(&d, &d.zones[0]).is_empty());
+    }
+
+    #[test]
+    fn every_node_runs_every_zone() {
+        let d = desired(2);
+        let p = plan(&d, &d.zones[1]);
+        assert_eq!(p.len(), 2);
+        assert_eq!((p[0].vrid, p[0].priority), (51, 100));
+        assert_eq!((p[1].vrid, p[1].priority), (52, 150));
+        assert_eq!(p[0].source, "10.1.0.101".parse::<Ipv4Addr>().expect("ip"));
+    }
+}

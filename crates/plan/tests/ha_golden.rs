@@ -1,0 +1,76 @@
+//! Golden files for multi-zone HA: `testdata/ha/<case>/config.toml` planned for zone-b's node as
+//! master of its own zone only (`own/`) and of both zones (`both/`): `nft.txt`, `routes.txt`,
+//! `vrrp.txt`. `UPDATE_GOLDEN=1` regenerates them; the rulesets also pass `nft -c`.
+
+use kawaii_model::{Format, Gateway, validate};
+use kawaii_plan::{Observed, plan_with};
+use std::path::Path;
+use std::process::Command;
+
+fn check_golden(path: &Path, actual: &str) {
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+        std::fs::write(path, actual).expect("write golden");
+        return;
+    }
+    let expected = std::fs::read_to_string(path)
+        .unwrap_or_else(|_| panic!("{} missing; run with UPDATE_GOLDEN=1", path.display()));
+    assert_eq!(
+        actual,
+        expected,
+        "{} differs; UPDATE_GOLDEN=1 and review",
+        path.display()
+    );
+}
+
+#[test]
+fn two_zones_follow_vip_ownership() {
+    let case = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/ha/two-zones");
+    let text = std::fs::read_to_string(case.join("config.toml")).expect("config");
+    let mut g = Gateway::parse(&text, Format::Toml).expect("parses");
+    g.assign_rule_ids(&Gateway::default());
+    let d = validate(&g).expect("valid").desired;
+    for (dir, zones) in [("own", vec!["zone-b"]), ("both", vec!["zone-a", "zone-b"])] {
+        let observed = Observed {
+            vip_zones: Some(zones.iter().map(|z| z.to_string()).collect()),
+            ..Observed::default()
+        };
+        let p = plan_with(&d, Some("zone-b"), &observed).expect("plan");
+        let nft = p.nftables.as_ref().expect("table").render();
+        check_golden(&case.join(dir).join("nft.txt"), &nft);
+        check_golden(&case.join(dir).join("routes.txt"), &p.net.render());
+        check_golden(
+            &case.join(dir).join("vrrp.txt"),
+            &kawaii_plan::vrrp::render(&p.vrrp),
+        );
+        nft_check(&nft);
+    }
+    // plan() (nothing observed) is "own zone's VIPs held", as in `kawaii render`.
+    let p = kawaii_plan::plan(&d, Some("zone-a")).expect("plan");
+    assert_eq!(p.net.addresses.len(), 2);
+    assert!(p.net.render().contains("203.0.113.10/24"));
+}
+
+/// `nft -c -f` in a throwaway namespace, when nft and namespaces are available (root).
+fn nft_check(script: &str) {
+    let ok = Command::new("unshare")
+        .args(["-n", "true"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        return;
+    }
+    let path = std::env::temp_dir().join(format!("kawaii-ha-golden-{}.nft", std::process::id()));
+    std::fs::write(&path, script).expect("write");
+    let out = Command::new("unshare")
+        .args(["-n", "nft", "-c", "-f"])
+        .arg(&path)
+        .output()
+        .expect("nft");
+    let _ = std::fs::remove_file(&path);
+    assert!(
+        out.status.success(),
+        "nft -c: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -1,0 +1,215 @@
+//! A remote office for IPsec tests, added to the gateway lab on its internet side:
+//!
+//! ```text
+//!  router eth2 ── office eth0 198.51.100.8/32 (own charon, kernel-libipsec)
+//!                 office eth1 172.16.1.1/24, 172.16.2.1/24 ── ohost 172.16.1.10, 172.16.2.10
+//! ```
+//! The office's charon is independent of kawaii: its own `strongswan.conf`, VICI socket and
+//! private `/run`, configured with a hand-written `swanctl.conf` loaded by `swanctl`.
+
+use crate::{Host, KitError, Result, Topology, wait_for};
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub const OFFICE_PUBLIC: &str = "198.51.100.8";
+pub const OFFICE_HOST: &str = "172.16.1.10";
+/// The office host's address in the second office subnet (for remote-subnet changes).
+pub const OFFICE_HOST_2: &str = "172.16.2.10";
+pub const CHARON: &str = "/usr/lib/ipsec/charon";
+
+/// What the office's side of the tunnel looks like.
+#[derive(Debug, Clone)]
+pub struct OfficeConn {
+    pub psk: String,
+    /// The gateway's public address.
+    pub remote_peer: String,
+    /// What the office offers: narrowed by the gateway's proposal.
+    pub local_ts: String,
+    pub remote_ts: String,
+    pub ike_proposal: String,
+    pub esp_proposal: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Office {
+    pub office: Host,
+    pub host: Host,
+    pub dir: PathBuf,
+    /// Index of the office charon in the topology.
+    pub charon: usize,
+    pub svc: String,
+}
+
+fn io(cmd: &str) -> impl FnOnce(std::io::Error) -> KitError + '_ {
+    move |error| KitError::Spawn {
+        cmd: cmd.to_string(),
+        error,
+    }
+}
+
+/// Adds the office and its host behind `router`, starts the office charon (no connection yet)
+/// and an HTTP service on the host (port 8080).
+pub fn build(t: &mut Topology, router: &Host, svc: &str) -> Result<Office> {
+    let office = t.host("office")?;
+    let host = t.host("ohost")?;
+    for h in [&office, &host] {
+        h.run(&[
+            "sysctl",
+            "-qw",
+            "net.ipv6.conf.all.disable_ipv6=1",
+            "net.ipv6.conf.default.disable_ipv6=1",
+        ])?;
+    }
+    t.link(router, "eth2", &office, "eth0")?;
+    t.link(&office, "eth1", &host, "eth0")?;
+    router.run(&["ip", "route", "add", "198.51.100.8/32", "dev", "eth2"])?;
+    office.run(&["ip", "addr", "add", "198.51.100.8/32", "dev", "eth0"])?;
+    office.run(&["ip", "route", "add", "198.51.100.1", "dev", "eth0"])?;
+    office.run(&["ip", "route", "add", "default", "via", "198.51.100.1"])?;
+    office.run(&["ip", "addr", "add", "172.16.1.1/24", "dev", "eth1"])?;
+    office.run(&["ip", "addr", "add", "172.16.2.1/24", "dev", "eth1"])?;
+    office.run(&["sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
+    host.run(&["ip", "addr", "add", "172.16.1.10/24", "dev", "eth0"])?;
+    host.run(&["ip", "addr", "add", "172.16.2.10/24", "dev", "eth0"])?;
+    host.run(&["ip", "route", "add", "default", "via", "172.16.1.1"])?;
+    t.spawn(
+        &host,
+        "ohost-http",
+        &["python3", svc, "http", "ohost", "8080"],
+    )?;
+
+    let dir = t.dir().join("office");
+    std::fs::create_dir_all(&dir).map_err(io("mkdir office"))?;
+    let conf = dir.join("strongswan.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "charon {{\n  load_modular = no\n  load = random nonce openssl aes sha1 sha2 hmac gmp kdf \
+             pem pkcs1 x509 pubkey socket-default kernel-libipsec kernel-netlink vici\n  \
+             install_virtual_ip = no\n  filelog {{\n    office {{\n      path = {d}/charon.log\n      \
+             default = 1\n      ike_name = yes\n      flush_line = yes\n    }}\n  }}\n  \
+             syslog {{\n    daemon {{\n      default = -1\n    }}\n  }}\n  plugins {{\n    vici {{\n      \
+             socket = unix://{d}/charon.vici\n    }}\n  }}\n}}\n",
+            d = dir.display()
+        ),
+    )
+    .map_err(io("write office strongswan.conf"))?;
+    let env = format!("STRONGSWAN_CONF={}", conf.display());
+    let charon = t.spawn(
+        &office,
+        "office-charon",
+        &[
+            "env",
+            &env,
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            "--",
+            "sh",
+            "-c",
+            "mount -t tmpfs office-run /run && exec \"$0\"",
+            CHARON,
+        ],
+    )?;
+    let sock = dir.join("charon.vici");
+    wait_for(Duration::from_secs(10), "office charon VICI socket", || {
+        sock.exists().then_some(())
+    })?;
+    Ok(Office {
+        office,
+        host,
+        dir,
+        charon,
+        svc: svc.to_string(),
+    })
+}
+
+impl Office {
+    fn uri(&self) -> String {
+        format!("unix://{}", self.dir.join("charon.vici").display())
+    }
+
+    /// Writes the office's `swanctl.conf` and loads it (connections and secrets replaced).
+    pub fn load(&self, c: &OfficeConn) -> Result<()> {
+        let file = self.dir.join("swanctl.conf");
+        let text = format!(
+            r#"connections {{
+    kawaii {{
+        version = 2
+        local_addrs = {OFFICE_PUBLIC}
+        remote_addrs = {peer}
+        proposals = {ike}
+        unique = replace
+        local {{
+            auth = psk
+            id = {OFFICE_PUBLIC}
+        }}
+        remote {{
+            auth = psk
+            id = {peer}
+        }}
+        children {{
+            kawaii {{
+                local_ts = {lts}
+                remote_ts = {rts}
+                esp_proposals = {esp}
+                start_action = none
+            }}
+        }}
+    }}
+}}
+secrets {{
+    ike-kawaii {{
+        id-1 = {OFFICE_PUBLIC}
+        id-2 = {peer}
+        secret = "{psk}"
+    }}
+}}
+"#,
+            peer = c.remote_peer,
+            ike = c.ike_proposal,
+            esp = c.esp_proposal,
+            lts = c.local_ts,
+            rts = c.remote_ts,
+            psk = c.psk,
+        );
+        std::fs::write(&file, text).map_err(io("write swanctl.conf"))?;
+        let f = file.to_string_lossy().into_owned();
+        self.office.run(&[
+            "swanctl",
+            "--load-all",
+            "--noprompt",
+            "--file",
+            &f,
+            "--uri",
+            &self.uri(),
+        ])?;
+        Ok(())
+    }
+
+    /// Tears the office's SAs down (the gateway re-initiates).
+    pub fn terminate(&self) -> Result<String> {
+        self.office.run(&[
+            "swanctl",
+            "--terminate",
+            "--ike",
+            "kawaii",
+            "--force",
+            "--uri",
+            &self.uri(),
+        ])
+    }
+
+    /// `swanctl --list-sas` on the office.
+    pub fn sas(&self) -> String {
+        self.office
+            .run(&["swanctl", "--list-sas", "--uri", &self.uri()])
+            .unwrap_or_default()
+    }
+
+    /// Everything the office's charon logged.
+    pub fn log(&self) -> String {
+        crate::slurp(&self.dir.join("charon.log"))
+    }
+}
