@@ -236,12 +236,10 @@ fn kiagateway_servers_toml_runs_unchanged() {
             Duration::from_secs(10),
         )
         .unwrap_or_else(|e| panic!("{e}\n{}", topo.proc(i).output()));
-        wait_tcp(
-            &h,
-            "127.0.0.1:8002".parse().expect("addr"),
-            Duration::from_secs(10),
-        )
-        .expect("b2");
+        for backend in ["127.0.0.1:8001", "127.0.0.1:8002", "127.0.0.1:8443"] {
+            wait_tcp(&h, backend.parse().expect("addr"), Duration::from_secs(10))
+                .expect("backend up");
+        }
         let get = |name: &str| {
             h.sh(&format!(
                 "curl -s --max-time 5 --resolve {name}:80:127.0.0.1 http://{name}/"
