@@ -40,8 +40,8 @@ trap 'exit 130' INT TERM
 [ "$(id -u)" = 0 ] || { echo "needs root" >&2; exit 1; }
 
 echo "building wgdev (release)..." >&2
-(cd "$ROOT" && cargo build -q -p kawaii-wg --release --example wgdev)
-WGDEV=$CARGO_TARGET_DIR/release/examples/wgdev
+(cd "$ROOT" && cargo build -q -p kawaii-wg --release --bin kawaii-wgdev)
+WGDEV=$CARGO_TARGET_DIR/release/kawaii-wgdev
 
 if [[ " $IMPLS " == *" boringtun "* ]] && [ ! -x "$CACHE/bin/boringtun-cli" ]; then
     echo "installing boringtun-cli 0.7 into $CACHE ..." >&2

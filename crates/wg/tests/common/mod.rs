@@ -182,17 +182,12 @@ impl Drop for Proc {
     }
 }
 
-/// The `wgdev` example, built by `cargo test` next to the test binaries.
+/// The `kawaii-wgdev` helper binary (cargo builds it for the integration tests).
 pub fn wgdev_path() -> PathBuf {
     if let Some(p) = std::env::var_os("WGDEV_BIN") {
         return p.into();
     }
-    let exe = std::env::current_exe().expect("test binary path");
-    let profile_dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("test binary lives in <target>/<profile>/deps");
-    profile_dir.join("examples").join("wgdev")
+    PathBuf::from(env!("CARGO_BIN_EXE_kawaii-wgdev"))
 }
 
 /// Our device (the `wgdev` example) running in a namespace, driven over stdin/stdout.

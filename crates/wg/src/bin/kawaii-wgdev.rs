@@ -1,4 +1,4 @@
-//! `wgdev CONFIG`: runs one kawaii-wg device from a wg-quick-like file, for tests and benches.
+//! `kawaii-wgdev CONFIG`: runs one kawaii-wg device from a wg-quick-like file, for tests and benches.
 //!
 //! ```text
 //! [Interface]
