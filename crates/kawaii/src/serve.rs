@@ -195,6 +195,7 @@ async fn daemon(
     registry.register_collector(Box::new(counters.clone()));
     let router = Arc::new(kawaii_drivers::router::Router::new(&mut registry));
     let ipsec = Arc::new(kawaii_drivers::ipsec::Ipsec::new(&state_dir));
+    registry.register_collector(Box::new(IpsecMetrics(ipsec.clone())));
     let vrrp =
         Arc::new(kawaii_drivers::vrrp::Speaker::start().context("starting the VRRP thread")?);
     registry.register_collector(Box::new(VrrpMetrics(vrrp.clone())));
@@ -790,6 +791,74 @@ impl prometheus_client::collector::Collector for VrrpMetrics {
             let v = i64::from(r.state == kawaii_drivers::vrrp::State::Master);
             ConstGauge::new(v).encode(family.encode_family(&labels)?)?;
         }
+        Ok(())
+    }
+}
+
+/// Per IPsec connection: SA state and traffic; charon restarts.
+#[derive(Debug)]
+struct IpsecMetrics(Arc<kawaii_drivers::ipsec::Ipsec>);
+
+impl prometheus_client::collector::Collector for IpsecMetrics {
+    fn encode(
+        &self,
+        mut enc: prometheus_client::encoding::DescriptorEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        use prometheus_client::encoding::EncodeMetric;
+        use prometheus_client::metrics::MetricType;
+        use prometheus_client::metrics::counter::ConstCounter;
+        use prometheus_client::metrics::gauge::ConstGauge;
+        let view = self.0.view();
+        if view.connections.is_empty() && !view.charon.running {
+            return Ok(());
+        }
+        let mut up = enc.encode_descriptor(
+            "kawaii_ipsec_child_sa_up",
+            "1 while the connection's CHILD SA is installed",
+            None,
+            MetricType::Gauge,
+        )?;
+        for c in &view.connections {
+            let v = i64::from(c.child_state == "INSTALLED");
+            ConstGauge::new(v).encode(up.encode_family(&[("connection", c.name.clone())])?)?;
+        }
+        type Get = fn(&kawaii_drivers::ipsec::ConnView) -> u64;
+        let counters: [(&str, &str, Get); 4] = [
+            (
+                "kawaii_ipsec_bytes_in",
+                "Bytes received through the tunnel",
+                |c| c.bytes_in,
+            ),
+            (
+                "kawaii_ipsec_bytes_out",
+                "Bytes sent through the tunnel",
+                |c| c.bytes_out,
+            ),
+            (
+                "kawaii_ipsec_packets_in",
+                "Packets received through the tunnel",
+                |c| c.packets_in,
+            ),
+            (
+                "kawaii_ipsec_packets_out",
+                "Packets sent through the tunnel",
+                |c| c.packets_out,
+            ),
+        ];
+        for (name, help, get) in counters {
+            let mut family = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
+            for c in &view.connections {
+                ConstCounter::new(get(c))
+                    .encode(family.encode_family(&[("connection", c.name.clone())])?)?;
+            }
+        }
+        let restarts = enc.encode_descriptor(
+            "kawaii_ipsec_charon_restarts",
+            "Times kawaii restarted its charon",
+            None,
+            MetricType::Counter,
+        )?;
+        ConstCounter::new(u64::from(view.charon.restarts)).encode(restarts)?;
         Ok(())
     }
 }

@@ -290,6 +290,13 @@ fn ipsec_site_to_site_end_to_end() {
             .sas()
             .contains("AES_CBC-256/HMAC_SHA2_512_256/PRF_HMAC_SHA2_512/MODP_2048")
     );
+    // The same in /metrics (no token needed, no secret in it).
+    let metrics = curl(&s.lab.gw, "GET", "/metrics", None, None, &[]).body;
+    assert!(
+        metrics.contains("kawaii_ipsec_child_sa_up{connection=\"ACME Office\"} 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("kawaii_ipsec_packets_in_total{connection=\"ACME Office\"}"));
 
     // `kawaii render --what ipsec`: the plan's connections, no PSK.
     let cfg = s.topo.dir().join("gateway.toml");
