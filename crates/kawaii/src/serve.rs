@@ -125,54 +125,66 @@ impl prometheus_client::collector::Collector for RuleCounters {
         &self,
         mut enc: prometheus_client::encoding::DescriptorEncoder,
     ) -> Result<(), std::fmt::Error> {
-        use prometheus_client::encoding::EncodeMetric;
-        use prometheus_client::metrics::counter::ConstCounter;
         let rules = self.rules.read().map(|r| r.clone()).unwrap_or_default();
-        // Egress rules live in a chain jumped to from forward: they filter forwarded traffic.
-        let chain = |c: &str| {
-            if c == "egress" {
-                "forward".to_string()
-            } else {
-                c.to_string()
-            }
+        // Label by hook: egress rules filter forwarded traffic, ingress rules the input path.
+        let labels = |r: &kawaii_drivers::nftables::RuleCounter| {
+            let chain = match r.chain.as_str() {
+                "egress" => "forward",
+                "ingress" => "input",
+                other => other,
+            };
+            [("chain", chain.to_string()), ("rule", r.rule.clone())]
         };
-        type Get = fn(&kawaii_drivers::nftables::RuleCounter) -> u64;
-        let sets: [(&str, &str, Get); 2] = [
-            (
-                "kawaii_rule_packets",
-                "Packets matched per firewall rule",
-                |r| r.packets,
-            ),
-            (
-                "kawaii_rule_bytes",
-                "Bytes matched per firewall rule",
-                |r| r.bytes,
-            ),
-        ];
-        for (name, help, get) in sets {
-            let mut family = enc.encode_descriptor(
-                name,
-                help,
-                None,
-                prometheus_client::metrics::MetricType::Counter,
-            )?;
-            for r in &rules {
-                let labels = [("chain", chain(&r.chain)), ("rule", r.rule.clone())];
-                ConstCounter::new(get(r)).encode(family.encode_family(&labels)?)?;
-            }
-        }
-        let mut family = enc.encode_descriptor(
-            "kawaii_chain_drops",
-            "Packets dropped at the end of a chain (default deny)",
-            None,
-            prometheus_client::metrics::MetricType::Counter,
+        let help = "Packets matched per firewall rule";
+        family(
+            &mut enc,
+            ("kawaii_rule_packets", help, COUNTER),
+            &rules,
+            |r| (labels(r), r.packets),
         )?;
-        for r in rules.iter().filter(|r| r.rule == "drop") {
-            ConstCounter::new(r.packets)
-                .encode(family.encode_family(&[("chain", r.chain.clone())])?)?;
-        }
-        Ok(())
+        let help = "Bytes matched per firewall rule";
+        family(
+            &mut enc,
+            ("kawaii_rule_bytes", help, COUNTER),
+            &rules,
+            |r| (labels(r), r.bytes),
+        )?;
+        let drops: Vec<_> = rules.iter().filter(|r| r.rule == "drop").collect();
+        let help = "Packets dropped at the end of a chain (default deny)";
+        family(
+            &mut enc,
+            ("kawaii_chain_drops", help, COUNTER),
+            &drops,
+            |r| ([("chain", r.chain.clone())], r.packets),
+        )
     }
+}
+
+const COUNTER: prometheus_client::metrics::MetricType =
+    prometheus_client::metrics::MetricType::Counter;
+const GAUGE: prometheus_client::metrics::MetricType = prometheus_client::metrics::MetricType::Gauge;
+
+/// Encodes one metric family (a counter or a gauge) with one sample per item.
+fn family<T, L: prometheus_client::encoding::EncodeLabelSet>(
+    enc: &mut prometheus_client::encoding::DescriptorEncoder,
+    (name, help, kind): (&str, &str, prometheus_client::metrics::MetricType),
+    items: &[T],
+    sample: impl Fn(&T) -> (L, u64),
+) -> Result<(), std::fmt::Error> {
+    use prometheus_client::encoding::EncodeMetric;
+    use prometheus_client::metrics::counter::ConstCounter;
+    use prometheus_client::metrics::gauge::ConstGauge;
+    let mut f = enc.encode_descriptor(name, help, None, kind)?;
+    for item in items {
+        let (labels, v) = sample(item);
+        let e = f.encode_family(&labels)?;
+        if matches!(kind, prometheus_client::metrics::MetricType::Gauge) {
+            ConstGauge::new(i64::try_from(v).unwrap_or(i64::MAX)).encode(e)?;
+        } else {
+            ConstCounter::new(v).encode(e)?;
+        }
+    }
+    Ok(())
 }
 
 async fn daemon(
@@ -746,52 +758,38 @@ impl prometheus_client::collector::Collector for VrrpMetrics {
         &self,
         mut enc: prometheus_client::encoding::DescriptorEncoder,
     ) -> Result<(), std::fmt::Error> {
-        use prometheus_client::encoding::EncodeMetric;
-        use prometheus_client::metrics::counter::ConstCounter;
-        use prometheus_client::metrics::gauge::ConstGauge;
         let list = self.0.status();
-        type Get = fn(&kawaii_drivers::vrrp::RouterStatus) -> u64;
-        let counters: [(&str, &str, Get); 3] = [
-            (
-                "kawaii_vrrp_master_transitions",
-                "Transitions to Master per virtual router",
-                |r| r.transitions,
-            ),
-            (
-                "kawaii_vrrp_adverts_sent",
-                "VRRP adverts sent per virtual router",
-                |r| r.adverts_sent,
-            ),
-            (
-                "kawaii_vrrp_adverts_received",
-                "VRRP adverts received per virtual router",
-                |r| r.adverts_received,
-            ),
-        ];
-        for (name, help, get) in counters {
-            let mut family = enc.encode_descriptor(
-                name,
-                help,
-                None,
-                prometheus_client::metrics::MetricType::Counter,
-            )?;
-            for r in &list {
-                let labels = [("zone", r.zone.clone()), ("vrid", r.vrid.to_string())];
-                ConstCounter::new(get(r)).encode(family.encode_family(&labels)?)?;
-            }
-        }
-        let mut family = enc.encode_descriptor(
-            "kawaii_vrrp_master",
-            "1 when this node is master of the virtual router (holds the zone's VIPs)",
-            None,
-            prometheus_client::metrics::MetricType::Gauge,
+        let labels = |r: &kawaii_drivers::vrrp::RouterStatus| {
+            [("zone", r.zone.clone()), ("vrid", r.vrid.to_string())]
+        };
+        let help = "Transitions to Master per virtual router";
+        family(
+            &mut enc,
+            ("kawaii_vrrp_master_transitions", help, COUNTER),
+            &list,
+            |r| (labels(r), r.transitions),
         )?;
-        for r in &list {
-            let labels = [("zone", r.zone.clone()), ("vrid", r.vrid.to_string())];
-            let v = i64::from(r.state == kawaii_drivers::vrrp::State::Master);
-            ConstGauge::new(v).encode(family.encode_family(&labels)?)?;
-        }
-        Ok(())
+        let help = "VRRP adverts sent per virtual router";
+        family(
+            &mut enc,
+            ("kawaii_vrrp_adverts_sent", help, COUNTER),
+            &list,
+            |r| (labels(r), r.adverts_sent),
+        )?;
+        let help = "VRRP adverts received per virtual router";
+        family(
+            &mut enc,
+            ("kawaii_vrrp_adverts_received", help, COUNTER),
+            &list,
+            |r| (labels(r), r.adverts_received),
+        )?;
+        let help = "1 when this node is master of the virtual router (holds the zone's VIPs)";
+        family(&mut enc, ("kawaii_vrrp_master", help, GAUGE), &list, |r| {
+            (
+                labels(r),
+                u64::from(r.state == kawaii_drivers::vrrp::State::Master),
+            )
+        })
     }
 }
 
@@ -804,61 +802,58 @@ impl prometheus_client::collector::Collector for IpsecMetrics {
         &self,
         mut enc: prometheus_client::encoding::DescriptorEncoder,
     ) -> Result<(), std::fmt::Error> {
-        use prometheus_client::encoding::EncodeMetric;
-        use prometheus_client::metrics::MetricType;
-        use prometheus_client::metrics::counter::ConstCounter;
-        use prometheus_client::metrics::gauge::ConstGauge;
         let view = self.0.view();
         if view.connections.is_empty() && !view.charon.running {
             return Ok(());
         }
-        let mut up = enc.encode_descriptor(
-            "kawaii_ipsec_child_sa_up",
-            "1 while the connection's CHILD SA is installed",
-            None,
-            MetricType::Gauge,
+        let conns = &view.connections;
+        let label = |c: &kawaii_drivers::ipsec::ConnView| [("connection", c.name.clone())];
+        let help = "1 while the connection's CHILD SA is installed";
+        family(
+            &mut enc,
+            ("kawaii_ipsec_child_sa_up", help, GAUGE),
+            conns,
+            |c| (label(c), u64::from(c.child_state == "INSTALLED")),
         )?;
-        for c in &view.connections {
-            let v = i64::from(c.child_state == "INSTALLED");
-            ConstGauge::new(v).encode(up.encode_family(&[("connection", c.name.clone())])?)?;
-        }
-        type Get = fn(&kawaii_drivers::ipsec::ConnView) -> u64;
-        let counters: [(&str, &str, Get); 4] = [
-            (
-                "kawaii_ipsec_bytes_in",
-                "Bytes received through the tunnel",
-                |c| c.bytes_in,
-            ),
-            (
-                "kawaii_ipsec_bytes_out",
-                "Bytes sent through the tunnel",
-                |c| c.bytes_out,
-            ),
-            (
-                "kawaii_ipsec_packets_in",
-                "Packets received through the tunnel",
-                |c| c.packets_in,
-            ),
-            (
-                "kawaii_ipsec_packets_out",
-                "Packets sent through the tunnel",
-                |c| c.packets_out,
-            ),
-        ];
-        for (name, help, get) in counters {
-            let mut family = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
-            for c in &view.connections {
-                ConstCounter::new(get(c))
-                    .encode(family.encode_family(&[("connection", c.name.clone())])?)?;
-            }
-        }
-        let restarts = enc.encode_descriptor(
-            "kawaii_ipsec_charon_restarts",
-            "Times kawaii restarted its charon",
-            None,
-            MetricType::Counter,
+        let help = "Bytes received through the tunnel";
+        family(
+            &mut enc,
+            ("kawaii_ipsec_bytes_in", help, COUNTER),
+            conns,
+            |c| (label(c), c.bytes_in),
         )?;
-        ConstCounter::new(u64::from(view.charon.restarts)).encode(restarts)?;
-        Ok(())
+        let help = "Bytes sent through the tunnel";
+        family(
+            &mut enc,
+            ("kawaii_ipsec_bytes_out", help, COUNTER),
+            conns,
+            |c| (label(c), c.bytes_out),
+        )?;
+        let help = "Packets received through the tunnel";
+        family(
+            &mut enc,
+            ("kawaii_ipsec_packets_in", help, COUNTER),
+            conns,
+            |c| (label(c), c.packets_in),
+        )?;
+        let help = "Packets sent through the tunnel";
+        family(
+            &mut enc,
+            ("kawaii_ipsec_packets_out", help, COUNTER),
+            conns,
+            |c| (label(c), c.packets_out),
+        )?;
+        let help = "Times kawaii restarted its charon";
+        family(
+            &mut enc,
+            ("kawaii_ipsec_charon_restarts", help, COUNTER),
+            &[()],
+            |_| {
+                (
+                    Vec::<(String, String)>::new(),
+                    u64::from(view.charon.restarts),
+                )
+            },
+        )
     }
 }
