@@ -37,10 +37,12 @@ fn ns(host: &str) -> String {
     format!("{PREFIX}-{host}")
 }
 
-pub fn up(config: Option<PathBuf>, zones: u8) -> anyhow::Result<ExitCode> {
-    if zones == 2 {
-        return up_ha(config);
-    }
+/// Checks that a lab may be built, and writes and validates its gateway config (`config`, or
+/// `default`) under the lab directory. Returns the start time, the directory and the config path.
+fn prepare(
+    config: Option<PathBuf>,
+    default: &str,
+) -> anyhow::Result<(Instant, &'static Path, PathBuf)> {
     if record_path().exists() {
         bail!("the lab is already up; `kawaii lab down` first");
     }
@@ -55,19 +57,40 @@ pub fn up(config: Option<PathBuf>, zones: u8) -> anyhow::Result<ExitCode> {
         Some(c) => std::fs::copy(c, &cfg)
             .with_context(|| format!("reading {}", c.display()))
             .map(|_| ())?,
-        None => std::fs::write(&cfg, DEFAULT_CONFIG)?,
+        None => std::fs::write(&cfg, default)?,
     }
     if let Err(errors) = crate::config::load_valid(&cfg) {
         let _ = std::fs::remove_dir_all(dir);
-        bail!(
-            "{}",
-            errors
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join("\n")
-        );
+        let list: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        bail!("{}", list.join("\n"));
     }
+    Ok((started, dir, cfg))
+}
+
+/// A failed build: removes everything it made and reports why.
+fn abandon<T>(topo: &mut Topology, dir: &Path, e: kawaii_testkit::KitError) -> anyhow::Result<T> {
+    topo.teardown();
+    let _ = std::fs::remove_dir_all(dir);
+    bail!("building the lab failed (everything it made was removed): {e}")
+}
+
+/// Records what the lab made, for `status`, `exec` and `down`.
+fn record(topo: &mut Topology, state: PathBuf, cfg: &Path) -> anyhow::Result<LabRecord> {
+    let record = LabRecord {
+        namespaces: topo.hosts().map(|h| h.ns.clone()).collect(),
+        pids: topo.pids(),
+        state,
+        config: cfg.to_path_buf(),
+    };
+    std::fs::write(record_path(), serde_json::to_string_pretty(&record)?)?;
+    Ok(record)
+}
+
+pub fn up(config: Option<PathBuf>, zones: u8) -> anyhow::Result<ExitCode> {
+    if zones == 2 {
+        return up_ha(config);
+    }
+    let (started, dir, cfg) = prepare(config, DEFAULT_CONFIG)?;
     let mut topo = Topology::persistent(PREFIX, dir)?;
     let opts = LabOptions {
         kawaii: std::env::current_exe()?,
@@ -75,21 +98,8 @@ pub fn up(config: Option<PathBuf>, zones: u8) -> anyhow::Result<ExitCode> {
         env: vec![],
     };
     let built = lab::build(&mut topo, &opts);
-    let lab = match built {
-        Ok(l) => l,
-        Err(e) => {
-            topo.teardown();
-            let _ = std::fs::remove_dir_all(dir);
-            bail!("building the lab failed (everything it made was removed): {e}");
-        }
-    };
-    let record = LabRecord {
-        namespaces: topo.hosts().map(|h| h.ns.clone()).collect(),
-        pids: topo.pids(),
-        state: lab.state.clone(),
-        config: cfg.clone(),
-    };
-    std::fs::write(record_path(), serde_json::to_string_pretty(&record)?)?;
+    let lab = built.or_else(|e| abandon(&mut topo, dir, e))?;
+    let record = record(&mut topo, lab.state.clone(), &cfg)?;
     println!(
         "Kawaii lab is up in {:.1}s: namespaces {}.",
         started.elapsed().as_secs_f64(),
@@ -217,27 +227,7 @@ pub fn down() -> anyhow::Result<ExitCode> {
 
 /// `kawaii lab up --zones 2`: the two-zone HA topology (see `kawaii_testkit::lab::build_ha`).
 fn up_ha(config: Option<PathBuf>) -> anyhow::Result<ExitCode> {
-    if record_path().exists() {
-        bail!("the lab is already up; `kawaii lab down` first");
-    }
-    if !kawaii_testkit::can_run() {
-        bail!("the lab needs root and iproute2 (it builds network namespaces)");
-    }
-    let started = Instant::now();
-    let dir = Path::new(DIR);
-    std::fs::create_dir_all(dir)?;
-    let cfg = dir.join("gateway.toml");
-    match &config {
-        Some(c) => std::fs::copy(c, &cfg)
-            .with_context(|| format!("reading {}", c.display()))
-            .map(|_| ())?,
-        None => std::fs::write(&cfg, lab::ha_config(5, "0s"))?,
-    }
-    if let Err(errors) = crate::config::load_valid(&cfg) {
-        let _ = std::fs::remove_dir_all(dir);
-        let list: Vec<String> = errors.iter().map(ToString::to_string).collect();
-        bail!("{}", list.join("\n"));
-    }
+    let (started, dir, cfg) = prepare(config, &lab::ha_config(5, "0s"))?;
     let mut topo = Topology::persistent(PREFIX, dir)?;
     let opts = lab::HaLabOptions {
         kawaii: std::env::current_exe()?,
@@ -245,19 +235,8 @@ fn up_ha(config: Option<PathBuf>) -> anyhow::Result<ExitCode> {
         env: vec![],
         start_b: true,
     };
-    let built = lab::build_ha(&mut topo, &opts);
-    if let Err(e) = built {
-        topo.teardown();
-        let _ = std::fs::remove_dir_all(dir);
-        bail!("building the lab failed (everything it made was removed): {e}");
-    }
-    let record = LabRecord {
-        namespaces: topo.hosts().map(|h| h.ns.clone()).collect(),
-        pids: topo.pids(),
-        state: dir.join("state-zone-a"),
-        config: cfg.clone(),
-    };
-    std::fs::write(record_path(), serde_json::to_string_pretty(&record)?)?;
+    lab::build_ha(&mut topo, &opts).or_else(|e| abandon(&mut topo, dir, e))?;
+    let record = record(&mut topo, dir.join("state-zone-a"), &cfg)?;
     println!(
         "Kawaii HA lab (2 zones) is up in {:.1}s: namespaces {}.",
         started.elapsed().as_secs_f64(),
