@@ -143,6 +143,7 @@ fn v1_routes() -> OpenApiRouter<ApiState> {
             wireguard_peers::replace,
             wireguard_peers::delete
         ))
+        .routes(routes!(peer_config))
         .routes(routes!(pipes::list, pipes::create))
         .routes(routes!(pipes::get, pipes::replace, pipes::delete))
         .routes(routes!(routes_::list, routes_::create))
@@ -191,8 +192,7 @@ async fn mutate<T: Send + 'static>(
             let snap = store.current()?;
             let mut doc = snap.gateway.clone();
             let out = change(&mut doc)?;
-            doc.carry_secrets_from(&snap.gateway);
-            doc.assign_rule_ids(&snap.gateway);
+            doc.prepare_commit(&snap.gateway);
             validate(&doc).map_err(|e| ApiError::Invalid(e.0))?;
             if doc.api.tokens != snap.gateway.api.tokens
                 || doc.api.token_file != snap.gateway.api.token_file
@@ -279,6 +279,73 @@ async fn put_gateway(
 #[utoipa::path(get, path = "/v1/status", tag = "status", responses((status = 200, description = "OK", body = Status)))]
 async fn get_status(State(state): State<ApiState>) -> Json<Status> {
     Json(state.status())
+}
+
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+struct ShowconfQuery {
+    /// `wireguard` (a wg-quick file, the default), `json` or `yaml` (a Kilo `Peer` object).
+    format: Option<String>,
+}
+
+/// The configuration a VPN peer applies to reach this gateway (`kawaii peer showconf`). The
+/// peer's preshared key, if any, is included only for operators and admins.
+#[utoipa::path(get, path = "/v1/wireguard/peers/{key}/config", tag = "wireguard-peers", params(("key" = String, Path), ShowconfQuery),
+    responses((status = 200, description = "The configuration, as text/plain (wireguard) or a Kilo Peer object (json, yaml)"),
+        (status = 400, description = "Unknown format", body = ErrorBody), (status = 404, description = "No such peer", body = ErrorBody),
+        (status = 503, description = "The WireGuard device is not running", body = ErrorBody)))]
+async fn peer_config(
+    State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    Path(key): Path<String>,
+    axum::extract::Query(q): axum::extract::Query<ShowconfQuery>,
+) -> Result<Response, ApiError> {
+    let format = q.format.unwrap_or_else(|| "wireguard".into());
+    if !["wireguard", "json", "yaml"].contains(&format.as_str()) {
+        return Err(ApiError::Invalid(vec![FieldError::new(
+            "format",
+            format!("{format:?} is not one of wireguard, json, yaml"),
+        )]));
+    }
+    let snap = snapshot(&state).await?;
+    let report = validate(&snap.gateway).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let d = &report.desired;
+    let stored = snap
+        .gateway
+        .wireguard
+        .as_ref()
+        .and_then(|w| w.peers.iter().find(|p| p.name == key))
+        .ok_or_else(|| ApiError::NotFound(format!("no WireGuard peer {key:?}")))?;
+    let with_secrets = caller.require(Role::Operator, "read secrets").is_ok();
+    let body = match format.as_str() {
+        "wireguard" => {
+            let public_key = state.wg_public_key().ok_or_else(|| {
+                ApiError::Unavailable(
+                    "the WireGuard device is not running (see the wireguard driver in /v1/status)"
+                        .into(),
+                )
+            })?;
+            let zone_name = state.status().zone;
+            let zone = d.zones.iter().find(|z| Some(&z.name) == zone_name.as_ref());
+            let conf = kawaii_plan::wireguard::peer_conf(d, zone, &key, &public_key)
+                .map_err(|e| ApiError::Conflict(e.to_string()))?;
+            return Ok((
+                [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+                conf.render(with_secrets),
+            )
+                .into_response());
+        }
+        "json" => serde_json::to_string_pretty(&dropin::kilo_peer(stored, with_secrets))
+            .map(|s| s + "\n")
+            .map_err(|e| ApiError::Internal(e.to_string()))?,
+        _ => yaml_serde::to_string(&dropin::kilo_peer(stored, with_secrets))
+            .map_err(|e| ApiError::Internal(e.to_string()))?,
+    };
+    let mime = if format == "json" {
+        "application/json"
+    } else {
+        "application/yaml"
+    };
+    Ok(([(header::CONTENT_TYPE, mime)], body).into_response())
 }
 
 #[derive(Debug, serde::Deserialize, utoipa::IntoParams)]

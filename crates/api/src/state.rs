@@ -44,6 +44,8 @@ pub struct ApiState {
     pub store: Arc<dyn Store>,
     tokens: Arc<RwLock<Arc<Vec<TokenSpec>>>>,
     status: Arc<RwLock<Status>>,
+    /// The WireGuard device's public key while it runs (for `showconf`).
+    wg_public_key: Arc<RwLock<Option<String>>>,
     pub registry: Arc<Registry>,
     pub(crate) requests: prometheus_client::metrics::family::Family<
         crate::handlers::ReqLabels,
@@ -70,6 +72,7 @@ impl ApiState {
             store,
             tokens: Arc::default(),
             status: Arc::default(),
+            wg_public_key: Arc::default(),
             registry: Arc::new(registry),
             requests,
         }
@@ -92,6 +95,16 @@ impl ApiState {
     pub fn update_status(&self, f: impl FnOnce(&mut Status)) {
         if let Ok(mut s) = self.status.write() {
             f(&mut s);
+        }
+    }
+
+    pub fn wg_public_key(&self) -> Option<String> {
+        self.wg_public_key.read().ok().and_then(|k| k.clone())
+    }
+
+    pub fn set_wg_public_key(&self, key: Option<String>) {
+        if let Ok(mut k) = self.wg_public_key.write() {
+            *k = key;
         }
     }
 }

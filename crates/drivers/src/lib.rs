@@ -10,6 +10,7 @@ pub mod nftables;
 pub mod router;
 mod tool;
 pub mod vrrp;
+pub mod wireguard;
 
 use kawaii_plan::Plan;
 use std::future::Future;

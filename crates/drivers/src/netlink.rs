@@ -27,6 +27,14 @@ impl Netlink {
     pub fn new() -> Netlink {
         Netlink::default()
     }
+
+    /// Forgets the last applied plan, so the next apply checks the kernel again (an interface
+    /// it manages was recreated and lost its addresses and routes).
+    pub fn invalidate(&self) {
+        if let Ok(mut l) = self.last.lock() {
+            *l = None;
+        }
+    }
 }
 
 async fn addresses_of(dev: &str) -> Result<BTreeSet<String>, DriverError> {
@@ -161,9 +169,14 @@ impl Driver for Netlink {
                     } else {
                         format!(" dev {}", r.interface)
                     };
+                    let via = if r.via.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" via {}", r.via)
+                    };
                     batch.push_str(&format!(
-                        "route replace {} via {}{dev} proto {RT_PROTO}\n",
-                        r.destination, r.via
+                        "route replace {}{via}{dev} proto {RT_PROTO}\n",
+                        r.destination
                     ));
                 }
             }

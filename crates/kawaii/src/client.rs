@@ -209,6 +209,31 @@ impl Api {
     }
 
     pub fn apply(&self, file: &Path) -> anyhow::Result<ExitCode> {
+        let text = std::fs::read_to_string(file)
+            .with_context(|| format!("cannot read {}", file.display()))?;
+        if let Some(peers) = kawaii_model::dropin::kilo_peers(&text) {
+            let peers = peers.map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+            for p in peers {
+                let body = kawaii_model::Secret::reveal(|| serde_json::to_string(&p))?;
+                let path = format!("/v1/wireguard/peers/{}", urlencode(&p.name));
+                // Create or replace: a Kilo manifest is applied like `kubectl apply`.
+                let r = self.call("GET", &path, None, None)?;
+                let (verb, r) = if r.status == 404 {
+                    (
+                        "created",
+                        self.ok("POST", "/v1/wireguard/peers", Some(body), None)?,
+                    )
+                } else {
+                    ("configured", self.ok("PUT", &path, Some(body), None)?)
+                };
+                println!(
+                    "peer {} {verb} (revision {})",
+                    p.name,
+                    r.etag.map(|e| e.to_string()).unwrap_or_default()
+                );
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
         let loaded = config::load(file).map_err(|e| {
             anyhow::anyhow!(
                 e.iter()
@@ -429,7 +454,10 @@ pub fn render(file: &Path, zone: Option<&str>, what: RenderWhat) -> anyhow::Resu
         RenderWhat::Routes => print!("{}", plan.net.render()),
         RenderWhat::Ipsec => println!("{}", serde_json::to_string_pretty(&plan.ipsec)?),
         RenderWhat::Vrrp => print!("{}", kawaii_plan::vrrp::render(&plan.vrrp)),
-        other => bail!("rendering {other:?} is not available yet: that capability has not landed"),
+        RenderWhat::Wireguard => match &plan.wireguard {
+            Some(w) => print!("{}", w.render()),
+            None => bail!("the config has no [wireguard] section"),
+        },
     }
     Ok(ExitCode::SUCCESS)
 }

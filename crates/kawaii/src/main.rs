@@ -67,7 +67,8 @@ enum Command {
         #[arg(short, long, value_enum, default_value = "table")]
         output: Output,
     },
-    /// Apply a file: a whole gateway document (TOML or JSON).
+    /// Apply a file: a whole gateway document (TOML or JSON), or Kilo `Peer` manifests (YAML),
+    /// which create or replace those WireGuard peers.
     Apply {
         #[arg(short = 'f', long = "filename")]
         file: PathBuf,

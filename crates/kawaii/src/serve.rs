@@ -95,6 +95,9 @@ struct Daemon {
     replan: Arc<Notify>,
     /// The VRRP speaker (multi-zone HA); idle without HA.
     vrrp: Arc<kawaii_drivers::vrrp::Speaker>,
+    /// The userspace WireGuard device.
+    wireguard: Arc<kawaii_drivers::wireguard::WireGuard>,
+    netlink: Arc<kawaii_drivers::netlink::Netlink>,
 }
 
 /// The nftables rule counters, read back from the kernel; exported on `/metrics` and in status.
@@ -211,9 +214,14 @@ async fn daemon(
     let vrrp =
         Arc::new(kawaii_drivers::vrrp::Speaker::start().context("starting the VRRP thread")?);
     registry.register_collector(Box::new(VrrpMetrics(vrrp.clone())));
+    let wireguard = Arc::new(kawaii_drivers::wireguard::WireGuard::new());
+    registry.register_collector(Box::new(WgMetrics(wireguard.clone())));
+    let netlink = Arc::new(kawaii_drivers::netlink::Netlink::new());
     let api = ApiState::new(store.clone(), registry);
+    // The device first: the addresses and routes on its interface come next.
     let drivers: Vec<Arc<dyn Driver>> = vec![
-        Arc::new(kawaii_drivers::netlink::Netlink::new()),
+        wireguard.clone(),
+        netlink.clone(),
         Arc::new(kawaii_drivers::nftables::Nftables::new()),
         router.clone(),
         ipsec.clone(),
@@ -234,6 +242,8 @@ async fn daemon(
         consent,
         replan,
         vrrp,
+        wireguard,
+        netlink,
     });
 
     // The file first: a good file that changed since it was last applied becomes the state.
@@ -255,6 +265,15 @@ async fn daemon(
         .map_err(|e| anyhow::anyhow!("stored state is invalid: {e}"))?;
     if let Some(z) = &d.zone {
         kawaii_plan::select_zone(&desired.desired, Some(z))?;
+    }
+    // A private key file others may read is refused before anything starts.
+    if let Some(kawaii_model::valid::KeySource::File(f)) = desired
+        .desired
+        .wireguard
+        .as_ref()
+        .and_then(|w| w.private_key.as_ref())
+    {
+        kawaii_drivers::wireguard::load_key(f).map_err(|e| anyhow::anyhow!(e))?;
     }
     d.refresh_tokens(&desired.desired);
 
@@ -291,6 +310,8 @@ async fn daemon(
         async move {
             loop {
                 d.counters.refresh(&d.api).await;
+                d.wireguard.refresh().await;
+                let wg = d.wireguard.status();
                 let router = d.router.status();
                 let ipsec = d.ipsec.status();
                 let vrrp = d.vrrp.status();
@@ -302,6 +323,17 @@ async fn daemon(
                     }
                     s.details.insert("router".into(), router);
                     s.details.insert("ipsec".into(), ipsec);
+                    match wg {
+                        Some(w) => {
+                            s.details.insert(
+                                "wireguard".into(),
+                                serde_json::to_value(w).unwrap_or_default(),
+                            );
+                        }
+                        None => {
+                            s.details.remove("wireguard");
+                        }
+                    }
                 });
                 tokio::select! {
                     _ = tokio::time::sleep(Duration::from_secs(2)) => {}
@@ -335,6 +367,7 @@ async fn daemon(
     // Drain the domain router: no new connections, established ones get time to finish.
     d.router.drain(DRAIN).await;
     d.ipsec.shutdown().await;
+    d.wireguard.shutdown().await;
     let _ = tokio::time::timeout(Duration::from_secs(10), async {
         let _ = api_task.await;
         let _ = reconcile_task.await;
@@ -378,21 +411,25 @@ impl Daemon {
             action: "config file applied".into(),
         };
         let mut gateway: Gateway = loaded.gateway;
+        let store_error = |e: String| vec![kawaii_model::FieldError::new("(store)", e)];
         let outcome =
-            tokio::task::spawn_blocking(move || -> Result<bool, kawaii_store::StoreError> {
-                if store.get_meta(FILE_HASH_KEY)?.as_deref() == Some(hash.as_str()) {
+            tokio::task::spawn_blocking(move || -> Result<bool, Vec<kawaii_model::FieldError>> {
+                let err = |e: kawaii_store::StoreError| store_error(e.to_string());
+                if store.get_meta(FILE_HASH_KEY).map_err(err)?.as_deref() == Some(hash.as_str()) {
                     return Ok(false);
                 }
-                let cur = store.current()?;
-                gateway.carry_secrets_from(&cur.gateway);
-                gateway.assign_rule_ids(&cur.gateway);
-                let rev = store.commit(None, &gateway, &actor)?;
-                store.set_meta(FILE_HASH_KEY, &hash)?;
+                let cur = store.current().map_err(err)?;
+                gateway.prepare_commit(&cur.gateway);
+                // What the server filled in (VPN addresses) must still be valid.
+                kawaii_model::validate(&gateway).map_err(|e| e.0)?;
+                let rev = store.commit(None, &gateway, &actor).map_err(err)?;
+                store.set_meta(FILE_HASH_KEY, &hash).map_err(err)?;
                 Ok(rev != cur.revision)
             })
-            .await;
+            .await
+            .unwrap_or_else(|e| Err(store_error(e.to_string())));
         match outcome {
-            Ok(Ok(changed)) => {
+            Ok(changed) => {
                 if changed {
                     info!(file = %self.config.display(), "config file applied");
                 }
@@ -402,17 +439,12 @@ impl Daemon {
                     .inc();
                 Ok(changed)
             }
-            Ok(Err(e)) => {
-                error!(%e, "storing the config file failed");
-                Err(vec![kawaii_model::FieldError::new(
-                    "(store)",
-                    e.to_string(),
-                )])
+            Err(errors) => {
+                for e in &errors {
+                    error!(%e, "storing the config file failed");
+                }
+                Err(errors)
             }
-            Err(e) => Err(vec![kawaii_model::FieldError::new(
-                "(store)",
-                e.to_string(),
-            )]),
         }
     }
 
@@ -651,6 +683,10 @@ async fn reconcile_once(d: &Daemon) -> bool {
             .find(|s| s.name == driver.name());
         let started = std::time::Instant::now();
         let r = driver.apply(&plan).await;
+        if d.wireguard.take_recreated() {
+            // A new WireGuard interface has no addresses or routes yet.
+            d.netlink.invalidate();
+        }
         let at = Some(kawaii_store::now_rfc3339());
         match r {
             Ok(()) => {
@@ -711,6 +747,7 @@ async fn reconcile_once(d: &Daemon) -> bool {
     }
     let vrrp =
         (!plan.vrrp.is_empty()).then(|| serde_json::to_value(d.vrrp.status()).unwrap_or_default());
+    d.api.set_wg_public_key(d.wireguard.public_key());
     d.api.update_status(|s: &mut Status| {
         if let Some(v) = vrrp {
             s.details.insert("vrrp".into(), v);
@@ -854,6 +891,44 @@ impl prometheus_client::collector::Collector for IpsecMetrics {
                     u64::from(view.charon.restarts),
                 )
             },
+        )
+    }
+}
+
+/// Per WireGuard peer: bytes both ways and the last handshake, read at the last refresh.
+#[derive(Debug)]
+struct WgMetrics(Arc<kawaii_drivers::wireguard::WireGuard>);
+
+impl prometheus_client::collector::Collector for WgMetrics {
+    fn encode(
+        &self,
+        mut enc: prometheus_client::encoding::DescriptorEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        let Some(status) = self.0.status() else {
+            return Ok(());
+        };
+        let peers = &status.peers;
+        let label = |p: &kawaii_drivers::wireguard::PeerStatus| [("peer", p.name.clone())];
+        let help = "Bytes received from the WireGuard peer";
+        family(
+            &mut enc,
+            ("kawaii_wireguard_peer_rx_bytes", help, COUNTER),
+            peers,
+            |p| (label(p), p.rx_bytes),
+        )?;
+        let help = "Bytes sent to the WireGuard peer";
+        family(
+            &mut enc,
+            ("kawaii_wireguard_peer_tx_bytes", help, COUNTER),
+            peers,
+            |p| (label(p), p.tx_bytes),
+        )?;
+        let help = "Unix time of the peer's last completed handshake (0: never)";
+        family(
+            &mut enc,
+            ("kawaii_wireguard_peer_last_handshake_seconds", help, GAUGE),
+            peers,
+            |p| (label(p), p.last_handshake.unwrap_or(0)),
         )
     }
 }

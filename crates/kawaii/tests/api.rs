@@ -283,6 +283,7 @@ fn openapi_is_valid_and_complete() {
         "PUT /v1/gateway",
         "GET /v1/status",
         "GET /v1/audit",
+        "GET /v1/wireguard/peers/{key}/config",
     ]
     .iter()
     .map(|s| s.to_string())

@@ -5,7 +5,9 @@
 //! separately. It runs as an edge node: the domain router alone, on all addresses, :80 and :443.
 
 use crate::error::{FieldError, ModelError};
-use crate::spec::{Gateway, Route, RouterSettings};
+use crate::secret::Secret;
+use crate::spec::{Gateway, Route, RouterSettings, WgPeer};
+use serde::{Deserialize, Serialize};
 
 /// Some(..) when `text` is a kiagateway `servers.toml` (its tables and nothing else).
 pub fn kiagateway(text: &str) -> Option<Result<Gateway, ModelError>> {
@@ -74,6 +76,162 @@ pub fn kiagateway(text: &str) -> Option<Result<Gateway, ModelError>> {
     Some(Ok(g))
 }
 
+/// Kilo's API group and version.
+pub const KILO_API_VERSION: &str = "kilo.squat.ai/v1alpha1";
+
+/// A Kilo `Peer` object, as `kubectl apply -f peer.yaml` takes it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KiloPeer {
+    pub api_version: String,
+    pub kind: String,
+    pub metadata: KiloMeta,
+    pub spec: KiloPeerSpec,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KiloMeta {
+    pub name: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KiloPeerSpec {
+    #[serde(default, rename = "allowedIPs")]
+    pub allowed_ips: Vec<String>,
+    pub public_key: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub persistent_keepalive: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preshared_key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<KiloEndpoint>,
+}
+
+/// `endpoint: {dnsOrIP: {dns|ip}, port}` (older manifests: `{ip, port}`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KiloEndpoint {
+    #[serde(default, rename = "dnsOrIP", skip_serializing_if = "Option::is_none")]
+    pub dns_or_ip: Option<KiloDnsOrIp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<String>,
+    pub port: u16,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KiloDnsOrIp {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<String>,
+}
+
+/// Some(..) when `text` holds Kilo `Peer` manifests (every YAML document one), each turned into
+/// a WireGuard peer; None when it is something else.
+pub fn kilo_peers(text: &str) -> Option<Result<Vec<WgPeer>, ModelError>> {
+    let mut docs = Vec::new();
+    for de in yaml_serde::Deserializer::from_str(text) {
+        let v: yaml_serde::Value = yaml_serde::Value::deserialize(de).ok()?;
+        if v.is_null() {
+            continue;
+        }
+        docs.push(v);
+    }
+    let is_peer = |v: &yaml_serde::Value| {
+        v.get("apiVersion").and_then(|a| a.as_str()) == Some(KILO_API_VERSION)
+            && v.get("kind").and_then(|k| k.as_str()) == Some("Peer")
+    };
+    if docs.is_empty() || !docs.iter().all(is_peer) {
+        return None;
+    }
+    let mut peers = Vec::new();
+    for (i, v) in docs.into_iter().enumerate() {
+        let k: KiloPeer = match serde_path_to_error::deserialize(v) {
+            Ok(k) => k,
+            Err(e) => {
+                let at = if i == 0 {
+                    String::new()
+                } else {
+                    format!("(document {})", i + 1)
+                };
+                return Some(Err(ModelError::Syntax(FieldError::new(
+                    format!("{at}{}", e.path()),
+                    e.inner().to_string(),
+                ))));
+            }
+        };
+        let endpoint = k.spec.endpoint.map(|e| {
+            let host = e
+                .dns_or_ip
+                .and_then(|d| d.dns.filter(|s| !s.is_empty()).or(d.ip))
+                .or(e.ip)
+                .unwrap_or_default();
+            if host.contains(':') {
+                format!("[{host}]:{}", e.port)
+            } else {
+                format!("{host}:{}", e.port)
+            }
+        });
+        peers.push(WgPeer {
+            name: k.metadata.name,
+            public_key: k.spec.public_key,
+            allowed_ips: k.spec.allowed_ips,
+            address: None,
+            preshared_key: k.spec.preshared_key.map(Secret::new),
+            persistent_keepalive: k.spec.persistent_keepalive,
+            endpoint,
+            allow_internet: false,
+            ingress_rules: Vec::new(),
+        });
+    }
+    Some(Ok(peers))
+}
+
+/// The Kilo `Peer` object describing `p` (its allocated address as its allowed IP). The
+/// preshared key is included only when `with_secrets`.
+pub fn kilo_peer(p: &WgPeer, with_secrets: bool) -> KiloPeer {
+    let allowed_ips = if p.allowed_ips.is_empty() {
+        p.address.iter().map(|a| format!("{a}/32")).collect()
+    } else {
+        p.allowed_ips.clone()
+    };
+    let endpoint = p.endpoint.as_deref().and_then(|e| {
+        let (host, port) = e.rsplit_once(':')?;
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
+        let is_ip = host.parse::<std::net::IpAddr>().is_ok();
+        Some(KiloEndpoint {
+            dns_or_ip: Some(KiloDnsOrIp {
+                dns: (!is_ip).then(|| host.clone()),
+                ip: is_ip.then_some(host),
+            }),
+            ip: None,
+            port: port.parse().ok()?,
+        })
+    });
+    KiloPeer {
+        api_version: KILO_API_VERSION.into(),
+        kind: "Peer".into(),
+        metadata: KiloMeta {
+            name: p.name.clone(),
+        },
+        spec: KiloPeerSpec {
+            allowed_ips,
+            public_key: p.public_key.clone(),
+            persistent_keepalive: p.persistent_keepalive,
+            preshared_key: p
+                .preshared_key
+                .as_ref()
+                .filter(|_| with_secrets)
+                .map(|k| k.expose().to_string()),
+            endpoint,
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -93,5 +251,55 @@ mod tests {
         assert_eq!(two.routes[0].http, ["127.0.0.1:8080"]);
         assert!(crate::validate(&two).is_ok());
         assert!(kiagateway("[gateway]\nname = \"x\"\n").is_none());
+    }
+
+    /// The manifest from ../shared/seeds/kilo-vpn.md, as written there.
+    const SEED: &str = "apiVersion: kilo.squat.ai/v1alpha1
+kind: Peer
+metadata:
+  name: squat
+spec:
+  allowedIPs:
+  - 10.5.0.1/32 # Example IP address on the peer's interface.
+  publicKey: GY5aT1N9dTR/nJnT1N2f4ClZWVj0jOAld0r8ysWLyjg=
+  persistentKeepalive: 10
+";
+
+    #[test]
+    fn kilo_peer_round_trip() {
+        let peers = kilo_peers(SEED).expect("recognised").expect("valid");
+        assert_eq!(peers.len(), 1);
+        let p = &peers[0];
+        assert_eq!(p.name, "squat");
+        assert_eq!(p.allowed_ips, ["10.5.0.1/32"]);
+        assert_eq!(p.public_key, "GY5aT1N9dTR/nJnT1N2f4ClZWVj0jOAld0r8ysWLyjg=");
+        assert_eq!(p.persistent_keepalive, Some(10));
+        let back = kilo_peer(p, false);
+        let text = yaml_serde::to_string(&back).expect("yaml");
+        let again = kilo_peers(&text).expect("recognised").expect("valid");
+        assert_eq!(&again[0], p, "{text}");
+        let original: yaml_serde::Value = yaml_serde::from_str(SEED).expect("yaml");
+        let ours: yaml_serde::Value = yaml_serde::from_str(&text).expect("yaml");
+        assert_eq!(original, ours, "the Peer object comes back as it went in");
+    }
+
+    #[test]
+    fn kilo_documents_endpoints_and_errors() {
+        let two = format!(
+            "{SEED}---\napiVersion: kilo.squat.ai/v1alpha1\nkind: Peer\nmetadata:\n  name: b\nspec:\n  publicKey: x\n  endpoint:\n    dnsOrIP:\n      ip: 192.0.2.7\n    port: 51820\n"
+        );
+        let peers = kilo_peers(&two).expect("recognised").expect("parsed");
+        assert_eq!(peers[1].endpoint.as_deref(), Some("192.0.2.7:51820"));
+        assert!(peers[1].allowed_ips.is_empty());
+        let bad = SEED.replace("persistentKeepalive: 10", "persistentKeepalive: soon");
+        let err = kilo_peers(&bad)
+            .expect("recognised")
+            .expect_err("type error");
+        assert!(
+            err.to_string().contains("spec.persistentKeepalive"),
+            "{err}"
+        );
+        assert!(kilo_peers("[gateway]\nname = \"x\"\n").is_none());
+        assert!(kilo_peers("apiVersion: v1\nkind: Service\n").is_none());
     }
 }

@@ -325,6 +325,11 @@ pub struct WgPeer {
     /// Addresses routed to this peer; empty: one is allocated from the VPN subnet.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allowed_ips: Vec<String>,
+    /// The peer's VPN address when `allowed_ips` is empty: allocated by kawaii from the VPN
+    /// subnet when the peer is first committed and kept for the peer's life (a value given
+    /// here is honoured if it is free).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub preshared_key: Option<Secret>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -506,6 +511,75 @@ impl Gateway {
         }
     }
 
+    /// Everything the server fills in before a commit, given the stored document `old`:
+    /// secrets kept where redacted, rule ids, VPN addresses.
+    pub fn prepare_commit(&mut self, old: &Gateway) {
+        self.carry_secrets_from(old);
+        self.assign_rule_ids(old);
+        self.assign_vpn_addresses(old);
+    }
+
+    /// Gives every WireGuard peer without `allowed_ips` an address from the VPN subnet: the
+    /// one it asked for or had before if still free, else the lowest free one. Peers with
+    /// `allowed_ips` carry none. Unparsable values are left for validation to report.
+    pub fn assign_vpn_addresses(&mut self, old: &Gateway) {
+        use ipnet::Ipv4Net;
+        use std::net::Ipv4Addr;
+        let Some(wg) = &mut self.wireguard else {
+            return;
+        };
+        let Ok(gw) = wg.address.trim().parse::<Ipv4Net>() else {
+            return;
+        };
+        let subnet = gw.trunc();
+        let parse = |s: &str| -> Option<Ipv4Addr> {
+            let s = s.trim();
+            s.strip_suffix("/32").unwrap_or(s).parse().ok()
+        };
+        // Explicit allowed IPs of every peer are taken first.
+        let mut taken: Vec<Ipv4Net> = wg
+            .peers
+            .iter()
+            .flat_map(|p| p.allowed_ips.iter())
+            .filter_map(|s| crate::valid::cidr(s).ok())
+            .collect();
+        taken.push(Ipv4Net::from(gw.addr()));
+        let free = |ip: Ipv4Addr, taken: &[Ipv4Net]| {
+            subnet.contains(&ip)
+                && ip != subnet.network()
+                && ip != subnet.broadcast()
+                && !taken.iter().any(|n| n.contains(&ip))
+        };
+        let old_peers = old.wireguard.as_ref().map(|w| w.peers.as_slice());
+        let mut pending = Vec::new();
+        for (i, p) in wg.peers.iter_mut().enumerate() {
+            if !p.allowed_ips.is_empty() {
+                p.address = None;
+                continue;
+            }
+            let before = old_peers
+                .and_then(|o| o.iter().find(|o| o.name == p.name))
+                .and_then(|o| o.address.as_deref())
+                .and_then(parse);
+            let want = p.address.as_deref().and_then(parse).or(before);
+            match want.filter(|ip| free(*ip, &taken)) {
+                Some(ip) => {
+                    taken.push(Ipv4Net::from(ip));
+                    p.address = Some(ip.to_string());
+                }
+                None if p.address.as_deref().is_some_and(|a| parse(a).is_none()) => {}
+                None => pending.push(i),
+            }
+        }
+        for i in pending {
+            let next = subnet.hosts().find(|ip| free(*ip, &taken));
+            if let Some(ip) = next {
+                taken.push(Ipv4Net::from(ip));
+            }
+            wg.peers[i].address = next.map(|ip| ip.to_string());
+        }
+    }
+
     /// Gives every rule without an id one: the id of an identical rule in `old` if there is one,
     /// else the next free `<kind>-N`. Ids are what metrics and the API use to name rules.
     pub fn assign_rule_ids(&mut self, old: &Gateway) {
@@ -641,5 +715,69 @@ phase2_encryption_algorithm = "AES256"
         let mut back = Gateway::parse(&exported, Format::Toml).expect("round trip");
         back.carry_secrets_from(&old);
         assert_eq!(back, old);
+    }
+
+    fn vpn(peers: &[(&str, &[&str])]) -> Gateway {
+        let mut text = String::from(
+            "[wireguard]\naddress = \"10.8.0.1/29\"\nprivate_key = \"yAnz5TF+lXXJte14tji3zlMNq+hd2rYUIgJBgB3fBmk=\"\n",
+        );
+        for (i, (name, ips)) in peers.iter().enumerate() {
+            let ips: Vec<String> = ips.iter().map(|s| format!("{s:?}")).collect();
+            text.push_str(&format!(
+                "[[wireguard.peers]]\nname = \"{name}\"\npublic_key = \"{}\"\nallowed_ips = [{}]\n",
+                [
+                    "xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg=",
+                    "TrMvSoP4jYQlY6RIzBgbssQqY3vxI2Pi+y71lOWWXX0=",
+                    "gN65BkIKy1eCE9pP1wdc8ROUtkHLF2PfAqYdyYBz6EA=",
+                    "HIgo9xNzJMWLKASShiTqIybxZ0U3wGLiUeJ1PKf8ykw=",
+                    "LtF2ym4PoGq4IZWV4RFAM9hbLWq+e5bn8AIxhWvyAkw=",
+                    "GY5aT1N9dTR/nJnT1N2f4ClZWVj0jOAld0r8ysWLyjg="
+                ][i],
+                ips.join(", ")
+            ));
+        }
+        Gateway::parse(&text, Format::Toml).expect("parses")
+    }
+
+    #[test]
+    fn vpn_addresses_are_allocated_once_and_kept() {
+        // 10.8.0.0/29: hosts .1-.6, .1 is the gateway.
+        let mut first = vpn(&[("a", &[]), ("b", &["10.8.0.2/32"]), ("c", &[])]);
+        first.prepare_commit(&Gateway::default());
+        let addr = |g: &Gateway, n: usize| g.wireguard.as_ref().unwrap().peers[n].address.clone();
+        assert_eq!(addr(&first, 0).as_deref(), Some("10.8.0.3"));
+        assert_eq!(addr(&first, 1), None, "a peer with allowed_ips gets none");
+        assert_eq!(addr(&first, 2).as_deref(), Some("10.8.0.4"));
+        crate::validate(&first).expect("valid");
+        // The file is applied again with a new peer in front: the old ones keep theirs.
+        let mut second = vpn(&[("d", &[]), ("a", &[]), ("b", &["10.8.0.2/32"]), ("c", &[])]);
+        second.prepare_commit(&first);
+        assert_eq!(addr(&second, 0).as_deref(), Some("10.8.0.5"));
+        assert_eq!(addr(&second, 1).as_deref(), Some("10.8.0.3"));
+        assert_eq!(addr(&second, 3).as_deref(), Some("10.8.0.4"));
+        // A peer that now declares allowed_ips overlapping an allocation moves the other away.
+        let mut third = vpn(&[("d", &["10.8.0.5/32"]), ("a", &[]), ("e", &[])]);
+        third.prepare_commit(&second);
+        assert_eq!(addr(&third, 1).as_deref(), Some("10.8.0.3"));
+        assert_eq!(addr(&third, 2).as_deref(), Some("10.8.0.2"));
+        crate::validate(&third).expect("valid");
+    }
+
+    #[test]
+    fn a_full_vpn_subnet_is_an_error_naming_the_peer() {
+        let mut g = vpn(&[
+            ("a", &[]),
+            ("b", &[]),
+            ("c", &[]),
+            ("d", &[]),
+            ("e", &[]),
+            ("f", &[]),
+        ]);
+        let before = crate::validate(&g).expect_err("six peers, five free addresses");
+        assert_eq!(before.0.len(), 1, "{before}");
+        assert_eq!(before.0[0].path, "wireguard.peers[5]");
+        g.prepare_commit(&Gateway::default());
+        let after = crate::validate(&g).expect_err("still full");
+        assert_eq!(after.0[0].path, "wireguard.peers[5]");
     }
 }

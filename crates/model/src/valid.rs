@@ -209,11 +209,25 @@ pub struct WgPeerSpec {
     pub public_key: [u8; 32],
     /// As written; empty means "allocate one from the VPN subnet".
     pub allowed_ips: Vec<Ipv4Net>,
+    /// The allocated VPN address (only when `allowed_ips` is empty); None: not allocated yet
+    /// (a document before its first commit).
+    pub address: Option<Ipv4Addr>,
     pub preshared_key: Option<Secret>,
     pub persistent_keepalive: Option<u16>,
     pub endpoint: Option<String>,
     pub allow_internet: bool,
     pub ingress_rules: Vec<PeerRuleSpec>,
+}
+
+impl WgPeerSpec {
+    /// What is routed to this peer: its allowed IPs, or its allocated address as a /32.
+    pub fn routed(&self) -> Vec<Ipv4Net> {
+        if self.allowed_ips.is_empty() {
+            self.address.map(Ipv4Net::from).into_iter().collect()
+        } else {
+            self.allowed_ips.clone()
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -1197,11 +1211,42 @@ fn check_wireguard(w: &WireGuard, e: &mut Errors) -> Option<WireGuardSpec> {
             None => None,
         };
         let ingress_rules = peer_rules(&peer.ingress_rules, &format!("{p}.ingress_rules"), e);
+        let vpn_address = match &peer.address {
+            None => None,
+            Some(_) if !peer.allowed_ips.is_empty() => {
+                e.push(
+                    format!("{p}.address"),
+                    "is allocated only for a peer without allowed_ips; remove one of the two",
+                );
+                None
+            }
+            Some(a) => {
+                let ip = e.check(
+                    format!("{p}.address"),
+                    a.trim()
+                        .strip_suffix("/32")
+                        .unwrap_or(a.trim())
+                        .parse::<Ipv4Addr>()
+                        .map_err(|_| format!("{a:?} is not an IPv4 address")),
+                );
+                match (ip, address) {
+                    (Some(ip), Some(gw)) if !gw.trunc().contains(&ip) => {
+                        e.push(
+                            format!("{p}.address"),
+                            format!("{ip} is outside the VPN subnet {}", gw.trunc()),
+                        );
+                        None
+                    }
+                    _ => ip,
+                }
+            }
+        };
         if let Some(public_key) = key {
             peers.push(WgPeerSpec {
                 name: peer.name.clone(),
                 public_key,
                 allowed_ips: ips,
+                address: vpn_address,
                 preshared_key: peer.preshared_key.clone(),
                 persistent_keepalive: keepalive,
                 endpoint: peer.endpoint.clone(),
@@ -1211,17 +1256,22 @@ fn check_wireguard(w: &WireGuard, e: &mut Errors) -> Option<WireGuardSpec> {
         }
     }
     // Allowed IPs route traffic to one peer: two peers claiming one address is ambiguous.
+    let index = |name: &str| w.peers.iter().position(|p| p.name == name).unwrap_or(0);
     for (i, a) in peers.iter().enumerate() {
         for b in &peers[..i] {
-            for na in &a.allowed_ips {
-                if let Some(nb) = b
-                    .allowed_ips
+            let theirs = b.routed();
+            for na in &a.routed() {
+                if let Some(nb) = theirs
                     .iter()
                     .find(|nb| na.contains(&nb.network()) || nb.contains(&na.network()))
                 {
-                    let idx = w.peers.iter().position(|p| p.name == a.name).unwrap_or(i);
+                    let field = if a.allowed_ips.is_empty() {
+                        "address"
+                    } else {
+                        "allowed_ips"
+                    };
                     e.push(
-                        format!("wireguard.peers[{idx}].allowed_ips"),
+                        format!("wireguard.peers[{}].{field}", index(&a.name)),
                         format!(
                             "{na} of peer {:?} overlaps {nb} of peer {:?}",
                             a.name, b.name
@@ -1232,13 +1282,35 @@ fn check_wireguard(w: &WireGuard, e: &mut Errors) -> Option<WireGuardSpec> {
         }
     }
     if let Some(addr) = address {
-        for (i, peer) in peers.iter().enumerate() {
-            if peer.allowed_ips.iter().any(|n| n.contains(&addr.addr())) {
+        for peer in &peers {
+            if peer.routed().iter().any(|n| n.contains(&addr.addr())) {
                 e.push(
-                    format!("wireguard.peers[{i}].allowed_ips"),
+                    format!("wireguard.peers[{}].allowed_ips", index(&peer.name)),
                     format!("contains the gateway's own VPN address {}", addr.addr()),
                 );
             }
+        }
+        // Peers still waiting for an address must find one free when committed.
+        let subnet = addr.trunc();
+        let mut taken: Vec<Ipv4Net> = peers.iter().flat_map(WgPeerSpec::routed).collect();
+        taken.push(Ipv4Net::from(addr.addr()));
+        let mut free = subnet
+            .hosts()
+            .filter(|ip| !taken.iter().any(|n| n.contains(ip)))
+            .count();
+        for peer in peers
+            .iter()
+            .filter(|p| p.allowed_ips.is_empty() && p.address.is_none())
+        {
+            if free == 0 {
+                e.push(
+                    format!("wireguard.peers[{}]", index(&peer.name)),
+                    format!(
+                        "has no allowed_ips and the VPN subnet {subnet} has no free address left"
+                    ),
+                );
+            }
+            free = free.saturating_sub(1);
         }
     }
     Some(WireGuardSpec {

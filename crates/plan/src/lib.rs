@@ -6,6 +6,7 @@ pub mod net;
 pub mod nft;
 pub mod router;
 pub mod vrrp;
+pub mod wireguard;
 
 use kawaii_model::Desired;
 use kawaii_model::valid::ZoneSpec;
@@ -28,6 +29,8 @@ pub struct Plan {
     pub ipsec: Vec<ipsec::Connection>,
     /// The VRRP virtual routers this node takes part in (empty: no HA).
     pub vrrp: Vec<vrrp::Instance>,
+    /// The userspace WireGuard device (None: no `[wireguard]` section).
+    pub wireguard: Option<wireguard::WgPlan>,
 }
 
 #[cfg(test)]
@@ -127,12 +130,24 @@ pub fn plan(d: &Desired, zone: Option<&str>) -> Result<Plan, PlanError> {
 /// Plans this node given what the drivers observed.
 pub fn plan_with(d: &Desired, zone: Option<&str>, observed: &Observed) -> Result<Plan, PlanError> {
     let z = select_zone(d, zone)?;
+    let wireguard = wireguard::plan(d);
+    let mut net = z.map(|z| net::plan(d, z, observed)).unwrap_or_default();
+    if let Some(w) = &wireguard {
+        // The VPN subnet is on-link through the interface's address; other allowed IPs of
+        // peers (their sites) are routed to the interface.
+        net.addresses.push(Address {
+            interface: w.interface.clone(),
+            address: w.address.to_string(),
+        });
+        net.routes.extend(wireguard::routes(w));
+    }
     Ok(Plan {
         zone: z.map(|z| z.name.clone()),
         nftables: z.map(|z| nft::render(d, z, observed)),
-        net: z.map(|z| net::plan(d, z, observed)).unwrap_or_default(),
+        net,
         router: router::plan(d, z),
         ipsec: z.map(|z| ipsec::plan(d, z)).unwrap_or_default(),
         vrrp: z.map(|z| vrrp::plan(d, z)).unwrap_or_default(),
+        wireguard,
     })
 }

@@ -16,6 +16,7 @@ pub struct Address {
 pub struct RouteEntry {
     /// `default` or a CIDR.
     pub destination: String,
+    /// The next hop; empty for a route onto the interface itself.
     pub via: String,
     pub interface: String,
 }
@@ -51,7 +52,12 @@ impl NetPlan {
             } else {
                 format!(" dev {}", r.interface)
             };
-            let _ = writeln!(out, "route {} via {}{dev}", r.destination, r.via);
+            let via = if r.via.is_empty() {
+                String::new()
+            } else {
+                format!(" via {}", r.via)
+            };
+            let _ = writeln!(out, "route {}{via}{dev}", r.destination);
         }
         for s in &self.sysctls {
             let _ = writeln!(out, "sysctl {}={}", s.key, s.value);

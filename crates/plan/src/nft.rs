@@ -45,6 +45,20 @@ fn net_match(dir: &str, net: &ipnet::Ipv4Net) -> String {
     }
 }
 
+/// One network, or an anonymous set of several.
+fn set(nets: &[ipnet::Ipv4Net]) -> String {
+    match nets {
+        [one] => one.to_string(),
+        many => format!(
+            "{{ {} }}",
+            many.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+}
+
 fn quote(s: &str) -> String {
     // Interface names are validated (no quotes, no spaces); comments are our own ids.
     format!("\"{}\"", s.replace('"', ""))
@@ -212,6 +226,14 @@ pub fn render(d: &Desired, z: &ZoneSpec, observed: &crate::Observed) -> Table {
         ));
     }
 
+    // WireGuard: the tunnel's UDP port, from anywhere (peers roam); nothing else on the VPN side.
+    if let Some(w) = &d.wireguard {
+        services.rule(format!(
+            "udp dport {} counter accept comment \"wireguard\"",
+            w.listen_port
+        ));
+    }
+
     let mut ingress = Chain::new("ingress", None);
     for r in &d.ingress_rules {
         ingress.rule(format!(
@@ -324,6 +346,40 @@ pub fn render(d: &Desired, z: &ZoneSpec, observed: &crate::Observed) -> Table {
             ));
         }
     }
+    // VPN peers: from their own addresses only, to the private subnet (or what their ingress
+    // rules allow); with allow_internet also out to the public side, filtered like egress.
+    let mut vpn_snat = Vec::new();
+    if let Some(w) = &d.wireguard {
+        let wg = quote(&w.interface);
+        for p in &w.peers {
+            let routed = p.routed();
+            if routed.is_empty() {
+                continue;
+            }
+            let id = format!("vpn-{}", crate::ipsec_id(&p.name));
+            let src = set(&routed);
+            if p.ingress_rules.is_empty() {
+                forward.rule(format!(
+                    "iifname {wg} ip saddr {src} ip daddr {private} counter accept comment \"{id}\""
+                ));
+            }
+            for (i, r) in p.ingress_rules.iter().enumerate() {
+                let from = r.source.map_or(src.clone(), |n| n.to_string());
+                let to = r.destination.unwrap_or(private);
+                forward.rule(format!(
+                    "iifname {wg} ip saddr {from} ip daddr {to} {} counter accept comment \"{id}-{}\"",
+                    l4(r.protocol, &r.ports),
+                    i + 1
+                ));
+            }
+            if p.allow_internet {
+                forward.rule(format!(
+                    "iifname {wg} ip saddr {src} oifname {wan} jump egress"
+                ));
+                vpn_snat.push((src, id));
+            }
+        }
+    }
     forward.rule(format!(
         "iifname {lan} ip saddr {private} oifname {wan} jump egress"
     ));
@@ -393,6 +449,12 @@ pub fn render(d: &Desired, z: &ZoneSpec, observed: &crate::Observed) -> Table {
     post.rule(format!(
         "oifname {wan} ip saddr {private} snat ip to {snat} comment \"egress-snat\""
     ));
+    // Full-tunnel VPN peers leave like the private subnet.
+    for (src, id) in vpn_snat {
+        post.rule(format!(
+            "oifname {wan} ip saddr {src} snat ip to {snat} comment \"{id}-snat\""
+        ));
+    }
 
     Table {
         chains: [

@@ -47,7 +47,7 @@ fn rendered_artefacts_match_golden_files() {
     for case in cases() {
         let text = std::fs::read_to_string(case.join("config.toml")).expect("config");
         let mut g = Gateway::parse(&text, Format::Toml).expect("parses");
-        g.assign_rule_ids(&Gateway::default());
+        g.prepare_commit(&Gateway::default());
         let d = validate(&g).expect("valid").desired;
         let plan = kawaii_plan::plan(&d, None).expect("plan");
         check_golden(
@@ -67,6 +67,29 @@ fn rendered_artefacts_match_golden_files() {
                 &case.join("router.json"),
                 &(serde_json::to_string_pretty(router).expect("json") + "\n"),
             );
+        }
+        if let Some(wg) = &plan.wireguard {
+            let rendered = wg.render();
+            for secret in text
+                .lines()
+                .filter_map(|l| l.trim().strip_prefix("preshared_key = "))
+            {
+                assert!(!rendered.contains(secret.trim_matches('"')), "a PSK leaked");
+            }
+            check_golden(&case.join("wireguard.txt"), &rendered);
+            // showconf of every peer, as an operator sees it (secrets included) and as a viewer.
+            let zone = d.zones.first();
+            for p in &wg.peers {
+                let conf = kawaii_plan::wireguard::peer_conf(
+                    &d,
+                    zone,
+                    &p.name,
+                    "gF6+fnmnOkWDbtcJUmHDFtX+kxIEgd5gNp7CzYZ3+Xs=",
+                )
+                .expect("showconf");
+                let file = format!("showconf-{}.conf", p.name.replace(' ', "-"));
+                check_golden(&case.join(file), &conf.render(true));
+            }
         }
     }
 }
