@@ -7,6 +7,7 @@ pub mod ipsec;
 mod ipsec_vici;
 pub mod netlink;
 pub mod nftables;
+pub mod pipes;
 pub mod router;
 mod tool;
 pub mod vrrp;

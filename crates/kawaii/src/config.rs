@@ -36,6 +36,14 @@ pub fn load(path: &Path) -> Result<Loaded, Vec<FieldError>> {
 pub fn parse(path: &Path, text: &str) -> Result<Gateway, kawaii_model::ModelError> {
     let format = match path.extension().and_then(|e| e.to_str()) {
         Some("json") => Format::Json,
+        Some("yaml" | "yml") => {
+            return kawaii_model::dropin::cloud_gateway(text).unwrap_or_else(|| {
+                Err(kawaii_model::ModelError::Syntax(FieldError::new(
+                    "(file)",
+                    "a YAML config must be a Cloud-Gateway conf.yaml (type: server|client, name, keys, peers, pipes)",
+                )))
+            });
+        }
         _ => Format::Toml,
     };
     if format == Format::Toml

@@ -98,6 +98,7 @@ struct Daemon {
     /// The userspace WireGuard device.
     wireguard: Arc<kawaii_drivers::wireguard::WireGuard>,
     netlink: Arc<kawaii_drivers::netlink::Netlink>,
+    pipes: Arc<kawaii_drivers::pipes::PipesDriver>,
 }
 
 /// The nftables rule counters, read back from the kernel; exported on `/metrics` and in status.
@@ -217,6 +218,8 @@ async fn daemon(
     let wireguard = Arc::new(kawaii_drivers::wireguard::WireGuard::new());
     registry.register_collector(Box::new(WgMetrics(wireguard.clone())));
     let netlink = Arc::new(kawaii_drivers::netlink::Netlink::new());
+    let pipes = Arc::new(kawaii_drivers::pipes::PipesDriver::new());
+    registry.register_collector(Box::new(PipeMetrics(pipes.clone())));
     let api = ApiState::new(store.clone(), registry);
     // The device first: the addresses and routes on its interface come next.
     let drivers: Vec<Arc<dyn Driver>> = vec![
@@ -224,6 +227,7 @@ async fn daemon(
         netlink.clone(),
         Arc::new(kawaii_drivers::nftables::Nftables::new()),
         router.clone(),
+        pipes.clone(),
         ipsec.clone(),
     ];
     let replan = Arc::new(Notify::new());
@@ -244,6 +248,7 @@ async fn daemon(
         vrrp,
         wireguard,
         netlink,
+        pipes,
     });
 
     // The file first: a good file that changed since it was last applied becomes the state.
@@ -312,6 +317,7 @@ async fn daemon(
                 d.counters.refresh(&d.api).await;
                 d.wireguard.refresh().await;
                 let wg = d.wireguard.status();
+                let pipes = d.pipes.status();
                 let router = d.router.status();
                 let ipsec = d.ipsec.status();
                 let vrrp = d.vrrp.status();
@@ -323,6 +329,14 @@ async fn daemon(
                     }
                     s.details.insert("router".into(), router);
                     s.details.insert("ipsec".into(), ipsec);
+                    if pipes.is_empty() {
+                        s.details.remove("pipes");
+                    } else {
+                        s.details.insert(
+                            "pipes".into(),
+                            serde_json::to_value(&pipes).unwrap_or_default(),
+                        );
+                    }
                     match wg {
                         Some(w) => {
                             s.details.insert(
@@ -365,7 +379,7 @@ async fn daemon(
     }
     let _ = stop_tx.send(true);
     // Drain the domain router: no new connections, established ones get time to finish.
-    d.router.drain(DRAIN).await;
+    tokio::join!(d.router.drain(DRAIN), d.pipes.drain(DRAIN));
     d.ipsec.shutdown().await;
     d.wireguard.shutdown().await;
     let _ = tokio::time::timeout(Duration::from_secs(10), async {
@@ -929,6 +943,69 @@ impl prometheus_client::collector::Collector for WgMetrics {
             ("kawaii_wireguard_peer_last_handshake_seconds", help, GAUGE),
             peers,
             |p| (label(p), p.last_handshake.unwrap_or(0)),
+        )
+    }
+}
+
+/// Per pipe: connections, open connections, bytes both ways, errors by kind.
+#[derive(Debug)]
+struct PipeMetrics(Arc<kawaii_drivers::pipes::PipesDriver>);
+
+impl prometheus_client::collector::Collector for PipeMetrics {
+    fn encode(
+        &self,
+        mut enc: prometheus_client::encoding::DescriptorEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        let pipes = self.0.status();
+        if pipes.is_empty() {
+            return Ok(());
+        }
+        let label = |p: &kawaii_proxy::PipeStatus| [("pipe", p.name.clone())];
+        let help = "Connections accepted by the pipe";
+        family(
+            &mut enc,
+            ("kawaii_pipe_connections", help, COUNTER),
+            &pipes,
+            |p| (label(p), p.connections),
+        )?;
+        let help = "Connections open through the pipe";
+        family(
+            &mut enc,
+            ("kawaii_pipe_active_connections", help, GAUGE),
+            &pipes,
+            |p| (label(p), p.active),
+        )?;
+        let bytes: Vec<_> = pipes
+            .iter()
+            .flat_map(|p| [(p, "in", p.bytes_in), (p, "out", p.bytes_out)])
+            .collect();
+        let help = "Bytes through the pipe (in: client to target, out: back)";
+        family(
+            &mut enc,
+            ("kawaii_pipe_bytes", help, COUNTER),
+            &bytes,
+            |(p, dir, n)| {
+                (
+                    [("pipe", p.name.clone()), ("direction", (*dir).to_string())],
+                    *n,
+                )
+            },
+        )?;
+        let errors: Vec<_> = pipes
+            .iter()
+            .flat_map(|p| p.errors.iter().map(move |(k, n)| (p, *k, *n)))
+            .collect();
+        let help = "Pipe connections that failed, by kind";
+        family(
+            &mut enc,
+            ("kawaii_pipe_errors", help, COUNTER),
+            &errors,
+            |(p, k, n)| {
+                (
+                    [("pipe", p.name.clone()), ("kind", k.as_str().to_string())],
+                    *n,
+                )
+            },
         )
     }
 }

@@ -6,7 +6,7 @@
 
 use crate::error::{FieldError, ModelError};
 use crate::secret::Secret;
-use crate::spec::{Gateway, Route, RouterSettings, WgPeer};
+use crate::spec::{Gateway, Pipe, Route, RouterSettings, WgPeer, WireGuard};
 use serde::{Deserialize, Serialize};
 
 /// Some(..) when `text` is a kiagateway `servers.toml` (its tables and nothing else).
@@ -73,6 +73,137 @@ pub fn kiagateway(text: &str) -> Option<Result<Gateway, ModelError>> {
         ..Default::default()
     };
     g.gateway.name = "kiagateway".into();
+    Some(Ok(g))
+}
+
+/// Cloud-Gateway's VPN subnet and the server's listen port.
+pub const CLOUD_GATEWAY_SUBNET: &str = "10.192.0.0/24";
+pub const CLOUD_GATEWAY_PORT: u32 = 8765;
+
+#[derive(Debug, Deserialize)]
+struct CgConf {
+    #[serde(rename = "type")]
+    kind: String,
+    name: String,
+    public_key: Option<String>,
+    private_key: String,
+    #[serde(default)]
+    peers: Vec<CgPeer>,
+    #[serde(default)]
+    pipes: Vec<CgPipe>,
+}
+
+#[derive(Debug, Deserialize)]
+struct CgPeer {
+    name: String,
+    public_key: String,
+    endpoint: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct CgPipe {
+    name: String,
+    port: u32,
+    remote: String,
+    peer: Option<String>,
+}
+
+/// The VPN address of a Cloud-Gateway node: 10.192.0.N with N in 1..=254 from a hash (FNV-1a)
+/// of its public key's text, so every file that names the node agrees.
+pub fn cloud_gateway_address(public_key: &str) -> std::net::Ipv4Addr {
+    let h = public_key
+        .trim()
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        });
+    std::net::Ipv4Addr::new(10, 192, 0, (h % 254) as u8 + 1)
+}
+
+/// Some(..) when `text` is a Cloud-Gateway `conf.yaml`; None when it is something else.
+pub fn cloud_gateway(text: &str) -> Option<Result<Gateway, ModelError>> {
+    let v: yaml_serde::Value = yaml_serde::from_str(text).ok()?;
+    let kind = v.get("type").and_then(|t| t.as_str())?;
+    if !matches!(kind, "server" | "client") || v.get("name").is_none() {
+        return None;
+    }
+    let syntax = |path: String, reason: String| ModelError::Syntax(FieldError::new(path, reason));
+    let c: CgConf = match serde_path_to_error::deserialize(v) {
+        Ok(c) => c,
+        Err(e) => return Some(Err(syntax(e.path().to_string(), e.inner().to_string()))),
+    };
+    let Some(own_key) = c.public_key.clone() else {
+        return Some(Err(syntax(
+            "public_key".into(),
+            "is required: every node's VPN address is derived from the public keys".into(),
+        )));
+    };
+    // Two nodes on one address would be ambiguous: report it instead of guessing.
+    let mut seen: Vec<(std::net::Ipv4Addr, String, String)> = vec![(
+        cloud_gateway_address(&own_key),
+        c.name.clone(),
+        "public_key".into(),
+    )];
+    for (i, p) in c.peers.iter().enumerate() {
+        let a = cloud_gateway_address(&p.public_key);
+        if let Some((_, other, _)) = seen.iter().find(|(b, _, _)| *b == a) {
+            return Some(Err(syntax(
+                format!("peers[{i}].public_key"),
+                format!(
+                    "gives {:?} the VPN address {a}, which {other:?} already has; use another key pair for one of them",
+                    p.name
+                ),
+            )));
+        }
+        seen.push((a, p.name.clone(), format!("peers[{i}]")));
+    }
+    let client = c.kind == "client";
+    let peers = c
+        .peers
+        .iter()
+        .map(|p| WgPeer {
+            name: p.name.clone(),
+            public_key: p.public_key.clone(),
+            allowed_ips: vec![format!("{}/32", cloud_gateway_address(&p.public_key))],
+            address: None,
+            preshared_key: None,
+            // A client keeps its way through NAT open and lets the server learn where it is.
+            persistent_keepalive: (client && p.endpoint.is_some()).then_some(25),
+            endpoint: p.endpoint.clone(),
+            allow_internet: false,
+            ingress_rules: Vec::new(),
+        })
+        .collect();
+    // On a client a pipe without a peer goes through the server; naming itself means "here".
+    let server = c.peers.first().map(|p| p.name.clone());
+    let pipes = c
+        .pipes
+        .into_iter()
+        .map(|p| Pipe {
+            name: p.name,
+            port: p.port,
+            remote: p.remote,
+            peer: match p.peer {
+                Some(n) if n == c.name => None,
+                None if client => server.clone(),
+                other => other,
+            },
+            listen: None,
+        })
+        .collect();
+    let mut g = Gateway {
+        wireguard: Some(WireGuard {
+            interface: "kawaii-wg0".into(),
+            listen_port: if client { 0 } else { CLOUD_GATEWAY_PORT },
+            address: format!("{}/24", cloud_gateway_address(&own_key)),
+            private_key_file: None,
+            private_key: Some(Secret::new(c.private_key)),
+            peers,
+        }),
+        pipes,
+        ..Default::default()
+    };
+    g.gateway.name = c.name;
     Some(Ok(g))
 }
 
@@ -301,5 +432,87 @@ spec:
         );
         assert!(kilo_peers("[gateway]\nname = \"x\"\n").is_none());
         assert!(kilo_peers("apiVersion: v1\nkind: Service\n").is_none());
+    }
+
+    const CG_SERVER: &str = "type: server
+name: server
+public_key: 2o3hItYcvPrcmDMog6rOhmdzZd6PH+QIZtCvZnVrslU=
+private_key: YExoeogF9Ekn30/ybaCYHGsvQwT93+6IQLAp6xk2bFM=
+peers:
+  - name: client-cloudnative
+    public_key: QqdKxpGpG1TTuyjCayMpRRKwLm5kjyIKZybxjv8oDnQ=
+  - name: client-legacy
+    public_key: L0pt7T0BGsk4nByoS0I8goLoCRTx0CeKCsSlNIBX2Gk=
+pipes:
+  - name: nginx
+    port: 8080
+    remote: nginx:80
+    peer: client-cloudnative # must match the exact name of the client
+";
+    const CG_CLIENT: &str = "type: client
+name: client-legacy
+public_key: L0pt7T0BGsk4nByoS0I8goLoCRTx0CeKCsSlNIBX2Gk=
+private_key: uA2r7XTFgpCa/qbxbJvxJCDO6dg6BU7FIwNSNvd46mo=
+peers:
+  - name: server
+    endpoint: server:8765
+    public_key: 2o3hItYcvPrcmDMog6rOhmdzZd6PH+QIZtCvZnVrslU=
+pipes:
+  - name: nginx
+    port: 8080
+    remote: nginx:80
+";
+
+    #[test]
+    fn cloud_gateway_files_agree_on_addresses_and_pipes() {
+        let server = cloud_gateway(CG_SERVER)
+            .expect("recognised")
+            .expect("valid");
+        let client = cloud_gateway(CG_CLIENT)
+            .expect("recognised")
+            .expect("valid");
+        let sw = server.wireguard.as_ref().expect("wg");
+        let cw = client.wireguard.as_ref().expect("wg");
+        assert_eq!(sw.listen_port, 8765);
+        assert_eq!(cw.listen_port, 0, "a client's port is any free one");
+        // Each side's own address is what the other side routes to it.
+        let server_ip = sw.address.split('/').next().expect("ip").to_string();
+        let client_ip = cw.address.split('/').next().expect("ip").to_string();
+        assert_eq!(cw.peers[0].allowed_ips, [format!("{server_ip}/32")]);
+        assert_eq!(sw.peers[1].allowed_ips, [format!("{client_ip}/32")]);
+        assert!(sw.address.starts_with("10.192.0.") && sw.address.ends_with("/24"));
+        // The server's pipe goes through the named client; the client's through the server.
+        assert_eq!(server.pipes[0].peer.as_deref(), Some("client-cloudnative"));
+        assert_eq!(client.pipes[0].peer.as_deref(), Some("server"));
+        assert_eq!(cw.peers[0].persistent_keepalive, Some(25));
+        let own = CG_CLIENT.replace(
+            "remote: nginx:80\n",
+            "remote: nginx:80\n    peer: client-legacy\n",
+        );
+        let own = cloud_gateway(&own).expect("recognised").expect("valid");
+        assert_eq!(own.pipes[0].peer, None, "naming itself means: dial here");
+        for g in [&server, &client, &own] {
+            crate::validate(g).expect("valid as a kawaii document");
+        }
+        assert!(cloud_gateway("[gateway]\nname = \"x\"\n").is_none());
+        assert!(cloud_gateway(SEED).is_none());
+    }
+
+    #[test]
+    fn cloud_gateway_errors_name_their_field() {
+        let bad = CG_CLIENT.replace("port: 8080", "port: eighty");
+        let err = cloud_gateway(&bad)
+            .expect("recognised")
+            .expect_err("type error");
+        assert!(err.to_string().contains("pipes[0].port"), "{err}");
+        let same = CG_SERVER.replace(
+            "L0pt7T0BGsk4nByoS0I8goLoCRTx0CeKCsSlNIBX2Gk=",
+            "QqdKxpGpG1TTuyjCayMpRRKwLm5kjyIKZybxjv8oDnQ=",
+        );
+        let err = cloud_gateway(&same)
+            .expect("recognised")
+            .expect_err("collision");
+        assert!(err.to_string().contains("peers[1].public_key"), "{err}");
+        assert!(err.to_string().contains("client-cloudnative"), "{err}");
     }
 }

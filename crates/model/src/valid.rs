@@ -220,6 +220,15 @@ pub struct WgPeerSpec {
 }
 
 impl WgPeerSpec {
+    /// The one address a pipe dials on this peer: its allocated address, else its first /32
+    /// inside the VPN `subnet`, else its first /32.
+    pub fn vpn_address(&self, subnet: Ipv4Net) -> Option<Ipv4Addr> {
+        let hosts = || self.allowed_ips.iter().filter(|n| n.prefix_len() == 32);
+        self.address
+            .or_else(|| hosts().find(|n| subnet.contains(*n)).map(Ipv4Net::addr))
+            .or_else(|| hosts().next().map(Ipv4Net::addr))
+    }
+
     /// What is routed to this peer: its allowed IPs, or its allocated address as a /32.
     pub fn routed(&self) -> Vec<Ipv4Net> {
         if self.allowed_ips.is_empty() {
@@ -483,7 +492,10 @@ fn check_gateway(g: &Gateway, e: &mut Errors) -> Option<Desired> {
         }
     }
 
-    let wireguard = g.wireguard.as_ref().and_then(|w| check_wireguard(w, e));
+    let wireguard = g
+        .wireguard
+        .as_ref()
+        .and_then(|w| check_wireguard(w, g.zones.is_empty(), e));
 
     // Subnets reachable through the gateway must not overlap each other.
     let mut nets: Vec<(String, Ipv4Net)> = Vec::new();
@@ -524,6 +536,25 @@ fn check_gateway(g: &Gateway, e: &mut Errors) -> Option<Desired> {
         }
         if let Some(s) = check_pipe(pipe, &p, &g.gateway.name, &peer_names, e) {
             pipes.push(s);
+        }
+    }
+    // A pipe through a peer dials that peer's one VPN address.
+    if let Some(w) = &wireguard {
+        for (i, pipe) in pipes.iter().enumerate() {
+            let Some(peer) = pipe.peer.as_deref().filter(|p| *p != g.gateway.name) else {
+                continue;
+            };
+            if let Some(spec) = w.peers.iter().find(|p| p.name == peer)
+                && !spec.allowed_ips.is_empty()
+                && spec.vpn_address(w.address.trunc()).is_none()
+            {
+                e.push(
+                    format!("pipes[{i}].peer"),
+                    format!(
+                        "peer {peer:?} has no single VPN address to dial: give it an allowed IP /32"
+                    ),
+                );
+            }
         }
     }
 
@@ -1135,7 +1166,8 @@ pub fn wg_key(s: &str) -> Result<[u8; 32], String> {
         .map_err(|b: Vec<u8>| format!("decodes to {} bytes; a WireGuard key has 32", b.len()))
 }
 
-fn check_wireguard(w: &WireGuard, e: &mut Errors) -> Option<WireGuardSpec> {
+/// `edge`: a node without zones, where a listen port of 0 (any free port) is allowed.
+fn check_wireguard(w: &WireGuard, edge: bool, e: &mut Errors) -> Option<WireGuardSpec> {
     if let Err(reason) = ifname(&w.interface) {
         e.push("wireguard.interface", reason);
     }
@@ -1143,8 +1175,11 @@ fn check_wireguard(w: &WireGuard, e: &mut Errors) -> Option<WireGuardSpec> {
         "wireguard.listen_port",
         u16::try_from(w.listen_port)
             .ok()
-            .filter(|p| *p > 0)
-            .ok_or_else(|| format!("{} is not a port (1-65535)", w.listen_port)),
+            .filter(|p| *p > 0 || edge)
+            .ok_or_else(|| match w.listen_port {
+                0 => "0 (any free port) is only for nodes without zones: a gateway's peers need a fixed port".to_string(),
+                n => format!("{n} is not a port (1-65535)"),
+            }),
     );
     let address = e.check("wireguard.address", cidr_host(&w.address));
     let private_key = match (&w.private_key, &w.private_key_file) {

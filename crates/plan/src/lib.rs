@@ -4,6 +4,7 @@
 pub mod ipsec;
 pub mod net;
 pub mod nft;
+pub mod pipes;
 pub mod router;
 pub mod vrrp;
 pub mod wireguard;
@@ -31,6 +32,8 @@ pub struct Plan {
     pub vrrp: Vec<vrrp::Instance>,
     /// The userspace WireGuard device (None: no `[wireguard]` section).
     pub wireguard: Option<wireguard::WgPlan>,
+    /// TCP pipes (empty: none).
+    pub pipes: Vec<pipes::PipePlan>,
 }
 
 #[cfg(test)]
@@ -149,5 +152,6 @@ pub fn plan_with(d: &Desired, zone: Option<&str>, observed: &Observed) -> Result
         ipsec: z.map(|z| ipsec::plan(d, z)).unwrap_or_default(),
         vrrp: z.map(|z| vrrp::plan(d, z)).unwrap_or_default(),
         wireguard,
+        pipes: pipes::plan(d),
     })
 }

@@ -226,12 +226,30 @@ pub fn render(d: &Desired, z: &ZoneSpec, observed: &crate::Observed) -> Table {
         ));
     }
 
-    // WireGuard: the tunnel's UDP port, from anywhere (peers roam); nothing else on the VPN side.
+    // WireGuard: the tunnel's UDP port, from anywhere (peers roam); on the VPN side only the
+    // pipes' ports.
     if let Some(w) = &d.wireguard {
         services.rule(format!(
             "udp dport {} counter accept comment \"wireguard\"",
             w.listen_port
         ));
+    }
+    for p in &d.pipes {
+        let id = format!("pipe-{}", crate::ipsec_id(&p.name));
+        match (p.listen, &d.wireguard) {
+            // A pipe bound to one address is reachable where that address is.
+            (Some(addr), _) => services.rule(format!(
+                "{} daddr {addr} tcp dport {} counter accept comment \"{id}\"",
+                if addr.is_ipv4() { "ip" } else { "ip6" },
+                p.port
+            )),
+            (None, Some(w)) => services.rule(format!(
+                "iifname {} tcp dport {} counter accept comment \"{id}\"",
+                quote(&w.interface),
+                p.port
+            )),
+            (None, None) => {}
+        }
     }
 
     let mut ingress = Chain::new("ingress", None);

@@ -281,3 +281,96 @@ impl PeerConf {
         s
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kawaii_model::{Format, Gateway, validate};
+
+    const GW_PUB: &str = "gF6+fnmnOkWDbtcJUmHDFtX+kxIEgd5gNp7CzYZ3+Xs=";
+
+    fn desired(extra: &str) -> Desired {
+        let text = format!(
+            r#"
+[gateway]
+name = "acme"
+private_subnet = "10.1.0.0/24"
+[ha]
+[[zones]]
+name = "zone-a"
+public_interface = "wan0"
+private_interface = "lan0"
+public_vip = "203.0.113.10/24"
+public_gateway = "203.0.113.1"
+private_vip = "10.1.0.1"
+private_address = "10.1.0.251"
+[[zones]]
+name = "zone-b"
+public_interface = "wan0"
+private_interface = "lan0"
+public_vip = "203.0.113.20/24"
+public_gateway = "203.0.113.1"
+private_vip = "10.1.0.2"
+private_address = "10.1.0.252"
+[wireguard]
+address = "10.8.0.1/24"
+private_key_file = "/etc/kawaii/wg.key"
+[[wireguard.peers]]
+name = "alice"
+public_key = "GY5aT1N9dTR/nJnT1N2f4ClZWVj0jOAld0r8ysWLyjg="
+preshared_key = "FpCyhws9cxwWoV4xELtfJvjJN+zQVRPISllRWgeopVE="
+{extra}
+"#
+        );
+        let mut g = Gateway::parse(&text, Format::Toml).expect("parses");
+        g.prepare_commit(&Gateway::default());
+        validate(&g).expect("valid").desired
+    }
+
+    #[test]
+    fn showconf_names_this_zone_first_and_the_others_as_comments() {
+        let d = desired("");
+        let b = d.zones.iter().find(|z| z.name == "zone-b");
+        let conf = peer_conf(&d, b, "alice", GW_PUB).expect("conf");
+        let text = conf.render(false);
+        assert!(text.contains("\nEndpoint = 203.0.113.20:51820\n"), "{text}");
+        assert!(
+            text.contains("# Endpoint = 203.0.113.10:51820  (zone zone-a)"),
+            "{text}"
+        );
+        // A viewer's copy marks the preshared key without showing it; an operator's has it.
+        assert!(!text.contains("FpCyhws9"), "{text}");
+        assert!(text.contains("# PresharedKey"), "{text}");
+        assert!(
+            conf.render(true)
+                .contains("\nPresharedKey = FpCyhws9cxwWoV4xELtfJvjJN+zQVRPISllRWgeopVE=\n")
+        );
+        assert_eq!(
+            peer_conf(&d, b, "bob", GW_PUB),
+            Err(ShowconfError::NoPeer("bob".into()))
+        );
+    }
+
+    #[test]
+    fn reachable_subnets_follow_rules_and_full_tunnel() {
+        let d = desired("ingress_rules = [{ destination = \"10.1.0.10/32\", ports = \"22\" }]");
+        let conf = peer_conf(&d, None, "alice", GW_PUB).expect("conf");
+        let nets: Vec<String> = conf.allowed_ips.iter().map(ToString::to_string).collect();
+        assert_eq!(nets, ["10.1.0.10/32", "10.8.0.0/24"]);
+        let d = desired("allow_internet = true");
+        let conf = peer_conf(&d, None, "alice", GW_PUB).expect("conf");
+        assert_eq!(conf.allowed_ips, [Ipv4Net::default()]);
+        assert_eq!(conf.endpoint.as_deref(), Some("203.0.113.10:51820"));
+    }
+
+    #[test]
+    fn rendered_device_never_shows_keys() {
+        let d = desired("");
+        let w = plan(&d).expect("plan");
+        let text = w.render();
+        assert!(!text.contains("FpCyhws9"), "{text}");
+        assert!(text.contains("PresharedKey = (redacted)"));
+        assert!(text.contains("PrivateKey = (read from /etc/kawaii/wg.key)"));
+        assert!(format!("{w:?}").contains("GY5aT1N9") && !format!("{w:?}").contains("FpCyhws9"));
+    }
+}

@@ -68,6 +68,12 @@ fn rendered_artefacts_match_golden_files() {
                 &(serde_json::to_string_pretty(router).expect("json") + "\n"),
             );
         }
+        if !plan.pipes.is_empty() {
+            check_golden(
+                &case.join("pipes.json"),
+                &(serde_json::to_string_pretty(&plan.pipes).expect("json") + "\n"),
+            );
+        }
         if let Some(wg) = &plan.wireguard {
             let rendered = wg.render();
             for secret in text

@@ -14,6 +14,7 @@ mod copy;
 mod error;
 mod listener;
 mod metrics;
+pub mod pipes;
 #[cfg(target_os = "linux")]
 mod splice;
 mod status;
@@ -36,6 +37,7 @@ pub use config::{
     ProxyProtocolVersion, RouteConfig, RouterConfig, Timeouts,
 };
 pub use error::{ErrorKind, ProxyError};
+pub use pipes::{PipeConfig, PipeStatus, Pipes};
 pub use status::{BackendStatus, ListenerStatus, RouteStatus, RouterStatus};
 
 use backend::{Backend, Route, RouteStats};

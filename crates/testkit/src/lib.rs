@@ -9,6 +9,7 @@
 
 pub mod lab;
 pub mod office;
+pub mod services;
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -224,6 +225,19 @@ impl Topology {
         self.hosts.values()
     }
 
+    /// Names that resolve inside `host` (one `IP name...` per line): written to
+    /// `/etc/netns/<ns>/hosts`, which `ip netns exec` mounts over `/etc/hosts` for the commands
+    /// it starts afterwards. Removed with the namespace.
+    pub fn hosts_file(&self, host: &Host, text: &str) -> Result<()> {
+        let dir = Path::new("/etc/netns").join(&host.ns);
+        let err = |error| KitError::Spawn {
+            cmd: format!("write {}/hosts", dir.display()),
+            error,
+        };
+        std::fs::create_dir_all(&dir).map_err(err)?;
+        std::fs::write(dir.join("hosts"), format!("127.0.0.1 localhost\n{text}\n")).map_err(err)
+    }
+
     /// A switch: a host holding bridge `br0`. Connect hosts to it with [`Topology::plug`].
     pub fn switch(&mut self, name: &str) -> Result<Host> {
         let h = self.host(name)?;
@@ -330,6 +344,10 @@ pub fn destroy_namespace(ns: &str) {
         std::thread::sleep(Duration::from_millis(50));
     }
     let _ = ip(&["netns", "del", ns]);
+    // Per-namespace files (`hosts_file`); only ever our own namespaces' directories.
+    if !ns.is_empty() && !ns.contains('/') {
+        let _ = std::fs::remove_dir_all(Path::new("/etc/netns").join(ns));
+    }
 }
 
 impl Drop for Topology {

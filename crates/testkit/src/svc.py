@@ -8,7 +8,11 @@
                                checking every byte; prints "ok <bytes>" or "error <why>"
   svc.py scan HOST PROTO PORTS -> prints the ports that answer (TCP: accept or RST; UDP: a reply
                                or ICMP port unreachable), one per line
+  svc.py digest PORT         -> reads each TCP stream to EOF, answers "<sha256 hex> <bytes>"
+  svc.py load HOST PORT N SIZE -> N parallel connections each send SIZE random bytes and check
+                               the digest server's answer; prints "ok N <seconds>" or the errors
 """
+import hashlib
 import os
 import selectors
 import time
@@ -145,6 +149,62 @@ def scan(host, proto, ports, timeout=1.5):
         print(p)
 
 
+def digest_server(port):
+    class Handler(socketserver.BaseRequestHandler):
+        def handle(self):
+            h = hashlib.sha256()
+            n = 0
+            while True:
+                data = self.request.recv(1 << 20)
+                if not data:
+                    break
+                h.update(data)
+                n += len(data)
+            self.request.sendall(f"{h.hexdigest()} {n}\n".encode())
+
+    class Server(socketserver.ThreadingMixIn, socketserver.TCPServer):
+        daemon_threads = True
+        allow_reuse_address = True
+        request_queue_size = 256
+
+    Server(("0.0.0.0", port), Handler).serve_forever()
+
+
+def load(host, port, count, size):
+    errors = []
+    start = time.time()
+
+    def one(i):
+        try:
+            data = os.urandom(size)
+            want = f"{hashlib.sha256(data).hexdigest()} {size}"
+            s = socket.create_connection((host, port), timeout=60)
+            s.settimeout(120)
+            s.sendall(data)
+            s.shutdown(socket.SHUT_WR)
+            got = b""
+            while True:
+                part = s.recv(4096)
+                if not part:
+                    break
+                got += part
+            s.close()
+            if got.decode().strip() != want:
+                errors.append(f"connection {i}: digest {got.decode().strip()!r} != {want!r}")
+        except OSError as e:
+            errors.append(f"connection {i}: {e}")
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(count)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        print("\n".join(errors[:10]), flush=True)
+        sys.exit(1)
+    print(f"ok {count} {time.time() - start:.1f}", flush=True)
+
+
 def port_list(spec):
     out = []
     for item in spec.split(","):
@@ -163,6 +223,10 @@ if __name__ == "__main__":
         udp_echo(sys.argv[2], int(sys.argv[3]))
     elif mode == "stream":
         stream(sys.argv[2], int(sys.argv[3]), sys.argv[4])
+    elif mode == "digest":
+        digest_server(int(sys.argv[2]))
+    elif mode == "load":
+        load(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]))
     elif mode == "scan":
         scan(sys.argv[2], sys.argv[3], port_list(sys.argv[4]))
     else:

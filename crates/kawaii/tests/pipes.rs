@@ -1,0 +1,512 @@
+//! Pipes through the WireGuard tunnel, end to end: Cloud-Gateway's two demos rebuilt in network
+//! namespaces (real nginx, kawaii edge nodes from Cloud-Gateway's own `conf.yaml` files as
+//! published with the demo, and again from native TOML), 100 parallel 10 MB transfers with
+//! checksums, and pipes added and removed through the API while another pipe carries a stream.
+//!
+//! ```text
+//!  minimal:  nginx ─ legacy ─ server ─ cloudnative ─ client          curl client:8080
+//!  reverse:  client-legacy ─ legacy ─ server ─ cloudnative ─ client-cloudnative, nginx
+//!                                                                    curl client-legacy:8080
+//! ```
+//! legacy is 192.0.2.0/24, cloudnative 198.51.100.0/24; names resolve through per-namespace
+//! hosts files, as Docker's DNS does in the original demo.
+
+mod common;
+
+use common::curl;
+use kawaii_testkit::services::{kawaii_node, nginx};
+use kawaii_testkit::{Host, Topology, lab, wait_for};
+use std::path::PathBuf;
+use std::time::Duration;
+
+const PAGE: &str = "<h1>Welcome to nginx!</h1> behind the tunnel\n";
+
+// The demo's key pairs, as published in its conf.yaml files.
+const SERVER_PUB: &str = "2o3hItYcvPrcmDMog6rOhmdzZd6PH+QIZtCvZnVrslU=";
+const SERVER_KEY: &str = "YExoeogF9Ekn30/ybaCYHGsvQwT93+6IQLAp6xk2bFM=";
+const CLIENT_PUB: &str = "QqdKxpGpG1TTuyjCayMpRRKwLm5kjyIKZybxjv8oDnQ=";
+const CLIENT_KEY: &str = "uA2r7XTFgpCa/qbxbJvxJCDO6dg6BU7FIwNSNvd46mo=";
+const LEGACY_PUB: &str = "L0pt7T0BGsk4nByoS0I8goLoCRTx0CeKCsSlNIBX2Gk=";
+const LEGACY_KEY: &str = "gEPdRpgPz5xoAGXf0p1mf5Cfan++uIDB8r3WmZVWznA=";
+
+fn minimal_server_yaml() -> String {
+    format!(
+        "type: server\nname: server\npublic_key: {SERVER_PUB}\nprivate_key: {SERVER_KEY}\npeers:\n  - name: client\n    public_key: {CLIENT_PUB}\npipes:\n  - name: nginx\n    port: 8080\n    remote: nginx:80\n"
+    )
+}
+
+fn minimal_client_yaml() -> String {
+    format!(
+        "type: client\nname: client\npublic_key: {CLIENT_PUB}\nprivate_key: {CLIENT_KEY}\npeers:\n  - name: server\n    endpoint: server:8765\n    public_key: {SERVER_PUB}\npipes:\n  - name: nginx\n    port: 8080\n    remote: nginx:80\n"
+    )
+}
+
+fn reverse_server_yaml() -> String {
+    format!(
+        "type: server\nname: server\npublic_key: {SERVER_PUB}\nprivate_key: {SERVER_KEY}\npeers:\n  - name: client-cloudnative\n    public_key: {CLIENT_PUB}\n  - name: client-legacy\n    public_key: {LEGACY_PUB}\npipes:\n  - name: nginx\n    port: 8080\n    remote: nginx:80\n    peer: client-cloudnative # must match the exact name of the client where the remote endpoint is resolvable\n"
+    )
+}
+
+fn reverse_cloudnative_yaml() -> String {
+    format!(
+        "type: client\nname: client-cloudnative\npublic_key: {CLIENT_PUB}\nprivate_key: {CLIENT_KEY}\npeers:\n  - name: server\n    endpoint: server:8765\n    public_key: {SERVER_PUB}\npipes:\n  - name: nginx\n    port: 8080\n    remote: nginx:80\n    peer: client-cloudnative # telling cloudgateway the remote endpoint is resolvable\n"
+    )
+}
+
+fn reverse_legacy_yaml() -> String {
+    format!(
+        "type: client\nname: client-legacy\npublic_key: {LEGACY_PUB}\nprivate_key: {LEGACY_KEY}\npeers:\n  - name: server\n    endpoint: server:8765\n    public_key: {SERVER_PUB}\npipes:\n  - name: nginx\n    port: 8080\n    remote: nginx:80\n"
+    )
+}
+
+/// A native kawaii edge node: its VPN address, port, key, peers `(name, key, vpn ip, endpoint)`
+/// and pipes `(name, port, remote, peer)`.
+fn native(
+    name: &str,
+    address: &str,
+    port: u16,
+    key: &str,
+    peers: &[(&str, &str, &str, Option<&str>)],
+    pipes: &[(&str, u16, &str, Option<&str>)],
+) -> String {
+    let mut s = format!(
+        "[gateway]\nname = \"{name}\"\n\n[wireguard]\nlisten_port = {port}\naddress = \"{address}/24\"\nprivate_key = \"{key}\"\n"
+    );
+    for (n, k, ip, endpoint) in peers {
+        s.push_str(&format!(
+            "\n[[wireguard.peers]]\nname = \"{n}\"\npublic_key = \"{k}\"\nallowed_ips = [\"{ip}/32\"]\n"
+        ));
+        if let Some(e) = endpoint {
+            s.push_str(&format!("endpoint = \"{e}\"\npersistent_keepalive = 25\n"));
+        }
+    }
+    for (n, p, remote, peer) in pipes {
+        s.push_str(&format!(
+            "\n[[pipes]]\nname = \"{n}\"\nport = {p}\nremote = \"{remote}\"\n"
+        ));
+        if let Some(peer) = peer {
+            s.push_str(&format!("peer = \"{peer}\"\n"));
+        }
+    }
+    s
+}
+
+struct Demo {
+    topo: Topology,
+    /// (host, process index, state dir) per kawaii node, by node name.
+    nodes: Vec<(String, Host, usize, PathBuf)>,
+    hosts: Vec<Host>,
+}
+
+impl Demo {
+    fn host(&self, name: &str) -> Host {
+        self.hosts
+            .iter()
+            .chain(self.nodes.iter().map(|n| &n.1))
+            .find(|h| h.name == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("no host {name}"))
+    }
+
+    fn node(&self, name: &str) -> &(String, Host, usize, PathBuf) {
+        self.nodes
+            .iter()
+            .find(|n| n.0 == name)
+            .unwrap_or_else(|| panic!("no node {name}"))
+    }
+
+    fn logs(&mut self) -> String {
+        let idx: Vec<(String, usize)> = self.nodes.iter().map(|n| (n.0.clone(), n.2)).collect();
+        idx.into_iter()
+            .map(|(n, i)| format!("--- {n}\n{}", self.topo.proc(i).output()))
+            .collect()
+    }
+
+    /// The node's API as its bootstrap admin.
+    fn api(&self, node: &str, method: &str, path: &str, body: Option<&str>) -> common::Reply {
+        let (_, host, _, state) = self.node(node);
+        let token = lab::admin_token(state).expect("bootstrap token");
+        curl(host, method, path, Some(&token), body, &[])
+    }
+
+    /// curl from `from` until it answers (the tunnel handshakes on first use).
+    fn fetch(&mut self, from: &str, url: &str) -> String {
+        let h = self.host(from);
+        let r = wait_for(Duration::from_secs(20), url, || {
+            let o = h.exec(&["curl", "-s", "-m", "3", url]).ok()?;
+            o.status
+                .success()
+                .then(|| String::from_utf8_lossy(&o.stdout).into_owned())
+        });
+        r.unwrap_or_else(|e| panic!("{e}\n{}", self.logs()))
+    }
+}
+
+fn start_nodes(
+    topo: &mut Topology,
+    nodes: &[(&Host, &str, String)],
+) -> Vec<(String, Host, usize, PathBuf)> {
+    let mut out = Vec::new();
+    for (host, file, text) in nodes {
+        let dir = topo.dir().join(&host.name);
+        std::fs::create_dir_all(&dir).expect("dir");
+        let cfg = dir.join(file);
+        std::fs::write(&cfg, text).expect("config");
+        let state = dir.join("state");
+        let i = kawaii_node(topo, host, common::bin().as_ref(), &cfg, &state).expect("kawaii");
+        out.push((host.name.clone(), (*host).clone(), i, state));
+    }
+    for (name, host, _, state) in &out {
+        wait_for(Duration::from_secs(15), &format!("{name} applied"), || {
+            let token = lab::admin_token(state)?;
+            let s = curl(host, "GET", "/v1/status", Some(&token), None, &[]);
+            (s.status == 200 && s.json()["ready"] == true).then_some(())
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+    }
+    out
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Flavor {
+    CloudGateway,
+    Native,
+}
+
+/// The minimal demo: nginx in legacy; the server in both networks; the client in cloudnative.
+fn minimal(tag: &str, flavor: Flavor) -> Demo {
+    assert!(
+        kawaii_testkit::can_run(),
+        "end-to-end tests need root and iproute2"
+    );
+    let mut topo = Topology::new(tag).expect("topology");
+    let legacy = topo.switch("legacy").expect("switch");
+    let cloud = topo.switch("cloudnative").expect("switch");
+    let web = topo.host("nginx").expect("host");
+    let server = topo.host("server").expect("host");
+    let client = topo.host("client").expect("host");
+    topo.plug(&web, "eth0", &legacy).expect("plug");
+    topo.plug(&server, "eth0", &legacy).expect("plug");
+    topo.plug(&server, "eth1", &cloud).expect("plug");
+    topo.plug(&client, "eth0", &cloud).expect("plug");
+    for (h, ip, dev) in [
+        (&web, "192.0.2.10/24", "eth0"),
+        (&server, "192.0.2.2/24", "eth0"),
+        (&server, "198.51.100.2/24", "eth1"),
+        (&client, "198.51.100.3/24", "eth0"),
+    ] {
+        h.run(&["ip", "addr", "add", ip, "dev", dev]).expect("addr");
+    }
+    topo.hosts_file(&server, "192.0.2.10 nginx").expect("hosts");
+    topo.hosts_file(&client, "198.51.100.2 server\n198.51.100.3 client")
+        .expect("hosts");
+    nginx(&mut topo, &web, "192.0.2.10", PAGE).expect("nginx");
+    let svc = topo.dir().join("svc.py");
+    std::fs::write(&svc, lab::SVC_PY).expect("svc.py");
+    let svc = svc.to_string_lossy().into_owned();
+    topo.spawn(&web, "digest", &["python3", &svc, "digest", "9000"])
+        .expect("digest");
+    topo.spawn(&web, "echo", &["python3", &svc, "tcp-echo", "7"])
+        .expect("echo");
+    let configs = match flavor {
+        Flavor::CloudGateway => vec![
+            (&server, "conf.yaml", minimal_server_yaml()),
+            (&client, "conf.yaml", minimal_client_yaml()),
+        ],
+        Flavor::Native => vec![
+            (
+                &server,
+                "kawaii.toml",
+                native(
+                    "server",
+                    "10.192.0.1",
+                    8765,
+                    SERVER_KEY,
+                    &[("client", CLIENT_PUB, "10.192.0.2", None)],
+                    &[("nginx", 8080, "nginx:80", None)],
+                ),
+            ),
+            (
+                &client,
+                "kawaii.toml",
+                native(
+                    "client",
+                    "10.192.0.2",
+                    51820,
+                    CLIENT_KEY,
+                    &[("server", SERVER_PUB, "10.192.0.1", Some("server:8765"))],
+                    &[("nginx", 8080, "nginx:80", Some("server"))],
+                ),
+            ),
+        ],
+    };
+    let nodes = start_nodes(&mut topo, &configs);
+    Demo {
+        topo,
+        nodes,
+        hosts: vec![web],
+    }
+}
+
+/// The reverse demo: nginx in cloudnative; client-legacy reaches it through the server and
+/// client-cloudnative.
+fn reverse(tag: &str, flavor: Flavor) -> Demo {
+    assert!(
+        kawaii_testkit::can_run(),
+        "end-to-end tests need root and iproute2"
+    );
+    let mut topo = Topology::new(tag).expect("topology");
+    let legacy = topo.switch("legacy").expect("switch");
+    let cloud = topo.switch("cloudnative").expect("switch");
+    let web = topo.host("nginx").expect("host");
+    let server = topo.host("server").expect("host");
+    let cn = topo.host("client-cloudnative").expect("host");
+    let lg = topo.host("client-legacy").expect("host");
+    topo.plug(&web, "eth0", &cloud).expect("plug");
+    topo.plug(&server, "eth0", &legacy).expect("plug");
+    topo.plug(&server, "eth1", &cloud).expect("plug");
+    topo.plug(&cn, "eth0", &cloud).expect("plug");
+    topo.plug(&lg, "eth0", &legacy).expect("plug");
+    for (h, ip, dev) in [
+        (&web, "198.51.100.10/24", "eth0"),
+        (&server, "192.0.2.2/24", "eth0"),
+        (&server, "198.51.100.2/24", "eth1"),
+        (&cn, "198.51.100.3/24", "eth0"),
+        (&lg, "192.0.2.3/24", "eth0"),
+    ] {
+        h.run(&["ip", "addr", "add", ip, "dev", dev]).expect("addr");
+    }
+    topo.hosts_file(&cn, "198.51.100.2 server\n198.51.100.10 nginx")
+        .expect("hosts");
+    topo.hosts_file(&lg, "192.0.2.2 server\n192.0.2.3 client-legacy")
+        .expect("hosts");
+    nginx(&mut topo, &web, "198.51.100.10", PAGE).expect("nginx");
+    let configs = match flavor {
+        Flavor::CloudGateway => vec![
+            (&server, "conf.yaml", reverse_server_yaml()),
+            (&cn, "conf.yaml", reverse_cloudnative_yaml()),
+            (&lg, "conf.yaml", reverse_legacy_yaml()),
+        ],
+        Flavor::Native => vec![
+            (
+                &server,
+                "kawaii.toml",
+                native(
+                    "server",
+                    "10.192.0.1",
+                    8765,
+                    SERVER_KEY,
+                    &[
+                        ("client-cloudnative", CLIENT_PUB, "10.192.0.2", None),
+                        ("client-legacy", LEGACY_PUB, "10.192.0.3", None),
+                    ],
+                    &[("nginx", 8080, "nginx:80", Some("client-cloudnative"))],
+                ),
+            ),
+            (
+                &cn,
+                "kawaii.toml",
+                native(
+                    "client-cloudnative",
+                    "10.192.0.2",
+                    51820,
+                    CLIENT_KEY,
+                    &[("server", SERVER_PUB, "10.192.0.1", Some("server:8765"))],
+                    &[("nginx", 8080, "nginx:80", None)],
+                ),
+            ),
+            (
+                &lg,
+                "kawaii.toml",
+                native(
+                    "client-legacy",
+                    "10.192.0.3",
+                    51820,
+                    LEGACY_KEY,
+                    &[("server", SERVER_PUB, "10.192.0.1", Some("server:8765"))],
+                    &[("nginx", 8080, "nginx:80", Some("server"))],
+                ),
+            ),
+        ],
+    };
+    let nodes = start_nodes(&mut topo, &configs);
+    Demo {
+        topo,
+        nodes,
+        hosts: vec![web],
+    }
+}
+
+#[test]
+fn minimal_demo_from_cloud_gateway_files_with_load_and_live_pipes() {
+    let mut d = minimal("pipemin", Flavor::CloudGateway);
+    // 1. curl client:8080 gets nginx's page; the client has no route to nginx itself.
+    let page = d.fetch("client", "http://client:8080/");
+    assert_eq!(page, PAGE);
+    let client = d.host("client");
+    let direct = client
+        .exec(&["curl", "-s", "-m", "2", "http://192.0.2.10/"])
+        .expect("curl");
+    assert!(!direct.status.success(), "only the pipe reaches nginx");
+    // Both ends derived the same VPN addresses from the files.
+    let c_ip = kawaii_model::dropin::cloud_gateway_address(CLIENT_PUB).to_string();
+    let status = d.api("server", "GET", "/v1/status", None).json();
+    let peers = status["details"]["wireguard"]["peers"].clone();
+    assert_eq!(peers[0]["allowed_ips"][0], format!("{c_ip}/32"), "{status}");
+
+    // 4. Pipes added through the API on both nodes: 100 parallel connections of 10 MB each
+    // through the tunnel, every digest checked by the far end.
+    for (node, body) in [
+        (
+            "server",
+            r#"{"name":"sink","port":9000,"remote":"nginx:9000"}"#,
+        ),
+        (
+            "client",
+            r#"{"name":"sink","port":9000,"remote":"nginx:9000","peer":"server"}"#,
+        ),
+        (
+            "server",
+            r#"{"name":"echo","port":7000,"remote":"nginx:7"}"#,
+        ),
+        (
+            "client",
+            r#"{"name":"echo","port":7000,"remote":"nginx:7","peer":"server"}"#,
+        ),
+    ] {
+        let r = d.api(node, "POST", "/v1/pipes", Some(body));
+        assert_eq!(r.status, 201, "{node}: {}", r.body);
+    }
+    let svc = d.topo.dir().join("svc.py").to_string_lossy().into_owned();
+    let h = client.clone();
+    let out = wait_for(Duration::from_secs(10), "the sink pipe", || {
+        h.exec(&["python3", &svc, "load", "127.0.0.1", "9000", "1", "1000"])
+            .ok()
+            .filter(|o| o.status.success())
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", d.logs()));
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("ok 1"));
+    let out = client
+        .exec(&[
+            "python3",
+            &svc,
+            "load",
+            "127.0.0.1",
+            "9000",
+            "100",
+            "10485760",
+        ])
+        .expect("load");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.starts_with("ok 100"),
+        "100 × 10 MB: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!("100 × 10 MB through the pipe: {}", text.trim());
+    // Status (refreshed every 2 s) counts every byte and connection, none left open.
+    let sink = wait_for(Duration::from_secs(6), "the sink's counters", || {
+        let st = d.api("client", "GET", "/v1/status", None).json();
+        let sink = st["details"]["pipes"]
+            .as_array()
+            .and_then(|p| p.iter().find(|p| p["name"] == "sink").cloned())?;
+        (sink["active"] == 0).then_some(sink)
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        sink["bytes_in"].as_u64().unwrap_or(0) >= 100 * 10_485_760,
+        "{sink}"
+    );
+    assert_eq!(sink["connections"], 101, "{sink}");
+    assert_eq!(sink["errors"], serde_json::json!({}), "{sink}");
+
+    // 5. A stream through the echo pipe survives adding and removing other pipes.
+    let stop = d.topo.dir().join("stop-stream");
+    let (h, svc2, stop2) = (client.clone(), svc.clone(), stop.clone());
+    let stream = std::thread::spawn(move || {
+        h.run(&[
+            "python3",
+            &svc2,
+            "stream",
+            "127.0.0.1",
+            "7000",
+            stop2.to_str().expect("utf-8"),
+        ])
+        .unwrap_or_else(|e| e.to_string())
+    });
+    std::thread::sleep(Duration::from_millis(800));
+    let r = d.api(
+        "client",
+        "POST",
+        "/v1/pipes",
+        Some(r#"{"name":"extra","port":7100,"remote":"nginx:80","peer":"server"}"#),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    let r = d.api(
+        "server",
+        "POST",
+        "/v1/pipes",
+        Some(r#"{"name":"extra","port":7100,"remote":"nginx:80"}"#),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(d.fetch("client", "http://127.0.0.1:7100/"), PAGE);
+    std::thread::sleep(Duration::from_millis(300));
+    for node in ["client", "server"] {
+        let r = d.api(node, "DELETE", "/v1/pipes/extra", None);
+        assert_eq!(r.status, 204, "{}", r.body);
+    }
+    let r = d.api("client", "DELETE", "/v1/pipes/nginx", None);
+    assert_eq!(r.status, 204, "{}", r.body);
+    wait_for(Duration::from_secs(3), "the nginx pipe to close", || {
+        let o = client
+            .exec(&["curl", "-s", "-m", "1", "http://127.0.0.1:8080/"])
+            .ok()?;
+        (!o.status.success()).then_some(())
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    std::thread::sleep(Duration::from_millis(500));
+    std::fs::write(&stop, "").expect("stop");
+    let result = stream.join().expect("stream thread");
+    assert!(result.starts_with("ok "), "the echo stream broke: {result}");
+    let bytes: u64 = result
+        .split_whitespace()
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(
+        bytes > 100_000,
+        "the stream moved data throughout: {result}"
+    );
+    let metrics = d.api("client", "GET", "/metrics", None).body;
+    assert!(
+        metrics.contains("kawaii_pipe_bytes_total{pipe=\"sink\",direction=\"in\"}"),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn minimal_demo_from_native_toml() {
+    let mut d = minimal("pipeminn", Flavor::Native);
+    assert_eq!(d.fetch("client", "http://client:8080/"), PAGE);
+}
+
+#[test]
+fn reverse_demo_from_cloud_gateway_files() {
+    let mut d = reverse("piperev", Flavor::CloudGateway);
+    assert_eq!(d.fetch("client-legacy", "http://client-legacy:8080/"), PAGE);
+    // The way through: the server's pipe dials client-cloudnative's VPN address.
+    let cn = kawaii_model::dropin::cloud_gateway_address(CLIENT_PUB);
+    let pipe = wait_for(Duration::from_secs(6), "the server's pipe status", || {
+        let st = d.api("server", "GET", "/v1/status", None).json();
+        let p = st["details"]["pipes"][0].clone();
+        (p["connections"].as_u64()? > 0).then_some(p)
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(pipe["target"], format!("{cn}:8080"), "{pipe}");
+}
+
+#[test]
+fn reverse_demo_from_native_toml() {
+    let mut d = reverse("piperevn", Flavor::Native);
+    assert_eq!(d.fetch("client-legacy", "http://client-legacy:8080/"), PAGE);
+}

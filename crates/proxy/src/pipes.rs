@@ -1,0 +1,424 @@
+//! Pipes: named TCP forwards. Each listens on its address, dials its target (`host:port`,
+//! resolved per connection) and copies both ways with half-close, connect and idle timeouts.
+//!
+//! Contract: [`Pipes::apply`] makes a list of [`PipeConfig`] true. New pipes listen; a changed
+//! target or timeout applies to new connections while established ones keep theirs; a changed
+//! listen address rebinds without cutting established connections; a removed pipe stops
+//! listening and its connections close. Other pipes' connections are never touched. If any new
+//! address cannot be bound nothing changes.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, info, warn};
+
+use crate::copy::{self, End, Meter, PipePool};
+use crate::error::{ErrorCounters, ErrorKind, ProxyError};
+
+/// One pipe as the driver wants it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PipeConfig {
+    pub name: String,
+    pub listen: SocketAddr,
+    /// `host:port` (a DNS name or an IP).
+    pub target: String,
+    pub connect_timeout: Duration,
+    pub idle_timeout: Duration,
+}
+
+/// Counters and state of one pipe, for status and metrics.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct PipeStatus {
+    pub name: String,
+    pub listen: SocketAddr,
+    pub target: String,
+    pub connections: u64,
+    pub active: u64,
+    /// Bytes from clients to the target.
+    pub bytes_in: u64,
+    /// Bytes from the target back to clients.
+    pub bytes_out: u64,
+    pub errors: BTreeMap<ErrorKind, u64>,
+}
+
+#[derive(Debug, Default)]
+struct Stats {
+    connections: AtomicU64,
+    active: AtomicU64,
+    bytes_in: AtomicU64,
+    bytes_out: AtomicU64,
+    errors: ErrorCounters,
+}
+
+impl Meter for Stats {
+    fn to_backend(&self, n: u64) {
+        self.bytes_in.fetch_add(n, Relaxed);
+    }
+    fn to_client(&self, n: u64) {
+        self.bytes_out.fetch_add(n, Relaxed);
+    }
+}
+
+#[derive(Debug)]
+struct Running {
+    cfg: Arc<RwLock<PipeConfig>>,
+    stats: Arc<Stats>,
+    /// Stops the listener only.
+    listening: CancellationToken,
+    /// Stops the pipe's connections (removal).
+    conns: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+type Index = Vec<(Arc<RwLock<PipeConfig>>, Arc<Stats>)>;
+
+#[derive(Debug, Default)]
+struct Inner {
+    running: tokio::sync::Mutex<HashMap<String, Running>>,
+    /// What status reads without waiting for an apply in progress.
+    index: RwLock<Index>,
+    pool: PipePool,
+    tracker: TaskTracker,
+}
+
+/// The pipes of one node. Cheap to clone; all methods take `&self`.
+#[derive(Debug, Clone, Default)]
+pub struct Pipes {
+    inner: Arc<Inner>,
+}
+
+fn bind(addr: SocketAddr) -> Result<TcpListener, ProxyError> {
+    crate::listener::bind(addr)
+}
+
+impl Pipes {
+    pub fn new() -> Pipes {
+        Pipes::default()
+    }
+
+    /// Makes `want` the set of pipes (see the module doc).
+    pub async fn apply(&self, want: Vec<PipeConfig>) -> Result<(), ProxyError> {
+        let mut running = self.inner.running.lock().await;
+        let mut names = std::collections::HashSet::new();
+        for p in &want {
+            if !names.insert(p.name.as_str()) {
+                return Err(ProxyError::InvalidConfig {
+                    field: "pipes".into(),
+                    reason: format!("pipe {:?} is given twice", p.name),
+                });
+            }
+        }
+        // Bind every new address first: a failure changes nothing.
+        let mut fresh: HashMap<String, TcpListener> = HashMap::new();
+        for p in &want {
+            let moved = running
+                .get(&p.name)
+                .is_none_or(|r| r.cfg.read().map(|c| c.listen != p.listen).unwrap_or(true));
+            if moved {
+                fresh.insert(p.name.clone(), bind(p.listen)?);
+            }
+        }
+        // Removed pipes: stop listening and cut their connections.
+        let gone: Vec<String> = running
+            .keys()
+            .filter(|n| !want.iter().any(|p| &p.name == *n))
+            .cloned()
+            .collect();
+        for name in gone {
+            if let Some(r) = running.remove(&name) {
+                info!(pipe = %name, "pipe removed");
+                r.listening.cancel();
+                r.conns.cancel();
+                // The listening socket is closed once its task has ended.
+                let _ = r.task.await;
+            }
+        }
+        for p in want {
+            let listener = fresh.remove(&p.name);
+            match running.get_mut(&p.name) {
+                Some(r) => {
+                    if let Ok(mut c) = r.cfg.write() {
+                        *c = p.clone();
+                    }
+                    if let Some(l) = listener {
+                        // A new address: the old listener stops, its connections continue.
+                        info!(pipe = %p.name, listen = %p.listen, "pipe moved");
+                        r.listening.cancel();
+                        r.listening = CancellationToken::new();
+                        r.task = self.spawn_accept(l, r);
+                    }
+                }
+                None => {
+                    let Some(l) = listener else { continue };
+                    info!(pipe = %p.name, listen = %p.listen, target = %p.target, "pipe listening");
+                    let mut r = Running {
+                        cfg: Arc::new(RwLock::new(p.clone())),
+                        stats: Arc::default(),
+                        listening: CancellationToken::new(),
+                        conns: CancellationToken::new(),
+                        task: tokio::spawn(async {}),
+                    };
+                    r.task = self.spawn_accept(l, &r);
+                    running.insert(p.name.clone(), r);
+                }
+            }
+        }
+        let index: Index = running
+            .values()
+            .map(|r| (r.cfg.clone(), r.stats.clone()))
+            .collect();
+        if let Ok(mut i) = self.inner.index.write() {
+            *i = index;
+        }
+        Ok(())
+    }
+
+    fn spawn_accept(&self, listener: TcpListener, r: &Running) -> JoinHandle<()> {
+        let inner = self.inner.clone();
+        let (cfg, stats) = (r.cfg.clone(), r.stats.clone());
+        let (listening, conns) = (r.listening.clone(), r.conns.clone());
+        tokio::spawn(async move {
+            let mut backoff = Duration::from_millis(10);
+            loop {
+                let accepted = tokio::select! {
+                    a = listener.accept() => a,
+                    () = listening.cancelled() => return,
+                };
+                let (client, peer) = match accepted {
+                    Ok(c) => {
+                        backoff = Duration::from_millis(10);
+                        c
+                    }
+                    Err(error) => {
+                        // EMFILE and friends: wait instead of spinning on a full table.
+                        stats.errors.inc(ErrorKind::AcceptFailed);
+                        warn!(%error, "pipe accept failed; backing off");
+                        tokio::select! {
+                            () = tokio::time::sleep(backoff) => {}
+                            () = listening.cancelled() => return,
+                        }
+                        backoff = (backoff * 2).min(Duration::from_secs(1));
+                        continue;
+                    }
+                };
+                let snapshot = cfg.read().map(|c| c.clone());
+                let Ok(c) = snapshot else { continue };
+                stats.connections.fetch_add(1, Relaxed);
+                let (inner2, stats2, stop) = (inner.clone(), stats.clone(), conns.clone());
+                inner.tracker.spawn(async move {
+                    stats2.active.fetch_add(1, Relaxed);
+                    let end = serve(&inner2.pool, client, &c, &stats2, &stop).await;
+                    stats2.active.fetch_sub(1, Relaxed);
+                    match end {
+                        Ok((up, down)) => {
+                            debug!(pipe = %c.name, %peer, up, down, "pipe connection closed");
+                        }
+                        Err(kind) => {
+                            stats2.errors.inc(kind);
+                            debug!(pipe = %c.name, %peer, kind = kind.as_str(), "pipe connection failed");
+                        }
+                    }
+                });
+            }
+        })
+    }
+
+    /// Every pipe's counters, by name.
+    pub fn status(&self) -> Vec<PipeStatus> {
+        let index = match self.inner.index.read() {
+            Ok(i) => i.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        };
+        let mut out: Vec<PipeStatus> = index
+            .iter()
+            .filter_map(|(cfg, s)| {
+                let c = cfg.read().ok()?.clone();
+                Some(PipeStatus {
+                    name: c.name,
+                    listen: c.listen,
+                    target: c.target,
+                    connections: s.connections.load(Relaxed),
+                    active: s.active.load(Relaxed),
+                    bytes_in: s.bytes_in.load(Relaxed),
+                    bytes_out: s.bytes_out.load(Relaxed),
+                    errors: s.errors.snapshot(),
+                })
+            })
+            .collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out
+    }
+
+    /// Stops every listener, lets connections finish for up to `drain`, then closes the rest.
+    pub async fn shutdown(&self, drain: Duration) {
+        let mut running = self.inner.running.lock().await;
+        for r in running.values() {
+            r.listening.cancel();
+        }
+        self.inner.tracker.close();
+        if tokio::time::timeout(drain, self.inner.tracker.wait())
+            .await
+            .is_err()
+        {
+            for r in running.values() {
+                r.conns.cancel();
+            }
+            self.inner.tracker.wait().await;
+        }
+        running.clear();
+        if let Ok(mut i) = self.inner.index.write() {
+            i.clear();
+        }
+    }
+}
+
+/// Dials the target (every resolved address in turn, within the connect timeout) and forwards.
+async fn serve(
+    pool: &PipePool,
+    client: TcpStream,
+    c: &PipeConfig,
+    stats: &Stats,
+    stop: &CancellationToken,
+) -> Result<(u64, u64), ErrorKind> {
+    let dial = async {
+        let addrs = tokio::net::lookup_host(c.target.as_str())
+            .await
+            .map_err(|_| ErrorKind::ConnectFailed)?;
+        let mut last = ErrorKind::ConnectFailed;
+        for a in addrs {
+            match TcpStream::connect(a).await {
+                Ok(s) => return Ok(s),
+                Err(_) => last = ErrorKind::ConnectFailed,
+            }
+        }
+        Err(last)
+    };
+    let target = tokio::select! {
+        r = tokio::time::timeout(c.connect_timeout, dial) => match r {
+            Ok(r) => r?,
+            Err(_) => return Err(ErrorKind::ConnectTimeout),
+        },
+        () = stop.cancelled() => return Err(ErrorKind::ShutdownAbort),
+    };
+    let _ = client.set_nodelay(true);
+    let _ = target.set_nodelay(true);
+    let (end, up, down) = copy::forward(&client, &target, pool, c.idle_timeout, stop, stats).await;
+    match end {
+        End::Closed => Ok((up, down)),
+        End::Idle => Err(ErrorKind::IdleTimeout),
+        End::Stopped => Err(ErrorKind::ShutdownAbort),
+        End::Error => Err(ErrorKind::Io),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    fn pipe(name: &str, listen: SocketAddr, target: SocketAddr) -> PipeConfig {
+        PipeConfig {
+            name: name.into(),
+            listen,
+            target: target.to_string(),
+            connect_timeout: Duration::from_secs(2),
+            idle_timeout: Duration::from_secs(30),
+        }
+    }
+
+    /// An echo server that upper-cases nothing: it answers `reply` after reading to EOF.
+    async fn server(reply: &'static [u8]) -> SocketAddr {
+        let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = l.local_addr().expect("addr");
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let _ = s.read_to_end(&mut buf).await;
+                    let _ = s.write_all(reply).await;
+                    let _ = s.write_all(&buf).await;
+                });
+            }
+        });
+        addr
+    }
+
+    fn free_port() -> SocketAddr {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("port")
+    }
+
+    #[tokio::test]
+    async fn half_close_both_ways_and_live_changes_spare_other_pipes() {
+        let a = server(b"A:").await;
+        let b = server(b"B:").await;
+        let (la, lb) = (free_port(), free_port());
+        let pipes = Pipes::new();
+        pipes
+            .apply(vec![pipe("a", la, a), pipe("b", lb, b)])
+            .await
+            .expect("apply");
+        // Half-close: the client's FIN reaches the server, whose answer still comes back.
+        let mut c = TcpStream::connect(la).await.expect("connect");
+        c.write_all(b"hello").await.expect("write");
+        c.shutdown().await.expect("shutdown");
+        let mut got = Vec::new();
+        c.read_to_end(&mut got).await.expect("read");
+        assert_eq!(got, b"A:hello");
+        // A connection through b stays open while a is removed and b's target changes.
+        let mut held = TcpStream::connect(lb).await.expect("connect");
+        held.write_all(b"kept").await.expect("write");
+        pipes.apply(vec![pipe("b", lb, a)]).await.expect("apply");
+        assert!(TcpStream::connect(la).await.is_err(), "a no longer listens");
+        held.shutdown().await.expect("shutdown");
+        let mut got = Vec::new();
+        held.read_to_end(&mut got).await.expect("read");
+        assert_eq!(got, b"B:kept", "the established connection kept its target");
+        let mut c = TcpStream::connect(lb).await.expect("connect");
+        c.shutdown().await.expect("shutdown");
+        let mut got = Vec::new();
+        c.read_to_end(&mut got).await.expect("read");
+        assert_eq!(got, b"A:", "new connections follow the new target");
+        let st = pipes.status();
+        assert_eq!(st.len(), 1);
+        assert_eq!(st[0].connections, 2);
+        assert_eq!(st[0].bytes_in, 4);
+    }
+
+    #[tokio::test]
+    async fn unreachable_targets_are_counted_and_binds_are_all_or_nothing() {
+        let dead = free_port();
+        let l = free_port();
+        let pipes = Pipes::new();
+        pipes.apply(vec![pipe("x", l, dead)]).await.expect("apply");
+        let mut c = TcpStream::connect(l).await.expect("connect");
+        let mut buf = Vec::new();
+        let _ = c.read_to_end(&mut buf).await;
+        assert!(
+            buf.is_empty(),
+            "the client is closed when the target refuses"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let st = pipes.status();
+        assert_eq!(st[0].errors.get(&ErrorKind::ConnectFailed), Some(&1));
+        // A second pipe on an address that is taken: nothing changes, the first keeps running.
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let busy = taken.local_addr().expect("addr");
+        let err = pipes
+            .apply(vec![pipe("x", l, dead), pipe("y", busy, dead)])
+            .await
+            .expect_err("busy address");
+        assert!(matches!(err, ProxyError::Bind { .. }), "{err}");
+        assert_eq!(pipes.status().len(), 1);
+        assert!(TcpStream::connect(l).await.is_ok());
+    }
+}
