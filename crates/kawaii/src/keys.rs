@@ -7,12 +7,21 @@ use std::io::Read;
 use std::process::ExitCode;
 
 pub fn genkey() -> anyhow::Result<ExitCode> {
+    println!("{}", keypair().0);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A fresh key pair in base64: (private, public).
+pub fn keypair() -> (String, String) {
     let mut bytes = [0u8; 32];
     rand::fill(&mut bytes);
     // Clamping is applied by X25519 itself; wg stores the clamped form, so do the same.
     let secret = x25519_dalek::StaticSecret::from(bytes);
-    println!("{}", STANDARD.encode(secret.to_bytes()));
-    Ok(ExitCode::SUCCESS)
+    let public = x25519_dalek::PublicKey::from(&secret);
+    (
+        STANDARD.encode(secret.to_bytes()),
+        STANDARD.encode(public.as_bytes()),
+    )
 }
 
 /// The public key of a base64 private key.

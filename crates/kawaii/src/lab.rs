@@ -90,7 +90,41 @@ pub fn up(config: Option<PathBuf>, zones: u8) -> anyhow::Result<ExitCode> {
     if zones == 2 {
         return up_ha(config);
     }
-    let (started, dir, cfg) = prepare(config, DEFAULT_CONFIG)?;
+    // The default lab also shows a VPN peer (a laptop running wireguard-go) and a pipe.
+    let laptop = config.is_none().then(crate::keys::keypair);
+    let default = match &laptop {
+        Some((_, laptop_pub)) => format!(
+            "{DEFAULT_CONFIG}
+[wireguard]
+listen_port = 51820
+address = \"10.8.0.1/24\"
+private_key_file = \"{DIR}/wg.key\"
+
+[[wireguard.peers]]
+name = \"laptop\"
+public_key = \"{laptop_pub}\"
+persistent_keepalive = 25
+
+[[pipes]]
+name = \"vm1-web\"
+port = 8080
+remote = \"{vm1}:80\"
+",
+            vm1 = lab::VM1
+        ),
+        None => DEFAULT_CONFIG.to_string(),
+    };
+    let (started, dir, cfg) = prepare(config, &default)?;
+    if laptop.is_some() {
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(dir.join("wg.key"))?;
+        std::io::Write::write_all(&mut f, format!("{}\n", crate::keys::keypair().0).as_bytes())?;
+    }
     let mut topo = Topology::persistent(PREFIX, dir)?;
     let opts = LabOptions {
         kawaii: std::env::current_exe()?,
@@ -99,6 +133,12 @@ pub fn up(config: Option<PathBuf>, zones: u8) -> anyhow::Result<ExitCode> {
     };
     let built = lab::build(&mut topo, &opts);
     let lab = built.or_else(|e| abandon(&mut topo, dir, e))?;
+    if let Some((laptop_key, _)) = &laptop {
+        let kawaii = std::env::current_exe()?;
+        if let Err(e) = lab::vpn_laptop(&mut topo, &lab, &kawaii, laptop_key) {
+            return abandon(&mut topo, dir, e);
+        }
+    }
     let record = record(&mut topo, lab.state.clone(), &cfg)?;
     println!(
         "Kawaii lab is up in {:.1}s: namespaces {}.",
@@ -109,6 +149,7 @@ pub fn up(config: Option<PathBuf>, zones: u8) -> anyhow::Result<ExitCode> {
         r#"
   internet 198.51.100.10 ── router ── gw (kawaii; public VIP 203.0.113.10, private VIP 10.1.0.1)
                                         └── lan ── vm1 10.1.0.10 (web :80), vm2 10.1.0.11 (udp echo :5353)
+  laptop 192.0.2.2 (wireguard-go, VPN 10.8.0.2) ── router    (default lab only)
 
 Try:
   kawaii lab exec vm1 curl -s http://198.51.100.10/          # egress: the internet sees 203.0.113.10
@@ -118,11 +159,21 @@ Try:
   kawaii lab exec vm2 curl -s http://203.0.113.10/           # hairpin: vm2 -> public VIP -> vm1
   kawaii lab exec gw kawaii status                           # the daemon's view, rule counters
   kawaii lab exec gw kawaii get ingress-rules
-  kawaii lab exec gw nft list table inet kawaii
+  kawaii lab exec gw nft list table inet kawaii{vpn}
   edit {cfg} — kawaii applies it live
   kawaii lab down
 "#,
-        cfg = cfg.display()
+        cfg = cfg.display(),
+        vpn = if laptop.is_some() {
+            "
+  kawaii lab exec laptop curl -s http://10.1.0.10/          # VPN: laptop -> WireGuard -> vm1
+  kawaii lab exec laptop curl -s http://10.8.0.1:8080/      # a pipe on the gateway -> vm1, VPN side only
+  kawaii lab exec internet curl -s -m 3 http://203.0.113.10:8080/   # the pipe is blocked from the internet
+  kawaii lab exec gw wg show kawaii-wg0                     # the laptop's handshake and transfer
+  kawaii lab exec gw kawaii peer showconf laptop            # what the laptop was configured from"
+        } else {
+            ""
+        }
     );
     topo.keep();
     Ok(ExitCode::SUCCESS)

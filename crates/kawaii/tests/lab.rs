@@ -44,7 +44,11 @@ fn lab_up_commands_and_down() {
             (cmd.trim().to_string(), comment.trim().to_string())
         })
         .collect();
-    assert!(commands.len() >= 6, "{text}");
+    assert!(commands.len() >= 11, "{text}");
+    assert!(
+        text.contains("kawaii lab exec laptop"),
+        "the lab shows the VPN: {text}"
+    );
     for (cmd, comment) in &commands {
         // The printed commands are shell lines: run them the way a user would paste them.
         let line = format!("{} lab exec {cmd}", env!("CARGO_BIN_EXE_kawaii"));
@@ -67,6 +71,15 @@ fn lab_up_commands_and_down() {
         }
         if comment.contains("-> vm1") {
             assert!(stdout.contains("hello from vm1"), "{stdout}");
+        }
+        if comment.contains("VPN:") {
+            assert!(
+                stdout.contains("you are 10.8.0.2:"),
+                "vm1 sees the VPN address: {stdout}"
+            );
+        }
+        if comment.contains("handshake") {
+            assert!(stdout.contains("latest handshake"), "{stdout}");
         }
         if comment.contains("-> vm2") {
             assert!(stdout.contains("vm2 got hi"), "{stdout}");

@@ -127,66 +127,16 @@ impl Vpn {
         self.topo.proc(i).output()
     }
 
-    /// Brings up wireguard-go in `host` from a showconf text, as its README says: `wg setconf`
-    /// with the file minus its Address line, plus the Address and the routes to AllowedIPs.
+    /// wireguard-go in `host`, set up from a showconf text only.
     fn client(&mut self, host: &Host, ifname: &str, showconf: &str, private_key: &str) {
-        self.topo
-            .spawn(
-                host,
-                &format!("wireguard-go-{ifname}"),
-                &["wireguard-go", "-f", ifname],
-            )
-            .expect("wireguard-go");
-        let h = host.clone();
-        let sys = format!("/sys/class/net/{ifname}");
-        let sock = format!("/var/run/wireguard/{ifname}.sock");
-        wait_for(Duration::from_secs(5), "wireguard-go's interface", || {
-            h.exec(&["test", "-e", &sys])
-                .ok()
-                .filter(|o| o.status.success() && Path::new(&sock).exists())
-                .map(|_| ())
-        })
-        .expect("wireguard-go up");
-        let address = showconf
-            .lines()
-            .find_map(|l| l.strip_prefix("Address = "))
-            .expect("showconf has an Address line")
-            .to_string();
-        let allowed = showconf
-            .lines()
-            .find_map(|l| l.strip_prefix("AllowedIPs = "))
-            .expect("showconf has AllowedIPs")
-            .to_string();
-        let stripped: String = showconf
-            .lines()
-            .filter(|l| !l.starts_with("Address = "))
-            .map(|l| format!("{l}\n"))
-            .collect();
-        let dir = self.topo.dir().to_path_buf();
-        let conf = dir.join(format!("{ifname}.conf"));
-        std::fs::write(&conf, stripped).expect("conf");
-        let key = dir.join(format!("{ifname}.key"));
-        write_secret(&key, private_key, 0o600);
-        host.run(&["wg", "setconf", ifname, conf.to_str().expect("utf-8")])
-            .expect("wg setconf takes showconf's output");
-        host.run(&[
-            "wg",
-            "set",
+        kawaii_testkit::services::wireguard_go_client(
+            &mut self.topo,
+            host,
             ifname,
-            "private-key",
-            key.to_str().expect("utf-8"),
-        ])
-        .expect("private key");
-        for a in address.split(", ") {
-            host.run(&["ip", "addr", "add", a, "dev", ifname])
-                .expect("address");
-        }
-        host.run(&["ip", "link", "set", ifname, "up"]).expect("up");
-        for net in allowed.split(", ") {
-            if !address.split(", ").any(|a| a == net) {
-                let _ = host.run(&["ip", "route", "replace", net, "dev", ifname]);
-            }
-        }
+            showconf,
+            private_key,
+        )
+        .unwrap_or_else(|e| panic!("wireguard-go from showconf: {e}"));
     }
 }
 

@@ -367,3 +367,47 @@ pub fn build_ha(t: &mut Topology, opts: &HaLabOptions) -> Result<HaLab> {
         svc,
     })
 }
+
+// ---------------------------------------------------------------------------------------------
+// The VPN part of the single-zone lab: a `laptop` on the public side of the region router
+// (192.0.2.2) running wireguard-go, set up only from `kawaii peer showconf laptop`.
+// ---------------------------------------------------------------------------------------------
+
+pub const LAPTOP: &str = "192.0.2.2";
+pub const LAPTOP_IFNAME: &str = "klab-laptop";
+
+/// Adds the laptop to a built lab and connects it: waits for the gateway's WireGuard device,
+/// fetches the peer's config with the kawaii CLI in the gateway namespace, starts wireguard-go.
+pub fn vpn_laptop(
+    t: &mut Topology,
+    lab: &GatewayLab,
+    kawaii: &Path,
+    private_key: &str,
+) -> Result<Host> {
+    let laptop = t.host("laptop")?;
+    laptop.run(&["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"])?;
+    t.link(&lab.router, "eth2", &laptop, "eth0")?;
+    lab.router
+        .run(&["ip", "addr", "add", "192.0.2.1/24", "dev", "eth2"])?;
+    laptop.run(&["ip", "addr", "add", &format!("{LAPTOP}/24"), "dev", "eth0"])?;
+    laptop.run(&["ip", "route", "add", "default", "via", "192.0.2.1"])?;
+    let token = admin_token(&lab.state).unwrap_or_default();
+    let kawaii = kawaii.to_string_lossy().into_owned();
+    let gw = lab.gw.clone();
+    let conf = wait_for(
+        Duration::from_secs(15),
+        "kawaii peer showconf laptop",
+        || {
+            let out = gw
+                .command(&[kawaii.as_str(), "peer", "showconf", "laptop"])
+                .env("KAWAII_TOKEN", &token)
+                .output()
+                .ok()?;
+            out.status
+                .success()
+                .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+        },
+    )?;
+    crate::services::wireguard_go_client(t, &laptop, LAPTOP_IFNAME, &conf, private_key)?;
+    Ok(laptop)
+}

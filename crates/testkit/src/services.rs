@@ -60,3 +60,73 @@ pub fn kawaii_node(
         &["sh", "-c", &script],
     )
 }
+
+/// Starts wireguard-go in `host` as `ifname`, configured only from a `kawaii peer showconf`
+/// text the way Kilo's guide does it: `wg setconf` with the file minus its `Address` line, the
+/// peer's own private key, then the address and a route for each other `AllowedIPs` entry.
+pub fn wireguard_go_client(
+    t: &mut Topology,
+    host: &Host,
+    ifname: &str,
+    showconf: &str,
+    private_key: &str,
+) -> Result<usize> {
+    let i = t.spawn(
+        host,
+        &format!("wireguard-go-{ifname}"),
+        &["wireguard-go", "-f", ifname],
+    )?;
+    let sock = format!("/var/run/wireguard/{ifname}.sock");
+    let sys = format!("/sys/class/net/{ifname}");
+    let h = host.clone();
+    crate::wait_for(Duration::from_secs(5), "wireguard-go's interface", || {
+        h.exec(&["test", "-e", &sys])
+            .ok()
+            .filter(|o| o.status.success() && Path::new(&sock).exists())
+            .map(|_| ())
+    })?;
+    let field = |name: &str| {
+        showconf
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(|v| v.split(", ").map(String::from).collect::<Vec<_>>())
+            .unwrap_or_default()
+    };
+    let address = field("Address = ");
+    let allowed = field("AllowedIPs = ");
+    let stripped: String = showconf
+        .lines()
+        .filter(|l| !l.starts_with("Address = "))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let err = |error| KitError::Spawn {
+        cmd: format!("write {ifname}'s files"),
+        error,
+    };
+    let conf = t.dir().join(format!("{ifname}.conf"));
+    std::fs::write(&conf, stripped).map_err(err)?;
+    let key = t.dir().join(format!("{ifname}.key"));
+    {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&key)
+            .map_err(err)?;
+        f.write_all(format!("{private_key}\n").as_bytes())
+            .map_err(err)?;
+    }
+    host.run(&["wg", "setconf", ifname, &conf.to_string_lossy()])?;
+    host.run(&["wg", "set", ifname, "private-key", &key.to_string_lossy()])?;
+    for a in &address {
+        host.run(&["ip", "addr", "add", a, "dev", ifname])?;
+    }
+    host.run(&["ip", "link", "set", ifname, "up"])?;
+    for net in allowed.iter().filter(|n| !address.contains(n)) {
+        host.run(&["ip", "route", "replace", net, "dev", ifname])?;
+    }
+    Ok(i)
+}
