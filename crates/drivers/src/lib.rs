@@ -11,6 +11,7 @@ pub mod pipes;
 pub mod router;
 mod tool;
 pub mod vrrp;
+pub mod wg_sync;
 pub mod wireguard;
 
 use kawaii_plan::Plan;

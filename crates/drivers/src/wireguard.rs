@@ -82,6 +82,10 @@ pub struct DeviceStatus {
 #[derive(Default)]
 pub struct WireGuard {
     running: Mutex<Option<Running>>,
+    /// HA: the endpoint-sync key and the siblings to tell (None: no HA, nothing sent).
+    sync: RwLock<Option<([u8; 32], Vec<std::net::Ipv4Addr>)>>,
+    /// What the siblings told us.
+    seen: std::sync::Mutex<crate::wg_sync::Seen>,
     /// Set when the interface was (re)created: its addresses and routes must be applied again.
     recreated: AtomicBool,
     public_key: RwLock<Option<String>>,
@@ -257,9 +261,133 @@ impl WireGuard {
         if let Ok(mut k) = self.public_key.write() {
             *k = Some(b64(&key.public_key()));
         }
+        if let Ok(mut s) = self.sync.write() {
+            *s = (!w.siblings.is_empty())
+                .then(|| (crate::wg_sync::sync_key(key.expose()), w.siblings.clone()));
+        }
         Ok(())
     }
+
+    /// HA: every [`crate::wg_sync::INTERVAL`] tells the siblings where this instance's peers
+    /// are, and listens to what they say. Idle without HA. Runs until `stop`.
+    pub async fn run_sync(
+        self: std::sync::Arc<Self>,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) {
+        use crate::wg_sync::{self, Entry, Message};
+        let mut sock: Option<tokio::net::UdpSocket> = None;
+        let mut tick = tokio::time::interval(wg_sync::INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut buf = vec![0u8; 65536];
+        loop {
+            let cfg = self.sync.read().ok().and_then(|s| s.clone());
+            let Some((key, siblings)) = cfg else {
+                sock = None;
+                tokio::select! {
+                    _ = tick.tick() => continue,
+                    _ = stop.changed() => return,
+                }
+            };
+            if sock.is_none() {
+                match tokio::net::UdpSocket::bind(("0.0.0.0", wg_sync::PORT)).await {
+                    Ok(s) => sock = Some(s),
+                    Err(error) => {
+                        warn!(%error, port = wg_sync::PORT, "wireguard endpoint sync cannot listen");
+                        tokio::select! {
+                            _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => continue,
+                            _ = stop.changed() => return,
+                        }
+                    }
+                }
+            }
+            let Some(s) = sock.as_ref() else { continue };
+            tokio::select! {
+                _ = tick.tick() => {
+                    let now = SystemTime::now();
+                    let entries: Vec<Entry> = {
+                        let running = self.running.lock().await;
+                        let Some(r) = running.as_ref() else { continue };
+                        let Ok(stats) = r.device.peer_stats().await else { continue };
+                        stats
+                            .into_iter()
+                            .filter_map(|p| {
+                                let age = now.duration_since(p.last_handshake?).ok()?;
+                                let std::net::SocketAddr::V4(ep) = p.endpoint? else { return None };
+                                (age < FRESH).then_some(Entry {
+                                    public_key: p.public_key,
+                                    endpoint: ep,
+                                    handshake_age: age,
+                                })
+                            })
+                            .collect()
+                    };
+                    let sent_ms = now
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map(|d| d.as_millis() as u64)
+                        .unwrap_or(0);
+                    let datagram = wg_sync::encode(&Message { sent_ms, entries }, &key);
+                    for sib in &siblings {
+                        let _ = s.send_to(&datagram, (*sib, wg_sync::PORT)).await;
+                    }
+                }
+                r = s.recv_from(&mut buf) => {
+                    let Ok((n, std::net::SocketAddr::V4(from))) = r else { continue };
+                    if !siblings.contains(from.ip()) {
+                        continue;
+                    }
+                    if let Ok(mut seen) = self.seen.lock()
+                        && let Err(why) = seen.accept(*from.ip(), &buf[..n], &key, SystemTime::now())
+                    {
+                        warn!(from = %from, %why, "wireguard endpoint sync message dropped");
+                    }
+                }
+                _ = stop.changed() => return,
+            }
+        }
+    }
+
+    /// HA takeover: starts a handshake with every peer that had a fresh session on a sibling
+    /// and has none here, at the endpoint the sibling saw. Returns how many were started.
+    pub async fn take_over(&self) -> usize {
+        let running = self.running.lock().await;
+        let Some(r) = running.as_ref() else {
+            return 0;
+        };
+        let Ok(stats) = r.device.peer_stats().await else {
+            return 0;
+        };
+        let now = SystemTime::now();
+        let mut started = 0;
+        for p in stats {
+            let ours = p
+                .last_handshake
+                .and_then(|t| now.duration_since(t).ok())
+                .is_some_and(|age| age < REKEY_AFTER);
+            let theirs = self
+                .seen
+                .lock()
+                .ok()
+                .and_then(|s| s.endpoint(&p.public_key, now, FRESH));
+            if let (false, Some(ep)) = (ours, theirs) {
+                match r.device.reach(p.public_key, ep).await {
+                    Ok(()) => {
+                        started += 1;
+                        info!(peer = %b64(&p.public_key), endpoint = %ep, "takeover: handshake started");
+                    }
+                    Err(error) => {
+                        warn!(peer = %b64(&p.public_key), %error, "takeover handshake failed")
+                    }
+                }
+            }
+        }
+        started
+    }
 }
+
+/// A session younger than this is alive (WireGuard rekeys every 2 minutes while in use).
+const FRESH: std::time::Duration = std::time::Duration::from_secs(180);
+/// A handshake younger than this here means this instance already serves the peer.
+const REKEY_AFTER: std::time::Duration = std::time::Duration::from_secs(120);
 
 impl Driver for WireGuard {
     fn name(&self) -> &'static str {

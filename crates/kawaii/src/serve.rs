@@ -290,18 +290,29 @@ async fn daemon(
             .clone()
             .run(kawaii_plan::CONSENT_PORT, stop_rx.clone()),
     );
+    let wg_sync_task = tokio::spawn(d.wireguard.clone().run_sync(stop_rx.clone()));
     // HA: a change of VIP ownership re-plans at once (addresses, SNAT, openings follow it).
     let vrrp_task = tokio::spawn({
         let d = d.clone();
         let mut stop = stop_rx.clone();
         let mut owned = d.vrrp.owned();
         async move {
+            let mut held = owned.borrow().clone();
             loop {
                 tokio::select! {
                     r = owned.changed() => if r.is_err() { break },
                     _ = stop.changed() => break,
                 }
                 d.replan.notify_one();
+                // Zones just taken over: their VPN peers are told at once where we are.
+                let now = owned.borrow().clone();
+                if now.difference(&held).next().is_some() {
+                    let n = d.wireguard.take_over().await;
+                    if n > 0 {
+                        info!(peers = n, "VIPs taken over: WireGuard handshakes started");
+                    }
+                }
+                held = now;
                 let status = serde_json::to_value(d.vrrp.status()).unwrap_or_default();
                 d.api.update_status(|s| {
                     s.details.insert("vrrp".into(), status);
@@ -387,6 +398,7 @@ async fn daemon(
         let _ = reconcile_task.await;
         let _ = consent_task.await;
         let _ = vrrp_task.await;
+        let _ = wg_sync_task.await;
         let _ = watch_task.await;
         let _ = counters_task.await;
     })

@@ -298,6 +298,10 @@ pub struct Ipsec {
     pub phase2_lifetime: String,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ingress_rules: Vec<PeerRule>,
+    /// The zone whose public VIP terminates the tunnel (default: the first zone); with HA the
+    /// instance holding that zone's VIPs runs it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zone: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]

@@ -201,6 +201,8 @@ pub struct IpsecSpec {
     pub start_action: StartAction,
     pub rekey: Duration,
     pub ingress_rules: Vec<PeerRuleSpec>,
+    /// The zone whose public VIP terminates the tunnel; None: the first zone.
+    pub zone: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -487,6 +489,11 @@ fn check_gateway(g: &Gateway, e: &mut Errors) -> Option<Desired> {
     unique(e, "ipsec", g.ipsec.iter().map(|c| c.name.as_str()), "name");
     for (i, c) in g.ipsec.iter().enumerate() {
         let p = format!("ipsec[{i}]");
+        if let Some(z) = &c.zone
+            && !zones.iter().any(|s: &ZoneSpec| &s.name == z)
+        {
+            e.push(format!("{p}.zone"), format!("{z:?} is not a declared zone"));
+        }
         if let Some(c) = check_ipsec(c, &p, e) {
             ipsec.push(c);
         }
@@ -1142,6 +1149,7 @@ fn check_ipsec(c: &Ipsec, p: &str, e: &mut Errors) -> Option<IpsecSpec> {
     );
     let ingress_rules = peer_rules(&c.ingress_rules, &format!("{p}.ingress_rules"), e);
     Some(IpsecSpec {
+        zone: c.zone.clone(),
         name: c.name.clone(),
         remote_peer: remote_peer?,
         remote_subnet: remote_subnet?,

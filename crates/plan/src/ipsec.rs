@@ -149,14 +149,27 @@ pub fn connection(c: &IpsecSpec, vip: Ipv4Addr, private: Ipv4Net) -> Connection 
     }
 }
 
-/// Every connection this zone's gateway must load.
-pub fn plan(d: &Desired, z: &ZoneSpec) -> Vec<Connection> {
+/// The zone whose public VIP terminates `c`: the one it names, else the first.
+pub fn home<'a>(d: &'a Desired, c: &IpsecSpec) -> Option<&'a ZoneSpec> {
+    match &c.zone {
+        Some(name) => d.zones.iter().find(|z| &z.name == name),
+        None => d.zones.first(),
+    }
+}
+
+/// Every connection this node must load: those whose home zone's VIPs it holds (with HA the
+/// holder changes on failover, and the new one initiates), from that zone's public VIP.
+pub fn plan(d: &Desired, z: &ZoneSpec, observed: &crate::Observed) -> Vec<Connection> {
     let Some(private) = d.private_subnet else {
         return Vec::new();
     };
+    let held = crate::vrrp::owned(d, z, observed);
     d.ipsec
         .iter()
-        .map(|c| connection(c, z.public_vip.addr(), private))
+        .filter_map(|c| {
+            let home = home(d, c).filter(|h| held.iter().any(|o| o.name == h.name))?;
+            Some(connection(c, home.public_vip.addr(), private))
+        })
         .collect()
 }
 

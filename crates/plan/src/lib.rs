@@ -112,6 +112,8 @@ pub fn select_zone<'a>(
 
 /// UDP port of the VPC-peering consent hellos between gateways.
 pub const CONSENT_PORT: u16 = 7781;
+/// UDP port on which HA instances tell each other where their WireGuard peers are.
+pub const WG_SYNC_PORT: u16 = 7782;
 
 /// What drivers observed that the plan depends on (fields are added by the capabilities that
 /// need them; the default is "nothing observed yet").
@@ -133,7 +135,10 @@ pub fn plan(d: &Desired, zone: Option<&str>) -> Result<Plan, PlanError> {
 /// Plans this node given what the drivers observed.
 pub fn plan_with(d: &Desired, zone: Option<&str>, observed: &Observed) -> Result<Plan, PlanError> {
     let z = select_zone(d, zone)?;
-    let wireguard = wireguard::plan(d);
+    let mut wireguard = wireguard::plan(d);
+    if let (Some(w), Some(z), Some(_)) = (&mut wireguard, z, &d.ha) {
+        w.siblings = vrrp::siblings(d, z);
+    }
     let mut net = z.map(|z| net::plan(d, z, observed)).unwrap_or_default();
     if let Some(w) = &wireguard {
         // The VPN subnet is on-link through the interface's address; other allowed IPs of
@@ -149,7 +154,7 @@ pub fn plan_with(d: &Desired, zone: Option<&str>, observed: &Observed) -> Result
         nftables: z.map(|z| nft::render(d, z, observed)),
         net,
         router: router::plan(d, z),
-        ipsec: z.map(|z| ipsec::plan(d, z)).unwrap_or_default(),
+        ipsec: z.map(|z| ipsec::plan(d, z, observed)).unwrap_or_default(),
         vrrp: z.map(|z| vrrp::plan(d, z)).unwrap_or_default(),
         wireguard,
         pipes: pipes::plan(d),

@@ -81,6 +81,21 @@ pub fn plan(d: &Desired, z: &ZoneSpec, observed: &crate::Observed) -> NetPlan {
             interface: String::new(),
         });
     }
+    // HA: a tunnel terminated by another zone's instance is reached through that zone's
+    // private VIP (it follows the tunnel on failover), never through the default route.
+    let held = crate::vrrp::owned(d, z, observed);
+    for c in &d.ipsec {
+        if let Some(home) = crate::ipsec::home(d, c)
+            && d.ha.is_some()
+            && !held.iter().any(|h| h.name == home.name)
+        {
+            routes.push(RouteEntry {
+                destination: c.remote_subnet.to_string(),
+                via: home.private_vip.addr().to_string(),
+                interface: z.private_interface.clone(),
+            });
+        }
+    }
     let sys = |k: &str, v: &str| Sysctl {
         key: k.into(),
         value: v.into(),

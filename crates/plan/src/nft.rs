@@ -234,6 +234,15 @@ pub fn render(d: &Desired, z: &ZoneSpec, observed: &crate::Observed) -> Table {
             w.listen_port
         ));
     }
+    // HA: where the peers are, from the sibling instances only.
+    if d.wireguard.is_some() && d.ha.is_some() && !siblings.is_empty() {
+        let s: Vec<String> = siblings.iter().map(ToString::to_string).collect();
+        services.rule(format!(
+            "iifname {lan} ip saddr {{ {} }} udp dport {} counter accept comment \"wireguard-sync\"",
+            s.join(", "),
+            crate::WG_SYNC_PORT
+        ));
+    }
     for p in &d.pipes {
         let id = format!("pipe-{}", crate::ipsec_id(&p.name));
         match (p.listen, &d.wireguard) {

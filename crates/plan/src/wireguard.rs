@@ -19,6 +19,10 @@ pub struct WgPlan {
     pub address: Ipv4Net,
     pub private_key: KeyPlan,
     pub peers: Vec<WgPeerPlan>,
+    /// HA: the other zone instances' private addresses, told where this instance's peers are
+    /// (see the drivers' `wg_sync`). Empty without HA.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub siblings: Vec<std::net::Ipv4Addr>,
 }
 
 /// Where the private key comes from. Inline keys serialize redacted.
@@ -76,6 +80,7 @@ pub fn plan(d: &Desired) -> Option<WgPlan> {
                 endpoint: p.endpoint.clone(),
             })
             .collect(),
+        siblings: Vec::new(),
     })
 }
 

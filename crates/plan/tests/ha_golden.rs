@@ -43,6 +43,12 @@ fn two_zones_follow_vip_ownership() {
             &case.join(dir).join("vrrp.txt"),
             &kawaii_plan::vrrp::render(&p.vrrp),
         );
+        let ipsec: Vec<String> = p
+            .ipsec
+            .iter()
+            .map(|c| format!("{} from {:?}\n", c.id, c.local_addrs))
+            .collect();
+        check_golden(&case.join(dir).join("ipsec.txt"), &ipsec.concat());
         nft_check(&nft);
     }
     // plan() (nothing observed) is "own zone's VIPs held", as in `kawaii render`.

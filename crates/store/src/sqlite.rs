@@ -274,6 +274,7 @@ mod tests {
             phase1_lifetime: "4h".into(),
             phase2_lifetime: "1h30m".into(),
             ingress_rules: vec![],
+            zone: None,
         });
         g
     }

@@ -244,7 +244,14 @@ pub struct HaLab {
 /// Starts `kawaii serve --zone ZONE` in `host` with its own state directory.
 pub fn spawn_zone(t: &mut Topology, host: &Host, zone: &str, opts: &HaLabOptions) -> Result<usize> {
     let state = t.dir().join(format!("state-{zone}"));
-    let mut cmd: Vec<String> = vec!["env".into()];
+    // Each instance gets a private /run/wireguard (both zones' devices are `kawaii-wg0`).
+    let mut cmd: Vec<String> = vec![
+        "sh".into(),
+        "-c".into(),
+        "mkdir -p /run/wireguard && mount -t tmpfs -o mode=0700 kawaii-wg /run/wireguard && exec \"$@\"".into(),
+        "sh".into(),
+        "env".into(),
+    ];
     cmd.extend(opts.env.iter().map(|(k, v)| format!("{k}={v}")));
     cmd.extend([
         opts.kawaii.to_string_lossy().into_owned(),

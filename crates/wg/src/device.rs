@@ -262,6 +262,36 @@ impl WgDevice {
             .map_err(|_| WgError::TaskFailed)?
     }
 
+    /// Points the peer at `endpoint` and starts a handshake towards it unless a valid session
+    /// exists (HA takeover: this instance answers for a VIP whose peers had sessions with
+    /// another instance). Returns once the initiation is sent; completion is seen in
+    /// [`WgDevice::peer_stats`].
+    pub async fn reach(&self, public_key: PublicKey, endpoint: SocketAddr) -> Result<(), WgError> {
+        let inner = self.inner()?;
+        let device = Arc::clone(&inner.device);
+        inner
+            .rt
+            .spawn(async move {
+                let key = x25519::PublicKey::from(public_key);
+                device
+                    .write(async |w| {
+                        w.modify_peer(&key, |m| m.set_endpoint(Some(endpoint)))
+                            .await
+                    })
+                    .await?;
+                // force_handshake waits for completion, which may never come: leave it running
+                // for a while in the background.
+                let d = Arc::clone(&device);
+                tokio::spawn(async move {
+                    let _ = tokio::time::timeout(Duration::from_secs(10), d.force_handshake(&key))
+                        .await;
+                });
+                Ok::<(), WgError>(())
+            })
+            .await
+            .map_err(|_| WgError::TaskFailed)?
+    }
+
     /// Per-peer counters and endpoints, as `wg show` reports them.
     pub async fn peer_stats(&self) -> Result<Vec<PeerStats>, WgError> {
         let inner = self.inner()?;

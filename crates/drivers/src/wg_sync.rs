@@ -1,0 +1,274 @@
+//! HA: the zone instances tell each other where their WireGuard peers are, so that the instance
+//! taking over a zone's VIP can start handshakes with that zone's peers at once instead of
+//! waiting for each client to notice (15 s or more).
+//!
+//! Every [`INTERVAL`] each instance sends its siblings (their fixed private addresses, UDP
+//! [`PORT`]) one message listing the peers it has a session with: public key, endpoint,
+//! handshake age. Messages are authenticated with HMAC-SHA256 under a key derived from the
+//! WireGuard private key, which every instance shares and nobody else has; a message older
+//! than the last one from that sender, or off by more than [`MAX_SKEW`], is dropped.
+//!
+//! ```text
+//!  0      4   5              13     15
+//!  +------+---+---------------+------+---------------------------+---------------+
+//!  | KWES | 1 | unix ms (u64) |  N   | N x (key 32 | ip 4 | port 2 | age ms 4) | HMAC-SHA256 32 |
+//!  +------+---+---------------+------+---------------------------+---------------+
+//! ```
+
+use hmac::{Hmac, Mac};
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+pub const PORT: u16 = kawaii_plan::WG_SYNC_PORT;
+pub const INTERVAL: Duration = Duration::from_millis(500);
+pub const MAX_SKEW: Duration = Duration::from_secs(60);
+const MAGIC: &[u8; 4] = b"KWES";
+const HEADER: usize = 15;
+const ENTRY: usize = 42;
+const TAG: usize = 32;
+/// At most this many peers per message (one datagram stays under 64 KiB).
+pub const MAX_ENTRIES: usize = 1500;
+
+/// One peer as the sender sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Entry {
+    pub public_key: [u8; 32],
+    pub endpoint: SocketAddrV4,
+    /// Time since the sender's last handshake with the peer.
+    pub handshake_age: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    /// The sender's clock, ms since the Unix epoch.
+    pub sent_ms: u64,
+    pub entries: Vec<Entry>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("too short")]
+    Truncated,
+    #[error("not a kawaii endpoint-sync message")]
+    BadMagic,
+    #[error("unsupported version {0}")]
+    Version(u8),
+    #[error("length does not match the entry count")]
+    Length,
+    #[error("authentication failed")]
+    BadTag,
+}
+
+/// The HMAC key every instance derives from the shared WireGuard private key.
+pub fn sync_key(private_key: &[u8; 32]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(b"kawaii wireguard endpoint sync v1");
+    h.update(private_key);
+    h.finalize().into()
+}
+
+fn mac(key: &[u8; 32]) -> Hmac<Sha256> {
+    <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC takes keys of any length")
+}
+
+pub fn encode(m: &Message, key: &[u8; 32]) -> Vec<u8> {
+    let entries = &m.entries[..m.entries.len().min(MAX_ENTRIES)];
+    let mut out = Vec::with_capacity(HEADER + entries.len() * ENTRY + TAG);
+    out.extend_from_slice(MAGIC);
+    out.push(1);
+    out.extend_from_slice(&m.sent_ms.to_be_bytes());
+    out.extend_from_slice(&(entries.len() as u16).to_be_bytes());
+    for e in entries {
+        out.extend_from_slice(&e.public_key);
+        out.extend_from_slice(&e.endpoint.ip().octets());
+        out.extend_from_slice(&e.endpoint.port().to_be_bytes());
+        let age = u32::try_from(e.handshake_age.as_millis()).unwrap_or(u32::MAX);
+        out.extend_from_slice(&age.to_be_bytes());
+    }
+    let mut h = mac(key);
+    h.update(&out);
+    out.extend_from_slice(&h.finalize().into_bytes());
+    out
+}
+
+pub fn decode(b: &[u8], key: &[u8; 32]) -> Result<Message, DecodeError> {
+    if b.len() < HEADER + TAG {
+        return Err(DecodeError::Truncated);
+    }
+    if &b[..4] != MAGIC {
+        return Err(DecodeError::BadMagic);
+    }
+    if b[4] != 1 {
+        return Err(DecodeError::Version(b[4]));
+    }
+    let n = usize::from(u16::from_be_bytes([b[13], b[14]]));
+    if b.len() != HEADER + n * ENTRY + TAG {
+        return Err(if b.len() < HEADER + n * ENTRY + TAG {
+            DecodeError::Truncated
+        } else {
+            DecodeError::Length
+        });
+    }
+    let (body, tag) = b.split_at(b.len() - TAG);
+    let mut h = mac(key);
+    h.update(body);
+    h.verify_slice(tag).map_err(|_| DecodeError::BadTag)?;
+    let mut sent = [0u8; 8];
+    sent.copy_from_slice(&b[5..13]);
+    let entries = body[HEADER..]
+        .chunks_exact(ENTRY)
+        .map(|c| {
+            let mut public_key = [0u8; 32];
+            public_key.copy_from_slice(&c[..32]);
+            let ip = Ipv4Addr::new(c[32], c[33], c[34], c[35]);
+            let port = u16::from_be_bytes([c[36], c[37]]);
+            let age = u32::from_be_bytes([c[38], c[39], c[40], c[41]]);
+            Entry {
+                public_key,
+                endpoint: SocketAddrV4::new(ip, port),
+                handshake_age: Duration::from_millis(u64::from(age)),
+            }
+        })
+        .collect();
+    Ok(Message {
+        sent_ms: u64::from_be_bytes(sent),
+        entries,
+    })
+}
+
+fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+/// What the siblings said about each peer: where it was and when it last handshook there.
+#[derive(Debug, Default)]
+pub struct Seen {
+    /// Last accepted message time per sender (replay protection).
+    last: HashMap<Ipv4Addr, u64>,
+    /// Per peer: (endpoint, time of the handshake on the sibling, sibling).
+    peers: HashMap<[u8; 32], (SocketAddr, SystemTime, Ipv4Addr)>,
+}
+
+impl Seen {
+    /// Takes a datagram from `from` received at `now`; returns why it was refused.
+    pub fn accept(
+        &mut self,
+        from: Ipv4Addr,
+        b: &[u8],
+        key: &[u8; 32],
+        now: SystemTime,
+    ) -> Result<usize, String> {
+        let m = decode(b, key).map_err(|e| e.to_string())?;
+        let now_ms = unix_ms(now);
+        let skew = u64::try_from(MAX_SKEW.as_millis()).unwrap_or(u64::MAX);
+        if m.sent_ms.abs_diff(now_ms) > skew {
+            return Err(format!("clock off by {} ms", m.sent_ms.abs_diff(now_ms)));
+        }
+        if self.last.get(&from).is_some_and(|l| m.sent_ms <= *l) {
+            return Err("replayed or reordered".into());
+        }
+        self.last.insert(from, m.sent_ms);
+        let sent = UNIX_EPOCH + Duration::from_millis(m.sent_ms);
+        for e in &m.entries {
+            let at = sent.checked_sub(e.handshake_age).unwrap_or(UNIX_EPOCH);
+            let newer = self
+                .peers
+                .get(&e.public_key)
+                .is_none_or(|(_, t, _)| *t <= at);
+            if newer {
+                self.peers
+                    .insert(e.public_key, (SocketAddr::V4(e.endpoint), at, from));
+            }
+        }
+        Ok(m.entries.len())
+    }
+
+    /// Where a sibling last had a session with `key`, if that handshake is younger than
+    /// `fresh` at `now`.
+    pub fn endpoint(&self, key: &[u8; 32], now: SystemTime, fresh: Duration) -> Option<SocketAddr> {
+        let (ep, at, _) = self.peers.get(key)?;
+        (now.duration_since(*at).unwrap_or_default() < fresh).then_some(*ep)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(sent_ms: u64) -> Message {
+        Message {
+            sent_ms,
+            entries: vec![
+                Entry {
+                    public_key: [7; 32],
+                    endpoint: "192.0.2.2:40000".parse().expect("addr"),
+                    handshake_age: Duration::from_millis(1500),
+                },
+                Entry {
+                    public_key: [9; 32],
+                    endpoint: "198.51.100.9:51820".parse().expect("addr"),
+                    handshake_age: Duration::from_secs(100),
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn round_trip_and_every_prefix_fails() {
+        let key = sync_key(&[1; 32]);
+        let m = msg(1_700_000_000_000);
+        let b = encode(&m, &key);
+        assert_eq!(b.len(), HEADER + 2 * ENTRY + TAG);
+        assert_eq!(decode(&b, &key), Ok(m));
+        for n in 0..b.len() {
+            assert!(decode(&b[..n], &key).is_err(), "prefix {n}");
+        }
+        let mut longer = b.clone();
+        longer.push(0);
+        assert_eq!(decode(&longer, &key), Err(DecodeError::Length));
+    }
+
+    #[test]
+    fn only_holders_of_the_private_key_are_believed() {
+        let key = sync_key(&[1; 32]);
+        let other = sync_key(&[2; 32]);
+        let now = SystemTime::now();
+        let b = encode(&msg(unix_ms(now)), &other);
+        let mut seen = Seen::default();
+        let from = Ipv4Addr::new(10, 1, 0, 251);
+        assert!(seen.accept(from, &b, &key, now).is_err());
+        let mut flipped = encode(&msg(unix_ms(now)), &key);
+        flipped[20] ^= 1;
+        assert_eq!(
+            seen.accept(from, &flipped, &key, now),
+            Err("authentication failed".into())
+        );
+        assert_eq!(seen.endpoint(&[7; 32], now, Duration::from_secs(180)), None);
+    }
+
+    #[test]
+    fn replays_and_stale_clocks_are_dropped_fresh_endpoints_kept() {
+        let key = sync_key(&[1; 32]);
+        let now = SystemTime::now();
+        let from = Ipv4Addr::new(10, 1, 0, 251);
+        let mut seen = Seen::default();
+        let b = encode(&msg(unix_ms(now)), &key);
+        assert_eq!(seen.accept(from, &b, &key, now), Ok(2));
+        assert!(seen.accept(from, &b, &key, now).is_err(), "replay");
+        let old = encode(&msg(unix_ms(now) - 120_000), &key);
+        assert!(
+            seen.accept(Ipv4Addr::new(10, 1, 0, 252), &old, &key, now)
+                .is_err()
+        );
+        let fresh = Duration::from_secs(60);
+        assert_eq!(
+            seen.endpoint(&[7; 32], now, fresh),
+            Some("192.0.2.2:40000".parse().expect("addr"))
+        );
+        assert_eq!(seen.endpoint(&[9; 32], now, fresh), None, "100 s old");
+    }
+}
