@@ -64,17 +64,7 @@ impl Ha {
         let p = self.topo.proc(ping);
         p.signal("INT");
         std::thread::sleep(Duration::from_millis(200));
-        let out = p.output();
-        let times: Vec<f64> = out
-            .lines()
-            .filter(|l| l.contains("bytes from"))
-            .filter_map(|l| l.strip_prefix('[')?.split(']').next()?.parse().ok())
-            .collect();
-        let gap = times
-            .windows(2)
-            .map(|w| w[1] - w[0])
-            .fold(0.0_f64, f64::max);
-        (Duration::from_secs_f64(gap), times.len())
+        longest_gap(&p.output())
     }
 
     fn cut(&self, host: &Host, up: bool) {
@@ -440,36 +430,9 @@ fn ipsec_and_vpn_carry_traffic_again_after_failover() {
     }
     let _rm = Rm(dir.clone());
     let key_file = dir.join("wg.key");
-    let gen_key = || {
-        let out = std::process::Command::new(common::bin())
-            .args(["wg", "genkey"])
-            .output()
-            .expect("genkey");
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
-    };
-    let pubkey = |k: &str| {
-        use std::io::Write;
-        let mut c = std::process::Command::new(common::bin())
-            .args(["wg", "pubkey"])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .expect("pubkey");
-        c.stdin
-            .take()
-            .expect("stdin")
-            .write_all(k.as_bytes())
-            .expect("write");
-        String::from_utf8_lossy(&c.wait_with_output().expect("pubkey").stdout)
-            .trim()
-            .to_string()
-    };
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::write(&key_file, format!("{}\n", gen_key())).expect("key");
-        std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).expect("chmod");
-    }
-    let laptop_key = gen_key();
+    let (gw_key, _) = common::keypair();
+    common::write_secret(&key_file, &gw_key, 0o600);
+    let (laptop_key, laptop_pub) = common::keypair();
     let psk = "office-psk-for-the-ha-test";
     let config = format!(
         r#"{}
@@ -497,7 +460,7 @@ dpd_timeout = "8s"
 "#,
         lab::ha_config(5, "0s"),
         key_file.display(),
-        pubkey(&laptop_key),
+        laptop_pub,
         office::OFFICE_PUBLIC
     );
     let mut ha = Ha::new("ha-vpn", &config, true);
@@ -620,13 +583,7 @@ dpd_timeout = "8s"
     );
     // Give both 8 s after the failure, then look at the longest silence.
     std::thread::sleep(Duration::from_secs(8));
-    let mut gaps = Vec::new();
-    for p in [p_ipsec, p_vpn] {
-        let proc = ha.topo.proc(p);
-        proc.signal("INT");
-        std::thread::sleep(Duration::from_millis(200));
-        gaps.push(longest_gap(&proc.output()));
-    }
+    let gaps = [ha.gap(p_ipsec), ha.gap(p_vpn)];
     let log_b = ha.topo.proc(ha.lab.kawaii_b.expect("zone-b")).output();
     let interesting: Vec<&str> = log_b
         .lines()

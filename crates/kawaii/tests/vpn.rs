@@ -15,7 +15,6 @@ mod common;
 use common::curl;
 use kawaii_testkit::lab::{self, GatewayLab, LabOptions};
 use kawaii_testkit::{Host, Topology, wait_for};
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -50,38 +49,6 @@ fn stdout(o: &std::process::Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
-/// A WireGuard key pair from the kawaii CLI: (private, public).
-fn keypair() -> (String, String) {
-    let out = std::process::Command::new(common::bin())
-        .args(["wg", "genkey"])
-        .output()
-        .expect("genkey");
-    let private = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    let mut child = std::process::Command::new(common::bin())
-        .args(["wg", "pubkey"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("pubkey");
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(private.as_bytes())
-        .expect("write");
-    let out = child.wait_with_output().expect("pubkey");
-    (
-        private,
-        String::from_utf8_lossy(&out.stdout).trim().to_string(),
-    )
-}
-
-fn write_secret(path: &Path, text: &str, mode: u32) {
-    std::fs::write(path, format!("{text}\n")).expect("write key");
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
-}
-
 fn vpn_config(key_file: &Path, alice: &str, bob: &str) -> String {
     let lab = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
@@ -103,6 +70,7 @@ public_key = "{alice}"
 name = "bob"
 public_key = "{bob}"
 allowed_ips = ["10.8.0.50/32"]
+allow_internet = true
 "#,
         key_file.display()
     )
@@ -146,11 +114,11 @@ fn build(tag: &str) -> (Vpn, (String, String), (String, String)) {
         "end-to-end tests need root and iproute2"
     );
     let mut topo = Topology::new(tag).expect("topology");
-    let (gw_key, _) = keypair();
+    let (gw_key, _) = common::keypair();
     let key_file = topo.dir().join("wg.key");
-    write_secret(&key_file, &gw_key, 0o600);
-    let alice_keys = keypair();
-    let bob_keys = keypair();
+    common::write_secret(&key_file, &gw_key, 0o600);
+    let alice_keys = common::keypair();
+    let bob_keys = common::keypair();
     let cfg = topo.dir().join("gateway.toml");
     std::fs::write(&cfg, vpn_config(&key_file, &alice_keys.1, &bob_keys.1)).expect("config");
     let opts = LabOptions {
@@ -383,7 +351,7 @@ fn vpn_peers_from_showconf_kilo_restart_and_live_removal() {
         "/v1/wireguard/peers",
         Some(&format!(
             r#"{{"name":"mallory","public_key":"{}","allowed_ips":["10.8.0.50/32"]}}"#,
-            keypair().1
+            common::keypair().1
         )),
     );
     assert_eq!(r.status, 400, "{}", r.body);
@@ -396,8 +364,43 @@ fn vpn_peers_from_showconf_kilo_restart_and_live_removal() {
     // 4. bob comes up too; both ping vm1 every 10 ms; alice is removed through the API: she is
     // cut off within 1 s, bob loses nothing.
     let conf_bob = stdout(&cli(&gw, &v.token, &["peer", "showconf", "bob"]));
+    assert!(
+        conf_bob.contains("AllowedIPs = 0.0.0.0/0"),
+        "full tunnel: {conf_bob}"
+    );
     let bob = v.bob.clone();
     v.client(&bob, "kwb", &conf_bob, &bob_key);
+    // Full tunnel: bob reaches the internet masqueraded to the public VIP, filtered by the
+    // egress rules like the private subnet (tcp/25 is blocked in the lab's config).
+    let seen = wait_for(Duration::from_secs(10), "bob to the internet", || {
+        let o = bob
+            .exec(&[
+                "curl",
+                "-s",
+                "-m",
+                "2",
+                &format!("http://{}/", lab::INTERNET),
+            ])
+            .ok()?;
+        o.status
+            .success()
+            .then(|| String::from_utf8_lossy(&o.stdout).into_owned())
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", v.log()));
+    assert!(seen.contains("you are 203.0.113.10:"), "{seen}");
+    let smtp = bob
+        .exec(&[
+            "curl",
+            "-s",
+            "-m",
+            "2",
+            &format!("http://{}:25/", lab::INTERNET),
+        ])
+        .expect("curl");
+    assert!(
+        !smtp.status.success(),
+        "egress rule tcp/25 applies to the full tunnel"
+    );
     wait_for(Duration::from_secs(10), "bob through the tunnel", || {
         bob.exec(&["ping", "-c", "1", "-W", "1", lab::VM1])
             .ok()
@@ -449,7 +452,7 @@ fn vpn_peers_from_showconf_kilo_restart_and_live_removal() {
         "/v1/wireguard/peers",
         Some(&format!(
             r#"{{"name":"carol","public_key":"{}"}}"#,
-            keypair().1
+            common::keypair().1
         )),
     );
     assert_eq!(r.status, 201, "{}", r.body);
@@ -516,9 +519,9 @@ fn a_key_file_others_can_read_stops_the_daemon_with_one_line() {
     );
     let mut topo = Topology::new("vpnkey").expect("topology");
     let gw = topo.host("gw").expect("host");
-    let (key, _) = keypair();
+    let (key, _) = common::keypair();
     let key_file = topo.dir().join("wg.key");
-    write_secret(&key_file, &key, 0o644);
+    common::write_secret(&key_file, &key, 0o644);
     let cfg = topo.dir().join("gateway.toml");
     std::fs::write(
         &cfg,

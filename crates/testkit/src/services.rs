@@ -125,7 +125,41 @@ pub fn wireguard_go_client(
         host.run(&["ip", "addr", "add", a, "dev", ifname])?;
     }
     host.run(&["ip", "link", "set", ifname, "up"])?;
+    // A full tunnel (0.0.0.0/0) must not swallow the way to the endpoint itself: pin it to
+    // the current route first (what wg-quick does with policy routing).
+    let endpoint = showconf
+        .lines()
+        .find_map(|l| l.strip_prefix("Endpoint = "))
+        .and_then(|e| e.rsplit_once(':'))
+        .map(|(ip, _)| ip.to_string());
+    if let Some(ep) = endpoint.filter(|_| allowed.iter().any(|n| n == "0.0.0.0/0")) {
+        let via = host.run(&["ip", "-o", "route", "get", &ep])?;
+        let words: Vec<&str> = via.split_whitespace().collect();
+        let after = |k: &str| {
+            words
+                .iter()
+                .position(|w| *w == k)
+                .and_then(|i| words.get(i + 1))
+        };
+        if let (Some(gw), Some(dev)) = (after("via"), after("dev")) {
+            host.run(&[
+                "ip",
+                "route",
+                "replace",
+                &format!("{ep}/32"),
+                "via",
+                gw,
+                "dev",
+                dev,
+            ])?;
+        }
+    }
     for net in allowed.iter().filter(|n| !address.contains(n)) {
+        let net = if net == "0.0.0.0/0" {
+            "default"
+        } else {
+            net.as_str()
+        };
         host.run(&["ip", "route", "replace", net, "dev", ifname])?;
     }
     Ok(i)

@@ -24,6 +24,43 @@ pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_kawaii")
 }
 
+/// `kawaii wg pubkey` of a private key.
+pub fn pubkey_of(private: &str) -> String {
+    use std::io::Write;
+    let mut child = std::process::Command::new(bin())
+        .args(["wg", "pubkey"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("kawaii wg pubkey");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(private.as_bytes())
+        .expect("write");
+    let out = child.wait_with_output().expect("kawaii wg pubkey");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// A WireGuard key pair from the kawaii CLI: (private, public).
+pub fn keypair() -> (String, String) {
+    let out = std::process::Command::new(bin())
+        .args(["wg", "genkey"])
+        .output()
+        .expect("kawaii wg genkey");
+    let private = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let public = pubkey_of(&private);
+    (private, public)
+}
+
+/// Writes a secret file with `mode` (0600 for keys kawaii accepts).
+pub fn write_secret(path: &Path, text: &str, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, format!("{text}\n")).expect("write secret");
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+}
+
 /// A config with three tokens and an IPsec connection carrying a secret.
 pub fn base_config() -> String {
     format!(
