@@ -353,6 +353,13 @@ pub fn render(d: &Desired, z: &ZoneSpec, observed: &crate::Observed) -> Table {
     // what the connection's ingress rules allow (default: the whole private subnet). No NAT.
     for c in &d.ipsec {
         let id = crate::ipsec_id(&c.name);
+        // Never in clear: without an SA (tunnel down, or a failover not yet re-established)
+        // the remote subnet is not reached through the default route. kernel-libipsec sends
+        // tunnelled traffic through its own interface; with XFRM the route carries the SA.
+        forward.rule(format!(
+            "ip saddr {private} ip daddr {} oifname {wan} rt ipsec missing counter drop comment \"ipsec-{id}-no-sa\"",
+            c.remote_subnet
+        ));
         forward.rule(format!(
             "ip saddr {private} ip daddr {} counter accept comment \"ipsec-{id}-out\"",
             c.remote_subnet
