@@ -109,6 +109,7 @@ node "$C" client
 mkdir -p "$WORK/www"
 head -c 1024 /dev/urandom | base64 >"$WORK/www/index.html"
 cat >"$WORK/nginx.conf" <<EOF
+user root;
 worker_processes 1;
 daemon off;
 pid $WORK/nginx.pid;
