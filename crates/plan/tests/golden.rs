@@ -193,6 +193,16 @@ fn patches_move_rules_between_set_and_chain() {
     );
     let ns = format!("kt-move-{}", std::process::id());
     let nft = netns(&ns);
+    // Counters of untouched elements survive a patch (values planted, no traffic needed).
+    let planted = "0.0.0.0/0 . tcp . 22 counter packets 5 bytes 300 comment \"ingress-1\"";
+    nft.apply(&one.render());
+    nft.apply(&format!(
+        "delete element inet kawaii ingress {{ 0.0.0.0/0 . tcp . 22 }}\n\
+         add element inet kawaii ingress {{ {planted} }}\n"
+    ));
+    nft.apply(&patch);
+    let counted = nft.list_with(&[]);
+    assert!(counted.contains(planted), "{patch}\n{counted}");
     for (from, to) in [(&one, &two), (&two, &one)] {
         nft.apply(&from.render());
         nft.apply(&to.patch_from(from).expect("same layout"));
@@ -228,11 +238,16 @@ impl Netns {
         assert!(c.wait().expect("wait").success(), "{script}");
     }
 
+    /// The table without counters.
     fn list(&self) -> String {
+        self.list_with(&["-s"])
+    }
+
+    fn list_with(&self, opts: &[&str]) -> String {
         let out = Command::new("ip")
-            .args([
-                "netns", "exec", &self.0, "nft", "-s", "list", "table", "inet", "kawaii",
-            ])
+            .args(["netns", "exec", &self.0, "nft"])
+            .args(opts)
+            .args(["list", "table", "inet", "kawaii"])
             .output()
             .expect("nft");
         String::from_utf8_lossy(&out.stdout).into_owned()
