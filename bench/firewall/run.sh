@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 [ "$(id -u)" = 0 ] || { echo "run as root (network namespaces)" >&2; exit 1; }
 cargo build --release -q -p kawaii
-K=$PWD/target/release/kawaii
+K=${CARGO_TARGET_DIR:-$PWD/target}/release/kawaii
 NS=kbench-fw-$$
 DIR=$(mktemp -d)
 PIDS=()
@@ -71,22 +71,40 @@ PIDS+=($!)
 for _ in $(seq 100); do $X curl -sf localhost:7780/readyz >/dev/null 2>&1 && break; sleep 0.1; done
 TOKEN=$(cat "$DIR/state/admin.token")
 $X python3 - "$TOKEN" <<'PY'
-import json, statistics, subprocess, sys, threading, time, urllib.request
+import json, socket, statistics, struct, subprocess, sys, threading, time, urllib.request
 token = sys.argv[1]
 seen = {}
-mon = subprocess.Popen(["nft", "monitor", "rules"], stdout=subprocess.PIPE, text=True)
+pending = []  # the port being updated
+# Every nftables commit ends with a NEWGEN message on the NFNLGRP_NFTABLES netlink group (what
+# `nft monitor` prints as "# new generation"; nft 1.0.6's monitor itself crashes on elements of
+# concatenated interval sets). At each commit the egress chain and set are listed once, and the
+# commit's time is taken for every port that appeared with it.
+NFT_MSG_NEWGEN = (10 << 8) | 15  # NFNL_SUBSYS_NFTABLES << 8 | NFT_MSG_NEWGEN
+mon = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 12)  # NETLINK_NETFILTER
+mon.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)
+mon.bind((0, 1 << (7 - 1)))  # NFNLGRP_NFTABLES
+LIST = "list chain inet kawaii egress\nlist set inet kawaii egress\n"
 def watch():
-    for line in mon.stdout:
-        if "dport" in line and "egress" not in line:
-            pass
-        for word in line.replace("}", " ").split():
+    while True:
+        data = mon.recv(1 << 20)
+        t = time.monotonic()
+        types, off = [], 0
+        while off + 16 <= len(data):
+            length, kind = struct.unpack_from("=IH", data, off)
+            types.append(kind)
+            off += max(16, (length + 3) & ~3)
+        if NFT_MSG_NEWGEN not in types or not pending:
+            continue
+        out = subprocess.run(["nft", "-f", "-"], input=LIST, capture_output=True, text=True).stdout
+        for word in out.replace("}", " ").replace(",", " ").split():
             if word.isdigit() and 20000 <= int(word) < 20100 and int(word) not in seen:
-                seen[int(word)] = time.monotonic()
+                seen[int(word)] = t
 threading.Thread(target=watch, daemon=True).start()
 time.sleep(0.5)
 answered = {}
 for i in range(100):
     port = 20000 + i
+    pending[:] = [port]
     req = urllib.request.Request("http://127.0.0.1:7780/v1/egress-rules", method="POST",
         data=json.dumps({"protocol": "tcp", "ports": str(port)}).encode(),
         headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
@@ -95,7 +113,7 @@ for i in range(100):
     deadline = time.monotonic() + 5
     while port not in seen and time.monotonic() < deadline:
         time.sleep(0.0005)
-mon.terminate()
+mon.close()
 lat = sorted((seen[p] - answered[p]) * 1000 for p in answered if p in seen)
 missing = 100 - len(lat)
 # A rule can reach the kernel before the HTTP answer is read: that counts as 0 ms.

@@ -1,5 +1,6 @@
 //! The nftables driver: replaces the `inet kawaii` table in one transaction (`nft -f -`), never
-//! touching any other table, and reads the rule counters back (`nft -j list table`).
+//! touching any other table, and reads the rule counters back (`nft -j list table`): those of
+//! commented rules, and those of set elements summed per rule (the element's comment).
 
 use crate::{ApplyFuture, Driver, DriverError, tool};
 use kawaii_plan::Plan;
@@ -47,7 +48,8 @@ impl Driver for Nftables {
     }
 }
 
-/// One rule's counter, named by its comment.
+/// One rule's counter, named by its comment. A rule rendered as set elements is named by their
+/// comment, and its chain is the set's name (the chain that looks the set up).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct RuleCounter {
     pub chain: String,
@@ -71,8 +73,40 @@ pub async fn counters() -> Result<Vec<RuleCounter>, DriverError> {
 pub fn parse_counters(json: &str) -> Result<Vec<RuleCounter>, DriverError> {
     let v: serde_json::Value = serde_json::from_str(json)
         .map_err(|e| DriverError::Transient(format!("nft -j output: {e}")))?;
-    let mut out = Vec::new();
+    let mut out: Vec<RuleCounter> = Vec::new();
+    // (chain, rule) -> index in `out`, to sum the elements of one rule.
+    let mut seen = std::collections::HashMap::new();
     for item in v["nftables"].as_array().into_iter().flatten() {
+        if let Some(set) = item.get("set") {
+            let Some(name) = set["name"].as_str() else {
+                continue;
+            };
+            for e in set["elem"].as_array().into_iter().flatten() {
+                let e = &e["elem"];
+                let (Some(comment), Some(c)) = (e["comment"].as_str(), e.get("counter")) else {
+                    continue;
+                };
+                let (packets, bytes) = (
+                    c["packets"].as_u64().unwrap_or(0),
+                    c["bytes"].as_u64().unwrap_or(0),
+                );
+                let key = (name.to_string(), comment.to_string());
+                if let Some(&i) = seen.get(&key) {
+                    let r: &mut RuleCounter = &mut out[i];
+                    r.packets += packets;
+                    r.bytes += bytes;
+                } else {
+                    seen.insert(key, out.len());
+                    out.push(RuleCounter {
+                        chain: name.to_string(),
+                        rule: comment.to_string(),
+                        packets,
+                        bytes,
+                    });
+                }
+            }
+            continue;
+        }
         let Some(rule) = item.get("rule") else {
             continue;
         };
@@ -116,6 +150,33 @@ mod tests {
                 packets: 12,
                 bytes: 720
             }]
+        );
+    }
+
+    #[test]
+    fn sums_set_element_counters_per_rule() {
+        // Captured from nft 1.0.6 (`nft -j list table inet kawaii`), trimmed.
+        let json = r#"{"nftables": [{"metainfo": {"version": "1.0.6", "release_name": "Lester Gooch #5", "json_schema_version": 1}},
+          {"table": {"family": "inet", "name": "kawaii", "handle": 3}},
+          {"set": {"family": "inet", "name": "ingress", "table": "kawaii", "type": ["ipv4_addr", "inet_proto", "inet_service"], "handle": 1, "flags": ["interval"],
+            "elem": [{"elem": {"val": {"concat": [{"prefix": {"addr": "0.0.0.0", "len": 0}}, "tcp", 22]}, "comment": "ingress-1", "counter": {"packets": 3, "bytes": 180}}},
+                     {"elem": {"val": {"concat": [{"prefix": {"addr": "0.0.0.0", "len": 0}}, "tcp", 80]}, "comment": "ingress-1", "counter": {"packets": 2, "bytes": 120}}},
+                     {"elem": {"val": {"concat": ["198.51.100.7", "udp", {"range": [5000, 5010]}]}, "comment": "ingress-2", "counter": {"packets": 0, "bytes": 0}}}]}},
+          {"set": {"family": "inet", "name": "egress", "table": "kawaii", "type": ["ipv4_addr", "inet_proto", "inet_service"], "handle": 2, "flags": ["interval"]}},
+          {"rule": {"family": "inet", "table": "kawaii", "chain": "ingress", "handle": 9, "comment": "ingress-3",
+            "expr": [{"counter": {"packets": 1, "bytes": 60}}, {"accept": null}]}}]}"#;
+        let c = parse_counters(json).expect("parses");
+        let got: Vec<_> = c
+            .iter()
+            .map(|r| (r.chain.as_str(), r.rule.as_str(), r.packets, r.bytes))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("ingress", "ingress-1", 5, 300),
+                ("ingress", "ingress-2", 0, 0),
+                ("ingress", "ingress-3", 1, 60)
+            ]
         );
     }
 }

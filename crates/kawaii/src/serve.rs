@@ -20,7 +20,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{Notify, oneshot};
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 const FILE_HASH_KEY: &str = "config_file_sha256";
 const BOOTSTRAP_TOKEN: &str = "admin.token";
@@ -105,9 +105,38 @@ struct Daemon {
 #[derive(Debug, Default)]
 struct RuleCounters {
     rules: std::sync::RwLock<Vec<kawaii_drivers::nftables::RuleCounter>>,
+    /// A read-back after an apply is running; `wanted` asks it for one more.
+    running: std::sync::atomic::AtomicBool,
+    wanted: std::sync::atomic::AtomicBool,
 }
 
 impl RuleCounters {
+    /// Refreshes in the background after an apply. Requests made while one runs, or within a
+    /// second of its start, coalesce into one more read after that, so a burst of changes does
+    /// not run an `nft list` per change (each competes with the next apply for the CPU).
+    fn refresh_soon(self: &Arc<Self>, api: &ApiState) {
+        use std::sync::atomic::Ordering::SeqCst;
+        self.wanted.store(true, SeqCst);
+        if self.running.swap(true, SeqCst) {
+            return;
+        }
+        let (me, api) = (self.clone(), api.clone());
+        tokio::spawn(async move {
+            loop {
+                while me.wanted.swap(false, SeqCst) {
+                    let started = tokio::time::Instant::now();
+                    me.refresh(&api).await;
+                    tokio::time::sleep_until(started + Duration::from_secs(1)).await;
+                }
+                me.running.store(false, SeqCst);
+                // A request between the last check and the store above saw `running` set.
+                if !me.wanted.load(SeqCst) || me.running.swap(true, SeqCst) {
+                    break;
+                }
+            }
+        });
+    }
+
     async fn refresh(&self, api: &ApiState) {
         let Ok(list) = kawaii_drivers::nftables::counters().await else {
             return;
@@ -649,6 +678,7 @@ async fn reconcile_loop(d: Arc<Daemon>, mut stop: tokio::sync::watch::Receiver<b
 }
 
 async fn reconcile_once(d: &Daemon) -> bool {
+    let t0 = std::time::Instant::now();
     let snap = match d.store.current() {
         Ok(s) => s,
         Err(e) => {
@@ -657,6 +687,7 @@ async fn reconcile_once(d: &Daemon) -> bool {
         }
     };
     d.metrics.desired_revision.set(snap.revision as i64);
+    let read_us = t0.elapsed().as_micros() as u64;
     let report = match kawaii_model::validate(&snap.gateway) {
         Ok(r) => r,
         Err(e) => {
@@ -665,6 +696,7 @@ async fn reconcile_once(d: &Daemon) -> bool {
             return false;
         }
     };
+    let validate_us = t0.elapsed().as_micros() as u64 - read_us;
     d.refresh_tokens(&report.desired);
     d.consent.set_intents(consent_intents(&report.desired));
     let observed = kawaii_plan::Observed {
@@ -698,6 +730,7 @@ async fn reconcile_once(d: &Daemon) -> bool {
             return false;
         }
     };
+    let planned_us = t0.elapsed().as_micros() as u64;
     let mut results = Vec::new();
     let mut all_ok = true;
     for driver in &d.drivers {
@@ -743,6 +776,15 @@ async fn reconcile_once(d: &Daemon) -> bool {
             }
         }
     }
+    // Where a reconcile spends its time (the change -> converged tail).
+    debug!(
+        revision = snap.revision,
+        read_us,
+        validate_us,
+        plan_us = planned_us - read_us - validate_us,
+        apply_us = t0.elapsed().as_micros() as u64 - planned_us,
+        "reconcile phases"
+    );
     let applied = results
         .iter()
         .map(|r| r.applied_revision)
@@ -787,8 +829,7 @@ async fn reconcile_once(d: &Daemon) -> bool {
     });
     if plan.nftables.is_some() {
         // Off the reconcile path: the next change must not wait for a counter read-back.
-        let (counters, api) = (d.counters.clone(), d.api.clone());
-        tokio::spawn(async move { counters.refresh(&api).await });
+        d.counters.refresh_soon(&d.api);
     }
     all_ok
 }

@@ -7,10 +7,13 @@
 //! - SNAT to the zone's public VIP, explicitly.
 //!
 //! Every rule that decides carries a counter and a comment naming it (`ingress-1`, `egress-3`,
-//! `nat-2/ingress-1`, `drop`), which the metrics read back.
+//! `nat-2/ingress-1`, `drop`), which the metrics read back. Ingress and egress rules that overlap
+//! no other rule are elements of an interval set instead (one lookup, per-element counter and
+//! comment): the kernel's cost is per rule, not per element. The rest stay ordinary rules.
 
-use kawaii_model::valid::{Consent, Policy, Protocol, ZoneSpec};
+use kawaii_model::valid::{Consent, Policy, Protocol, Rule, ZoneSpec};
 use kawaii_model::{Desired, PortSet};
+use std::collections::{BTreeSet, HashMap};
 use std::fmt::Write;
 
 pub const TABLE: &str = "kawaii";
@@ -64,11 +67,57 @@ fn quote(s: &str) -> String {
     format!("\"{}\"", s.replace('"', ""))
 }
 
-/// The table as chains of rule lines, so the driver can replace it whole or patch only the
-/// chains that changed (one transaction either way).
+/// The table as chains of rule lines and sets of elements, so the driver can replace it whole
+/// or patch only the chains and elements that changed (one transaction either way).
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Table {
     pub chains: Vec<Chain>,
+    pub sets: Vec<Set>,
+}
+
+/// A named interval set with a counter per element. A set is named like the chain that looks
+/// it up, and each element's comment is the id of the rule it came from (a rule with several
+/// port ranges is several elements).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Set {
+    pub name: String,
+    /// `ipv4_addr . inet_proto . inet_service`
+    pub key_type: String,
+    pub elements: Vec<Element>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+pub struct Element {
+    /// `198.51.100.0/24 . tcp . 8000-8080`
+    pub key: String,
+    pub rule: String,
+}
+
+impl Element {
+    fn render(&self) -> String {
+        format!("{} comment {}", self.key, quote(&self.rule))
+    }
+}
+
+impl Set {
+    fn new(name: &str, key_type: &str) -> Set {
+        Set {
+            name: name.into(),
+            key_type: key_type.into(),
+            elements: Vec::new(),
+        }
+    }
+    fn render(&self, out: &mut String) {
+        let _ = writeln!(out, "\tset {} {{", self.name);
+        let _ = writeln!(out, "\t\ttype {}", self.key_type);
+        let _ = writeln!(out, "\t\tflags interval");
+        let _ = writeln!(out, "\t\tcounter");
+        if !self.elements.is_empty() {
+            let items: Vec<String> = self.elements.iter().map(Element::render).collect();
+            let _ = writeln!(out, "\t\telements = {{ {} }}", items.join(",\n\t\t\t     "));
+        }
+        let _ = writeln!(out, "\t}}");
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -109,6 +158,9 @@ impl Table {
         let _ = writeln!(s, "table inet {TABLE} {{}}");
         let _ = writeln!(s, "delete table inet {TABLE}");
         let _ = writeln!(s, "table inet {TABLE} {{");
+        for set in &self.sets {
+            set.render(&mut s);
+        }
         for c in &self.chains {
             c.render(&mut s);
         }
@@ -116,9 +168,10 @@ impl Table {
         s
     }
 
-    /// A script that turns `prev` (applied) into `self` by flushing and refilling only the
-    /// chains whose rules changed; None when the chain layout differs (replace the table).
-    /// Rule counters of untouched chains survive.
+    /// A script that turns `prev` (applied) into `self` by deleting and adding only the set
+    /// elements that changed, and flushing and refilling only the chains whose rules changed;
+    /// None when the chain or set layout differs (replace the table). Counters of untouched
+    /// elements and chains survive.
     pub fn patch_from(&self, prev: &Table) -> Option<String> {
         let layout = |t: &Table| {
             t.chains
@@ -126,10 +179,40 @@ impl Table {
                 .map(|c| (c.name.clone(), c.hook.clone()))
                 .collect::<Vec<_>>()
         };
-        if layout(self) != layout(prev) {
+        let set_layout = |t: &Table| {
+            t.sets
+                .iter()
+                .map(|s| (s.name.clone(), s.key_type.clone()))
+                .collect::<Vec<_>>()
+        };
+        if layout(self) != layout(prev) || set_layout(self) != set_layout(prev) {
             return None;
         }
         let mut s = String::new();
+        // Deletions first: an element that changes only its rule id is deleted and added back
+        // in the same transaction.
+        let mut added = Vec::new();
+        for (set, p) in self.sets.iter().zip(&prev.sets) {
+            let new: BTreeSet<&Element> = set.elements.iter().collect();
+            let old: BTreeSet<&Element> = p.elements.iter().collect();
+            let gone: Vec<&str> = old.difference(&new).map(|e| e.key.as_str()).collect();
+            if !gone.is_empty() {
+                let _ = writeln!(
+                    s,
+                    "delete element inet {TABLE} {} {{ {} }}",
+                    set.name,
+                    gone.join(", ")
+                );
+            }
+            let add: Vec<String> = new.difference(&old).map(|e| e.render()).collect();
+            if !add.is_empty() {
+                added.push(format!(
+                    "add element inet {TABLE} {} {{ {} }}\n",
+                    set.name,
+                    add.join(", ")
+                ));
+            }
+        }
         for (c, p) in self.chains.iter().zip(&prev.chains) {
             if c.rules != p.rules {
                 let _ = writeln!(s, "flush chain inet {TABLE} {}", c.name);
@@ -141,8 +224,104 @@ impl Table {
                 let _ = writeln!(s, "\t}}\n}}");
             }
         }
+        s.extend(added);
         Some(s)
     }
+}
+
+/// A rule's set keys (`network . protocol . ports`), one per port range.
+fn elements(r: &Rule) -> impl Iterator<Item = String> + '_ {
+    r.ports.0.iter().map(|&(lo, hi)| {
+        let ports = if lo == hi {
+            lo.to_string()
+        } else {
+            format!("{lo}-{hi}")
+        };
+        format!("{} . {} . {ports}", r.net.trunc(), r.protocol.as_str())
+    })
+}
+
+/// For each rule, true when none of its (network, protocol, port range) boxes intersects any
+/// other box, of another rule or its own: exactly these can be set elements (the kernel refuses
+/// or shadows overlapping intervals), and a packet that matches one matches no other rule, so
+/// order and counters stay as with one rule each. The others stay ordinary rules.
+fn disjoint(rules: &[Rule]) -> Vec<bool> {
+    // Networks are prefixes: two intersect only when one contains the other. Boxes are grouped
+    // by (protocol, network); a group is compared with itself and with each of its ancestors.
+    type Key = (Protocol, u32, u8);
+    struct Group {
+        /// (lo, hi, rule) sorted by lo, and the running maximum of hi.
+        spans: Vec<(u16, u16, usize)>,
+        max_hi: Vec<u16>,
+    }
+    impl Group {
+        fn new(mut spans: Vec<(u16, u16, usize)>) -> Group {
+            spans.sort_unstable();
+            let max_hi = spans
+                .iter()
+                .scan(0u16, |m, s| {
+                    *m = (*m).max(s.1);
+                    Some(*m)
+                })
+                .collect();
+            Group { spans, max_hi }
+        }
+        /// Whether some span of the group intersects lo..=hi.
+        fn hits(&self, lo: u16, hi: u16) -> bool {
+            let k = self.spans.partition_point(|s| s.0 <= hi);
+            k > 0 && self.max_hi[k - 1] >= lo
+        }
+    }
+    let mut ok = vec![true; rules.len()];
+    let mut spans: HashMap<Key, Vec<(u16, u16, usize)>> = HashMap::new();
+    for (i, r) in rules.iter().enumerate() {
+        let key = (
+            r.protocol,
+            u32::from(r.net.trunc().addr()),
+            r.net.prefix_len(),
+        );
+        let g = spans.entry(key).or_default();
+        g.extend(r.ports.0.iter().map(|&(lo, hi)| (lo, hi, i)));
+    }
+    let groups: HashMap<Key, Group> = spans.into_iter().map(|(k, v)| (k, Group::new(v))).collect();
+    // Within a group (sorted by lo): a span meets a later one iff it meets the next, and an
+    // earlier one iff the running maximum before it reaches it.
+    for g in groups.values() {
+        for (j, &(lo, hi, i)) in g.spans.iter().enumerate() {
+            let next = g.spans.get(j + 1).is_some_and(|n| n.0 <= hi);
+            let prev = j > 0 && g.max_hi[j - 1] >= lo;
+            if next || prev {
+                ok[i] = false;
+            }
+        }
+    }
+    // Against the groups of the networks that contain this one: the span is marked here, and
+    // the ancestor's spans it meets are marked from the queries collected per ancestor.
+    let mut queries: HashMap<Key, Vec<(u16, u16, usize)>> = HashMap::new();
+    for (&(proto, addr, len), g) in &groups {
+        for l in 0..len {
+            let mask = if l == 0 { 0 } else { u32::MAX << (32 - l) };
+            let up = (proto, addr & mask, l);
+            let Some(a) = groups.get(&up) else {
+                continue;
+            };
+            for &(lo, hi, i) in &g.spans {
+                if a.hits(lo, hi) {
+                    ok[i] = false;
+                    queries.entry(up).or_default().push((lo, hi, i));
+                }
+            }
+        }
+    }
+    for (up, q) in queries {
+        let q = Group::new(q);
+        for &(lo, hi, i) in &groups[&up].spans {
+            if q.hits(lo, hi) {
+                ok[i] = false;
+            }
+        }
+    }
+    ok
 }
 
 /// Renders the table for zone `z`.
@@ -261,8 +440,18 @@ pub fn render(d: &Desired, z: &ZoneSpec, observed: &crate::Observed) -> Table {
         }
     }
 
+    // Every ingress rule accepts: the disjoint ones are one set lookup.
     let mut ingress = Chain::new("ingress", None);
-    for r in &d.ingress_rules {
+    let mut ingress_set = Set::new("ingress", "ipv4_addr . inet_proto . inet_service");
+    ingress.rule("ip saddr . meta l4proto . th dport @ingress accept".into());
+    for (r, fits) in d.ingress_rules.iter().zip(disjoint(&d.ingress_rules)) {
+        if fits {
+            ingress_set.elements.extend(elements(r).map(|key| Element {
+                key,
+                rule: r.id.clone(),
+            }));
+            continue;
+        }
         ingress.rule(format!(
             "{}{} counter accept comment \"{}\"",
             net_match("saddr", &r.net),
@@ -425,7 +614,19 @@ pub fn render(d: &Desired, z: &ZoneSpec, observed: &crate::Observed) -> Table {
         Policy::Accept => ("drop", "accept"),
         Policy::Drop => ("accept", "drop"),
     };
-    for r in &d.egress_rules {
+    // Every egress rule has the same verdict: the disjoint ones are one set lookup.
+    let mut egress_set = Set::new("egress", "ipv4_addr . inet_proto . inet_service");
+    egress.rule(format!(
+        "ip daddr . meta l4proto . th dport @egress {verdict}"
+    ));
+    for (r, fits) in d.egress_rules.iter().zip(disjoint(&d.egress_rules)) {
+        if fits {
+            egress_set.elements.extend(elements(r).map(|key| Element {
+                key,
+                rule: r.id.clone(),
+            }));
+            continue;
+        }
         egress.rule(format!(
             "{}{} counter {verdict} comment \"{}\"",
             net_match("daddr", &r.net),
@@ -497,5 +698,98 @@ pub fn render(d: &Desired, z: &ZoneSpec, observed: &crate::Observed) -> Table {
             vec![pre, post],
         ]
         .concat(),
+        sets: vec![ingress_set, egress_set],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule(net: &str, protocol: Protocol, ports: &[(u16, u16)]) -> Rule {
+        Rule {
+            id: String::new(),
+            net: net.parse().expect("net"),
+            protocol,
+            ports: PortSet(ports.to_vec()),
+        }
+    }
+
+    /// Every pair of boxes compared directly.
+    fn brute(rules: &[Rule]) -> Vec<bool> {
+        let boxes: Vec<(usize, &Rule, u16, u16)> = rules
+            .iter()
+            .enumerate()
+            .flat_map(|(i, r)| r.ports.0.iter().map(move |&(lo, hi)| (i, r, lo, hi)))
+            .collect();
+        let mut ok = vec![true; rules.len()];
+        for (a, x) in boxes.iter().enumerate() {
+            for y in &boxes[a + 1..] {
+                let nets = x.1.net.contains(&y.1.net) || y.1.net.contains(&x.1.net);
+                if x.1.protocol == y.1.protocol && nets && x.2 <= y.3 && y.2 <= x.3 {
+                    ok[x.0] = false;
+                    ok[y.0] = false;
+                }
+            }
+        }
+        ok
+    }
+
+    #[test]
+    fn overlapping_rules_are_found() {
+        use Protocol::{Tcp, Udp};
+        let rules = [
+            rule("0.0.0.0/0", Tcp, &[(1, 1024)]),
+            rule("198.51.100.0/24", Tcp, &[(22, 22), (8000, 8080)]),
+            rule("198.51.100.0/24", Udp, &[(22, 22)]),
+            rule("198.51.100.0/25", Tcp, &[(9000, 9001)]),
+            rule("192.0.2.0/24", Tcp, &[(5000, 5010), (5005, 5005)]),
+            rule("192.0.2.0/24", Tcp, &[(5011, 5011)]),
+        ];
+        assert_eq!(disjoint(&rules), [false, false, true, true, false, true]);
+    }
+
+    #[test]
+    fn overlap_detection_agrees_with_pairwise_comparison() {
+        let mut x = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = |n: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % n
+        };
+        let (mut fits, mut overlaps) = (0, 0);
+        for _ in 0..300 {
+            let rules: Vec<Rule> = (0..next(40) + 1)
+                .map(|_| {
+                    let len = [0, 8, 16, 24, 25, 32][next(6) as usize];
+                    let addr = (10u32 << 24) | ((next(4) as u32) << 16) | (next(4) as u32) << 7;
+                    let net = ipnet::Ipv4Net::new(addr.into(), len).expect("len").trunc();
+                    let ports: Vec<(u16, u16)> = (0..next(3) + 1)
+                        .map(|_| {
+                            let lo = next(60) as u16 + 1;
+                            (lo, lo + next(8) as u16)
+                        })
+                        .collect();
+                    let protocol = if next(3) == 0 {
+                        Protocol::Udp
+                    } else {
+                        Protocol::Tcp
+                    };
+                    Rule {
+                        id: String::new(),
+                        net,
+                        protocol,
+                        ports: PortSet(ports),
+                    }
+                })
+                .collect();
+            let ok = disjoint(&rules);
+            assert_eq!(ok, brute(&rules), "{rules:?}");
+            fits += ok.iter().filter(|&&b| b).count();
+            overlaps += ok.iter().filter(|&&b| !b).count();
+        }
+        // The cases exercise both outcomes.
+        assert!(fits > 500 && overlaps > 500, "{fits} {overlaps}");
     }
 }
