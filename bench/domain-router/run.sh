@@ -7,7 +7,7 @@
 # Env: DURATION (wrk, default 10s), CONNS (wrk connections, 50), THREADS (wrk threads, 2),
 # IDLE (idle keep-alive connections, 5000), BULK_MB (bulk download size, 1024),
 # CARGO_TARGET_DIR (default /work/target-proxy), SCRATCH (work dir), KIAGATEWAY (binary path),
-# PHASES (default "rps bulk idle").
+# ROUTER (a prebuilt router example binary; default: build it), PHASES (default "rps bulk idle").
 # Ports: nginx 127.0.0.1:18080/18443, kawaii 127.0.0.1:28080/28443, HAProxy 127.0.0.1:38080/38443,
 # kiagateway 0.0.0.0:80/443 (hard-coded by kiagateway; only loopback traffic is sent to it).
 set -euo pipefail
@@ -37,9 +37,11 @@ need() { command -v "$1" >/dev/null || { echo "missing $1 (apt-get install $2)" 
 need nginx nginx-light; need haproxy haproxy; need wrk wrk; need openssl openssl; need curl curl
 need python3 python3
 
-echo "== building kawaii router example (release)"
-(cd "$ROOT" && CARGO_TARGET_DIR="$TARGET" cargo build --release -q -p kawaii-proxy --example router)
-ROUTER="$TARGET/release/examples/router"
+if [ -z "${ROUTER:-}" ]; then
+  echo "== building kawaii router example (release)"
+  (cd "$ROOT" && CARGO_TARGET_DIR="$TARGET" cargo build --release -q -p kawaii-proxy --example router)
+  ROUTER="$TARGET/release/examples/router"
+fi
 if [ ! -x "$KIAGATEWAY" ]; then
   echo "== installing kiagateway 0.1.2"
   cargo install -q kiagateway --version 0.1.2 --root "$(dirname "$(dirname "$KIAGATEWAY")")"
