@@ -19,8 +19,9 @@ use tokio_util::sync::CancellationToken;
 #[cfg(target_os = "linux")]
 use std::os::fd::AsFd;
 
-/// Bytes per splice/read call.
-const CHUNK: usize = 64 * 1024;
+/// Bytes per splice call (the pipe's capacity).
+#[cfg(target_os = "linux")]
+const CHUNK: usize = crate::splice::PIPE_SIZE;
 /// Idle pipes kept for reuse; more are closed when released.
 const POOL_MAX: usize = 64;
 
