@@ -7,7 +7,11 @@
 # Env: DURATION (wrk, default 10s), CONNS (wrk connections, 50), THREADS (wrk threads, 2),
 # IDLE (idle keep-alive connections, 5000), BULK_MB (bulk download size, 1024),
 # CARGO_TARGET_DIR (default /work/target-proxy), SCRATCH (work dir), KIAGATEWAY (binary path),
-# PHASES (default "rps bulk idle").
+# ROUTER (a prebuilt router example binary; default: build it), PHASES (default "rps bulk idle"),
+# REPEAT (rounds of the rps and bulk phases, default 1: each round runs every target once, in
+# turn, and the median of the rounds is reported, which is what to use on a shared, noisy box),
+# BASELINE (another router binary, e.g. the previous commit's, run as target "baseline" on
+# 127.0.0.1:29080/29443 to compare two builds side by side).
 # Ports: nginx 127.0.0.1:18080/18443, kawaii 127.0.0.1:28080/28443, HAProxy 127.0.0.1:38080/38443,
 # kiagateway 0.0.0.0:80/443 (hard-coded by kiagateway; only loopback traffic is sent to it).
 set -euo pipefail
@@ -37,9 +41,11 @@ need() { command -v "$1" >/dev/null || { echo "missing $1 (apt-get install $2)" 
 need nginx nginx-light; need haproxy haproxy; need wrk wrk; need openssl openssl; need curl curl
 need python3 python3
 
-echo "== building kawaii router example (release)"
-(cd "$ROOT" && CARGO_TARGET_DIR="$TARGET" cargo build --release -q -p kawaii-proxy --example router)
-ROUTER="$TARGET/release/examples/router"
+if [ -z "${ROUTER:-}" ]; then
+  echo "== building kawaii router example (release)"
+  (cd "$ROOT" && CARGO_TARGET_DIR="$TARGET" cargo build --release -q -p kawaii-proxy --example router)
+  ROUTER="$TARGET/release/examples/router"
+fi
 if [ ! -x "$KIAGATEWAY" ]; then
   echo "== installing kiagateway 0.1.2"
   cargo install -q kiagateway --version 0.1.2 --root "$(dirname "$(dirname "$KIAGATEWAY")")"
@@ -93,6 +99,12 @@ https = ["127.0.0.1:18443"]
 http = ["127.0.0.1:18080"]
 TOML
 RUST_LOG=warn "$ROUTER" "$SCRATCH/router.toml" > "$SCRATCH/logs/router.log" 2>&1 & PIDS+=($!); KAWAII_PID=$!
+REPEAT=${REPEAT:-1}
+BASELINE=${BASELINE:-}
+if [ -n "$BASELINE" ]; then
+  sed -e 's/28080/29080/; s/28443/29443/' "$SCRATCH/router.toml" > "$SCRATCH/baseline.toml"
+  RUST_LOG=warn "$BASELINE" "$SCRATCH/baseline.toml" > "$SCRATCH/logs/baseline.log" 2>&1 & PIDS+=($!); BASE_PID=$!
+fi
 
 # --- HAProxy, tcp mode -----------------------------------------------------------------------
 cat > "$SCRATCH/haproxy.cfg" <<HAP
@@ -132,12 +144,14 @@ KIA
 (cd "$SCRATCH" && exec "$KIAGATEWAY" "$SCRATCH/servers.toml" > "$SCRATCH/logs/kiagateway.log" 2>&1) & PIDS+=($!); KIA_PID=$!
 
 for p in 18080 18443 28080 28443 38080 38443 80 443; do wait_port "$p"; done
+[ -n "$BASELINE" ] && { wait_port 29080; wait_port 29443; }
 sleep 0.5
 
-declare -A HTTP_PORT=([none]=18080 [kawaii]=28080 [haproxy]=38080 [kiagateway]=80)
-declare -A TLS_PORT=([none]=18443 [kawaii]=28443 [haproxy]=38443 [kiagateway]=443)
+declare -A HTTP_PORT=([none]=18080 [kawaii]=28080 [haproxy]=38080 [kiagateway]=80 [baseline]=29080)
+declare -A TLS_PORT=([none]=18443 [kawaii]=28443 [haproxy]=38443 [kiagateway]=443 [baseline]=29443)
 declare -A PID_OF=([kawaii]=$KAWAII_PID [haproxy]=$HAPROXY_PID [kiagateway]=$KIA_PID)
 TARGETS=(none kawaii haproxy kiagateway)
+[ -n "$BASELINE" ] && TARGETS+=(baseline)
 declare -A R
 for t in "${TARGETS[@]}"; do for m in http https bulk bulktls idlehttp idlehttps; do R[$t.$m]=0; done; done
 
@@ -148,24 +162,43 @@ wrk_rps() { # url -> "rps errors"
   echo "${rps:-0}|$errs"
 }
 
-has rps && echo "== new connection per request (wrk -t$THREADS -c$CONNS -d$DURATION, Connection: close)"
+median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print 0; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+declare -A RUNS
+url_of() { # target proto path
+  local host=localhost port
+  if [ "$2" = http ]; then port=${HTTP_PORT[$1]}; else port=${TLS_PORT[$1]}; fi
+  if [ "$1" = kiagateway ]; then echo "$2://$host$3"; else echo "$2://$host:$port$3"; fi
+}
+
+has rps && echo "== new connection per request (wrk -t$THREADS -c$CONNS -d$DURATION, Connection: close; $REPEAT round(s), targets in turn)"
+has rps && for round in $(seq 1 "$REPEAT"); do
+  for t in "${TARGETS[@]}"; do
+    for proto in http https; do
+      res=$(wrk_rps "$(url_of "$t" "$proto" /index.html)"); RUNS[$t.$proto]+=" ${res%%|*}"
+      printf '  [%s/%s] %-11s %-5s %10s req/s   errors: %s\n' "$round" "$REPEAT" "$t" "$proto" "${res%%|*}" "${res#*|}"
+    done
+  done
+done
+has rps && [ "$REPEAT" -gt 1 ] && echo "== medians of $REPEAT rounds"
 has rps && for t in "${TARGETS[@]}"; do
   for proto in http https; do
-    if [ "$proto" = http ]; then url="http://localhost:${HTTP_PORT[$t]}/index.html"; else url="https://localhost:${TLS_PORT[$t]}/index.html"; fi
-    [ "$t" = kiagateway ] && [ "$proto" = http ] && url="http://localhost/index.html"
-    [ "$t" = kiagateway ] && [ "$proto" = https ] && url="https://localhost/index.html"
-    res=$(wrk_rps "$url"); R[$t.$proto]=${res%%|*}
-    printf '  %-11s %-5s %10s req/s   errors: %s\n' "$t" "$proto" "${R[$t.$proto]}" "${res#*|}"
+    R[$t.$proto]=$(median <<<"${RUNS[$t.$proto]}")
+    printf '  %-11s %-5s %10s req/s   (rounds:%s)\n' "$t" "$proto" "${R[$t.$proto]}" "${RUNS[$t.$proto]}"
   done
 done
 
-has bulk && echo "== bulk download of ${BULK_MB} MiB (curl, one connection)"
+has bulk && echo "== bulk download of ${BULK_MB} MiB (curl, one connection; $REPEAT round(s))"
+has bulk && for round in $(seq 1 "$REPEAT"); do
+  for t in "${TARGETS[@]}"; do
+    bps=$(curl -s -o /dev/null -w '%{speed_download}' "$(url_of "$t" http /big.bin)")
+    RUNS[$t.bulk]+=" $(awk -v b="$bps" 'BEGIN {printf "%.0f", b/1048576}')"
+    bps=$(curl -sk -o /dev/null -w '%{speed_download}' "$(url_of "$t" https /big.bin)")
+    RUNS[$t.bulktls]+=" $(awk -v b="$bps" 'BEGIN {printf "%.0f", b/1048576}')"
+  done
+done
 has bulk && for t in "${TARGETS[@]}"; do
-  url="http://localhost:${HTTP_PORT[$t]}/big.bin"; [ "$t" = kiagateway ] && url="http://localhost/big.bin"
-  bps=$(curl -s -o /dev/null -w '%{speed_download}' "$url"); R[$t.bulk]=$(awk -v b="$bps" 'BEGIN {printf "%.0f", b/1048576}')
-  urls="https://localhost:${TLS_PORT[$t]}/big.bin"; [ "$t" = kiagateway ] && urls="https://localhost/big.bin"
-  bps=$(curl -sk -o /dev/null -w '%{speed_download}' "$urls"); R[$t.bulktls]=$(awk -v b="$bps" 'BEGIN {printf "%.0f", b/1048576}')
-  printf '  %-11s http %6s MiB/s   https %6s MiB/s\n' "$t" "${R[$t.bulk]}" "${R[$t.bulktls]}"
+  R[$t.bulk]=$(median <<<"${RUNS[$t.bulk]}"); R[$t.bulktls]=$(median <<<"${RUNS[$t.bulktls]}")
+  printf '  %-11s http %6s MiB/s   https %6s MiB/s   (rounds http:%s, https:%s)\n' "$t" "${R[$t.bulk]}" "${R[$t.bulktls]}" "${RUNS[$t.bulk]}" "${RUNS[$t.bulktls]}"
 done
 
 has idle && echo "== $IDLE idle keep-alive connections: proxy RSS growth per connection"
@@ -182,10 +215,11 @@ done
 ratio() { awk -v a="${1:-0}" -v b="${2:-0}" 'BEGIN { if (b+0 == 0) print "n/a"; else printf "%.2f", a/b }'; }
 echo
 echo "== ratios (kawaii / peer; > 1 is better for throughput, < 1 is better for memory)"
-printf '  %-26s %10s %10s %12s\n' metric "vs none" "vs haproxy" "vs kiagateway"
+printf '  %-26s %10s %10s %12s %10s\n' metric "vs none" "vs haproxy" "vs kiagateway" "vs baseline"
 for m in http https bulk bulktls; do
-  printf '  %-26s %10s %10s %12s\n' "$m" "$(ratio "${R[kawaii.$m]}" "${R[none.$m]}")" \
-    "$(ratio "${R[kawaii.$m]}" "${R[haproxy.$m]}")" "$(ratio "${R[kawaii.$m]}" "${R[kiagateway.$m]}")"
+  printf '  %-26s %10s %10s %12s %10s\n' "$m" "$(ratio "${R[kawaii.$m]}" "${R[none.$m]}")" \
+    "$(ratio "${R[kawaii.$m]}" "${R[haproxy.$m]}")" "$(ratio "${R[kawaii.$m]}" "${R[kiagateway.$m]}")" \
+    "$( [ -n "$BASELINE" ] && ratio "${R[kawaii.$m]}" "${R[baseline.$m]}" || echo -)"
 done
 for m in idlehttp idlehttps; do
   printf '  %-26s %10s %10s %12s\n' "$m bytes/conn" "-" "$(ratio "${R[kawaii.$m]}" "${R[haproxy.$m]}")" \

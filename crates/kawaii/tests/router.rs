@@ -254,3 +254,148 @@ fn kiagateway_servers_toml_runs_unchanged() {
         }
     }
 }
+
+/// SIGTERM drains the router through the daemon: the listening sockets close at once (a new
+/// connection is refused) while an in-flight download runs to its end, byte for byte, and then
+/// `kawaii serve` exits without waiting for the rest of the drain timeout.
+#[test]
+fn sigterm_refuses_new_connections_and_finishes_a_download() {
+    assert!(kawaii_testkit::can_run(), "end-to-end tests need root");
+    let mut topo = Topology::new("drn").expect("topology");
+    let h = topo.host("edge").expect("host");
+    let www = topo.dir().join("www");
+    std::fs::create_dir_all(&www).expect("www");
+    // 48 MiB of random bytes: read at 12 MB/s the download lasts about four seconds.
+    let mut big = vec![0u8; 48 << 20];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut big))
+        .expect("random bytes");
+    std::fs::write(www.join("big.bin"), &big).expect("big.bin");
+    topo.spawn(
+        &h,
+        "backend",
+        &[
+            "python3",
+            "-m",
+            "http.server",
+            "8001",
+            "--bind",
+            "127.0.0.1",
+            "--directory",
+            common::path(&www),
+        ],
+    )
+    .expect("backend");
+    let cfg = topo.dir().join("servers.toml");
+    std::fs::write(
+        &cfg,
+        "[http_backends]\n\"example.com\" = \"127.0.0.1:8001\"\n",
+    )
+    .expect("servers.toml");
+    let state = topo.dir().join("state");
+    let kawaii = topo
+        .spawn(
+            &h,
+            "kawaii",
+            &[
+                common::bin(),
+                "serve",
+                "--config",
+                common::path(&cfg),
+                "--state",
+                common::path(&state),
+            ],
+        )
+        .expect("kawaii");
+    let router: std::net::SocketAddr = "127.0.0.1:80".parse().expect("addr");
+    wait_tcp(&h, router, Duration::from_secs(10))
+        .unwrap_or_else(|e| panic!("{e}\n{}", topo.proc(kawaii).output()));
+    wait_tcp(
+        &h,
+        "127.0.0.1:8001".parse().expect("addr"),
+        Duration::from_secs(10),
+    )
+    .expect("backend up");
+
+    let out = topo.dir().join("download.bin");
+    let download = topo
+        .spawn(
+            &h,
+            "download",
+            &[
+                "curl",
+                "-s",
+                "--limit-rate",
+                "12M",
+                "--max-time",
+                "60",
+                "-o",
+                common::path(&out),
+                "-w",
+                "%{http_code} %{size_download}",
+                "--resolve",
+                "example.com:80:127.0.0.1",
+                "http://example.com/big.bin",
+            ],
+        )
+        .expect("curl");
+    wait_for(Duration::from_secs(10), "download under way", || {
+        let n = std::fs::metadata(&out).map(|m| m.len()).unwrap_or(0);
+        (n > 2 << 20).then_some(())
+    })
+    .expect("download started");
+
+    topo.proc(kawaii).signal("TERM");
+    let termed = std::time::Instant::now();
+    // New connections are refused: the listening socket is closed, not merely ignored.
+    let connect = format!("exec 3<>/dev/tcp/{}/{}", router.ip(), router.port());
+    wait_for(Duration::from_secs(3), "new connection refused", || {
+        let ok = h
+            .command(&["bash", "-c", &connect])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        (!ok).then_some(())
+    })
+    .expect("refused after SIGTERM");
+    let refused = h
+        .sh("curl -s -o /dev/null --max-time 3 --resolve example.com:80:127.0.0.1 http://example.com/big.bin; echo $?")
+        .expect("curl");
+    assert_eq!(refused.trim(), "7", "curl: couldn't connect");
+    // ... while the daemon drains and the download is still in flight.
+    assert!(topo.proc(kawaii).alive(), "{}", topo.proc(kawaii).output());
+    assert!(
+        topo.proc(download).alive(),
+        "download ended before the check"
+    );
+    let partial = std::fs::metadata(&out).map(|m| m.len()).unwrap_or(0);
+    assert!(partial < big.len() as u64, "download already complete");
+
+    wait_for(Duration::from_secs(30), "download to finish", || {
+        (!topo.proc(download).alive()).then_some(())
+    })
+    .expect("download finished");
+    let finished = termed.elapsed();
+    let status = topo.proc(download).output();
+    assert_eq!(status.trim(), format!("200 {}", big.len()), "curl -w");
+    let got = std::fs::read(&out).expect("downloaded file");
+    assert!(
+        got == big,
+        "download differs ({} of {} bytes)",
+        got.len(),
+        big.len()
+    );
+
+    // Nothing is left to drain: serve exits well before its 10 s drain timeout.
+    wait_for(Duration::from_secs(15), "kawaii to exit", || {
+        (!topo.proc(kawaii).alive()).then_some(())
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", topo.proc(kawaii).output()));
+    let exited = termed.elapsed();
+    eprintln!("after SIGTERM: download done in {finished:?}, serve exited in {exited:?}");
+    assert!(
+        exited < Duration::from_secs(9),
+        "exited {exited:?} after SIGTERM (download done after {finished:?}): waited for the drain timeout"
+    );
+}

@@ -48,7 +48,9 @@ pub(crate) async fn handle(
     let start = Instant::now();
     let deadline = start + settings.header_timeout;
     let mut client_addr = peer;
-    let mut orig_dst = client.local_addr().unwrap_or(peer);
+    // The address the client connected to: from a trusted PROXY header, else asked of the socket
+    // (getsockname) only when a PROXY header towards the backend needs it.
+    let mut orig_dst: Option<SocketAddr> = None;
     let mut buf: Vec<u8> = Vec::with_capacity(2048);
     let tables = inner.tables();
     let access_log = tables.access_log;
@@ -92,7 +94,7 @@ pub(crate) async fn handle(
             } = header.addresses
         {
             client_addr = source;
-            orig_dst = destination;
+            orig_dst = Some(destination);
         }
         if !listener.acquire_source(client_addr.ip(), settings.max_per_source) {
             return fail(ErrorKind::SourceLimit, None, client_addr);
@@ -272,7 +274,7 @@ async fn connect_and_forward(
     route: &Route,
     client: &mut TcpStream,
     client_addr: SocketAddr,
-    orig_dst: SocketAddr,
+    orig_dst: Option<SocketAddr>,
     head: Vec<u8>,
 ) -> Result<(End, Arc<Backend>, u64, u64), ErrorKind> {
     let mut tried = Vec::new();
@@ -296,11 +298,16 @@ async fn connect_and_forward(
         route_error(inner, route, Some(&b), last);
     };
     let _active = ActiveGuard::new(backend.clone());
+    // The client socket inherited TCP_NODELAY from the listening socket (see `listener::bind`).
     let _ = upstream.set_nodelay(true);
+    #[cfg(not(target_os = "linux"))]
     let _ = client.set_nodelay(true);
+    let orig_dst = || orig_dst.unwrap_or_else(|| client.local_addr().unwrap_or(client_addr));
     let mut first = match route.proxy_protocol {
         None => Vec::new(),
-        Some(ProxyProtocolVersion::V1) => proxy_protocol::encode_v1(Some((client_addr, orig_dst))),
+        Some(ProxyProtocolVersion::V1) => {
+            proxy_protocol::encode_v1(Some((client_addr, orig_dst())))
+        }
         Some(ProxyProtocolVersion::V2) => {
             let h = kawaii_sniff::ProxyHeader {
                 version: 2,
@@ -308,7 +315,7 @@ async fn connect_and_forward(
                 addresses: Addresses::Inet {
                     transport: kawaii_sniff::Transport::Stream,
                     source: client_addr,
-                    destination: orig_dst,
+                    destination: orig_dst(),
                 },
                 tlvs: Vec::new(),
             };

@@ -128,7 +128,9 @@ impl Drop for ConnSlot {
     }
 }
 
-/// Binds with SO_REUSEADDR and a large backlog.
+/// Binds with SO_REUSEADDR and a large backlog. TCP_NODELAY is set on the listening socket so
+/// that every accepted socket inherits it (Linux copies it at accept): one setsockopt per
+/// listener instead of one per connection.
 pub(crate) fn bind(addr: SocketAddr) -> Result<TcpListener, ProxyError> {
     let err = |source| ProxyError::Bind { addr, source };
     let socket = socket2::Socket::new(
@@ -138,6 +140,7 @@ pub(crate) fn bind(addr: SocketAddr) -> Result<TcpListener, ProxyError> {
     )
     .map_err(err)?;
     socket.set_reuse_address(true).map_err(err)?;
+    socket.set_tcp_nodelay(true).map_err(err)?;
     socket.set_nonblocking(true).map_err(err)?;
     socket.bind(&addr.into()).map_err(err)?;
     socket.listen(4096).map_err(err)?;
@@ -222,5 +225,22 @@ pub(crate) async fn accept_loop(
         inner.tracker.spawn(crate::conn::handle(
             inner2, shared2, settings, stream, peer, trusted, slot,
         ));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bind;
+
+    /// `bind` relies on accepted sockets inheriting TCP_NODELAY from the listening socket.
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn accepted_sockets_inherit_nodelay() {
+        let l = bind("127.0.0.1:0".parse().expect("addr")).expect("bind");
+        let addr = l.local_addr().expect("addr");
+        let c = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let (s, _) = l.accept().await.expect("accept");
+        assert!(s.nodelay().expect("getsockopt"));
+        assert!(!c.nodelay().expect("getsockopt"));
     }
 }

@@ -17,6 +17,10 @@ pub(crate) struct Pipe {
     pub write: OwnedFd,
 }
 
+/// Capacity asked for each pipe: the most one splice(2) call moves. Only bytes in flight occupy
+/// it; an empty pooled pipe holds no data pages.
+pub(crate) const PIPE_SIZE: usize = 1 << 20;
+
 pub(crate) fn pipe() -> io::Result<Pipe> {
     let mut fds: [libc::c_int; 2] = [-1, -1];
     // SAFETY: `fds` is a valid, writable array of two c_int, which is what pipe2(2) fills.
@@ -27,6 +31,15 @@ pub(crate) fn pipe() -> io::Result<Pipe> {
     // SAFETY: on success both descriptors are freshly opened and owned by no one else, so
     // transferring their ownership into `OwnedFd` (closed exactly once, on drop) is sound.
     let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    // SAFETY: F_SETPIPE_SZ takes an int argument and touches no memory of ours; `write` is open.
+    // A refusal (over /proc/sys/fs/pipe-max-size or the per-user pipe quota) keeps the default.
+    let _ = unsafe {
+        libc::fcntl(
+            write.as_raw_fd(),
+            libc::F_SETPIPE_SZ,
+            PIPE_SIZE as libc::c_int,
+        )
+    };
     Ok(Pipe { read, write })
 }
 

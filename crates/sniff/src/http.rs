@@ -72,9 +72,11 @@ impl HostSniffer {
             if buf.len() >= self.max {
                 return HostSniff::TooLarge;
             }
-            // Reject obvious garbage (e.g. a TLS ClientHello) without waiting for a terminator.
-            if let Some(&b) = buf.first()
-                && !b.is_ascii_uppercase()
+            // Reject obvious garbage (e.g. a TLS ClientHello) without waiting for a terminator,
+            // but only what the complete head would be rejected for too: the method is a token
+            // (RFC 9110 §9.1), and empty lines before the request line are ignored (RFC 9112 §2.2).
+            if let Some(&b) = buf.iter().find(|b| !matches!(b, b'\r' | b'\n'))
+                && !is_tchar(b)
             {
                 return HostSniff::Malformed(HttpError::Syntax("method".into()));
             }
@@ -85,6 +87,11 @@ impl HostSniffer {
         }
         parse_head(&buf[..end])
     }
+}
+
+/// RFC 9110 §5.6.2 `tchar`.
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
 /// One-shot convenience: parse `buf` from the start.
@@ -239,6 +246,56 @@ mod tests {
             host("GE T / HTTP/1.1\r\nHost: a\r\n\r\n"),
             HostSniff::Malformed(_)
         ));
+    }
+
+    /// Fuzz finding (bench/fuzz, http_host): a head whose method starts with a lowercase letter
+    /// was rejected as malformed while incomplete, yet routed when it arrived in one segment.
+    /// The early verdict must be the one the complete head gets, however it is segmented.
+    #[test]
+    fn early_verdict_matches_the_complete_head() {
+        let crash: &[u8] =
+            b"xGET / HTTP/1.1\r\nHo#t: [::<</ HTTP/1.1\r\nHost:\t\r\n&ost: [:Tser:&]7\
+            \xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff:*\r\n\r\n080Accept: ";
+        let whole = sniff_host(crash, DEFAULT_MAX_HEAD);
+        assert!(
+            matches!(
+                whole,
+                HostSniff::Found {
+                    host: None,
+                    head_len: 82
+                }
+            ),
+            "{whole:?}"
+        );
+        for req in [
+            &b"get / HTTP/1.1\r\nHost: a.example\r\n\r\n"[..],
+            b"\r\nGET / HTTP/1.1\r\nHost: a.example\r\n\r\n",
+            crash,
+        ] {
+            let whole = sniff_host(req, DEFAULT_MAX_HEAD);
+            assert_ne!(whole, HostSniff::NeedMore);
+            for end in 0..req.len() {
+                let mut s = HostSniffer::default();
+                let early = s.feed(&req[..end]);
+                if early == HostSniff::NeedMore {
+                    continue;
+                }
+                assert!(
+                    matches!(
+                        (&early, &whole),
+                        (HostSniff::Malformed(_), HostSniff::Malformed(_))
+                    ) || early == whole,
+                    "prefix {end}: {early:?} vs {whole:?}"
+                );
+            }
+        }
+        // Still rejected at the first byte: a TLS record, a space, a control byte.
+        for first in [0x16u8, b' ', 0] {
+            assert!(matches!(
+                sniff_host(&[first], DEFAULT_MAX_HEAD),
+                HostSniff::Malformed(_)
+            ));
+        }
     }
 
     #[test]

@@ -92,12 +92,21 @@ fn http_on_tls_port_detected_from_first_byte() {
     );
 }
 
+/// Feeds `wire` one byte at a time; every proper prefix must be NeedMore, for the incremental
+/// sniffer and for a fresh one; returns the final answer (which both must agree on).
 fn http_bytewise(wire: &[u8]) -> HostSniff {
     let mut s = HostSniffer::default();
     for end in 0..wire.len() {
         assert_eq!(s.feed(&wire[..end]), HostSniff::NeedMore, "prefix {end}");
+        assert_eq!(
+            sniff_host(&wire[..end], kawaii_sniff::DEFAULT_MAX_HEAD),
+            HostSniff::NeedMore,
+            "fresh prefix {end}"
+        );
     }
-    s.feed(wire)
+    let last = s.feed(wire);
+    assert_eq!(last, sniff_host(wire, kawaii_sniff::DEFAULT_MAX_HEAD));
+    last
 }
 
 #[test]
