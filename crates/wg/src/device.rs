@@ -18,10 +18,11 @@ use tokio::runtime::Runtime;
 use tracing::{debug, info};
 
 use crate::diff::{self, ActualPeer};
-use crate::tun::{TunRx, TunTx, create_tun};
+use crate::tun::{TunRx, TunTx, create_tun, offload_wanted};
+use crate::udp::UdpFactory;
 use crate::{DeviceConfig, PeerConfig, PeerStats, PublicKey, SecretKey, WgError, encode_key};
 
-type Transports = (UdpSocketFactory, TunTx, TunRx);
+type Transports = (UdpFactory, TunTx, TunRx);
 
 /// Where the standard cross-platform UAPI socket lives (shared by all network namespaces).
 pub const UAPI_DIR: &str = "/var/run/wireguard";
@@ -329,9 +330,12 @@ async fn build_device(cfg: DeviceConfig) -> Result<Device<Transports>, WgError> 
     let uapi = UapiServer::default_unix_socket(&cfg.ifname, None, None)
         .map_err(|e| WgError::Uapi(e.to_string()))?;
     let mut builder = DeviceBuilder::new()
-        .with_udp(UdpSocketFactory {
-            recv_buffer_size: Some(UDP_BUFFER_BYTES),
-            send_buffer_size: Some(UDP_BUFFER_BYTES),
+        .with_udp(UdpFactory {
+            inner: UdpSocketFactory {
+                recv_buffer_size: Some(UDP_BUFFER_BYTES),
+                send_buffer_size: Some(UDP_BUFFER_BYTES),
+            },
+            gso: offload_wanted(),
         })
         .with_ip_pair(tun_tx, tun_rx)
         .with_listen_port(cfg.listen_port)

@@ -9,6 +9,7 @@ mod diff;
 mod key;
 mod offload;
 mod tun;
+mod udp;
 
 use std::net::SocketAddr;
 use std::time::SystemTime;

@@ -35,7 +35,8 @@ const WRITE_QUEUE: usize = 1024;
 /// Packets the writer takes per wake-up (and may coalesce).
 const WRITE_BATCH: usize = 128;
 
-fn offload_wanted() -> bool {
+/// TUN offload and UDP GSO are on unless [`OFFLOAD_ENV`] turns them off.
+pub(crate) fn offload_wanted() -> bool {
     !matches!(
         std::env::var(OFFLOAD_ENV).as_deref(),
         Ok("off" | "0" | "false")
