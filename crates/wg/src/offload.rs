@@ -148,14 +148,19 @@ fn ipv4_header_checksum(hdr: &mut [u8]) {
 }
 
 /// Completes a `F_NEEDS_CSUM` packet: sums from `csum_start` to the end (the field already
-/// holds the pseudo-header sum) and stores the complement at `csum_start + csum_offset`.
+/// holds the pseudo-header sum) and stores the complement at `csum_start + csum_offset`. A
+/// result of 0 is stored as 0xffff, as the kernel does: for UDP 0 means "no checksum"
+/// (RFC 768), for TCP both are the same ones' complement zero.
 pub(crate) fn complete_checksum(hdr: &VnetHdr, pkt: &mut [u8]) -> Result<(), OffloadError> {
     let start = usize::from(hdr.csum_start);
     let field = start + usize::from(hdr.csum_offset);
     if start >= pkt.len() || field + 2 > pkt.len() {
         return Err(OffloadError::BadChecksumOffsets);
     }
-    let c = !csum_fold(csum_add(0, &pkt[start..]));
+    let c = match !csum_fold(csum_add(0, &pkt[start..])) {
+        0 => 0xffff,
+        c => c,
+    };
     pkt[field..field + 2].copy_from_slice(&c.to_be_bytes());
     Ok(())
 }
@@ -727,6 +732,40 @@ mod tests {
             complete_checksum(&hdr, &mut p),
             Err(OffloadError::BadChecksumOffsets)
         );
+    }
+
+    #[test]
+    fn a_udp_checksum_of_zero_is_sent_as_ffff() {
+        // IPv4/UDP, 20 + 8 + 10 bytes; the UDP checksum field holds the pseudo-header sum.
+        let mut p = vec![0u8; 38];
+        p[0] = 0x45;
+        p[2..4].copy_from_slice(&38u16.to_be_bytes());
+        p[8] = 64;
+        p[9] = 17;
+        p[12..16].copy_from_slice(&[10, 8, 0, 1]);
+        p[16..20].copy_from_slice(&[10, 8, 0, 2]);
+        p[20..22].copy_from_slice(&53u16.to_be_bytes());
+        p[22..24].copy_from_slice(&5353u16.to_be_bytes());
+        p[24..26].copy_from_slice(&18u16.to_be_bytes());
+        p[28..36].copy_from_slice(b"kawaii!!");
+        let mut pseudo = p[12..20].to_vec();
+        pseudo.extend_from_slice(&[0, 17, 0, 18]);
+        let partial = !ref_checksum(&pseudo);
+        p[26..28].copy_from_slice(&partial.to_be_bytes());
+        // Choose the last payload word so that the full sum is 0xffff (checksum 0).
+        let s0 = !ref_checksum(&p[20..]);
+        p[36..38].copy_from_slice(&(!s0).to_be_bytes());
+        let hdr = VnetHdr {
+            flags: F_NEEDS_CSUM,
+            csum_start: 20,
+            csum_offset: 6,
+            ..VnetHdr::default()
+        };
+        complete_checksum(&hdr, &mut p).expect("offsets inside the packet");
+        assert_eq!(p[26..28], [0xff, 0xff]);
+        let mut all = pseudo;
+        all.extend_from_slice(&p[20..]);
+        assert_eq!(ref_checksum(&all), 0, "0xffff verifies");
     }
 
     // ---- TSO split ----
