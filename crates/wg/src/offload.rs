@@ -333,9 +333,10 @@ impl TcpSeg {
     }
 }
 
-/// The batch being built in [`Gro::buf`].
-#[derive(Debug, Clone, Copy)]
+/// One open batch: `virtio_net_hdr` + the first segment's headers + all payloads so far.
+#[derive(Debug)]
 struct Batch {
+    buf: Vec<u8>,
     seg: TcpSeg,
     /// Payload size of the first segment: every segment but the last has exactly this size.
     mss: usize,
@@ -345,127 +346,74 @@ struct Batch {
     closed: bool,
 }
 
-/// Coalesces consecutive TCP segments of one flow (as Linux GRO does) and writes everything
-/// through a callback, each buffer prefixed with its `virtio_net_hdr`.
-///
-/// Segments join the open batch only if they continue it exactly: same addresses, ports, IP
-/// TOS/TTL (traffic class, flow label, hop limit), IPv4 id + 1, same ACK, window and TCP
-/// options, sequence number = end of the batch, payload no larger than the first one. A
-/// shorter segment or one with PSH joins and then closes the batch; FIN/SYN/RST/URG/ECE/CWR
-/// segments, non-TCP packets and fragments are written on their own, in order.
-///
-/// Checksums of the coalesced segments are not verified: the packets were authenticated by
-/// WireGuard (the Linux implementation marks them `CHECKSUM_UNNECESSARY` for the same reason).
-#[derive(Debug)]
-pub(crate) struct Gro {
-    /// `virtio_net_hdr` + the batch's headers and payload.
-    buf: Vec<u8>,
-    batch: Option<Batch>,
-}
-
-impl Default for Gro {
-    fn default() -> Self {
-        Self {
-            buf: Vec::with_capacity(VNET_HDR_LEN + MAX_IP_PACKET),
-            batch: None,
-        }
-    }
-}
-
-impl Gro {
-    /// Offers one packet; a batch it cannot join is written out first.
-    pub(crate) fn push<E>(
-        &mut self,
-        pkt: &[u8],
-        write: &mut impl FnMut(&[u8]) -> Result<(), E>,
-    ) -> Result<(), E> {
-        let Some(seg) = TcpSeg::parse(pkt) else {
-            self.flush(write)?;
-            self.buf.clear();
-            self.buf.extend_from_slice(&VnetHdr::default().encode());
-            self.buf.extend_from_slice(pkt);
-            let r = write(&self.buf);
-            self.buf.clear();
-            return r;
-        };
-        if self.can_join(&seg, pkt) {
-            let batch = self.batch.as_mut().expect("can_join checked it");
-            let payload = &pkt[seg.payload_off..];
-            self.buf.extend_from_slice(payload);
-            batch.next_seq = batch.next_seq.wrapping_add(payload.len() as u32);
-            batch.count += 1;
-            if payload.len() < batch.mss || seg.flags & TCP_PSH != 0 {
-                batch.closed = true;
-            }
-            if seg.flags & TCP_PSH != 0 {
-                let at = VNET_HDR_LEN + batch.seg.l4_off + 13;
-                self.buf[at] |= TCP_PSH;
-            }
-            return Ok(());
-        }
-        self.flush(write)?;
-        let mss = pkt.len() - seg.payload_off;
-        self.buf.clear();
-        self.buf.extend_from_slice(&[0; VNET_HDR_LEN]);
-        self.buf.extend_from_slice(pkt);
-        self.batch = Some(Batch {
-            seg,
-            mss,
-            next_seq: seg.seq.wrapping_add(mss as u32),
-            count: 1,
-            closed: seg.flags & TCP_PSH != 0,
-        });
-        Ok(())
+impl Batch {
+    fn ip(&self) -> &[u8] {
+        &self.buf[VNET_HDR_LEN..]
     }
 
+    /// Same addresses and ports (the flow), whether or not the segment can join.
+    fn same_flow(&self, seg: &TcpSeg, pkt: &[u8]) -> bool {
+        let first = self.ip();
+        let t = seg.l4_off;
+        let addrs = if seg.v6 { 8..40 } else { 12..20 };
+        seg.v6 == self.seg.v6
+            && first[addrs.clone()] == pkt[addrs]
+            && first[t..t + 4] == pkt[t..t + 4]
+    }
+
+    /// `seg` (of the same flow) continues this batch exactly.
     fn can_join(&self, seg: &TcpSeg, pkt: &[u8]) -> bool {
-        let Some(b) = &self.batch else { return false };
-        let first = &self.buf[VNET_HDR_LEN..];
+        let first = self.ip();
         let payload = pkt.len() - seg.payload_off;
-        if b.closed
-            || seg.v6 != b.seg.v6
-            || seg.payload_off != b.seg.payload_off
-            || seg.seq != b.next_seq
-            || payload > b.mss
+        if self.closed
+            || seg.payload_off != self.seg.payload_off
+            || seg.seq != self.next_seq
+            || payload > self.mss
             || first.len() + payload > MAX_IP_PACKET + if seg.v6 { 40 } else { 0 }
         {
             return false;
         }
         let t = seg.l4_off;
         let same_ip = if seg.v6 {
-            // version/traffic class/flow label, next header + hop limit, addresses.
-            first[0..4] == pkt[0..4] && first[6..40] == pkt[6..40]
+            // version/traffic class/flow label, next header + hop limit.
+            first[0..4] == pkt[0..4] && first[6..8] == pkt[6..8]
         } else {
             let id0 = u16::from_be_bytes([first[4], first[5]]);
             let id = u16::from_be_bytes([pkt[4], pkt[5]]);
             first[0..2] == pkt[0..2]
-                && id == id0.wrapping_add(b.count)
+                && id == id0.wrapping_add(self.count)
                 && first[6..10] == pkt[6..10]
-                && first[12..20] == pkt[12..20]
         };
-        // Ports; ACK number; data offset, flags except PSH, window; options.
+        // ACK number; data offset, flags except PSH, window; options.
         same_ip
-            && first[t..t + 4] == pkt[t..t + 4]
             && first[t + 8..t + 13] == pkt[t + 8..t + 13]
             && (first[t + 13] & !TCP_PSH) == (pkt[t + 13] & !TCP_PSH)
             && first[t + 14..t + 16] == pkt[t + 14..t + 16]
             && first[t + 20..seg.payload_off] == pkt[t + 20..seg.payload_off]
     }
 
-    /// Writes the open batch, if any: one segment as a plain packet, several as a GSO packet
-    /// with a partial (pseudo-header) TCP checksum for the kernel to complete or ignore.
-    pub(crate) fn flush<E>(
-        &mut self,
-        write: &mut impl FnMut(&[u8]) -> Result<(), E>,
-    ) -> Result<(), E> {
-        let Some(b) = self.batch.take() else {
-            return Ok(());
-        };
-        if b.count > 1 {
-            let t = b.seg.l4_off;
+    fn append(&mut self, seg: &TcpSeg, pkt: &[u8]) {
+        let payload = &pkt[seg.payload_off..];
+        self.buf.extend_from_slice(payload);
+        self.next_seq = self.next_seq.wrapping_add(payload.len() as u32);
+        self.count += 1;
+        if payload.len() < self.mss || seg.flags & TCP_PSH != 0 {
+            self.closed = true;
+        }
+        if seg.flags & TCP_PSH != 0 {
+            let at = VNET_HDR_LEN + self.seg.l4_off + 13;
+            self.buf[at] |= TCP_PSH;
+        }
+    }
+
+    /// Fixes lengths and checksums and the `virtio_net_hdr`: one segment stays a plain packet,
+    /// several become a GSO packet with a partial (pseudo-header) TCP checksum.
+    fn finish(&mut self) -> &[u8] {
+        if self.count > 1 {
+            let t = self.seg.l4_off;
             let ip = &mut self.buf[VNET_HDR_LEN..];
             let total = ip.len();
-            if b.seg.v6 {
+            if self.seg.v6 {
                 ip[4..6].copy_from_slice(&((total - 40) as u16).to_be_bytes());
             } else {
                 ip[2..4].copy_from_slice(&(total as u16).to_be_bytes());
@@ -475,16 +423,117 @@ impl Gro {
             ip[t + 16..t + 18].copy_from_slice(&partial.to_be_bytes());
             let hdr = VnetHdr {
                 flags: F_NEEDS_CSUM,
-                gso_type: if b.seg.v6 { GSO_TCPV6 } else { GSO_TCPV4 },
-                hdr_len: b.seg.payload_off as u16,
-                gso_size: b.mss as u16,
+                gso_type: if self.seg.v6 { GSO_TCPV6 } else { GSO_TCPV4 },
+                hdr_len: self.seg.payload_off as u16,
+                gso_size: self.mss as u16,
                 csum_start: t as u16,
                 csum_offset: 16,
             };
             self.buf[..VNET_HDR_LEN].copy_from_slice(&hdr.encode());
         }
-        let r = write(&self.buf);
-        self.buf.clear();
+        &self.buf
+    }
+}
+
+/// Most flows with an open batch at once; a new flow beyond that flushes the oldest.
+const MAX_FLOWS: usize = 8;
+
+/// Coalesces consecutive TCP segments of each flow (as Linux GRO does) and writes everything
+/// through a callback, each buffer prefixed with its `virtio_net_hdr`.
+///
+/// Up to [`MAX_FLOWS`] flows have an open batch at once. A segment joins its flow's batch only
+/// if it continues it exactly: same IP TOS/TTL (traffic class, flow label, hop limit), the
+/// next IPv4 id, same ACK, window and TCP options, sequence number = end of the batch, payload
+/// no larger than the first one; otherwise that batch is written and the segment starts a new
+/// one. A shorter segment or one with PSH joins and then closes the batch. FIN, SYN, RST, URG,
+/// ECE and CWR segments, non-TCP packets, fragments and IPv6 with extension headers are
+/// written on their own after every open batch, so order within a flow is always kept (flows
+/// may overtake each other, which is harmless).
+///
+/// Checksums of the coalesced segments are not verified: the packets were authenticated by
+/// WireGuard (the Linux implementation marks them `CHECKSUM_UNNECESSARY` for the same reason).
+#[derive(Debug, Default)]
+pub(crate) struct Gro {
+    /// Open batches, oldest first.
+    open: Vec<Batch>,
+    /// Buffers of written batches, for reuse.
+    spare: Vec<Vec<u8>>,
+}
+
+impl Gro {
+    /// Offers one packet; whatever must go out before it is written first.
+    pub(crate) fn push<E>(
+        &mut self,
+        pkt: &[u8],
+        write: &mut impl FnMut(&[u8]) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let Some(seg) = TcpSeg::parse(pkt) else {
+            self.flush(write)?;
+            let mut buf = self.take_buf();
+            buf.extend_from_slice(&VnetHdr::default().encode());
+            buf.extend_from_slice(pkt);
+            let r = write(&buf);
+            self.spare.push(buf);
+            return r;
+        };
+        let mut r = Ok(());
+        if let Some(i) = self.open.iter().position(|b| b.same_flow(&seg, pkt)) {
+            if self.open[i].can_join(&seg, pkt) {
+                self.open[i].append(&seg, pkt);
+                return Ok(());
+            }
+            r = self.write_batch(i, write);
+        } else if self.open.len() == MAX_FLOWS {
+            r = self.write_batch(0, write);
+        }
+        let mss = pkt.len() - seg.payload_off;
+        let mut buf = self.take_buf();
+        buf.extend_from_slice(&[0; VNET_HDR_LEN]);
+        buf.extend_from_slice(pkt);
+        self.open.push(Batch {
+            buf,
+            seg,
+            mss,
+            next_seq: seg.seq.wrapping_add(mss as u32),
+            count: 1,
+            closed: seg.flags & TCP_PSH != 0,
+        });
+        r
+    }
+
+    fn take_buf(&mut self) -> Vec<u8> {
+        let mut buf = self
+            .spare
+            .pop()
+            .unwrap_or_else(|| Vec::with_capacity(VNET_HDR_LEN + MAX_IP_PACKET));
+        buf.clear();
+        buf
+    }
+
+    fn write_batch<E>(
+        &mut self,
+        i: usize,
+        write: &mut impl FnMut(&[u8]) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let mut b = self.open.remove(i);
+        let r = write(b.finish());
+        self.spare.push(b.buf);
+        r
+    }
+
+    /// Writes every open batch, oldest first. The first error is returned after all were
+    /// tried.
+    pub(crate) fn flush<E>(
+        &mut self,
+        write: &mut impl FnMut(&[u8]) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let mut r = Ok(());
+        while !self.open.is_empty() {
+            let w = self.write_batch(0, write);
+            if r.is_ok() {
+                r = w;
+            }
+        }
         r
     }
 }
@@ -1059,6 +1108,77 @@ mod tests {
             assert_eq!(out[0][VNET_HDR_LEN..], first[..], "{what}");
             assert_eq!(out[1][VNET_HDR_LEN..], p[..], "{what}");
         }
+    }
+
+    /// Segment `i` of flow `port` (source port 40000 + port).
+    fn flow_seg(port: u16, i: usize) -> Vec<u8> {
+        let mut p = seg(i, 1000, TCP_ACK, 1000, false);
+        let sport = 40000 + port;
+        p[20..22].copy_from_slice(&sport.to_be_bytes());
+        // Source port is in the checksum: rebuild it the reference way.
+        p[36..38].copy_from_slice(&[0, 0]);
+        let mut all = ref_pseudo(&p, p.len() - 20);
+        all.extend_from_slice(&p[20..]);
+        let c = ref_checksum(&all);
+        p[36..38].copy_from_slice(&c.to_be_bytes());
+        p
+    }
+
+    #[test]
+    fn interleaved_flows_coalesce_separately_and_keep_their_order() {
+        let mut pkts = Vec::new();
+        for i in 0..5 {
+            for port in 0..3 {
+                pkts.push(flow_seg(port, i));
+            }
+        }
+        let out = coalesce(&pkts);
+        assert_eq!(out.len(), 3, "one write per flow");
+        for (port, o) in out.iter().enumerate() {
+            let hdr = VnetHdr::decode(o).expect("header");
+            let want: Vec<Vec<u8>> = (0..5).map(|i| flow_seg(port as u16, i)).collect();
+            assert_eq!(split_all(&hdr, &o[VNET_HDR_LEN..]), want, "flow {port}");
+        }
+    }
+
+    #[test]
+    fn more_flows_than_the_table_still_deliver_everything_in_flow_order() {
+        let flows = MAX_FLOWS as u16 + 3;
+        let mut pkts = Vec::new();
+        for i in 0..4 {
+            for port in 0..flows {
+                pkts.push(flow_seg(port, i));
+            }
+        }
+        let out = coalesce(&pkts);
+        // Re-split everything and check each flow's segments come out complete and in order.
+        let mut per_flow: Vec<Vec<Vec<u8>>> = vec![Vec::new(); usize::from(flows)];
+        for o in &out {
+            let hdr = VnetHdr::decode(o).expect("header");
+            let segs = if hdr.gso_type == GSO_NONE {
+                vec![o[VNET_HDR_LEN..].to_vec()]
+            } else {
+                split_all(&hdr, &o[VNET_HDR_LEN..])
+            };
+            for sg in segs {
+                let port = u16::from_be_bytes([sg[20], sg[21]]) - 40000;
+                per_flow[usize::from(port)].push(sg);
+            }
+        }
+        for port in 0..flows {
+            let want: Vec<Vec<u8>> = (0..4).map(|i| flow_seg(port, i)).collect();
+            assert_eq!(per_flow[usize::from(port)], want, "flow {port}");
+        }
+    }
+
+    #[test]
+    fn a_fin_comes_after_its_flows_coalesced_data() {
+        let mut fin = seg(2, 1000, TCP_ACK | TCP_FIN, 1000, false);
+        fin[20..22].copy_from_slice(&40000u16.to_be_bytes());
+        let pkts = vec![flow_seg(0, 0), flow_seg(1, 0), flow_seg(0, 1), fin.clone()];
+        let out = coalesce(&pkts);
+        assert_eq!(out.len(), 3);
+        assert_eq!(out[2][VNET_HDR_LEN..], fin[..], "the FIN goes out last");
     }
 
     #[test]
