@@ -162,6 +162,11 @@ impl IpRecv for TunRx {
         }
         loop {
             let n = self.dev.recv(&mut self.buf).await?;
+            if n == self.buf.len() {
+                // Longer than any packet we offered to take (BIG TCP?): cut off, unusable.
+                debug!(n, "dropping an oversized TUN read");
+                continue;
+            }
             match split_read(&self.buf[..n], pool, &mut self.out) {
                 Ok(()) => break,
                 Err(error) => {
