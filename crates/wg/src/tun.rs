@@ -27,7 +27,7 @@ use crate::offload::{
     complete_checksum,
 };
 
-/// Environment variable that turns TUN offload off (`off`, `0` or `false`).
+/// Environment variable that turns TUN offload and UDP GSO off (`off`, `0` or `false`).
 pub const OFFLOAD_ENV: &str = "KAWAII_WG_OFFLOAD";
 
 /// Packets queued between gotatun's decrypt loop and our TUN writer.
@@ -44,7 +44,8 @@ pub(crate) fn offload_wanted() -> bool {
 }
 
 /// Creates (and brings up) the TUN interface `ifname`. The interface lives as long as the
-/// returned halves (and the writer task): closing the last fd deletes it.
+/// returned halves (and the writer task): closing the last fd deletes it. With offload it
+/// spawns the writer task, so it must run inside the device's runtime.
 pub(crate) fn create_tun(ifname: &str, mtu: u16) -> Result<(TunTx, TunRx), WgError> {
     let err = |reason: String| WgError::Tun {
         ifname: ifname.to_owned(),
@@ -57,16 +58,11 @@ pub(crate) fn create_tun(ifname: &str, mtu: u16) -> Result<(TunTx, TunRx), WgErr
         p.vnet_hdr(want_offload);
     });
     let dev = tun::create_as_async(&config).map_err(|e| err(e.to_string()))?;
-    let offload = want_offload && {
-        match set_offload(&dev) {
-            Ok(()) => true,
-            Err(error) => {
-                // The fd still carries virtio headers; reads just never bring GSO packets.
-                warn!(%error, ifname, "TUNSETOFFLOAD failed: no TSO on the TUN device");
-                true
-            }
-        }
-    };
+    if want_offload && let Err(error) = set_offload(&dev) {
+        // The fd still carries virtio headers; reads just never bring GSO packets.
+        warn!(%error, ifname, "TUNSETOFFLOAD failed: no TSO on the TUN device");
+    }
+    let offload = want_offload;
     debug!(ifname, offload, "TUN device created");
     let dev = Arc::new(dev);
     let rx = TunRx {
