@@ -18,10 +18,11 @@ use tokio::runtime::Runtime;
 use tracing::{debug, info};
 
 use crate::diff::{self, ActualPeer};
-use crate::tun::{Tun, create_tun};
+use crate::tun::{TunRx, TunTx, create_tun, offload_wanted};
+use crate::udp::UdpFactory;
 use crate::{DeviceConfig, PeerConfig, PeerStats, PublicKey, SecretKey, WgError, encode_key};
 
-type Transports = (UdpSocketFactory, Tun, Tun);
+type Transports = (UdpFactory, TunTx, TunRx);
 
 /// Where the standard cross-platform UAPI socket lives (shared by all network namespaces).
 pub const UAPI_DIR: &str = "/var/run/wireguard";
@@ -355,15 +356,18 @@ impl Drop for WgDevice {
 
 async fn build_device(cfg: DeviceConfig) -> Result<Device<Transports>, WgError> {
     let mtu = cfg.mtu.unwrap_or(DEFAULT_MTU);
-    let tun = create_tun(&cfg.ifname, mtu)?;
+    let (tun_tx, tun_rx) = create_tun(&cfg.ifname, mtu)?;
     let uapi = UapiServer::default_unix_socket(&cfg.ifname, None, None)
         .map_err(|e| WgError::Uapi(e.to_string()))?;
     let mut builder = DeviceBuilder::new()
-        .with_udp(UdpSocketFactory {
-            recv_buffer_size: Some(UDP_BUFFER_BYTES),
-            send_buffer_size: Some(UDP_BUFFER_BYTES),
+        .with_udp(UdpFactory {
+            inner: UdpSocketFactory {
+                recv_buffer_size: Some(UDP_BUFFER_BYTES),
+                send_buffer_size: Some(UDP_BUFFER_BYTES),
+            },
+            gso: offload_wanted(),
         })
-        .with_ip(tun)
+        .with_ip_pair(tun_tx, tun_rx)
         .with_listen_port(cfg.listen_port)
         .with_uapi(uapi);
     if let Some(mark) = cfg.fwmark {

@@ -7,7 +7,9 @@
 mod device;
 mod diff;
 mod key;
+mod offload;
 mod tun;
+mod udp;
 
 use std::net::SocketAddr;
 use std::time::SystemTime;
@@ -16,6 +18,7 @@ use ipnet::IpNet;
 
 pub use device::{DEFAULT_MTU, UAPI_DIR, WgDevice};
 pub use key::{PublicKey, SecretKey, decode_key, encode_key};
+pub use tun::OFFLOAD_ENV;
 
 /// Settings of the interface itself.
 #[derive(Debug, Clone)]
