@@ -173,8 +173,9 @@ enum Flavor {
     Native,
 }
 
-/// The minimal demo: nginx in legacy; the server in both networks; the client in cloudnative.
-fn minimal(tag: &str, flavor: Flavor) -> Demo {
+/// The two networks and the hosts on them: `(host, network, interface, address)` per port, where
+/// network is "legacy" or "cloudnative". Returns the topology and the hosts by name, in order.
+fn networks(tag: &str, ports: &[(&str, &str, &str, &str)]) -> (Topology, Vec<Host>) {
     assert!(
         kawaii_testkit::can_run(),
         "end-to-end tests need root and iproute2"
@@ -182,21 +183,35 @@ fn minimal(tag: &str, flavor: Flavor) -> Demo {
     let mut topo = Topology::new(tag).expect("topology");
     let legacy = topo.switch("legacy").expect("switch");
     let cloud = topo.switch("cloudnative").expect("switch");
-    let web = topo.host("nginx").expect("host");
-    let server = topo.host("server").expect("host");
-    let client = topo.host("client").expect("host");
-    topo.plug(&web, "eth0", &legacy).expect("plug");
-    topo.plug(&server, "eth0", &legacy).expect("plug");
-    topo.plug(&server, "eth1", &cloud).expect("plug");
-    topo.plug(&client, "eth0", &cloud).expect("plug");
-    for (h, ip, dev) in [
-        (&web, "192.0.2.10/24", "eth0"),
-        (&server, "192.0.2.2/24", "eth0"),
-        (&server, "198.51.100.2/24", "eth1"),
-        (&client, "198.51.100.3/24", "eth0"),
-    ] {
+    let mut hosts: Vec<Host> = Vec::new();
+    for (name, net, dev, ip) in ports {
+        let h = match hosts.iter().find(|h| h.name == *name) {
+            Some(h) => h.clone(),
+            None => {
+                let h = topo.host(name).expect("host");
+                hosts.push(h.clone());
+                h
+            }
+        };
+        let switch = if *net == "legacy" { &legacy } else { &cloud };
+        topo.plug(&h, dev, switch).expect("plug");
         h.run(&["ip", "addr", "add", ip, "dev", dev]).expect("addr");
     }
+    (topo, hosts)
+}
+
+/// The minimal demo: nginx in legacy; the server in both networks; the client in cloudnative.
+fn minimal(tag: &str, flavor: Flavor) -> Demo {
+    let (mut topo, hosts) = networks(
+        tag,
+        &[
+            ("nginx", "legacy", "eth0", "192.0.2.10/24"),
+            ("server", "legacy", "eth0", "192.0.2.2/24"),
+            ("server", "cloudnative", "eth1", "198.51.100.2/24"),
+            ("client", "cloudnative", "eth0", "198.51.100.3/24"),
+        ],
+    );
+    let [web, server, client] = [0, 1, 2].map(|i| hosts[i].clone());
     topo.hosts_file(&server, "192.0.2.10 nginx").expect("hosts");
     topo.hosts_file(&client, "198.51.100.2 server\n198.51.100.3 client")
         .expect("hosts");
@@ -251,31 +266,22 @@ fn minimal(tag: &str, flavor: Flavor) -> Demo {
 /// The reverse demo: nginx in cloudnative; client-legacy reaches it through the server and
 /// client-cloudnative.
 fn reverse(tag: &str, flavor: Flavor) -> Demo {
-    assert!(
-        kawaii_testkit::can_run(),
-        "end-to-end tests need root and iproute2"
+    let (mut topo, hosts) = networks(
+        tag,
+        &[
+            ("nginx", "cloudnative", "eth0", "198.51.100.10/24"),
+            ("server", "legacy", "eth0", "192.0.2.2/24"),
+            ("server", "cloudnative", "eth1", "198.51.100.2/24"),
+            (
+                "client-cloudnative",
+                "cloudnative",
+                "eth0",
+                "198.51.100.3/24",
+            ),
+            ("client-legacy", "legacy", "eth0", "192.0.2.3/24"),
+        ],
     );
-    let mut topo = Topology::new(tag).expect("topology");
-    let legacy = topo.switch("legacy").expect("switch");
-    let cloud = topo.switch("cloudnative").expect("switch");
-    let web = topo.host("nginx").expect("host");
-    let server = topo.host("server").expect("host");
-    let cn = topo.host("client-cloudnative").expect("host");
-    let lg = topo.host("client-legacy").expect("host");
-    topo.plug(&web, "eth0", &cloud).expect("plug");
-    topo.plug(&server, "eth0", &legacy).expect("plug");
-    topo.plug(&server, "eth1", &cloud).expect("plug");
-    topo.plug(&cn, "eth0", &cloud).expect("plug");
-    topo.plug(&lg, "eth0", &legacy).expect("plug");
-    for (h, ip, dev) in [
-        (&web, "198.51.100.10/24", "eth0"),
-        (&server, "192.0.2.2/24", "eth0"),
-        (&server, "198.51.100.2/24", "eth1"),
-        (&cn, "198.51.100.3/24", "eth0"),
-        (&lg, "192.0.2.3/24", "eth0"),
-    ] {
-        h.run(&["ip", "addr", "add", ip, "dev", dev]).expect("addr");
-    }
+    let [web, server, cn, lg] = [0, 1, 2, 3].map(|i| hosts[i].clone());
     topo.hosts_file(&cn, "198.51.100.2 server\n198.51.100.10 nginx")
         .expect("hosts");
     topo.hosts_file(&lg, "192.0.2.2 server\n192.0.2.3 client-legacy")
