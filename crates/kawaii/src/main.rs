@@ -4,6 +4,7 @@ mod client;
 mod config;
 mod keys;
 mod lab;
+mod metrics;
 mod serve;
 
 use clap::{Parser, Subcommand, ValueEnum};

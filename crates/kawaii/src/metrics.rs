@@ -1,0 +1,231 @@
+//! The `/metrics` collectors of the capabilities (VRRP, IPsec, WireGuard, pipes), read from
+//! their drivers at scrape time, and the helper that encodes one metric family.
+
+use prometheus_client::encoding::DescriptorEncoder;
+use std::sync::Arc;
+
+pub(crate) const COUNTER: prometheus_client::metrics::MetricType =
+    prometheus_client::metrics::MetricType::Counter;
+pub(crate) const GAUGE: prometheus_client::metrics::MetricType =
+    prometheus_client::metrics::MetricType::Gauge;
+
+/// Encodes one metric family (a counter or a gauge) with one sample per item.
+pub(crate) fn family<T, L: prometheus_client::encoding::EncodeLabelSet>(
+    enc: &mut DescriptorEncoder,
+    (name, help, kind): (&str, &str, prometheus_client::metrics::MetricType),
+    items: &[T],
+    sample: impl Fn(&T) -> (L, u64),
+) -> Result<(), std::fmt::Error> {
+    use prometheus_client::encoding::EncodeMetric;
+    use prometheus_client::metrics::counter::ConstCounter;
+    use prometheus_client::metrics::gauge::ConstGauge;
+    let mut f = enc.encode_descriptor(name, help, None, kind)?;
+    for item in items {
+        let (labels, v) = sample(item);
+        let e = f.encode_family(&labels)?;
+        if matches!(kind, prometheus_client::metrics::MetricType::Gauge) {
+            ConstGauge::new(i64::try_from(v).unwrap_or(i64::MAX)).encode(e)?;
+        } else {
+            ConstCounter::new(v).encode(e)?;
+        }
+    }
+    Ok(())
+}
+
+/// `kawaii_vrrp_*` metrics per virtual router, read from the speaker at scrape time.
+#[derive(Debug)]
+pub(crate) struct VrrpMetrics(pub(crate) Arc<kawaii_drivers::vrrp::Speaker>);
+
+impl prometheus_client::collector::Collector for VrrpMetrics {
+    fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let list = self.0.status();
+        let labels = |r: &kawaii_drivers::vrrp::RouterStatus| {
+            [("zone", r.zone.clone()), ("vrid", r.vrid.to_string())]
+        };
+        let help = "Transitions to Master per virtual router";
+        family(
+            &mut enc,
+            ("kawaii_vrrp_master_transitions", help, COUNTER),
+            &list,
+            |r| (labels(r), r.transitions),
+        )?;
+        let help = "VRRP adverts sent per virtual router";
+        family(
+            &mut enc,
+            ("kawaii_vrrp_adverts_sent", help, COUNTER),
+            &list,
+            |r| (labels(r), r.adverts_sent),
+        )?;
+        let help = "VRRP adverts received per virtual router";
+        family(
+            &mut enc,
+            ("kawaii_vrrp_adverts_received", help, COUNTER),
+            &list,
+            |r| (labels(r), r.adverts_received),
+        )?;
+        let help = "1 when this node is master of the virtual router (holds the zone's VIPs)";
+        family(&mut enc, ("kawaii_vrrp_master", help, GAUGE), &list, |r| {
+            (
+                labels(r),
+                u64::from(r.state == kawaii_drivers::vrrp::State::Master),
+            )
+        })
+    }
+}
+
+/// Per IPsec connection: SA state and traffic; charon restarts.
+#[derive(Debug)]
+pub(crate) struct IpsecMetrics(pub(crate) Arc<kawaii_drivers::ipsec::Ipsec>);
+
+impl prometheus_client::collector::Collector for IpsecMetrics {
+    fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let view = self.0.view();
+        if view.connections.is_empty() && !view.charon.running {
+            return Ok(());
+        }
+        let conns = &view.connections;
+        let label = |c: &kawaii_drivers::ipsec::ConnView| [("connection", c.name.clone())];
+        let help = "1 while the connection's CHILD SA is installed";
+        family(
+            &mut enc,
+            ("kawaii_ipsec_child_sa_up", help, GAUGE),
+            conns,
+            |c| (label(c), u64::from(c.child_state == "INSTALLED")),
+        )?;
+        let help = "Bytes received through the tunnel";
+        family(
+            &mut enc,
+            ("kawaii_ipsec_bytes_in", help, COUNTER),
+            conns,
+            |c| (label(c), c.bytes_in),
+        )?;
+        let help = "Bytes sent through the tunnel";
+        family(
+            &mut enc,
+            ("kawaii_ipsec_bytes_out", help, COUNTER),
+            conns,
+            |c| (label(c), c.bytes_out),
+        )?;
+        let help = "Packets received through the tunnel";
+        family(
+            &mut enc,
+            ("kawaii_ipsec_packets_in", help, COUNTER),
+            conns,
+            |c| (label(c), c.packets_in),
+        )?;
+        let help = "Packets sent through the tunnel";
+        family(
+            &mut enc,
+            ("kawaii_ipsec_packets_out", help, COUNTER),
+            conns,
+            |c| (label(c), c.packets_out),
+        )?;
+        let help = "Times kawaii restarted its charon";
+        family(
+            &mut enc,
+            ("kawaii_ipsec_charon_restarts", help, COUNTER),
+            &[()],
+            |_| {
+                (
+                    Vec::<(String, String)>::new(),
+                    u64::from(view.charon.restarts),
+                )
+            },
+        )
+    }
+}
+
+/// Per WireGuard peer: bytes both ways and the last handshake, read at the last refresh.
+#[derive(Debug)]
+pub(crate) struct WgMetrics(pub(crate) Arc<kawaii_drivers::wireguard::WireGuard>);
+
+impl prometheus_client::collector::Collector for WgMetrics {
+    fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let Some(status) = self.0.status() else {
+            return Ok(());
+        };
+        let peers = &status.peers;
+        let label = |p: &kawaii_drivers::wireguard::PeerStatus| [("peer", p.name.clone())];
+        let help = "Bytes received from the WireGuard peer";
+        family(
+            &mut enc,
+            ("kawaii_wireguard_peer_rx_bytes", help, COUNTER),
+            peers,
+            |p| (label(p), p.rx_bytes),
+        )?;
+        let help = "Bytes sent to the WireGuard peer";
+        family(
+            &mut enc,
+            ("kawaii_wireguard_peer_tx_bytes", help, COUNTER),
+            peers,
+            |p| (label(p), p.tx_bytes),
+        )?;
+        let help = "Unix time of the peer's last completed handshake (0: never)";
+        family(
+            &mut enc,
+            ("kawaii_wireguard_peer_last_handshake_seconds", help, GAUGE),
+            peers,
+            |p| (label(p), p.last_handshake.unwrap_or(0)),
+        )
+    }
+}
+
+/// Per pipe: connections, open connections, bytes both ways, errors by kind.
+#[derive(Debug)]
+pub(crate) struct PipeMetrics(pub(crate) Arc<kawaii_drivers::pipes::PipesDriver>);
+
+impl prometheus_client::collector::Collector for PipeMetrics {
+    fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let pipes = self.0.status();
+        if pipes.is_empty() {
+            return Ok(());
+        }
+        let label = |p: &kawaii_proxy::PipeStatus| [("pipe", p.name.clone())];
+        let help = "Connections accepted by the pipe";
+        family(
+            &mut enc,
+            ("kawaii_pipe_connections", help, COUNTER),
+            &pipes,
+            |p| (label(p), p.connections),
+        )?;
+        let help = "Connections open through the pipe";
+        family(
+            &mut enc,
+            ("kawaii_pipe_active_connections", help, GAUGE),
+            &pipes,
+            |p| (label(p), p.active),
+        )?;
+        let bytes: Vec<_> = pipes
+            .iter()
+            .flat_map(|p| [(p, "in", p.bytes_in), (p, "out", p.bytes_out)])
+            .collect();
+        let help = "Bytes through the pipe (in: client to target, out: back)";
+        family(
+            &mut enc,
+            ("kawaii_pipe_bytes", help, COUNTER),
+            &bytes,
+            |(p, dir, n)| {
+                (
+                    [("pipe", p.name.clone()), ("direction", (*dir).to_string())],
+                    *n,
+                )
+            },
+        )?;
+        let errors: Vec<_> = pipes
+            .iter()
+            .flat_map(|p| p.errors.iter().map(move |(k, n)| (p, *k, *n)))
+            .collect();
+        let help = "Pipe connections that failed, by kind";
+        family(
+            &mut enc,
+            ("kawaii_pipe_errors", help, COUNTER),
+            &errors,
+            |(p, k, n)| {
+                (
+                    [("pipe", p.name.clone()), ("kind", k.as_str().to_string())],
+                    *n,
+                )
+            },
+        )
+    }
+}
