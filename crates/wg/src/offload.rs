@@ -23,6 +23,8 @@ const GSO_ECN: u8 = 0x80;
 pub(crate) const MAX_IP_PACKET: usize = 65535;
 
 const PROTO_TCP: u8 = 6;
+const PROTO_UDP: u8 = 17;
+const PROTO_ICMPV6: u8 = 58;
 const TCP_FIN: u8 = 0x01;
 const TCP_SYN: u8 = 0x02;
 const TCP_RST: u8 = 0x04;
@@ -293,44 +295,65 @@ struct TcpSeg {
     flags: u8,
 }
 
-impl TcpSeg {
-    /// IPv4 without options, not fragmented, or IPv6 with TCP as the first next header; a TCP
-    /// segment with payload whose flags are ACK and maybe PSH. Anything else is written as is.
-    fn parse(p: &[u8]) -> Option<Self> {
-        let (v6, l4_off) = match p.first()? >> 4 {
-            4 => {
-                let ok = p.len() >= 40
-                    && p[0] == 0x45
-                    && p[9] == PROTO_TCP
-                    && usize::from(u16::from_be_bytes([p[2], p[3]])) == p.len()
-                    // MF clear and fragment offset 0 (DF may be set).
-                    && u16::from_be_bytes([p[6], p[7]]) & 0x3fff == 0;
-                ok.then_some((false, 20))?
+/// What a decrypted packet is, for coalescing.
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    /// A TCP segment that may join a batch.
+    Seg(TcpSeg),
+    /// Some other TCP packet (pure ACK, SYN, FIN, RST, ...): goes out after its flow's batch.
+    OtherTcp { v6: bool, l4_off: usize },
+    /// Not TCP (UDP, ICMP, ...): independent of every batch.
+    NotTcp,
+    /// Fragments, IPv6 extension headers, garbage: goes out after every batch.
+    Unknown,
+}
+
+/// IPv4 without options, not fragmented, or IPv6 with TCP as the first next header; a TCP
+/// segment with payload whose flags are ACK and maybe PSH is a [`Kind::Seg`].
+fn classify(p: &[u8]) -> Kind {
+    let (v6, l4_off) = match p.first().map(|b| b >> 4) {
+        Some(4) if p.len() >= 20 => {
+            if p[9] != PROTO_TCP {
+                return Kind::NotTcp;
             }
-            6 => {
-                let ok = p.len() >= 60
-                    && p[6] == PROTO_TCP
-                    && usize::from(u16::from_be_bytes([p[4], p[5]])) + 40 == p.len();
-                ok.then_some((true, 40))?
+            let plain = p.len() >= 40
+                && p[0] == 0x45
+                && usize::from(u16::from_be_bytes([p[2], p[3]])) == p.len()
+                // MF clear and fragment offset 0 (DF may be set).
+                && u16::from_be_bytes([p[6], p[7]]) & 0x3fff == 0;
+            if !plain {
+                return Kind::Unknown;
             }
-            _ => return None,
-        };
-        let tcp_len = usize::from(p[l4_off + 12] >> 4) * 4;
-        let payload_off = l4_off + tcp_len;
-        let flags = p[l4_off + 13];
-        let bad = TCP_FIN | TCP_SYN | TCP_RST | TCP_URG | TCP_ECE | TCP_CWR;
-        if tcp_len < 20 || payload_off >= p.len() || flags & bad != 0 || flags & TCP_ACK == 0 {
-            return None;
+            (false, 20)
         }
-        let seq = u32::from_be_bytes([p[l4_off + 4], p[l4_off + 5], p[l4_off + 6], p[l4_off + 7]]);
-        Some(Self {
-            v6,
-            l4_off,
-            payload_off,
-            seq,
-            flags,
-        })
+        Some(6) if p.len() >= 40 => {
+            match p[6] {
+                PROTO_TCP => {}
+                PROTO_UDP | PROTO_ICMPV6 => return Kind::NotTcp,
+                _ => return Kind::Unknown,
+            }
+            if p.len() < 60 || usize::from(u16::from_be_bytes([p[4], p[5]])) + 40 != p.len() {
+                return Kind::Unknown;
+            }
+            (true, 40)
+        }
+        _ => return Kind::Unknown,
+    };
+    let tcp_len = usize::from(p[l4_off + 12] >> 4) * 4;
+    let payload_off = l4_off + tcp_len;
+    let flags = p[l4_off + 13];
+    let bad = TCP_FIN | TCP_SYN | TCP_RST | TCP_URG | TCP_ECE | TCP_CWR;
+    if tcp_len < 20 || payload_off >= p.len() || flags & bad != 0 || flags & TCP_ACK == 0 {
+        return Kind::OtherTcp { v6, l4_off };
     }
+    let seq = u32::from_be_bytes([p[l4_off + 4], p[l4_off + 5], p[l4_off + 6], p[l4_off + 7]]);
+    Kind::Seg(TcpSeg {
+        v6,
+        l4_off,
+        payload_off,
+        seq,
+        flags,
+    })
 }
 
 /// One open batch: `virtio_net_hdr` + the first segment's headers + all payloads so far.
@@ -351,14 +374,14 @@ impl Batch {
         &self.buf[VNET_HDR_LEN..]
     }
 
-    /// Same addresses and ports (the flow), whether or not the segment can join.
-    fn same_flow(&self, seg: &TcpSeg, pkt: &[u8]) -> bool {
+    /// Same addresses and ports (the flow) as the TCP packet `pkt`.
+    fn same_flow(&self, v6: bool, l4_off: usize, pkt: &[u8]) -> bool {
         let first = self.ip();
-        let t = seg.l4_off;
-        let addrs = if seg.v6 { 8..40 } else { 12..20 };
-        seg.v6 == self.seg.v6
+        let t = l4_off;
+        let addrs = if v6 { 8..40 } else { 12..20 };
+        v6 == self.seg.v6
             && first[addrs.clone()] == pkt[addrs]
-            && first[t..t + 4] == pkt[t..t + 4]
+            && first[self.seg.l4_off..self.seg.l4_off + 4] == pkt[t..t + 4]
     }
 
     /// `seg` (of the same flow) continues this batch exactly.
@@ -445,10 +468,11 @@ const MAX_FLOWS: usize = 8;
 /// if it continues it exactly: same IP TOS/TTL (traffic class, flow label, hop limit), the
 /// next IPv4 id, same ACK, window and TCP options, sequence number = end of the batch, payload
 /// no larger than the first one; otherwise that batch is written and the segment starts a new
-/// one. A shorter segment or one with PSH joins and then closes the batch. FIN, SYN, RST, URG,
-/// ECE and CWR segments, non-TCP packets, fragments and IPv6 with extension headers are
-/// written on their own after every open batch, so order within a flow is always kept (flows
-/// may overtake each other, which is harmless).
+/// one. A shorter segment or one with PSH joins and then closes the batch. Other TCP packets
+/// (pure ACKs, FIN, SYN, RST, URG, ECE, CWR) are written on their own right after their flow's
+/// batch; non-TCP packets at once; IPv4 fragments, IPv6 extension headers and anything
+/// unparsable after every open batch. So order within a flow is always kept (flows may
+/// overtake each other, which is harmless).
 ///
 /// Checksums of the coalesced segments are not verified: the packets were authenticated by
 /// WireGuard (the Linux implementation marks them `CHECKSUM_UNNECESSARY` for the same reason).
@@ -467,17 +491,33 @@ impl Gro {
         pkt: &[u8],
         write: &mut impl FnMut(&[u8]) -> Result<(), E>,
     ) -> Result<(), E> {
-        let Some(seg) = TcpSeg::parse(pkt) else {
-            self.flush(write)?;
-            let mut buf = self.take_buf();
-            buf.extend_from_slice(&VnetHdr::default().encode());
-            buf.extend_from_slice(pkt);
-            let r = write(&buf);
-            self.spare.push(buf);
-            return r;
+        let seg = match classify(pkt) {
+            Kind::Seg(seg) => seg,
+            other => {
+                let mut r = match other {
+                    Kind::OtherTcp { v6, l4_off } => {
+                        match self.open.iter().position(|b| b.same_flow(v6, l4_off, pkt)) {
+                            Some(i) => self.write_batch(i, write),
+                            None => Ok(()),
+                        }
+                    }
+                    Kind::NotTcp => Ok(()),
+                    Kind::Unknown | Kind::Seg(_) => self.flush(write),
+                };
+                let mut buf = self.take_buf();
+                buf.extend_from_slice(&VnetHdr::default().encode());
+                buf.extend_from_slice(pkt);
+                let w = write(&buf);
+                self.spare.push(buf);
+                if r.is_ok() {
+                    r = w;
+                }
+                return r;
+            }
         };
         let mut r = Ok(());
-        if let Some(i) = self.open.iter().position(|b| b.same_flow(&seg, pkt)) {
+        let flow = |b: &Batch| b.same_flow(seg.v6, seg.l4_off, pkt);
+        if let Some(i) = self.open.iter().position(flow) {
             if self.open[i].can_join(&seg, pkt) {
                 self.open[i].append(&seg, pkt);
                 return Ok(());
@@ -1091,7 +1131,6 @@ mod tests {
         let cases: Vec<(&str, Vec<u8>)> = vec![
             ("gap in sequence", seg(2, 1000, a, 1000, false)),
             ("other flow", other_port),
-            ("UDP", udp),
             ("IPv4 id not consecutive", bad_id),
             ("other ACK", other_ack),
             ("other window", other_window),
@@ -1108,6 +1147,12 @@ mod tests {
             assert_eq!(out[0][VNET_HDR_LEN..], first[..], "{what}");
             assert_eq!(out[1][VNET_HDR_LEN..], p[..], "{what}");
         }
+        // Not TCP: independent of the open batch, so it goes out at once.
+        let first = seg(0, 1000, a, 1000, false);
+        let out = coalesce(&[first.clone(), udp.clone()]);
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[0][VNET_HDR_LEN..], udp[..]);
+        assert_eq!(out[1][VNET_HDR_LEN..], first[..]);
     }
 
     /// Segment `i` of flow `port` (source port 40000 + port).
@@ -1172,13 +1217,52 @@ mod tests {
     }
 
     #[test]
-    fn a_fin_comes_after_its_flows_coalesced_data() {
-        let mut fin = seg(2, 1000, TCP_ACK | TCP_FIN, 1000, false);
-        fin[20..22].copy_from_slice(&40000u16.to_be_bytes());
+    fn a_fin_comes_right_after_its_flows_coalesced_data() {
+        let fin = seg(2, 1000, TCP_ACK | TCP_FIN, 1000, false);
         let pkts = vec![flow_seg(0, 0), flow_seg(1, 0), flow_seg(0, 1), fin.clone()];
         let out = coalesce(&pkts);
-        assert_eq!(out.len(), 3);
-        assert_eq!(out[2][VNET_HDR_LEN..], fin[..], "the FIN goes out last");
+        assert_eq!(out.len(), 3, "[flow 0: 0+1] [FIN] [flow 1: 0]");
+        assert!(gso(&out[0]));
+        let hdr = VnetHdr::decode(&out[0]).expect("header");
+        assert_eq!(
+            split_all(&hdr, &out[0][VNET_HDR_LEN..]),
+            [flow_seg(0, 0), flow_seg(0, 1)]
+        );
+        assert_eq!(
+            out[1][VNET_HDR_LEN..],
+            fin[..],
+            "the FIN follows its flow's data"
+        );
+        assert_eq!(out[2][VNET_HDR_LEN..], flow_seg(1, 0)[..]);
+    }
+
+    #[test]
+    fn a_pure_ack_of_another_flow_does_not_break_a_batch() {
+        // The ACK of the reverse direction: ports swapped, no payload.
+        let mut ack = seg(0, 1000, TCP_ACK, 0, false);
+        ack[20..22].copy_from_slice(&5201u16.to_be_bytes());
+        ack[22..24].copy_from_slice(&40000u16.to_be_bytes());
+        let pkts = vec![flow_seg(0, 0), ack.clone(), flow_seg(0, 1), flow_seg(0, 2)];
+        let out = coalesce(&pkts);
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[0][VNET_HDR_LEN..], ack[..]);
+        let hdr = VnetHdr::decode(&out[1]).expect("header");
+        let want: Vec<Vec<u8>> = (0..3).map(|i| flow_seg(0, i)).collect();
+        assert_eq!(split_all(&hdr, &out[1][VNET_HDR_LEN..]), want);
+    }
+
+    #[test]
+    fn a_fragment_or_extension_header_flushes_everything_first() {
+        let mut frag = seg(7, 1000, TCP_ACK, 100, false);
+        frag[6] |= 0x20; // MF
+        let mut ext = seg(7, 1000, TCP_ACK, 100, true);
+        ext[6] = 0; // hop-by-hop options first
+        for odd in [frag, ext] {
+            let pkts = vec![flow_seg(0, 0), flow_seg(1, 0), odd.clone()];
+            let out = coalesce(&pkts);
+            assert_eq!(out.len(), 3);
+            assert_eq!(out[2][VNET_HDR_LEN..], odd[..]);
+        }
     }
 
     #[test]

@@ -215,9 +215,9 @@ mod tests {
     }
 
     /// Over loopback (which takes GSO): what arrives is exactly the datagrams we handed over.
-    #[tokio::test]
-    async fn gso_batches_arrive_as_the_original_datagrams() {
-        let receiver = std::net::UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind");
+    /// `bind` as the device binds (dual-stack, `addr: None`) or on one family.
+    async fn gso_round_trip(bind: Option<std::net::IpAddr>, to: std::net::IpAddr) {
+        let receiver = std::net::UdpSocket::bind((to, 0)).expect("bind");
         receiver
             .set_read_timeout(Some(Duration::from_secs(2)))
             .expect("timeout");
@@ -227,7 +227,7 @@ mod tests {
             gso: true,
         };
         let params = UdpTransportFactoryParams {
-            addr: Some(Ipv4Addr::LOCALHOST.into()),
+            addr: bind,
             port: 0,
             fwmark: None,
         };
@@ -247,5 +247,14 @@ mod tests {
             got.push(b[..n].to_vec());
         }
         assert_eq!(got, expect);
+    }
+
+    #[tokio::test]
+    async fn gso_batches_arrive_as_the_original_datagrams() {
+        let v4 = std::net::IpAddr::from(Ipv4Addr::LOCALHOST);
+        let v6 = std::net::IpAddr::from(std::net::Ipv6Addr::LOCALHOST);
+        gso_round_trip(Some(v4), v4).await;
+        gso_round_trip(None, v4).await;
+        gso_round_trip(None, v6).await;
     }
 }

@@ -1,6 +1,6 @@
 //! Bulk TCP through our device (TUN offload on: TSO split when sending, GRO when receiving)
-//! against wireguard-go: 200 MB each way over IPv4 and 50 MB each way over IPv6, every byte
-//! compared by SHA-256 at both ends. Needs root (fails, never skips, without it).
+//! against wireguard-go: 200 MB each way over IPv4, 50 MB each way over IPv6, 100 MB both
+//! ways at once, every byte compared by SHA-256 at both ends. Needs root (fails, never skips, without it).
 
 mod common;
 
@@ -178,6 +178,11 @@ fn bulk_tcp_both_ways_ipv4_and_ipv6_against_wireguard_go_is_byte_exact() {
     assert!(avg_rx > 2000, "TUN writes average {avg_rx} bytes: no GRO");
     transfer(&a, &b, "fd00:8::2", 5003, 50 * MB, 3);
     transfer(&b, &a, "fd00:8::1", 5004, 50 * MB, 4);
+    // Both ways at once: data and the other direction's ACKs interleave in every batch.
+    std::thread::scope(|s| {
+        s.spawn(|| transfer(&a, &b, "10.8.0.2", 5007, 100 * MB, 7));
+        s.spawn(|| transfer(&b, &a, "10.8.0.1", 5008, 100 * MB, 8));
+    });
     // Odd sizes end with short segments.
     transfer(&a, &b, "10.8.0.2", 5005, 1_000_003, 5);
     transfer(&b, &a, "fd00:8::1", 5006, 999_999, 6);
