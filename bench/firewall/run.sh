@@ -6,8 +6,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 [ "$(id -u)" = 0 ] || { echo "run as root (network namespaces)" >&2; exit 1; }
-cargo build --release -q -p kawaii
-K=${CARGO_TARGET_DIR:-$PWD/target}/release/kawaii
+# KAWAII=path/to/kawaii compares another build (e.g. main's) under the same conditions.
+if [ -n "${KAWAII:-}" ]; then
+  K=$KAWAII
+else
+  cargo build --release -q -p kawaii
+  K=${CARGO_TARGET_DIR:-$PWD/target}/release/kawaii
+fi
 NS=kbench-fw-$$
 DIR=$(mktemp -d)
 PIDS=()
@@ -83,7 +88,10 @@ NFT_MSG_NEWGEN = (10 << 8) | 15  # NFNL_SUBSYS_NFTABLES << 8 | NFT_MSG_NEWGEN
 mon = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 12)  # NETLINK_NETFILTER
 mon.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)
 mon.bind((0, 1 << (7 - 1)))  # NFNLGRP_NFTABLES
-LIST = "list chain inet kawaii egress\nlist set inet kawaii egress\n"
+# Both: an egress rule is a set element, or a rule when it overlaps another (or in builds
+# before the sets).
+LIST = [["nft", "list", "chain", "inet", "kawaii", "egress"],
+        ["nft", "list", "set", "inet", "kawaii", "egress"]]
 def watch():
     while True:
         data = mon.recv(1 << 20)
@@ -95,7 +103,7 @@ def watch():
             off += max(16, (length + 3) & ~3)
         if NFT_MSG_NEWGEN not in types or not pending:
             continue
-        out = subprocess.run(["nft", "-f", "-"], input=LIST, capture_output=True, text=True).stdout
+        out = "".join(subprocess.run(c, capture_output=True, text=True).stdout for c in LIST)
         for word in out.replace("}", " ").replace(",", " ").split():
             if word.isdigit() and 20000 <= int(word) < 20100 and int(word) not in seen:
                 seen[int(word)] = t
