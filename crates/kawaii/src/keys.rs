@@ -11,6 +11,18 @@ pub fn genkey() -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Writes a secret (a key, a token) and a newline to `path`, readable by its owner only.
+pub fn write_private(path: &std::path::Path, secret: &str) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    std::io::Write::write_all(&mut f, format!("{secret}\n").as_bytes())
+}
+
 /// A fresh key pair in base64: (private, public).
 pub fn keypair() -> (String, String) {
     let mut bytes = [0u8; 32];

@@ -116,14 +116,7 @@ remote = \"{vm1}:80\"
     };
     let (started, dir, cfg) = prepare(config, &default)?;
     if laptop.is_some() {
-        use std::os::unix::fs::OpenOptionsExt;
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(dir.join("wg.key"))?;
-        std::io::Write::write_all(&mut f, format!("{}\n", crate::keys::keypair().0).as_bytes())?;
+        crate::keys::write_private(&dir.join("wg.key"), &crate::keys::keypair().0)?;
     }
     let mut topo = Topology::persistent(PREFIX, dir)?;
     let opts = LabOptions {

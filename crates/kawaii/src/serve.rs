@@ -529,7 +529,6 @@ fn read_token_file(path: &Path) -> anyhow::Result<Vec<TokenSpec>> {
 
 /// Creates (once) a random admin token in `STATE/admin.token`, mode 0600; returns its hash.
 fn bootstrap_token(dir: &Path) -> anyhow::Result<[u8; 32]> {
-    use std::os::unix::fs::OpenOptionsExt;
     let path = dir.join(BOOTSTRAP_TOKEN);
     let token = match std::fs::read_to_string(&path) {
         Ok(t) if !t.trim().is_empty() => t.trim().to_string(),
@@ -537,13 +536,7 @@ fn bootstrap_token(dir: &Path) -> anyhow::Result<[u8; 32]> {
             let mut bytes = [0u8; 24];
             rand::fill(&mut bytes);
             let token = hex::encode(bytes);
-            let mut f = std::fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(&path)?;
-            std::io::Write::write_all(&mut f, format!("{token}\n").as_bytes())?;
+            crate::keys::write_private(&path, &token)?;
             info!(path = %path.display(), "no API token configured: wrote a bootstrap admin token");
             token
         }

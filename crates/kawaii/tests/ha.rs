@@ -400,11 +400,7 @@ fn no_spurious_failover_under_cpu_saturation() {
 
 /// Longest gap between replies in `ping -D` output, and the reply count.
 fn longest_gap(out: &str) -> (Duration, usize) {
-    let times: Vec<f64> = out
-        .lines()
-        .filter(|l| l.contains("bytes from"))
-        .filter_map(|l| l.strip_prefix('[')?.split(']').next()?.parse().ok())
-        .collect();
+    let times = common::reply_times(out);
     let gap = times
         .windows(2)
         .map(|w| w[1] - w[0])

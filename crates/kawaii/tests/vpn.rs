@@ -180,14 +180,6 @@ fn unix_now() -> f64 {
         .as_secs_f64()
 }
 
-/// Timestamps (`ping -D`) of the echo replies in ping's output.
-fn reply_times(out: &str) -> Vec<f64> {
-    out.lines()
-        .filter(|l| l.contains("bytes from"))
-        .filter_map(|l| l.strip_prefix('[')?.split(']').next()?.parse().ok())
-        .collect()
-}
-
 fn transfer(gw: &Host, public_key: &str) -> (u64, u64) {
     let out = gw
         .run(&["wg", "show", "kawaii-wg0", "transfer"])
@@ -429,7 +421,10 @@ fn vpn_peers_from_showconf_kilo_restart_and_live_removal() {
     let _ = tb.join();
     let a = std::fs::read_to_string(&out_a).expect("alice's ping");
     let b = std::fs::read_to_string(&out_b).expect("bob's ping");
-    let last_a = reply_times(&a).last().copied().expect("alice had replies");
+    let last_a = common::reply_times(&a)
+        .last()
+        .copied()
+        .expect("alice had replies");
     assert!(
         last_a - removed_at < 1.0,
         "alice answered {:.3} s after her removal",

@@ -24,6 +24,14 @@ pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_kawaii")
 }
 
+/// Timestamps (`ping -D`: seconds since the Unix epoch) of the echo replies in ping's output.
+pub fn reply_times(out: &str) -> Vec<f64> {
+    out.lines()
+        .filter(|l| l.contains("bytes from"))
+        .filter_map(|l| l.strip_prefix('[')?.split(']').next()?.parse().ok())
+        .collect()
+}
+
 /// `kawaii wg pubkey` of a private key.
 pub fn pubkey_of(private: &str) -> String {
     use std::io::Write;
