@@ -279,29 +279,6 @@ async fn connect_and_forward(
 ) -> Result<(End, Arc<Backend>, u64, u64), ErrorKind> {
     let mut tried = Vec::new();
     let mut last = ErrorKind::NoBackendAvailable;
-    let (backend, mut upstream) = loop {
-        let Some((i, b)) = route.pick(&tried) else {
-            return Err(last);
-        };
-        tried.push(i);
-        match tokio::time::timeout(route.connect_timeout, TcpStream::connect(b.addr)).await {
-            Ok(Ok(s)) => break (b, s),
-            Ok(Err(e)) => {
-                debug!(error = %e, backend = %b.addr, route = %route.domain, "connect failed, trying next");
-                last = ErrorKind::ConnectFailed;
-            }
-            Err(_) => {
-                debug!(backend = %b.addr, route = %route.domain, "connect timed out, trying next");
-                last = ErrorKind::ConnectTimeout;
-            }
-        }
-        route_error(inner, route, Some(&b), last);
-    };
-    let _active = ActiveGuard::new(backend.clone());
-    // The client socket inherited TCP_NODELAY from the listening socket (see `listener::bind`).
-    let _ = upstream.set_nodelay(true);
-    #[cfg(not(target_os = "linux"))]
-    let _ = client.set_nodelay(true);
     let orig_dst = || orig_dst.unwrap_or_else(|| client.local_addr().unwrap_or(client_addr));
     let mut first = match route.proxy_protocol {
         None => Vec::new(),
@@ -326,9 +303,27 @@ async fn connect_and_forward(
     let head_len = head.len() as u64;
     // Nothing of the sniffing phase stays allocated while the connection is proxied.
     drop(head);
-    if upstream.write_all(&first).await.is_err() {
-        return Ok((End::Error, backend, 0, 0));
-    }
+    let (backend, upstream) = loop {
+        let Some((i, b)) = route.pick(&tried) else {
+            return Err(last);
+        };
+        tried.push(i);
+        match tokio::time::timeout(route.connect_timeout, connect_sending(b.addr, &first)).await {
+            Ok(Ok(s)) => break (b, s),
+            Ok(Err(e)) => {
+                debug!(error = %e, backend = %b.addr, route = %route.domain, "connect failed, trying next");
+                last = ErrorKind::ConnectFailed;
+            }
+            Err(_) => {
+                debug!(backend = %b.addr, route = %route.domain, "connect timed out, trying next");
+                last = ErrorKind::ConnectTimeout;
+            }
+        }
+        route_error(inner, route, Some(&b), last);
+    };
+    let _active = ActiveGuard::new(backend.clone());
+    #[cfg(not(target_os = "linux"))]
+    let _ = client.set_nodelay(true);
     drop(first);
     let meter = RouteMeter {
         route,
@@ -385,4 +380,47 @@ async fn respond(client: &mut TcpStream, code: u16, reason: &str, body: &str) {
         }
     };
     let _ = tokio::time::timeout(Duration::from_millis(500), drain).await;
+}
+
+/// Connects to `addr` and writes `first` (PROXY header and the sniffed head) as soon as the
+/// socket takes it. A connection to a nearby backend is usually established by the time
+/// connect(2) returns, so the write goes out at once, with no wait for writability and no
+/// SO_ERROR query; a refused or reset connection shows up as the write's error. Any failure
+/// here happens before the client's bytes reached a backend, so the caller may try another.
+pub(crate) async fn connect_sending(addr: SocketAddr, first: &[u8]) -> std::io::Result<TcpStream> {
+    use std::io::ErrorKind::WouldBlock;
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM.nonblocking(),
+        None,
+    )?;
+    socket.set_tcp_nodelay(true)?;
+    match socket.connect(&addr.into()) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+        Err(e) => return Err(e),
+    }
+    // Straight on the socket: tokio would not try before the poller reported writability.
+    let mut rest = first;
+    match socket.send(rest) {
+        Ok(n) => rest = &rest[n..],
+        Err(e) if e.kind() == WouldBlock => {}
+        Err(e) => return Err(e),
+    }
+    let stream = TcpStream::from_std(socket.into())?;
+    if first.is_empty() {
+        stream.writable().await?;
+        if let Some(e) = stream.take_error()? {
+            return Err(e);
+        }
+    }
+    while !rest.is_empty() {
+        match stream.try_write(rest) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => rest = &rest[n..],
+            Err(e) if e.kind() == WouldBlock => stream.writable().await?,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(stream)
 }

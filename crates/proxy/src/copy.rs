@@ -1,9 +1,12 @@
 //! Bidirectional forwarding between the client and the backend, with an idle timeout.
 //!
 //! Contract: [`forward`] copies both directions until both reach EOF (propagating half-close),
-//! one fails, nothing moves for `idle`, or `stop` fires. On Linux it uses splice(2) through pipes
-//! taken from a [`PipePool`] only while bytes are in flight, so an idle connection holds no pipe
-//! descriptor; elsewhere (or if splice is refused) it copies through a small userspace buffer.
+//! one fails, nothing moves for `idle`, or `stop` fires. Each direction starts on a copy through
+//! one buffer per worker thread (cheapest for request heads, handshakes and short answers); a
+//! read that fills it marks the direction as bulk, which then moves by splice(2) on Linux through
+//! pipes taken from a [`PipePool`] only while bytes are in flight. Either way an idle connection
+//! holds no buffer and no pipe descriptor. Elsewhere (or if splice is refused) bulk goes through
+//! a per-connection buffer held while the transfer lasts.
 
 use std::io;
 use std::net::Shutdown;
@@ -151,6 +154,22 @@ pub(crate) async fn forward(
     (end, up.load(Relaxed), down.load(Relaxed))
 }
 
+/// Reads smaller than this stay on the copy path; a read that fills it marks the direction as
+/// bulk and moves it to splice(2) for the rest of the connection.
+const COPY_BUF: usize = 16 * 1024;
+
+std::thread_local! {
+    /// One copy buffer per worker thread. It is borrowed only between a read and the write
+    /// that follows it in the same poll, never across an await, so an idle connection holds
+    /// no buffer at all.
+    static COPY: std::cell::RefCell<Box<[u8]>> =
+        std::cell::RefCell::new(vec![0u8; COPY_BUF].into_boxed_slice());
+}
+
+/// Small messages (request heads, TLS handshakes, short responses) are cheaper through a
+/// userspace buffer: one recv(2) and one send(2), where splice needs two calls and a pipe.
+/// A read that fills the buffer is taken as a bulk transfer, and that direction switches to
+/// splice(2) on Linux (unless the descriptors refuse it).
 async fn one_way(
     src: &TcpStream,
     dst: &TcpStream,
@@ -158,6 +177,27 @@ async fn one_way(
     count: &(dyn Fn(u64) + Sync),
     activity: &Activity,
 ) -> io::Result<()> {
+    loop {
+        src.readable().await?;
+        let (n, rest) = match copy_once(src, dst) {
+            Ok(Some(moved)) => moved,
+            Ok(None) => {
+                // Half-close: the peer sent FIN; pass it on and let the other direction finish.
+                activity.eof(dst);
+                return Ok(());
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e),
+        };
+        activity.touch();
+        if let Some(rest) = rest {
+            write_all(dst, &rest, activity).await?;
+        }
+        count(n as u64);
+        if n == COPY_BUF {
+            break;
+        }
+    }
     #[cfg(target_os = "linux")]
     {
         match splice_one_way(src, dst, pool, count, activity).await {
@@ -167,6 +207,41 @@ async fn one_way(
     }
     let _ = pool;
     buffered_one_way(src, dst, count, activity).await
+}
+
+/// One read from `src` into the thread's buffer and one write of it to `dst`, without waiting.
+/// `None` is EOF; otherwise the bytes read and what `dst` did not take yet (copied out of the
+/// shared buffer, to be written after waiting).
+fn copy_once(src: &TcpStream, dst: &TcpStream) -> io::Result<Option<(usize, Option<Vec<u8>>)>> {
+    COPY.with(|buf| {
+        let mut buf = buf.borrow_mut();
+        let n = src.try_read(&mut buf)?;
+        if n == 0 {
+            return Ok(None);
+        }
+        let sent = match dst.try_write(&buf[..n]) {
+            Ok(m) => m,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
+            Err(e) => return Err(e),
+        };
+        Ok(Some((n, (sent < n).then(|| buf[sent..n].to_vec()))))
+    })
+}
+
+async fn write_all(dst: &TcpStream, mut bytes: &[u8], activity: &Activity) -> io::Result<()> {
+    while !bytes.is_empty() {
+        dst.writable().await?;
+        match dst.try_write(bytes) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(m) => {
+                bytes = &bytes[m..];
+                activity.touch();
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// splice(2) src → pipe → dst. A pipe is held only while its bytes are not yet written out.
@@ -223,13 +298,15 @@ async fn splice_one_way(
     }
 }
 
+/// The portable path for bulk: a per-connection buffer, held only while this direction is
+/// busy with a transfer that filled [`COPY_BUF`].
 async fn buffered_one_way(
     src: &TcpStream,
     dst: &TcpStream,
     count: &(dyn Fn(u64) + Sync),
     activity: &Activity,
 ) -> io::Result<()> {
-    let mut buf = vec![0u8; 16 * 1024];
+    let mut buf = vec![0u8; COPY_BUF];
     loop {
         src.readable().await?;
         let n = match src.try_read(&mut buf) {
@@ -241,19 +318,73 @@ async fn buffered_one_way(
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
             Err(e) => return Err(e),
         };
-        let mut off = 0;
-        while off < n {
-            dst.writable().await?;
-            match dst.try_write(&buf[off..n]) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(m) => {
-                    off += m;
-                    activity.touch();
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) => return Err(e),
-            }
-        }
+        write_all(dst, &buf[..n], activity).await?;
         count(n as u64);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    struct NoMeter;
+    impl Meter for NoMeter {
+        fn to_backend(&self, _: u64) {}
+        fn to_client(&self, _: u64) {}
+    }
+
+    /// A connected pair whose receiving end has the smallest buffers the kernel allows, so
+    /// writes towards it stall quickly.
+    async fn tight_pair() -> (TcpStream, TcpStream) {
+        let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        s.set_recv_buffer_size(1).unwrap();
+        s.bind(
+            &"127.0.0.1:0"
+                .parse::<std::net::SocketAddr>()
+                .unwrap()
+                .into(),
+        )
+        .unwrap();
+        s.listen(1).unwrap();
+        s.set_nonblocking(true).unwrap();
+        let l = TcpListener::from_std(s.into()).unwrap();
+        let c = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+        socket2::SockRef::from(&c).set_send_buffer_size(1).unwrap();
+        let (d, _) = l.accept().await.unwrap();
+        (c, d)
+    }
+
+    /// Small writes towards a reader that stalls: the copy path meets a full socket and keeps
+    /// what the destination did not take, and every byte arrives in order.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn bytes_a_full_destination_did_not_take_are_kept() {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut client = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+        let (src, _) = l.accept().await.unwrap();
+        let (dst, mut far) = tight_pair().await;
+        let pool = PipePool::default();
+        let stop = CancellationToken::new();
+        let fwd = tokio::spawn(async move {
+            forward(&src, &dst, &pool, Duration::from_secs(10), &stop, &NoMeter).await
+        });
+        let sent: Vec<u8> = (0..200_000u32).map(|i| (i % 241) as u8).collect();
+        for chunk in sent.chunks(1000) {
+            client.write_all(chunk).await.unwrap();
+            tokio::time::sleep(Duration::from_micros(300)).await;
+        }
+        client.shutdown().await.unwrap();
+        let mut got = Vec::new();
+        tokio::time::timeout(Duration::from_secs(10), far.read_to_end(&mut got))
+            .await
+            .expect("EOF passed on")
+            .unwrap();
+        assert_eq!(got.len(), sent.len());
+        assert!(got == sent, "in order, nothing lost");
+        far.shutdown().await.unwrap();
+        let (end, up, _) = fwd.await.unwrap();
+        assert_eq!(end, End::Closed);
+        assert_eq!(up, sent.len() as u64);
     }
 }

@@ -775,3 +775,105 @@ async fn idle_connections_hold_no_pipe_fds() {
     // At most the pool's 64 parked pipes (2 fds each); 300 idle connections hold none.
     assert!(during <= before + 128, "pipe fds {before} -> {during}");
 }
+
+fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| ((i % 253) as u8).wrapping_add(seed))
+        .collect()
+}
+
+/// Reads up to and including the blank line that ends an HTTP head.
+async fn read_head(s: &mut TcpStream) -> Vec<u8> {
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if s.read(&mut b).await.expect("head") == 0 {
+            break;
+        }
+        head.push(b[0]);
+    }
+    head
+}
+
+/// Small messages and bulk in both directions over one connection, with a half-close each way:
+/// the copy path (small) and the splice path (a read that fills the copy buffer) hand over
+/// without losing or reordering a byte, and EOF travels on in each direction on its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn small_and_bulk_both_ways_with_half_close() {
+    const UP: usize = 3 * 1024 * 1024 + 17;
+    const DOWN: usize = 5 * 1024 * 1024 + 3;
+    let l = listen("127.0.0.1:0".parse().expect("addr"));
+    let backend = l.local_addr().expect("addr");
+    let (got_tx, got_rx) = tokio::sync::oneshot::channel::<(Vec<u8>, Vec<u8>)>();
+    tokio::spawn(async move {
+        // Connection 1: the client half-closes first, the backend answers after its EOF.
+        let (mut s, _) = l.accept().await.expect("accept");
+        let _ = read_head(&mut s).await;
+        s.write_all(b"hello\n").await.expect("hello");
+        let mut upload = Vec::new();
+        s.read_to_end(&mut upload).await.expect("upload");
+        s.write_all(format!("{}\n", upload.len()).as_bytes())
+            .await
+            .expect("len");
+        s.write_all(&pattern(DOWN, 7)).await.expect("bulk");
+        s.write_all(b"tail\n").await.expect("tail");
+        s.shutdown().await.expect("shutdown");
+        // Connection 2: the backend half-closes first and keeps reading.
+        let (mut s2, _) = l.accept().await.expect("accept 2");
+        let head = read_head(&mut s2).await;
+        s2.write_all(b"bye\n").await.expect("bye");
+        s2.shutdown().await.expect("shutdown 2");
+        let mut rest = Vec::new();
+        s2.read_to_end(&mut rest).await.expect("rest");
+        let _ = got_tx.send((upload, [head, rest].concat()));
+    });
+    let mut cfg = RouterConfig::default();
+    cfg.listeners.push(listener("http", "127.0.0.35", HTTP));
+    cfg.routes.push(route("a.test", &[], &[backend]));
+    let (_router, addrs) = start(cfg).await;
+    let head = b"POST / HTTP/1.1\r\nHost: a.test\r\n\r\n";
+
+    let mut c = TcpStream::connect(addrs["http"]).await.expect("connect");
+    c.write_all(head).await.expect("head");
+    let mut hello = [0u8; 6];
+    c.read_exact(&mut hello).await.expect("hello");
+    assert_eq!(&hello, b"hello\n");
+    let up = pattern(UP, 3);
+    c.write_all(b"x").await.expect("small");
+    c.write_all(&up).await.expect("upload");
+    c.shutdown().await.expect("half-close");
+    let (down, closed) = read_until_closed(&mut c, Duration::from_secs(20)).await;
+    assert!(closed, "EOF reached the client");
+    let want = [
+        format!("{}\n", UP + 1).into_bytes(),
+        pattern(DOWN, 7),
+        b"tail\n".to_vec(),
+    ]
+    .concat();
+    assert_eq!(down.len(), want.len(), "download length");
+    assert!(down == want, "download intact and in order");
+
+    let mut c2 = TcpStream::connect(addrs["http"]).await.expect("connect 2");
+    c2.write_all(head).await.expect("head 2");
+    let mut bye = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), c2.read_to_end(&mut bye))
+        .await
+        .expect("backend's EOF passed on")
+        .expect("read");
+    assert_eq!(bye, b"bye\n");
+    let late = pattern(2 * 1024 * 1024, 9);
+    c2.write_all(&late)
+        .await
+        .expect("write after the backend's half-close");
+    c2.shutdown().await.expect("half-close 2");
+
+    let (upload, second) = tokio::time::timeout(Duration::from_secs(20), got_rx)
+        .await
+        .expect("backend done")
+        .expect("backend result");
+    assert!(upload == [b"x".to_vec(), up].concat(), "upload intact");
+    assert!(
+        second == [head.to_vec(), late].concat(),
+        "bytes sent after the backend's half-close arrived"
+    );
+}
