@@ -4,7 +4,8 @@
 //! A hello is authenticated with HMAC-SHA256 under the peering's `consent_key` (the same secret on
 //! both sides: agreeing on it out of band *is* the consent) and carries the subnets each side
 //! declared, so a hello only counts when it mirrors our peering exactly. Replays are refused
-//! (timestamps must grow, and be within 30 s of our clock). Removing a peering sends a signed
+//! (timestamps must grow, be later than the moment this process declared the peering, and be
+//! within 30 s of our clock), across restarts too. Removing a peering sends a signed
 //! withdraw, so the other side shows `pending` at once; a gateway that just stops is `down` after
 //! [`DEAD`] without hellos.
 //!
@@ -207,9 +208,12 @@ impl Consent {
             }
         }
         for i in &intents {
+            // Only hellos sent after we declared the peering count: one captured earlier (before
+            // a restart, or before the peering was removed and added again) is a replay.
             g.peers.entry(i.name.clone()).or_insert_with(|| Peer {
                 state: "pending",
                 since: kawaii_time(),
+                last_time_ms: now_ms().saturating_sub(1),
                 ..Default::default()
             });
         }
@@ -445,5 +449,21 @@ mod tests {
             now + DEAD + Duration::from_millis(1)
         ));
         assert_eq!(g.peers["marvelous"].state, "down");
+    }
+
+    /// A hello recorded before this process declared the peering (say, before a restart) is a
+    /// replay even inside the clock-skew window; the peer's next hello counts.
+    #[test]
+    fn a_hello_from_before_the_declaration_is_refused() {
+        let c = Consent::new(Arc::new(Notify::new()));
+        let captured = hello_from_them("shared-secret-123456", now_ms() - 5_000);
+        c.set_intents(vec![intent("shared-secret-123456")]);
+        let src: SocketAddr = "198.51.100.2:7781".parse().expect("addr");
+        let now = Instant::now();
+        assert!(!c.receive(src, &captured, now), "replayed after a restart");
+        assert!(c.consented().is_empty());
+        std::thread::sleep(Duration::from_millis(2));
+        assert!(c.receive(src, &hello_from_them("shared-secret-123456", now_ms()), now));
+        assert_eq!(c.consented().len(), 1);
     }
 }
