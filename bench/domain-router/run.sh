@@ -150,20 +150,27 @@ sleep 0.5
 declare -A HTTP_PORT=([none]=18080 [kawaii]=28080 [haproxy]=38080 [kiagateway]=80 [baseline]=29080)
 declare -A TLS_PORT=([none]=18443 [kawaii]=28443 [haproxy]=38443 [kiagateway]=443 [baseline]=29443)
 declare -A PID_OF=([kawaii]=$KAWAII_PID [haproxy]=$HAPROXY_PID [kiagateway]=$KIA_PID)
+[ -n "$BASELINE" ] && PID_OF[baseline]=$BASE_PID
 TARGETS=(none kawaii haproxy kiagateway)
 [ -n "$BASELINE" ] && TARGETS+=(baseline)
 declare -A R
 for t in "${TARGETS[@]}"; do for m in http https bulk bulktls idlehttp idlehttps; do R[$t.$m]=0; done; done
 
-wrk_rps() { # url -> "rps errors"
+cpu_ticks() { if [ -n "${1:-}" ]; then awk '{print $14 + $15}' "/proc/$1/stat"; else echo 0; fi; }
+wrk_rps() { # url [proxy pid] -> "rps|proxy CPU us per request|errors"
+  local t0; t0=$(cpu_ticks "${2:-}")
   local out; out=$(wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" -H "Connection: close" "$1" 2>&1)
+  local t1; t1=$(cpu_ticks "${2:-}")
   local rps; rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
+  local n; n=$(awk '/requests in/ {print $1}' <<<"$out")
+  local us; us=$(awk -v a="$t0" -v b="$t1" -v n="${n:-0}" -v hz="$(getconf CLK_TCK)" \
+    'BEGIN { if (n == 0 || b == 0) print "-"; else printf "%.1f", (b - a) / hz * 1e6 / n }')
   local errs; errs=$(awk '/Socket errors/ {e=$0} /Non-2xx/ {n=$0} END {print (e n == "" ? "-" : e " " n)}' <<<"$out")
-  echo "${rps:-0}|$errs"
+  echo "${rps:-0}|$us|$errs"
 }
 
 median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print 0; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
-declare -A RUNS
+declare -A RUNS CPU C
 url_of() { # target proto path
   local host=localhost port
   if [ "$2" = http ]; then port=${HTTP_PORT[$1]}; else port=${TLS_PORT[$1]}; fi
@@ -174,8 +181,10 @@ has rps && echo "== new connection per request (wrk -t$THREADS -c$CONNS -d$DURAT
 has rps && for round in $(seq 1 "$REPEAT"); do
   for t in "${TARGETS[@]}"; do
     for proto in http https; do
-      res=$(wrk_rps "$(url_of "$t" "$proto" /index.html)"); RUNS[$t.$proto]+=" ${res%%|*}"
-      printf '  [%s/%s] %-11s %-5s %10s req/s   errors: %s\n' "$round" "$REPEAT" "$t" "$proto" "${res%%|*}" "${res#*|}"
+      res=$(wrk_rps "$(url_of "$t" "$proto" /index.html)" "${PID_OF[$t]:-}")
+      IFS='|' read -r rps us errs <<<"$res"
+      RUNS[$t.$proto]+=" $rps"; [ "$us" != - ] && CPU[$t.$proto]+=" $us"
+      printf '  [%s/%s] %-11s %-5s %10s req/s   proxy CPU %6s us/req   errors: %s\n' "$round" "$REPEAT" "$t" "$proto" "$rps" "$us" "$errs"
     done
   done
 done
@@ -183,7 +192,8 @@ has rps && [ "$REPEAT" -gt 1 ] && echo "== medians of $REPEAT rounds"
 has rps && for t in "${TARGETS[@]}"; do
   for proto in http https; do
     R[$t.$proto]=$(median <<<"${RUNS[$t.$proto]}")
-    printf '  %-11s %-5s %10s req/s   (rounds:%s)\n' "$t" "$proto" "${R[$t.$proto]}" "${RUNS[$t.$proto]}"
+    C[$t.$proto]=$( [ -n "${CPU[$t.$proto]:-}" ] && median <<<"${CPU[$t.$proto]}" || echo 0)
+    printf '  %-11s %-5s %10s req/s   proxy CPU %6s us/req   (rounds:%s)\n' "$t" "$proto" "${R[$t.$proto]}" "${C[$t.$proto]}" "${RUNS[$t.$proto]}"
   done
 done
 
@@ -214,12 +224,17 @@ done
 
 ratio() { awk -v a="${1:-0}" -v b="${2:-0}" 'BEGIN { if (b+0 == 0) print "n/a"; else printf "%.2f", a/b }'; }
 echo
-echo "== ratios (kawaii / peer; > 1 is better for throughput, < 1 is better for memory)"
+echo "== ratios (kawaii / peer; > 1 is better for throughput, < 1 is better for CPU and memory)"
 printf '  %-26s %10s %10s %12s %10s\n' metric "vs none" "vs haproxy" "vs kiagateway" "vs baseline"
 for m in http https bulk bulktls; do
   printf '  %-26s %10s %10s %12s %10s\n' "$m" "$(ratio "${R[kawaii.$m]}" "${R[none.$m]}")" \
     "$(ratio "${R[kawaii.$m]}" "${R[haproxy.$m]}")" "$(ratio "${R[kawaii.$m]}" "${R[kiagateway.$m]}")" \
     "$( [ -n "$BASELINE" ] && ratio "${R[kawaii.$m]}" "${R[baseline.$m]}" || echo -)"
+done
+for m in http https; do
+  printf '  %-26s %10s %10s %12s %10s\n' "$m proxy CPU/req" "-" "$(ratio "${C[kawaii.$m]:-0}" "${C[haproxy.$m]:-0}")" \
+    "$(ratio "${C[kawaii.$m]:-0}" "${C[kiagateway.$m]:-0}")" \
+    "$( [ -n "$BASELINE" ] && ratio "${C[kawaii.$m]:-0}" "${C[baseline.$m]:-0}" || echo -)"
 done
 for m in idlehttp idlehttps; do
   printf '  %-26s %10s %10s %12s\n' "$m bytes/conn" "-" "$(ratio "${R[kawaii.$m]}" "${R[haproxy.$m]}")" \
