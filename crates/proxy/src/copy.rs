@@ -400,30 +400,44 @@ mod tests {
         (c, d)
     }
 
+    /// (client, the proxy's end of it, the proxy's end towards a tight far end, that far end).
+    async fn two_connections() -> (TcpStream, TcpStream, TcpStream, TcpStream) {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+        let (src, _) = l.accept().await.unwrap();
+        let (dst, far) = tight_pair().await;
+        (client, src, dst, far)
+    }
+
+    fn start_forward(src: TcpStream, dst: TcpStream) -> tokio::task::JoinHandle<(End, u64, u64)> {
+        tokio::spawn(async move {
+            let (pool, stop) = (PipePool::default(), CancellationToken::new());
+            forward(&src, &dst, &pool, Duration::from_secs(10), &stop, &NoMeter).await
+        })
+    }
+
+    async fn read_to_eof(s: &mut TcpStream) -> Vec<u8> {
+        let mut got = Vec::new();
+        tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut got))
+            .await
+            .expect("EOF passed on in time")
+            .unwrap();
+        got
+    }
+
     /// Small writes towards a reader that stalls: the copy path meets a full socket and keeps
     /// what the destination did not take, and every byte arrives in order.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn bytes_a_full_destination_did_not_take_are_kept() {
-        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let mut client = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
-        let (src, _) = l.accept().await.unwrap();
-        let (dst, mut far) = tight_pair().await;
-        let pool = PipePool::default();
-        let stop = CancellationToken::new();
-        let fwd = tokio::spawn(async move {
-            forward(&src, &dst, &pool, Duration::from_secs(10), &stop, &NoMeter).await
-        });
+        let (mut client, src, dst, mut far) = two_connections().await;
+        let fwd = start_forward(src, dst);
         let sent: Vec<u8> = (0..200_000u32).map(|i| (i % 241) as u8).collect();
         for chunk in sent.chunks(1000) {
             client.write_all(chunk).await.unwrap();
             tokio::time::sleep(Duration::from_micros(300)).await;
         }
         client.shutdown().await.unwrap();
-        let mut got = Vec::new();
-        tokio::time::timeout(Duration::from_secs(10), far.read_to_end(&mut got))
-            .await
-            .expect("EOF passed on")
-            .unwrap();
+        let got = read_to_eof(&mut far).await;
         assert_eq!(got.len(), sent.len());
         assert!(got == sent, "in order, nothing lost");
         far.shutdown().await.unwrap();
@@ -436,33 +450,16 @@ mod tests {
     /// while the other direction keeps working until it ends too.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn last_bytes_and_fin_pass_on_together() {
-        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let mut client = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
-        let (src, _) = l.accept().await.unwrap();
-        let (dst, mut far) = tight_pair().await;
+        let (mut client, src, dst, mut far) = two_connections().await;
         client.write_all(b"last words").await.unwrap();
         client.shutdown().await.unwrap();
         tokio::time::sleep(Duration::from_millis(50)).await;
-        let pool = PipePool::default();
-        let stop = CancellationToken::new();
-        let fwd = tokio::spawn(async move {
-            forward(&src, &dst, &pool, Duration::from_secs(10), &stop, &NoMeter).await
-        });
-        let mut got = Vec::new();
-        tokio::time::timeout(Duration::from_secs(5), far.read_to_end(&mut got))
-            .await
-            .expect("EOF passed on")
-            .unwrap();
-        assert_eq!(got, b"last words");
+        let fwd = start_forward(src, dst);
+        assert_eq!(read_to_eof(&mut far).await, b"last words");
         // The other way still works after the half-close.
         far.write_all(b"reply").await.unwrap();
         far.shutdown().await.unwrap();
-        let mut reply = Vec::new();
-        tokio::time::timeout(Duration::from_secs(5), client.read_to_end(&mut reply))
-            .await
-            .expect("reply and EOF")
-            .unwrap();
-        assert_eq!(reply, b"reply");
+        assert_eq!(read_to_eof(&mut client).await, b"reply");
         let (end, up, down) = fwd.await.unwrap();
         assert_eq!((end, up, down), (End::Closed, 10, 5));
     }
