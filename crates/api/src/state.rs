@@ -39,11 +39,16 @@ pub struct Status {
     pub details: serde_json::Map<String, serde_json::Value>,
 }
 
+/// Fills status sections when status is asked for, from views the drivers keep in memory, so
+/// that those sections are never older than the request.
+pub type LiveDetails = Arc<dyn Fn(&mut serde_json::Map<String, serde_json::Value>) + Send + Sync>;
+
 #[derive(Clone)]
 pub struct ApiState {
     pub store: Arc<dyn Store>,
     tokens: Arc<RwLock<Arc<Vec<TokenSpec>>>>,
     status: Arc<RwLock<Status>>,
+    live: Arc<RwLock<Option<LiveDetails>>>,
     /// The WireGuard device's public key while it runs (for `showconf`).
     wg_public_key: Arc<RwLock<Option<String>>>,
     pub registry: Arc<Registry>,
@@ -72,6 +77,7 @@ impl ApiState {
             store,
             tokens: Arc::default(),
             status: Arc::default(),
+            live: Arc::default(),
             wg_public_key: Arc::default(),
             registry: Arc::new(registry),
             requests,
@@ -88,8 +94,21 @@ impl ApiState {
         }
     }
 
+    /// The stored status, with the live sections filled in now.
     pub fn status(&self) -> Status {
-        self.status.read().map(|s| s.clone()).unwrap_or_default()
+        let mut s = self.status.read().map(|s| s.clone()).unwrap_or_default();
+        let live = self.live.read().ok().and_then(|l| l.clone());
+        if let Some(fill) = live {
+            fill(&mut s.details);
+        }
+        s
+    }
+
+    /// Sections computed at each status request (see [`LiveDetails`]).
+    pub fn set_live_details(&self, fill: LiveDetails) {
+        if let Ok(mut l) = self.live.write() {
+            *l = Some(fill);
+        }
     }
 
     pub fn update_status(&self, f: impl FnOnce(&mut Status)) {

@@ -287,6 +287,7 @@ async fn daemon(
 
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
     let api_task = tokio::spawn(api_server(d.clone(), stop_rx.clone()));
+    d.api.set_live_details(live_details(&d));
     let reconcile_task = tokio::spawn(reconcile_loop(d.clone(), stop_rx.clone()));
     let consent_task = tokio::spawn(
         d.consent
@@ -316,10 +317,6 @@ async fn daemon(
                     }
                 }
                 held = now;
-                let status = serde_json::to_value(d.vrrp.status()).unwrap_or_default();
-                d.api.update_status(|s| {
-                    s.details.insert("vrrp".into(), status);
-                });
             }
         }
     });
@@ -328,41 +325,10 @@ async fn daemon(
         let mut stop = stop_rx.clone();
         async move {
             loop {
+                // The reads that cost a process or a device query; the rest of the status is
+                // read live at each request (`live_details`).
                 d.counters.refresh(&d.api).await;
                 d.wireguard.refresh().await;
-                let wg = d.wireguard.status();
-                let pipes = d.pipes.status();
-                let router = d.router.status();
-                let ipsec = d.ipsec.status();
-                let vrrp = d.vrrp.status();
-                let vrrp =
-                    (!vrrp.is_empty()).then(|| serde_json::to_value(vrrp).unwrap_or_default());
-                d.api.update_status(|s| {
-                    if let Some(v) = vrrp {
-                        s.details.insert("vrrp".into(), v);
-                    }
-                    s.details.insert("router".into(), router);
-                    s.details.insert("ipsec".into(), ipsec);
-                    if pipes.is_empty() {
-                        s.details.remove("pipes");
-                    } else {
-                        s.details.insert(
-                            "pipes".into(),
-                            serde_json::to_value(&pipes).unwrap_or_default(),
-                        );
-                    }
-                    match wg {
-                        Some(w) => {
-                            s.details.insert(
-                                "wireguard".into(),
-                                serde_json::to_value(w).unwrap_or_default(),
-                            );
-                        }
-                        None => {
-                            s.details.remove("wireguard");
-                        }
-                    }
-                });
                 tokio::select! {
                     _ = tokio::time::sleep(Duration::from_secs(2)) => {}
                     _ = stop.changed() => break,
@@ -675,13 +641,6 @@ async fn reconcile_once(d: &Daemon) -> bool {
             .is_some()
             .then(|| d.vrrp.owned().borrow().clone()),
     };
-    let peerings = d.consent.status();
-    d.api.update_status(|s| {
-        s.details.insert(
-            "vpc_peerings".into(),
-            serde_json::to_value(&peerings).unwrap_or_default(),
-        );
-    });
     let plan = match kawaii_plan::plan_with(&report.desired, d.zone.as_deref(), &observed) {
         Ok(p) => p,
         Err(e) => {
@@ -780,13 +739,8 @@ async fn reconcile_once(d: &Daemon) -> bool {
             info!(zone = %zone, took_us = started.elapsed().as_micros() as u64, "VIPs taken over; gratuitous ARP sent");
         }
     }
-    let vrrp =
-        (!plan.vrrp.is_empty()).then(|| serde_json::to_value(d.vrrp.status()).unwrap_or_default());
     d.api.set_wg_public_key(d.wireguard.public_key());
     d.api.update_status(|s: &mut Status| {
-        if let Some(v) = vrrp {
-            s.details.insert("vrrp".into(), v);
-        }
         s.gateway = report.desired.name.clone();
         s.zone = plan.zone.clone();
         s.desired_revision = snap.revision;
@@ -799,6 +753,49 @@ async fn reconcile_once(d: &Daemon) -> bool {
         d.counters.refresh_soon(&d.api);
     }
     all_ok
+}
+
+/// The status sections read from the drivers' in-memory views at each `/v1/status` request:
+/// VRRP, router, pipes, IPsec, VPC peerings and WireGuard (its counters as of the last device
+/// read). Only the firewall counters and the WireGuard device are read in the background.
+/// A weak reference: the API state must not keep the daemon's drivers alive.
+fn live_details(d: &Arc<Daemon>) -> kawaii_api::LiveDetails {
+    let weak = Arc::downgrade(d);
+    Arc::new(move |details| {
+        let Some(d) = weak.upgrade() else {
+            return;
+        };
+        let mut set = |key: &str, v: Option<serde_json::Value>| match v {
+            Some(v) => {
+                details.insert(key.into(), v);
+            }
+            None => {
+                details.remove(key);
+            }
+        };
+        let vrrp = d.vrrp.status();
+        set(
+            "vrrp",
+            (!vrrp.is_empty()).then(|| serde_json::to_value(vrrp).unwrap_or_default()),
+        );
+        set("router", Some(d.router.status()));
+        set("ipsec", Some(d.ipsec.status()));
+        let pipes = d.pipes.status();
+        set(
+            "pipes",
+            (!pipes.is_empty()).then(|| serde_json::to_value(&pipes).unwrap_or_default()),
+        );
+        set(
+            "vpc_peerings",
+            Some(serde_json::to_value(d.consent.status()).unwrap_or_default()),
+        );
+        set(
+            "wireguard",
+            d.wireguard
+                .status()
+                .map(|w| serde_json::to_value(w).unwrap_or_default()),
+        );
+    })
 }
 
 /// The peerings this gateway declares with mutual consent, for the consent speaker.

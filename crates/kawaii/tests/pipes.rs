@@ -410,7 +410,7 @@ fn minimal_demo_from_cloud_gateway_files_with_load_and_live_pipes() {
         String::from_utf8_lossy(&out.stderr)
     );
     eprintln!("100 × 10 MB through the pipe: {}", text.trim());
-    // Status (refreshed every 2 s) counts every byte and connection, none left open.
+    // Status (read live) counts every byte and connection, none left open.
     let sink = wait_for(Duration::from_secs(6), "the sink's counters", || {
         let st = d.api("client", "GET", "/v1/status", None).json();
         let sink = st["details"]["pipes"]

@@ -161,6 +161,14 @@ fn sni_and_host_routing_on_the_public_vip() {
         s.body.contains("\"domain\":\"example.com\"").then_some(())
     })
     .expect("router in status");
+    // Status is read live: the connections just made are counted at once, with no refresh wait.
+    let before = router_http_total(&l, &token, "example.com");
+    assert!(get("example.com").contains("hello from vm1"));
+    assert_eq!(
+        router_http_total(&l, &token, "example.com"),
+        before + 1,
+        "counted in /v1/status right away"
+    );
     let table =
         l.gw.run(&["nft", "list", "chain", "inet", "kawaii", "services"])
             .expect("nft");
@@ -398,4 +406,17 @@ fn sigterm_refuses_new_connections_and_finishes_a_download() {
         exited < Duration::from_secs(9),
         "exited {exited:?} after SIGTERM (download done after {finished:?}): waited for the drain timeout"
     );
+}
+
+/// Connections so far on `domain`'s HTTP route, from `/v1/status`.
+fn router_http_total(l: &lab::GatewayLab, token: &str, domain: &str) -> u64 {
+    let s = common::curl(&l.gw, "GET", "/v1/status", Some(token), None, &[]).json();
+    s["details"]["router"]["routes"]
+        .as_array()
+        .and_then(|r| {
+            r.iter()
+                .find(|r| r["domain"] == domain && r["protocol"] == "http")
+                .and_then(|r| r["total_connections"].as_u64())
+        })
+        .unwrap_or_else(|| panic!("no http route {domain} in status: {s}"))
 }
