@@ -66,6 +66,7 @@ async fn our_routes() -> Result<Vec<RouteEntry>, DriverError> {
                 destination: r["dst"].as_str()?.to_string(),
                 via: r["gateway"].as_str().unwrap_or_default().to_string(),
                 interface: r["dev"].as_str().unwrap_or_default().to_string(),
+                source: r["prefsrc"].as_str().unwrap_or_default().to_string(),
             })
         })
         .collect())
@@ -153,6 +154,7 @@ impl Driver for Netlink {
             let same = |a: &RouteEntry, b: &RouteEntry| {
                 a.destination == b.destination
                     && a.via == b.via
+                    && a.source == b.source
                     && (a.interface.is_empty()
                         || b.interface.is_empty()
                         || a.interface == b.interface)
@@ -174,8 +176,13 @@ impl Driver for Netlink {
                     } else {
                         format!(" via {}", r.via)
                     };
+                    let src = if r.source.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" src {}", r.source)
+                    };
                     batch.push_str(&format!(
-                        "route replace {}{via}{dev} proto {RT_PROTO}\n",
+                        "route replace {}{via}{dev}{src} proto {RT_PROTO}\n",
                         r.destination
                     ));
                 }

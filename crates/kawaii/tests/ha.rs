@@ -540,6 +540,15 @@ dpd_timeout = "8s"
         || ok(&laptop, lab::VM_A),
     )
     .unwrap_or_else(|e| panic!("{e}"));
+    // The gateway answers from the zone's VIP, not from its own fixed address (203.0.113.11),
+    // so the laptop's endpoint is the address that moves on failover.
+    let endpoints = laptop
+        .run(&["wg", "show", "kwha0", "endpoints"])
+        .expect("wg show");
+    assert!(
+        endpoints.contains(&format!("\t{}:51820", lab::ZONE_A_PUBLIC_VIP)),
+        "laptop's endpoint: {endpoints}"
+    );
     // Zone B has heard where the laptop is (sync every 0.5 s).
     std::thread::sleep(Duration::from_millis(1500));
 

@@ -19,6 +19,10 @@ pub struct RouteEntry {
     /// The next hop; empty for a route onto the interface itself.
     pub via: String,
     pub interface: String,
+    /// Preferred source for traffic this host originates over the route; empty: the kernel's
+    /// choice (the interface's first address).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub source: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -57,7 +61,12 @@ impl NetPlan {
             } else {
                 format!(" via {}", r.via)
             };
-            let _ = writeln!(out, "route {}{via}{dev}", r.destination);
+            let src = if r.source.is_empty() {
+                String::new()
+            } else {
+                format!(" src {}", r.source)
+            };
+            let _ = writeln!(out, "route {}{via}{dev}{src}", r.destination);
         }
         for s in &self.sysctls {
             let _ = writeln!(out, "sysctl {}={}", s.key, s.value);
@@ -67,10 +76,20 @@ impl NetPlan {
 }
 
 pub fn plan(d: &Desired, z: &ZoneSpec, observed: &crate::Observed) -> NetPlan {
+    let held = crate::vrrp::owned(d, z, observed);
+    // What the gateway itself sends out (WireGuard and IKE answers, the router's and pipes'
+    // own connections to the outside) leaves from the zone's public VIP while this node holds
+    // it, never from the host's own fixed address: a VPN peer then follows the VIP on failover.
+    let source = if held.iter().any(|h| h.name == z.name) {
+        z.public_vip.addr().to_string()
+    } else {
+        String::new()
+    };
     let mut routes = vec![RouteEntry {
         destination: "default".into(),
         via: z.public_gateway.to_string(),
         interface: z.public_interface.clone(),
+        source,
     }];
     // Peered subnets: routed (never NATed) via the other project's gateway; the kernel picks
     // the interface that reaches `via`.
@@ -79,11 +98,11 @@ pub fn plan(d: &Desired, z: &ZoneSpec, observed: &crate::Observed) -> NetPlan {
             destination: p.subnet.to_string(),
             via: p.via.to_string(),
             interface: String::new(),
+            source: String::new(),
         });
     }
     // HA: a tunnel terminated by another zone's instance is reached through that zone's
     // private VIP (it follows the tunnel on failover), never through the default route.
-    let held = crate::vrrp::owned(d, z, observed);
     for c in &d.ipsec {
         if let Some(home) = crate::ipsec::home(d, c)
             && d.ha.is_some()
@@ -93,6 +112,7 @@ pub fn plan(d: &Desired, z: &ZoneSpec, observed: &crate::Observed) -> NetPlan {
                 destination: c.remote_subnet.to_string(),
                 via: home.private_vip.addr().to_string(),
                 interface: z.private_interface.clone(),
+                source: String::new(),
             });
         }
     }

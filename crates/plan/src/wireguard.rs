@@ -130,6 +130,7 @@ pub fn routes(w: &WgPlan) -> Vec<crate::RouteEntry> {
             destination: n.to_string(),
             via: String::new(),
             interface: w.interface.clone(),
+            source: String::new(),
         })
         .collect();
     out.sort_by(|a, b| a.destination.cmp(&b.destination));

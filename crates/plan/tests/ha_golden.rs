@@ -51,6 +51,18 @@ fn two_zones_follow_vip_ownership() {
         check_golden(&case.join(dir).join("ipsec.txt"), &ipsec.concat());
         nft_check(&nft);
     }
+    // Holding only another zone's VIPs (own zone not yet won): the host's own choice of
+    // source, since the own VIP is not there to leave from.
+    let observed = Observed {
+        vip_zones: Some(["zone-a".to_string()].into_iter().collect()),
+        ..Observed::default()
+    };
+    let p = plan_with(&d, Some("zone-b"), &observed).expect("plan");
+    let default = &p.net.routes[0];
+    assert_eq!(
+        (default.destination.as_str(), default.source.as_str()),
+        ("default", "")
+    );
     // plan() (nothing observed) is "own zone's VIPs held", as in `kawaii render`.
     let p = kawaii_plan::plan(&d, Some("zone-a")).expect("plan");
     assert_eq!(p.net.addresses.len(), 2);
