@@ -424,3 +424,62 @@ pub(crate) async fn connect_sending(addr: SocketAddr, first: &[u8]) -> std::io::
     }
     Ok(stream)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+
+    /// A backend whose accept queue is full drops our SYN: connect(2) is still in progress
+    /// when the head is first tried, so it waits for the handshake (the SYN is sent again
+    /// after about a second) and the head still arrives whole.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_head_waits_for_a_handshake_still_in_progress() {
+        let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        s.bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into())
+            .unwrap();
+        s.listen(0).unwrap();
+        let addr = s.local_addr().unwrap().as_socket().unwrap();
+        // Fill the accept queue; further SYNs are dropped while it stays full.
+        let mut fillers = Vec::new();
+        for _ in 0..4 {
+            let f =
+                socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+            f.set_nonblocking(true).unwrap();
+            let _ = f.connect(&addr.into());
+            fillers.push(f);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let connecting = tokio::spawn(async move {
+            tokio::time::timeout(Duration::from_secs(10), connect_sending(addr, b"HEAD")).await
+        });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(!connecting.is_finished(), "still waiting for the handshake");
+        // Make room: accept everything, and read what each accepted connection got.
+        s.set_nonblocking(true).unwrap();
+        let l = tokio::net::TcpListener::from_std(s.into()).unwrap();
+        let reader = tokio::spawn(async move {
+            loop {
+                let (mut c, _) = l.accept().await.unwrap();
+                let mut buf = [0u8; 4];
+                if tokio::time::timeout(Duration::from_millis(200), c.read_exact(&mut buf))
+                    .await
+                    .is_ok_and(|r| r.is_ok())
+                    && &buf == b"HEAD"
+                {
+                    return;
+                }
+            }
+        });
+        let stream = connecting
+            .await
+            .unwrap()
+            .expect("in time")
+            .expect("connected");
+        tokio::time::timeout(Duration::from_secs(10), reader)
+            .await
+            .expect("the head reached the backend")
+            .unwrap();
+        drop((stream, fillers));
+    }
+}
