@@ -4,15 +4,18 @@
 //!
 //! Every [`INTERVAL`] each instance sends its siblings (their fixed private addresses, UDP
 //! [`PORT`]) one message listing the peers it has a session with: public key, endpoint,
-//! handshake age. Messages are authenticated with HMAC-SHA256 under a key derived from the
-//! WireGuard private key, which every instance shares and nobody else has; a message older
-//! than the last one from that sender, or off by more than [`MAX_SKEW`], is dropped.
+//! handshake age, and, for a peer it took over from a failed sibling, that sibling's address
+//! (its *home*; 0.0.0.0 for a peer that came by itself). Messages are authenticated with
+//! HMAC-SHA256 under a key derived from the WireGuard private key, which every instance shares
+//! and nobody else has; a message older than the last one from that sender, or off by more than
+//! [`MAX_SKEW`], is dropped. An instance that comes back and takes its zone again starts
+//! handshakes with the peers the others report as its own, so they return home.
 //!
 //! ```text
 //!  0      4   5              13     15
-//!  +------+---+---------------+------+---------------------------+---------------+
-//!  | KWES | 1 | unix ms (u64) |  N   | N x (key 32 | ip 4 | port 2 | age ms 4) | HMAC-SHA256 32 |
-//!  +------+---+---------------+------+---------------------------+---------------+
+//!  +------+---+---------------+------+-------------------------------------------+----------+
+//!  | KWES | 2 | unix ms (u64) |  N   | N x (key 32 | ip 4 | port 2 | age ms 4 | home ip 4) | HMAC 32 |
+//!  +------+---+---------------+------+-------------------------------------------+----------+
 //! ```
 
 use hmac::{Hmac, Mac};
@@ -25,11 +28,12 @@ pub const PORT: u16 = kawaii_plan::WG_SYNC_PORT;
 pub const INTERVAL: Duration = Duration::from_millis(500);
 pub const MAX_SKEW: Duration = Duration::from_secs(60);
 const MAGIC: &[u8; 4] = b"KWES";
+const VERSION: u8 = 2;
 const HEADER: usize = 15;
-const ENTRY: usize = 42;
+const ENTRY: usize = 46;
 const TAG: usize = 32;
 /// At most this many peers per message (one datagram stays under 64 KiB).
-pub const MAX_ENTRIES: usize = 1500;
+pub const MAX_ENTRIES: usize = 1400;
 
 /// One peer as the sender sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,6 +42,8 @@ pub struct Entry {
     pub endpoint: SocketAddrV4,
     /// Time since the sender's last handshake with the peer.
     pub handshake_age: Duration,
+    /// The sibling the sender took this peer over from, if it did.
+    pub home: Option<Ipv4Addr>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,7 +83,7 @@ pub fn encode(m: &Message, key: &[u8; 32]) -> Vec<u8> {
     let entries = &m.entries[..m.entries.len().min(MAX_ENTRIES)];
     let mut out = Vec::with_capacity(HEADER + entries.len() * ENTRY + TAG);
     out.extend_from_slice(MAGIC);
-    out.push(1);
+    out.push(VERSION);
     out.extend_from_slice(&m.sent_ms.to_be_bytes());
     out.extend_from_slice(&(entries.len() as u16).to_be_bytes());
     for e in entries {
@@ -86,6 +92,7 @@ pub fn encode(m: &Message, key: &[u8; 32]) -> Vec<u8> {
         out.extend_from_slice(&e.endpoint.port().to_be_bytes());
         let age = u32::try_from(e.handshake_age.as_millis()).unwrap_or(u32::MAX);
         out.extend_from_slice(&age.to_be_bytes());
+        out.extend_from_slice(&e.home.unwrap_or(Ipv4Addr::UNSPECIFIED).octets());
     }
     let mut h = mac(key);
     h.update(&out);
@@ -100,7 +107,7 @@ pub fn decode(b: &[u8], key: &[u8; 32]) -> Result<Message, DecodeError> {
     if &b[..4] != MAGIC {
         return Err(DecodeError::BadMagic);
     }
-    if b[4] != 1 {
+    if b[4] != VERSION {
         return Err(DecodeError::Version(b[4]));
     }
     let n = usize::from(u16::from_be_bytes([b[13], b[14]]));
@@ -125,10 +132,12 @@ pub fn decode(b: &[u8], key: &[u8; 32]) -> Result<Message, DecodeError> {
             let ip = Ipv4Addr::new(c[32], c[33], c[34], c[35]);
             let port = u16::from_be_bytes([c[36], c[37]]);
             let age = u32::from_be_bytes([c[38], c[39], c[40], c[41]]);
+            let home = Ipv4Addr::new(c[42], c[43], c[44], c[45]);
             Entry {
                 public_key,
                 endpoint: SocketAddrV4::new(ip, port),
                 handshake_age: Duration::from_millis(u64::from(age)),
+                home: (!home.is_unspecified()).then_some(home),
             }
         })
         .collect();
@@ -149,8 +158,20 @@ fn unix_ms(t: SystemTime) -> u64 {
 pub struct Seen {
     /// Last accepted message time per sender (replay protection).
     last: HashMap<Ipv4Addr, u64>,
-    /// Per peer: (endpoint, time of the handshake on the sibling, sibling).
-    peers: HashMap<[u8; 32], (SocketAddr, SystemTime, Ipv4Addr)>,
+    /// Per peer: where a sibling last had a session with it.
+    peers: HashMap<[u8; 32], Report>,
+}
+
+/// One sibling's latest word about one peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Report {
+    pub endpoint: SocketAddr,
+    /// When the sibling last handshook with the peer.
+    pub at: SystemTime,
+    /// The sibling that reported it.
+    pub from: Ipv4Addr,
+    /// The instance the sibling took the peer over from, if it did.
+    pub home: Option<Ipv4Addr>,
 }
 
 impl Seen {
@@ -175,23 +196,26 @@ impl Seen {
         let sent = UNIX_EPOCH + Duration::from_millis(m.sent_ms);
         for e in &m.entries {
             let at = sent.checked_sub(e.handshake_age).unwrap_or(UNIX_EPOCH);
-            let newer = self
-                .peers
-                .get(&e.public_key)
-                .is_none_or(|(_, t, _)| *t <= at);
+            let newer = self.peers.get(&e.public_key).is_none_or(|r| r.at <= at);
             if newer {
-                self.peers
-                    .insert(e.public_key, (SocketAddr::V4(e.endpoint), at, from));
+                self.peers.insert(
+                    e.public_key,
+                    Report {
+                        endpoint: SocketAddr::V4(e.endpoint),
+                        at,
+                        from,
+                        home: e.home,
+                    },
+                );
             }
         }
         Ok(m.entries.len())
     }
 
-    /// Where a sibling last had a session with `key`, if that handshake is younger than
-    /// `fresh` at `now`.
-    pub fn endpoint(&self, key: &[u8; 32], now: SystemTime, fresh: Duration) -> Option<SocketAddr> {
-        let (ep, at, _) = self.peers.get(key)?;
-        (now.duration_since(*at).unwrap_or_default() < fresh).then_some(*ep)
+    /// What a sibling last said about `key`, if its handshake is younger than `fresh` at `now`.
+    pub fn report(&self, key: &[u8; 32], now: SystemTime, fresh: Duration) -> Option<Report> {
+        let r = self.peers.get(key)?;
+        (now.duration_since(r.at).unwrap_or_default() < fresh).then_some(*r)
     }
 }
 
@@ -207,11 +231,13 @@ mod tests {
                     public_key: [7; 32],
                     endpoint: "192.0.2.2:40000".parse().expect("addr"),
                     handshake_age: Duration::from_millis(1500),
+                    home: None,
                 },
                 Entry {
                     public_key: [9; 32],
                     endpoint: "198.51.100.9:51820".parse().expect("addr"),
                     handshake_age: Duration::from_secs(100),
+                    home: Some(Ipv4Addr::new(10, 1, 0, 251)),
                 },
             ],
         }
@@ -247,7 +273,7 @@ mod tests {
             seen.accept(from, &flipped, &key, now),
             Err("authentication failed".into())
         );
-        assert_eq!(seen.endpoint(&[7; 32], now, Duration::from_secs(180)), None);
+        assert_eq!(seen.report(&[7; 32], now, Duration::from_secs(180)), None);
     }
 
     #[test]
@@ -265,10 +291,16 @@ mod tests {
                 .is_err()
         );
         let fresh = Duration::from_secs(60);
+        let r = seen.report(&[7; 32], now, fresh).expect("fresh");
         assert_eq!(
-            seen.endpoint(&[7; 32], now, fresh),
-            Some("192.0.2.2:40000".parse().expect("addr"))
+            (r.endpoint, r.from, r.home),
+            ("192.0.2.2:40000".parse().expect("addr"), from, None),
+            "with the sibling that reported it"
         );
-        assert_eq!(seen.endpoint(&[9; 32], now, fresh), None, "100 s old");
+        assert_eq!(seen.report(&[9; 32], now, fresh), None, "100 s old");
+        let r = seen
+            .report(&[9; 32], now, Duration::from_secs(180))
+            .expect("within 180 s");
+        assert_eq!(r.home, Some(Ipv4Addr::new(10, 1, 0, 251)), "home carried");
     }
 }

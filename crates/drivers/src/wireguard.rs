@@ -79,11 +79,22 @@ pub struct DeviceStatus {
     pub peers: Vec<PeerStatus>,
 }
 
+/// HA endpoint-sync settings from the plan.
+#[derive(Debug, Clone)]
+struct SyncConfig {
+    key: [u8; 32],
+    siblings: Vec<kawaii_plan::wireguard::Sibling>,
+    me: Option<kawaii_plan::wireguard::Sibling>,
+}
+
 #[derive(Default)]
 pub struct WireGuard {
     running: Mutex<Option<Running>>,
     /// HA: the endpoint-sync key and the siblings to tell (None: no HA, nothing sent).
-    sync: RwLock<Option<([u8; 32], Vec<std::net::Ipv4Addr>)>>,
+    sync: RwLock<Option<SyncConfig>>,
+    /// HA: peers this instance took over from a failed sibling, with that sibling's address
+    /// (their home), told to the others so that the home instance can call them back.
+    guests: std::sync::Mutex<std::collections::HashMap<[u8; 32], std::net::Ipv4Addr>>,
     /// What the siblings told us.
     seen: std::sync::Mutex<crate::wg_sync::Seen>,
     /// Set when the interface was (re)created: its addresses and routes must be applied again.
@@ -262,8 +273,11 @@ impl WireGuard {
             *k = Some(b64(&key.public_key()));
         }
         if let Ok(mut s) = self.sync.write() {
-            *s = (!w.siblings.is_empty())
-                .then(|| (crate::wg_sync::sync_key(key.expose()), w.siblings.clone()));
+            *s = (!w.siblings.is_empty()).then(|| SyncConfig {
+                key: crate::wg_sync::sync_key(key.expose()),
+                siblings: w.siblings.clone(),
+                me: w.me.clone(),
+            });
         }
         Ok(())
     }
@@ -281,7 +295,7 @@ impl WireGuard {
         let mut buf = vec![0u8; 65536];
         loop {
             let cfg = self.sync.read().ok().and_then(|s| s.clone());
-            let Some((key, siblings)) = cfg else {
+            let Some(SyncConfig { key, siblings, .. }) = cfg else {
                 sock = None;
                 tokio::select! {
                     _ = tick.tick() => continue,
@@ -301,6 +315,7 @@ impl WireGuard {
                 }
             }
             let Some(s) = sock.as_ref() else { continue };
+            let addresses: Vec<std::net::Ipv4Addr> = siblings.iter().map(|s| s.address).collect();
             tokio::select! {
                 _ = tick.tick() => {
                     let now = SystemTime::now();
@@ -308,7 +323,8 @@ impl WireGuard {
                         let running = self.running.lock().await;
                         let Some(r) = running.as_ref() else { continue };
                         let Ok(stats) = r.device.peer_stats().await else { continue };
-                        stats
+                        let mut guests = self.guests.lock().unwrap_or_else(|p| p.into_inner());
+                        let entries: Vec<Entry> = stats
                             .into_iter()
                             .filter_map(|p| {
                                 let age = now.duration_since(p.last_handshake?).ok()?;
@@ -317,22 +333,26 @@ impl WireGuard {
                                     public_key: p.public_key,
                                     endpoint: ep,
                                     handshake_age: age,
+                                    home: guests.get(&p.public_key).copied(),
                                 })
                             })
-                            .collect()
+                            .collect();
+                        // A guest without a session here any more has gone home (or away).
+                        guests.retain(|k, _| entries.iter().any(|e| e.public_key == *k));
+                        entries
                     };
                     let sent_ms = now
                         .duration_since(std::time::UNIX_EPOCH)
                         .map(|d| d.as_millis() as u64)
                         .unwrap_or(0);
                     let datagram = wg_sync::encode(&Message { sent_ms, entries }, &key);
-                    for sib in &siblings {
+                    for sib in &addresses {
                         let _ = s.send_to(&datagram, (*sib, wg_sync::PORT)).await;
                     }
                 }
                 r = s.recv_from(&mut buf) => {
                     let Ok((n, std::net::SocketAddr::V4(from))) = r else { continue };
-                    if !siblings.contains(from.ip()) {
+                    if !addresses.contains(from.ip()) {
                         continue;
                     }
                     if let Ok(mut seen) = self.seen.lock()
@@ -346,9 +366,30 @@ impl WireGuard {
         }
     }
 
-    /// HA takeover: starts a handshake with every peer that had a fresh session on a sibling
-    /// and has none here, at the endpoint the sibling saw. Returns how many were started.
-    pub async fn take_over(&self) -> usize {
+    /// HA: this instance just started to hold the VIPs of `zones`. For each peer without a
+    /// session here it starts a handshake, at the endpoint a sibling reported, when
+    /// - the peer's last session was on the instance of one of those zones (it failed): the peer
+    ///   is taken over, and remembered as that instance's guest (its home);
+    /// - or `zones` holds this instance's own zone and a sibling reports the peer as a guest whose
+    ///   home is this instance: the peer comes back home.
+    ///
+    /// Peers of instances that are up and at home stay where they are. Returns how many
+    /// handshakes were started.
+    pub async fn take_over(&self, zones: &std::collections::BTreeSet<String>) -> usize {
+        let Some(sync) = self.sync.read().ok().and_then(|s| s.clone()) else {
+            return 0;
+        };
+        let failed: Vec<std::net::Ipv4Addr> = sync
+            .siblings
+            .iter()
+            .filter(|s| zones.contains(&s.zone))
+            .map(|s| s.address)
+            .collect();
+        let home = sync
+            .me
+            .as_ref()
+            .filter(|me| zones.contains(&me.zone))
+            .map(|me| me.address);
         let running = self.running.lock().await;
         let Some(r) = running.as_ref() else {
             return 0;
@@ -363,20 +404,42 @@ impl WireGuard {
                 .last_handshake
                 .and_then(|t| now.duration_since(t).ok())
                 .is_some_and(|age| age < REKEY_AFTER);
-            let theirs = self
+            if ours {
+                continue;
+            }
+            let Some(rep) = self
                 .seen
                 .lock()
                 .ok()
-                .and_then(|s| s.endpoint(&p.public_key, now, FRESH));
-            if let (false, Some(ep)) = (ours, theirs) {
-                match r.device.reach(p.public_key, ep).await {
-                    Ok(()) => {
-                        started += 1;
-                        info!(peer = %b64(&p.public_key), endpoint = %ep, "takeover: handshake started");
+                .and_then(|s| s.report(&p.public_key, now, FRESH))
+            else {
+                continue;
+            };
+            let (why, guest_of) = if failed.contains(&rep.from) {
+                // A guest of the failed instance keeps its first home.
+                ("takeover", Some(rep.home.unwrap_or(rep.from)))
+            } else if home.is_some() && rep.home == home {
+                ("homecoming", None)
+            } else {
+                continue;
+            };
+            match r.device.reach(p.public_key, rep.endpoint).await {
+                Ok(()) => {
+                    started += 1;
+                    if let Ok(mut g) = self.guests.lock() {
+                        match guest_of {
+                            Some(h) if Some(h) != sync.me.as_ref().map(|m| m.address) => {
+                                g.insert(p.public_key, h);
+                            }
+                            _ => {
+                                g.remove(&p.public_key);
+                            }
+                        }
                     }
-                    Err(error) => {
-                        warn!(peer = %b64(&p.public_key), %error, "takeover handshake failed")
-                    }
+                    info!(peer = %b64(&p.public_key), endpoint = %rep.endpoint, "{why}: handshake started");
+                }
+                Err(error) => {
+                    warn!(peer = %b64(&p.public_key), %error, "{why} handshake failed")
                 }
             }
         }

@@ -310,10 +310,26 @@ async fn daemon(
                 d.replan.notify_one();
                 // Zones just taken over: their VPN peers are told at once where we are.
                 let now = owned.borrow().clone();
-                if now.difference(&held).next().is_some() {
-                    let n = d.wireguard.take_over().await;
+                let gained: std::collections::BTreeSet<String> =
+                    now.difference(&held).cloned().collect();
+                if !gained.is_empty() {
+                    let n = d.wireguard.take_over(&gained).await;
                     if n > 0 {
                         info!(peers = n, "VIPs taken over: WireGuard handshakes started");
+                    }
+                    // Back in our own zone: its peers that a sibling took over come home. The
+                    // siblings may not have said yet who they are (they tell every 0.5 s).
+                    if let Some(own) = d.zone.clone().filter(|z| gained.contains(z)) {
+                        let d = d.clone();
+                        tokio::spawn(async move {
+                            tokio::time::sleep(Duration::from_millis(1500)).await;
+                            if d.vrrp.owned().borrow().contains(&own) {
+                                let n = d.wireguard.take_over(&[own].into()).await;
+                                if n > 0 {
+                                    info!(peers = n, "own zone back: WireGuard peers called home");
+                                }
+                            }
+                        });
                     }
                 }
                 held = now;

@@ -429,6 +429,7 @@ fn ipsec_and_vpn_carry_traffic_again_after_failover() {
     let (gw_key, _) = common::keypair();
     common::write_secret(&key_file, &gw_key, 0o600);
     let (laptop_key, laptop_pub) = common::keypair();
+    let (laptop2_key, laptop2_pub) = common::keypair();
     let psk = "office-psk-for-the-ha-test";
     let config = format!(
         r#"{}
@@ -439,6 +440,10 @@ private_key_file = "{}"
 
 [[wireguard.peers]]
 name = "laptop"
+public_key = "{}"
+
+[[wireguard.peers]]
+name = "laptop2"
 public_key = "{}"
 
 [[ipsec]]
@@ -457,6 +462,7 @@ dpd_timeout = "8s"
         lab::ha_config(5, "0s"),
         key_file.display(),
         laptop_pub,
+        laptop2_pub,
         office::OFFICE_PUBLIC
     );
     let mut ha = Ha::new("ha-vpn", &config, true);
@@ -549,6 +555,52 @@ dpd_timeout = "8s"
         endpoints.contains(&format!("\t{}:51820", lab::ZONE_A_PUBLIC_VIP)),
         "laptop's endpoint: {endpoints}"
     );
+    // A second laptop, a client of zone B (configured from zone B's showconf), on its own link.
+    let laptop2 = ha.topo.host("laptop2").expect("laptop2");
+    ha.topo
+        .link(&router, "eth4", &laptop2, "eth0")
+        .expect("link");
+    router
+        .run(&["ip", "addr", "add", "192.0.2.65/26", "dev", "eth4"])
+        .expect("addr");
+    laptop2
+        .run(&["ip", "addr", "add", "192.0.2.66/26", "dev", "eth0"])
+        .expect("addr");
+    laptop2
+        .run(&["ip", "route", "add", "default", "via", "192.0.2.65"])
+        .expect("route");
+    let token_b = std::fs::read_to_string(ha.topo.dir().join("state-zone-b/admin.token"))
+        .expect("token")
+        .trim()
+        .to_string();
+    let conf2 = wait_for(Duration::from_secs(15), "showconf on zone B", || {
+        let out = gw_b
+            .command(&[common::bin(), "peer", "showconf", "laptop2"])
+            .env("KAWAII_TOKEN", &token_b)
+            .output()
+            .ok()?;
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert!(conf2.contains("Endpoint = 203.0.113.20:51820"), "{conf2}");
+    kawaii_testkit::services::wireguard_go_client(
+        &mut ha.topo,
+        &laptop2,
+        "kwha1",
+        &conf2,
+        &laptop2_key,
+    )
+    .expect("wireguard-go 2");
+    // (To vm-b, whose gateway is zone B: vm-a would answer through zone A, which has no
+    // session with laptop2.)
+    wait_for(
+        Duration::from_secs(10),
+        "laptop2 to vm-b through zone B",
+        || ok(&laptop2, lab::VM_B),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
     // Zone B has heard where the laptop is (sync every 0.5 s).
     std::thread::sleep(Duration::from_millis(1500));
 
@@ -628,4 +680,50 @@ dpd_timeout = "8s"
         .run(&["nsenter", "-t", &pid, "-m", "wg", "show", "kawaii-wg0"])
         .unwrap_or_default();
     assert!(show.contains("latest handshake"), "{show}");
+    // The laptop now talks to zone B's own VIP (zone B answers from it).
+    let endpoint = || {
+        laptop
+            .run(&["wg", "show", "kwha0", "endpoints"])
+            .unwrap_or_default()
+    };
+    let on = |vip: &str| endpoint().contains(&format!("\t{vip}:51820"));
+    assert!(on(lab::ZONE_B_PUBLIC_VIP), "after takeover: {}", endpoint());
+
+    // Zone A comes back (rebooted: no VIPs) and preempts: zone B tells it the laptop is its
+    // guest, and zone A calls it home; the laptop follows zone A's VIP again.
+    ha.forget_vips(&gw_a);
+    ha.cut(&gw_a, true);
+    let opts = ha.opts.clone();
+    ha.lab.kawaii_a = lab::spawn_zone(&mut ha.topo, &gw_a, "zone-a", &opts).expect("restart");
+    ha.wait_vip(
+        &gw_a,
+        lab::ZONE_A_PUBLIC_VIP,
+        true,
+        "zone-a to take its VIPs back",
+    );
+    wait_for(Duration::from_secs(10), "the laptop back on zone A", || {
+        on(lab::ZONE_A_PUBLIC_VIP).then_some(())
+    })
+    .unwrap_or_else(|e| {
+        panic!(
+            "{e}: {}\n{}",
+            endpoint(),
+            ha.topo.proc(ha.lab.kawaii_a).output()
+        )
+    });
+    wait_for(
+        Duration::from_secs(10),
+        "the laptop to vm-a through zone A",
+        || ok(&laptop, lab::VM_A),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    // Zone B's own client was never zone A's: it stays on zone B.
+    assert!(ok(&laptop2, lab::VM_B).is_some(), "laptop2 still connected");
+    let endpoint2 = laptop2
+        .run(&["wg", "show", "kwha1", "endpoints"])
+        .unwrap_or_default();
+    assert!(
+        endpoint2.contains(&format!("\t{}:51820", lab::ZONE_B_PUBLIC_VIP)),
+        "laptop2 pulled away from zone B: {endpoint2}"
+    );
 }

@@ -137,7 +137,21 @@ pub fn plan_with(d: &Desired, zone: Option<&str>, observed: &Observed) -> Result
     let z = select_zone(d, zone)?;
     let mut wireguard = wireguard::plan(d);
     if let (Some(w), Some(z), Some(_)) = (&mut wireguard, z, &d.ha) {
-        w.siblings = vrrp::siblings(d, z);
+        w.siblings = d
+            .zones
+            .iter()
+            .filter(|s| s.name != z.name)
+            .filter_map(|s| {
+                Some(wireguard::Sibling {
+                    zone: s.name.clone(),
+                    address: s.private_address?,
+                })
+            })
+            .collect();
+        w.me = z.private_address.map(|address| wireguard::Sibling {
+            zone: z.name.clone(),
+            address,
+        });
     }
     let mut net = z.map(|z| net::plan(d, z, observed)).unwrap_or_default();
     if let Some(w) = &wireguard {

@@ -19,10 +19,20 @@ pub struct WgPlan {
     pub address: Ipv4Net,
     pub private_key: KeyPlan,
     pub peers: Vec<WgPeerPlan>,
-    /// HA: the other zone instances' private addresses, told where this instance's peers are
-    /// (see the drivers' `wg_sync`). Empty without HA.
+    /// HA: the other zone instances (zone and private address), told where this instance's
+    /// peers are (see the drivers' `wg_sync`). Empty without HA.
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub siblings: Vec<std::net::Ipv4Addr>,
+    pub siblings: Vec<Sibling>,
+    /// HA: this instance itself (its zone and private address). None without HA.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub me: Option<Sibling>,
+}
+
+/// Another zone's instance, as the WireGuard endpoint sync knows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Sibling {
+    pub zone: String,
+    pub address: std::net::Ipv4Addr,
 }
 
 /// Where the private key comes from. Inline keys serialize redacted.
@@ -81,6 +91,7 @@ pub fn plan(d: &Desired) -> Option<WgPlan> {
             })
             .collect(),
         siblings: Vec::new(),
+        me: None,
     })
 }
 
