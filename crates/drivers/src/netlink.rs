@@ -62,8 +62,14 @@ async fn our_routes() -> Result<Vec<RouteEntry>, DriverError> {
         .into_iter()
         .flatten()
         .filter_map(|r| {
+            let dst = r["dst"].as_str()?;
             Some(RouteEntry {
-                destination: r["dst"].as_str()?.to_string(),
+                // `ip -j` shows a host route without its /32; the plan writes it with.
+                destination: if dst == "default" || dst.contains('/') {
+                    dst.to_string()
+                } else {
+                    format!("{dst}/32")
+                },
                 via: r["gateway"].as_str().unwrap_or_default().to_string(),
                 interface: r["dev"].as_str().unwrap_or_default().to_string(),
                 source: r["prefsrc"].as_str().unwrap_or_default().to_string(),

@@ -6,7 +6,7 @@
 use crate::{ApplyFuture, Driver, DriverError};
 use kawaii_plan::Plan;
 use kawaii_plan::wireguard::{KeyPlan, WgPeerPlan, WgPlan};
-use kawaii_wg::{DeviceConfig, PeerConfig, SecretKey, WgDevice};
+use kawaii_wg::{DeviceConfig, PeerConfig, PeerStats, SecretKey, WgDevice};
 use serde::Serialize;
 use std::sync::RwLock;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -95,6 +95,10 @@ pub struct WireGuard {
     /// HA: peers this instance took over from a failed sibling, with that sibling's address
     /// (their home), told to the others so that the home instance can call them back.
     guests: std::sync::Mutex<std::collections::HashMap<[u8; 32], std::net::Ipv4Addr>>,
+    /// HA: peers (base64 key) whose freshest session is on a sibling, and which sibling.
+    elsewhere: RwLock<std::collections::BTreeMap<String, std::net::Ipv4Addr>>,
+    /// Per peer: bytes received so far, and when that last grew (traffic arriving here).
+    last_rx: std::sync::Mutex<std::collections::HashMap<[u8; 32], (u64, SystemTime)>>,
     /// What the siblings told us.
     seen: std::sync::Mutex<crate::wg_sync::Seen>,
     /// Set when the interface was (re)created: its addresses and routes must be applied again.
@@ -284,9 +288,56 @@ impl WireGuard {
 
     /// HA: every [`crate::wg_sync::INTERVAL`] tells the siblings where this instance's peers
     /// are, and listens to what they say. Idle without HA. Runs until `stop`.
+    /// HA: the peers whose freshest session is on a sibling (base64 key → the sibling's
+    /// private address), for the plan's routes.
+    pub fn elsewhere(&self) -> std::collections::BTreeMap<String, std::net::Ipv4Addr> {
+        self.elsewhere.read().map(|e| e.clone()).unwrap_or_default()
+    }
+
+    /// Sets [`WireGuard::elsewhere`] from this instance's sessions and what the siblings said;
+    /// true if it changed.
+    fn locate(&self, stats: &[PeerStats], now: SystemTime) -> bool {
+        let mut last_rx = self.last_rx.lock().unwrap_or_else(|p| p.into_inner());
+        last_rx.retain(|k, _| stats.iter().any(|p| p.public_key == *k));
+        let seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        let located: std::collections::BTreeMap<String, std::net::Ipv4Addr> = stats
+            .iter()
+            .filter_map(|p| {
+                let rx = last_rx
+                    .entry(p.public_key)
+                    .or_insert((p.rx_bytes, SystemTime::UNIX_EPOCH));
+                if p.rx_bytes > rx.0 {
+                    *rx = (p.rx_bytes, now);
+                }
+                // Traffic arriving here means the peer is here, whatever the clocks say.
+                if now.duration_since(rx.1).unwrap_or_default() < ARRIVING {
+                    return None;
+                }
+                let r = seen.report(&p.public_key, now, FRESH)?;
+                let here = p
+                    .last_handshake
+                    .filter(|t| now.duration_since(*t).unwrap_or_default() < FRESH);
+                // Otherwise the fresher session wins.
+                here.is_none_or(|t| r.at > t)
+                    .then(|| (b64(&p.public_key), r.from))
+            })
+            .collect();
+        drop(seen);
+        drop(last_rx);
+        let mut e = self.elsewhere.write().unwrap_or_else(|p| p.into_inner());
+        let changed = *e != located;
+        if changed {
+            let on: Vec<String> = located.iter().map(|(k, s)| format!("{k}@{s}")).collect();
+            info!(elsewhere = %on.join(" "), "wireguard peers served by a sibling changed");
+        }
+        *e = located;
+        changed
+    }
+
     pub async fn run_sync(
         self: std::sync::Arc<Self>,
         mut stop: tokio::sync::watch::Receiver<bool>,
+        changed: std::sync::Arc<tokio::sync::Notify>,
     ) {
         use crate::wg_sync::{self, Entry, Message};
         let mut sock: Option<tokio::net::UdpSocket> = None;
@@ -325,7 +376,7 @@ impl WireGuard {
                         let Ok(stats) = r.device.peer_stats().await else { continue };
                         let mut guests = self.guests.lock().unwrap_or_else(|p| p.into_inner());
                         let entries: Vec<Entry> = stats
-                            .into_iter()
+                            .iter()
                             .filter_map(|p| {
                                 let age = now.duration_since(p.last_handshake?).ok()?;
                                 let std::net::SocketAddr::V4(ep) = p.endpoint? else { return None };
@@ -339,6 +390,10 @@ impl WireGuard {
                             .collect();
                         // A guest without a session here any more has gone home (or away).
                         guests.retain(|k, _| entries.iter().any(|e| e.public_key == *k));
+                        drop(guests);
+                        if self.locate(&stats, now) {
+                            changed.notify_one();
+                        }
                         entries
                     };
                     let sent_ms = now
@@ -447,6 +502,8 @@ impl WireGuard {
     }
 }
 
+/// Bytes received from a peer within this long: the peer is served here.
+const ARRIVING: std::time::Duration = std::time::Duration::from_secs(3);
 /// A session younger than this is alive (WireGuard rekeys every 2 minutes while in use).
 const FRESH: std::time::Duration = std::time::Duration::from_secs(180);
 /// A handshake younger than this here means this instance already serves the peer.

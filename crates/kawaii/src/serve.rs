@@ -294,7 +294,11 @@ async fn daemon(
             .clone()
             .run(kawaii_plan::CONSENT_PORT, stop_rx.clone()),
     );
-    let wg_sync_task = tokio::spawn(d.wireguard.clone().run_sync(stop_rx.clone()));
+    let wg_sync_task = tokio::spawn(
+        d.wireguard
+            .clone()
+            .run_sync(stop_rx.clone(), d.replan.clone()),
+    );
     // HA: a change of VIP ownership re-plans at once (addresses, SNAT, openings follow it).
     let vrrp_task = tokio::spawn({
         let d = d.clone();
@@ -650,6 +654,7 @@ async fn reconcile_once(d: &Daemon) -> bool {
     d.consent.set_intents(consent_intents(&report.desired));
     let observed = kawaii_plan::Observed {
         consented_peerings: d.consent.consented(),
+        wg_elsewhere: d.wireguard.elsewhere(),
         // HA: the zones whose VIPs the VRRP speaker says this node holds.
         vip_zones: report
             .desired

@@ -593,12 +593,18 @@ dpd_timeout = "8s"
         &laptop2_key,
     )
     .expect("wireguard-go 2");
-    // (To vm-b, whose gateway is zone B: vm-a would answer through zone A, which has no
-    // session with laptop2.)
     wait_for(
         Duration::from_secs(10),
         "laptop2 to vm-b through zone B",
         || ok(&laptop2, lab::VM_B),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    // vm-a's gateway is zone A, which has no session with laptop2: zone A routes the answer
+    // to zone B, where the session is (it learns so from the endpoint sync).
+    wait_for(
+        Duration::from_secs(10),
+        "laptop2 to vm-a, answered through zone A and then zone B",
+        || ok(&laptop2, lab::VM_A),
     )
     .unwrap_or_else(|e| panic!("{e}"));
     // Zone B has heard where the laptop is (sync every 0.5 s).
@@ -654,9 +660,19 @@ dpd_timeout = "8s"
         gaps[1].1,
         interesting.join("\n")
     );
+    let pid_b = ha
+        .topo
+        .proc(ha.lab.kawaii_b.expect("zone-b"))
+        .pid()
+        .to_string();
     assert!(
         gaps[0].1 > 100 && gaps[1].1 > 100,
-        "both recovered: {gaps:?}"
+        "both recovered: {gaps:?}\nzone B routes:\n{}\n{}\n{}\n{}",
+        gw_b.run(&["ip", "route"]).unwrap_or_default(),
+        gw_b.run(&["nsenter", "-t", &pid_b, "-m", "wg", "show", "kawaii-wg0"])
+            .unwrap_or_default(),
+        laptop.run(&["wg", "show", "kwha0"]).unwrap_or_default(),
+        log_b
     );
     assert!(
         gaps[0].0 < Duration::from_secs(5),

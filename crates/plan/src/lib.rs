@@ -125,6 +125,10 @@ pub struct Observed {
     /// HA: the zones whose virtual router this node is master of (so whose VIPs it holds).
     /// None: not observed (no VRRP running): the node's own zone's VIPs.
     pub vip_zones: Option<std::collections::BTreeSet<String>>,
+    /// HA: WireGuard peers (base64 public key) whose freshest session is on a sibling, with
+    /// that sibling's private address (from the endpoint sync). Their addresses are routed to
+    /// it, so that private hosts behind this zone reach VPN clients connected elsewhere.
+    pub wg_elsewhere: std::collections::BTreeMap<String, std::net::Ipv4Addr>,
 }
 
 /// Plans this node with nothing observed.
@@ -162,6 +166,9 @@ pub fn plan_with(d: &Desired, zone: Option<&str>, observed: &Observed) -> Result
             address: w.address.to_string(),
         });
         net.routes.extend(wireguard::routes(w));
+        if let Some(z) = z {
+            wireguard::route_to_siblings(w, &z.private_interface, observed, &mut net.routes);
+        }
     }
     Ok(Plan {
         zone: z.map(|z| z.name.clone()),

@@ -466,6 +466,19 @@ pub fn render(d: &Desired, z: &ZoneSpec, observed: &crate::Observed) -> Table {
         Some("type filter hook forward priority filter; policy drop;"),
     );
     forward.rule("ct state established,related accept".into());
+    // HA: answers of private hosts to VPN peers whose session is on a sibling are routed to
+    // it, back out of the private interface. This node saw only that half of the flow, so
+    // conntrack may call it invalid: it is let through before that check.
+    if let (Some(w), Some(_)) = (&d.wireguard, &d.ha) {
+        let mut vpn: Vec<ipnet::Ipv4Net> = vec![w.address.trunc()];
+        vpn.extend(w.peers.iter().flat_map(|p| p.routed()));
+        // An anonymous interval set refuses overlapping elements.
+        let vpn = ipnet::Ipv4Net::aggregate(&vpn);
+        forward.rule(format!(
+            "iifname {lan} oifname {lan} ip daddr {} counter accept comment \"vpn-via-sibling\"",
+            set(&vpn)
+        ));
+    }
     forward.rule("ct state invalid counter drop comment \"invalid\"".into());
     // Port forwards: reachable only where an ingress rule opens the port, from outside and
     // (hairpin) from inside.

@@ -299,6 +299,32 @@ impl PeerConf {
     }
 }
 
+/// HA: a peer whose session lives on a sibling is reached through that sibling: its addresses
+/// are routed to the sibling's private address (replacing the route onto the interface), so an
+/// answer from a private host behind this zone goes where the peer's session is.
+pub fn route_to_siblings(
+    w: &WgPlan,
+    private_interface: &str,
+    observed: &crate::Observed,
+    routes: &mut Vec<crate::RouteEntry>,
+) {
+    for p in &w.peers {
+        let Some(sibling) = observed.wg_elsewhere.get(&p.public_key) else {
+            continue;
+        };
+        for n in &p.allowed_ips {
+            let destination = n.to_string();
+            routes.retain(|r| r.destination != destination);
+            routes.push(crate::RouteEntry {
+                destination,
+                via: sibling.to_string(),
+                interface: private_interface.to_string(),
+                source: String::new(),
+            });
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

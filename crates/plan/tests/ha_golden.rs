@@ -92,3 +92,64 @@ fn nft_check(script: &str) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// HA with WireGuard: a peer whose freshest session is on the sibling is routed to it, and
+/// the private hosts' answers may go back out of the private interface to get there.
+#[test]
+fn a_vpn_peer_connected_to_a_sibling_is_routed_to_it() {
+    let case = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/ha/two-zones");
+    let text = std::fs::read_to_string(case.join("config.toml")).expect("config");
+    let text = format!(
+        r#"{text}
+[wireguard]
+listen_port = 51820
+address = "10.8.0.1/24"
+private_key_file = "/etc/kawaii/wg.key"
+
+[[wireguard.peers]]
+name = "alice"
+public_key = "GY5aT1N9dTR/nJnT1N2f4ClZWVj0jOAld0r8ysWLyjg="
+allowed_ips = ["10.8.0.2/32", "192.168.7.0/24"]
+"#
+    );
+    let mut g = Gateway::parse(&text, Format::Toml).expect("parses");
+    g.assign_rule_ids(&Gateway::default());
+    let d = validate(&g).expect("valid").desired;
+    let mut observed = Observed {
+        vip_zones: Some(["zone-b".to_string()].into_iter().collect()),
+        ..Observed::default()
+    };
+    let p = plan_with(&d, Some("zone-b"), &observed).expect("plan");
+    let routes = p.net.render();
+    assert!(
+        routes.contains("route 192.168.7.0/24 dev kawaii-wg0"),
+        "{routes}"
+    );
+    assert!(!routes.contains("10.8.0.2/32"), "{routes}");
+    let nft = p.nftables.as_ref().expect("table").render();
+    assert!(
+        nft.contains(
+            "iifname \"lan0\" oifname \"lan0\" ip daddr { 10.8.0.0/24, 192.168.7.0/24 } counter accept comment \"vpn-via-sibling\""
+        ),
+        "{nft}"
+    );
+    nft_check(&nft);
+
+    observed.wg_elsewhere.insert(
+        "GY5aT1N9dTR/nJnT1N2f4ClZWVj0jOAld0r8ysWLyjg=".into(),
+        "10.1.0.251".parse().expect("addr"),
+    );
+    let routes = plan_with(&d, Some("zone-b"), &observed)
+        .expect("plan")
+        .net
+        .render();
+    assert!(
+        routes.contains("route 10.8.0.2/32 via 10.1.0.251 dev lan0"),
+        "{routes}"
+    );
+    assert!(
+        routes.contains("route 192.168.7.0/24 via 10.1.0.251 dev lan0")
+            && !routes.contains("192.168.7.0/24 dev kawaii-wg0"),
+        "{routes}"
+    );
+}
