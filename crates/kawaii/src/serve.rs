@@ -680,6 +680,8 @@ async fn reconcile_once(d: &Daemon) -> bool {
     let planned_us = t0.elapsed().as_micros() as u64;
     let mut results = Vec::new();
     let mut all_ok = true;
+    // HA: the speaker follows the plan (it announces the plan's VIPs).
+    d.vrrp.configure(plan.vrrp.clone());
     for driver in &d.drivers {
         let prev = d
             .api
@@ -694,6 +696,12 @@ async fn reconcile_once(d: &Daemon) -> bool {
             d.netlink.invalidate();
         }
         let at = Some(kawaii_store::now_rfc3339());
+        if r.is_ok() && driver.name() == "netlink" {
+            // The VIPs just added are announced (gratuitous ARP) before the drivers after
+            // this one start talking from them: an IKE answer must not go to the failed
+            // instance's MAC address.
+            announce_vips(d, &observed);
+        }
         match r {
             Ok(()) => {
                 info!(
@@ -743,23 +751,10 @@ async fn reconcile_once(d: &Daemon) -> bool {
         .get_or_create(&vec![("result".into(), result.into())])
         .inc();
     d.metrics.applied_revision.set(applied as i64);
-    // HA: the speaker follows the plan; a failed data plane lowers this node's priorities; the
-    // VIPs just applied are announced (gratuitous ARP) once per takeover.
-    d.vrrp.configure(plan.vrrp.clone());
+    // HA: a failed data plane lowers this node's priorities; VIPs not announced yet (the
+    // netlink driver failed) are announced now.
     d.vrrp.set_healthy(all_ok);
-    if let Some(held) = &observed.vip_zones {
-        let now: std::collections::BTreeSet<String> = d
-            .vrrp
-            .owned()
-            .borrow()
-            .intersection(held)
-            .cloned()
-            .collect();
-        let started = std::time::Instant::now();
-        for zone in d.vrrp.announce(&now) {
-            info!(zone = %zone, took_us = started.elapsed().as_micros() as u64, "VIPs taken over; gratuitous ARP sent");
-        }
-    }
+    announce_vips(d, &observed);
     d.api.set_wg_public_key(d.wireguard.public_key());
     d.api.update_status(|s: &mut Status| {
         s.gateway = report.desired.name.clone();
@@ -774,6 +769,24 @@ async fn reconcile_once(d: &Daemon) -> bool {
         d.counters.refresh_soon(&d.api);
     }
     all_ok
+}
+
+/// HA: gratuitous ARP for the held zones' VIPs, once per takeover.
+fn announce_vips(d: &Daemon, observed: &kawaii_plan::Observed) {
+    let Some(held) = &observed.vip_zones else {
+        return;
+    };
+    let now: std::collections::BTreeSet<String> = d
+        .vrrp
+        .owned()
+        .borrow()
+        .intersection(held)
+        .cloned()
+        .collect();
+    let started = std::time::Instant::now();
+    for zone in d.vrrp.announce(&now) {
+        info!(zone = %zone, took_us = started.elapsed().as_micros() as u64, "VIPs taken over; gratuitous ARP sent");
+    }
 }
 
 /// The status sections read from the drivers' in-memory views at each `/v1/status` request:
