@@ -67,6 +67,38 @@ impl Ha {
         longest_gap(&p.output())
     }
 
+    /// A VPN client host named like its peer, linked to the region router on `link` (router
+    /// interface, router address, host address), and the config zone `zone`'s `showconf` gives it.
+    fn vpn_host(
+        &mut self,
+        router: &Host,
+        peer: &str,
+        link: (&str, &str, &str),
+        gw: &Host,
+        zone: &str,
+    ) -> (Host, String) {
+        let (router_if, router_addr, host_addr) = link;
+        let host = self.topo.host(peer).expect("host");
+        self.topo
+            .link(router, router_if, &host, "eth0")
+            .expect("link");
+        router
+            .run(&["ip", "addr", "add", router_addr, "dev", router_if])
+            .expect("addr");
+        host.run(&["ip", "addr", "add", host_addr, "dev", "eth0"])
+            .expect("addr");
+        let via = router_addr.split('/').next().unwrap_or_default();
+        host.run(&["ip", "route", "add", "default", "via", via])
+            .expect("route");
+        let token =
+            std::fs::read_to_string(self.topo.dir().join(format!("state-{zone}/admin.token")))
+                .expect("token")
+                .trim()
+                .to_string();
+        let conf = lab::showconf(gw, common::bin(), &token, peer).unwrap_or_else(|e| panic!("{e}"));
+        (host, conf)
+    }
+
     fn cut(&self, host: &Host, up: bool) {
         for dev in ["wan0", "lan0"] {
             host.run(&["ip", "link", "set", dev, if up { "up" } else { "down" }])
@@ -485,34 +517,13 @@ dpd_timeout = "8s"
     })
     .expect("office conn");
     // The laptop, on the public side, configured from zone A's showconf.
-    let laptop = ha.topo.host("laptop").expect("laptop");
-    ha.topo
-        .link(&router, "eth3", &laptop, "eth0")
-        .expect("link");
-    router
-        .run(&["ip", "addr", "add", "192.0.2.1/24", "dev", "eth3"])
-        .expect("addr");
-    laptop
-        .run(&["ip", "addr", "add", "192.0.2.2/24", "dev", "eth0"])
-        .expect("addr");
-    laptop
-        .run(&["ip", "route", "add", "default", "via", "192.0.2.1"])
-        .expect("route");
-    let token = std::fs::read_to_string(ha.topo.dir().join("state-zone-a/admin.token"))
-        .expect("token")
-        .trim()
-        .to_string();
-    let conf = wait_for(Duration::from_secs(15), "showconf on zone A", || {
-        let out = gw_a
-            .command(&[common::bin(), "peer", "showconf", "laptop"])
-            .env("KAWAII_TOKEN", &token)
-            .output()
-            .ok()?;
-        out.status
-            .success()
-            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
-    })
-    .unwrap_or_else(|e| panic!("{e}"));
+    let (laptop, conf) = ha.vpn_host(
+        &router,
+        "laptop",
+        ("eth3", "192.0.2.1/24", "192.0.2.2/24"),
+        &gw_a,
+        "zone-a",
+    );
     assert!(conf.contains("Endpoint = 203.0.113.10:51820"), "{conf}");
     assert!(
         conf.contains("# Endpoint = 203.0.113.20:51820  (zone zone-b)"),
@@ -556,34 +567,13 @@ dpd_timeout = "8s"
         "laptop's endpoint: {endpoints}"
     );
     // A second laptop, a client of zone B (configured from zone B's showconf), on its own link.
-    let laptop2 = ha.topo.host("laptop2").expect("laptop2");
-    ha.topo
-        .link(&router, "eth4", &laptop2, "eth0")
-        .expect("link");
-    router
-        .run(&["ip", "addr", "add", "192.0.2.65/26", "dev", "eth4"])
-        .expect("addr");
-    laptop2
-        .run(&["ip", "addr", "add", "192.0.2.66/26", "dev", "eth0"])
-        .expect("addr");
-    laptop2
-        .run(&["ip", "route", "add", "default", "via", "192.0.2.65"])
-        .expect("route");
-    let token_b = std::fs::read_to_string(ha.topo.dir().join("state-zone-b/admin.token"))
-        .expect("token")
-        .trim()
-        .to_string();
-    let conf2 = wait_for(Duration::from_secs(15), "showconf on zone B", || {
-        let out = gw_b
-            .command(&[common::bin(), "peer", "showconf", "laptop2"])
-            .env("KAWAII_TOKEN", &token_b)
-            .output()
-            .ok()?;
-        out.status
-            .success()
-            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
-    })
-    .unwrap_or_else(|e| panic!("{e}"));
+    let (laptop2, conf2) = ha.vpn_host(
+        &router,
+        "laptop2",
+        ("eth4", "192.0.2.65/26", "192.0.2.66/26"),
+        &gw_b,
+        "zone-b",
+    );
     assert!(conf2.contains("Endpoint = 203.0.113.20:51820"), "{conf2}");
     kawaii_testkit::services::wireguard_go_client(
         &mut ha.topo,

@@ -400,21 +400,25 @@ pub fn vpn_laptop(
     laptop.run(&["ip", "route", "add", "default", "via", "192.0.2.1"])?;
     let token = admin_token(&lab.state).unwrap_or_default();
     let kawaii = kawaii.to_string_lossy().into_owned();
-    let gw = lab.gw.clone();
-    let conf = wait_for(
+    let conf = showconf(&lab.gw, &kawaii, &token, "laptop")?;
+    crate::services::wireguard_go_client(t, &laptop, LAPTOP_IFNAME, &conf, private_key)?;
+    Ok(laptop)
+}
+
+/// `kawaii peer showconf PEER` run on `gw` (as soon as the gateway answers, within 15 s).
+pub fn showconf(gw: &Host, kawaii: &str, token: &str, peer: &str) -> Result<String> {
+    wait_for(
         Duration::from_secs(15),
-        "kawaii peer showconf laptop",
+        &format!("kawaii peer showconf {peer}"),
         || {
             let out = gw
-                .command(&[kawaii.as_str(), "peer", "showconf", "laptop"])
-                .env("KAWAII_TOKEN", &token)
+                .command(&[kawaii, "peer", "showconf", peer])
+                .env("KAWAII_TOKEN", token)
                 .output()
                 .ok()?;
             out.status
                 .success()
                 .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
         },
-    )?;
-    crate::services::wireguard_go_client(t, &laptop, LAPTOP_IFNAME, &conf, private_key)?;
-    Ok(laptop)
+    )
 }
