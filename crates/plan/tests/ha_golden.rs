@@ -78,7 +78,11 @@ fn nft_check(script: &str) {
     if !ok {
         return;
     }
-    let path = std::env::temp_dir().join(format!("kawaii-ha-golden-{}.nft", std::process::id()));
+    // One file per call: the tests of this binary run in parallel.
+    static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let path =
+        std::env::temp_dir().join(format!("kawaii-ha-golden-{}-{n}.nft", std::process::id()));
     std::fs::write(&path, script).expect("write");
     let out = Command::new("unshare")
         .args(["-n", "nft", "-c", "-f"])
