@@ -278,7 +278,7 @@ async fn put_gateway(
 /// Observed state: applied revision, driver results, and per-capability details.
 #[utoipa::path(get, path = "/v1/status", tag = "status", responses((status = 200, description = "OK", body = Status)))]
 async fn get_status(State(state): State<ApiState>) -> Json<Status> {
-    Json(state.status())
+    Json(state.live_status())
 }
 
 #[derive(Debug, serde::Deserialize, utoipa::IntoParams)]

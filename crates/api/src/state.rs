@@ -94,9 +94,14 @@ impl ApiState {
         }
     }
 
-    /// The stored status, with the live sections filled in now.
+    /// The status as the reconcile loop stored it (cheap: no live section is read).
     pub fn status(&self) -> Status {
-        let mut s = self.status.read().map(|s| s.clone()).unwrap_or_default();
+        self.status.read().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// The stored status with the live sections filled in now (`GET /v1/status`).
+    pub fn live_status(&self) -> Status {
+        let mut s = self.status();
         let live = self.live.read().ok().and_then(|l| l.clone());
         if let Some(fill) = live {
             fill(&mut s.details);
