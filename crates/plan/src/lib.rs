@@ -141,15 +141,10 @@ pub fn plan_with(d: &Desired, zone: Option<&str>, observed: &Observed) -> Result
     let z = select_zone(d, zone)?;
     let mut wireguard = wireguard::plan(d);
     if let (Some(w), Some(z), Some(_)) = (&mut wireguard, z, &d.ha) {
-        w.siblings = d
-            .zones
-            .iter()
-            .filter(|s| s.name != z.name)
-            .filter_map(|s| {
-                Some(wireguard::Sibling {
-                    zone: s.name.clone(),
-                    address: s.private_address?,
-                })
+        w.siblings = vrrp::sibling_zones(d, z)
+            .map(|(s, address)| wireguard::Sibling {
+                zone: s.name.clone(),
+                address,
             })
             .collect();
         w.me = z.private_address.map(|address| wireguard::Sibling {

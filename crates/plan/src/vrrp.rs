@@ -78,11 +78,18 @@ pub fn plan(d: &Desired, z: &ZoneSpec) -> Vec<Instance> {
 
 /// The other zones' instances' private addresses (VRRP is accepted from these only).
 pub fn siblings(d: &Desired, z: &ZoneSpec) -> Vec<Ipv4Addr> {
+    sibling_zones(d, z).map(|(_, a)| a).collect()
+}
+
+/// The other zones, with their instances' private addresses.
+pub fn sibling_zones<'a>(
+    d: &'a Desired,
+    z: &'a ZoneSpec,
+) -> impl Iterator<Item = (&'a ZoneSpec, Ipv4Addr)> + 'a {
     d.zones
         .iter()
-        .filter(|s| s.name != z.name)
-        .filter_map(|s| s.private_address)
-        .collect()
+        .filter(move |s| s.name != z.name)
+        .filter_map(|s| Some((s, s.private_address?)))
 }
 
 /// The zones whose VIPs this node holds, in declared order: its own zone without HA or when
