@@ -214,6 +214,7 @@ async fn mutate<T: Send + 'static>(
         ))
     })
     .await
+    .inspect(|_| state.written())
 }
 
 fn with_revision(rev: u64, status: StatusCode, body: impl Serialize) -> Response {

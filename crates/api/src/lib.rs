@@ -13,4 +13,4 @@ mod state;
 pub use auth::{Caller, hash_token};
 pub use error::ApiError;
 pub use handlers::{GatewayView, router};
-pub use state::{ApiState, DriverStatus, LiveDetails, Status};
+pub use state::{ApiState, Details, DriverStatus, ErrorKind, LiveDetails, OnWrite, Status};

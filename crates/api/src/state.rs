@@ -6,15 +6,27 @@ use prometheus_client::registry::Registry;
 use serde::Serialize;
 use std::sync::{Arc, RwLock};
 
+/// How a driver's last apply failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ErrorKind {
+    /// Tried again soon, with backoff (a tool or the kernel was busy).
+    Transient,
+    /// The kernel or a peer tool refused the plan; tried again slowly.
+    Rejected,
+}
+
 /// What one driver last did.
 #[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
 pub struct DriverStatus {
     pub name: String,
     pub ok: bool,
-    /// The desired revision this driver last applied successfully.
+    /// The desired revision this driver last applied successfully (0: never).
     pub applied_revision: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_kind: Option<ErrorKind>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_apply: Option<String>,
 }
@@ -30,18 +42,69 @@ pub struct Status {
     pub applied_revision: u64,
     pub ready: bool,
     pub drivers: Vec<DriverStatus>,
+    /// Why the last pass could not plan (the drivers kept what they had applied).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub plan_error: Option<String>,
     /// Config-file errors of the last reload that was rejected, if any.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub rejected_config: Vec<kawaii_model::FieldError>,
-    /// Capability sections added by later drivers (rules, tunnels, peers, VIPs).
-    #[serde(skip_serializing_if = "serde_json::Map::is_empty")]
-    #[schema(value_type = Object)]
-    pub details: serde_json::Map<String, serde_json::Value>,
+    /// Per capability: what its driver observes (absent where the capability is off).
+    #[serde(skip_serializing_if = "Details::is_empty")]
+    pub details: Details,
+}
+
+/// The capability sections of the status.
+#[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
+pub struct Details {
+    /// Packets and bytes per firewall rule, read back from nftables every 2 s.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rules: Option<Vec<kawaii_drivers::nftables::RuleCounter>>,
+    /// HA: one virtual router per zone.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vrrp: Option<Vec<kawaii_drivers::vrrp::RouterStatus>>,
+    /// The domain router's listeners, routes and backends.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub router: Option<kawaii_proxy::RouterStatus>,
+    /// charon and every IPsec connection.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ipsec: Option<kawaii_drivers::ipsec::View>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pipes: Option<Vec<kawaii_proxy::PipeStatus>>,
+    /// Consent state per VPC peering.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vpc_peerings: Option<Vec<kawaii_drivers::consent::PeeringStatus>>,
+    /// The WireGuard device and its peers (counters as of the last device read).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wireguard: Option<kawaii_drivers::wireguard::DeviceStatus>,
+}
+
+impl Details {
+    pub fn is_empty(&self) -> bool {
+        let Details {
+            rules,
+            vrrp,
+            router,
+            ipsec,
+            pipes,
+            vpc_peerings,
+            wireguard,
+        } = self;
+        rules.is_none()
+            && vrrp.is_none()
+            && router.is_none()
+            && ipsec.is_none()
+            && pipes.is_none()
+            && vpc_peerings.is_none()
+            && wireguard.is_none()
+    }
 }
 
 /// Fills status sections when status is asked for, from views the drivers keep in memory, so
 /// that those sections are never older than the request.
-pub type LiveDetails = Arc<dyn Fn(&mut serde_json::Map<String, serde_json::Value>) + Send + Sync>;
+pub type LiveDetails = Arc<dyn Fn(&mut Details) + Send + Sync>;
+
+/// Called after every committed API write.
+pub type OnWrite = Arc<dyn Fn() + Send + Sync>;
 
 #[derive(Clone)]
 pub struct ApiState {
@@ -49,6 +112,7 @@ pub struct ApiState {
     tokens: Arc<RwLock<Arc<Vec<TokenSpec>>>>,
     status: Arc<RwLock<Status>>,
     live: Arc<RwLock<Option<LiveDetails>>>,
+    on_write: Arc<RwLock<Option<OnWrite>>>,
     /// The WireGuard device's public key while it runs (for `showconf`).
     wg_public_key: Arc<RwLock<Option<String>>>,
     pub registry: Arc<Registry>,
@@ -78,6 +142,7 @@ impl ApiState {
             tokens: Arc::default(),
             status: Arc::default(),
             live: Arc::default(),
+            on_write: Arc::default(),
             wg_public_key: Arc::default(),
             registry: Arc::new(registry),
             requests,
@@ -113,6 +178,20 @@ impl ApiState {
     pub fn set_live_details(&self, fill: LiveDetails) {
         if let Ok(mut l) = self.live.write() {
             *l = Some(fill);
+        }
+    }
+
+    /// Called after every committed API write (the daemon wakes its reconcile loop).
+    pub fn set_on_write(&self, f: OnWrite) {
+        if let Ok(mut w) = self.on_write.write() {
+            *w = Some(f);
+        }
+    }
+
+    pub(crate) fn written(&self) {
+        let f = self.on_write.read().ok().and_then(|w| w.clone());
+        if let Some(f) = f {
+            f();
         }
     }
 

@@ -23,7 +23,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use tokio::sync::Notify;
 use tracing::{debug, info, warn};
 
 /// How often each side says hello.
@@ -141,7 +140,7 @@ pub struct Intent {
     pub key: Secret,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct PeeringStatus {
     pub name: String,
     /// `pending` (we declared, they did not), `active`, or `down` (they stopped answering).
@@ -168,10 +167,15 @@ struct Inner {
 }
 
 /// The consent speaker: fed the intents by the reconcile loop, tells it when consent changes.
-#[derive(Debug)]
 pub struct Consent {
     inner: Mutex<Inner>,
-    changed: Arc<Notify>,
+    changed: crate::Changed,
+}
+
+impl std::fmt::Debug for Consent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Consent").finish_non_exhaustive()
+    }
 }
 
 fn now_ms() -> u64 {
@@ -182,8 +186,8 @@ fn now_ms() -> u64 {
 }
 
 impl Consent {
-    /// `changed` is notified whenever the set of consented peerings changes.
-    pub fn new(changed: Arc<Notify>) -> Arc<Consent> {
+    /// `changed` is called whenever the set of consented peerings changes.
+    pub fn new(changed: crate::Changed) -> Arc<Consent> {
         Arc::new(Consent {
             inner: Mutex::new(Inner::default()),
             changed,
@@ -311,8 +315,8 @@ impl Consent {
         changed
     }
 
-    /// Runs the speaker on `port` until `stop` changes.
-    pub async fn run(self: Arc<Self>, port: u16, mut stop: tokio::sync::watch::Receiver<bool>) {
+    /// Runs the speaker on `port` until `stop` is cancelled.
+    pub async fn run(self: Arc<Self>, port: u16, stop: tokio_util::sync::CancellationToken) {
         let sock = loop {
             match tokio::net::UdpSocket::bind(("0.0.0.0", port)).await {
                 Ok(s) => break s,
@@ -320,7 +324,7 @@ impl Consent {
                     warn!(port, error = %e, "cannot bind the peering hello port; retrying");
                     tokio::select! {
                         _ = tokio::time::sleep(Duration::from_secs(5)) => {}
-                        _ = stop.changed() => return,
+                        _ = stop.cancelled() => return,
                     }
                 }
             }
@@ -351,17 +355,17 @@ impl Consent {
                         }
                     }
                     if changed {
-                        self.changed.notify_one();
+                        (self.changed)();
                     }
                 }
                 r = sock.recv_from(&mut buf) => {
                     if let Ok((n, src)) = r
                         && self.receive(src, &buf[..n], Instant::now())
                     {
-                        self.changed.notify_one();
+                        (self.changed)();
                     }
                 }
-                _ = stop.changed() => return,
+                _ = stop.cancelled() => return,
             }
         }
     }
@@ -423,7 +427,7 @@ mod tests {
 
     #[test]
     fn consent_needs_a_valid_mirror_hello_and_fades() {
-        let c = Consent::new(Arc::new(Notify::new()));
+        let c = Consent::new(Arc::new(|| {}));
         c.set_intents(vec![intent("shared-secret-123456")]);
         let src: SocketAddr = "198.51.100.2:7781".parse().expect("addr");
         let now = Instant::now();
@@ -455,7 +459,7 @@ mod tests {
     /// replay even inside the clock-skew window; the peer's next hello counts.
     #[test]
     fn a_hello_from_before_the_declaration_is_refused() {
-        let c = Consent::new(Arc::new(Notify::new()));
+        let c = Consent::new(Arc::new(|| {}));
         let captured = hello_from_them("shared-secret-123456", now_ms() - 5_000);
         c.set_intents(vec![intent("shared-secret-123456")]);
         let src: SocketAddr = "198.51.100.2:7781".parse().expect("addr");

@@ -6,7 +6,7 @@
 //! over the socket only; they appear in no file, log, status or error.
 
 use crate::ipsec_vici::{self as vici, IkeConfig, Outcome, SharedKey};
-use crate::{ApplyFuture, Driver, DriverError};
+use crate::{Applied, ApplyFuture, Driver, DriverError, DriverName};
 use futures_util::{Stream, StreamExt, TryStreamExt};
 use kawaii_model::Secret;
 use kawaii_plan::Plan;
@@ -29,7 +29,7 @@ const RETRY: Duration = Duration::from_secs(3);
 const READY_WAIT: Duration = Duration::from_secs(15);
 
 /// Where ESP runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Mode {
     /// The kernel's XFRM does ESP; charon installs SAs and policies with `kernel-netlink`.
@@ -82,14 +82,14 @@ struct Inner {
 }
 
 /// Status: the charon process and every connection.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
 pub struct View {
     pub mode: Option<Mode>,
     pub charon: CharonView,
     pub connections: Vec<ConnView>,
 }
 
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
 pub struct CharonView {
     pub running: bool,
     pub pid: Option<u32>,
@@ -98,7 +98,7 @@ pub struct CharonView {
     pub last_exit: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
 pub struct ConnView {
     pub id: String,
     pub name: String,
@@ -129,7 +129,7 @@ pub struct ConnView {
     pub last_error: Option<ErrorView>,
 }
 
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
 pub struct ErrorView {
     pub reason: String,
     /// charon's own words.
@@ -139,7 +139,7 @@ pub struct ErrorView {
 }
 
 fn transient(e: impl std::fmt::Display) -> DriverError {
-    DriverError::Transient(format!("charon: {e}"))
+    DriverError::transient(format!("charon: {e}"))
 }
 
 /// Awaits a VICI command and checks its `success`; the request body never enters the error.
@@ -153,7 +153,7 @@ async fn command<T: Serialize>(
         .map_err(|_| transient(format!("{cmd} timed out")))?
         .map_err(|e| transient(format!("{cmd}: {e}")))?;
     match out.success {
-        Some(false) => Err(DriverError::Rejected(format!(
+        Some(false) => Err(DriverError::rejected(format!(
             "charon refused {cmd}: {}",
             out.errmsg.unwrap_or_default()
         ))),
@@ -190,17 +190,6 @@ impl Ipsec {
     }
 
     /// Per connection state, counters and last error; the charon process; the mode.
-    pub fn status(&self) -> serde_json::Value {
-        let v = self
-            .shared
-            .view
-            .lock()
-            .map(|v| v.clone())
-            .unwrap_or_default();
-        serde_json::to_value(v).unwrap_or_default()
-    }
-
-    /// The typed status (tests and the daemon).
     pub fn view(&self) -> View {
         self.shared
             .view
@@ -286,25 +275,25 @@ impl Ipsec {
 }
 
 impl Driver for Ipsec {
-    fn name(&self) -> &'static str {
-        "ipsec"
+    fn name(&self) -> DriverName {
+        DriverName::Ipsec
     }
 
     fn apply<'a>(&'a self, plan: &'a Plan) -> ApplyFuture<'a> {
-        Box::pin(self.apply_plan(plan))
+        Box::pin(async move { self.apply_plan(plan).await.map(|()| Applied::quiet()) })
     }
 }
 
 fn read_psk(name: &str, path: &str) -> Result<Secret, DriverError> {
     let text = std::fs::read_to_string(path).map_err(|e| {
-        DriverError::Rejected(format!(
+        DriverError::rejected(format!(
             "ipsec {name:?}: cannot read pre_shared_key_file {path}: {}",
             e.kind()
         ))
     })?;
     let key = text.trim_end_matches(['\n', '\r']);
     if key.len() < 8 {
-        return Err(DriverError::Rejected(format!(
+        return Err(DriverError::rejected(format!(
             "ipsec {name:?}: the key in {path} is shorter than 8 characters"
         )));
     }

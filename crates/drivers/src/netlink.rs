@@ -3,7 +3,7 @@
 //! not add. Talks to the kernel through iproute2 (`ip -j`, `ip -batch`),
 //! which speaks rtnetlink; see docs/architecture.md for why not the rtnetlink crate yet.
 
-use crate::{ApplyFuture, Driver, DriverError, tool};
+use crate::{Applied, ApplyFuture, Driver, DriverError, DriverName, Effect, tool};
 use kawaii_plan::{Plan, RouteEntry};
 use std::collections::BTreeSet;
 use std::sync::Mutex;
@@ -30,7 +30,7 @@ impl Netlink {
 
     /// Forgets the last applied plan, so the next apply checks the kernel again (an interface
     /// it manages was recreated and lost its addresses and routes).
-    pub fn invalidate(&self) {
+    fn invalidate(&self) {
         if let Ok(mut l) = self.last.lock() {
             *l = None;
         }
@@ -40,7 +40,7 @@ impl Netlink {
 async fn addresses_of(dev: &str) -> Result<BTreeSet<String>, DriverError> {
     let text = tool::run("ip", &["-j", "addr", "show", "dev", dev], None).await?;
     let v: serde_json::Value =
-        serde_json::from_str(&text).map_err(|e| DriverError::Transient(format!("ip -j: {e}")))?;
+        serde_json::from_str(&text).map_err(|e| DriverError::transient_from("ip -j", e))?;
     let mut out = BTreeSet::new();
     for link in v.as_array().into_iter().flatten() {
         for a in link["addr_info"].as_array().into_iter().flatten() {
@@ -57,7 +57,7 @@ async fn addresses_of(dev: &str) -> Result<BTreeSet<String>, DriverError> {
 async fn our_routes() -> Result<Vec<RouteEntry>, DriverError> {
     let text = tool::run("ip", &["-j", "route", "show", "proto", RT_PROTO], None).await?;
     let v: serde_json::Value =
-        serde_json::from_str(&text).map_err(|e| DriverError::Transient(format!("ip -j: {e}")))?;
+        serde_json::from_str(&text).map_err(|e| DriverError::transient_from("ip -j", e))?;
     Ok(v.as_array()
         .into_iter()
         .flatten()
@@ -79,8 +79,8 @@ async fn our_routes() -> Result<Vec<RouteEntry>, DriverError> {
 }
 
 impl Driver for Netlink {
-    fn name(&self) -> &'static str {
-        "netlink"
+    fn name(&self) -> DriverName {
+        DriverName::Netlink
     }
 
     fn apply<'a>(&'a self, plan: &'a Plan) -> ApplyFuture<'a> {
@@ -93,14 +93,14 @@ impl Driver for Netlink {
                 .and_then(|l| l.as_ref().map(|(p, at)| p == net && at.elapsed() < RESYNC))
                 .unwrap_or(false);
             if fresh {
-                return Ok(());
+                return Ok(Applied::quiet());
             }
             for s in &net.sysctls {
                 let path = format!("/proc/sys/{}", s.key.replace('.', "/"));
                 let cur = tokio::fs::read_to_string(&path).await.unwrap_or_default();
                 if cur.trim() != s.value {
                     tokio::fs::write(&path, &s.value).await.map_err(|e| {
-                        DriverError::Rejected(format!("sysctl {}={}: {e}", s.key, s.value))
+                        DriverError::rejected_from(format!("sysctl {}={}", s.key, s.value), e)
                     })?;
                 }
             }
@@ -139,12 +139,18 @@ impl Driver for Netlink {
                     batch.push_str(&format!("addr del {} dev {}\n", a.address, a.interface));
                 }
             }
+            let mut added = Vec::new();
             for (dev, addr) in &wanted {
                 if !have.contains_key(dev) {
                     addresses_of(dev).await?;
                 }
                 if !present(dev, addr) {
                     batch.push_str(&format!("addr add {addr} dev {dev}\n"));
+                    added.extend(
+                        addr.split('/')
+                            .next()
+                            .and_then(|a| a.parse::<std::net::IpAddr>().ok()),
+                    );
                 }
             }
             if !batch.is_empty() {
@@ -199,7 +205,18 @@ impl Driver for Netlink {
             if let Ok(mut l) = self.last.lock() {
                 *l = Some((net.clone(), std::time::Instant::now()));
             }
-            Ok(())
+            Ok(if added.is_empty() {
+                Applied::quiet()
+            } else {
+                Applied::with(Effect::AddressesAdded(added))
+            })
         })
+    }
+
+    /// A recreated interface lost what this driver put on it.
+    fn react(&self, effect: &Effect) {
+        if let Effect::LinkRecreated(_) = effect {
+            self.invalidate();
+        }
     }
 }

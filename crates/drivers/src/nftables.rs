@@ -2,7 +2,7 @@
 //! touching any other table, and reads the rule counters back (`nft -j list table`): those of
 //! commented rules, and those of set elements summed per rule (the element's comment).
 
-use crate::{ApplyFuture, Driver, DriverError, tool};
+use crate::{Applied, ApplyFuture, Driver, DriverError, DriverName, tool};
 use kawaii_plan::Plan;
 use kawaii_plan::nft::Table;
 use serde::Serialize;
@@ -22,18 +22,18 @@ impl Nftables {
 }
 
 impl Driver for Nftables {
-    fn name(&self) -> &'static str {
-        "nftables"
+    fn name(&self) -> DriverName {
+        DriverName::Nftables
     }
 
     fn apply<'a>(&'a self, plan: &'a Plan) -> ApplyFuture<'a> {
         Box::pin(async move {
             let Some(table) = &plan.nftables else {
-                return Ok(());
+                return Ok(Applied::quiet());
             };
             let prev = self.last.lock().ok().and_then(|l| l.clone());
             let script = match prev.as_ref().and_then(|p| table.patch_from(p)) {
-                Some(patch) if patch.is_empty() => return Ok(()),
+                Some(patch) if patch.is_empty() => return Ok(Applied::quiet()),
                 Some(patch) => patch,
                 None => table.render(),
             };
@@ -43,14 +43,14 @@ impl Driver for Nftables {
                 // After a failure, forget what we think is there: the next apply replaces all.
                 *l = result.is_ok().then(|| table.clone());
             }
-            result.map(|_| ())
+            result.map(|_| Applied::quiet())
         })
     }
 }
 
 /// One rule's counter, named by its comment. A rule rendered as set elements is named by their
 /// comment, and its chain is the set's name (the chain that looks the set up).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct RuleCounter {
     pub chain: String,
     pub rule: String,
@@ -71,8 +71,8 @@ pub async fn counters() -> Result<Vec<RuleCounter>, DriverError> {
 
 /// Parses `nft -j list table` output into counters (pure, tested on captured output).
 pub fn parse_counters(json: &str) -> Result<Vec<RuleCounter>, DriverError> {
-    let v: serde_json::Value = serde_json::from_str(json)
-        .map_err(|e| DriverError::Transient(format!("nft -j output: {e}")))?;
+    let v: serde_json::Value =
+        serde_json::from_str(json).map_err(|e| DriverError::transient_from("nft -j output", e))?;
     let mut out: Vec<RuleCounter> = Vec::new();
     // (chain, rule) -> index in `out`, to sum the elements of one rule.
     let mut seen = std::collections::HashMap::new();

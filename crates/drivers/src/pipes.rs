@@ -1,7 +1,7 @@
 //! The pipes driver: hands the plan's pipes to `kawaii-proxy`'s [`Pipes`], which applies them
 //! live (new ones listen, removed ones close, other pipes' connections untouched).
 
-use crate::{ApplyFuture, Driver, DriverError};
+use crate::{Applied, ApplyFuture, Driver, DriverError, DriverName};
 use kawaii_plan::Plan;
 use kawaii_plan::pipes::{CONNECT_TIMEOUT, IDLE_TIMEOUT, PipePlan};
 use kawaii_proxy::{PipeConfig, PipeStatus, Pipes, ProxyError};
@@ -31,8 +31,8 @@ impl PipesDriver {
 }
 
 impl Driver for PipesDriver {
-    fn name(&self) -> &'static str {
-        "pipes"
+    fn name(&self) -> DriverName {
+        DriverName::Pipes
     }
 
     fn apply<'a>(&'a self, plan: &'a Plan) -> ApplyFuture<'a> {
@@ -43,7 +43,7 @@ impl Driver for PipesDriver {
                 .map(|l| l.as_ref() == Some(&plan.pipes))
                 .unwrap_or(false)
             {
-                return Ok(());
+                return Ok(Applied::quiet());
             }
             let want = plan
                 .pipes
@@ -57,13 +57,13 @@ impl Driver for PipesDriver {
                 })
                 .collect();
             self.inner.apply(want).await.map_err(|e| match e {
-                ProxyError::InvalidConfig { .. } => DriverError::Rejected(e.to_string()),
-                other => DriverError::Transient(other.to_string()),
+                ProxyError::InvalidConfig { .. } => DriverError::rejected_from("", e),
+                other => DriverError::transient_from("", other),
             })?;
             if let Ok(mut l) = self.last.lock() {
                 *l = Some(plan.pipes.clone());
             }
-            Ok(())
+            Ok(Applied::quiet())
         })
     }
 }

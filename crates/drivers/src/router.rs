@@ -1,7 +1,7 @@
 //! The domain router driver: hands the plan's listeners and routes to `kawaii-proxy`, which
 //! applies them live (new listeners bound, removed ones closed, established connections kept).
 
-use crate::{ApplyFuture, Driver, DriverError};
+use crate::{Applied, ApplyFuture, Driver, DriverError, DriverName};
 use kawaii_plan::Plan;
 use kawaii_plan::router::RouterPlan;
 use kawaii_proxy::{DomainRouter, ProxyError, RouterConfig};
@@ -14,12 +14,70 @@ pub struct Router {
     last: Mutex<Option<Option<RouterPlan>>>,
 }
 
-/// The plan's router section as the proxy's config (same field names, checked by a test).
-pub fn to_config(p: &RouterPlan) -> Result<RouterConfig, DriverError> {
-    let v =
-        serde_json::to_value(p).map_err(|e| DriverError::Rejected(format!("router plan: {e}")))?;
-    serde_json::from_value(v)
-        .map_err(|e| DriverError::Rejected(format!("router plan does not fit the proxy: {e}")))
+/// The plan's router section as the proxy's config.
+pub fn to_config(p: &RouterPlan) -> RouterConfig {
+    use kawaii_model::valid::{Balance, HealthCheck, ProxyProtocol};
+    use kawaii_plan::router::ListenerKind;
+    use kawaii_proxy::config as proxy;
+    let listeners = p
+        .listeners
+        .iter()
+        .map(|l| proxy::ListenerConfig {
+            name: l.name.clone(),
+            bind: l.bind,
+            protocol: match l.protocol {
+                ListenerKind::Tls => proxy::ListenerProtocol::Tls,
+                ListenerKind::Http => proxy::ListenerProtocol::Http,
+            },
+            max_connections: l.max_connections,
+            max_connections_per_source: l.max_connections_per_source,
+            trusted_proxies: l
+                .trusted_proxies
+                .iter()
+                .map(|n| proxy::Cidr {
+                    addr: n.addr(),
+                    prefix: n.prefix_len(),
+                })
+                .collect(),
+            header_timeout_ms: None,
+        })
+        .collect();
+    let routes = p
+        .routes
+        .iter()
+        .map(|r| proxy::RouteConfig {
+            domain: r.domain.clone(),
+            https: r.https.clone(),
+            http: r.http.clone(),
+            balance: match r.balance {
+                Balance::RoundRobin => proxy::Balance::RoundRobin,
+                Balance::LeastConnections => proxy::Balance::LeastConnections,
+            },
+            proxy_protocol: r.proxy_protocol.map(|v| match v {
+                ProxyProtocol::V1 => proxy::ProxyProtocolVersion::V1,
+                ProxyProtocol::V2 => proxy::ProxyProtocolVersion::V2,
+            }),
+            health_check: r.health_check.as_ref().map(|c| proxy::HealthCheck {
+                kind: match c.kind {
+                    HealthCheck::Tcp => proxy::HealthCheckKind::Tcp,
+                    HealthCheck::Http => proxy::HealthCheckKind::Http,
+                },
+                ..proxy::HealthCheck::default()
+            }),
+            connect_timeout_ms: None,
+            idle_timeout_ms: None,
+        })
+        .collect();
+    RouterConfig {
+        listeners,
+        routes,
+        timeouts: proxy::Timeouts {
+            header_ms: p.timeouts.header_ms,
+            connect_ms: p.timeouts.connect_ms,
+            idle_ms: p.timeouts.idle_ms,
+        },
+        access_log: p.access_log,
+    }
 }
 
 impl Router {
@@ -31,8 +89,8 @@ impl Router {
     }
 
     /// Per listener, route and backend: connections, bytes, errors, health.
-    pub fn status(&self) -> serde_json::Value {
-        serde_json::to_value(self.inner.status()).unwrap_or_default()
+    pub fn status(&self) -> kawaii_proxy::RouterStatus {
+        self.inner.status()
     }
 
     /// Stops accepting and lets connections finish, up to `drain`.
@@ -42,8 +100,8 @@ impl Router {
 }
 
 impl Driver for Router {
-    fn name(&self) -> &'static str {
-        "router"
+    fn name(&self) -> DriverName {
+        DriverName::Router
     }
 
     fn apply<'a>(&'a self, plan: &'a Plan) -> ApplyFuture<'a> {
@@ -54,41 +112,51 @@ impl Driver for Router {
                 .map(|l| l.as_ref() == Some(&plan.router))
                 .unwrap_or(false)
             {
-                return Ok(());
+                return Ok(Applied::quiet());
             }
             let cfg = match &plan.router {
-                Some(p) => to_config(p)?,
+                Some(p) => to_config(p),
                 None => RouterConfig::default(),
             };
             self.inner.apply(cfg).await.map_err(|e| match e {
-                ProxyError::InvalidConfig { .. } => DriverError::Rejected(e.to_string()),
-                other => DriverError::Transient(other.to_string()),
+                ProxyError::InvalidConfig { .. } => DriverError::rejected_from("", e),
+                other => DriverError::transient_from("", other),
             })?;
             if let Ok(mut l) = self.last.lock() {
                 *l = Some(plan.router.clone());
             }
-            Ok(())
+            Ok(Applied::quiet())
         })
     }
 }
 
 #[cfg(test)]
 mod tests {
-    /// Every golden router plan converts to the proxy's config and passes its validation.
+    /// Every golden router plan converts to the proxy's config and passes its validation, and
+    /// the typed conversion gives what the proxy reads from the golden JSON (defaults included).
     #[test]
     fn golden_router_plans_fit_the_proxy() {
+        use kawaii_model::{Format, Gateway, validate};
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../plan/testdata/render");
         let mut seen = 0;
         for case in std::fs::read_dir(root).expect("testdata") {
-            let path = case.expect("entry").path().join("router.json");
+            let case = case.expect("entry").path();
+            let path = case.join("router.json");
             let Ok(text) = std::fs::read_to_string(&path) else {
                 continue;
             };
-            let cfg: kawaii_proxy::RouterConfig =
+            let from_json: kawaii_proxy::RouterConfig =
                 serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-            cfg.validate()
+            from_json
+                .validate()
                 .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-            assert!(!cfg.routes.is_empty());
+            assert!(!from_json.routes.is_empty());
+            let config = std::fs::read_to_string(case.join("config.toml")).expect("config");
+            let g = Gateway::parse(&config, Format::Toml).expect("parses");
+            let d = validate(&g).expect("valid").desired;
+            let plan = kawaii_plan::plan(&d, None).expect("plan");
+            let typed = super::to_config(plan.router.as_ref().expect("router plan"));
+            assert_eq!(typed, from_json, "{}", case.display());
             seen += 1;
         }
         assert!(seen > 0, "no router golden file");

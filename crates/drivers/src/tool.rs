@@ -23,22 +23,22 @@ pub(crate) async fn run(
         .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
-        .map_err(|e| DriverError::Transient(format!("cannot run {prog}: {e}")))?;
+        .map_err(|e| DriverError::transient_from(format!("cannot run {prog}"), e))?;
     if let (Some(text), Some(mut stdin)) = (input, child.stdin.take()) {
         stdin
             .write_all(text.as_bytes())
             .await
-            .map_err(|e| DriverError::Transient(format!("{prog}: writing stdin: {e}")))?;
+            .map_err(|e| DriverError::transient_from(format!("{prog}: writing stdin"), e))?;
     }
     let out = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
         .await
-        .map_err(|_| DriverError::Transient(format!("{prog} {} timed out", args.join(" "))))?
-        .map_err(|e| DriverError::Transient(format!("{prog}: {e}")))?;
+        .map_err(|_| DriverError::transient(format!("{prog} {} timed out", args.join(" "))))?
+        .map_err(|e| DriverError::transient_from(prog, e))?;
     if out.status.success() {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     } else {
         let err = String::from_utf8_lossy(&out.stderr);
-        Err(DriverError::Rejected(format!(
+        Err(DriverError::rejected(format!(
             "{prog} {}: {}",
             args.join(" "),
             err.trim()

@@ -25,7 +25,7 @@ pub const UNHEALTHY_PENALTY: u8 = 80;
 const MAX_WAIT: Duration = Duration::from_millis(20);
 
 /// One virtual router's status, for `/v1/status` (details "vrrp") and `kawaii status`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct RouterStatus {
     pub zone: String,
     pub vrid: u8,
@@ -33,7 +33,9 @@ pub struct RouterStatus {
     pub priority: u8,
     pub configured_priority: u8,
     /// This node's source address when master, else the master last heard.
+    #[schema(value_type = Option<String>)]
     pub master: Option<Ipv4Addr>,
+    #[schema(value_type = Vec<String>)]
     pub vips: Vec<Ipv4Addr>,
     /// Unix milliseconds of the last state change, and why.
     pub last_transition_ms: Option<u64>,

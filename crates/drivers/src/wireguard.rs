@@ -3,13 +3,12 @@
 //! converged live otherwise (unchanged peers keep their sessions), stopped when the section
 //! goes. Reads the private key file and refuses one that others may read.
 
-use crate::{ApplyFuture, Driver, DriverError};
+use crate::{Applied, ApplyFuture, Driver, DriverError, DriverName, Effect};
 use kawaii_plan::Plan;
 use kawaii_plan::wireguard::{KeyPlan, WgPeerPlan, WgPlan};
 use kawaii_wg::{DeviceConfig, PeerConfig, PeerStats, SecretKey, WgDevice};
 use serde::Serialize;
 use std::sync::RwLock;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::SystemTime;
 use tokio::sync::Mutex;
 use tracing::{info, warn};
@@ -57,7 +56,7 @@ struct Running {
 }
 
 /// What `/v1/status` and `/metrics` show per peer.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct PeerStatus {
     pub name: String,
     pub public_key: String,
@@ -71,7 +70,7 @@ pub struct PeerStatus {
     pub last_handshake_ago: Option<u64>,
 }
 
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
 pub struct DeviceStatus {
     pub interface: String,
     pub listen_port: u16,
@@ -101,8 +100,6 @@ pub struct WireGuard {
     last_rx: std::sync::Mutex<std::collections::HashMap<[u8; 32], (u64, SystemTime)>>,
     /// What the siblings told us.
     seen: std::sync::Mutex<crate::wg_sync::Seen>,
-    /// Set when the interface was (re)created: its addresses and routes must be applied again.
-    recreated: AtomicBool,
     public_key: RwLock<Option<String>>,
     status: RwLock<Option<DeviceStatus>>,
 }
@@ -119,10 +116,10 @@ fn b64(k: &[u8; 32]) -> String {
 
 async fn peer_config(p: &WgPeerPlan) -> Result<PeerConfig, DriverError> {
     let public_key = kawaii_wg::decode_key(&p.public_key)
-        .map_err(|_| DriverError::Rejected(format!("peer {:?}: invalid public key", p.name)))?;
+        .map_err(|_| DriverError::rejected(format!("peer {:?}: invalid public key", p.name)))?;
     let preshared_key = match &p.preshared_key {
         Some(k) => Some(SecretKey::from_base64(k.expose()).map_err(|_| {
-            DriverError::Rejected(format!("peer {:?}: invalid preshared key", p.name))
+            DriverError::rejected(format!("peer {:?}: invalid preshared key", p.name))
         })?),
         None => None,
     };
@@ -150,11 +147,6 @@ async fn peer_config(p: &WgPeerPlan) -> Result<PeerConfig, DriverError> {
 impl WireGuard {
     pub fn new() -> WireGuard {
         WireGuard::default()
-    }
-
-    /// True once after the interface was (re)created.
-    pub fn take_recreated(&self) -> bool {
-        self.recreated.swap(false, Ordering::SeqCst)
     }
 
     /// The device's public key (base64), while it runs.
@@ -220,7 +212,8 @@ impl WireGuard {
         }
     }
 
-    async fn converge(&self, want: Option<&WgPlan>) -> Result<(), DriverError> {
+    /// Converges the device; a device started anew is reported as [`Effect::LinkRecreated`].
+    async fn converge(&self, want: Option<&WgPlan>) -> Result<Applied, DriverError> {
         let mut running = self.running.lock().await;
         let Some(w) = want else {
             if let Some(r) = running.take() {
@@ -230,14 +223,15 @@ impl WireGuard {
             if let Ok(mut k) = self.public_key.write() {
                 *k = None;
             }
-            return Ok(());
+            return Ok(Applied::quiet());
         };
-        let key = plan_key(&w.private_key).map_err(DriverError::Rejected)?;
+        let key = plan_key(&w.private_key).map_err(DriverError::rejected)?;
         // Resolve and check every peer before anything changes.
         let mut peers = Vec::with_capacity(w.peers.len());
         for p in &w.peers {
             peers.push(peer_config(p).await?);
         }
+        let mut applied = Applied::quiet();
         let same_device = running.as_ref().is_some_and(|r| {
             r.interface == w.interface && r.listen_port == w.listen_port && r.key == key
         });
@@ -255,7 +249,7 @@ impl WireGuard {
                 mtu: None,
             })
             .await
-            .map_err(|e| DriverError::Rejected(format!("wireguard device: {e}")))?;
+            .map_err(|e| DriverError::rejected_from("wireguard device", e))?;
             *running = Some(Running {
                 device,
                 interface: w.interface.clone(),
@@ -263,14 +257,14 @@ impl WireGuard {
                 key: key.clone(),
                 peers: Vec::new(),
             });
-            self.recreated.store(true, Ordering::SeqCst);
+            applied = Applied::with(Effect::LinkRecreated(w.interface.clone()));
         }
         let r = running.as_mut().expect("running: just ensured");
         if !same_device || r.peers != w.peers {
             r.device
                 .set_peers(peers)
                 .await
-                .map_err(|e| DriverError::Rejected(format!("wireguard peers: {e}")))?;
+                .map_err(|e| DriverError::rejected_from("wireguard peers", e))?;
             r.peers = w.peers.clone();
         }
         if let Ok(mut k) = self.public_key.write() {
@@ -283,7 +277,7 @@ impl WireGuard {
                 me: w.me.clone(),
             });
         }
-        Ok(())
+        Ok(applied)
     }
 
     /// HA: every [`crate::wg_sync::INTERVAL`] tells the siblings where this instance's peers
@@ -336,8 +330,8 @@ impl WireGuard {
 
     pub async fn run_sync(
         self: std::sync::Arc<Self>,
-        mut stop: tokio::sync::watch::Receiver<bool>,
-        changed: std::sync::Arc<tokio::sync::Notify>,
+        stop: tokio_util::sync::CancellationToken,
+        changed: crate::Changed,
     ) {
         use crate::wg_sync::{self, Entry, Message};
         let mut sock: Option<tokio::net::UdpSocket> = None;
@@ -350,7 +344,7 @@ impl WireGuard {
                 sock = None;
                 tokio::select! {
                     _ = tick.tick() => continue,
-                    _ = stop.changed() => return,
+                    _ = stop.cancelled() => return,
                 }
             };
             if sock.is_none() {
@@ -360,7 +354,7 @@ impl WireGuard {
                         warn!(%error, port = wg_sync::PORT, "wireguard endpoint sync cannot listen");
                         tokio::select! {
                             _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => continue,
-                            _ = stop.changed() => return,
+                            _ = stop.cancelled() => return,
                         }
                     }
                 }
@@ -392,7 +386,7 @@ impl WireGuard {
                         guests.retain(|k, _| entries.iter().any(|e| e.public_key == *k));
                         drop(guests);
                         if self.locate(&stats, now) {
-                            changed.notify_one();
+                            changed();
                         }
                         entries
                     };
@@ -416,7 +410,7 @@ impl WireGuard {
                         warn!(from = %from, %why, "wireguard endpoint sync message dropped");
                     }
                 }
-                _ = stop.changed() => return,
+                _ = stop.cancelled() => return,
             }
         }
     }
@@ -510,8 +504,8 @@ const FRESH: std::time::Duration = std::time::Duration::from_secs(180);
 const REKEY_AFTER: std::time::Duration = std::time::Duration::from_secs(120);
 
 impl Driver for WireGuard {
-    fn name(&self) -> &'static str {
-        "wireguard"
+    fn name(&self) -> DriverName {
+        DriverName::WireGuard
     }
 
     fn apply<'a>(&'a self, plan: &'a Plan) -> ApplyFuture<'a> {

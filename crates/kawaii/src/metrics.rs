@@ -1,13 +1,51 @@
-//! The `/metrics` collectors of the capabilities (VRRP, IPsec, WireGuard, pipes), read from
+//! The daemon's metrics, the `/metrics` collectors of the capabilities (VRRP, IPsec, WireGuard, pipes), read from
 //! their drivers at scrape time, and the helper that encodes one metric family.
 
 use prometheus_client::encoding::DescriptorEncoder;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
 use std::sync::Arc;
 
 pub(crate) const COUNTER: prometheus_client::metrics::MetricType =
     prometheus_client::metrics::MetricType::Counter;
 pub(crate) const GAUGE: prometheus_client::metrics::MetricType =
     prometheus_client::metrics::MetricType::Gauge;
+
+/// The daemon's own metrics: revisions, reconcile passes, config reloads.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct DaemonMetrics {
+    pub(crate) desired_revision: Gauge,
+    pub(crate) applied_revision: Gauge,
+    pub(crate) reconciles: Family<Vec<(String, String)>, Counter>,
+    pub(crate) config_reloads: Family<Vec<(String, String)>, Counter>,
+}
+
+impl DaemonMetrics {
+    pub(crate) fn register(&self, r: &mut Registry) {
+        r.register(
+            "kawaii_desired_revision",
+            "Revision of the desired state in the store",
+            self.desired_revision.clone(),
+        );
+        r.register(
+            "kawaii_applied_revision",
+            "Revision every driver has applied",
+            self.applied_revision.clone(),
+        );
+        r.register(
+            "kawaii_reconciles",
+            "Reconcile passes by result",
+            self.reconciles.clone(),
+        );
+        r.register(
+            "kawaii_config_reloads",
+            "Config file reloads by result",
+            self.config_reloads.clone(),
+        );
+    }
+}
 
 /// Encodes one metric family (a counter or a gauge) with one sample per item.
 pub(crate) fn family<T, L: prometheus_client::encoding::EncodeLabelSet>(

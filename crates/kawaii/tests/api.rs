@@ -328,4 +328,65 @@ fn openapi_is_valid_and_complete() {
     // And something not listed is not served.
     let r = node.call("GET", "/v1/nothing-here", Some(ADMIN), None, &[]);
     assert_eq!(r.status, 404);
+
+    // Every status section is described down to its fields.
+    let schemas = &spec["components"]["schemas"];
+    let details = resolve(
+        schemas,
+        &resolve(schemas, &spec_of_status(schemas))["properties"]["details"],
+    );
+    let sections = details["properties"]
+        .as_object()
+        .expect("details has properties");
+    let mut names: Vec<&str> = sections.keys().map(String::as_str).collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "ipsec",
+            "pipes",
+            "router",
+            "rules",
+            "vpc_peerings",
+            "vrrp",
+            "wireguard"
+        ]
+    );
+    for (name, section) in sections {
+        let fields = resolve(schemas, section);
+        assert!(
+            fields["properties"]
+                .as_object()
+                .is_some_and(|p| !p.is_empty()),
+            "status section {name} has no described fields: {fields}"
+        );
+    }
+}
+
+fn spec_of_status(schemas: &serde_json::Value) -> serde_json::Value {
+    assert!(schemas.get("Status").is_some(), "no Status schema");
+    serde_json::json!({"$ref": "#/components/schemas/Status"})
+}
+
+/// Follows `$ref`s, `oneOf`/`allOf` wrappers (nullable fields) and arrays to the object schema.
+fn resolve(schemas: &serde_json::Value, s: &serde_json::Value) -> serde_json::Value {
+    if let Some(r) = s["$ref"].as_str() {
+        let name = r.rsplit('/').next().expect("ref name");
+        return resolve(schemas, &schemas[name]);
+    }
+    for key in ["oneOf", "allOf", "anyOf"] {
+        if let Some(alts) = s[key].as_array()
+            && let Some(obj) = alts.iter().find(|a| a["type"] != "null")
+        {
+            return resolve(schemas, obj);
+        }
+    }
+    if s["type"] == "array"
+        || s["type"]
+            .as_array()
+            .is_some_and(|t| t.contains(&"array".into()))
+    {
+        return resolve(schemas, &s["items"]);
+    }
+    s.clone()
 }

@@ -1,9 +1,10 @@
-//! The domain router's plan: listeners and route table. Field names match `kawaii-proxy`'s
-//! `RouterConfig` so the driver hands it over as is (a test in the driver checks every golden).
+//! The domain router's plan: listeners and route table, in the model's types. The driver turns
+//! it into `kawaii-proxy`'s config field by field; its JSON (the golden `router.json`) uses the
+//! proxy config's names, so the proxy reads every golden file too (a test in the driver).
 
 use kawaii_model::Desired;
 use kawaii_model::valid::{Balance, HealthCheck, ProxyProtocol, ZoneSpec};
-use serde::Serialize;
+use serde::{Serialize, Serializer};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -18,11 +19,21 @@ pub struct RouterPlan {
 pub struct Listener {
     pub name: String,
     pub bind: SocketAddr,
-    /// `tls` (SNI) or `http` (Host).
-    pub protocol: &'static str,
+    pub protocol: ListenerKind,
     pub max_connections: Option<u32>,
     pub max_connections_per_source: Option<u32>,
-    pub trusted_proxies: Vec<String>,
+    #[serde(serialize_with = "as_text")]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+}
+
+/// What a listener reads to choose a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ListenerKind {
+    /// The TLS ClientHello's SNI.
+    Tls,
+    /// The HTTP Host header.
+    Http,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -30,14 +41,43 @@ pub struct Route {
     pub domain: String,
     pub https: Vec<SocketAddr>,
     pub http: Vec<SocketAddr>,
-    pub balance: &'static str,
-    pub proxy_protocol: Option<&'static str>,
+    #[serde(serialize_with = "balance")]
+    pub balance: Balance,
+    #[serde(serialize_with = "proxy_protocol")]
+    pub proxy_protocol: Option<ProxyProtocol>,
     pub health_check: Option<Check>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Check {
-    pub kind: &'static str,
+    #[serde(serialize_with = "check_kind")]
+    pub kind: HealthCheck,
+}
+
+fn as_text<S: Serializer>(nets: &[ipnet::IpNet], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(nets.iter().map(ToString::to_string))
+}
+
+fn balance<S: Serializer>(b: &Balance, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(match b {
+        Balance::RoundRobin => "round_robin",
+        Balance::LeastConnections => "least_connections",
+    })
+}
+
+fn proxy_protocol<S: Serializer>(p: &Option<ProxyProtocol>, s: S) -> Result<S::Ok, S::Error> {
+    match p {
+        None => s.serialize_none(),
+        Some(ProxyProtocol::V1) => s.serialize_some("v1"),
+        Some(ProxyProtocol::V2) => s.serialize_some("v2"),
+    }
+}
+
+fn check_kind<S: Serializer>(k: &HealthCheck, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(match k {
+        HealthCheck::Tcp => "tcp",
+        HealthCheck::Http => "http",
+    })
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -70,12 +110,12 @@ pub fn plan(d: &Desired, zone: Option<&ZoneSpec>) -> Option<RouterPlan> {
         protocol,
         max_connections: r.max_connections,
         max_connections_per_source: r.max_connections_per_source,
-        trusted_proxies: r.trusted_proxies.iter().map(ToString::to_string).collect(),
+        trusted_proxies: r.trusted_proxies.clone(),
     };
     Some(RouterPlan {
         listeners: vec![
-            listener("https", r.https_port, "tls"),
-            listener("http", r.http_port, "http"),
+            listener("https", r.https_port, ListenerKind::Tls),
+            listener("http", r.http_port, ListenerKind::Http),
         ],
         routes: d
             .routes
@@ -84,20 +124,9 @@ pub fn plan(d: &Desired, zone: Option<&ZoneSpec>) -> Option<RouterPlan> {
                 domain: rt.domain.clone(),
                 https: rt.https.clone(),
                 http: rt.http.clone(),
-                balance: match rt.balance {
-                    Balance::RoundRobin => "round_robin",
-                    Balance::LeastConnections => "least_connections",
-                },
-                proxy_protocol: rt.proxy_protocol.map(|p| match p {
-                    ProxyProtocol::V1 => "v1",
-                    ProxyProtocol::V2 => "v2",
-                }),
-                health_check: rt.health_check.map(|h| Check {
-                    kind: match h {
-                        HealthCheck::Tcp => "tcp",
-                        HealthCheck::Http => "http",
-                    },
-                }),
+                balance: rt.balance,
+                proxy_protocol: rt.proxy_protocol,
+                health_check: rt.health_check.map(|kind| Check { kind }),
             })
             .collect(),
         timeouts: Timeouts {

@@ -28,7 +28,7 @@ pub struct RouterConfig {
 }
 
 /// Which kind of traffic a listener expects.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ListenerProtocol {
     /// TLS, routed by ClientHello SNI to the routes' `https` backends.
@@ -129,6 +129,20 @@ pub struct HealthCheck {
 
 /// `http` checks apply to `http` backends; `https` backends always get a TCP check (TLS is never
 /// terminated here).
+impl Default for HealthCheck {
+    /// The defaults a config that names only the kind gets.
+    fn default() -> Self {
+        Self {
+            kind: HealthCheckKind::default(),
+            interval_ms: defaults::interval(),
+            timeout_ms: defaults::check_timeout(),
+            rise: defaults::rise(),
+            fall: defaults::fall(),
+            path: defaults::path(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum HealthCheckKind {

@@ -21,7 +21,7 @@ pub enum ProxyError {
 }
 
 /// Why a connection ended badly, or was refused. Counted per listener, route and backend.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorKind {
     NoSni,

@@ -35,9 +35,10 @@ pub struct PipeConfig {
 }
 
 /// Counters and state of one pipe, for status and metrics.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct PipeStatus {
     pub name: String,
+    #[schema(value_type = String)]
     pub listen: SocketAddr,
     pub target: String,
     pub connections: u64,

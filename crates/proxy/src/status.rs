@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use crate::ErrorKind;
 use crate::config::ListenerProtocol;
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct RouterStatus {
     pub listeners: Vec<ListenerStatus>,
     pub routes: Vec<RouteStatus>,
@@ -15,11 +15,13 @@ pub struct RouterStatus {
     pub idle_pipes: usize,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct ListenerStatus {
     pub name: String,
+    #[schema(value_type = String)]
     pub bind: SocketAddr,
     /// The bound address (differs from `bind` when it asked for port 0).
+    #[schema(value_type = String)]
     pub local_addr: SocketAddr,
     pub protocol: ListenerProtocol,
     pub active_connections: u64,
@@ -28,7 +30,7 @@ pub struct ListenerStatus {
     pub errors: BTreeMap<ErrorKind, u64>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct RouteStatus {
     pub domain: String,
     pub protocol: ListenerProtocol,
@@ -40,8 +42,9 @@ pub struct RouteStatus {
     pub backends: Vec<BackendStatus>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct BackendStatus {
+    #[schema(value_type = String)]
     pub address: SocketAddr,
     pub healthy: bool,
     /// Whether an active health check runs (otherwise `healthy` is always true).

@@ -58,7 +58,7 @@ impl Config {
 }
 
 /// RFC 5798 §6.4 states.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum State {
     Initialize,
@@ -100,7 +100,7 @@ pub enum Action {
 }
 
 /// Why the state changed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(tag = "reason", rename_all = "snake_case")]
 pub enum Reason {
     /// Initialize -> Master: priority 255, this router owns the addresses.
@@ -112,11 +112,22 @@ pub enum Reason {
     /// Backup -> Master: the master sent priority 0 and Skew_Time passed.
     MasterResigned,
     /// Backup -> Master: preemption; adverts from this lower-priority master were discarded.
-    Preempted { master: Ipv4Addr, priority: u8 },
+    Preempted {
+        #[schema(value_type = String)]
+        master: Ipv4Addr,
+        priority: u8,
+    },
     /// Master -> Backup: an advert with a higher priority.
-    HigherPriority { master: Ipv4Addr, priority: u8 },
+    HigherPriority {
+        #[schema(value_type = String)]
+        master: Ipv4Addr,
+        priority: u8,
+    },
     /// Master -> Backup: an advert with the same priority from a higher primary address.
-    HigherAddress { master: Ipv4Addr },
+    HigherAddress {
+        #[schema(value_type = String)]
+        master: Ipv4Addr,
+    },
     /// Backup or Master -> Initialize.
     Shutdown,
 }

@@ -1,0 +1,96 @@
+//! Building the daemon: the command line's settings in, an [`App`] out (the store, the API
+//! state, every driver and speaker, the metrics registry). Nothing runs yet; `mod.rs` spawns the
+//! tasks that use it.
+
+use super::status::RuleCounters;
+use super::wake::{Wake, Wakes};
+use crate::metrics::{DaemonMetrics, IpsecMetrics, PipeMetrics, VrrpMetrics, WgMetrics};
+use anyhow::Context;
+use kawaii_api::ApiState;
+use kawaii_drivers::{Driver, consent, ipsec, netlink, nftables, pipes, router, vrrp, wireguard};
+use kawaii_store::{SqliteStore, Store};
+use prometheus_client::registry::Registry;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// What `kawaii serve` was started with.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub config: PathBuf,
+    pub zone: Option<String>,
+    pub state_dir: PathBuf,
+}
+
+/// The built daemon. Shared by its tasks; the reconcile loop's own state lives in the loop.
+pub struct App {
+    pub settings: Settings,
+    pub store: Arc<dyn Store>,
+    pub api: ApiState,
+    pub metrics: DaemonMetrics,
+    pub counters: Arc<RuleCounters>,
+    /// In apply order: the WireGuard device first (the addresses and routes on its interface
+    /// come next), then addresses and routes, the firewall, the proxies, IPsec.
+    pub drivers: Vec<Arc<dyn Driver>>,
+    pub router: Arc<router::Router>,
+    pub pipes: Arc<pipes::PipesDriver>,
+    pub ipsec: Arc<ipsec::Ipsec>,
+    pub wireguard: Arc<wireguard::WireGuard>,
+    /// VPC-peering consent speaker.
+    pub consent: Arc<consent::Consent>,
+    /// The VRRP speaker (multi-zone HA); idle without HA.
+    pub vrrp: Arc<vrrp::Speaker>,
+    pub wakes: Wakes,
+}
+
+impl App {
+    pub async fn build(settings: Settings, wakes: Wakes) -> anyhow::Result<Arc<App>> {
+        let dir = settings.state_dir.clone();
+        let store: Arc<dyn Store> = Arc::new(
+            tokio::task::spawn_blocking(move || SqliteStore::open(&dir))
+                .await?
+                .with_context(|| {
+                    format!("opening the store in {}", settings.state_dir.display())
+                })?,
+        );
+        let metrics = DaemonMetrics::default();
+        let mut registry = Registry::default();
+        metrics.register(&mut registry);
+        let counters = Arc::new(RuleCounters::default());
+        registry.register_collector(Box::new(counters.clone()));
+        let router = Arc::new(router::Router::new(&mut registry));
+        let ipsec = Arc::new(ipsec::Ipsec::new(&settings.state_dir));
+        registry.register_collector(Box::new(IpsecMetrics(ipsec.clone())));
+        let vrrp = Arc::new(vrrp::Speaker::start().context("starting the VRRP thread")?);
+        registry.register_collector(Box::new(VrrpMetrics(vrrp.clone())));
+        let wireguard = Arc::new(wireguard::WireGuard::new());
+        registry.register_collector(Box::new(WgMetrics(wireguard.clone())));
+        let pipes = Arc::new(pipes::PipesDriver::new());
+        registry.register_collector(Box::new(PipeMetrics(pipes.clone())));
+        let api = ApiState::new(store.clone(), registry);
+        api.set_on_write(wakes.notifier(Wake::ApiWrite));
+        let drivers: Vec<Arc<dyn Driver>> = vec![
+            wireguard.clone(),
+            Arc::new(netlink::Netlink::new()),
+            Arc::new(nftables::Nftables::new()),
+            router.clone(),
+            pipes.clone(),
+            ipsec.clone(),
+        ];
+        let consent = consent::Consent::new(wakes.notifier(Wake::Consent));
+        Ok(Arc::new(App {
+            settings,
+            store,
+            api,
+            metrics,
+            counters,
+            drivers,
+            router,
+            pipes,
+            ipsec,
+            wireguard,
+            consent,
+            vrrp,
+            wakes,
+        }))
+    }
+}

@@ -1,0 +1,175 @@
+//! The reconcile loop: waits for a [`Wake`], reads the desired state, plans, hands the plan to
+//! the drivers ([`Reconciler`]) and publishes the result. Failed applies are tried again with
+//! backoff (transient errors soon, rejections slowly); an unchanged plan is re-checked now and
+//! then so that drift in the kernel is repaired without a change.
+
+use super::app::App;
+use super::apply::{Outcome, Reconciler};
+use super::wake::{Wake, WakeReceiver, reasons};
+use kawaii_model::Desired;
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+use tracing::{debug, error, info};
+
+/// The first retry after a transient failure; doubles up to [`MAX_BACKOFF`].
+const FIRST_RETRY: Duration = Duration::from_millis(250);
+/// The first retry after a rejection (the plan is unchanged, so only the world can fix it).
+const FIRST_RETRY_REJECTED: Duration = Duration::from_secs(2);
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// Runs passes until a pass woken by [`Wake::Shutdown`] is done, or every sender is gone.
+pub async fn run(app: Arc<App>, mut wakes: WakeReceiver) {
+    let mut reconciler = Reconciler::new(app.drivers.clone());
+    let mut backoff: Option<Duration> = None;
+    app.wakes.send(Wake::Start);
+    loop {
+        let wait = backoff.unwrap_or(kawaii_drivers::netlink::RESYNC);
+        let why = tokio::select! {
+            w = wakes.next() => match w {
+                Some(w) => w,
+                None => return,
+            },
+            _ = tokio::time::sleep(wait) => BTreeSet::from([if backoff.is_some() { Wake::Retry } else { Wake::Timer }]),
+        };
+        debug!(why = %reasons(&why), "reconcile woken");
+        if why.contains(&Wake::Retry) {
+            info!("retrying the failed apply");
+        }
+        let outcome = pass(&app, &mut reconciler).await;
+        backoff = match outcome {
+            Outcome::Applied => None,
+            Outcome::Transient => Some(next(backoff, FIRST_RETRY)),
+            Outcome::Rejected => Some(next(backoff, FIRST_RETRY_REJECTED)),
+        };
+        if why.contains(&Wake::Shutdown) {
+            return;
+        }
+    }
+}
+
+fn next(backoff: Option<Duration>, first: Duration) -> Duration {
+    backoff.map_or(first, |b| (b * 2).clamp(first, MAX_BACKOFF))
+}
+
+/// One pass: store → validate → plan → drivers → status.
+async fn pass(app: &App, reconciler: &mut Reconciler) -> Outcome {
+    let t0 = std::time::Instant::now();
+    let snap = match app.store.current() {
+        Ok(s) => s,
+        Err(e) => {
+            error!(%e, "reading the store failed");
+            return Outcome::Transient;
+        }
+    };
+    app.metrics.desired_revision.set(snap.revision as i64);
+    let read_us = t0.elapsed().as_micros() as u64;
+    let report = match kawaii_model::validate(&snap.gateway) {
+        Ok(r) => r,
+        Err(e) => {
+            // Only validated documents are committed, so this is a bug or a newer schema.
+            error!(%e, revision = snap.revision, "stored state does not validate");
+            return Outcome::Rejected;
+        }
+    };
+    let validate_us = t0.elapsed().as_micros() as u64 - read_us;
+    super::files::refresh_tokens(app, &report.desired);
+    app.consent.set_intents(consent_intents(&report.desired));
+    let observed = kawaii_plan::Observed {
+        consented_peerings: app.consent.consented(),
+        wg_elsewhere: app.wireguard.elsewhere(),
+        // HA: the zones whose VIPs the VRRP speaker says this node holds.
+        vip_zones: report
+            .desired
+            .ha
+            .is_some()
+            .then(|| app.vrrp.owned().borrow().clone()),
+    };
+    let zone = app.settings.zone.as_deref();
+    let plan = match kawaii_plan::plan_with(&report.desired, zone, &observed) {
+        Ok(p) => p,
+        Err(e) => {
+            error!(%e, "planning failed");
+            app.api
+                .update_status(|s| s.plan_error = Some(e.to_string()));
+            return Outcome::Rejected;
+        }
+    };
+    let planned_us = t0.elapsed().as_micros() as u64;
+    // HA: the speaker follows the plan (it announces the plan's VIPs).
+    app.vrrp.configure(plan.vrrp.clone());
+    let announce = || super::ha::announce_vips(app, &observed);
+    let done = reconciler.apply(snap.revision, &plan, &announce).await;
+    // Where a reconcile spends its time (the change -> converged tail).
+    debug!(
+        revision = snap.revision,
+        read_us,
+        validate_us,
+        plan_us = planned_us - read_us - validate_us,
+        apply_us = t0.elapsed().as_micros() as u64 - planned_us,
+        "reconcile phases"
+    );
+    let ok = done.outcome == Outcome::Applied;
+    let result = if ok { "ok" } else { "failed" };
+    app.metrics
+        .reconciles
+        .get_or_create(&vec![("result".into(), result.into())])
+        .inc();
+    app.metrics.applied_revision.set(done.applied as i64);
+    // HA: a failed data plane lowers this node's priorities; held VIPs not announced yet (the
+    // addresses were there already, or their driver failed) are announced now.
+    app.vrrp.set_healthy(ok);
+    announce();
+    app.api.set_wg_public_key(app.wireguard.public_key());
+    app.api.update_status(|s| {
+        s.gateway = report.desired.name.clone();
+        s.zone = plan.zone.clone();
+        s.desired_revision = snap.revision;
+        s.applied_revision = done.applied;
+        s.drivers = done.drivers;
+        s.plan_error = None;
+        s.ready = s.ready || ok;
+    });
+    if plan.nftables.is_some() {
+        // Off the reconcile path: the next change must not wait for a counter read-back.
+        app.counters.refresh_soon(&app.api);
+    }
+    done.outcome
+}
+
+/// The peerings this gateway declares with mutual consent, for the consent speaker.
+fn consent_intents(d: &Desired) -> Vec<kawaii_drivers::consent::Intent> {
+    let Some(ours) = d.private_subnet else {
+        return Vec::new();
+    };
+    d.vpc_peerings
+        .iter()
+        .filter_map(|p| {
+            Some(kawaii_drivers::consent::Intent {
+                name: p.name.clone(),
+                via: p.via,
+                ours,
+                theirs: p.subnet,
+                key: p.consent_key.clone()?,
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_from_its_floor_up_to_the_cap() {
+        let t = next(None, FIRST_RETRY);
+        assert_eq!(t, FIRST_RETRY);
+        assert_eq!(next(Some(t), FIRST_RETRY), FIRST_RETRY * 2);
+        // A rejection after transient failures waits at least its own floor.
+        assert_eq!(next(Some(t), FIRST_RETRY_REJECTED), FIRST_RETRY_REJECTED);
+        assert_eq!(
+            next(Some(Duration::from_secs(20)), FIRST_RETRY),
+            MAX_BACKOFF
+        );
+    }
+}
