@@ -636,7 +636,8 @@ async fn delete_item<C: Collection>(
     Ok(resp)
 }
 
-fn urlencode(s: &str) -> String {
+/// Percent-encodes everything but RFC 3986 unreserved characters (and `*`), for a path segment.
+pub fn urlencode(s: &str) -> String {
     let mut out = String::new();
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || b"-._~*".contains(&b) {

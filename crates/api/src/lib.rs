@@ -12,5 +12,5 @@ mod state;
 
 pub use auth::{Caller, hash_token};
 pub use error::ApiError;
-pub use handlers::{GatewayView, router};
+pub use handlers::{GatewayView, router, urlencode};
 pub use state::{ApiState, Details, DriverStatus, ErrorKind, LiveDetails, OnWrite, Status};

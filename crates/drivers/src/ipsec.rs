@@ -748,43 +748,17 @@ async fn detect_mode() -> Mode {
         Ok("libipsec") | Ok("kernel-libipsec") => return Mode::KernelLibipsec,
         _ => {}
     }
-    let key = "0x6b617761696b617761696b617761696b";
-    let sa = [
-        "xfrm",
-        "state",
-        "add",
-        "src",
-        "192.0.2.254",
-        "dst",
-        "192.0.2.253",
-        "proto",
-        "esp",
-        "spi",
-        "0x6b617761",
-        "mode",
-        "tunnel",
-        "enc",
-        "cbc(aes)",
-        key,
-        "auth",
-        "hmac(sha1)",
-        "0x6b617761696b617761696b617761696b61776169",
-    ];
-    let mode = match crate::tool::run("ip", &sa, None).await {
+    // A throwaway SA between documentation addresses: added, then deleted at once.
+    let sa = "src 192.0.2.254 dst 192.0.2.253 proto esp spi 0x6b617761";
+    let add = format!(
+        "xfrm state add {sa} mode tunnel enc cbc(aes) 0x6b617761696b617761696b617761696b \
+         auth hmac(sha1) 0x6b617761696b617761696b617761696b61776169"
+    );
+    let add: Vec<&str> = add.split_whitespace().collect();
+    let mode = match crate::tool::run("ip", &add, None).await {
         Ok(_) => {
-            let del = [
-                "xfrm",
-                "state",
-                "delete",
-                "src",
-                "192.0.2.254",
-                "dst",
-                "192.0.2.253",
-                "proto",
-                "esp",
-                "spi",
-                "0x6b617761",
-            ];
+            let del = format!("xfrm state delete {sa}");
+            let del: Vec<&str> = del.split_whitespace().collect();
             let _ = crate::tool::run("ip", &del, None).await;
             Mode::Kernel
         }

@@ -251,29 +251,8 @@ mod tests {
 
     #[test]
     fn load_conn_encodes() {
-        let text = r#"
-[gateway]
-name = "acme"
-private_subnet = "10.1.0.0/24"
-[[zones]]
-name = "a"
-public_interface = "wan0"
-private_interface = "lan0"
-public_vip = "203.0.113.10/24"
-public_gateway = "203.0.113.1"
-private_vip = "10.1.0.1"
-[[ipsec]]
-name = "ACME Office"
-pre_shared_key = "never-shown-anywhere"
-remote_peer = "198.51.100.8"
-remote_subnet = "172.16.1.0/24"
-phase1_dh_group_number = 14
-phase1_integrity_algorithm = "SHA512"
-phase1_encryption_algorithm = "AES256"
-phase2_dh_group_number = 14
-phase2_integrity_algorithm = "SHA512"
-phase2_encryption_algorithm = "AES256"
-"#;
+        // The golden IPsec case: AES256/SHA512/group 14 in both phases.
+        let text = include_str!("../../plan/testdata/render/ipsec-office/config.toml");
         let g = kawaii_model::Gateway::parse(text, kawaii_model::Format::Toml).expect("parses");
         let d = kawaii_model::validate(&g).expect("valid").desired;
         let p = kawaii_plan::plan(&d, None).expect("plan");
@@ -282,6 +261,6 @@ phase2_encryption_algorithm = "AES256"
         let text = String::from_utf8_lossy(&bytes);
         assert!(text.contains("aes256-sha512-modp2048"));
         assert!(text.contains("172.16.1.0/24"));
-        assert!(!text.contains("never-shown"));
+        assert!(!text.contains("never-renders"));
     }
 }

@@ -125,10 +125,8 @@ impl DriverError {
         what: impl Into<String>,
         source: impl std::error::Error + Send + Sync + 'static,
     ) -> DriverError {
-        DriverError::Transient {
-            what: with_source(what.into(), &source),
-            source: Some(Box::new(source)),
-        }
+        let (what, source) = with_source(what.into(), source);
+        DriverError::Transient { what, source }
     }
 
     /// `what` was refused because of `source` (kept as the error's `source()`).
@@ -136,10 +134,8 @@ impl DriverError {
         what: impl Into<String>,
         source: impl std::error::Error + Send + Sync + 'static,
     ) -> DriverError {
-        DriverError::Rejected {
-            what: with_source(what.into(), &source),
-            source: Some(Box::new(source)),
-        }
+        let (what, source) = with_source(what.into(), source);
+        DriverError::Rejected { what, source }
     }
 
     pub fn is_transient(&self) -> bool {
@@ -147,12 +143,45 @@ impl DriverError {
     }
 }
 
-/// `what: source`, or the source alone when there is nothing to add.
-fn with_source(what: String, source: &dyn std::error::Error) -> String {
-    if what.is_empty() {
+type Source = Option<Box<dyn std::error::Error + Send + Sync>>;
+
+/// `what: source` (or the source alone when there is nothing to add), and the source kept.
+fn with_source(
+    what: String,
+    source: impl std::error::Error + Send + Sync + 'static,
+) -> (String, Source) {
+    let what = if what.is_empty() {
         source.to_string()
     } else {
         format!("{what}: {source}")
+    };
+    (what, Some(Box::new(source)))
+}
+
+/// The plan section a driver applied last, so that an unchanged section costs nothing.
+#[derive(Debug)]
+pub struct LastApplied<T>(std::sync::Mutex<Option<T>>);
+
+impl<T> Default for LastApplied<T> {
+    fn default() -> Self {
+        LastApplied(std::sync::Mutex::new(None))
+    }
+}
+
+impl<T: PartialEq + Clone> LastApplied<T> {
+    /// Whether `section` is what was applied last.
+    pub fn is(&self, section: &T) -> bool {
+        self.0
+            .lock()
+            .map(|l| l.as_ref() == Some(section))
+            .unwrap_or(false)
+    }
+
+    /// Remembers `section` as applied.
+    pub fn set(&self, section: &T) {
+        if let Ok(mut l) = self.0.lock() {
+            *l = Some(section.clone());
+        }
     }
 }
 

@@ -1,17 +1,16 @@
 //! The pipes driver: hands the plan's pipes to `kawaii-proxy`'s [`Pipes`], which applies them
 //! live (new ones listen, removed ones close, other pipes' connections untouched).
 
-use crate::{Applied, ApplyFuture, Driver, DriverError, DriverName};
+use crate::{Applied, ApplyFuture, Driver, DriverError, DriverName, LastApplied};
 use kawaii_plan::Plan;
 use kawaii_plan::pipes::{CONNECT_TIMEOUT, IDLE_TIMEOUT, PipePlan};
 use kawaii_proxy::{PipeConfig, PipeStatus, Pipes, ProxyError};
-use std::sync::Mutex;
 use std::time::Duration;
 
 #[derive(Debug, Default)]
 pub struct PipesDriver {
     inner: Pipes,
-    last: Mutex<Option<Vec<PipePlan>>>,
+    last: LastApplied<Vec<PipePlan>>,
 }
 
 impl PipesDriver {
@@ -37,12 +36,7 @@ impl Driver for PipesDriver {
 
     fn apply<'a>(&'a self, plan: &'a Plan) -> ApplyFuture<'a> {
         Box::pin(async move {
-            if self
-                .last
-                .lock()
-                .map(|l| l.as_ref() == Some(&plan.pipes))
-                .unwrap_or(false)
-            {
+            if self.last.is(&plan.pipes) {
                 return Ok(Applied::quiet());
             }
             let want = plan
@@ -60,9 +54,7 @@ impl Driver for PipesDriver {
                 ProxyError::InvalidConfig { .. } => DriverError::rejected_from("", e),
                 other => DriverError::transient_from("", other),
             })?;
-            if let Ok(mut l) = self.last.lock() {
-                *l = Some(plan.pipes.clone());
-            }
+            self.last.set(&plan.pipes);
             Ok(Applied::quiet())
         })
     }

@@ -1,17 +1,16 @@
 //! The domain router driver: hands the plan's listeners and routes to `kawaii-proxy`, which
 //! applies them live (new listeners bound, removed ones closed, established connections kept).
 
-use crate::{Applied, ApplyFuture, Driver, DriverError, DriverName};
+use crate::{Applied, ApplyFuture, Driver, DriverError, DriverName, LastApplied};
 use kawaii_plan::Plan;
 use kawaii_plan::router::RouterPlan;
 use kawaii_proxy::{DomainRouter, ProxyError, RouterConfig};
-use std::sync::Mutex;
 use std::time::Duration;
 
 #[derive(Debug)]
 pub struct Router {
     inner: DomainRouter,
-    last: Mutex<Option<Option<RouterPlan>>>,
+    last: LastApplied<Option<RouterPlan>>,
 }
 
 /// The plan's router section as the proxy's config.
@@ -84,7 +83,7 @@ impl Router {
     pub fn new(registry: &mut prometheus_client::registry::Registry) -> Router {
         Router {
             inner: DomainRouter::new(Some(registry)),
-            last: Mutex::new(None),
+            last: LastApplied::default(),
         }
     }
 
@@ -106,12 +105,7 @@ impl Driver for Router {
 
     fn apply<'a>(&'a self, plan: &'a Plan) -> ApplyFuture<'a> {
         Box::pin(async move {
-            if self
-                .last
-                .lock()
-                .map(|l| l.as_ref() == Some(&plan.router))
-                .unwrap_or(false)
-            {
+            if self.last.is(&plan.router) {
                 return Ok(Applied::quiet());
             }
             let cfg = match &plan.router {
@@ -122,9 +116,7 @@ impl Driver for Router {
                 ProxyError::InvalidConfig { .. } => DriverError::rejected_from("", e),
                 other => DriverError::transient_from("", other),
             })?;
-            if let Ok(mut l) = self.last.lock() {
-                *l = Some(plan.router.clone());
-            }
+            self.last.set(&plan.router);
             Ok(Applied::quiet())
         })
     }
