@@ -9,6 +9,10 @@
 //! withdraw, so the other side shows `pending` at once; a gateway that just stops is `down` after
 //! [`DEAD`] without hellos.
 //!
+//! Time is an input: the speaker's logic takes `now` (monotonic, for silence) and `wall` (Unix
+//! time, for stamps and the skew window); only [`Consent::run`] and [`Consent::set_intents`] read
+//! the clocks, so the tests run on fixed times.
+//!
 //! ```text
 //!  0      4    5    6              14             22         27         32                 64
 //!  | KWPH | v1 | op | unix time ms | random nonce | from/len  | to/len    | HMAC-SHA256 (32) |
@@ -178,10 +182,17 @@ impl std::fmt::Debug for Consent {
     }
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
+/// `wall` as Unix milliseconds (0 before 1970).
+fn unix_ms(wall: SystemTime) -> u64 {
+    wall.duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// `wall` as Unix seconds (0 before 1970).
+fn unix_secs(wall: SystemTime) -> u64 {
+    wall.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
         .unwrap_or(0)
 }
 
@@ -200,6 +211,11 @@ impl Consent {
 
     /// The peerings this gateway declares now (mutual ones only).
     pub fn set_intents(&self, intents: Vec<Intent>) {
+        self.set_intents_at(intents, SystemTime::now());
+    }
+
+    /// [`Consent::set_intents`] at wall-clock time `wall`: hellos stamped before it are replays.
+    fn set_intents_at(&self, intents: Vec<Intent>, wall: SystemTime) {
         let mut g = self.lock();
         let old = std::mem::take(&mut g.intents);
         for o in old {
@@ -216,8 +232,8 @@ impl Consent {
             // a restart, or before the peering was removed and added again) is a replay.
             g.peers.entry(i.name.clone()).or_insert_with(|| Peer {
                 state: "pending",
-                since: kawaii_time(),
-                last_time_ms: now_ms().saturating_sub(1),
+                since: unix_secs(wall),
+                last_time_ms: unix_ms(wall).saturating_sub(1),
                 ..Default::default()
             });
         }
@@ -248,8 +264,9 @@ impl Consent {
             .collect()
     }
 
-    /// Handles one datagram from `src`. Returns whether consent changed.
-    fn receive(&self, src: SocketAddr, data: &[u8], now: Instant) -> bool {
+    /// Handles one datagram from `src`, received at `now` (monotonic) and `wall` (Unix time).
+    /// Returns whether consent changed.
+    fn receive(&self, src: SocketAddr, data: &[u8], now: Instant, wall: SystemTime) -> bool {
         let SocketAddr::V4(src) = src else {
             return false;
         };
@@ -276,7 +293,7 @@ impl Consent {
         let Some(p) = g.peers.get_mut(&intent.name) else {
             return false;
         };
-        let skew = msg.time_ms.abs_diff(now_ms());
+        let skew = msg.time_ms.abs_diff(unix_ms(wall));
         if msg.time_ms <= p.last_time_ms || skew > MAX_SKEW_MS {
             warn!(peering = %intent.name, %src, "stale or replayed hello rejected");
             return false;
@@ -292,11 +309,12 @@ impl Consent {
                 p.withdrawn = true;
             }
         }
-        Self::settle(&mut g, now)
+        Self::settle(&mut g, now, wall)
     }
 
-    /// Recomputes every peering's state; true when the consented set changed.
-    fn settle(g: &mut Inner, now: Instant) -> bool {
+    /// Recomputes every peering's state at `now` (`wall` stamps the changes); true when the
+    /// consented set changed.
+    fn settle(g: &mut Inner, now: Instant, wall: SystemTime) -> bool {
         let mut changed = false;
         for (name, p) in g.peers.iter_mut() {
             let state = match (p.heard, p.withdrawn) {
@@ -309,10 +327,42 @@ impl Consent {
                 info!(peering = %name, from = p.state, to = state, "peering consent changed");
                 changed |= state == "active" || p.state == "active";
                 p.state = state;
-                p.since = kawaii_time();
+                p.since = unix_secs(wall);
             }
         }
         changed
+    }
+
+    /// One beat at `now`/`wall`: the hellos (and pending withdraws) to send to each peering's
+    /// `port`, and whether consent changed (a peering fell silent).
+    fn tick(
+        &self,
+        port: u16,
+        now: Instant,
+        wall: SystemTime,
+    ) -> (Vec<(SocketAddr, [u8; LEN])>, bool) {
+        let mut g = self.lock();
+        let mut out = Vec::new();
+        let msg = |op, i: &Intent| {
+            Message {
+                op,
+                time_ms: unix_ms(wall),
+                nonce: nonce(wall),
+                from: i.ours,
+                to: i.theirs,
+            }
+            .encode(i.key.expose().as_bytes())
+        };
+        for i in &g.intents {
+            out.push((SocketAddr::from((i.via, port)), msg(Op::Hello, i)));
+        }
+        for (i, left) in &mut g.leaving {
+            out.push((SocketAddr::from((i.via, port)), msg(Op::Withdraw, i)));
+            *left -= 1;
+        }
+        g.leaving.retain(|(_, left)| *left > 0);
+        let changed = Self::settle(&mut g, now, wall);
+        (out, changed)
     }
 
     /// Runs the speaker on `port` until `stop` is cancelled.
@@ -334,21 +384,7 @@ impl Consent {
         loop {
             tokio::select! {
                 _ = tick.tick() => {
-                    let (out, changed) = {
-                        let mut g = self.lock();
-                        let mut out: Vec<(SocketAddr, [u8; LEN])> = Vec::new();
-                        let msg = |op, i: &Intent| Message { op, time_ms: now_ms(), nonce: rand_u64(), from: i.ours, to: i.theirs }.encode(i.key.expose().as_bytes());
-                        for i in &g.intents {
-                            out.push((SocketAddr::from((i.via, port)), msg(Op::Hello, i)));
-                        }
-                        for (i, left) in &mut g.leaving {
-                            out.push((SocketAddr::from((i.via, port)), msg(Op::Withdraw, i)));
-                            *left -= 1;
-                        }
-                        g.leaving.retain(|(_, left)| *left > 0);
-                        let changed = Self::settle(&mut g, Instant::now());
-                        (out, changed)
-                    };
+                    let (out, changed) = self.tick(port, Instant::now(), SystemTime::now());
                     for (to, m) in out {
                         if let Err(e) = sock.send_to(&m, to).await {
                             debug!(%to, error = %e, "hello not sent");
@@ -360,7 +396,7 @@ impl Consent {
                 }
                 r = sock.recv_from(&mut buf) => {
                     if let Ok((n, src)) = r
-                        && self.receive(src, &buf[..n], Instant::now())
+                        && self.receive(src, &buf[..n], Instant::now(), SystemTime::now())
                     {
                         (self.changed)();
                     }
@@ -371,20 +407,14 @@ impl Consent {
     }
 }
 
-fn rand_u64() -> u64 {
+/// A hello's nonce from the time it is sent.
+fn nonce(wall: SystemTime) -> u64 {
     // Uniqueness, not secrecy: the MAC and the growing timestamp carry the security.
-    let t = SystemTime::now()
+    let t = wall
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(0);
     t ^ (u64::from(std::process::id()) << 32)
-}
-
-fn kawaii_time() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -425,32 +455,50 @@ mod tests {
         }
     }
 
+    /// A fixed wall clock: 2027-01-15 08:00:00 UTC.
+    fn t0() -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(1_800_000_000)
+    }
+
+    fn ms(t: SystemTime) -> u64 {
+        unix_ms(t)
+    }
+
     #[test]
     fn consent_needs_a_valid_mirror_hello_and_fades() {
         let c = Consent::new(Arc::new(|| {}));
-        c.set_intents(vec![intent("shared-secret-123456")]);
+        c.set_intents_at(vec![intent("shared-secret-123456")], t0());
         let src: SocketAddr = "198.51.100.2:7781".parse().expect("addr");
         let now = Instant::now();
+        let wall = t0() + Duration::from_millis(300);
         // Forged: wrong key; wrong source; replay.
-        assert!(!c.receive(src, &hello_from_them("guessed-key-000000", now_ms()), now));
+        assert!(!c.receive(
+            src,
+            &hello_from_them("guessed-key-000000", ms(wall)),
+            now,
+            wall
+        ));
         assert!(!c.receive(
             "198.51.100.66:7781".parse().expect("addr"),
-            &hello_from_them("shared-secret-123456", now_ms()),
-            now
+            &hello_from_them("shared-secret-123456", ms(wall)),
+            now,
+            wall
         ));
         assert!(c.consented().is_empty());
-        let t = now_ms();
-        assert!(c.receive(src, &hello_from_them("shared-secret-123456", t), now));
+        let t = ms(wall);
+        assert!(c.receive(src, &hello_from_them("shared-secret-123456", t), now, wall));
         assert_eq!(c.consented().len(), 1);
+        assert_eq!(c.status()[0].since, 1_800_000_000);
         assert!(
-            !c.receive(src, &hello_from_them("shared-secret-123456", t), now),
+            !c.receive(src, &hello_from_them("shared-secret-123456", t), now, wall),
             "replay"
         );
         // Silence: down.
         let mut g = c.lock();
         assert!(Consent::settle(
             &mut g,
-            now + DEAD + Duration::from_millis(1)
+            now + DEAD + Duration::from_millis(1),
+            wall + DEAD + Duration::from_millis(1)
         ));
         assert_eq!(g.peers["marvelous"].state, "down");
     }
@@ -460,14 +508,81 @@ mod tests {
     #[test]
     fn a_hello_from_before_the_declaration_is_refused() {
         let c = Consent::new(Arc::new(|| {}));
-        let captured = hello_from_them("shared-secret-123456", now_ms() - 5_000);
-        c.set_intents(vec![intent("shared-secret-123456")]);
+        let captured = hello_from_them("shared-secret-123456", ms(t0()) - 5_000);
+        c.set_intents_at(vec![intent("shared-secret-123456")], t0());
         let src: SocketAddr = "198.51.100.2:7781".parse().expect("addr");
         let now = Instant::now();
-        assert!(!c.receive(src, &captured, now), "replayed after a restart");
+        let wall = t0() + Duration::from_millis(2);
+        assert!(
+            !c.receive(src, &captured, now, wall),
+            "replayed after a restart"
+        );
         assert!(c.consented().is_empty());
-        std::thread::sleep(Duration::from_millis(2));
-        assert!(c.receive(src, &hello_from_them("shared-secret-123456", now_ms()), now));
+        assert!(c.receive(
+            src,
+            &hello_from_them("shared-secret-123456", ms(wall)),
+            now,
+            wall
+        ));
         assert_eq!(c.consented().len(), 1);
+    }
+
+    /// At a given time, a genuine hello stamped more than 30 s from our clock, in the past or in
+    /// the future, is refused even though it is newer than the declaration; one inside the
+    /// window counts.
+    #[test]
+    fn a_hello_outside_the_skew_window_is_refused() {
+        let c = Consent::new(Arc::new(|| {}));
+        c.set_intents_at(vec![intent("shared-secret-123456")], t0());
+        let src: SocketAddr = "198.51.100.2:7781".parse().expect("addr");
+        let now = Instant::now();
+        let wall = t0() + Duration::from_secs(60);
+        let key = "shared-secret-123456";
+        let stale = ms(wall) - MAX_SKEW_MS - 1;
+        assert!(stale > ms(t0()), "newer than the declaration");
+        assert!(
+            !c.receive(src, &hello_from_them(key, stale), now, wall),
+            "too old"
+        );
+        let future = ms(wall) + MAX_SKEW_MS + 1;
+        assert!(
+            !c.receive(src, &hello_from_them(key, future), now, wall),
+            "from the future"
+        );
+        assert!(c.consented().is_empty());
+        assert!(c.receive(
+            src,
+            &hello_from_them(key, ms(wall) - MAX_SKEW_MS),
+            now,
+            wall
+        ));
+        assert_eq!(c.consented().len(), 1);
+    }
+
+    /// Each beat says hello to every declared peering with the wall time it is given, and a
+    /// removed peering is told three times with a withdraw.
+    #[test]
+    fn a_tick_stamps_its_hellos_and_withdraws_with_the_time_given() {
+        let c = Consent::new(Arc::new(|| {}));
+        let key = "shared-secret-123456";
+        c.set_intents_at(vec![intent(key)], t0());
+        let wall = t0() + Duration::from_secs(1);
+        let (out, changed) = c.tick(7781, Instant::now(), wall);
+        assert!(!changed);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].0, "198.51.100.2:7781".parse().expect("addr"));
+        let m = Message::decode(&out[0].1, key.as_bytes()).expect("signed");
+        assert_eq!((m.op, m.time_ms), (Op::Hello, ms(wall)));
+        c.set_intents_at(Vec::new(), wall);
+        for beat in 1..=4u64 {
+            let wall = wall + Duration::from_millis(300 * beat);
+            let (out, _) = c.tick(7781, Instant::now(), wall);
+            if beat <= 3 {
+                let m = Message::decode(&out[0].1, key.as_bytes()).expect("signed");
+                assert_eq!((out.len(), m.op, m.time_ms), (1, Op::Withdraw, ms(wall)));
+            } else {
+                assert!(out.is_empty(), "withdrawn three times, then silent");
+            }
+        }
     }
 }

@@ -4,8 +4,10 @@
 //! which speaks rtnetlink; see docs/architecture.md for why not the rtnetlink crate yet.
 
 use crate::{Applied, ApplyFuture, Driver, DriverError, DriverName, Effect, tool};
-use kawaii_plan::{Plan, RouteEntry};
-use std::collections::BTreeSet;
+use ipnet::IpNet;
+use kawaii_plan::{Address, Destination, Plan, RouteEntry};
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
 use std::sync::Mutex;
 
 /// Route protocol number marking kawaii's routes (`ip route show proto 177`).
@@ -13,8 +15,8 @@ pub const RT_PROTO: &str = "177";
 
 #[derive(Debug, Default)]
 pub struct Netlink {
-    /// Addresses this driver added (interface, address), so it can remove them later.
-    owned: Mutex<BTreeSet<(String, String)>>,
+    /// Addresses this driver added, so it can remove them later.
+    owned: Mutex<BTreeSet<Address>>,
     /// The plan last applied and when: an unchanged plan is re-checked against the kernel at
     /// most every [`RESYNC`] (drift repair), not on every reconcile.
     last: Mutex<Option<(kawaii_plan::NetPlan, std::time::Instant)>>,
@@ -37,7 +39,7 @@ impl Netlink {
     }
 }
 
-async fn addresses_of(dev: &str) -> Result<BTreeSet<String>, DriverError> {
+async fn addresses_of(dev: &str) -> Result<BTreeSet<IpNet>, DriverError> {
     let text = tool::run("ip", &["-j", "addr", "show", "dev", dev], None).await?;
     let v: serde_json::Value =
         serde_json::from_str(&text).map_err(|e| DriverError::transient_from("ip -j", e))?;
@@ -46,36 +48,74 @@ async fn addresses_of(dev: &str) -> Result<BTreeSet<String>, DriverError> {
         for a in link["addr_info"].as_array().into_iter().flatten() {
             if a["family"] == "inet"
                 && let (Some(ip), Some(len)) = (a["local"].as_str(), a["prefixlen"].as_u64())
+                && let (Ok(ip), Ok(len)) = (ip.parse::<IpAddr>(), u8::try_from(len))
+                && let Ok(net) = IpNet::new(ip, len)
             {
-                out.insert(format!("{ip}/{len}"));
+                out.insert(net);
             }
         }
     }
     Ok(out)
 }
 
-async fn our_routes() -> Result<Vec<RouteEntry>, DriverError> {
+/// A route the kernel holds with kawaii's protocol number.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct KernelRoute {
+    /// `dst` as `ip -j` wrote it: what `route del` is given.
+    dst: String,
+    /// The route, typed; None if a field does not parse (it is then never one of ours).
+    route: Option<RouteEntry>,
+}
+
+/// One route of `ip -j route show` output, typed.
+fn kernel_route(r: &serde_json::Value) -> Option<KernelRoute> {
+    let dst = r["dst"].as_str()?;
+    let ip = |field: &str| -> Result<Option<IpAddr>, ()> {
+        r[field]
+            .as_str()
+            .map(str::parse)
+            .transpose()
+            .map_err(|_| ())
+    };
+    let route = (|| {
+        Some(RouteEntry {
+            // `ip -j` shows a host route without its prefix; the plan writes it with.
+            destination: match dst {
+                "default" => Destination::Default,
+                d if d.contains('/') => Destination::Net(d.parse().ok()?),
+                d => Destination::Net(IpNet::from(d.parse::<IpAddr>().ok()?)),
+            },
+            via: ip("gateway").ok()?,
+            interface: r["dev"].as_str().map(String::from),
+            source: ip("prefsrc").ok()?,
+        })
+    })();
+    Some(KernelRoute {
+        dst: dst.to_string(),
+        route,
+    })
+}
+
+async fn our_routes() -> Result<Vec<KernelRoute>, DriverError> {
     let text = tool::run("ip", &["-j", "route", "show", "proto", RT_PROTO], None).await?;
     let v: serde_json::Value =
         serde_json::from_str(&text).map_err(|e| DriverError::transient_from("ip -j", e))?;
     Ok(v.as_array()
         .into_iter()
         .flatten()
-        .filter_map(|r| {
-            let dst = r["dst"].as_str()?;
-            Some(RouteEntry {
-                // `ip -j` shows a host route without its /32; the plan writes it with.
-                destination: if dst == "default" || dst.contains('/') {
-                    dst.to_string()
-                } else {
-                    format!("{dst}/32")
-                },
-                via: r["gateway"].as_str().unwrap_or_default().to_string(),
-                interface: r["dev"].as_str().unwrap_or_default().to_string(),
-                source: r["prefsrc"].as_str().unwrap_or_default().to_string(),
-            })
-        })
+        .filter_map(kernel_route)
         .collect())
+}
+
+/// Whether kernel route `have` is planned route `want`. A planned route without an interface
+/// lets the kernel choose: any interface matches.
+fn same(want: &RouteEntry, have: &RouteEntry) -> bool {
+    want.destination == have.destination
+        && want.via == have.via
+        && want.source == have.source
+        && (want.interface.is_none()
+            || have.interface.is_none()
+            || want.interface == have.interface)
 }
 
 impl Driver for Netlink {
@@ -106,51 +146,44 @@ impl Driver for Netlink {
             }
             let mut batch = String::new();
             // Addresses: add what is missing; remove what we added earlier and no longer want.
-            let wanted: BTreeSet<(String, String)> = net
-                .addresses
-                .iter()
-                .map(|a| (a.interface.clone(), a.address.clone()))
-                .collect();
+            let wanted: BTreeSet<Address> = net.addresses.iter().cloned().collect();
             let owned = self.owned.lock().map(|o| o.clone()).unwrap_or_default();
             // One `ip addr show` per interface (a VIP takeover waits on this).
-            let mut have: std::collections::BTreeMap<String, BTreeSet<String>> = Default::default();
-            let devs: BTreeSet<&String> = owned
+            let mut have: BTreeMap<&str, BTreeSet<IpNet>> = BTreeMap::new();
+            let devs: BTreeSet<&str> = owned
                 .iter()
                 .chain(&wanted)
-                .map(|(d, _)| d)
-                .chain(net.absent.iter().map(|a| &a.interface))
+                .chain(&net.absent)
+                .map(|a| a.interface.as_str())
                 .collect();
             for dev in devs {
                 if let Ok(list) = addresses_of(dev).await {
-                    have.insert(dev.clone(), list);
+                    have.insert(dev, list);
                 }
             }
-            let present = |dev: &str, addr: &str| have.get(dev).is_some_and(|s| s.contains(addr));
-            for (dev, addr) in owned.difference(&wanted) {
-                if present(dev, addr) {
-                    batch.push_str(&format!("addr del {addr} dev {dev}\n"));
+            let present = |a: &Address| {
+                have.get(a.interface.as_str())
+                    .is_some_and(|s| s.contains(&a.address))
+            };
+            for a in owned.difference(&wanted) {
+                if present(a) {
+                    batch.push_str(&format!("addr del {a}\n"));
                 }
             }
             // HA: VIPs another instance holds must not linger here (a killed earlier run).
             for a in &net.absent {
-                if !owned.contains(&(a.interface.clone(), a.address.clone()))
-                    && present(&a.interface, &a.address)
-                {
-                    batch.push_str(&format!("addr del {} dev {}\n", a.address, a.interface));
+                if !owned.contains(a) && present(a) {
+                    batch.push_str(&format!("addr del {a}\n"));
                 }
             }
             let mut added = Vec::new();
-            for (dev, addr) in &wanted {
-                if !have.contains_key(dev) {
-                    addresses_of(dev).await?;
+            for a in &wanted {
+                if !have.contains_key(a.interface.as_str()) {
+                    addresses_of(&a.interface).await?;
                 }
-                if !present(dev, addr) {
-                    batch.push_str(&format!("addr add {addr} dev {dev}\n"));
-                    added.extend(
-                        addr.split('/')
-                            .next()
-                            .and_then(|a| a.parse::<std::net::IpAddr>().ok()),
-                    );
+                if !present(a) {
+                    batch.push_str(&format!("addr add {a}\n"));
+                    added.push(a.address.addr());
                 }
             }
             if !batch.is_empty() {
@@ -162,41 +195,22 @@ impl Driver for Netlink {
             // Routes (after addresses: a next hop must be on-link first).
             let have = our_routes().await?;
             let mut batch = String::new();
-            // A planned route without an interface lets the kernel choose: any interface matches.
-            let same = |a: &RouteEntry, b: &RouteEntry| {
-                a.destination == b.destination
-                    && a.via == b.via
-                    && a.source == b.source
-                    && (a.interface.is_empty()
-                        || b.interface.is_empty()
-                        || a.interface == b.interface)
+            let planned = |k: &KernelRoute| {
+                k.route
+                    .as_ref()
+                    .is_some_and(|h| net.routes.iter().any(|w| same(w, h)))
             };
-            for r in &have {
-                if !net.routes.iter().any(|w| same(w, r)) {
-                    batch.push_str(&format!("route del {} proto {RT_PROTO}\n", r.destination));
+            for k in &have {
+                if !planned(k) {
+                    batch.push_str(&format!("route del {} proto {RT_PROTO}\n", k.dst));
                 }
             }
             for r in &net.routes {
-                if !have.iter().any(|h| same(r, h)) {
-                    let dev = if r.interface.is_empty() {
-                        String::new()
-                    } else {
-                        format!(" dev {}", r.interface)
-                    };
-                    let via = if r.via.is_empty() {
-                        String::new()
-                    } else {
-                        format!(" via {}", r.via)
-                    };
-                    let src = if r.source.is_empty() {
-                        String::new()
-                    } else {
-                        format!(" src {}", r.source)
-                    };
-                    batch.push_str(&format!(
-                        "route replace {}{via}{dev}{src} proto {RT_PROTO}\n",
-                        r.destination
-                    ));
+                if !have
+                    .iter()
+                    .any(|k| k.route.as_ref().is_some_and(|h| same(r, h)))
+                {
+                    batch.push_str(&format!("route replace {r} proto {RT_PROTO}\n"));
                 }
             }
             if !batch.is_empty() {
@@ -218,5 +232,99 @@ impl Driver for Netlink {
         if let Effect::LinkRecreated(_) = effect {
             self.invalidate();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kernel(json: &str) -> Vec<KernelRoute> {
+        let v: serde_json::Value = serde_json::from_str(json).expect("json");
+        v.as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(kernel_route)
+            .collect()
+    }
+
+    /// `ip -j route show proto 177` as iproute2 6.x prints it, read back into the plan's types:
+    /// host routes get their /32, and each route is the planned one it was added from.
+    #[test]
+    fn kernel_routes_read_back_as_the_planned_routes() {
+        let have = kernel(
+            r#"[{"dst":"default","gateway":"203.0.113.1","dev":"wan0","protocol":"177","prefsrc":"203.0.113.10","flags":[]},
+                {"dst":"10.2.0.0/24","gateway":"198.51.100.2","dev":"wan0","protocol":"177","flags":[]},
+                {"dst":"10.8.0.5","dev":"kawaii-wg0","protocol":"177","scope":"link","flags":[]},
+                {"dst":"fe80::/64","dev":"lan0","protocol":"177","flags":[]}]"#,
+        );
+        let planned = [
+            RouteEntry {
+                destination: Destination::Default,
+                via: Some("203.0.113.1".parse().expect("ip")),
+                interface: Some("wan0".into()),
+                source: Some("203.0.113.10".parse().expect("ip")),
+            },
+            RouteEntry {
+                destination: Destination::Net("10.2.0.0/24".parse().expect("net")),
+                via: Some("198.51.100.2".parse().expect("ip")),
+                interface: None,
+                source: None,
+            },
+            RouteEntry::onto("10.8.0.5/32".parse::<IpNet>().expect("net"), "kawaii-wg0"),
+        ];
+        assert_eq!(have.len(), 4);
+        for (k, want) in have.iter().zip(&planned) {
+            let h = k.route.as_ref().expect("parses");
+            assert!(same(want, h), "{want} vs {h}");
+        }
+        assert_eq!(
+            have[3].route.as_ref().map(|r| r.to_string()).as_deref(),
+            Some("fe80::/64 dev lan0")
+        );
+        // The default route planned without a source is not the one the kernel holds.
+        let no_src = RouteEntry {
+            source: None,
+            ..planned[0].clone()
+        };
+        assert!(!same(&no_src, have[0].route.as_ref().expect("parses")));
+        // Another interface is another route, unless the plan leaves the choice to the kernel.
+        let other_dev =
+            RouteEntry::onto("10.8.0.5/32".parse::<IpNet>().expect("net"), "kawaii-wg1");
+        assert!(!same(&other_dev, have[2].route.as_ref().expect("parses")));
+    }
+
+    /// A route with kawaii's protocol number that does not parse is kept by its text, so that
+    /// it is deleted rather than mistaken for a planned one.
+    #[test]
+    fn an_unreadable_kernel_route_is_deleted_by_its_text() {
+        let have = kernel(r#"[{"dst":"10.9.0.0/16","gateway":"not-an-ip","dev":"wan0"}]"#);
+        assert_eq!(
+            have,
+            [KernelRoute {
+                dst: "10.9.0.0/16".into(),
+                route: None,
+            }]
+        );
+    }
+
+    /// The batch lines use the plan's one rendering of an address and a route.
+    #[test]
+    fn batch_lines_are_the_plan_rendering() {
+        let a = Address {
+            interface: "wan0".into(),
+            address: "203.0.113.10/24".parse().expect("net"),
+        };
+        assert_eq!(format!("addr add {a}"), "addr add 203.0.113.10/24 dev wan0");
+        let r = RouteEntry {
+            destination: Destination::Default,
+            via: Some("203.0.113.1".parse().expect("ip")),
+            interface: Some("wan0".into()),
+            source: Some("203.0.113.10".parse().expect("ip")),
+        };
+        assert_eq!(
+            format!("route replace {r} proto {RT_PROTO}"),
+            "route replace default via 203.0.113.1 dev wan0 src 203.0.113.10 proto 177"
+        );
     }
 }

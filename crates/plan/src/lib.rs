@@ -13,7 +13,7 @@ use kawaii_model::Desired;
 use kawaii_model::valid::ZoneSpec;
 use serde::Serialize;
 
-pub use net::{Address, NetPlan, RouteEntry, Sysctl};
+pub use net::{Address, Destination, NetPlan, RouteEntry, Sysctl};
 
 /// What the drivers must make true on this node.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -158,7 +158,7 @@ pub fn plan_with(d: &Desired, zone: Option<&str>, observed: &Observed) -> Result
         // peers (their sites) are routed to the interface.
         net.addresses.push(Address {
             interface: w.interface.clone(),
-            address: w.address.to_string(),
+            address: w.address.into(),
         });
         net.routes.extend(wireguard::routes(w));
         if let Some(z) = z {

@@ -1,28 +1,100 @@
-//! Addresses, routes and sysctls a zone's gateway needs.
+//! Addresses, routes and sysctls a zone's gateway needs, typed. Each address and route has one
+//! `Display` (iproute2's words: `203.0.113.10/24 dev wan0`, `default via 203.0.113.1 dev wan0`),
+//! shared by `kawaii render --what routes` and the netlink driver's `ip -batch` lines.
 
+use ipnet::IpNet;
 use kawaii_model::Desired;
 use kawaii_model::valid::ZoneSpec;
-use serde::Serialize;
-use std::fmt::Write;
+use serde::{Serialize, Serializer};
+use std::fmt::{self, Write};
+use std::net::IpAddr;
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// An address kawaii puts on an interface (a VIP, the WireGuard device's address).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 pub struct Address {
     pub interface: String,
-    /// `203.0.113.10/24`.
-    pub address: String,
+    /// `203.0.113.10/24`: the address with its prefix.
+    pub address: IpNet,
+}
+
+impl fmt::Display for Address {
+    /// `203.0.113.10/24 dev wan0`, as `ip addr add|del` takes it.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} dev {}", self.address, self.interface)
+    }
+}
+
+/// Where a route leads: the default route or one network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Destination {
+    Default,
+    Net(IpNet),
+}
+
+impl fmt::Display for Destination {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Destination::Default => f.write_str("default"),
+            Destination::Net(n) => write!(f, "{n}"),
+        }
+    }
+}
+
+impl Serialize for Destination {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<N: Into<IpNet>> From<N> for Destination {
+    fn from(n: N) -> Destination {
+        Destination::Net(n.into())
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct RouteEntry {
-    /// `default` or a CIDR.
-    pub destination: String,
-    /// The next hop; empty for a route onto the interface itself.
-    pub via: String,
-    pub interface: String,
-    /// Preferred source for traffic this host originates over the route; empty: the kernel's
+    pub destination: Destination,
+    /// The next hop; None for a route onto the interface itself.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub via: Option<IpAddr>,
+    /// None: the kernel picks the interface that reaches `via`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub interface: Option<String>,
+    /// Preferred source for traffic this host originates over the route; None: the kernel's
     /// choice (the interface's first address).
-    #[serde(skip_serializing_if = "String::is_empty")]
-    pub source: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<IpAddr>,
+}
+
+impl RouteEntry {
+    /// The route to `destination` onto `interface` (no next hop, no preferred source).
+    pub fn onto(destination: impl Into<Destination>, interface: &str) -> RouteEntry {
+        RouteEntry {
+            destination: destination.into(),
+            via: None,
+            interface: Some(interface.to_string()),
+            source: None,
+        }
+    }
+}
+
+impl fmt::Display for RouteEntry {
+    /// `10.2.0.0/24 via 198.51.100.2 dev wan0 src 203.0.113.10`, the optional parts left out,
+    /// as `ip route replace` takes it.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.destination)?;
+        if let Some(via) = self.via {
+            write!(f, " via {via}")?;
+        }
+        if let Some(dev) = &self.interface {
+            write!(f, " dev {dev}")?;
+        }
+        if let Some(src) = self.source {
+            write!(f, " src {src}")?;
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -48,25 +120,10 @@ impl NetPlan {
     pub fn render(&self) -> String {
         let mut out = String::new();
         for a in &self.addresses {
-            let _ = writeln!(out, "address {} dev {}", a.address, a.interface);
+            let _ = writeln!(out, "address {a}");
         }
         for r in &self.routes {
-            let dev = if r.interface.is_empty() {
-                String::new()
-            } else {
-                format!(" dev {}", r.interface)
-            };
-            let via = if r.via.is_empty() {
-                String::new()
-            } else {
-                format!(" via {}", r.via)
-            };
-            let src = if r.source.is_empty() {
-                String::new()
-            } else {
-                format!(" src {}", r.source)
-            };
-            let _ = writeln!(out, "route {}{via}{dev}{src}", r.destination);
+            let _ = writeln!(out, "route {r}");
         }
         for s in &self.sysctls {
             let _ = writeln!(out, "sysctl {}={}", s.key, s.value);
@@ -80,25 +137,24 @@ pub fn plan(d: &Desired, z: &ZoneSpec, observed: &crate::Observed) -> NetPlan {
     // What the gateway itself sends out (WireGuard and IKE answers, the router's and pipes'
     // own connections to the outside) leaves from the zone's public VIP while this node holds
     // it, never from the host's own fixed address: a VPN peer then follows the VIP on failover.
-    let source = if held.iter().any(|h| h.name == z.name) {
-        z.public_vip.addr().to_string()
-    } else {
-        String::new()
-    };
+    let source = held
+        .iter()
+        .any(|h| h.name == z.name)
+        .then(|| IpAddr::V4(z.public_vip.addr()));
     let mut routes = vec![RouteEntry {
-        destination: "default".into(),
-        via: z.public_gateway.to_string(),
-        interface: z.public_interface.clone(),
+        destination: Destination::Default,
+        via: Some(IpAddr::V4(z.public_gateway)),
+        interface: Some(z.public_interface.clone()),
         source,
     }];
     // Peered subnets: routed (never NATed) via the other project's gateway; the kernel picks
     // the interface that reaches `via`.
     for p in &d.vpc_peerings {
         routes.push(RouteEntry {
-            destination: p.subnet.to_string(),
-            via: p.via.to_string(),
-            interface: String::new(),
-            source: String::new(),
+            destination: p.subnet.into(),
+            via: Some(IpAddr::V4(p.via)),
+            interface: None,
+            source: None,
         });
     }
     // HA: a tunnel terminated by another zone's instance is reached through that zone's
@@ -109,10 +165,10 @@ pub fn plan(d: &Desired, z: &ZoneSpec, observed: &crate::Observed) -> NetPlan {
             && !held.iter().any(|h| h.name == home.name)
         {
             routes.push(RouteEntry {
-                destination: c.remote_subnet.to_string(),
-                via: home.private_vip.addr().to_string(),
-                interface: z.private_interface.clone(),
-                source: String::new(),
+                destination: c.remote_subnet.into(),
+                via: Some(IpAddr::V4(home.private_vip.addr())),
+                interface: Some(z.private_interface.clone()),
+                source: None,
             });
         }
     }
@@ -128,11 +184,11 @@ pub fn plan(d: &Desired, z: &ZoneSpec, observed: &crate::Observed) -> NetPlan {
                 [
                     Address {
                         interface: z.public_interface.clone(),
-                        address: o.public_vip.to_string(),
+                        address: o.public_vip.into(),
                     },
                     Address {
                         interface: z.private_interface.clone(),
-                        address: o.private_vip.to_string(),
+                        address: o.private_vip.into(),
                     },
                 ]
             })
@@ -148,11 +204,11 @@ pub fn plan(d: &Desired, z: &ZoneSpec, observed: &crate::Observed) -> NetPlan {
                         [
                             Address {
                                 interface: z.public_interface.clone(),
-                                address: o.public_vip.to_string(),
+                                address: o.public_vip.into(),
                             },
                             Address {
                                 interface: z.private_interface.clone(),
-                                address: o.private_vip.to_string(),
+                                address: o.private_vip.into(),
                             },
                         ]
                     })

@@ -137,14 +137,9 @@ pub fn routes(w: &WgPlan) -> Vec<crate::RouteEntry> {
         .iter()
         .flat_map(|p| p.allowed_ips.iter())
         .filter(|n| !subnet.contains(*n))
-        .map(|n| crate::RouteEntry {
-            destination: n.to_string(),
-            via: String::new(),
-            interface: w.interface.clone(),
-            source: String::new(),
-        })
+        .map(|n| crate::RouteEntry::onto(*n, &w.interface))
         .collect();
-    out.sort_by(|a, b| a.destination.cmp(&b.destination));
+    out.sort_by_key(|r| r.destination);
     out.dedup();
     out
 }
@@ -313,13 +308,13 @@ pub fn route_to_siblings(
             continue;
         };
         for n in &p.allowed_ips {
-            let destination = n.to_string();
+            let destination = crate::Destination::from(*n);
             routes.retain(|r| r.destination != destination);
             routes.push(crate::RouteEntry {
                 destination,
-                via: sibling.to_string(),
-                interface: private_interface.to_string(),
-                source: String::new(),
+                via: Some(std::net::IpAddr::V4(*sibling)),
+                interface: Some(private_interface.to_string()),
+                source: None,
             });
         }
     }

@@ -60,8 +60,8 @@ fn two_zones_follow_vip_ownership() {
     let p = plan_with(&d, Some("zone-b"), &observed).expect("plan");
     let default = &p.net.routes[0];
     assert_eq!(
-        (default.destination.as_str(), default.source.as_str()),
-        ("default", "")
+        (default.destination, default.source),
+        (kawaii_plan::Destination::Default, None)
     );
     // plan() (nothing observed) is "own zone's VIPs held", as in `kawaii render`.
     let p = kawaii_plan::plan(&d, Some("zone-a")).expect("plan");

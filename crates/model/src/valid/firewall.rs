@@ -1,0 +1,188 @@
+//! Filter and NAT rules: `[[ingress_rules]]`, `[[egress_rules]]`, `[[nat_rules]]` (port
+//! forwards inside the private subnet, never two on one port, warned when no ingress rule opens
+//! them), and the rules inside peerings, IPsec connections and VPN peers.
+
+use super::primitives::{Protocol, cidr, ipv4, protocol};
+use crate::error::Errors;
+use crate::ports::PortSet;
+use crate::spec::{Gateway, PeerRule};
+use ipnet::Ipv4Net;
+use std::net::Ipv4Addr;
+
+/// A filter rule: who, what protocol, which ports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rule {
+    pub id: String,
+    /// Source (ingress) or destination (egress) network.
+    pub net: Ipv4Net,
+    pub protocol: Protocol,
+    pub ports: PortSet,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NatForward {
+    pub id: String,
+    pub destination: Ipv4Addr,
+    pub protocol: Protocol,
+    pub ports: PortSet,
+}
+
+/// A rule inside a peering or an IPsec connection, typed. `net` is the far side's network.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerRuleSpec {
+    pub source: Option<Ipv4Net>,
+    pub destination: Option<Ipv4Net>,
+    pub protocol: Protocol,
+    pub ports: PortSet,
+}
+
+/// The gateway's ingress rules (by source) and egress rules (by destination).
+pub(super) fn check_filters(g: &Gateway, e: &mut Errors) -> (Vec<Rule>, Vec<Rule>) {
+    let ingress_rules = rules(
+        e,
+        "ingress_rules",
+        g.ingress_rules.iter().map(|r| {
+            (
+                r.id.as_deref(),
+                r.source.as_str(),
+                r.protocol.as_str(),
+                r.ports.as_str(),
+                "source",
+            )
+        }),
+    );
+    let egress_rules = rules(
+        e,
+        "egress_rules",
+        g.egress_rules.iter().map(|r| {
+            (
+                r.id.as_deref(),
+                r.destination.as_str(),
+                r.protocol.as_str(),
+                r.ports.as_str(),
+                "destination",
+            )
+        }),
+    );
+    (ingress_rules, egress_rules)
+}
+
+/// The port forwards, checked against the private subnet, the ingress rules and each other.
+pub(super) fn check_nat(
+    g: &Gateway,
+    private_subnet: Option<Ipv4Net>,
+    ingress_rules: &[Rule],
+    e: &mut Errors,
+) -> Vec<NatForward> {
+    let mut nat_rules = Vec::new();
+    for (i, r) in g.nat_rules.iter().enumerate() {
+        let p = format!("nat_rules[{i}]");
+        let dest = e.check(format!("{p}.destination"), ipv4(&r.destination));
+        if let (Some(d), Some(net)) = (dest, private_subnet)
+            && !net.contains(&d)
+        {
+            e.push(
+                format!("{p}.destination"),
+                format!("{d} is not in the private subnet {net}"),
+            );
+        }
+        let proto = e.check(format!("{p}.protocol"), protocol(&r.protocol));
+        let ports = e.check(format!("{p}.ports"), PortSet::parse(&r.ports));
+        if let (Some(destination), Some(protocol), Some(ports)) = (dest, proto, ports) {
+            nat_rules.push(NatForward {
+                id: r.id.clone().unwrap_or_else(|| format!("nat-{}", i + 1)),
+                destination,
+                protocol,
+                ports,
+            });
+        }
+    }
+    // A forwarded port nobody may reach is almost always a mistake.
+    for (i, n) in nat_rules.iter().enumerate() {
+        let opened = ingress_rules
+            .iter()
+            .any(|r| r.protocol == n.protocol && n.ports.intersects(&r.ports));
+        if !opened {
+            e.warn(
+                format!("nat_rules[{i}]"),
+                format!(
+                    "{} {} is forwarded but no ingress rule opens it, so it is unreachable",
+                    n.protocol.as_str(),
+                    n.ports
+                ),
+            );
+        }
+    }
+    // Two forwards of the same port would race.
+    for (i, a) in nat_rules.iter().enumerate() {
+        for b in &nat_rules[..i] {
+            if a.protocol == b.protocol && a.ports.intersects(&b.ports) {
+                e.push(
+                    format!("nat_rules[{i}].ports"),
+                    format!(
+                        "{} {} is already forwarded by rule {}",
+                        a.protocol.as_str(),
+                        a.ports,
+                        b.id
+                    ),
+                );
+            }
+        }
+    }
+    nat_rules
+}
+
+/// One rule as written: id, network, protocol, ports, and the network's field name.
+type RuleIn<'a> = (Option<&'a str>, &'a str, &'a str, &'a str, &'static str);
+
+fn rules<'a>(e: &mut Errors, kind: &str, items: impl Iterator<Item = RuleIn<'a>>) -> Vec<Rule> {
+    let mut out = Vec::new();
+    let prefix = kind.trim_end_matches("_rules");
+    for (i, (id, net, proto, ports, net_field)) in items.enumerate() {
+        let p = format!("{kind}[{i}]");
+        let net = e.check(format!("{p}.{net_field}"), cidr(net));
+        let proto = e.check(format!("{p}.protocol"), protocol(proto));
+        let ports = e.check(format!("{p}.ports"), PortSet::parse(ports));
+        if let (Some(net), Some(protocol), Some(ports)) = (net, proto, ports) {
+            let id = id
+                .map(String::from)
+                .unwrap_or_else(|| format!("{prefix}-{}", i + 1));
+            out.push(Rule {
+                id,
+                net,
+                protocol,
+                ports,
+            });
+        }
+    }
+    out
+}
+
+/// The rules of a peering, an IPsec connection or a VPN peer, at `p[i]`.
+pub(super) fn peer_rules(rules: &[PeerRule], p: &str, e: &mut Errors) -> Vec<PeerRuleSpec> {
+    let mut out = Vec::new();
+    for (i, r) in rules.iter().enumerate() {
+        let p = format!("{p}[{i}]");
+        let source = r
+            .source
+            .as_deref()
+            .and_then(|s| e.check(format!("{p}.source"), cidr(s)));
+        let destination = r
+            .destination
+            .as_deref()
+            .and_then(|s| e.check(format!("{p}.destination"), cidr(s)));
+        let proto = e.check(format!("{p}.protocol"), protocol(&r.protocol));
+        let ports = e.check(format!("{p}.ports"), PortSet::parse(&r.ports));
+        let ok = r.source.is_none() == source.is_none()
+            && r.destination.is_none() == destination.is_none();
+        if let (true, Some(protocol), Some(ports)) = (ok, proto, ports) {
+            out.push(PeerRuleSpec {
+                source,
+                destination,
+                protocol,
+                ports,
+            });
+        }
+    }
+    out
+}

@@ -1,0 +1,253 @@
+//! `[[ipsec]]`: site-to-site IKEv2 connections. Unique names (spaces allowed), a declared zone,
+//! exactly one PSK source, supported DH groups and algorithms per phase, durations with
+//! `rekey` shorter than the phase-2 lifetime, and the DPD and start actions.
+
+use super::firewall::{PeerRuleSpec, peer_rules};
+use super::gateway::ZoneSpec;
+use super::primitives::{cidr, ipv4, name, unique};
+use crate::duration;
+use crate::error::Errors;
+use crate::secret::Secret;
+use crate::spec::{Gateway, Ipsec};
+use ipnet::Ipv4Net;
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Integrity {
+    Sha1,
+    Sha256,
+    Sha384,
+    Sha512,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encryption {
+    Aes128,
+    Aes256,
+    Camellia128,
+    Camellia256,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DpdAction {
+    Clear,
+    Trap,
+    Restart,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartAction {
+    None,
+    Trap,
+    Start,
+}
+
+/// Accepted DH groups (IANA numbers).
+pub const DH_GROUPS: &[u32] = &[2, 5, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24];
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Phase {
+    pub dh_group: u32,
+    pub integrity: Integrity,
+    pub encryption: Encryption,
+    pub lifetime: Duration,
+}
+
+/// Where an IPsec PSK comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PskSource {
+    Inline(Secret),
+    File(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IpsecSpec {
+    pub name: String,
+    pub remote_peer: Ipv4Addr,
+    pub remote_subnet: Ipv4Net,
+    pub psk: PskSource,
+    pub phase1: Phase,
+    pub phase2: Phase,
+    pub dpd_timeout: Duration,
+    pub dpd_action: DpdAction,
+    pub start_action: StartAction,
+    pub rekey: Duration,
+    pub ingress_rules: Vec<PeerRuleSpec>,
+    /// The zone whose public VIP terminates the tunnel; None: the first zone.
+    pub zone: Option<String>,
+}
+
+pub(super) fn check_ipsecs(g: &Gateway, zones: &[ZoneSpec], e: &mut Errors) -> Vec<IpsecSpec> {
+    let mut ipsec = Vec::new();
+    unique(e, "ipsec", g.ipsec.iter().map(|c| c.name.as_str()), "name");
+    for (i, c) in g.ipsec.iter().enumerate() {
+        let p = format!("ipsec[{i}]");
+        if let Some(z) = &c.zone
+            && !zones.iter().any(|s| &s.name == z)
+        {
+            e.push(format!("{p}.zone"), format!("{z:?} is not a declared zone"));
+        }
+        if let Some(c) = check_ipsec(c, &p, e) {
+            ipsec.push(c);
+        }
+    }
+    ipsec
+}
+
+fn integrity(s: &str) -> Result<Integrity, String> {
+    match s.to_ascii_uppercase().as_str() {
+        "SHA1" => Ok(Integrity::Sha1),
+        "SHA256" | "SHA2-256" | "SHA2_256" => Ok(Integrity::Sha256),
+        "SHA384" | "SHA2-384" | "SHA2_384" => Ok(Integrity::Sha384),
+        "SHA512" | "SHA2-512" | "SHA2_512" => Ok(Integrity::Sha512),
+        _ => Err(format!(
+            "{s:?} is not supported; use SHA1, SHA256, SHA384 or SHA512"
+        )),
+    }
+}
+
+fn encryption(s: &str) -> Result<Encryption, String> {
+    match s.to_ascii_uppercase().as_str() {
+        "AES128" => Ok(Encryption::Aes128),
+        "AES256" => Ok(Encryption::Aes256),
+        "CAMELLIA128" => Ok(Encryption::Camellia128),
+        "CAMELLIA256" => Ok(Encryption::Camellia256),
+        _ => Err(format!(
+            "{s:?} is not supported; use AES128, AES256, CAMELLIA128 or CAMELLIA256"
+        )),
+    }
+}
+
+fn dh_group(n: u32) -> Result<u32, String> {
+    if DH_GROUPS.contains(&n) {
+        Ok(n)
+    } else {
+        Err(format!(
+            "DH group {n} is not supported; use one of 2, 5, 14-24"
+        ))
+    }
+}
+
+fn check_psk(c: &Ipsec, p: &str, e: &mut Errors) -> Option<PskSource> {
+    match (&c.pre_shared_key, &c.pre_shared_key_file) {
+        (Some(_), Some(_)) => {
+            e.push(
+                format!("{p}.pre_shared_key"),
+                "give pre_shared_key or pre_shared_key_file, not both",
+            );
+            None
+        }
+        (Some(k), None) if k.expose().len() < 8 || k.is_placeholder() => {
+            e.push(
+                format!("{p}.pre_shared_key"),
+                "must be at least 8 characters",
+            );
+            None
+        }
+        (Some(k), None) => Some(PskSource::Inline(k.clone())),
+        (None, Some(f)) if f.trim().is_empty() => {
+            e.push(format!("{p}.pre_shared_key_file"), "must not be empty");
+            None
+        }
+        (None, Some(f)) => Some(PskSource::File(f.clone())),
+        (None, None) => {
+            e.push(
+                format!("{p}.pre_shared_key"),
+                "is required (or pre_shared_key_file)",
+            );
+            None
+        }
+    }
+}
+
+fn check_ipsec(c: &Ipsec, p: &str, e: &mut Errors) -> Option<IpsecSpec> {
+    name(&c.name, &format!("{p}.name"), e);
+    let remote_peer = e.check(format!("{p}.remote_peer"), ipv4(&c.remote_peer));
+    let remote_subnet = e.check(format!("{p}.remote_subnet"), cidr(&c.remote_subnet));
+    let psk = check_psk(c, p, e);
+    let dur =
+        |e: &mut Errors, field: &str, v: &str| e.check(format!("{p}.{field}"), duration::parse(v));
+    let l1 = dur(e, "phase1_lifetime", &c.phase1_lifetime);
+    let l2 = dur(e, "phase2_lifetime", &c.phase2_lifetime);
+    let rekey = dur(e, "rekey", &c.rekey);
+    let dpd_timeout = dur(e, "dpd_timeout", &c.dpd_timeout);
+    if let (Some(r), Some(l)) = (rekey, l2)
+        && r >= l
+    {
+        e.push(
+            format!("{p}.rekey"),
+            format!(
+                "{} must be shorter than phase2_lifetime ({})",
+                c.rekey, c.phase2_lifetime
+            ),
+        );
+    }
+    let phase = |e: &mut Errors, n: u8, dh: u32, i: &str, enc: &str, lifetime: Option<Duration>| {
+        let dh = e.check(format!("{p}.phase{n}_dh_group_number"), dh_group(dh));
+        let i = e.check(format!("{p}.phase{n}_integrity_algorithm"), integrity(i));
+        let enc = e.check(
+            format!("{p}.phase{n}_encryption_algorithm"),
+            encryption(enc),
+        );
+        Some(Phase {
+            dh_group: dh?,
+            integrity: i?,
+            encryption: enc?,
+            lifetime: lifetime?,
+        })
+    };
+    let phase1 = phase(
+        e,
+        1,
+        c.phase1_dh_group_number,
+        &c.phase1_integrity_algorithm,
+        &c.phase1_encryption_algorithm,
+        l1,
+    );
+    let phase2 = phase(
+        e,
+        2,
+        c.phase2_dh_group_number,
+        &c.phase2_integrity_algorithm,
+        &c.phase2_encryption_algorithm,
+        l2,
+    );
+    let dpd_action = e.check(
+        format!("{p}.dpd_action"),
+        match c.dpd_action.as_str() {
+            "clear" => Ok(DpdAction::Clear),
+            "trap" => Ok(DpdAction::Trap),
+            "restart" => Ok(DpdAction::Restart),
+            o => Err(format!(
+                "{o:?} is not a DPD action; use clear, trap or restart"
+            )),
+        },
+    );
+    let start_action = e.check(
+        format!("{p}.start_action"),
+        match c.start_action.as_str() {
+            "none" => Ok(StartAction::None),
+            "trap" => Ok(StartAction::Trap),
+            "start" => Ok(StartAction::Start),
+            o => Err(format!(
+                "{o:?} is not a start action; use none, trap or start"
+            )),
+        },
+    );
+    let ingress_rules = peer_rules(&c.ingress_rules, &format!("{p}.ingress_rules"), e);
+    Some(IpsecSpec {
+        zone: c.zone.clone(),
+        name: c.name.clone(),
+        remote_peer: remote_peer?,
+        remote_subnet: remote_subnet?,
+        psk: psk?,
+        phase1: phase1?,
+        phase2: phase2?,
+        dpd_timeout: dpd_timeout?,
+        dpd_action: dpd_action?,
+        start_action: start_action?,
+        rekey: rekey?,
+        ingress_rules,
+    })
+}
