@@ -61,6 +61,15 @@ pub fn load_valid(path: &Path) -> Result<(Loaded, Report), Vec<FieldError>> {
     Ok((loaded, report))
 }
 
+/// `FILE:LINE:COLUMN: path: reason` where the error has a place in the file (syntax and
+/// structural errors), else `path: reason`.
+pub fn located(file: &Path, e: &FieldError) -> String {
+    match (e.line, e.column) {
+        (Some(l), Some(c)) => format!("{}:{l}:{c}: {}: {}", file.display(), e.path, e.reason),
+        _ => e.to_string(),
+    }
+}
+
 pub fn check(path: &Path) -> anyhow::Result<ExitCode> {
     match load_valid(path) {
         Ok((_, report)) => {
@@ -71,7 +80,7 @@ pub fn check(path: &Path) -> anyhow::Result<ExitCode> {
         }
         Err(errors) => {
             for e in &errors {
-                println!("{e}");
+                println!("{}", located(path, e));
             }
             Ok(ExitCode::FAILURE)
         }

@@ -132,3 +132,41 @@ fn wg_keys_round_trip_with_the_real_wg_tool() {
         String::from_utf8_lossy(&theirs.stdout)
     );
 }
+
+/// Structural mistakes (unknown field, wrong type, missing field) are reported with the value
+/// ones, in one pass, each placed in the file as `FILE:LINE:COLUMN:`.
+#[test]
+fn check_reports_structural_and_value_mistakes_at_once_with_their_places() {
+    let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../model/testdata/invalid/every-kind-at-once/config.toml");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kawaii"))
+        .args(["check", "--config"])
+        .arg(&file)
+        .output()
+        .expect("kawaii check");
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 8, "{text}");
+    let f = file.display();
+    for (line, path) in [
+        (6, "gateway.colour: unknown field"),
+        (16, "ingress_rules[0].ports: invalid type"),
+        (24, "nat_rules[0].protocols: unknown field"),
+        (8, "zones[0].private_vip: missing field"),
+    ] {
+        let want = format!("{f}:{line}:1: {path}");
+        assert!(
+            lines.iter().any(|l| l.starts_with(&want)),
+            "no {want:?} in\n{text}"
+        );
+    }
+    assert!(
+        text.contains("port 0 is out of range 1-65535; port 70000 is out of range"),
+        "{text}"
+    );
+    assert!(
+        text.contains("gateway.egress_policy: \"maybe\" is not a policy"),
+        "{text}"
+    );
+}

@@ -81,6 +81,7 @@ pub const CLOUD_GATEWAY_SUBNET: &str = "10.192.0.0/24";
 pub const CLOUD_GATEWAY_PORT: u32 = 8765;
 
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct CgConf {
     #[serde(rename = "type")]
     kind: String,
@@ -94,6 +95,7 @@ struct CgConf {
 }
 
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct CgPeer {
     name: String,
     public_key: String,
@@ -101,6 +103,7 @@ struct CgPeer {
 }
 
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct CgPipe {
     name: String,
     port: u32,
@@ -211,22 +214,45 @@ pub fn cloud_gateway(text: &str) -> Option<Result<Gateway, ModelError>> {
 pub const KILO_API_VERSION: &str = "kilo.squat.ai/v1alpha1";
 
 /// A Kilo `Peer` object, as `kubectl apply -f peer.yaml` takes it.
+/// Typos are errors (`allowedIps:` for `allowedIPs:` must not pass as "no allowed IPs"), so
+/// every level denies unknown fields; Kubernetes' own bookkeeping fields are accepted and ignored.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct KiloPeer {
     pub api_version: String,
     pub kind: String,
     pub metadata: KiloMeta,
     pub spec: KiloPeerSpec,
+    /// What `kubectl get -o yaml` adds; ignored.
+    #[serde(default, skip_serializing)]
+    pub status: Option<yaml_serde::Value>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct KiloMeta {
     pub name: String,
+    /// Kubernetes object metadata a manifest may carry; accepted and ignored.
+    #[serde(default, skip_serializing)]
+    pub namespace: Option<String>,
+    #[serde(default, skip_serializing)]
+    pub labels: Option<yaml_serde::Value>,
+    #[serde(default, skip_serializing)]
+    pub annotations: Option<yaml_serde::Value>,
+    #[serde(default, skip_serializing)]
+    pub uid: Option<String>,
+    #[serde(default, skip_serializing)]
+    pub resource_version: Option<String>,
+    #[serde(default, skip_serializing)]
+    pub generation: Option<u64>,
+    #[serde(default, skip_serializing)]
+    pub creation_timestamp: Option<String>,
+    #[serde(default, skip_serializing)]
+    pub managed_fields: Option<yaml_serde::Value>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct KiloPeerSpec {
     #[serde(default, rename = "allowedIPs")]
     pub allowed_ips: Vec<String>,
@@ -241,7 +267,7 @@ pub struct KiloPeerSpec {
 
 /// `endpoint: {dnsOrIP: {dns|ip}, port}` (older manifests: `{ip, port}`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct KiloEndpoint {
     #[serde(default, rename = "dnsOrIP", skip_serializing_if = "Option::is_none")]
     pub dns_or_ip: Option<KiloDnsOrIp>,
@@ -251,6 +277,7 @@ pub struct KiloEndpoint {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct KiloDnsOrIp {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dns: Option<String>,
@@ -348,6 +375,7 @@ pub fn kilo_peer(p: &WgPeer, with_secrets: bool) -> KiloPeer {
         kind: "Peer".into(),
         metadata: KiloMeta {
             name: p.name.clone(),
+            ..KiloMeta::default()
         },
         spec: KiloPeerSpec {
             allowed_ips,
@@ -360,6 +388,7 @@ pub fn kilo_peer(p: &WgPeer, with_secrets: bool) -> KiloPeer {
                 .map(|k| k.expose().to_string()),
             endpoint,
         },
+        status: None,
     }
 }
 
@@ -430,6 +459,18 @@ spec:
             err.to_string().contains("spec.persistentKeepalive"),
             "{err}"
         );
+        // A typo is an error naming the field, never a peer with its allowed IPs dropped.
+        let typo = SEED.replace("allowedIPs:", "allowedIps:");
+        assert_ne!(typo, SEED);
+        let err = kilo_peers(&typo)
+            .expect("recognised")
+            .expect_err("unknown field");
+        assert!(err.to_string().contains("spec.allowedIps"), "{err}");
+        assert!(err.to_string().contains("unknown field"), "{err}");
+        // Kubernetes bookkeeping is accepted.
+        let labelled = SEED.replace("metadata:\n", "metadata:\n  labels:\n    team: ops\n");
+        assert_ne!(labelled, SEED);
+        assert!(kilo_peers(&labelled).expect("recognised").is_ok());
         assert!(kilo_peers("[gateway]\nname = \"x\"\n").is_none());
         assert!(kilo_peers("apiVersion: v1\nkind: Service\n").is_none());
     }

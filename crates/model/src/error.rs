@@ -10,6 +10,12 @@ pub struct FieldError {
     pub path: String,
     /// Why, in words.
     pub reason: String,
+    /// Where in the text (1-based), when the document came from a TOML or JSON text and the
+    /// error is a syntax or structural one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub line: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub column: Option<usize>,
 }
 
 impl FieldError {
@@ -17,13 +23,28 @@ impl FieldError {
         Self {
             path: path.into(),
             reason: reason.into(),
+            line: None,
+            column: None,
+        }
+    }
+
+    /// The same error, placed at `line`:`column` of the text.
+    pub fn at(self, line: usize, column: usize) -> Self {
+        Self {
+            line: Some(line),
+            column: Some(column),
+            ..self
         }
     }
 }
 
 impl fmt::Display for FieldError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.path, self.reason)
+        write!(f, "{}: {}", self.path, self.reason)?;
+        if let (Some(l), Some(c)) = (self.line, self.column) {
+            write!(f, " (line {l}, column {c})")?;
+        }
+        Ok(())
     }
 }
 

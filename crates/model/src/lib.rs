@@ -8,6 +8,7 @@
 pub mod dropin;
 pub mod duration;
 pub mod error;
+mod parse;
 pub mod ports;
 pub mod secret;
 pub mod spec;

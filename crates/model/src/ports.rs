@@ -12,22 +12,28 @@ impl PortSet {
             return Err("is empty; expected ports like \"443\" or \"80,443,3000-3005\"".into());
         }
         let mut out = Vec::new();
+        // Every bad item is told, not only the first.
+        let mut bad = Vec::new();
         for item in s.split(',') {
             let item = item.trim();
             if item.is_empty() {
-                return Err(format!("{s:?} has an empty item between commas"));
+                bad.push(format!("{s:?} has an empty item between commas"));
+                continue;
             }
-            let (lo, hi) = match item.split_once('-') {
-                Some((a, b)) => (port(a.trim(), s)?, port(b.trim(), s)?),
-                None => {
-                    let p = port(item, s)?;
-                    (p, p)
-                }
+            let range = match item.split_once('-') {
+                Some((a, b)) => port(a.trim(), s).and_then(|lo| Ok((lo, port(b.trim(), s)?))),
+                None => port(item, s).map(|p| (p, p)),
             };
-            if lo > hi {
-                return Err(format!("range {item} is descending; write {hi}-{lo}"));
+            match range {
+                Ok((lo, hi)) if lo > hi => {
+                    bad.push(format!("range {item} is descending; write {hi}-{lo}"))
+                }
+                Ok(r) => out.push(r),
+                Err(e) => bad.push(e),
             }
-            out.push((lo, hi));
+        }
+        if !bad.is_empty() {
+            return Err(bad.join("; "));
         }
         Ok(PortSet(out))
     }

@@ -444,26 +444,27 @@ impl Gateway {
     /// Parses a native document. Type errors name their path; value errors are left to
     /// [`crate::validate`], which reports all of them at once.
     pub fn parse(text: &str, format: Format) -> Result<Gateway, crate::ModelError> {
-        use crate::{FieldError, ModelError};
-        match format {
-            Format::Toml => {
-                let de = toml::Deserializer::parse(text).map_err(|e| {
-                    ModelError::Syntax(FieldError::new("(file)", one_line(e.message())))
-                })?;
-                serde_path_to_error::deserialize(de).map_err(|e| {
-                    let path = e.path().to_string();
-                    ModelError::Syntax(FieldError::new(path, one_line(e.inner().message())))
-                })
-            }
-            Format::Json => {
-                let mut de = serde_json::Deserializer::from_str(text);
-                serde_path_to_error::deserialize(&mut de).map_err(|e| {
-                    let path = e.path().to_string();
-                    let reason = one_line(&e.inner().to_string());
-                    ModelError::Syntax(FieldError::new(path, reason))
-                })
-            }
+        use crate::{Invalid, ModelError};
+        let parsed = crate::parse::parse(text, format).map_err(ModelError::Syntax)?;
+        if parsed.errors.is_empty() {
+            return Ok(parsed.gateway);
         }
+        // Every mistake at once: the value errors of the rest of the document too, except
+        // under a field that was already reported as broken (it was left out or stood in for).
+        let mut all = parsed.errors;
+        if parsed.complete
+            && let Err(Invalid(more)) = crate::validate(&parsed.gateway)
+        {
+            let broken: Vec<String> = all.iter().map(|e| e.path.clone()).collect();
+            let under = |p: &str, b: &str| {
+                p == b || p.strip_prefix(b).is_some_and(|r| r.starts_with(['.', '[']))
+            };
+            all.extend(
+                more.into_iter()
+                    .filter(|e| !broken.iter().any(|b| under(&e.path, b))),
+            );
+        }
+        Err(ModelError::Invalid(Invalid(all)))
     }
 
     /// The document as TOML, secrets redacted (a valid config file: sending it back keeps them).
@@ -640,10 +641,6 @@ fn assign<T: HasId>(rules: &mut [T], old: &[T], kind: &str) {
         taken.push(id.clone());
         r.set_id(Some(id));
     }
-}
-
-fn one_line(s: &str) -> String {
-    s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 #[cfg(test)]

@@ -1,0 +1,312 @@
+//! Parsing that reports every mistake at once. The text becomes a value tree first; the tree is
+//! deserialized into a [`Gateway`], and each structural error (an unknown field, a value of the
+//! wrong type, a missing field) is recorded with its field path — and its line and column when
+//! the text is TOML — then taken out of the tree (or a placeholder put in) and deserialization
+//! tried again. The rest of the document is then validated as usual, so one `kawaii check`
+//! prints every error, structural and value ones alike. Only a syntax error stops at once.
+
+use crate::error::FieldError;
+use crate::spec::{Format, Gateway};
+use serde_json::Value;
+
+/// At most this many structural errors are collected (each costs one more deserialization).
+const MAX_STRUCTURAL: usize = 100;
+
+/// What parsing found: the document (with the broken parts left out) and the structural errors.
+#[derive(Debug)]
+pub struct Parsed {
+    pub gateway: Gateway,
+    pub errors: Vec<FieldError>,
+    /// False when the tree could not be mended and `gateway` is empty (nothing to validate).
+    pub complete: bool,
+}
+
+/// Parses `text`; `Err` only for a syntax error (one error, with its position for TOML).
+pub fn parse(text: &str, format: Format) -> Result<Parsed, FieldError> {
+    let (mut tree, spans) = match format {
+        Format::Toml => {
+            let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+                let at = e.span().map(|s| position(text, s.start));
+                at_position(FieldError::new("(file)", one_line(e.message())), at)
+            })?;
+            let tree = serde_json::to_value(&table)
+                .map_err(|e| FieldError::new("(file)", one_line(&e.to_string())))?;
+            (tree, Some(text))
+        }
+        Format::Json => {
+            let tree: Value = serde_json::from_str(text).map_err(|e| {
+                at_position(
+                    FieldError::new("(document)", one_line(&e.to_string())),
+                    Some((e.line(), e.column())),
+                )
+            })?;
+            (tree, None)
+        }
+    };
+    let mut errors: Vec<FieldError> = Vec::new();
+    let mut placeholders: Vec<(Vec<Seg>, usize)> = Vec::new();
+    loop {
+        let e = match serde_path_to_error::deserialize::<_, Gateway>(&tree) {
+            Ok(gateway) => {
+                return Ok(Parsed {
+                    gateway,
+                    errors,
+                    complete: true,
+                });
+            }
+            Err(e) => e,
+        };
+        let reason = one_line(&e.inner().to_string());
+        let mut path = segments(e.path());
+        let fix = if let Some(field) = quoted_after(&reason, "missing field ") {
+            path.push(Seg::Key(field));
+            Fix::Fill
+        } else if let Some(field) = quoted_after(&reason, "unknown field ")
+            && path.last() != Some(&Seg::Key(field.clone()))
+        {
+            path.push(Seg::Key(field));
+            Fix::Remove
+        } else {
+            Fix::Remove
+        };
+        // A placeholder of the wrong type: try the next kind, without a second report.
+        if let Some(tried) = placeholders.iter_mut().find(|(p, _)| *p == path) {
+            tried.1 += 1;
+            let Some(next) = placeholder(tried.1) else {
+                return Ok(give_up(errors, &path, &reason, spans));
+            };
+            if !set(&mut tree, &path, Some(next)) {
+                return Ok(give_up(errors, &path, &reason, spans));
+            }
+            continue;
+        }
+        // A field just taken out for its type is then missing: the same mistake, told once.
+        let rendered = render(&path);
+        if !errors.iter().any(|e| e.path == rendered) {
+            let at = spans.and_then(|text| span_of(text, &path));
+            errors.push(at_position(FieldError::new(rendered, reason.clone()), at));
+        }
+        let done = match fix {
+            Fix::Fill => {
+                placeholders.push((path.clone(), 0));
+                set(&mut tree, &path, placeholder(0))
+            }
+            Fix::Remove => set(&mut tree, &path, None),
+        };
+        if !done || errors.len() >= MAX_STRUCTURAL {
+            return Ok(give_up(errors, &path, &reason, spans));
+        }
+    }
+}
+
+/// The tree could not be mended at `path`: what was found so far, and an empty document.
+fn give_up(mut errors: Vec<FieldError>, path: &[Seg], reason: &str, text: Option<&str>) -> Parsed {
+    if errors.last().is_none_or(|e| e.path != render(path)) {
+        let at = text.and_then(|t| span_of(t, path));
+        errors.push(at_position(FieldError::new(render(path), reason), at));
+    }
+    Parsed {
+        gateway: Gateway::default(),
+        errors,
+        complete: false,
+    }
+}
+
+enum Fix {
+    Remove,
+    Fill,
+}
+
+/// Stand-ins for a missing field, tried in turn until one has the field's type. Most fields are
+/// strings as written (validated later), so the first usually fits.
+fn placeholder(attempt: usize) -> Option<Value> {
+    Some(match attempt {
+        0 => Value::String(String::new()),
+        1 => Value::Bool(false),
+        2 => Value::from(0),
+        3 => Value::Array(Vec::new()),
+        4 => Value::Object(serde_json::Map::new()),
+        _ => return None,
+    })
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Seg {
+    Key(String),
+    Index(usize),
+}
+
+fn segments(path: &serde_path_to_error::Path) -> Vec<Seg> {
+    use serde_path_to_error::Segment;
+    path.iter()
+        .filter_map(|s| match s {
+            Segment::Seq { index } => Some(Seg::Index(*index)),
+            Segment::Map { key } => Some(Seg::Key(key.clone())),
+            Segment::Enum { variant } => Some(Seg::Key(variant.clone())),
+            Segment::Unknown => None,
+        })
+        .collect()
+}
+
+/// `ipsec[0].phase1_dh_group_number`, as validation writes paths; `(document)` for the root.
+fn render(path: &[Seg]) -> String {
+    let mut out = String::new();
+    for s in path {
+        match s {
+            Seg::Key(k) if out.is_empty() => out.push_str(k),
+            Seg::Key(k) => {
+                out.push('.');
+                out.push_str(k);
+            }
+            Seg::Index(i) => out.push_str(&format!("[{i}]")),
+        }
+    }
+    if out.is_empty() {
+        "(document)".into()
+    } else {
+        out
+    }
+}
+
+/// Sets (or with `None` removes) the value at `path`; false when the path is not in the tree.
+fn set(tree: &mut Value, path: &[Seg], value: Option<Value>) -> bool {
+    let Some((last, parents)) = path.split_last() else {
+        return false;
+    };
+    let mut node = tree;
+    for s in parents {
+        node = match (s, node) {
+            (Seg::Key(k), Value::Object(m)) => match m.get_mut(k) {
+                Some(n) => n,
+                None => return false,
+            },
+            (Seg::Index(i), Value::Array(a)) => match a.get_mut(*i) {
+                Some(n) => n,
+                None => return false,
+            },
+            _ => return false,
+        };
+    }
+    match (last, node, value) {
+        (Seg::Key(k), Value::Object(m), Some(v)) => {
+            m.insert(k.clone(), v);
+            true
+        }
+        (Seg::Key(k), Value::Object(m), None) => m.remove(k).is_some(),
+        // An array element is replaced, never removed: later indices must keep their meaning.
+        (Seg::Index(i), Value::Array(a), v) => match a.get_mut(*i) {
+            Some(slot) => {
+                let was = std::mem::replace(slot, v.unwrap_or(Value::Null));
+                // Null in a list of tables fails again; drop the element's fields instead.
+                if slot.is_null() && was.is_object() {
+                    *slot = Value::Object(serde_json::Map::new());
+                }
+                true
+            }
+            None => false,
+        },
+        _ => false,
+    }
+}
+
+/// The name in backquotes after `prefix` in a serde message (`missing field `name``).
+fn quoted_after(reason: &str, prefix: &str) -> Option<String> {
+    let rest = reason.split(prefix).nth(1)?.strip_prefix('`')?;
+    Some(rest.split('`').next()?.to_string())
+}
+
+/// The line and column (1-based) of `path` in TOML `text`: the key for a field, the table for
+/// a missing field's parent.
+fn span_of(text: &str, path: &[Seg]) -> Option<(usize, usize)> {
+    let doc = toml::de::DeTable::parse(text).ok()?;
+    let mut table = doc.get_ref();
+    let mut span = None;
+    let mut value: Option<&toml::de::DeValue> = None;
+    for s in path {
+        let found = match (s, value) {
+            (Seg::Key(k), None) => table.get_key_value(k.as_str()).map(|(k, v)| (k.span(), v)),
+            (Seg::Key(k), Some(toml::de::DeValue::Table(t))) => {
+                table = t;
+                table.get_key_value(k.as_str()).map(|(k, v)| (k.span(), v))
+            }
+            (Seg::Index(i), Some(toml::de::DeValue::Array(a))) => a.get(*i).map(|v| (v.span(), v)),
+            _ => None,
+        };
+        // Further down than the text goes (a missing field): the nearest place found.
+        let Some((at, v)) = found else { break };
+        span = Some(at);
+        value = Some(v.get_ref());
+    }
+    span.map(|s| position(text, s.start))
+}
+
+/// 1-based line and column of byte `offset`.
+fn position(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
+}
+
+fn at_position(e: FieldError, at: Option<(usize, usize)>) -> FieldError {
+    match at {
+        Some((line, column)) => e.at(line, column),
+        None => e,
+    }
+}
+
+pub(crate) fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn errors(text: &str) -> Vec<String> {
+        match parse(text, Format::Toml) {
+            Ok(p) => p.errors.iter().map(|e| e.to_string()).collect(),
+            Err(e) => vec![format!("syntax {e}")],
+        }
+    }
+
+    #[test]
+    fn every_structural_error_is_reported_with_its_place() {
+        let text = "[gateway]\nname = \"acme\"\nnmae = \"typo\"\n\n[[ingress_rules]]\nports = 22\n\n[[zones]]\nname = \"a\"\n";
+        let got = errors(text);
+        let zone = |f: &str| format!("zones[0].{f}: missing field `{f}` (line 8, column 1)");
+        let mut want = vec![
+            "gateway.nmae: unknown field `nmae`, expected one of `name`, `private_subnet`, `egress_policy` (line 3, column 1)".to_string(),
+            "ingress_rules[0].ports: invalid type: integer `22`, expected a string (line 6, column 1)".to_string(),
+        ];
+        for f in [
+            "public_interface",
+            "private_interface",
+            "public_vip",
+            "public_gateway",
+            "private_vip",
+        ] {
+            want.push(zone(f));
+        }
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn a_syntax_error_has_its_line_and_column() {
+        let got = errors("[gateway]\nname = \"acme\nx = 1\n");
+        assert_eq!(got.len(), 1);
+        assert!(got[0].starts_with("syntax (file):"), "{got:?}");
+        assert!(got[0].contains("(line 2, column"), "{got:?}");
+    }
+
+    #[test]
+    fn a_good_document_has_no_errors() {
+        assert!(errors("[gateway]\nname = \"acme\"\n").is_empty());
+    }
+
+    #[test]
+    fn positions_count_lines_and_characters() {
+        assert_eq!(position("ab\ncd", 4), (2, 2));
+        assert_eq!(position("é\nx", 3), (2, 1));
+    }
+}
