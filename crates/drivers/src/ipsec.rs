@@ -285,12 +285,8 @@ impl Driver for Ipsec {
 }
 
 fn read_psk(name: &str, path: &str) -> Result<Secret, DriverError> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        DriverError::rejected(format!(
-            "ipsec {name:?}: cannot read pre_shared_key_file {path}: {}",
-            e.kind()
-        ))
-    })?;
+    let text = crate::secret_file::read("pre_shared_key_file", path)
+        .map_err(|e| DriverError::rejected(format!("ipsec {name:?}: {e}")))?;
     let key = text.trim_end_matches(['\n', '\r']);
     if key.len() < 8 {
         return Err(DriverError::rejected(format!(

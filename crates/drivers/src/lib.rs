@@ -9,6 +9,7 @@ pub mod netlink;
 pub mod nftables;
 pub mod pipes;
 pub mod router;
+pub mod secret_file;
 mod tool;
 pub mod vrrp;
 pub mod wg_sync;

@@ -16,17 +16,7 @@ use tracing::{info, warn};
 /// Reads a WireGuard private key file: base64 of 32 bytes, readable by its owner only.
 /// Errors are one line and never contain the file's content.
 pub fn load_key(path: &str) -> Result<SecretKey, String> {
-    use std::os::unix::fs::PermissionsExt;
-    let meta =
-        std::fs::metadata(path).map_err(|e| format!("wireguard.private_key_file {path}: {e}"))?;
-    let mode = meta.permissions().mode() & 0o777;
-    if mode & 0o077 != 0 {
-        return Err(format!(
-            "wireguard.private_key_file {path}: mode {mode:04o} lets others read the private key; run `chmod 600 {path}`"
-        ));
-    }
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("wireguard.private_key_file {path}: {e}"))?;
+    let text = crate::secret_file::read("wireguard.private_key_file", path)?;
     SecretKey::from_base64(text.trim()).map_err(|_| {
         format!(
             "wireguard.private_key_file {path}: is not a WireGuard private key (base64 of 32 bytes, as `kawaii wg genkey` writes)"

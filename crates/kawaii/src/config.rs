@@ -70,11 +70,49 @@ pub fn located(file: &Path, e: &FieldError) -> String {
     }
 }
 
+/// What the document names on this machine: every secret file exists, is readable, and is
+/// readable by nobody but its owner (the checks `serve` makes when it applies them); the token
+/// file (hashes, not secrets) exists and is readable.
+pub fn environment(d: &kawaii_model::Desired) -> Vec<FieldError> {
+    use kawaii_drivers::secret_file;
+    use kawaii_model::valid::{KeySource, PskSource};
+    let mut files: Vec<(String, &str)> = Vec::new();
+    if let Some(KeySource::File(f)) = d.wireguard.as_ref().and_then(|w| w.private_key.as_ref()) {
+        files.push(("wireguard.private_key_file".into(), f));
+    }
+    for (i, c) in d.ipsec.iter().enumerate() {
+        if let PskSource::File(f) = &c.psk {
+            files.push((format!("ipsec[{i}].pre_shared_key_file"), f));
+        }
+    }
+    let mut problems: Vec<FieldError> = files
+        .into_iter()
+        .filter_map(|(field, file)| {
+            let e = secret_file::read(&field, file).err()?;
+            let reason = e.strip_prefix(&format!("{field} ")).unwrap_or(&e);
+            Some(FieldError::new(field, reason))
+        })
+        .collect();
+    if let Some(f) = &d.api.token_file
+        && let Err(e) = std::fs::read(f)
+    {
+        problems.push(FieldError::new("api.token_file", format!("{f}: {e}")));
+    }
+    problems
+}
+
 pub fn check(path: &Path) -> anyhow::Result<ExitCode> {
     match load_valid(path) {
         Ok((_, report)) => {
             for w in &report.warnings {
                 eprintln!("warning: {w}");
+            }
+            let problems = environment(&report.desired);
+            for e in &problems {
+                println!("{e}");
+            }
+            if !problems.is_empty() {
+                return Ok(ExitCode::FAILURE);
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -98,6 +136,14 @@ pub fn import(path: &Path) -> anyhow::Result<ExitCode> {
     })?;
     let text = kawaii_model::Secret::reveal(|| toml::to_string_pretty(&loaded.gateway))
         .context("rendering TOML")?;
+    if kawaii_model::secret::FIELD_NAMES.iter().any(|f| {
+        text.lines()
+            .any(|l| l.trim_start().starts_with(&format!("{f} =")))
+    }) {
+        eprintln!(
+            "warning: the converted document carries secrets in clear (keys, PSKs); write it to a file only you can read (umask 077)"
+        );
+    }
     print!("{text}");
     Ok(ExitCode::SUCCESS)
 }

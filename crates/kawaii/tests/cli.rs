@@ -170,3 +170,93 @@ fn check_reports_structural_and_value_mistakes_at_once_with_their_places() {
         "{text}"
     );
 }
+
+/// `check` looks at the files a config names: a PSK file others can read, a missing token file.
+#[test]
+fn check_refuses_secret_files_others_can_read_and_missing_ones() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let psk = dir.path().join("office.psk");
+    std::fs::write(&psk, "psk-that-must-never-leak-42\n").expect("psk");
+    std::fs::set_permissions(&psk, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let file = dir.path().join("gateway.toml");
+    std::fs::write(
+        &file,
+        format!(
+            r#"[gateway]
+name = "acme"
+private_subnet = "10.1.0.0/24"
+
+[api]
+token_file = "{missing}"
+
+[[ipsec]]
+name = "office"
+remote_peer = "198.51.100.8"
+remote_subnet = "172.16.1.0/24"
+pre_shared_key_file = "{psk}"
+phase1_dh_group_number = 14
+phase1_integrity_algorithm = "SHA256"
+phase1_encryption_algorithm = "AES128"
+phase2_dh_group_number = 14
+phase2_integrity_algorithm = "SHA256"
+phase2_encryption_algorithm = "AES128"
+"#,
+            missing = dir.path().join("no-such.tokens").display(),
+            psk = psk.display()
+        ),
+    )
+    .expect("config");
+    let check = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_kawaii"))
+            .args(["check", "--config"])
+            .arg(&file)
+            .output()
+            .expect("kawaii check")
+    };
+    let out = check();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("ipsec[0].pre_shared_key_file: "), "{text}");
+    assert!(
+        text.contains("mode 0644") && text.contains("chmod 600"),
+        "{text}"
+    );
+    assert!(text.contains("api.token_file: "), "{text}");
+    assert!(!text.contains("never-leak"), "{text}");
+    // Fixed: silent, exit 0.
+    std::fs::set_permissions(&psk, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    std::fs::write(dir.path().join("no-such.tokens"), "").expect("tokens");
+    let out = check();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+/// `serve` for a zone the file does not declare refuses before it writes anything.
+#[test]
+fn serve_refuses_an_undeclared_zone_before_writing_state() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = dir.path().join("state");
+    let config =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/gateway.toml");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kawaii"))
+        .args(["serve", "--zone", "zone-nowhere", "--config"])
+        .arg(&config)
+        .arg("--state")
+        .arg(&state)
+        .output()
+        .expect("kawaii serve");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("zone-nowhere"), "{err}");
+    assert!(!err.contains("config file applied"), "{err}");
+    assert!(!state.join("kawaii.db").exists(), "the store was written");
+    assert!(
+        !err.contains("\x1b["),
+        "colours in a log that is not a terminal: {err}"
+    );
+}

@@ -46,13 +46,22 @@ pub fn run(config: PathBuf, zone: Option<String>, state: PathBuf) -> anyhow::Res
 fn init_logging() {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("KAWAII_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    // Colours only for a person at a terminal; a log file or journal gets plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(ansi)
         .try_init();
 }
 
 async fn daemon(settings: Settings) -> anyhow::Result<ExitCode> {
+    // A zone the file does not declare is refused before anything is written.
+    if let (Some(zone), Ok((_, report))) =
+        (&settings.zone, crate::config::load_valid(&settings.config))
+    {
+        kawaii_plan::select_zone(&report.desired, Some(zone))?;
+    }
     let (wakes, wake_rx) = Wakes::channel();
     let app = App::build(settings, wakes).await?;
     start(&app).await?;
