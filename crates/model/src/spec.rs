@@ -37,6 +37,11 @@ pub struct Gateway {
     /// Multi-zone HA (VRRPv3) settings; see docs/ha.md.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ha: Option<HaSettings>,
+    /// Kept by the server: the highest rule id given so far per kind (`ingress`, `egress`,
+    /// `nat`), so that a deleted rule's id is never given to another rule. A document sent
+    /// without it keeps the stored one.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub rule_ids: std::collections::BTreeMap<String, u64>,
 }
 
 /// `[router]`: the domain router's listeners, limits and timeouts (all optional).
@@ -588,9 +593,14 @@ impl Gateway {
     /// Gives every rule without an id one: the id of an identical rule in `old` if there is one,
     /// else the next free `<kind>-N`. Ids are what metrics and the API use to name rules.
     pub fn assign_rule_ids(&mut self, old: &Gateway) {
-        assign(&mut self.ingress_rules, &old.ingress_rules, "ingress");
-        assign(&mut self.egress_rules, &old.egress_rules, "egress");
-        assign(&mut self.nat_rules, &old.nat_rules, "nat");
+        for (kind, n) in &old.rule_ids {
+            let mine = self.rule_ids.entry(kind.clone()).or_default();
+            *mine = (*mine).max(*n);
+        }
+        let ids = &mut self.rule_ids;
+        assign(&mut self.ingress_rules, &old.ingress_rules, "ingress", ids);
+        assign(&mut self.egress_rules, &old.egress_rules, "egress", ids);
+        assign(&mut self.nat_rules, &old.nat_rules, "nat", ids);
     }
 }
 
@@ -610,13 +620,22 @@ macro_rules! has_id {
 }
 has_id!(IngressRule, EgressRule, NatRule);
 
-fn assign<T: HasId>(rules: &mut [T], old: &[T], kind: &str) {
+/// Gives every rule without an id the id of an identical old rule, or the next number never
+/// given for `kind` (`high` keeps the highest per kind).
+fn assign<T: HasId>(
+    rules: &mut [T],
+    old: &[T],
+    kind: &str,
+    high: &mut std::collections::BTreeMap<String, u64>,
+) {
     let prefix = format!("{kind}-");
     let number = |id: &str| id.strip_prefix(&prefix).and_then(|n| n.parse::<u64>().ok());
+    let given = high.get(kind).copied().unwrap_or(0);
     let mut next = rules
         .iter()
         .chain(old)
         .filter_map(|r| r.id().and_then(number))
+        .chain([given])
         .max()
         .unwrap_or(0)
         + 1;
@@ -640,6 +659,15 @@ fn assign<T: HasId>(rules: &mut [T], old: &[T], kind: &str) {
         };
         taken.push(id.clone());
         r.set_id(Some(id));
+    }
+    let highest = rules
+        .iter()
+        .filter_map(|r| r.id().and_then(number))
+        .chain([given])
+        .max()
+        .unwrap_or(0);
+    if highest > 0 {
+        high.insert(kind.to_string(), highest);
     }
 }
 
@@ -681,6 +709,45 @@ mod tests {
             .map(|r| r.id.clone().unwrap_or_default())
             .collect();
         assert_eq!(ids, ["egress-3", "egress-1", "egress-2"]);
+    }
+
+    #[test]
+    fn a_deleted_rules_id_is_never_given_again() {
+        let mut first = Gateway {
+            ingress_rules: vec![ingress("22"), ingress("80"), ingress("443")],
+            ..Default::default()
+        };
+        first.prepare_commit(&Gateway::default());
+        // ingress-3 (443) is deleted: a file without it, and without the server's counters.
+        let mut second = Gateway {
+            ingress_rules: vec![ingress("22"), ingress("80")],
+            ..Default::default()
+        };
+        second.prepare_commit(&first);
+        assert_eq!(second.rule_ids.get("ingress"), Some(&3));
+        // A new rule gets ingress-4, not the deleted rule's ingress-3.
+        let mut third = Gateway {
+            ingress_rules: vec![ingress("22"), ingress("80"), ingress("8080")],
+            ..Default::default()
+        };
+        third.prepare_commit(&second);
+        let ids: Vec<_> = third.ingress_rules.iter().filter_map(|r| r.id.clone()).collect();
+        assert_eq!(ids, ["ingress-1", "ingress-2", "ingress-4"]);
+        // Re-applying the same file changes nothing (the stored counters are carried).
+        let mut again = third.clone();
+        again.rule_ids.clear();
+        again.prepare_commit(&third);
+        assert_eq!(again, third);
+    }
+
+    fn ingress(ports: &str) -> IngressRule {
+        IngressRule {
+            id: None,
+            source: "0.0.0.0/0".into(),
+            protocol: "tcp".into(),
+            ports: ports.into(),
+            description: None,
+        }
     }
 
     #[test]
