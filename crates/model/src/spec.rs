@@ -731,7 +731,11 @@ mod tests {
             ..Default::default()
         };
         third.prepare_commit(&second);
-        let ids: Vec<_> = third.ingress_rules.iter().filter_map(|r| r.id.clone()).collect();
+        let ids: Vec<_> = third
+            .ingress_rules
+            .iter()
+            .filter_map(|r| r.id.clone())
+            .collect();
         assert_eq!(ids, ["ingress-1", "ingress-2", "ingress-4"]);
         // Re-applying the same file changes nothing (the stored counters are carried).
         let mut again = third.clone();
