@@ -339,7 +339,7 @@ function renderDrivers(drivers, problems) {
       el("td", dr.name),
       el("td").appendChild(pill(dr.ok ? "ok" : dr.error_kind || "failed", dr.ok ? "ok" : "bad")).parentNode,
       num(dr.applied_revision),
-      el("td", dr.last_apply || "never"),
+      sinceCell(dr.last_apply ? Date.parse(dr.last_apply) : null),
       el("td", dr.error || ""),
     ]);
     tr.dataset.driver = dr.name;
