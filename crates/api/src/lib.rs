@@ -15,5 +15,5 @@ mod ui;
 pub use auth::{Caller, hash_token};
 pub use error::ApiError;
 pub use handlers::{GatewayView, router, urlencode};
-pub use ui::{StatusEvent, StoreState, Whoami, status_event};
 pub use state::{ApiState, Details, DriverStatus, ErrorKind, LiveDetails, OnWrite, Status};
+pub use ui::{StatusEvent, StoreState, Whoami, status_event};

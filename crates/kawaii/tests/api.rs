@@ -430,10 +430,14 @@ fn status_page_and_event_stream() {
 
     let r = node.call("GET", "/v1/whoami", Some(VIEWER), None, &[]);
     assert_eq!(r.status, 200, "{}", r.body);
-    assert_eq!(r.json(), serde_json::json!({"name": "ro", "role": "viewer"}));
+    assert_eq!(
+        r.json(),
+        serde_json::json!({"name": "ro", "role": "viewer"})
+    );
     assert_eq!(node.call("GET", "/v1/whoami", None, None, &[]).status, 401);
     assert_eq!(
-        node.call("GET", "/v1/events", Some("wrong"), None, &[]).status,
+        node.call("GET", "/v1/events", Some("wrong"), None, &[])
+            .status,
         401
     );
 

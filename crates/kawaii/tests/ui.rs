@@ -90,14 +90,8 @@ fn artefacts() -> PathBuf {
 }
 
 fn browser(host: &Host, topo: &Topology, name: &str) -> Browser {
-    Browser::start(
-        host,
-        &topo.dir().join(name),
-        CHROMEDRIVER_PORT,
-        1280,
-        800,
-    )
-    .unwrap_or_else(|e| panic!("browser: {e}"))
+    Browser::start(host, &topo.dir().join(name), CHROMEDRIVER_PORT, 1280, 800)
+        .unwrap_or_else(|e| panic!("browser: {e}"))
 }
 
 /// Types a token into the login form and presses Enter (the keyboard is enough to sign in).
@@ -311,7 +305,13 @@ phase2_encryption_algorithm = "AES256"
         .into_iter()
         .flatten()
         .find(|r| r["rule"].as_str().is_some_and(|s| s.starts_with("ingress")))
-        .map(|r| format!("{}/{}", r["chain"].as_str().unwrap_or_default(), r["rule"].as_str().unwrap_or_default()))
+        .map(|r| {
+            format!(
+                "{}/{}",
+                r["chain"].as_str().unwrap_or_default(),
+                r["rule"].as_str().unwrap_or_default()
+            )
+        })
         .unwrap_or_else(|| panic!("no ingress rule counter in {status}"));
     let packets_js = format!(
         "const c = document.querySelector('tr[data-rule=\"{rule}\"] td.packets'); return c ? Number(c.dataset.value) : -1;"
@@ -340,19 +340,20 @@ phase2_encryption_algorithm = "AES256"
         )
         .expect("traffic");
     let mut seen = vec![before];
-    wait_for(Duration::from_secs(12), "the counter to grow twice on the page", || {
-        let now = b.execute(&packets_js).ok()?.as_i64()?;
-        if now > *seen.last()? {
-            seen.push(now);
-        }
-        (seen.len() >= 3).then_some(())
-    })
+    wait_for(
+        Duration::from_secs(12),
+        "the counter to grow twice on the page",
+        || {
+            let now = b.execute(&packets_js).ok()?.as_i64()?;
+            if now > *seen.last()? {
+                seen.push(now);
+            }
+            (seen.len() >= 3).then_some(())
+        },
+    )
     .unwrap_or_else(|e| panic!("{e}: seen {seen:?}"));
     let rate = text(&b, &format!("tr[data-rule=\"{rule}\"] td:nth-child(5)"));
-    assert!(
-        !rate.starts_with("0.0"),
-        "the rate shows traffic: {rate:?}"
-    );
+    assert!(!rate.starts_with("0.0"), "the rate shows traffic: {rate:?}");
     assert!(
         b.execute(&format!(
             "return !!document.querySelector('tr[data-rule=\"{rule}\"] svg.spark polyline');"
@@ -409,7 +410,11 @@ phase2_encryption_algorithm = "AES256"
 
     // Readable: enough contrast everywhere, nothing wider than a phone.
     let low = b.execute(CONTRAST).expect("contrast");
-    assert_eq!(low, serde_json::json!([]), "text below 4.5:1 contrast at 1280x800");
+    assert_eq!(
+        low,
+        serde_json::json!([]),
+        "text below 4.5:1 contrast at 1280x800"
+    );
     screenshot(&b, "ui-1280x800.png", 1280, 800, true);
     b.viewport(390, 844, true).expect("phone viewport");
     let wide = b
@@ -420,7 +425,11 @@ phase2_encryption_algorithm = "AES256"
         "the page is {wide} px wider than a phone"
     );
     let low = b.execute(CONTRAST).expect("contrast");
-    assert_eq!(low, serde_json::json!([]), "text below 4.5:1 contrast at 390x844");
+    assert_eq!(
+        low,
+        serde_json::json!([]),
+        "text below 4.5:1 contrast at 390x844"
+    );
     screenshot(&b, "ui-390x844.png", 390, 844, false);
     b.viewport(1280, 800, false).expect("viewport");
 
@@ -471,7 +480,13 @@ fn zone_failure_shows_on_the_other_zone_page_within_2s() {
         "zone-a held by zone-a on zone B's page",
         &format!("return (() => {{ {holder_js} }})() === 'zone-a';"),
     )
-    .unwrap_or_else(|e| panic!("{e}: holder {:?}\n{}", text(&b, "tr[data-zone=\"zone-a\"]"), ui.logs()));
+    .unwrap_or_else(|e| {
+        panic!(
+            "{e}: holder {:?}\n{}",
+            text(&b, "tr[data-zone=\"zone-a\"]"),
+            ui.logs()
+        )
+    });
     assert!(text(&b, "#zone").contains("zone-b"));
     b.execute("window.__sameDocument = true; return true;")
         .expect("marker");
@@ -480,21 +495,29 @@ fn zone_failure_shows_on_the_other_zone_page_within_2s() {
     let a = ui.lab.kawaii_a;
     ui.topo.proc(a).kill();
     let mut last = String::new();
-    let took = wait_for(Duration::from_secs(5), "zone-a held by zone-b on the page", || {
-        let v = b.execute(holder_js).ok()?;
-        last = v.as_str().unwrap_or_default().to_string();
-        (last == "zone-b").then(|| killed.elapsed())
-    })
+    let took = wait_for(
+        Duration::from_secs(5),
+        "zone-a held by zone-b on the page",
+        || {
+            let v = b.execute(holder_js).ok()?;
+            last = v.as_str().unwrap_or_default().to_string();
+            (last == "zone-b").then(|| killed.elapsed())
+        },
+    )
     .unwrap_or_else(|e| panic!("{e}: last holder {last:?}\n{}", ui.logs()));
     eprintln!("the page on zone B showed zone-a held by zone-b {took:?} after zone A died");
     assert!(took <= Duration::from_secs(2), "took {took:?}");
     assert_eq!(
-        b.execute("return window.__sameDocument === true;").expect("marker"),
+        b.execute("return window.__sameDocument === true;")
+            .expect("marker"),
         serde_json::json!(true),
         "the page was reloaded"
     );
     let row = text(&b, "tr[data-zone=\"zone-a\"]");
-    assert!(row.contains(lab::ZONE_A_PRIVATE_VIP) && row.contains("master"), "{row}");
+    assert!(
+        row.contains(lab::ZONE_A_PRIVATE_VIP) && row.contains("master"),
+        "{row}"
+    );
     let errors = console_errors(&b);
     assert!(errors.is_empty(), "console errors: {errors:?}");
 }

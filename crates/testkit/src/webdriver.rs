@@ -189,7 +189,8 @@ impl Browser {
     }
 
     pub fn goto(&self, url: &str) -> Result<()> {
-        self.cmd("POST", "/url", Some(json!({ "url": url }))).map(|_| ())
+        self.cmd("POST", "/url", Some(json!({ "url": url })))
+            .map(|_| ())
     }
 
     pub fn refresh(&self) -> Result<()> {
@@ -386,7 +387,11 @@ pub fn png_stats(png: &[u8]) -> Result<PngStats> {
                 3 => ((a as u16 + b as u16) / 2) as u8,
                 4 => {
                     let p = a as i16 + b as i16 - c as i16;
-                    let (pa, pb, pc) = ((p - a as i16).abs(), (p - b as i16).abs(), (p - c as i16).abs());
+                    let (pa, pb, pc) = (
+                        (p - a as i16).abs(),
+                        (p - b as i16).abs(),
+                        (p - c as i16).abs(),
+                    );
                     if pa <= pb && pa <= pc {
                         a
                     } else if pb <= pc {
@@ -432,7 +437,11 @@ mod tests {
             for x in 0..w {
                 let p = pixel(x, y);
                 for i in 0..3 {
-                    raw.push(if filter == 1 { p[i].wrapping_sub(prev[i]) } else { p[i] });
+                    raw.push(if filter == 1 {
+                        p[i].wrapping_sub(prev[i])
+                    } else {
+                        p[i]
+                    });
                 }
                 prev = p;
             }
@@ -468,7 +477,12 @@ mod tests {
     #[test]
     fn content_shows_as_variance_through_the_sub_filter() {
         // Half the lines black: variance (255/2)^2 and half the pixels off the background.
-        let png = make_png(16, 8, 1, |_, y| if y < 4 { [0, 0, 0] } else { [255, 255, 255] });
+        let png = make_png(
+            16,
+            8,
+            1,
+            |_, y| if y < 4 { [0, 0, 0] } else { [255, 255, 255] },
+        );
         let s = png_stats(&png).expect("decode");
         assert!((s.luma_variance - 127.5f64.powi(2)).abs() < 1.0, "{s:?}");
         assert!((s.non_background - 0.5).abs() < 1e-9, "{s:?}");

@@ -115,7 +115,10 @@ pub async fn status_event(state: &ApiState) -> StatusEvent {
     let store = match snap {
         Ok(snap) => {
             for z in &snap.gateway.zones {
-                for addr in [&z.private_address, &z.public_address].into_iter().flatten() {
+                for addr in [&z.private_address, &z.public_address]
+                    .into_iter()
+                    .flatten()
+                {
                     // `public_address` may carry a prefix length.
                     let ip = addr.split('/').next().unwrap_or(addr);
                     instances.insert(ip.to_string(), z.name.clone());
@@ -206,7 +209,10 @@ mod tests {
         // The CSP forbids inline code: none may be in the page.
         assert!(!PAGE.contains("<script>"), "inline script in index.html");
         assert!(!PAGE.contains("<style"), "inline style in index.html");
-        assert!(!PAGE.contains(" style=\""), "inline style attribute in index.html");
+        assert!(
+            !PAGE.contains(" style=\""),
+            "inline style attribute in index.html"
+        );
         assert!(!PAGE.contains("onclick="), "inline handler in index.html");
     }
 
