@@ -223,6 +223,6 @@ mod tests {
         assert!(SCRIPT.contains("Authorization"));
         assert!(!SCRIPT.contains("localStorage"));
         assert!(!SCRIPT.contains("?token"));
-        assert!(!SCRIPT.contains("EventSource"));
+        assert!(!SCRIPT.contains("new EventSource"));
     }
 }
