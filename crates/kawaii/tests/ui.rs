@@ -8,7 +8,7 @@ mod common;
 
 use common::{ADMIN, PSK, VIEWER, curl, sha};
 use kawaii_testkit::lab::{self, HaLab, HaLabOptions};
-use kawaii_testkit::webdriver::{Browser, ENTER, png_stats};
+use kawaii_testkit::webdriver::{Browser, ENTER, TAB, png_stats};
 use kawaii_testkit::{Host, Topology, wait_for};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -248,6 +248,19 @@ phase2_encryption_algorithm = "AES256"
     let gw = ui.lab.gw_a.clone();
     let b = browser(&gw, &ui.topo, "browser-a");
     b.goto(PAGE).expect("open the page");
+
+    // The keyboard reaches the sign-in button from the token field, with a visible focus ring.
+    let field = b.find("#token").expect("the token field");
+    b.send_keys(&field, TAB).expect("Tab");
+    let focus = b
+        .execute(
+            "const e = document.activeElement; \
+             return [e.tagName, e.type, getComputedStyle(e).outlineStyle];",
+        )
+        .expect("focus");
+    assert_eq!(focus[0], "BUTTON", "Tab from the token field: {focus}");
+    assert_eq!(focus[1], "submit", "{focus}");
+    assert_ne!(focus[2], "none", "no visible focus: {focus}");
 
     // A wrong token is refused, and the page says so.
     sign_in(&b, "not-a-token-anyone-has");
