@@ -13,6 +13,7 @@ use axum::extract::State;
 use axum::http::header;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -149,14 +150,18 @@ struct Feed {
     changes: tokio::sync::watch::Receiver<u64>,
     last: Option<String>,
     sent_at: Option<Instant>,
+    /// The last look found nothing new: wait for a wake or a tick before the next one.
+    idle: bool,
 }
 
-async fn next_event(mut feed: Feed) -> Option<(Result<Event, Infallible>, Feed)> {
+/// The next event: at once for a new stream; then, [`MIN_GAP`] after the last one, as soon as a
+/// look (at every stored-status change and every [`TICK`]) finds the status changed.
+async fn next_status(mut feed: Feed) -> Option<(String, Feed)> {
     loop {
         if let Some(at) = feed.sent_at {
             tokio::time::sleep_until(at + MIN_GAP).await;
         }
-        if feed.last.is_some() {
+        if feed.idle {
             tokio::select! {
                 r = feed.changes.changed() => if r.is_err() { tokio::time::sleep(TICK).await },
                 _ = tokio::time::sleep(TICK) => {}
@@ -171,11 +176,13 @@ async fn next_event(mut feed: Feed) -> Option<(Result<Event, Infallible>, Feed)>
             }
         };
         if feed.last.as_deref() == Some(json.as_str()) {
+            feed.idle = true;
             continue;
         }
+        feed.idle = false;
         feed.sent_at = Some(Instant::now());
         feed.last = Some(json.clone());
-        return Some((Ok(Event::default().event("status").data(json)), feed));
+        return Some((json, feed));
     }
 }
 
@@ -190,8 +197,10 @@ pub(crate) async fn events(State(state): State<ApiState>) -> impl IntoResponse {
         state,
         last: None,
         sent_at: None,
+        idle: false,
     };
-    let stream = futures_util::stream::unfold(feed, next_event);
+    let stream = futures_util::stream::unfold(feed, next_status)
+        .map(|json| Ok::<_, Infallible>(Event::default().event("status").data(json)));
     (
         [("x-accel-buffering", "no")],
         Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))),
@@ -201,6 +210,69 @@ pub(crate) async fn events(State(state): State<ApiState>) -> impl IntoResponse {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn state() -> ApiState {
+        let store = kawaii_store::SqliteStore::in_memory().expect("in-memory store");
+        ApiState::new(std::sync::Arc::new(store), Default::default())
+    }
+
+    fn feed(state: &ApiState) -> Feed {
+        Feed {
+            changes: state.status_changes(),
+            state: state.clone(),
+            last: None,
+            sent_at: None,
+            idle: false,
+        }
+    }
+
+    fn revision(json: &str) -> u64 {
+        let v: serde_json::Value = serde_json::from_str(json).expect("JSON");
+        v["status"]["desired_revision"].as_u64().expect("revision")
+    }
+
+    /// The first event at once; nothing while nothing changes; a change within MIN_GAP; never
+    /// two events within MIN_GAP.
+    #[tokio::test]
+    async fn the_feed_sends_changes_only_and_spaces_them() {
+        let state = state();
+        let mut stream = std::pin::pin!(futures_util::stream::unfold(feed(&state), next_status));
+        let t0 = std::time::Instant::now();
+        let first = stream.next().await.expect("first event");
+        assert!(
+            t0.elapsed() < Duration::from_millis(300),
+            "{:?}",
+            t0.elapsed()
+        );
+        assert_eq!(revision(&first), 0);
+
+        let quiet = tokio::time::timeout(Duration::from_millis(1500), stream.next()).await;
+        assert!(quiet.is_err(), "an event without a change");
+
+        state.update_status(|s| s.desired_revision = 7);
+        let t1 = std::time::Instant::now();
+        let e1 = stream.next().await.expect("event");
+        assert!(
+            t1.elapsed() < Duration::from_millis(300),
+            "{:?}",
+            t1.elapsed()
+        );
+        assert_eq!(revision(&e1), 7);
+
+        let sent1 = std::time::Instant::now();
+        state.update_status(|s| s.desired_revision = 8);
+        let e2 = stream.next().await.expect("event");
+        let gap = sent1.elapsed();
+        assert_eq!(revision(&e2), 8);
+        assert!(
+            gap >= MIN_GAP - Duration::from_millis(20),
+            "events {gap:?} apart"
+        );
+        assert!(
+            gap < MIN_GAP + Duration::from_millis(300),
+            "a change waited {gap:?}"
+        );
+    }
 
     #[test]
     fn the_page_loads_only_its_own_assets() {
