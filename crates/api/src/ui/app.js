@@ -12,6 +12,7 @@ const ui = {
   retryDelay: 1000,
   lastRevision: null,
   pageErrors: [],
+  shownProblems: null,
   // "chain/rule" -> [[time ms, packets], ...] over the last 10 minutes.
   history: new Map(),
 };
@@ -166,6 +167,7 @@ function signOut(message) {
   clearTimeout(ui.retry);
   ui.role = null;
   ui.lastRevision = null;
+  ui.shownProblems = null;
   ui.history.clear();
   $("main").hidden = true;
   $("facts").hidden = true;
@@ -512,6 +514,10 @@ function renderPeerings(peerings, problems) {
 
 function showProblems(problems) {
   const all = problems.concat(ui.pageErrors.map((e) => "Page error: " + e));
+  // The list is a live region: touch it only when it changes, so it is announced once.
+  const key = JSON.stringify(all);
+  if (key === ui.shownProblems) return;
+  ui.shownProblems = key;
   $("alert-list").replaceChildren(...all.map((p) => el("li", p)));
 }
 
