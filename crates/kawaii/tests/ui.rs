@@ -443,7 +443,7 @@ phase2_encryption_algorithm = "AES256"
         serde_json::json!([]),
         "text below 4.5:1 contrast at 390x844"
     );
-    screenshot(&b, "ui-390x844.png", 390, 844, false);
+    screenshot(&b, "ui-390x844.png", 390, 844, true);
     b.viewport(1280, 800, false).expect("viewport");
 
     // An admin sees the audit trail, and a change lands in it without a reload.
