@@ -54,7 +54,7 @@ impl Modify for BearerAuth {
 }
 
 /// The whole HTTP service: `/v1` (token required), plus the open `/healthz`, `/readyz`,
-/// `/metrics` and `/openapi.json`.
+/// `/metrics`, `/openapi.json` and the status page under `/ui`.
 pub fn router(state: ApiState) -> axum::Router {
     let (v1, mut spec) = v1_routes().split_for_parts();
     let (open, open_spec) = OpenApiRouter::new()
@@ -62,10 +62,21 @@ pub fn router(state: ApiState) -> axum::Router {
         .routes(routes!(readyz))
         .routes(routes!(metrics))
         .routes(routes!(openapi_json))
+        .routes(routes!(crate::ui::page))
+        .routes(routes!(crate::ui::script))
+        .routes(routes!(crate::ui::style))
         .split_for_parts();
     spec.merge(open_spec);
     // The open endpoints carry no secrets and need no token.
-    for path in ["/healthz", "/readyz", "/metrics", "/openapi.json"] {
+    for path in [
+        "/healthz",
+        "/readyz",
+        "/metrics",
+        "/openapi.json",
+        "/ui",
+        "/ui/app.js",
+        "/ui/app.css",
+    ] {
         if let Some(item) = spec.paths.paths.get_mut(path)
             && let Some(op) = item.get.as_mut()
         {
@@ -110,6 +121,8 @@ fn v1_routes() -> OpenApiRouter<ApiState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(get_gateway, put_gateway))
         .routes(routes!(get_status))
+        .routes(routes!(crate::ui::events))
+        .routes(routes!(crate::ui::whoami))
         .routes(routes!(get_audit))
         .routes(routes!(ingress_rules::list, ingress_rules::create))
         .routes(routes!(

@@ -1,6 +1,7 @@
 //! The REST API: `/v1/...` resources over the store, bearer-token auth with roles, errors as
 //! `{"error", "details": [{"path", "reason"}]}`, `/openapi.json` generated from the handlers,
-//! Prometheus text at `/metrics`, `/healthz` and `/readyz`.
+//! Prometheus text at `/metrics`, `/healthz` and `/readyz`, and the status page at `/ui` with
+//! its live feed `/v1/events`.
 //!
 //! Handlers only read the store and commit validated documents to it; the daemon's reconcile loop
 //! watches the store and applies. No handler talks to the kernel.
@@ -9,8 +10,10 @@ mod auth;
 mod error;
 mod handlers;
 mod state;
+mod ui;
 
 pub use auth::{Caller, hash_token};
 pub use error::ApiError;
 pub use handlers::{GatewayView, router, urlencode};
 pub use state::{ApiState, Details, DriverStatus, ErrorKind, LiveDetails, OnWrite, Status};
+pub use ui::{StatusEvent, StoreState, Whoami, status_event};

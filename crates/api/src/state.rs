@@ -111,6 +111,8 @@ pub struct ApiState {
     pub store: Arc<dyn Store>,
     tokens: Arc<RwLock<Arc<Vec<TokenSpec>>>>,
     status: Arc<RwLock<Status>>,
+    /// Bumped at every stored-status change (wakes the `/v1/events` streams).
+    status_changes: tokio::sync::watch::Sender<u64>,
     live: Arc<RwLock<Option<LiveDetails>>>,
     on_write: Arc<RwLock<Option<OnWrite>>>,
     /// The WireGuard device's public key while it runs (for `showconf`).
@@ -141,6 +143,7 @@ impl ApiState {
             store,
             tokens: Arc::default(),
             status: Arc::default(),
+            status_changes: tokio::sync::watch::Sender::new(0),
             live: Arc::default(),
             on_write: Arc::default(),
             wg_public_key: Arc::default(),
@@ -199,6 +202,12 @@ impl ApiState {
         if let Ok(mut s) = self.status.write() {
             f(&mut s);
         }
+        self.status_changes.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Changes whenever the stored status was updated.
+    pub fn status_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.status_changes.subscribe()
     }
 
     pub fn wg_public_key(&self) -> Option<String> {

@@ -155,7 +155,8 @@ Try:
   kawaii lab exec gw nft list table inet kawaii{vpn}
   edit {cfg} — kawaii applies it live
   kawaii lab down
-"#,
+{ui}"#,
+        ui = ui_hint("gw", &lab.state.join("admin.token")),
         cfg = cfg.display(),
         vpn = if laptop.is_some() {
             "
@@ -301,9 +302,24 @@ Try:
   kawaii lab exec gw-a ip link set lan0 up                # zone-a preempts: its VIPs come home
   kawaii lab exec gw-b kawaii render --config {cfg} --zone zone-b --what vrrp
   kawaii lab down
-"#,
-        cfg = cfg.display()
+{ui}"#,
+        cfg = cfg.display(),
+        ui = ui_hint("gw-a", &dir.join("state-zone-a").join("admin.token"))
     );
     topo.keep();
     Ok(ExitCode::SUCCESS)
+}
+
+/// How to open the status page of the lab's gateway `host`: a loopback port of this machine
+/// forwarded into the namespace by socat (no link to the root namespace).
+fn ui_hint(host: &str, token: &Path) -> String {
+    format!(
+        r#"
+Status page (GET /ui, docs/ui.md): forward a loopback port into {host}'s namespace,
+  socat TCP-LISTEN:7780,bind=127.0.0.1,reuseaddr,fork 'EXEC:kawaii lab exec {host} socat STDIO TCP\:127.0.0.1\:7780'
+then open http://127.0.0.1:7780/ui on this machine and sign in with the token in
+  {token}
+"#,
+        token = token.display()
+    )
 }

@@ -284,6 +284,11 @@ fn openapi_is_valid_and_complete() {
         "GET /v1/status",
         "GET /v1/audit",
         "GET /v1/wireguard/peers/{key}/config",
+        "GET /v1/events",
+        "GET /v1/whoami",
+        "GET /ui",
+        "GET /ui/app.js",
+        "GET /ui/app.css",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -389,4 +394,108 @@ fn resolve(schemas: &serde_json::Value, s: &serde_json::Value) -> serde_json::Va
         return resolve(schemas, &s["items"]);
     }
     s.clone()
+}
+
+/// The status page's endpoints: `/ui` and its assets need no token and forbid inline code;
+/// `/v1/whoami` and `/v1/events` need one; the event stream pushes the status at once and again
+/// when it changes, and carries no secret.
+#[test]
+fn status_page_and_event_stream() {
+    let mut node = Node::new("events", &base_config());
+    node.start();
+
+    let r = node.call("GET", "/ui", None, None, &[]);
+    assert_eq!(r.status, 200);
+    let headers = r.headers.to_ascii_lowercase();
+    assert!(headers.contains("content-type: text/html"), "{headers}");
+    assert!(
+        headers.contains("content-security-policy: default-src 'none'; script-src 'self'"),
+        "{headers}"
+    );
+    assert!(r.body.contains("/ui/app.js"));
+    for (path, mime) in [
+        ("/ui/app.js", "text/javascript"),
+        ("/ui/app.css", "text/css"),
+    ] {
+        let r = node.call("GET", path, None, None, &[]);
+        assert_eq!(r.status, 200, "{path}");
+        assert!(
+            r.headers
+                .to_ascii_lowercase()
+                .contains(&format!("content-type: {mime}")),
+            "{path}: {}",
+            r.headers
+        );
+    }
+
+    let r = node.call("GET", "/v1/whoami", Some(VIEWER), None, &[]);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        r.json(),
+        serde_json::json!({"name": "ro", "role": "viewer"})
+    );
+    assert_eq!(node.call("GET", "/v1/whoami", None, None, &[]).status, 401);
+    assert_eq!(
+        node.call("GET", "/v1/events", Some("wrong"), None, &[])
+            .status,
+        401
+    );
+
+    // A viewer's stream for 4 s; an admin's write after 1 s shows up in it.
+    let stream = node
+        .host
+        .command(&[
+            "curl",
+            "-sS",
+            "-N",
+            "--max-time",
+            "4",
+            "-H",
+            &format!("Authorization: Bearer {VIEWER}"),
+            "http://127.0.0.1:7780/v1/events",
+        ])
+        .stdout(std::process::Stdio::piped())
+        // curl reports its own --max-time ending the stream.
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("curl");
+    std::thread::sleep(Duration::from_secs(1));
+    let r = node.call(
+        "POST",
+        "/v1/ingress-rules",
+        Some(ADMIN),
+        Some(r#"{"protocol":"tcp","ports":"8443"}"#),
+        &[],
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    let out = stream.wait_with_output().expect("curl");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!text.contains(PSK), "the PSK is in the stream");
+    let events: Vec<serde_json::Value> = text
+        .split("\n\n")
+        .filter(|block| block.lines().any(|l| l == "event: status"))
+        .map(|block| {
+            let data: Vec<&str> = block
+                .lines()
+                .filter_map(|l| l.strip_prefix("data: "))
+                .collect();
+            serde_json::from_str(&data.join("\n"))
+                .unwrap_or_else(|e| panic!("event data is not JSON ({e}): {block}"))
+        })
+        .collect();
+    assert!(events.len() >= 2, "events: {text}");
+    assert_eq!(events[0]["status"]["gateway"], "acme");
+    assert_eq!(events[0]["store"]["reachable"], true);
+    let first = events[0]["status"]["desired_revision"]
+        .as_u64()
+        .expect("revision");
+    let last = events
+        .last()
+        .and_then(|e| e["status"]["desired_revision"].as_u64())
+        .expect("revision");
+    assert!(last > first, "the write did not reach the stream: {text}");
+    // Consecutive events differ (the stream sends changes only).
+    for pair in events.windows(2) {
+        assert_ne!(pair[0], pair[1], "a repeated event");
+    }
 }

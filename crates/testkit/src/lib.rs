@@ -10,6 +10,7 @@
 pub mod lab;
 pub mod office;
 pub mod services;
+pub mod webdriver;
 
 use std::collections::BTreeMap;
 use std::io::Read;
