@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 const DIR: &str = "/run/kawaii-lab";
 const PREFIX: &str = "klab";
-const DEFAULT_CONFIG: &str = include_str!("../../../examples/lab.toml");
+const DEFAULT_CONFIG: &str = lab::LAB_TOML;
 
 #[derive(Debug, Serialize, Deserialize)]
 struct LabRecord {

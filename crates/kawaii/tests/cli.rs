@@ -115,20 +115,6 @@ fn wg_keys_round_trip_with_the_real_wg_tool() {
         .write_all(private.as_bytes())
         .expect("write");
     let ours = child.wait_with_output().expect("wait");
-    let mut wg = Command::new("wg")
-        .arg("pubkey")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("wg (wireguard-tools)");
-    wg.stdin
-        .take()
-        .expect("stdin")
-        .write_all(private.as_bytes())
-        .expect("write");
-    let theirs = wg.wait_with_output().expect("wait");
-    assert_eq!(
-        String::from_utf8_lossy(&ours.stdout),
-        String::from_utf8_lossy(&theirs.stdout)
-    );
+    let theirs = kawaii_testkit::keys::public_key(&private).expect("wg pubkey (wireguard-tools)");
+    assert_eq!(String::from_utf8_lossy(&ours.stdout), format!("{theirs}\n"));
 }

@@ -11,12 +11,11 @@
 //! legacy is 192.0.2.0/24, cloudnative 198.51.100.0/24; names resolve through per-namespace
 //! hosts files, as Docker's DNS does in the original demo.
 
-mod common;
-
-use common::curl;
-use kawaii_testkit::services::{kawaii_node, nginx};
-use kawaii_testkit::{Host, Topology, lab, wait_for};
-use std::path::PathBuf;
+use kawaii_testkit::api::Api;
+use kawaii_testkit::serve::{Serve, ServeOptions};
+use kawaii_testkit::services::nginx;
+use kawaii_testkit::{Host, Topology, wait_for};
+use serde_json::json;
 use std::time::Duration;
 
 const PAGE: &str = "<h1>Welcome to nginx!</h1> behind the tunnel\n";
@@ -93,8 +92,8 @@ fn native(
 
 struct Demo {
     topo: Topology,
-    /// (host, process index, state dir) per kawaii node, by node name.
-    nodes: Vec<(String, Host, usize, PathBuf)>,
+    /// The kawaii nodes (each named after its host).
+    nodes: Vec<Serve>,
     hosts: Vec<Host>,
 }
 
@@ -102,69 +101,52 @@ impl Demo {
     fn host(&self, name: &str) -> Host {
         self.hosts
             .iter()
-            .chain(self.nodes.iter().map(|n| &n.1))
+            .chain(self.nodes.iter().map(|n| &n.host))
             .find(|h| h.name == name)
             .cloned()
             .unwrap_or_else(|| panic!("no host {name}"))
     }
 
-    fn node(&self, name: &str) -> &(String, Host, usize, PathBuf) {
-        self.nodes
-            .iter()
-            .find(|n| n.0 == name)
-            .unwrap_or_else(|| panic!("no node {name}"))
-    }
-
     fn logs(&mut self) -> String {
-        let idx: Vec<(String, usize)> = self.nodes.iter().map(|n| (n.0.clone(), n.2)).collect();
-        idx.into_iter()
-            .map(|(n, i)| format!("--- {n}\n{}", self.topo.proc(i).output()))
+        let nodes = self.nodes.clone();
+        nodes
+            .iter()
+            .map(|n| format!("--- {}\n{}", n.host.name, n.log(&mut self.topo)))
             .collect()
     }
 
     /// The node's API as its bootstrap admin.
-    fn api(&self, node: &str, method: &str, path: &str, body: Option<&str>) -> common::Reply {
-        let (_, host, _, state) = self.node(node);
-        let token = lab::admin_token(state).expect("bootstrap token");
-        curl(host, method, path, Some(&token), body, &[])
+    fn api(&self, node: &str) -> Api {
+        self.nodes
+            .iter()
+            .find(|n| n.host.name == node)
+            .unwrap_or_else(|| panic!("no node {node}"))
+            .api()
     }
 
     /// curl from `from` until it answers (the tunnel handshakes on first use).
     fn fetch(&mut self, from: &str, url: &str) -> String {
         let h = self.host(from);
-        let r = wait_for(Duration::from_secs(20), url, || {
-            let o = h.exec(&["curl", "-s", "-m", "3", url]).ok()?;
-            o.status
-                .success()
-                .then(|| String::from_utf8_lossy(&o.stdout).into_owned())
-        });
+        let r = wait_for(Duration::from_secs(20), url, || h.curl(url, "3"));
         r.unwrap_or_else(|e| panic!("{e}\n{}", self.logs()))
     }
 }
 
-fn start_nodes(
-    topo: &mut Topology,
-    nodes: &[(&Host, &str, String)],
-) -> Vec<(String, Host, usize, PathBuf)> {
-    let mut out = Vec::new();
-    for (host, file, text) in nodes {
-        let dir = topo.dir().join(&host.name);
-        std::fs::create_dir_all(&dir).expect("dir");
-        let cfg = dir.join(file);
-        std::fs::write(&cfg, text).expect("config");
-        let state = dir.join("state");
-        let i = kawaii_node(topo, host, common::bin().as_ref(), &cfg, &state).expect("kawaii");
-        out.push((host.name.clone(), (*host).clone(), i, state));
-    }
-    for (name, host, _, state) in &out {
+fn start_nodes(topo: &mut Topology, nodes: &[(&Host, &str, String)]) -> Vec<Serve> {
+    let opts = ServeOptions::new(env!("CARGO_BIN_EXE_kawaii"));
+    let started: Vec<Serve> = nodes
+        .iter()
+        .map(|(host, file, text)| Serve::start(topo, host, file, text, &opts).expect("kawaii"))
+        .collect();
+    for node in &started {
+        let name = &node.host.name;
         wait_for(Duration::from_secs(15), &format!("{name} applied"), || {
-            let token = lab::admin_token(state)?;
-            let s = curl(host, "GET", "/v1/status", Some(&token), None, &[]);
+            let s = node.api().get("/v1/status");
             (s.status == 200 && s.json()["ready"] == true).then_some(())
         })
         .unwrap_or_else(|e| panic!("{e}"));
     }
-    out
+    started
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -216,9 +198,7 @@ fn minimal(tag: &str, flavor: Flavor) -> Demo {
     topo.hosts_file(&client, "198.51.100.2 server\n198.51.100.3 client")
         .expect("hosts");
     nginx(&mut topo, &web, "192.0.2.10", PAGE).expect("nginx");
-    let svc = topo.dir().join("svc.py");
-    std::fs::write(&svc, lab::SVC_PY).expect("svc.py");
-    let svc = svc.to_string_lossy().into_owned();
+    let svc = topo.svc().expect("svc.py");
     topo.spawn(&web, "digest", &["python3", &svc, "digest", "9000"])
         .expect("digest");
     topo.spawn(&web, "echo", &["python3", &svc, "tcp-echo", "7"])
@@ -350,13 +330,11 @@ fn minimal_demo_from_cloud_gateway_files_with_load_and_live_pipes() {
     let page = d.fetch("client", "http://client:8080/");
     assert_eq!(page, PAGE);
     let client = d.host("client");
-    let direct = client
-        .exec(&["curl", "-s", "-m", "2", "http://192.0.2.10/"])
-        .expect("curl");
-    assert!(!direct.status.success(), "only the pipe reaches nginx");
+    let direct = client.curl("http://192.0.2.10/", "2");
+    assert!(direct.is_none(), "only the pipe reaches nginx");
     // Both ends derived the same VPN addresses from the files.
     let c_ip = kawaii_model::dropin::cloud_gateway_address(CLIENT_PUB).to_string();
-    let status = d.api("server", "GET", "/v1/status", None).json();
+    let status = d.api("server").status();
     let peers = status["details"]["wireguard"]["peers"].clone();
     assert_eq!(peers[0]["allowed_ips"][0], format!("{c_ip}/32"), "{status}");
 
@@ -365,25 +343,25 @@ fn minimal_demo_from_cloud_gateway_files_with_load_and_live_pipes() {
     for (node, body) in [
         (
             "server",
-            r#"{"name":"sink","port":9000,"remote":"nginx:9000"}"#,
+            json!({"name": "sink", "port": 9000, "remote": "nginx:9000"}),
         ),
         (
             "client",
-            r#"{"name":"sink","port":9000,"remote":"nginx:9000","peer":"server"}"#,
+            json!({"name": "sink", "port": 9000, "remote": "nginx:9000", "peer": "server"}),
         ),
         (
             "server",
-            r#"{"name":"echo","port":7000,"remote":"nginx:7"}"#,
+            json!({"name": "echo", "port": 7000, "remote": "nginx:7"}),
         ),
         (
             "client",
-            r#"{"name":"echo","port":7000,"remote":"nginx:7","peer":"server"}"#,
+            json!({"name": "echo", "port": 7000, "remote": "nginx:7", "peer": "server"}),
         ),
     ] {
-        let r = d.api(node, "POST", "/v1/pipes", Some(body));
+        let r = d.api(node).post("/v1/pipes", &body);
         assert_eq!(r.status, 201, "{node}: {}", r.body);
     }
-    let svc = d.topo.dir().join("svc.py").to_string_lossy().into_owned();
+    let svc = d.topo.svc().expect("svc.py");
     let h = client.clone();
     let out = wait_for(Duration::from_secs(10), "the sink pipe", || {
         h.exec(&["python3", &svc, "load", "127.0.0.1", "9000", "1", "1000"])
@@ -412,7 +390,7 @@ fn minimal_demo_from_cloud_gateway_files_with_load_and_live_pipes() {
     eprintln!("100 × 10 MB through the pipe: {}", text.trim());
     // Status (read live) counts every byte and connection, none left open.
     let sink = wait_for(Duration::from_secs(6), "the sink's counters", || {
-        let st = d.api("client", "GET", "/v1/status", None).json();
+        let st = d.api("client").status();
         let sink = st["details"]["pipes"]
             .as_array()
             .and_then(|p| p.iter().find(|p| p["name"] == "sink").cloned())?;
@@ -441,33 +419,26 @@ fn minimal_demo_from_cloud_gateway_files_with_load_and_live_pipes() {
         .unwrap_or_else(|e| e.to_string())
     });
     std::thread::sleep(Duration::from_millis(800));
-    let r = d.api(
-        "client",
-        "POST",
-        "/v1/pipes",
-        Some(r#"{"name":"extra","port":7100,"remote":"nginx:80","peer":"server"}"#),
-    );
-    assert_eq!(r.status, 201, "{}", r.body);
-    let r = d.api(
-        "server",
-        "POST",
-        "/v1/pipes",
-        Some(r#"{"name":"extra","port":7100,"remote":"nginx:80"}"#),
-    );
-    assert_eq!(r.status, 201, "{}", r.body);
+    let extra = json!({"name": "extra", "port": 7100, "remote": "nginx:80"});
+    let mut via_server = extra.clone();
+    via_server["peer"] = "server".into();
+    for (node, body) in [("client", &via_server), ("server", &extra)] {
+        let r = d.api(node).post("/v1/pipes", body);
+        assert_eq!(r.status, 201, "{}", r.body);
+    }
     assert_eq!(d.fetch("client", "http://127.0.0.1:7100/"), PAGE);
     std::thread::sleep(Duration::from_millis(300));
     for node in ["client", "server"] {
-        let r = d.api(node, "DELETE", "/v1/pipes/extra", None);
+        let r = d.api(node).delete("/v1/pipes/extra");
         assert_eq!(r.status, 204, "{}", r.body);
     }
-    let r = d.api("client", "DELETE", "/v1/pipes/nginx", None);
+    let r = d.api("client").delete("/v1/pipes/nginx");
     assert_eq!(r.status, 204, "{}", r.body);
     wait_for(Duration::from_secs(3), "the nginx pipe to close", || {
-        let o = client
-            .exec(&["curl", "-s", "-m", "1", "http://127.0.0.1:8080/"])
-            .ok()?;
-        (!o.status.success()).then_some(())
+        client
+            .curl("http://127.0.0.1:8080/", "1")
+            .is_none()
+            .then_some(())
     })
     .unwrap_or_else(|e| panic!("{e}"));
     std::thread::sleep(Duration::from_millis(500));
@@ -483,7 +454,7 @@ fn minimal_demo_from_cloud_gateway_files_with_load_and_live_pipes() {
         bytes > 100_000,
         "the stream moved data throughout: {result}"
     );
-    let metrics = d.api("client", "GET", "/metrics", None).body;
+    let metrics = d.api("client").get("/metrics").body;
     assert!(
         metrics.contains("kawaii_pipe_bytes_total{pipe=\"sink\",direction=\"in\"}"),
         "{metrics}"
@@ -503,7 +474,7 @@ fn reverse_demo_from_cloud_gateway_files() {
     // The way through: the server's pipe dials client-cloudnative's VPN address.
     let cn = kawaii_model::dropin::cloud_gateway_address(CLIENT_PUB);
     let pipe = wait_for(Duration::from_secs(6), "the server's pipe status", || {
-        let st = d.api("server", "GET", "/v1/status", None).json();
+        let st = d.api("server").status();
         let p = st["details"]["pipes"][0].clone();
         (p["connections"].as_u64()? > 0).then_some(p)
     })

@@ -1,0 +1,58 @@
+//! WireGuard key pairs for tests, made by the reference tool (`wg genkey`, `wg pubkey`).
+
+use crate::{KitError, Result};
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+fn wg(args: &[&str], input: Option<&str>) -> Result<String> {
+    let cmd = format!("wg {}", args.join(" "));
+    let spawn = |error| KitError::Spawn {
+        cmd: cmd.clone(),
+        error,
+    };
+    let mut child = Command::new("wg")
+        .args(args)
+        .stdin(if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(spawn)?;
+    if let (Some(text), Some(mut stdin)) = (input, child.stdin.take()) {
+        stdin.write_all(text.as_bytes()).map_err(spawn)?;
+    }
+    let out = child.wait_with_output().map_err(spawn)?;
+    if !out.status.success() {
+        return Err(KitError::Command {
+            cmd,
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        });
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// The public key of a base64 private key.
+pub fn public_key(private: &str) -> Result<String> {
+    wg(&["pubkey"], Some(private))
+}
+
+/// A fresh key pair: (private, public), base64.
+pub fn keypair() -> Result<(String, String)> {
+    let private = wg(&["genkey"], None)?;
+    let public = public_key(&private)?;
+    Ok((private, public))
+}
+
+/// Writes a secret file with `mode` (0600 for keys kawaii accepts), the text plus a newline.
+pub fn write_secret(path: &std::path::Path, text: &str, mode: u32) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let err = |error| KitError::Spawn {
+        cmd: format!("write {}", path.display()),
+        error,
+    };
+    std::fs::write(path, format!("{text}\n")).map_err(err)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(err)
+}
