@@ -311,3 +311,81 @@ impl WireguardGo {
 pub fn bin_path(var: &str, built: &str) -> PathBuf {
     std::env::var_os(var).map_or_else(|| PathBuf::from(built), PathBuf::from)
 }
+
+/// Two hosts joined by a veth pair, `a` (192.0.2.1 on `va`) running our device and `b`
+/// (192.0.2.2 on `vb`) running wireguard-go, each the other's only peer on port 51820:
+/// 10.8.0.1 and 10.8.0.2 (and, with `ipv6`, fd00:8::1 and fd00:8::2) inside the tunnel.
+#[derive(Debug)]
+pub struct GoPair {
+    pub a: Host,
+    pub b: Host,
+    pub dev: WgDev,
+    pub go: WireguardGo,
+    /// The public keys `wg pubkey` gives for `a`'s and `b`'s private keys.
+    pub public_a: String,
+    pub public_b: String,
+}
+
+impl GoPair {
+    /// Builds it in `t`; `wgdev` is the `kawaii-wgdev` binary.
+    pub fn build(t: &mut Topology, wgdev: &Path, ipv6: bool) -> Result<GoPair> {
+        let a = t.host("a")?;
+        let b = t.host("b")?;
+        t.link(&a, "va", &b, "vb")?;
+        a.addr("va", "192.0.2.1/24")?;
+        b.addr("vb", "192.0.2.2/24")?;
+        let (key_a, public_a) = crate::keys::keypair()?;
+        let (key_b, pub_b) = crate::keys::keypair()?;
+        let pid = std::process::id();
+        let (if_a, if_b) = (format!("kw{pid}a"), format!("kg{pid}b"));
+        let (ips_a, ips_b) = if ipv6 {
+            ("10.8.0.1/32,fd00:8::1/128", "10.8.0.2/32, fd00:8::2/128")
+        } else {
+            ("10.8.0.1/32", "10.8.0.2/32")
+        };
+        let dev = WgDev::start(
+            t,
+            &a,
+            wgdev,
+            &if_a,
+            &format!(
+                "[Interface]\nName = {if_a}\nListenPort = 51820\nPrivateKey = {key_a}\n\
+                 [Peer]\nPublicKey = {pub_b}\nAllowedIPs = {ips_b}\nEndpoint = 192.0.2.2:51820\n"
+            ),
+        )?;
+        let go = WireguardGo::start(t, &b, &if_b)?;
+        go.set_private_key(&key_b)?;
+        go.wg(&[
+            "set",
+            &if_b,
+            "listen-port",
+            "51820",
+            "peer",
+            &dev.public_key,
+            "allowed-ips",
+            ips_a,
+            "endpoint",
+            "192.0.2.1:51820",
+        ])?;
+        let mut inside = vec![(&a, &if_a, "10.8.0.1/24"), (&b, &if_b, "10.8.0.2/24")];
+        if ipv6 {
+            inside.extend([(&a, &if_a, "fd00:8::1/64"), (&b, &if_b, "fd00:8::2/64")]);
+        }
+        for (h, ifname, cidr) in inside {
+            let mut args = vec!["ip", "addr", "add", cidr, "dev", ifname.as_str()];
+            if cidr.contains(':') {
+                args.push("nodad");
+            }
+            h.run(&args)?;
+        }
+        b.run(&["ip", "link", "set", &if_b, "up"])?;
+        Ok(GoPair {
+            a,
+            b,
+            dev,
+            go,
+            public_a,
+            public_b: pub_b,
+        })
+    }
+}
