@@ -405,21 +405,12 @@ fn ipsec_and_vpn_carry_traffic_again_after_failover() {
     let mut ha = Ha::new("ha-vpn", true, |dir| {
         let key_file = dir.join("wg.key");
         write_secret(&key_file, &keys().0, 0o600).expect("key file");
+        let peers = [
+            ("laptop", laptop_pub.as_str(), ""),
+            ("laptop2", laptop2_pub.as_str(), ""),
+        ];
         format!(
-            r#"{}
-[wireguard]
-listen_port = 51820
-address = "10.8.0.1/24"
-private_key_file = "{}"
-
-[[wireguard.peers]]
-name = "laptop"
-public_key = "{}"
-
-[[wireguard.peers]]
-name = "laptop2"
-public_key = "{}"
-
+            r#"{}{}
 [[ipsec]]
 name = "ACME Office"
 remote_peer = "{}"
@@ -434,9 +425,7 @@ phase2_encryption_algorithm = "AES256"
 dpd_timeout = "8s"
 "#,
             lab::ha_config(5, "0s"),
-            key_file.display(),
-            laptop_pub,
-            laptop2_pub,
+            lab::wireguard_toml(&key_file.to_string_lossy(), &peers),
             office::OFFICE_PUBLIC
         )
     });

@@ -20,43 +20,13 @@ use std::time::Duration;
 
 const PAGE: &str = "<h1>Welcome to nginx!</h1> behind the tunnel\n";
 
-// The demo's key pairs, as published in its conf.yaml files.
+// The demo's key pairs, as published in its conf.yaml files (`testdata/cloud-gateway/`).
 const SERVER_PUB: &str = "2o3hItYcvPrcmDMog6rOhmdzZd6PH+QIZtCvZnVrslU=";
 const SERVER_KEY: &str = "YExoeogF9Ekn30/ybaCYHGsvQwT93+6IQLAp6xk2bFM=";
 const CLIENT_PUB: &str = "QqdKxpGpG1TTuyjCayMpRRKwLm5kjyIKZybxjv8oDnQ=";
 const CLIENT_KEY: &str = "uA2r7XTFgpCa/qbxbJvxJCDO6dg6BU7FIwNSNvd46mo=";
 const LEGACY_PUB: &str = "L0pt7T0BGsk4nByoS0I8goLoCRTx0CeKCsSlNIBX2Gk=";
 const LEGACY_KEY: &str = "gEPdRpgPz5xoAGXf0p1mf5Cfan++uIDB8r3WmZVWznA=";
-
-fn minimal_server_yaml() -> String {
-    format!(
-        "type: server\nname: server\npublic_key: {SERVER_PUB}\nprivate_key: {SERVER_KEY}\npeers:\n  - name: client\n    public_key: {CLIENT_PUB}\npipes:\n  - name: nginx\n    port: 8080\n    remote: nginx:80\n"
-    )
-}
-
-fn minimal_client_yaml() -> String {
-    format!(
-        "type: client\nname: client\npublic_key: {CLIENT_PUB}\nprivate_key: {CLIENT_KEY}\npeers:\n  - name: server\n    endpoint: server:8765\n    public_key: {SERVER_PUB}\npipes:\n  - name: nginx\n    port: 8080\n    remote: nginx:80\n"
-    )
-}
-
-fn reverse_server_yaml() -> String {
-    format!(
-        "type: server\nname: server\npublic_key: {SERVER_PUB}\nprivate_key: {SERVER_KEY}\npeers:\n  - name: client-cloudnative\n    public_key: {CLIENT_PUB}\n  - name: client-legacy\n    public_key: {LEGACY_PUB}\npipes:\n  - name: nginx\n    port: 8080\n    remote: nginx:80\n    peer: client-cloudnative # must match the exact name of the client where the remote endpoint is resolvable\n"
-    )
-}
-
-fn reverse_cloudnative_yaml() -> String {
-    format!(
-        "type: client\nname: client-cloudnative\npublic_key: {CLIENT_PUB}\nprivate_key: {CLIENT_KEY}\npeers:\n  - name: server\n    endpoint: server:8765\n    public_key: {SERVER_PUB}\npipes:\n  - name: nginx\n    port: 8080\n    remote: nginx:80\n    peer: client-cloudnative # telling cloudgateway the remote endpoint is resolvable\n"
-    )
-}
-
-fn reverse_legacy_yaml() -> String {
-    format!(
-        "type: client\nname: client-legacy\npublic_key: {LEGACY_PUB}\nprivate_key: {LEGACY_KEY}\npeers:\n  - name: server\n    endpoint: server:8765\n    public_key: {SERVER_PUB}\npipes:\n  - name: nginx\n    port: 8080\n    remote: nginx:80\n"
-    )
-}
 
 /// A native kawaii edge node: its VPN address, port, key, peers `(name, key, vpn ip, endpoint)`
 /// and pipes `(name, port, remote, peer)`.
@@ -205,8 +175,16 @@ fn minimal(tag: &str, flavor: Flavor) -> Demo {
         .expect("echo");
     let configs = match flavor {
         Flavor::CloudGateway => vec![
-            (&server, "conf.yaml", minimal_server_yaml()),
-            (&client, "conf.yaml", minimal_client_yaml()),
+            (
+                &server,
+                "conf.yaml",
+                include_str!("testdata/cloud-gateway/minimal/server.yaml").to_string(),
+            ),
+            (
+                &client,
+                "conf.yaml",
+                include_str!("testdata/cloud-gateway/minimal/client.yaml").to_string(),
+            ),
         ],
         Flavor::Native => vec![
             (
@@ -269,9 +247,21 @@ fn reverse(tag: &str, flavor: Flavor) -> Demo {
     nginx(&mut topo, &web, "198.51.100.10", PAGE).expect("nginx");
     let configs = match flavor {
         Flavor::CloudGateway => vec![
-            (&server, "conf.yaml", reverse_server_yaml()),
-            (&cn, "conf.yaml", reverse_cloudnative_yaml()),
-            (&lg, "conf.yaml", reverse_legacy_yaml()),
+            (
+                &server,
+                "conf.yaml",
+                include_str!("testdata/cloud-gateway/reverse/server.yaml").to_string(),
+            ),
+            (
+                &cn,
+                "conf.yaml",
+                include_str!("testdata/cloud-gateway/reverse/client-cloudnative.yaml").to_string(),
+            ),
+            (
+                &lg,
+                "conf.yaml",
+                include_str!("testdata/cloud-gateway/reverse/client-legacy.yaml").to_string(),
+            ),
         ],
         Flavor::Native => vec![
             (

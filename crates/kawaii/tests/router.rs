@@ -12,33 +12,8 @@ use std::time::Duration;
 
 const KAWAII: &str = env!("CARGO_BIN_EXE_kawaii");
 
-const CONFIG: &str = r#"
-[gateway]
-name = "web"
-private_subnet = "10.1.0.0/24"
-
-[[zones]]
-name = "zone-a"
-public_interface = "wan0"
-private_interface = "lan0"
-public_vip = "203.0.113.10/24"
-public_gateway = "203.0.113.1"
-private_vip = "10.1.0.1"
-
-[[routes]]
-domain = "example.com"
-https = ["10.1.0.10:443"]
-http = ["10.1.0.10:80"]
-
-[[routes]]
-domain = "*.example.org"
-https = ["10.1.0.11:443"]
-http = ["10.1.0.11:80"]
-
-[[routes]]
-domain = "*"
-http = ["10.1.0.10:80"]
-"#;
+/// A zone with three domain routes (exact, wildcard, default).
+const CONFIG: &str = include_str!("testdata/router.toml");
 
 fn cert(dir: &std::path::Path, name: &str) -> (String, String) {
     let key = dir.join(format!("{name}.key"));

@@ -44,26 +44,10 @@ fn stdout(o: &std::process::Output) -> String {
 }
 
 fn vpn_config(key_file: &Path, alice: &str, bob: &str) -> String {
-    let lab = lab::LAB_TOML;
-    format!(
-        r#"{lab}
-[wireguard]
-listen_port = 51820
-address = "10.8.0.1/24"
-private_key_file = "{}"
-
-[[wireguard.peers]]
-name = "alice"
-public_key = "{alice}"
-
-[[wireguard.peers]]
-name = "bob"
-public_key = "{bob}"
-allowed_ips = ["10.8.0.50/32"]
-allow_internet = true
-"#,
-        key_file.display()
-    )
+    let key_file = key_file.to_string_lossy();
+    let bob_extra = "allowed_ips = [\"10.8.0.50/32\"]\nallow_internet = true\n";
+    lab::LAB_TOML.to_string()
+        + &lab::wireguard_toml(&key_file, &[("alice", alice, ""), ("bob", bob, bob_extra)])
 }
 
 struct Vpn {
@@ -89,6 +73,12 @@ impl Vpn {
     fn client(&mut self, host: &Host, ifname: &str, showconf: &str, private_key: &str) {
         WireguardGo::from_showconf(&mut self.topo, host, ifname, showconf, private_key)
             .unwrap_or_else(|e| panic!("wireguard-go from showconf: {e}"));
+    }
+
+    /// `url` from `host` as soon as it answers (within 10 s: the tunnel handshakes first).
+    fn fetch(&mut self, host: &Host, url: &str) -> String {
+        wait_for(Duration::from_secs(10), url, || host.curl(url, "2"))
+            .unwrap_or_else(|e| panic!("{e}\n{}", self.log()))
     }
 
     fn wait_wireguard_driver(&mut self, what: &str) {
@@ -177,10 +167,7 @@ fn vpn_peers_from_showconf_kilo_restart_and_live_removal() {
     );
     let alice = v.alice.clone();
     v.client(&alice, "kwa", &conf, &alice_key);
-    let page = wait_for(Duration::from_secs(10), "vm1 through the tunnel", || {
-        alice.curl(&format!("http://{}/", lab::VM1), "2")
-    })
-    .unwrap_or_else(|e| panic!("{e}\n{}", v.log()));
+    let page = v.fetch(&alice, &format!("http://{}/", lab::VM1));
     assert!(
         page.starts_with("hello from vm1, you are 10.8.0.2:"),
         "vm1 must see alice's VPN address: {page}"
@@ -301,10 +288,7 @@ fn vpn_peers_from_showconf_kilo_restart_and_live_removal() {
     v.client(&bob, "kwb", &conf_bob, &bob_key);
     // Full tunnel: bob reaches the internet masqueraded to the public VIP, filtered by the
     // egress rules like the private subnet (tcp/25 is blocked in the lab's config).
-    let seen = wait_for(Duration::from_secs(10), "bob to the internet", || {
-        bob.curl(&format!("http://{}/", lab::INTERNET), "2")
-    })
-    .unwrap_or_else(|e| panic!("{e}\n{}", v.log()));
+    let seen = v.fetch(&bob, &format!("http://{}/", lab::INTERNET));
     assert!(seen.contains("you are 203.0.113.10:"), "{seen}");
     let smtp = bob.curl(&format!("http://{}:25/", lab::INTERNET), "2");
     assert!(

@@ -28,23 +28,9 @@ pub fn check_golden(path: &Path, actual: &str) {
 
 /// `nft -c -f FILE` in a throwaway network namespace (`unshare -n`; needs root).
 pub fn nft_check_file(file: &Path) -> Result<()> {
-    let cmd = format!("unshare -n nft -c -f {}", file.display());
-    let out = Command::new("unshare")
-        .args(["-n", "nft", "-c", "-f"])
-        .arg(file)
-        .output()
-        .map_err(|error| KitError::Spawn {
-            cmd: cmd.clone(),
-            error,
-        })?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(KitError::Command {
-            cmd,
-            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-        })
-    }
+    let mut cmd = Command::new("unshare");
+    cmd.args(["-n", "nft", "-c", "-f"]).arg(file);
+    crate::output(cmd, None).map(drop)
 }
 
 /// [`nft_check_file`] of a script (written to a file of its own: checks run in parallel).

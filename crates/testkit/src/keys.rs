@@ -1,37 +1,12 @@
 //! WireGuard key pairs for tests, made by the reference tool (`wg genkey`, `wg pubkey`).
 
 use crate::{KitError, Result};
-use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 fn wg(args: &[&str], input: Option<&str>) -> Result<String> {
-    let cmd = format!("wg {}", args.join(" "));
-    let spawn = |error| KitError::Spawn {
-        cmd: cmd.clone(),
-        error,
-    };
-    let mut child = Command::new("wg")
-        .args(args)
-        .stdin(if input.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(spawn)?;
-    if let (Some(text), Some(mut stdin)) = (input, child.stdin.take()) {
-        stdin.write_all(text.as_bytes()).map_err(spawn)?;
-    }
-    let out = child.wait_with_output().map_err(spawn)?;
-    if !out.status.success() {
-        return Err(KitError::Command {
-            cmd,
-            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-        });
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    let mut cmd = Command::new("wg");
+    cmd.args(args);
+    crate::output(cmd, input).map(|out| out.trim().to_string())
 }
 
 /// The public key of a base64 private key.

@@ -64,6 +64,18 @@ impl GatewayLab {
     }
 }
 
+/// A `[wireguard]` section (port 51820, 10.8.0.1/24, the key in `key_file`) with one
+/// `[[wireguard.peers]]` per `(name, public key, further lines)`.
+pub fn wireguard_toml(key_file: &str, peers: &[(&str, &str, &str)]) -> String {
+    let mut s = format!(
+        "\n[wireguard]\nlisten_port = 51820\naddress = \"10.8.0.1/24\"\nprivate_key_file = \"{key_file}\"\n"
+    );
+    for (name, key, more) in peers {
+        s += &format!("\n[[wireguard.peers]]\nname = \"{name}\"\npublic_key = \"{key}\"\n{more}");
+    }
+    s
+}
+
 /// A new topology (`tag`) with the lab built in it, kawaii running on `config`.
 pub fn start(tag: &str, kawaii: &Path, config: &str) -> Result<(Topology, GatewayLab)> {
     if !crate::can_run() {
@@ -97,6 +109,12 @@ fn region(t: &mut Topology, svc: &str) -> Result<(Host, Host)> {
         &["python3", svc, "http", "internet", "80"],
     )?;
     Ok((internet, router))
+}
+
+/// Waits until port 80 of `ip` (an address of `host`) accepts connections.
+fn wait_http(host: &Host, ip: &str, timeout: Duration) -> Result<()> {
+    let addr = std::net::SocketAddr::new(ip.parse().expect("an IPv4 address"), 80);
+    wait_tcp(host, addr, timeout)
 }
 
 /// A private host on the lab's switch: `cidr` on eth0, default route via `gateway`.
@@ -158,12 +176,8 @@ pub fn build(t: &mut Topology, opts: &LabOptions) -> Result<GatewayLab> {
     let kawaii = Serve::start_with(t, &gw, &opts.config, &state, &serve_opts)?;
 
     let timeout = Duration::from_secs(20);
-    wait_tcp(
-        &internet,
-        format!("{INTERNET}:80").parse().expect("address"),
-        timeout,
-    )?;
-    wait_tcp(&vm1, format!("{VM1}:80").parse().expect("address"), timeout)?;
+    wait_http(&internet, INTERNET, timeout)?;
+    wait_http(&vm1, VM1, timeout)?;
     let gw2 = gw.clone();
     wait_for(timeout, "kawaii to apply its table", || {
         gw2.exec(&["nft", "list", "table", "inet", "kawaii"])
@@ -339,11 +353,7 @@ pub fn build_ha(t: &mut Topology, opts: &HaLabOptions) -> Result<HaLab> {
         None
     };
     let timeout = Duration::from_secs(20);
-    wait_tcp(
-        &internet,
-        format!("{INTERNET}:80").parse().expect("address"),
-        timeout,
-    )?;
+    wait_http(&internet, INTERNET, timeout)?;
     wait_for(timeout, "zone-a's VIPs on gw-a", || {
         has_address(&gw_a, ZONE_A_PRIVATE_VIP).then_some(())
     })?;

@@ -90,29 +90,7 @@ impl Host {
 
     /// Runs a command inside the host with `input` on its stdin; fails unless it exits 0.
     pub fn run_input<S: AsRef<std::ffi::OsStr>>(&self, args: &[S], input: &str) -> Result<String> {
-        let cmd = format!("[{}] {}", self.name, describe(args));
-        let spawn = |error| KitError::Spawn {
-            cmd: cmd.clone(),
-            error,
-        };
-        let mut child = self
-            .command(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(spawn)?;
-        if let Some(mut stdin) = child.stdin.take() {
-            stdin.write_all(input.as_bytes()).map_err(spawn)?;
-        }
-        let out = child.wait_with_output().map_err(spawn)?;
-        if !out.status.success() {
-            return Err(KitError::Command {
-                cmd,
-                stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-            });
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        output(self.command(args), Some(input))
     }
 
     /// Runs a command inside the host and in the mount namespace of process `pid` (one started
@@ -170,22 +148,44 @@ fn describe<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> String {
 }
 
 fn ip(args: &[&str]) -> Result<()> {
-    let out = Command::new("ip")
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|error| KitError::Spawn {
-            cmd: format!("ip {}", args.join(" ")),
-            error,
-        })?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(KitError::Command {
-            cmd: format!("ip {}", args.join(" ")),
-            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+    let mut cmd = Command::new("ip");
+    cmd.args(args);
+    output(cmd, None).map(drop)
+}
+
+/// Runs `cmd` to its end, with `input` (if any) on its stdin; fails unless it exits 0 (the
+/// error carries its stderr). Returns its stdout.
+pub fn output(mut cmd: Command, input: Option<&str>) -> Result<String> {
+    let what = std::iter::once(cmd.get_program())
+        .chain(cmd.get_args())
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let spawn = |error| KitError::Spawn {
+        cmd: what.clone(),
+        error,
+    };
+    let mut child = cmd
+        .stdin(if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
         })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(spawn)?;
+    if let (Some(text), Some(mut stdin)) = (input, child.stdin.take()) {
+        stdin.write_all(text.as_bytes()).map_err(spawn)?;
     }
+    let out = child.wait_with_output().map_err(spawn)?;
+    if !out.status.success() {
+        return Err(KitError::Command {
+            cmd: what,
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        });
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// A long-lived process started inside a host; its output goes to a log file.
