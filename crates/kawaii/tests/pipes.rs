@@ -20,44 +20,32 @@ use std::time::Duration;
 
 const PAGE: &str = "<h1>Welcome to nginx!</h1> behind the tunnel\n";
 
-// The demo's key pairs, as published in its conf.yaml files (`testdata/cloud-gateway/`).
-const SERVER_PUB: &str = "2o3hItYcvPrcmDMog6rOhmdzZd6PH+QIZtCvZnVrslU=";
-const SERVER_KEY: &str = "YExoeogF9Ekn30/ybaCYHGsvQwT93+6IQLAp6xk2bFM=";
+// client's public key, as published in the demo's conf.yaml files (`testdata/cloud-gateway/`).
 const CLIENT_PUB: &str = "QqdKxpGpG1TTuyjCayMpRRKwLm5kjyIKZybxjv8oDnQ=";
-const CLIENT_KEY: &str = "uA2r7XTFgpCa/qbxbJvxJCDO6dg6BU7FIwNSNvd46mo=";
-const LEGACY_PUB: &str = "L0pt7T0BGsk4nByoS0I8goLoCRTx0CeKCsSlNIBX2Gk=";
-const LEGACY_KEY: &str = "gEPdRpgPz5xoAGXf0p1mf5Cfan++uIDB8r3WmZVWznA=";
 
-/// A native kawaii edge node: its VPN address, port, key, peers `(name, key, vpn ip, endpoint)`
-/// and pipes `(name, port, remote, peer)`.
-fn native(
-    name: &str,
-    address: &str,
-    port: u16,
-    key: &str,
-    peers: &[(&str, &str, &str, Option<&str>)],
-    pipes: &[(&str, u16, &str, Option<&str>)],
-) -> String {
-    let mut s = format!(
-        "[gateway]\nname = \"{name}\"\n\n[wireguard]\nlisten_port = {port}\naddress = \"{address}/24\"\nprivate_key = \"{key}\"\n"
-    );
-    for (n, k, ip, endpoint) in peers {
-        s.push_str(&format!(
-            "\n[[wireguard.peers]]\nname = \"{n}\"\npublic_key = \"{k}\"\nallowed_ips = [\"{ip}/32\"]\n"
-        ));
-        if let Some(e) = endpoint {
-            s.push_str(&format!("endpoint = \"{e}\"\npersistent_keepalive = 25\n"));
-        }
-    }
-    for (n, p, remote, peer) in pipes {
-        s.push_str(&format!(
-            "\n[[pipes]]\nname = \"{n}\"\nport = {p}\nremote = \"{remote}\"\n"
-        ));
-        if let Some(peer) = peer {
-            s.push_str(&format!("peer = \"{peer}\"\n"));
-        }
-    }
-    s
+/// Each node's config file for `demo` (`testdata/cloud-gateway/<demo>/<node>.yaml` as
+/// Cloud-Gateway published it, or its native `.toml` twin), as the node's `conf.yaml` or
+/// `kawaii.toml`.
+fn demo_files<'h>(
+    demo: &str,
+    flavor: Flavor,
+    nodes: &[(&'h Host, &str)],
+) -> Vec<(&'h Host, &'static str, String)> {
+    let (ext, file) = match flavor {
+        Flavor::CloudGateway => ("yaml", "conf.yaml"),
+        Flavor::Native => ("toml", "kawaii.toml"),
+    };
+    nodes
+        .iter()
+        .map(|(host, node)| {
+            let path = format!(
+                "{}/tests/testdata/cloud-gateway/{demo}/{node}.{ext}",
+                env!("CARGO_MANIFEST_DIR")
+            );
+            let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+            (*host, file, text)
+        })
+        .collect()
 }
 
 struct Demo {
@@ -173,46 +161,11 @@ fn minimal(tag: &str, flavor: Flavor) -> Demo {
         .expect("digest");
     topo.spawn(&web, "echo", &["python3", &svc, "tcp-echo", "7"])
         .expect("echo");
-    let configs = match flavor {
-        Flavor::CloudGateway => vec![
-            (
-                &server,
-                "conf.yaml",
-                include_str!("testdata/cloud-gateway/minimal/server.yaml").to_string(),
-            ),
-            (
-                &client,
-                "conf.yaml",
-                include_str!("testdata/cloud-gateway/minimal/client.yaml").to_string(),
-            ),
-        ],
-        Flavor::Native => vec![
-            (
-                &server,
-                "kawaii.toml",
-                native(
-                    "server",
-                    "10.192.0.1",
-                    8765,
-                    SERVER_KEY,
-                    &[("client", CLIENT_PUB, "10.192.0.2", None)],
-                    &[("nginx", 8080, "nginx:80", None)],
-                ),
-            ),
-            (
-                &client,
-                "kawaii.toml",
-                native(
-                    "client",
-                    "10.192.0.2",
-                    51820,
-                    CLIENT_KEY,
-                    &[("server", SERVER_PUB, "10.192.0.1", Some("server:8765"))],
-                    &[("nginx", 8080, "nginx:80", Some("server"))],
-                ),
-            ),
-        ],
-    };
+    let configs = demo_files(
+        "minimal",
+        flavor,
+        &[(&server, "server"), (&client, "client")],
+    );
     let nodes = start_nodes(&mut topo, &configs);
     Demo {
         topo,
@@ -245,66 +198,15 @@ fn reverse(tag: &str, flavor: Flavor) -> Demo {
     topo.hosts_file(&lg, "192.0.2.2 server\n192.0.2.3 client-legacy")
         .expect("hosts");
     nginx(&mut topo, &web, "198.51.100.10", PAGE).expect("nginx");
-    let configs = match flavor {
-        Flavor::CloudGateway => vec![
-            (
-                &server,
-                "conf.yaml",
-                include_str!("testdata/cloud-gateway/reverse/server.yaml").to_string(),
-            ),
-            (
-                &cn,
-                "conf.yaml",
-                include_str!("testdata/cloud-gateway/reverse/client-cloudnative.yaml").to_string(),
-            ),
-            (
-                &lg,
-                "conf.yaml",
-                include_str!("testdata/cloud-gateway/reverse/client-legacy.yaml").to_string(),
-            ),
+    let configs = demo_files(
+        "reverse",
+        flavor,
+        &[
+            (&server, "server"),
+            (&cn, "client-cloudnative"),
+            (&lg, "client-legacy"),
         ],
-        Flavor::Native => vec![
-            (
-                &server,
-                "kawaii.toml",
-                native(
-                    "server",
-                    "10.192.0.1",
-                    8765,
-                    SERVER_KEY,
-                    &[
-                        ("client-cloudnative", CLIENT_PUB, "10.192.0.2", None),
-                        ("client-legacy", LEGACY_PUB, "10.192.0.3", None),
-                    ],
-                    &[("nginx", 8080, "nginx:80", Some("client-cloudnative"))],
-                ),
-            ),
-            (
-                &cn,
-                "kawaii.toml",
-                native(
-                    "client-cloudnative",
-                    "10.192.0.2",
-                    51820,
-                    CLIENT_KEY,
-                    &[("server", SERVER_PUB, "10.192.0.1", Some("server:8765"))],
-                    &[("nginx", 8080, "nginx:80", None)],
-                ),
-            ),
-            (
-                &lg,
-                "kawaii.toml",
-                native(
-                    "client-legacy",
-                    "10.192.0.3",
-                    51820,
-                    LEGACY_KEY,
-                    &[("server", SERVER_PUB, "10.192.0.1", Some("server:8765"))],
-                    &[("nginx", 8080, "nginx:80", Some("server"))],
-                ),
-            ),
-        ],
-    };
+    );
     let nodes = start_nodes(&mut topo, &configs);
     Demo {
         topo,

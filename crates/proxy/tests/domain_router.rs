@@ -597,30 +597,11 @@ async fn route_change_during_large_transfer_completes_intact() {
 
 /// Backend that decodes a PROXY header and answers with the source address it carried.
 fn proxy_aware_backend() -> SocketAddr {
-    let l = listen("127.0.0.1:0".parse().expect("addr"));
-    let addr = l.local_addr().expect("addr");
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = l.accept().await {
-            tokio::spawn(async move {
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 1024];
-                let answer = loop {
-                    match kawaii_sniff::proxy_protocol::decode(&buf) {
-                        Ok((h, _)) => break format!("{:?}", h.addresses.source()),
-                        Err(kawaii_sniff::ProxyError::Incomplete) => {}
-                        Err(e) => break format!("error {e}"),
-                    }
-                    match s.read(&mut chunk).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                    }
-                };
-                let resp = format!(
-                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{answer}",
-                    answer.len()
-                );
-                let _ = s.write_all(resp.as_bytes()).await;
-            });
+    let (addr, _task) = answering_backend("127.0.0.1:0".parse().expect("addr"), |buf| {
+        match kawaii_sniff::proxy_protocol::decode(buf) {
+            Ok((h, _)) => Some(format!("{:?}", h.addresses.source())),
+            Err(kawaii_sniff::ProxyError::Incomplete) => None,
+            Err(e) => Some(format!("error {e}")),
         }
     });
     addr
@@ -651,27 +632,13 @@ async fn proxy_v2_backend_sees_real_client_and_trusted_upstream() {
     assert!(resp.ends_with(&format!("Some({me})")), "{resp}");
 
     // A trusted load balancer (127.0.0.37) tells us the client is 127.9.9.9:5555.
-    let mut s = connect_from("127.0.0.37", addrs["behind-lb"])
-        .await
-        .expect("connect");
-    s.write_all(
-        b"PROXY TCP4 127.9.9.9 127.0.0.36 5555 80\r\nGET / HTTP/1.1\r\nHost: a.test\r\n\r\n",
-    )
-    .await
-    .expect("write");
-    let (resp, _) = read_until_closed(&mut s, Duration::from_secs(2)).await;
+    let claim =
+        b"PROXY TCP4 127.9.9.9 127.0.0.36 5555 80\r\nGET / HTTP/1.1\r\nHost: a.test\r\n\r\n";
+    let resp = exchange("127.0.0.37", addrs["behind-lb"], claim).await;
     let resp = String::from_utf8_lossy(&resp);
     assert!(resp.ends_with("Some(127.9.9.9:5555)"), "{resp}");
     // Untrusted sources cannot claim an address: the header is just a bad request.
-    let mut s = connect_from("127.0.0.38", addrs["behind-lb"])
-        .await
-        .expect("connect");
-    s.write_all(
-        b"PROXY TCP4 127.9.9.9 127.0.0.36 5555 80\r\nGET / HTTP/1.1\r\nHost: a.test\r\n\r\n",
-    )
-    .await
-    .expect("write");
-    let (resp, _) = read_until_closed(&mut s, Duration::from_secs(2)).await;
+    let resp = exchange("127.0.0.38", addrs["behind-lb"], claim).await;
     assert!(
         resp.starts_with(b"HTTP/1.1 400"),
         "{}",
