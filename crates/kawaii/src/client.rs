@@ -434,7 +434,7 @@ pub fn render(file: &Path, zone: Option<&str>, what: RenderWhat) -> anyhow::Resu
     loaded
         .gateway
         .prepare_commit(&kawaii_model::Gateway::default());
-    let report = kawaii_model::validate(&loaded.gateway).map_err(|e| lines(e.0))?;
+    let report = kawaii_model::validate(&loaded.gateway).map_err(|e| config::error_lines(e.0))?;
     let plan = kawaii_plan::plan(&report.desired, zone)?;
     match what {
         RenderWhat::All => println!("{}", serde_json::to_string_pretty(&plan)?),

@@ -75,7 +75,7 @@ fn abandon<T>(topo: &mut Topology, dir: &Path, e: kawaii_testkit::KitError) -> a
 }
 
 /// The line that says the lab is up.
-fn up(record: &LabRecord, what: &str, started: std::time::Instant) {
+fn say_up(record: &LabRecord, what: &str, started: std::time::Instant) {
     println!(
         "Kawaii {what} is up in {:.1}s: namespaces {}.",
         started.elapsed().as_secs_f64(),
@@ -142,7 +142,7 @@ remote = \"{vm1}:80\"
         }
     }
     let record = record(&mut topo, lab.state.clone(), &cfg)?;
-    up(&record, "lab", started);
+    say_up(&record, "lab", started);
     println!(
         r#"
   internet 198.51.100.10 ── router ── gw (kawaii; public VIP 203.0.113.10, private VIP 10.1.0.1)
@@ -286,7 +286,7 @@ fn up_ha(config: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     };
     lab::build_ha(&mut topo, &opts).or_else(|e| abandon(&mut topo, dir, e))?;
     let record = record(&mut topo, dir.join("state-zone-a"), &cfg)?;
-    up(&record, "HA lab (2 zones)", started);
+    say_up(&record, "HA lab (2 zones)", started);
     println!(
         r#"
   internet 198.51.100.10 ── router 203.0.113.1 ── pub ─┬─ gw-a wan0 203.0.113.11 (zone-a VIP 203.0.113.10)
