@@ -21,6 +21,10 @@ struct LabRecord {
     pids: Vec<u32>,
     state: PathBuf,
     config: PathBuf,
+    /// Per host running kawaii: the daemon's pid. Its `/run/wireguard` is private to it, so
+    /// `exec` runs commands there in its mount namespace (`wg show` finds its socket).
+    #[serde(default)]
+    daemons: std::collections::BTreeMap<String, u32>,
 }
 
 fn record_path() -> PathBuf {
@@ -84,12 +88,21 @@ fn say_up(record: &LabRecord, what: &str, started: std::time::Instant) {
 }
 
 /// Records what the lab made, for `status`, `exec` and `down`.
-fn record(topo: &mut Topology, state: PathBuf, cfg: &Path) -> anyhow::Result<LabRecord> {
+fn record(
+    topo: &mut Topology,
+    state: PathBuf,
+    cfg: &Path,
+    daemons: &[&kawaii_testkit::serve::Serve],
+) -> anyhow::Result<LabRecord> {
     let record = LabRecord {
         namespaces: topo.hosts().map(|h| h.ns.clone()).collect(),
         pids: topo.pids(),
         state,
         config: cfg.to_path_buf(),
+        daemons: daemons
+            .iter()
+            .map(|d| (d.host.name.clone(), d.pid(topo)))
+            .collect(),
     };
     std::fs::write(record_path(), serde_json::to_string_pretty(&record)?)?;
     Ok(record)
@@ -141,7 +154,7 @@ remote = \"{vm1}:80\"
             return abandon(&mut topo, dir, e);
         }
     }
-    let record = record(&mut topo, lab.state.clone(), &cfg)?;
+    let record = record(&mut topo, lab.state.clone(), &cfg, &[&lab.kawaii])?;
     say_up(&record, "lab", started);
     println!(
         r#"
@@ -225,8 +238,18 @@ pub fn exec(host: &str, cmd: &[String]) -> anyhow::Result<ExitCode> {
     } else {
         prog.clone()
     };
-    let err = Command::new("ip")
-        .args(["netns", "exec", &name, &prog])
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", &name]);
+    // Where the daemon still runs, in its mount namespace.
+    if let Some(pid) = r
+        .daemons
+        .get(host)
+        .filter(|pid| Path::new(&format!("/proc/{pid}/ns/mnt")).exists())
+    {
+        cmd.args(["nsenter", "-t", &pid.to_string(), "-m", "--"]);
+    }
+    let err = cmd
+        .arg(&prog)
         .args(args)
         .env("KAWAII_STATE", &r.state)
         .exec();
@@ -284,8 +307,12 @@ fn up_ha(config: Option<PathBuf>) -> anyhow::Result<ExitCode> {
         env: vec![],
         start_b: true,
     };
-    lab::build_ha(&mut topo, &opts).or_else(|e| abandon(&mut topo, dir, e))?;
-    let record = record(&mut topo, dir.join("state-zone-a"), &cfg)?;
+    let ha = lab::build_ha(&mut topo, &opts).or_else(|e| abandon(&mut topo, dir, e))?;
+    let daemons: Vec<_> = [Some(&ha.kawaii_a), ha.kawaii_b.as_ref()]
+        .into_iter()
+        .flatten()
+        .collect();
+    let record = record(&mut topo, dir.join("state-zone-a"), &cfg, &daemons)?;
     say_up(&record, "HA lab (2 zones)", started);
     println!(
         r#"

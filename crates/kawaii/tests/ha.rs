@@ -106,6 +106,21 @@ impl Ha {
         .unwrap_or_else(|e| panic!("{e}"));
     }
 
+    /// Waits until zone A's private VIP has left `from` and is on `to` (each with what it
+    /// waits for); the order of the two waits is `to` first, as a takeover happens.
+    fn wait_moved(&self, from: (&Host, &str), to: (&Host, &str)) {
+        self.wait_vip(to.0, lab::ZONE_A_PRIVATE_VIP, true, to.1);
+        self.wait_vip(from.0, lab::ZONE_A_PRIVATE_VIP, false, from.1);
+    }
+
+    /// A second after the move, the pinger's longest gap (reported as `what`).
+    fn settled_gap(&mut self, ping: usize, what: &str) -> (Duration, usize) {
+        std::thread::sleep(Duration::from_millis(1000));
+        let (gap, replies) = self.gap(ping);
+        eprintln!("{what}: longest gap {gap:?} over {replies} replies");
+        (gap, replies)
+    }
+
     fn zone_b(&self) -> &Serve {
         self.lab.kawaii_b.as_ref().expect("zone-b runs kawaii")
     }
@@ -167,9 +182,7 @@ fn zone_failure_moves_vips_and_preemption_brings_them_back() {
         true,
         "zone-b to take zone-a's VIPs",
     );
-    std::thread::sleep(Duration::from_millis(1000));
-    let (gap, replies) = ha.gap(ping);
-    eprintln!("failover: longest gap {gap:?} over {replies} replies");
+    let (gap, replies) = ha.settled_gap(ping, "failover");
     if let Some(b) = ha.lab.kawaii_b.clone() {
         let log = b.log(&mut ha.topo);
         for l in log
@@ -199,21 +212,11 @@ fn zone_failure_moves_vips_and_preemption_brings_them_back() {
     std::thread::sleep(Duration::from_millis(1000));
     ha.cut(&gw_a, true);
     ha.restart_a();
-    ha.wait_vip(
-        &gw_a,
-        lab::ZONE_A_PRIVATE_VIP,
-        true,
-        "zone-a to take its VIPs back",
+    ha.wait_moved(
+        (&gw_b, "zone-b to release zone-a's VIPs"),
+        (&gw_a, "zone-a to take its VIPs back"),
     );
-    ha.wait_vip(
-        &gw_b,
-        lab::ZONE_A_PRIVATE_VIP,
-        false,
-        "zone-b to release zone-a's VIPs",
-    );
-    std::thread::sleep(Duration::from_millis(1000));
-    let (gap, replies) = ha.gap(ping);
-    eprintln!("preemption: longest gap {gap:?} over {replies} replies");
+    let (gap, _) = ha.settled_gap(ping, "preemption");
     assert!(gap < Duration::from_millis(300), "preemption gap {gap:?}");
     assert_eq!(ha.source_seen_from(&vm_a), lab::ZONE_A_PUBLIC_VIP);
     assert!(!lab::has_address(&gw_b, lab::ZONE_A_PUBLIC_VIP));
@@ -230,21 +233,11 @@ fn sigterm_hands_over_at_once() {
     let ping = ha.ping(&vm_a, "ping-term", lab::INTERNET, "0.01");
     std::thread::sleep(Duration::from_millis(1000));
     ha.topo.proc(ha.lab.kawaii_a.proc).signal("TERM");
-    ha.wait_vip(
-        &gw_b,
-        lab::ZONE_A_PRIVATE_VIP,
-        true,
-        "zone-b to take zone-a's VIPs",
+    ha.wait_moved(
+        (&gw_a, "zone-a to drop its VIPs on exit"),
+        (&gw_b, "zone-b to take zone-a's VIPs"),
     );
-    ha.wait_vip(
-        &gw_a,
-        lab::ZONE_A_PRIVATE_VIP,
-        false,
-        "zone-a to drop its VIPs on exit",
-    );
-    std::thread::sleep(Duration::from_millis(1000));
-    let (gap, replies) = ha.gap(ping);
-    eprintln!("sigterm handover: longest gap {gap:?} over {replies} replies");
+    let (gap, _) = ha.settled_gap(ping, "sigterm handover");
     assert!(gap < Duration::from_millis(300), "handover gap {gap:?}");
     let (a, st) = Ha::router(ha.zone_b(), "zone-a");
     assert_eq!(a["last_reason"]["reason"], "master_resigned", "{st}");

@@ -64,6 +64,13 @@ impl Vpn {
         self.lab.kawaii.log(&mut self.topo)
     }
 
+    /// `wg show kawaii-wg0 [WHAT]` where the daemon sees its UAPI socket.
+    fn wg_show(&mut self, what: &str) -> kawaii_testkit::Result<String> {
+        let mut args = vec!["wg", "show", "kawaii-wg0"];
+        args.extend(Some(what).filter(|w| !w.is_empty()));
+        self.lab.kawaii.run_in_mounts(&mut self.topo, &args)
+    }
+
     /// The kawaii CLI on the gateway, as the bootstrap admin; its stdout (it must succeed).
     fn cli(&self, args: &[&str]) -> String {
         stdout(&self.lab.kawaii.cli(&self.token, args).expect("run kawaii"))
@@ -134,10 +141,8 @@ fn build(tag: &str) -> (Vpn, (String, String), (String, String)) {
     (v, alice_keys, bob_keys)
 }
 
-fn transfer(gw: &Host, public_key: &str) -> (u64, u64) {
-    let out = gw
-        .run(&["wg", "show", "kawaii-wg0", "transfer"])
-        .expect("wg show transfer");
+fn transfer(v: &mut Vpn, public_key: &str) -> (u64, u64) {
+    let out = v.wg_show("transfer").expect("wg show transfer");
     out.lines()
         .find(|l| l.starts_with(public_key))
         .and_then(|l| {
@@ -199,15 +204,15 @@ fn vpn_peers_from_showconf_kilo_restart_and_live_removal() {
     );
 
     // 2. The real `wg show` on the gateway: alice with a recent handshake, growing counters.
-    let show = gw.run(&["wg", "show", "kawaii-wg0"]).expect("wg show");
+    let show = v.wg_show("").expect("wg show");
     assert!(show.contains(&format!("peer: {alice_pub}")), "{show}");
     assert!(show.contains("latest handshake"), "{show}");
     assert!(show.contains("allowed ips: 10.8.0.2/32"), "{show}");
-    let before = transfer(&gw, &alice_pub);
+    let before = transfer(&mut v, &alice_pub);
     alice
         .run(&["ping", "-c", "20", "-i", "0.01", "-q", lab::VM1])
         .expect("ping through the tunnel");
-    let after = transfer(&gw, &alice_pub);
+    let after = transfer(&mut v, &alice_pub);
     assert!(
         after.0 > before.0 && after.1 > before.1,
         "counters grow: {before:?} -> {after:?}"
@@ -330,7 +335,7 @@ fn vpn_peers_from_showconf_kilo_restart_and_live_removal() {
         "bob must lose nothing: {}",
         b.lines().rev().take(3).collect::<Vec<_>>().join(" / ")
     );
-    let show = gw.run(&["wg", "show", "kawaii-wg0"]).expect("wg show");
+    let show = v.wg_show("").expect("wg show");
     assert!(
         !show.contains(&alice_pub) && show.contains(&bob_pub),
         "{show}"

@@ -50,7 +50,8 @@ pub struct GatewayLab {
     pub lan: Host,
     pub vm1: Host,
     pub vm2: Host,
-    /// The daemon in `gw` (its `/run/wireguard` is the host's: `wg show` works from `gw`).
+    /// The daemon in `gw`, with a private `/run/wireguard` (`wg show` through
+    /// [`Serve::run_in_mounts`]).
     pub kawaii: Serve,
     pub state: PathBuf,
     /// The services script (its `stream` and `scan` modes are test clients).
@@ -170,7 +171,6 @@ pub fn build(t: &mut Topology, opts: &LabOptions) -> Result<GatewayLab> {
     let state = t.dir().join("state");
     let serve_opts = ServeOptions {
         env: opts.env.clone(),
-        private_run: false,
         ..ServeOptions::new(&opts.kawaii)
     };
     let kawaii = Serve::start_with(t, &gw, &opts.config, &state, &serve_opts)?;
