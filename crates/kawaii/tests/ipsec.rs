@@ -268,22 +268,11 @@ fn ipsec_site_to_site_end_to_end() {
 
     // `kawaii render --what ipsec`: the plan's connections, no PSK.
     let cfg = s.lab.kawaii.config.clone();
-    let out = std::process::Command::new(KAWAII)
-        .args([
-            "render",
-            "--config",
-            cfg.to_str().expect("utf-8"),
-            "--what",
-            "ipsec",
-        ])
-        .output()
-        .expect("render");
-    let rendered = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let mut render = std::process::Command::new(KAWAII);
+    render
+        .args(["render", "--what", "ipsec", "--config"])
+        .arg(&cfg);
+    let rendered = kawaii_testkit::output(render, None).unwrap_or_else(|e| panic!("{e}"));
     assert!(
         rendered.contains("aes256-sha512-modp2048") && !rendered.contains(PSK),
         "{rendered}"

@@ -18,7 +18,8 @@ const CONFIG: &str = include_str!("testdata/router.toml");
 fn cert(dir: &std::path::Path, name: &str) -> (String, String) {
     let key = dir.join(format!("{name}.key"));
     let crt = dir.join(format!("{name}.crt"));
-    let out = std::process::Command::new("openssl")
+    let mut openssl = std::process::Command::new("openssl");
+    openssl
         .args([
             "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj",
         ])
@@ -26,14 +27,8 @@ fn cert(dir: &std::path::Path, name: &str) -> (String, String) {
         .arg("-keyout")
         .arg(&key)
         .arg("-out")
-        .arg(&crt)
-        .output()
-        .expect("openssl");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+        .arg(&crt);
+    kawaii_testkit::output(openssl, None).unwrap_or_else(|e| panic!("{e}"));
     (crt.to_string_lossy().into(), key.to_string_lossy().into())
 }
 

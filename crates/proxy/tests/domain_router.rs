@@ -132,19 +132,7 @@ async fn sni_routing_with_openssl_and_curl_exact_wildcard_default() {
     let (ok, text) = s_client_subject(l, Some("nope.test")).await;
     assert!(ok && text.contains("CN = default.test"), "{text}");
 
-    let out = Command::new("curl")
-        .args([
-            "-skv",
-            "--max-time",
-            "5",
-            "--resolve",
-            &format!("www.wild.test:{}:127.0.0.21", l.port()),
-        ])
-        .arg(format!("https://www.wild.test:{}/", l.port()))
-        .kill_on_drop(true)
-        .output()
-        .await
-        .expect("curl");
+    let out = curl("-skv", "https", "www.wild.test", l).await;
     let text = String::from_utf8_lossy(&out.stderr);
     assert!(
         out.status.success() && text.contains("CN=wild.test"),
@@ -159,6 +147,19 @@ async fn sni_routing_with_openssl_and_curl_exact_wildcard_default() {
     assert_eq!(wild.total_connections, 2);
     assert!(wild.bytes_to_client > 0 && wild.bytes_to_backend > 0);
     router.shutdown(Duration::from_secs(1)).await;
+}
+
+/// `curl OPTS SCHEME://NAME:PORT/` with NAME resolved to the listener `l`, as an operator
+/// would try a route (5 s at most).
+async fn curl(opts: &str, scheme: &str, name: &str, l: SocketAddr) -> std::process::Output {
+    Command::new("curl")
+        .args([opts, "--max-time", "5", "--resolve"])
+        .arg(format!("{name}:{}:{}", l.port(), l.ip()))
+        .arg(format!("{scheme}://{name}:{}/", l.port()))
+        .kill_on_drop(true)
+        .output()
+        .await
+        .expect("curl")
 }
 
 #[tokio::test]
@@ -185,18 +186,7 @@ async fn host_routing_exact_wildcard_default_and_404() {
     router.apply(cfg).await.expect("reload");
     assert_eq!(http_get(l, "w.test").await.expect("get"), (200, "D".into()));
     // curl with --resolve, as an operator would.
-    let out = Command::new("curl")
-        .args([
-            "-s",
-            "--max-time",
-            "5",
-            "--resolve",
-            &format!("a.test:{}:127.0.0.22", l.port()),
-        ])
-        .arg(format!("http://a.test:{}/", l.port()))
-        .output()
-        .await
-        .expect("curl");
+    let out = curl("-s", "http", "a.test", l).await;
     assert_eq!(String::from_utf8_lossy(&out.stdout), "A");
     // Malformed head → 400, at once.
     let mut s = TcpStream::connect(l).await.expect("connect");

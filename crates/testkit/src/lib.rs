@@ -154,7 +154,7 @@ fn ip(args: &[&str]) -> Result<()> {
 }
 
 /// Runs `cmd` to its end, with `input` (if any) on its stdin; fails unless it exits 0 (the
-/// error carries its stderr). Returns its stdout.
+/// error carries its stderr and stdout). Returns its stdout.
 pub fn output(mut cmd: Command, input: Option<&str>) -> Result<String> {
     let what = std::iter::once(cmd.get_program())
         .chain(cmd.get_args())
@@ -182,7 +182,8 @@ pub fn output(mut cmd: Command, input: Option<&str>) -> Result<String> {
     if !out.status.success() {
         return Err(KitError::Command {
             cmd: what,
-            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string()
+                + &String::from_utf8_lossy(&out.stdout),
         });
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
