@@ -69,6 +69,13 @@ impl Ha {
         self.lab.kawaii_a.restart(&mut self.topo).expect("restart");
     }
 
+    /// Zone A dies (kawaii SIGKILLed, links cut); waits until zone B holds zone A's `vip`.
+    fn zone_a_dies(&mut self, vip: &str) {
+        self.topo.proc(self.lab.kawaii_a.proc).kill();
+        self.cut(&self.lab.gw_a, false);
+        self.wait_vip(&self.lab.gw_b, vip, true, "zone-b to take zone-a's VIPs");
+    }
+
     fn cut(&self, host: &Host, up: bool) {
         for dev in ["wan0", "lan0"] {
             host.run(&["ip", "link", "set", dev, if up { "up" } else { "down" }])
@@ -174,14 +181,7 @@ fn zone_failure_moves_vips_and_preemption_brings_them_back() {
     // Zone A dies: kawaii SIGKILLed, links cut.
     let ping = ha.ping(&vm_a, "ping-kill", lab::INTERNET, "0.01");
     std::thread::sleep(Duration::from_millis(1000));
-    ha.topo.proc(ha.lab.kawaii_a.proc).kill();
-    ha.cut(&gw_a, false);
-    ha.wait_vip(
-        &gw_b,
-        lab::ZONE_A_PRIVATE_VIP,
-        true,
-        "zone-b to take zone-a's VIPs",
-    );
+    ha.zone_a_dies(lab::ZONE_A_PRIVATE_VIP);
     let (gap, replies) = ha.settled_gap(ping, "failover");
     if let Some(b) = ha.lab.kawaii_b.clone() {
         let log = b.log(&mut ha.topo);
@@ -517,14 +517,7 @@ dpd_timeout = "8s"
     let p_ipsec = ha.ping(&vm_a, "ping-office", office::OFFICE_HOST, "0.05");
     let p_vpn = ha.ping(&laptop, "ping-vpn", lab::VM_A, "0.05");
     std::thread::sleep(Duration::from_millis(1000));
-    ha.topo.proc(ha.lab.kawaii_a.proc).kill();
-    ha.cut(&gw_a, false);
-    ha.wait_vip(
-        &gw_b,
-        lab::ZONE_A_PUBLIC_VIP,
-        true,
-        "zone-b to take zone-a's VIPs",
-    );
+    ha.zone_a_dies(lab::ZONE_A_PUBLIC_VIP);
     // Give both 8 s after the failure, then look at the longest silence.
     std::thread::sleep(Duration::from_secs(8));
     let gaps = [ha.gap(p_ipsec), ha.gap(p_vpn)];

@@ -162,6 +162,16 @@ async fn curl(opts: &str, scheme: &str, name: &str, l: SocketAddr) -> std::proce
         .expect("curl")
 }
 
+/// Connects to `to`, sends `bytes` and reads until the router closes (`limit` at most): the
+/// answer, whether it closed, and how long after the write.
+async fn answer_within(to: SocketAddr, bytes: &[u8], limit: Duration) -> (Vec<u8>, bool, Duration) {
+    let mut s = TcpStream::connect(to).await.expect("connect");
+    let start = Instant::now();
+    s.write_all(bytes).await.expect("write");
+    let (resp, closed) = read_until_closed(&mut s, limit).await;
+    (resp, closed, start.elapsed())
+}
+
 #[tokio::test]
 async fn host_routing_exact_wildcard_default_and_404() {
     let (a, _) = http_backend("A");
@@ -273,13 +283,8 @@ async fn client_hello_in_one_byte_segments_over_ten_records() {
 async fn no_sni_gets_unrecognized_name_alert_within_100ms() {
     let (b, _) = echo_backend();
     let (router, l) = tls_router("127.0.0.25", b, None).await;
-    let mut s = TcpStream::connect(l).await.expect("connect");
-    let start = Instant::now();
-    s.write_all(&testdata("openssl_nosni.bin"))
-        .await
-        .expect("write");
-    let (resp, closed) = read_until_closed(&mut s, Duration::from_secs(2)).await;
-    let took = start.elapsed();
+    let (resp, closed, took) =
+        answer_within(l, &testdata("openssl_nosni.bin"), Duration::from_secs(2)).await;
     assert!(closed);
     assert_eq!(resp, UNRECOGNIZED_NAME_ALERT);
     assert!(took < Duration::from_millis(100), "took {took:?}");
@@ -294,13 +299,12 @@ async fn no_sni_gets_unrecognized_name_alert_within_100ms() {
 async fn plain_http_on_tls_port_closed_within_100ms() {
     let (b, _) = echo_backend();
     let (router, l) = tls_router("127.0.0.26", b, None).await;
-    let mut s = TcpStream::connect(l).await.expect("connect");
-    let start = Instant::now();
-    s.write_all(b"GET / HTTP/1.1\r\nHost: www.example.net\r\n\r\n")
-        .await
-        .expect("write");
-    let (resp, closed) = read_until_closed(&mut s, Duration::from_secs(2)).await;
-    let took = start.elapsed();
+    let (resp, closed, took) = answer_within(
+        l,
+        b"GET / HTTP/1.1\r\nHost: www.example.net\r\n\r\n",
+        Duration::from_secs(2),
+    )
+    .await;
     assert!(closed && resp.is_empty());
     assert!(took < Duration::from_millis(100), "took {took:?}");
     assert_eq!(
@@ -320,13 +324,12 @@ async fn slow_client_cut_at_header_timeout() {
     cfg.routes.push(route("a.test", &[], &[b]));
     let (_r2, addrs) = start(cfg).await;
 
-    let mut s = TcpStream::connect(addrs["http"]).await.expect("connect");
-    let start = Instant::now();
-    s.write_all(b"GET / HTTP/1.1\r\nHost: a.te")
-        .await
-        .expect("write");
-    let (resp, closed) = read_until_closed(&mut s, Duration::from_secs(3)).await;
-    let took = start.elapsed();
+    let (resp, closed, took) = answer_within(
+        addrs["http"],
+        b"GET / HTTP/1.1\r\nHost: a.te",
+        Duration::from_secs(3),
+    )
+    .await;
     assert!(
         closed && resp.starts_with(b"HTTP/1.1 408"),
         "{}",
@@ -337,13 +340,8 @@ async fn slow_client_cut_at_header_timeout() {
         "{took:?}"
     );
 
-    let mut s = TcpStream::connect(tls).await.expect("connect");
-    let start = Instant::now();
-    s.write_all(&testdata("curl_sni.bin")[..40])
-        .await
-        .expect("write");
-    let (_, closed) = read_until_closed(&mut s, Duration::from_secs(3)).await;
-    let took = start.elapsed();
+    let (_, closed, took) =
+        answer_within(tls, &testdata("curl_sni.bin")[..40], Duration::from_secs(3)).await;
     assert!(
         closed && took >= Duration::from_millis(280) && took < Duration::from_millis(1000),
         "{took:?}"
