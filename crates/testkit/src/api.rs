@@ -149,3 +149,24 @@ impl Api {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_revision_comes_from_the_etag_header() {
+        let reply = Reply {
+            status: 200,
+            headers: "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nETag: \"42\"".into(),
+            body: "{\"a\":1}".into(),
+        };
+        assert_eq!(reply.etag(), Some(42));
+        assert_eq!(reply.json()["a"], 1);
+        let none = Reply {
+            headers: "HTTP/1.1 200 OK".into(),
+            ..reply
+        };
+        assert_eq!(none.etag(), None);
+    }
+}

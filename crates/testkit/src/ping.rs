@@ -56,3 +56,27 @@ pub fn stop(t: &mut Topology, ping: usize) -> (Duration, usize) {
     p.wait_exit(Duration::from_secs(2));
     longest_gap(&p.output())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OUT: &str = "PING 198.51.100.10 (198.51.100.10) 56(84) bytes of data.
+[1765000000.100000] 64 bytes from 198.51.100.10: icmp_seq=1 ttl=63 time=0.1 ms
+[1765000000.110000] 64 bytes from 198.51.100.10: icmp_seq=2 ttl=63 time=0.1 ms
+[1765000000.360000] 64 bytes from 198.51.100.10: icmp_seq=27 ttl=63 time=0.1 ms
+[1765000000.370000] 64 bytes from 198.51.100.10: icmp_seq=28 ttl=63 time=0.1 ms
+
+--- 198.51.100.10 ping statistics ---
+28 packets transmitted, 4 received, 85.7143% packet loss, time 270ms
+";
+
+    #[test]
+    fn the_longest_gap_is_between_two_replies() {
+        assert_eq!(reply_times(OUT).len(), 4);
+        let (gap, replies) = longest_gap(OUT);
+        assert_eq!(replies, 4);
+        assert!((gap.as_secs_f64() - 0.25).abs() < 1e-6, "{gap:?}");
+        assert_eq!(longest_gap(""), (Duration::ZERO, 0));
+    }
+}
