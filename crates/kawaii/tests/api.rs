@@ -12,12 +12,7 @@ const OPERATOR: &str = "operator-token-for-tests";
 const PSK: &str = "psk-that-must-never-leak-42";
 
 fn sha(token: &str) -> String {
-    use std::fmt::Write;
-    let digest = kawaii_api::hash_token(token);
-    digest.iter().fold(String::new(), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
+    hex::encode(kawaii_api::hash_token(token))
 }
 
 /// A config with three tokens and an IPsec connection carrying a secret.

@@ -156,12 +156,13 @@ impl Ha {
 #[test]
 fn zone_failure_moves_vips_and_preemption_brings_them_back() {
     let mut ha = Ha::plain("ha-fail", true);
-    let (gw_a, gw_b, vm_a, vm_b) = (
-        ha.lab.gw_a.clone(),
-        ha.lab.gw_b.clone(),
-        ha.lab.vm_a.clone(),
-        ha.lab.vm_b.clone(),
-    );
+    let HaLab {
+        gw_a,
+        gw_b,
+        vm_a,
+        vm_b,
+        ..
+    } = ha.lab.clone();
     // Affinity: each zone's traffic leaves through its own zone with its own public VIP.
     assert_eq!(ha.source_seen_from(&vm_a), lab::ZONE_A_PUBLIC_VIP);
     assert_eq!(ha.source_seen_from(&vm_b), lab::ZONE_B_PUBLIC_VIP);
@@ -225,11 +226,9 @@ fn zone_failure_moves_vips_and_preemption_brings_them_back() {
 #[test]
 fn sigterm_hands_over_at_once() {
     let mut ha = Ha::plain("ha-term", true);
-    let (gw_a, gw_b, vm_a) = (
-        ha.lab.gw_a.clone(),
-        ha.lab.gw_b.clone(),
-        ha.lab.vm_a.clone(),
-    );
+    let HaLab {
+        gw_a, gw_b, vm_a, ..
+    } = ha.lab.clone();
     let ping = ha.ping(&vm_a, "ping-term", lab::INTERNET, "0.01");
     std::thread::sleep(Duration::from_millis(1000));
     ha.topo.proc(ha.lab.kawaii_a.proc).signal("TERM");
@@ -248,7 +247,7 @@ fn sigterm_hands_over_at_once() {
 #[test]
 fn keepalived_backs_up_kawaii_and_yields_back() {
     let mut ha = Ha::plain("ha-keep", false);
-    let (gw_a, gw_b) = (ha.lab.gw_a.clone(), ha.lab.gw_b.clone());
+    let HaLab { gw_a, gw_b, .. } = ha.lab.clone();
     let dir = ha.topo.dir().to_path_buf();
     let conf = dir.join("keepalived.conf");
     std::fs::write(
@@ -338,11 +337,9 @@ vrrp_instance zone_a {{
 #[test]
 fn no_spurious_failover_under_cpu_saturation() {
     let mut ha = Ha::plain("ha-cpu", true);
-    let (gw_a, gw_b, vm_b) = (
-        ha.lab.gw_a.clone(),
-        ha.lab.gw_b.clone(),
-        ha.lab.vm_b.clone(),
-    );
+    let HaLab {
+        gw_a, gw_b, vm_b, ..
+    } = ha.lab.clone();
     let secs: u64 = std::env::var("KAWAII_HA_SATURATE_SECS")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -422,12 +419,13 @@ dpd_timeout = "8s"
             office::OFFICE_PUBLIC
         )
     });
-    let (gw_a, gw_b, vm_a, router) = (
-        ha.lab.gw_a.clone(),
-        ha.lab.gw_b.clone(),
-        ha.lab.vm_a.clone(),
-        ha.lab.router.clone(),
-    );
+    let HaLab {
+        gw_a,
+        gw_b,
+        vm_a,
+        router,
+        ..
+    } = ha.lab.clone();
     // The office, behind the region router, answering for zone A's public VIP.
     let svc = ha.lab.svc.clone();
     let off = office::build(&mut ha.topo, &router, &svc).expect("office");

@@ -22,16 +22,7 @@ use std::time::{Duration, Instant};
 const KAWAII: &str = env!("CARGO_BIN_EXE_kawaii");
 
 /// The seed's Kilo manifest (../shared/seeds/kilo-vpn.md), as written there.
-const KILO_PEER: &str = "apiVersion: kilo.squat.ai/v1alpha1
-kind: Peer
-metadata:
-  name: squat
-spec:
-  allowedIPs:
-  - 10.5.0.1/32 # Example IP address on the peer's interface.
-  publicKey: GY5aT1N9dTR/nJnT1N2f4ClZWVj0jOAld0r8ysWLyjg=
-  persistentKeepalive: 10
-";
+const KILO_PEER: &str = include_str!("testdata/kilo-peer.yaml");
 
 fn stdout(o: &std::process::Output) -> String {
     assert!(

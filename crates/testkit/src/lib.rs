@@ -165,18 +165,15 @@ pub fn output(mut cmd: Command, input: Option<&str>) -> Result<String> {
         cmd: what.clone(),
         error,
     };
-    let mut child = cmd
-        .stdin(if input.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
+    cmd.stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(spawn)?;
-    if let (Some(text), Some(mut stdin)) = (input, child.stdin.take()) {
-        stdin.write_all(text.as_bytes()).map_err(spawn)?;
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().map_err(spawn)?;
+    // No input: stdin closes at once (end of file).
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin
+            .write_all(input.unwrap_or_default().as_bytes())
+            .map_err(spawn)?;
     }
     let out = child.wait_with_output().map_err(spawn)?;
     if !out.status.success() {
