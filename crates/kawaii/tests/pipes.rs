@@ -23,31 +23,6 @@ const PAGE: &str = "<h1>Welcome to nginx!</h1> behind the tunnel\n";
 // client's public key, as published in the demo's conf.yaml files (`testdata/cloud-gateway/`).
 const CLIENT_PUB: &str = "QqdKxpGpG1TTuyjCayMpRRKwLm5kjyIKZybxjv8oDnQ=";
 
-/// Each node's config file for `demo` (`testdata/cloud-gateway/<demo>/<node>.yaml` as
-/// Cloud-Gateway published it, or its native `.toml` twin), as the node's `conf.yaml` or
-/// `kawaii.toml`.
-fn demo_files<'h>(
-    demo: &str,
-    flavor: Flavor,
-    nodes: &[(&'h Host, &str)],
-) -> Vec<(&'h Host, &'static str, String)> {
-    let (ext, file) = match flavor {
-        Flavor::CloudGateway => ("yaml", "conf.yaml"),
-        Flavor::Native => ("toml", "kawaii.toml"),
-    };
-    nodes
-        .iter()
-        .map(|(host, node)| {
-            let path = format!(
-                "{}/tests/testdata/cloud-gateway/{demo}/{node}.{ext}",
-                env!("CARGO_MANIFEST_DIR")
-            );
-            let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-            (*host, file, text)
-        })
-        .collect()
-}
-
 struct Demo {
     topo: Topology,
     /// The kawaii nodes (each named after its host).
@@ -113,100 +88,71 @@ enum Flavor {
     Native,
 }
 
-/// The two networks and the hosts on them: `(host, network, interface, address)` per port, where
-/// network is "legacy" or "cloudnative". Returns the topology and the hosts by name, in order.
-fn networks(tag: &str, ports: &[(&str, &str, &str, &str)]) -> (Topology, Vec<Host>) {
+/// A demo from `testdata/cloud-gateway/<name>/`: the hosts on the two networks ("legacy",
+/// "cloudnative") and their hosts files as `network.txt` lists them, nginx (and a digest sink
+/// and an echo service) on the host `nginx`, and kawaii on every host with a config there:
+/// `<host>.yaml` as Cloud-Gateway published it, or its native `.toml` twin.
+fn demo(tag: &str, name: &str, flavor: Flavor) -> Demo {
     assert!(
         kawaii_testkit::can_run(),
         "end-to-end tests need root and iproute2"
     );
+    let dir = format!(
+        "{}/tests/testdata/cloud-gateway/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let read = |file: &str| {
+        let path = format!("{dir}/{file}");
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+    };
     let mut topo = Topology::new(tag).expect("topology");
     let legacy = topo.switch("legacy").expect("switch");
     let cloud = topo.switch("cloudnative").expect("switch");
-    let mut hosts: Vec<Host> = Vec::new();
-    for (name, net, dev, ip) in ports {
-        let h = match hosts.iter().find(|h| h.name == *name) {
-            Some(h) => h.clone(),
+    let mut hosts: Vec<(Host, String)> = Vec::new();
+    for line in read("network.txt")
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+    {
+        let mut words = line.splitn(5, ' ');
+        let mut word = || words.next().expect("host network interface address");
+        let (host, net, dev, cidr) = (word(), word(), word(), word());
+        let etc_hosts = words.next().unwrap_or_default().replace("; ", "\n");
+        let h = match hosts.iter().find(|(h, _)| h.name == host) {
+            Some((h, _)) => h.clone(),
             None => {
-                let h = topo.host(name).expect("host");
-                hosts.push(h.clone());
+                let h = topo.host(host).expect("host");
+                hosts.push((h.clone(), cidr.to_string()));
                 h
             }
         };
-        let switch = if *net == "legacy" { &legacy } else { &cloud };
-        topo.plug(&h, dev, switch).expect("plug");
-        h.run(&["ip", "addr", "add", ip, "dev", dev]).expect("addr");
+        topo.plug(&h, dev, if net == "legacy" { &legacy } else { &cloud })
+            .expect("plug");
+        h.addr(dev, cidr).expect("addr");
+        if !etc_hosts.is_empty() {
+            topo.hosts_file(&h, &etc_hosts).expect("hosts");
+        }
     }
-    (topo, hosts)
-}
-
-/// The minimal demo: nginx in legacy; the server in both networks; the client in cloudnative.
-fn minimal(tag: &str, flavor: Flavor) -> Demo {
-    let (mut topo, hosts) = networks(
-        tag,
-        &[
-            ("nginx", "legacy", "eth0", "192.0.2.10/24"),
-            ("server", "legacy", "eth0", "192.0.2.2/24"),
-            ("server", "cloudnative", "eth1", "198.51.100.2/24"),
-            ("client", "cloudnative", "eth0", "198.51.100.3/24"),
-        ],
-    );
-    let [web, server, client] = [0, 1, 2].map(|i| hosts[i].clone());
-    topo.hosts_file(&server, "192.0.2.10 nginx").expect("hosts");
-    topo.hosts_file(&client, "198.51.100.2 server\n198.51.100.3 client")
-        .expect("hosts");
-    nginx(&mut topo, &web, "192.0.2.10", PAGE).expect("nginx");
+    let (web, web_cidr) = hosts
+        .iter()
+        .find(|(h, _)| h.name == "nginx")
+        .cloned()
+        .expect("an nginx host");
+    let web_ip = web_cidr.split('/').next().unwrap_or_default();
+    nginx(&mut topo, &web, web_ip, PAGE).expect("nginx");
     let svc = topo.svc().expect("svc.py");
     topo.spawn(&web, "digest", &["python3", &svc, "digest", "9000"])
         .expect("digest");
     topo.spawn(&web, "echo", &["python3", &svc, "tcp-echo", "7"])
         .expect("echo");
-    let configs = demo_files(
-        "minimal",
-        flavor,
-        &[(&server, "server"), (&client, "client")],
-    );
-    let nodes = start_nodes(&mut topo, &configs);
-    Demo {
-        topo,
-        nodes,
-        hosts: vec![web],
-    }
-}
-
-/// The reverse demo: nginx in cloudnative; client-legacy reaches it through the server and
-/// client-cloudnative.
-fn reverse(tag: &str, flavor: Flavor) -> Demo {
-    let (mut topo, hosts) = networks(
-        tag,
-        &[
-            ("nginx", "cloudnative", "eth0", "198.51.100.10/24"),
-            ("server", "legacy", "eth0", "192.0.2.2/24"),
-            ("server", "cloudnative", "eth1", "198.51.100.2/24"),
-            (
-                "client-cloudnative",
-                "cloudnative",
-                "eth0",
-                "198.51.100.3/24",
-            ),
-            ("client-legacy", "legacy", "eth0", "192.0.2.3/24"),
-        ],
-    );
-    let [web, server, cn, lg] = [0, 1, 2, 3].map(|i| hosts[i].clone());
-    topo.hosts_file(&cn, "198.51.100.2 server\n198.51.100.10 nginx")
-        .expect("hosts");
-    topo.hosts_file(&lg, "192.0.2.2 server\n192.0.2.3 client-legacy")
-        .expect("hosts");
-    nginx(&mut topo, &web, "198.51.100.10", PAGE).expect("nginx");
-    let configs = demo_files(
-        "reverse",
-        flavor,
-        &[
-            (&server, "server"),
-            (&cn, "client-cloudnative"),
-            (&lg, "client-legacy"),
-        ],
-    );
+    let (ext, file) = match flavor {
+        Flavor::CloudGateway => ("yaml", "conf.yaml"),
+        Flavor::Native => ("toml", "kawaii.toml"),
+    };
+    let configs: Vec<(&Host, &str, String)> = hosts
+        .iter()
+        .filter(|(h, _)| std::path::Path::new(&format!("{dir}/{}.{ext}", h.name)).exists())
+        .map(|(h, _)| (h, file, read(&format!("{}.{ext}", h.name))))
+        .collect();
     let nodes = start_nodes(&mut topo, &configs);
     Demo {
         topo,
@@ -217,7 +163,7 @@ fn reverse(tag: &str, flavor: Flavor) -> Demo {
 
 #[test]
 fn minimal_demo_from_cloud_gateway_files_with_load_and_live_pipes() {
-    let mut d = minimal("pipemin", Flavor::CloudGateway);
+    let mut d = demo("pipemin", "minimal", Flavor::CloudGateway);
     // 1. curl client:8080 gets nginx's page; the client has no route to nginx itself.
     let page = d.fetch("client", "http://client:8080/");
     assert_eq!(page, PAGE);
@@ -355,13 +301,13 @@ fn minimal_demo_from_cloud_gateway_files_with_load_and_live_pipes() {
 
 #[test]
 fn minimal_demo_from_native_toml() {
-    let mut d = minimal("pipeminn", Flavor::Native);
+    let mut d = demo("pipeminn", "minimal", Flavor::Native);
     assert_eq!(d.fetch("client", "http://client:8080/"), PAGE);
 }
 
 #[test]
 fn reverse_demo_from_cloud_gateway_files() {
-    let mut d = reverse("piperev", Flavor::CloudGateway);
+    let mut d = demo("piperev", "reverse", Flavor::CloudGateway);
     assert_eq!(d.fetch("client-legacy", "http://client-legacy:8080/"), PAGE);
     // The way through: the server's pipe dials client-cloudnative's VPN address.
     let cn = kawaii_model::dropin::cloud_gateway_address(CLIENT_PUB);
@@ -376,6 +322,6 @@ fn reverse_demo_from_cloud_gateway_files() {
 
 #[test]
 fn reverse_demo_from_native_toml() {
-    let mut d = reverse("piperevn", Flavor::Native);
+    let mut d = demo("piperevn", "reverse", Flavor::Native);
     assert_eq!(d.fetch("client-legacy", "http://client-legacy:8080/"), PAGE);
 }
