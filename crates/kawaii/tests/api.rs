@@ -15,40 +15,14 @@ fn sha(token: &str) -> String {
     hex::encode(kawaii_api::hash_token(token))
 }
 
-/// A config with three tokens and an IPsec connection carrying a secret.
+/// A config with three tokens and an IPsec connection carrying a secret
+/// (`testdata/api-gateway.toml` with the token hashes and the PSK filled in).
 fn base_config() -> String {
-    format!(
-        r#"[gateway]
-name = "acme"
-private_subnet = "10.1.0.0/24"
-
-[api]
-listen = "127.0.0.1:7780"
-tokens = [
-  {{ name = "ops", role = "admin", sha256 = "{}" }},
-  {{ name = "dev", role = "operator", sha256 = "{}" }},
-  {{ name = "ro", role = "viewer", sha256 = "{}" }},
-]
-
-[[ingress_rules]]
-ports = "22"
-
-[[ipsec]]
-name = "ACME Office"
-remote_peer = "198.51.100.8"
-remote_subnet = "172.16.1.0/24"
-pre_shared_key = "{PSK}"
-phase1_dh_group_number = 14
-phase1_integrity_algorithm = "SHA512"
-phase1_encryption_algorithm = "AES256"
-phase2_dh_group_number = 14
-phase2_integrity_algorithm = "SHA512"
-phase2_encryption_algorithm = "AES256"
-"#,
-        sha(ADMIN),
-        sha(OPERATOR),
-        sha(VIEWER)
-    )
+    include_str!("testdata/api-gateway.toml")
+        .replace("@admin@", &sha(ADMIN))
+        .replace("@operator@", &sha(OPERATOR))
+        .replace("@viewer@", &sha(VIEWER))
+        .replace("@psk@", PSK)
 }
 
 /// The gateway of [`base_config`] in its own namespace, and its API as no one, admin,
