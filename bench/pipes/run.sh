@@ -53,50 +53,34 @@ ip -n "$C" addr add 192.0.2.2/24 dev eth0; ip -n "$C" link set eth0 up
 SKEY=$("$KAWAII" wg genkey); SPUB=$(echo "$SKEY" | "$KAWAII" wg pubkey)
 CKEY=$("$KAWAII" wg genkey); CPUB=$(echo "$CKEY" | "$KAWAII" wg pubkey)
 
-cat >"$WORK/server.toml" <<EOF
+# An edge node: NAME PORT VPN-IP KEY, its peer PEER-NAME PEER-PUB PEER-IP, and, for a client,
+# the peer's ENDPOINT (its pipes then dial through that peer).
+node_toml() {
+  cat <<EOF
 [gateway]
-name = "server"
+name = "$1"
 [wireguard]
-listen_port = 8765
-address = "10.192.0.1/24"
-private_key = "$SKEY"
+listen_port = $2
+address = "$3/24"
+private_key = "$4"
 [[wireguard.peers]]
-name = "client"
-public_key = "$CPUB"
-allowed_ips = ["10.192.0.2/32"]
-[[pipes]]
-name = "iperf"
-port = 6201
-remote = "127.0.0.1:5201"
-[[pipes]]
-name = "web"
-port = 6080
-remote = "127.0.0.1:80"
+name = "$5"
+public_key = "$6"
+allowed_ips = ["$7/32"]
 EOF
-cat >"$WORK/client.toml" <<EOF
-[gateway]
-name = "client"
-[wireguard]
-listen_port = 8766
-address = "10.192.0.2/24"
-private_key = "$CKEY"
-[[wireguard.peers]]
-name = "server"
-public_key = "$SPUB"
-allowed_ips = ["10.192.0.1/32"]
-endpoint = "192.0.2.1:8765"
-persistent_keepalive = 25
-[[pipes]]
-name = "iperf"
-port = 6201
-remote = "127.0.0.1:5201"
-peer = "server"
-[[pipes]]
-name = "web"
-port = 6080
-remote = "127.0.0.1:80"
-peer = "server"
-EOF
+  if [ -n "${8:-}" ]; then
+    printf 'endpoint = "%s"\npersistent_keepalive = 25\n' "$8"
+  fi
+  for pipe in iperf:6201:5201 web:6080:80; do
+    IFS=: read -r name port remote <<<"$pipe"
+    printf '[[pipes]]\nname = "%s"\nport = %s\nremote = "127.0.0.1:%s"\n' "$name" "$port" "$remote"
+    if [ -n "${8:-}" ]; then
+      printf 'peer = "%s"\n' "$5"
+    fi
+  done
+}
+node_toml server 8765 10.192.0.1 "$SKEY" client "$CPUB" 10.192.0.2 >"$WORK/server.toml"
+node_toml client 8766 10.192.0.2 "$CKEY" server "$SPUB" 10.192.0.1 192.0.2.1:8765 >"$WORK/client.toml"
 
 node() { # NS NAME
     ip netns exec "$1" sh -c "mkdir -p /run/wireguard && mount -t tmpfs kawaii-wg /run/wireguard && exec $KAWAII serve --config $WORK/$2.toml --state $WORK/$2-state" \

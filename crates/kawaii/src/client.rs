@@ -234,14 +234,7 @@ impl Api {
             }
             return Ok(ExitCode::SUCCESS);
         }
-        let loaded = config::load(file).map_err(|e| {
-            anyhow::anyhow!(
-                e.iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join("\n")
-            )
-        })?;
+        let loaded = config::load(file).map_err(config::error_lines)?;
         let body = kawaii_model::Secret::reveal(|| serde_json::to_string(&loaded.gateway))?;
         let cur = self.ok("GET", "/v1/gateway", None, None)?;
         let rev = cur.etag.context("the API sent no revision")?;
@@ -436,20 +429,12 @@ fn print_table(v: &Value) {
 
 /// Plans locally from a config file and prints the requested parts.
 pub fn render(file: &Path, zone: Option<&str>, what: RenderWhat) -> anyhow::Result<ExitCode> {
-    let lines = |e: Vec<kawaii_model::FieldError>| {
-        anyhow::anyhow!(
-            e.iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join("\n")
-        )
-    };
-    let (mut loaded, _) = config::load_valid(file).map_err(lines)?;
+    let (mut loaded, _) = config::load_valid(file).map_err(config::error_lines)?;
     // As a first commit to an empty store would: rule ids and VPN addresses filled in.
     loaded
         .gateway
         .prepare_commit(&kawaii_model::Gateway::default());
-    let report = kawaii_model::validate(&loaded.gateway).map_err(|e| lines(e.0))?;
+    let report = kawaii_model::validate(&loaded.gateway).map_err(|e| config::error_lines(e.0))?;
     let plan = kawaii_plan::plan(&report.desired, zone)?;
     match what {
         RenderWhat::All => println!("{}", serde_json::to_string_pretty(&plan)?),

@@ -125,15 +125,19 @@ pub fn check(path: &Path) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// Field errors as one error, one line each.
+pub fn error_lines(errors: Vec<FieldError>) -> anyhow::Error {
+    anyhow::anyhow!(
+        errors
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("\n")
+    )
+}
+
 pub fn import(path: &Path) -> anyhow::Result<ExitCode> {
-    let loaded = load(path).map_err(|e| {
-        anyhow::anyhow!(
-            e.iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join("\n")
-        )
-    })?;
+    let loaded = load(path).map_err(error_lines)?;
     let text = kawaii_model::Secret::reveal(|| toml::to_string_pretty(&loaded.gateway))
         .context("rendering TOML")?;
     if kawaii_model::secret::FIELD_NAMES.iter().any(|f| {

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 const DIR: &str = "/run/kawaii-lab";
 const PREFIX: &str = "klab";
-const DEFAULT_CONFIG: &str = include_str!("../../../examples/lab.toml");
+const DEFAULT_CONFIG: &str = lab::LAB_TOML;
 
 #[derive(Debug, Serialize, Deserialize)]
 struct LabRecord {
@@ -21,6 +21,10 @@ struct LabRecord {
     pids: Vec<u32>,
     state: PathBuf,
     config: PathBuf,
+    /// Per host running kawaii: the daemon's pid. Its `/run/wireguard` is private to it, so
+    /// `exec` runs commands there in its mount namespace (`wg show` finds its socket).
+    #[serde(default)]
+    daemons: std::collections::BTreeMap<String, u32>,
 }
 
 fn record_path() -> PathBuf {
@@ -74,13 +78,31 @@ fn abandon<T>(topo: &mut Topology, dir: &Path, e: kawaii_testkit::KitError) -> a
     bail!("building the lab failed (everything it made was removed): {e}")
 }
 
+/// The line that says the lab is up.
+fn say_up(record: &LabRecord, what: &str, started: std::time::Instant) {
+    println!(
+        "Kawaii {what} is up in {:.1}s: namespaces {}.",
+        started.elapsed().as_secs_f64(),
+        record.namespaces.join(", ")
+    );
+}
+
 /// Records what the lab made, for `status`, `exec` and `down`.
-fn record(topo: &mut Topology, state: PathBuf, cfg: &Path) -> anyhow::Result<LabRecord> {
+fn record(
+    topo: &mut Topology,
+    state: PathBuf,
+    cfg: &Path,
+    daemons: &[&kawaii_testkit::serve::Serve],
+) -> anyhow::Result<LabRecord> {
     let record = LabRecord {
         namespaces: topo.hosts().map(|h| h.ns.clone()).collect(),
         pids: topo.pids(),
         state,
         config: cfg.to_path_buf(),
+        daemons: daemons
+            .iter()
+            .map(|d| (d.host.name.clone(), d.pid(topo)))
+            .collect(),
     };
     std::fs::write(record_path(), serde_json::to_string_pretty(&record)?)?;
     Ok(record)
@@ -132,12 +154,8 @@ remote = \"{vm1}:80\"
             return abandon(&mut topo, dir, e);
         }
     }
-    let record = record(&mut topo, lab.state.clone(), &cfg)?;
-    println!(
-        "Kawaii lab is up in {:.1}s: namespaces {}.",
-        started.elapsed().as_secs_f64(),
-        record.namespaces.join(", ")
-    );
+    let record = record(&mut topo, lab.state.clone(), &cfg, &[&lab.kawaii])?;
+    say_up(&record, "lab", started);
     println!(
         r#"
   internet 198.51.100.10 ── router ── gw (kawaii; public VIP 203.0.113.10, private VIP 10.1.0.1)
@@ -221,8 +239,18 @@ pub fn exec(host: &str, cmd: &[String]) -> anyhow::Result<ExitCode> {
     } else {
         prog.clone()
     };
-    let err = Command::new("ip")
-        .args(["netns", "exec", &name, &prog])
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", &name]);
+    // Where the daemon still runs, in its mount namespace.
+    if let Some(pid) = r
+        .daemons
+        .get(host)
+        .filter(|pid| Path::new(&format!("/proc/{pid}/ns/mnt")).exists())
+    {
+        cmd.args(["nsenter", "-t", &pid.to_string(), "-m", "--"]);
+    }
+    let err = cmd
+        .arg(&prog)
         .args(args)
         .env("KAWAII_STATE", &r.state)
         .exec();
@@ -280,13 +308,13 @@ fn up_ha(config: Option<PathBuf>) -> anyhow::Result<ExitCode> {
         env: vec![],
         start_b: true,
     };
-    lab::build_ha(&mut topo, &opts).or_else(|e| abandon(&mut topo, dir, e))?;
-    let record = record(&mut topo, dir.join("state-zone-a"), &cfg)?;
-    println!(
-        "Kawaii HA lab (2 zones) is up in {:.1}s: namespaces {}.",
-        started.elapsed().as_secs_f64(),
-        record.namespaces.join(", ")
-    );
+    let ha = lab::build_ha(&mut topo, &opts).or_else(|e| abandon(&mut topo, dir, e))?;
+    let daemons: Vec<_> = [Some(&ha.kawaii_a), ha.kawaii_b.as_ref()]
+        .into_iter()
+        .flatten()
+        .collect();
+    let record = record(&mut topo, dir.join("state-zone-a"), &cfg, &daemons)?;
+    say_up(&record, "HA lab (2 zones)", started);
     println!(
         r#"
   internet 198.51.100.10 ── router 203.0.113.1 ── pub ─┬─ gw-a wan0 203.0.113.11 (zone-a VIP 203.0.113.10)

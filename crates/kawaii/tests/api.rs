@@ -1,18 +1,55 @@
 //! Foundation acceptance, end to end: `kawaii serve` in a namespace, driven over HTTP.
 
-mod common;
-
-use common::*;
+use kawaii_testkit::api::Api;
+use kawaii_testkit::serve::{Node, ServeOptions};
 use kawaii_testkit::wait_for;
+use serde_json::json;
 use std::time::Duration;
+
+const ADMIN: &str = "admin-token-for-tests";
+const VIEWER: &str = "viewer-token-for-tests";
+const OPERATOR: &str = "operator-token-for-tests";
+const PSK: &str = "psk-that-must-never-leak-42";
+
+fn sha(token: &str) -> String {
+    hex::encode(kawaii_api::hash_token(token))
+}
+
+/// A config with three tokens and an IPsec connection carrying a secret
+/// (`testdata/api-gateway.toml` with the token hashes and the PSK filled in).
+fn base_config() -> String {
+    include_str!("testdata/api-gateway.toml")
+        .replace("@admin@", &sha(ADMIN))
+        .replace("@operator@", &sha(OPERATOR))
+        .replace("@viewer@", &sha(VIEWER))
+        .replace("@psk@", PSK)
+}
+
+/// The gateway of [`base_config`] in its own namespace, and its API as no one, admin,
+/// operator and viewer.
+fn node(tag: &str) -> (Node, [Api; 4]) {
+    let node = Node::start(
+        tag,
+        &base_config(),
+        &ServeOptions::new(env!("CARGO_BIN_EXE_kawaii")),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let anon = Api::new(&node.host, None);
+    let apis = [
+        anon.as_token(Some(ADMIN)),
+        anon.as_token(Some(OPERATOR)),
+        anon.as_token(Some(VIEWER)),
+        anon,
+    ];
+    (node, apis)
+}
 
 /// Auth, roles, redaction, stale revisions, and field-named errors.
 #[test]
 fn auth_roles_redaction_and_errors() {
-    let mut node = Node::new("api", &base_config());
-    node.start();
+    let (mut node, [admin, operator, viewer, anon]) = node("api");
 
-    let r = node.call("GET", "/v1/gateway", Some(VIEWER), None, &[]);
+    let r = viewer.get("/v1/gateway");
     assert_eq!(r.status, 200, "{}", r.body);
     assert!(!r.body.contains(PSK), "viewer sees the PSK: {}", r.body);
     assert_eq!(
@@ -24,40 +61,26 @@ fn auth_roles_redaction_and_errors() {
     }
     let rev = r.etag().expect("etag");
 
-    assert_eq!(node.call("GET", "/v1/gateway", None, None, &[]).status, 401);
+    assert_eq!(anon.get("/v1/gateway").status, 401);
     assert_eq!(
-        node.call("GET", "/v1/gateway", Some("not-a-token"), None, &[])
-            .status,
+        anon.as_token(Some("not-a-token")).get("/v1/gateway").status,
         401
     );
 
-    let doc = r.json()["gateway"].to_string();
-    let if_match = format!("If-Match: \"{rev}\"");
-    let r = node.call("PUT", "/v1/gateway", Some(VIEWER), Some(&doc), &[&if_match]);
+    let doc = r.json()["gateway"].clone();
+    let r = viewer.put_if_match("/v1/gateway", &doc, rev);
     assert_eq!(r.status, 403, "{}", r.body);
-    let r = node.call(
-        "POST",
-        "/v1/egress-rules",
-        Some(VIEWER),
-        Some(r#"{"ports":"25"}"#),
-        &[],
-    );
+    let r = viewer.post("/v1/egress-rules", &json!({"ports": "25"}));
     assert_eq!(r.status, 403);
 
     // Admin PUT of the document as read (secrets sent back redacted keep their value).
-    let r = node.call("PUT", "/v1/gateway", Some(ADMIN), Some(&doc), &[&if_match]);
+    let r = admin.put_if_match("/v1/gateway", &doc, rev);
     assert_eq!(r.status, 200, "{}", r.body);
     // A write moves the revision; the old one is now stale.
-    let r = node.call(
-        "POST",
-        "/v1/egress-rules",
-        Some(OPERATOR),
-        Some(r#"{"ports":"25"}"#),
-        &[],
-    );
+    let r = operator.post("/v1/egress-rules", &json!({"ports": "25"}));
     assert_eq!(r.status, 201, "{}", r.body);
     assert_eq!(r.json()["id"], "egress-1");
-    let r = node.call("PUT", "/v1/gateway", Some(ADMIN), Some(&doc), &[&if_match]);
+    let r = admin.put_if_match("/v1/gateway", &doc, rev);
     assert_eq!(r.status, 412, "{}", r.body);
     assert!(
         r.json()["error"]
@@ -66,33 +89,23 @@ fn auth_roles_redaction_and_errors() {
             .contains("stale")
     );
     // Without If-Match the whole-document PUT is refused.
-    let r = node.call("PUT", "/v1/gateway", Some(ADMIN), Some(&doc), &[]);
+    let r = admin.put("/v1/gateway", &doc);
     assert_eq!(r.status, 428);
 
     // Operators may not touch tokens.
-    let cur = node.call("GET", "/v1/gateway", Some(ADMIN), None, &[]);
+    let cur = admin.get("/v1/gateway");
     let mut changed = cur.json()["gateway"].clone();
     changed["api"]["tokens"]
         .as_array_mut()
         .expect("tokens")
         .pop();
-    let m = format!("If-Match: \"{}\"", cur.etag().expect("etag"));
-    let r = node.call(
-        "PUT",
-        "/v1/gateway",
-        Some(OPERATOR),
-        Some(&changed.to_string()),
-        &[&m],
-    );
+    let r = operator.put_if_match("/v1/gateway", &changed, cur.etag().expect("etag"));
     assert_eq!(r.status, 403, "{}", r.body);
 
     // An invalid rule: 400 naming the field.
-    let r = node.call(
-        "POST",
+    let r = admin.post(
         "/v1/ingress-rules",
-        Some(ADMIN),
-        Some(r#"{"protocol":"icmp","ports":"80-22"}"#),
-        &[],
+        &json!({"protocol": "icmp", "ports": "80-22"}),
     );
     assert_eq!(r.status, 400);
     let details = r.json()["details"].clone();
@@ -109,37 +122,18 @@ fn auth_roles_redaction_and_errors() {
         r.body
     );
     // A type error names its field too.
-    let r = node.call(
-        "POST",
-        "/v1/ingress-rules",
-        Some(ADMIN),
-        Some(r#"{"ports": 22}"#),
-        &[],
-    );
+    let r = admin.post("/v1/ingress-rules", &json!({"ports": 22}));
     assert_eq!(r.status, 400);
     assert_eq!(r.json()["details"][0]["path"], "ports");
     // Unknown resources are 404, duplicates 409.
-    assert_eq!(
-        node.call("GET", "/v1/ipsec/nope", Some(VIEWER), None, &[])
-            .status,
-        404
-    );
-    let r = node.call("GET", "/v1/ipsec/ACME%20Office", Some(VIEWER), None, &[]);
+    assert_eq!(viewer.get("/v1/ipsec/nope").status, 404);
+    let r = viewer.get("/v1/ipsec/ACME%20Office");
     assert_eq!(r.status, 200, "{}", r.body);
-    let dup = r.body.clone();
-    assert_eq!(
-        node.call("POST", "/v1/ipsec", Some(ADMIN), Some(&dup), &[])
-            .status,
-        409
-    );
+    assert_eq!(admin.post("/v1/ipsec", &r.json()).status, 409);
 
     // The audit trail is admin-only.
-    assert_eq!(
-        node.call("GET", "/v1/audit", Some(OPERATOR), None, &[])
-            .status,
-        403
-    );
-    let audit = node.call("GET", "/v1/audit", Some(ADMIN), None, &[]);
+    assert_eq!(operator.get("/v1/audit").status, 403);
+    let audit = admin.get("/v1/audit");
     assert_eq!(audit.status, 200);
     assert!(audit.body.contains("\"actor\":\"dev\""), "{}", audit.body);
     assert!(!node.log().contains(PSK), "the PSK reached the log");
@@ -148,28 +142,19 @@ fn auth_roles_redaction_and_errors() {
 /// kill -9 right after an acknowledged write loses nothing; the audit has it, redacted.
 #[test]
 fn acknowledged_writes_survive_kill_9() {
-    let mut node = Node::new("kill", &base_config());
-    node.start();
-    let cur = node.call("GET", "/v1/ipsec/ACME%20Office", Some(ADMIN), None, &[]);
-    let mut conn = cur.json();
+    let (mut node, [admin, ..]) = node("kill");
+    let mut conn = admin.get("/v1/ipsec/ACME%20Office").json();
     let new_psk = "a-brand-new-secret-psk-777";
     conn["pre_shared_key"] = new_psk.into();
     conn["remote_subnet"] = "172.16.9.0/24".into();
-    let r = node.call(
-        "PUT",
-        "/v1/ipsec/ACME%20Office",
-        Some(ADMIN),
-        Some(&conn.to_string()),
-        &[],
-    );
+    let r = admin.put("/v1/ipsec/ACME%20Office", &conn);
     assert_eq!(r.status, 200, "{}", r.body);
-    node.kill9();
+    node.kill9_and_restart().unwrap_or_else(|e| panic!("{e}"));
 
-    node.start();
-    let r = node.call("GET", "/v1/ipsec/ACME%20Office", Some(ADMIN), None, &[]);
+    let r = admin.get("/v1/ipsec/ACME%20Office");
     assert_eq!(r.json()["remote_subnet"], "172.16.9.0/24");
     assert!(!r.body.contains(new_psk));
-    let audit = node.call("GET", "/v1/audit", Some(ADMIN), None, &[]);
+    let audit = admin.get("/v1/audit");
     assert!(
         audit.body.contains("PUT /v1/ipsec/ACME Office"),
         "{}",
@@ -186,33 +171,36 @@ fn acknowledged_writes_survive_kill_9() {
         audit.body
     );
     // The restart with an unchanged file kept the API write (the file is not re-applied).
-    let state = node.state.join("kawaii.db");
-    assert!(state.exists());
-    let cli = node.cli(&["audit"]);
+    assert!(node.serve.state.join("kawaii.db").exists());
+    let cli = node.serve.cli(ADMIN, &["audit"]).expect("kawaii audit");
     assert!(String::from_utf8_lossy(&cli.stdout).contains("PUT /v1/ipsec/ACME Office"));
 }
 
 /// A changed file applies without restart; a broken one is rejected and the state stays.
 #[test]
 fn config_file_changes_apply_live_and_bad_files_are_rejected() {
-    let mut node = Node::new("file", &base_config());
-    node.start();
+    let (mut node, [_, _, viewer, _]) = node("file");
     let pid_before = node.topo.pids();
+    let config = node.serve.config.clone();
     let with_rule = base_config() + "\n[[egress_rules]]\nprotocol = \"tcp\"\nports = \"25\"\n";
-    std::fs::write(&node.config, &with_rule).expect("write");
+    std::fs::write(&config, &with_rule).expect("write");
+    let egress_rules = || {
+        viewer
+            .get("/v1/egress-rules")
+            .json()
+            .as_array()
+            .map(Vec::len)
+    };
     wait_for(
         Duration::from_secs(3),
         "the file's egress rule through the API",
-        || {
-            let r = node.call("GET", "/v1/egress-rules", Some(VIEWER), None, &[]);
-            (r.json().as_array().map(Vec::len) == Some(1)).then_some(())
-        },
+        || (egress_rules() == Some(1)).then_some(()),
     )
     .expect("applied live");
-    let good = node.call("GET", "/v1/gateway", Some(VIEWER), None, &[]);
+    let good = viewer.get("/v1/gateway");
 
     std::fs::write(
-        &node.config,
+        &config,
         with_rule.replace("ports = \"25\"", "ports = \"25-1\""),
     )
     .expect("write");
@@ -220,12 +208,12 @@ fn config_file_changes_apply_live_and_bad_files_are_rejected() {
         Duration::from_secs(3),
         "the rejection in /v1/status",
         || {
-            let s = node.call("GET", "/v1/status", Some(VIEWER), None, &[]);
+            let s = viewer.get("/v1/status");
             s.body.contains("egress_rules[0].ports").then_some(())
         },
     )
     .expect("rejected");
-    let after = node.call("GET", "/v1/gateway", Some(VIEWER), None, &[]);
+    let after = viewer.get("/v1/gateway");
     assert_eq!(
         after.body, good.body,
         "a broken file must not change the state"
@@ -233,13 +221,10 @@ fn config_file_changes_apply_live_and_bad_files_are_rejected() {
     assert_eq!(node.topo.pids(), pid_before, "no restart");
 
     // SIGHUP with a fixed file applies it.
-    std::fs::write(&node.config, base_config()).expect("write");
-    if let Some(i) = node.proc {
-        node.topo.proc(i).signal("HUP");
-    }
+    std::fs::write(&config, base_config()).expect("write");
+    node.topo.proc(node.serve.proc).signal("HUP");
     wait_for(Duration::from_secs(3), "the fixed file", || {
-        let r = node.call("GET", "/v1/egress-rules", Some(VIEWER), None, &[]);
-        (r.json().as_array().map(Vec::len) == Some(0)).then_some(())
+        (egress_rules() == Some(0)).then_some(())
     })
     .expect("fixed file applied");
 }
@@ -247,22 +232,17 @@ fn config_file_changes_apply_live_and_bad_files_are_rejected() {
 /// `/openapi.json` is valid OpenAPI 3 and lists exactly the routes the router serves.
 #[test]
 fn openapi_is_valid_and_complete() {
-    let mut node = Node::new("oas", &base_config());
-    node.start();
-    let r = node.call("GET", "/openapi.json", None, None, &[]);
+    let (node, [admin, _, _, anon]) = node("oas");
+    let r = anon.get("/openapi.json");
     assert_eq!(r.status, 200);
-    let spec_file = node.topo.dir().join("openapi.json");
-    std::fs::write(&spec_file, &r.body).expect("write spec");
-    let out = std::process::Command::new("openapi-spec-validator")
-        .arg(&spec_file)
-        .output()
-        .expect("openapi-spec-validator (pip install openapi-spec-validator)");
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let spec_file = node
+        .topo
+        .write("openapi.json", &r.body)
+        .expect("write spec");
+    let mut validator = std::process::Command::new("openapi-spec-validator");
+    validator.arg(&spec_file);
+    kawaii_testkit::output(validator, None)
+        .unwrap_or_else(|e| panic!("{e} (pip install openapi-spec-validator)"));
 
     let spec = r.json();
     let mut listed: Vec<String> = Vec::new();
@@ -317,12 +297,8 @@ fn openapi_is_valid_and_complete() {
     for entry in &listed {
         let (method, path) = entry.split_once(' ').expect("entry");
         let concrete = path.replace("{key}", "probe");
-        let body = if method == "GET" || method == "DELETE" {
-            None
-        } else {
-            Some("{}")
-        };
-        let r = node.call(method, &concrete, Some(ADMIN), body, &[]);
+        let body = (method != "GET" && method != "DELETE").then_some("{}");
+        let r = admin.request(method, &concrete, body, &[]);
         let served = r.status != 405 && !(r.status == 404 && r.body.contains("no such route"));
         assert!(
             served,
@@ -331,7 +307,7 @@ fn openapi_is_valid_and_complete() {
         );
     }
     // And something not listed is not served.
-    let r = node.call("GET", "/v1/nothing-here", Some(ADMIN), None, &[]);
+    let r = admin.get("/v1/nothing-here");
     assert_eq!(r.status, 404);
 
     // Every status section is described down to its fields.
@@ -401,10 +377,9 @@ fn resolve(schemas: &serde_json::Value, s: &serde_json::Value) -> serde_json::Va
 /// when it changes, and carries no secret.
 #[test]
 fn status_page_and_event_stream() {
-    let mut node = Node::new("events", &base_config());
-    node.start();
+    let (node, [admin, _, viewer, anon]) = node("events");
 
-    let r = node.call("GET", "/ui", None, None, &[]);
+    let r = anon.request("GET", "/ui", None, &[]);
     assert_eq!(r.status, 200);
     let headers = r.headers.to_ascii_lowercase();
     assert!(headers.contains("content-type: text/html"), "{headers}");
@@ -417,7 +392,7 @@ fn status_page_and_event_stream() {
         ("/ui/app.js", "text/javascript"),
         ("/ui/app.css", "text/css"),
     ] {
-        let r = node.call("GET", path, None, None, &[]);
+        let r = anon.request("GET", path, None, &[]);
         assert_eq!(r.status, 200, "{path}");
         assert!(
             r.headers
@@ -428,15 +403,16 @@ fn status_page_and_event_stream() {
         );
     }
 
-    let r = node.call("GET", "/v1/whoami", Some(VIEWER), None, &[]);
+    let r = viewer.request("GET", "/v1/whoami", None, &[]);
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(
         r.json(),
         serde_json::json!({"name": "ro", "role": "viewer"})
     );
-    assert_eq!(node.call("GET", "/v1/whoami", None, None, &[]).status, 401);
+    assert_eq!(anon.request("GET", "/v1/whoami", None, &[]).status, 401);
     assert_eq!(
-        node.call("GET", "/v1/events", Some("wrong"), None, &[])
+        anon.as_token(Some("wrong"))
+            .request("GET", "/v1/events", None, &[])
             .status,
         401
     );
@@ -460,12 +436,9 @@ fn status_page_and_event_stream() {
         .spawn()
         .expect("curl");
     std::thread::sleep(Duration::from_secs(1));
-    let r = node.call(
-        "POST",
+    let r = admin.post(
         "/v1/ingress-rules",
-        Some(ADMIN),
-        Some(r#"{"protocol":"tcp","ports":"8443"}"#),
-        &[],
+        &json!({"protocol": "tcp", "ports": "8443"}),
     );
     assert_eq!(r.status, 201, "{}", r.body);
     let out = stream.wait_with_output().expect("curl");

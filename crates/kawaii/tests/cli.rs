@@ -43,43 +43,11 @@ fn check_is_silent_on_the_example() {
 
 #[test]
 fn check_prints_one_line_per_mistake() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let file = dir.path().join("bad.toml");
-    std::fs::write(
-        &file,
-        r#"
-[gateway]
-private_subnet = "10.1.0.0/24"
-
-[[ingress_rules]]
-source = "10.0.0.300/8"
-ports = "80-22"
-protocol = "icmp"
-
-[[ipsec]]
-name = "office"
-remote_peer = "198.51.100.8"
-remote_subnet = "172.16.1.0/24"
-pre_shared_key = "long-enough-psk"
-phase1_dh_group_number = 7
-phase1_integrity_algorithm = "SHA256"
-phase1_encryption_algorithm = "AES128"
-phase2_dh_group_number = 14
-phase2_integrity_algorithm = "SHA256"
-phase2_encryption_algorithm = "AES128"
-
-[wireguard]
-address = "10.8.0.1/24"
-[[wireguard.peers]]
-name = "alice"
-public_key = "GY5aT1N9dTR/nJnT1N2f4ClZWVj0jOAld0r8ysWLyjg="
-[[wireguard.peers]]
-name = "alice"
-public_key = "xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg="
-"#,
-    )
-    .expect("write");
-    let out = kawaii(&["check", "--config", file.to_str().expect("path")]);
+    let file = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/testdata/check-mistakes.toml"
+    );
+    let out = kawaii(&["check", "--config", file]);
     assert_eq!(out.status.code(), Some(1));
     let text = String::from_utf8_lossy(&out.stdout);
     let lines: Vec<&str> = text.lines().collect();
@@ -115,22 +83,8 @@ fn wg_keys_round_trip_with_the_real_wg_tool() {
         .write_all(private.as_bytes())
         .expect("write");
     let ours = child.wait_with_output().expect("wait");
-    let mut wg = Command::new("wg")
-        .arg("pubkey")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("wg (wireguard-tools)");
-    wg.stdin
-        .take()
-        .expect("stdin")
-        .write_all(private.as_bytes())
-        .expect("write");
-    let theirs = wg.wait_with_output().expect("wait");
-    assert_eq!(
-        String::from_utf8_lossy(&ours.stdout),
-        String::from_utf8_lossy(&theirs.stdout)
-    );
+    let theirs = kawaii_testkit::keys::public_key(&private).expect("wg pubkey (wireguard-tools)");
+    assert_eq!(String::from_utf8_lossy(&ours.stdout), format!("{theirs}\n"));
 }
 
 /// Structural mistakes (unknown field, wrong type, missing field) are reported with the value

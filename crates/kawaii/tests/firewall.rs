@@ -2,40 +2,25 @@
 //! clients): egress NAT and filtering, deny-all ingress, port forwarding for tcp and udp, hairpin,
 //! live updates, and the table's isolation from others.
 
-mod common;
-
-use common::curl;
-use kawaii_testkit::lab::{self, GatewayLab, LabOptions};
+use kawaii_testkit::api::Api;
+use kawaii_testkit::lab::{self, GatewayLab, LAB_TOML};
 use kawaii_testkit::{Host, Topology, wait_for};
+use serde_json::json;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 struct Lab {
     topo: Topology,
     lab: GatewayLab,
-    token: String,
+    api: Api,
 }
 
 impl Lab {
     fn new(tag: &str, config: &str) -> Lab {
-        assert!(
-            kawaii_testkit::can_run(),
-            "end-to-end tests need root and iproute2"
-        );
-        let mut topo = Topology::new(tag).expect("topology");
-        let cfg = topo.dir().join("gateway.toml");
-        std::fs::write(&cfg, config).expect("config");
-        let opts = LabOptions {
-            kawaii: common::bin().into(),
-            config: cfg,
-            env: vec![],
-        };
-        let lab = lab::build(&mut topo, &opts).unwrap_or_else(|e| panic!("lab: {e}"));
-        let token = lab::admin_token(&lab.state).expect("bootstrap token");
-        Lab { topo, lab, token }
-    }
-
-    fn api(&self, method: &str, path: &str, body: Option<&str>) -> common::Reply {
-        curl(&self.lab.gw, method, path, Some(&self.token), body, &[])
+        let kawaii = Path::new(env!("CARGO_BIN_EXE_kawaii"));
+        let (topo, lab) = lab::start(tag, kawaii, config).unwrap_or_else(|e| panic!("lab: {e}"));
+        let api = lab.api();
+        Lab { topo, lab, api }
     }
 
     fn nft_state(&self) -> String {
@@ -46,27 +31,17 @@ impl Lab {
     }
 
     fn log(&mut self) -> String {
-        let i = self.lab.kawaii;
-        self.topo.proc(i).output()
+        self.lab.kawaii.log(&mut self.topo)
     }
-}
 
-fn default_config() -> String {
-    std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../examples/lab.toml"
-    ))
-    .expect("lab.toml")
-}
-
-/// `curl` from `host`: Some(body) on success, None on failure/timeout.
-fn get(host: &Host, url: &str, timeout: &str) -> Option<String> {
-    let out = host
-        .exec(&["curl", "-s", "-m", timeout, url])
-        .expect("curl");
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    /// Replaces the whole document with `config` (guarded by the current revision).
+    fn put_config(&self, config: &str) {
+        let rev = self.api.get("/v1/gateway").etag().expect("etag");
+        let doc = kawaii_model::Gateway::parse(config, kawaii_model::Format::Toml).expect("parse");
+        let doc = serde_json::to_value(&doc).expect("json");
+        let r = self.api.put_if_match("/v1/gateway", &doc, rev);
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
 }
 
 fn udp(host: &Host, addr: &str, port: u16) -> Option<String> {
@@ -78,14 +53,19 @@ fn udp(host: &Host, addr: &str, port: u16) -> Option<String> {
 
 #[test]
 fn egress_nat_forwarding_and_hairpin() {
-    let mut l = Lab::new("fw", &default_config());
+    let mut l = Lab::new("fw", LAB_TOML);
     let g = l.lab.clone();
     // 1. Egress: the internet host sees the zone's public VIP.
-    let body = get(&g.vm1, "http://198.51.100.10/", "3")
+    let body = g
+        .vm1
+        .curl("http://198.51.100.10/", "3")
         .unwrap_or_else(|| panic!("egress failed\n{}", l.log()));
     assert!(body.contains("you are 203.0.113.10:"), "{body}");
     // 3. Port forwarding, tcp and udp, from the internet host.
-    let body = get(&g.internet, "http://203.0.113.10/", "3").expect("tcp forward");
+    let body = g
+        .internet
+        .curl("http://203.0.113.10/", "3")
+        .expect("tcp forward");
     assert!(
         body.contains("hello from vm1, you are 198.51.100.10:"),
         "{body}"
@@ -96,16 +76,16 @@ fn egress_nat_forwarding_and_hairpin() {
         "{reply}"
     );
     // 5. Hairpin: vm2 reaches vm1's forward through the public VIP.
-    let body = get(&g.vm2, "http://203.0.113.10/", "3").expect("hairpin");
+    let body = g.vm2.curl("http://203.0.113.10/", "3").expect("hairpin");
     assert!(body.contains("hello from vm1"), "{body}");
     // The lab's egress rule drops SMTP.
     assert!(
-        get(&g.vm1, "http://198.51.100.10:25/", "2").is_none(),
+        g.vm1.curl("http://198.51.100.10:25/", "2").is_none(),
         "tcp/25 must be blocked"
     );
 
     // Removing the ingress rule closes the forward within 1 s.
-    let r = l.api("DELETE", "/v1/ingress-rules/ingress-2", None);
+    let r = l.api.delete("/v1/ingress-rules/ingress-2");
     assert_eq!(r.status, 204, "{}", r.body);
     // Each probe notes when it started: the first unanswered one must have started (so the
     // opening was gone) within 1 s of the API's answer. A probe's own timeout does not count.
@@ -122,12 +102,13 @@ fn egress_nat_forwarding_and_hairpin() {
         closed < Duration::from_secs(1),
         "udp forward still open {closed:?} after the API answer\n{log}"
     );
-    let r = l.api("DELETE", "/v1/ingress-rules/ingress-1", None);
+    let r = l.api.delete("/v1/ingress-rules/ingress-1");
     assert_eq!(r.status, 204);
     let started = Instant::now();
     let closed = wait_for(Duration::from_secs(5), "tcp forward closed", || {
         let at = started.elapsed();
-        get(&g.internet, "http://203.0.113.10/", "0.3")
+        g.internet
+            .curl("http://203.0.113.10/", "0.3")
             .is_none()
             .then_some(at)
     })
@@ -137,7 +118,7 @@ fn egress_nat_forwarding_and_hairpin() {
         "tcp forward still open {closed:?} after the API answer"
     );
     // Metrics name the rules.
-    let m = curl(&g.gw, "GET", "/metrics", None, None, &[]);
+    let m = l.api.as_token(None).get("/metrics");
     assert!(
         m.body
             .contains("kawaii_rule_packets_total{chain=\"forward\",rule=\"egress-1\"}"),
@@ -153,7 +134,7 @@ fn egress_nat_forwarding_and_hairpin() {
 
 #[test]
 fn sweep_finds_exactly_the_declared_openings() {
-    let l = Lab::new("sweep", &default_config());
+    let l = Lab::new("sweep", LAB_TOML);
     let g = &l.lab;
     let scan = |proto: &str, ports: &str| -> Vec<u16> {
         let out = g
@@ -169,63 +150,38 @@ fn sweep_finds_exactly_the_declared_openings() {
 
 #[test]
 fn egress_policy_drop_and_accept() {
-    let l = Lab::new("egress", &default_config());
+    let l = Lab::new("egress", LAB_TOML);
     let g = l.lab.clone();
-    let mut cfg =
-        default_config().replace("egress_policy = \"accept\"", "egress_policy = \"drop\"");
+    let mut cfg = LAB_TOML.replace("egress_policy = \"accept\"", "egress_policy = \"drop\"");
     cfg = cfg.replace("ports = \"25\"", "ports = \"443\"");
-    let cur = l.api("GET", "/v1/gateway", None);
-    let rev = cur.etag().expect("etag");
-    let doc = kawaii_model::Gateway::parse(&cfg, kawaii_model::Format::Toml).expect("parse");
-    let body = serde_json::to_string(&doc).expect("json");
-    let r = curl(
-        &g.gw,
-        "PUT",
-        "/v1/gateway",
-        Some(&l.token),
-        Some(&body),
-        &[&format!("If-Match: \"{rev}\"")],
-    );
-    assert_eq!(r.status, 200, "{}", r.body);
+    l.put_config(&cfg);
     wait_for(Duration::from_secs(2), "egress drop applied", || {
-        get(&g.vm1, "http://198.51.100.10/", "0.5")
+        g.vm1
+            .curl("http://198.51.100.10/", "0.5")
             .is_none()
             .then_some(())
     })
     .expect("tcp/80 blocked under drop");
     assert!(
-        get(&g.vm1, "http://198.51.100.10:443/", "2").is_some(),
+        g.vm1.curl("http://198.51.100.10:443/", "2").is_some(),
         "tcp/443 is the exception"
     );
 
     // Back to accept with tcp/25 as the exception.
-    let cur = l.api("GET", "/v1/gateway", None);
-    let rev = cur.etag().expect("etag");
-    let doc =
-        kawaii_model::Gateway::parse(&default_config(), kawaii_model::Format::Toml).expect("parse");
-    let body = serde_json::to_string(&doc).expect("json");
-    let r = curl(
-        &g.gw,
-        "PUT",
-        "/v1/gateway",
-        Some(&l.token),
-        Some(&body),
-        &[&format!("If-Match: \"{rev}\"")],
-    );
-    assert_eq!(r.status, 200, "{}", r.body);
+    l.put_config(LAB_TOML);
     wait_for(Duration::from_secs(2), "egress accept applied", || {
-        get(&g.vm1, "http://198.51.100.10/", "0.5").map(|_| ())
+        g.vm1.curl("http://198.51.100.10/", "0.5").map(|_| ())
     })
     .expect("tcp/80 open under accept");
     assert!(
-        get(&g.vm1, "http://198.51.100.10:25/", "1").is_none(),
+        g.vm1.curl("http://198.51.100.10:25/", "1").is_none(),
         "tcp/25 is the exception"
     );
 }
 
 #[test]
 fn live_updates_keep_streams_and_other_tables_and_bad_updates_change_nothing() {
-    let l = Lab::new("live", &default_config());
+    let l = Lab::new("live", LAB_TOML);
     let g = l.lab.clone();
     // 8. Another table in the same namespace.
     g.gw.sh("nft add table inet other; nft add chain inet other c '{ type filter hook input priority 10; policy accept; }'; nft add set inet other s '{ type ipv4_addr; }'; nft add element inet other s '{ 192.0.2.77 }'")
@@ -250,13 +206,14 @@ fn live_updates_keep_streams_and_other_tables_and_bad_updates_change_nothing() {
         .expect("stream client");
     std::thread::sleep(Duration::from_millis(300));
     for i in 0..100 {
-        let body = format!(r#"{{"protocol":"tcp","ports":"{}"}}"#, 10000 + i);
-        let r = l.api("POST", "/v1/egress-rules", Some(&body));
+        let body = json!({"protocol": "tcp", "ports": (10000 + i).to_string()});
+        let r = l.api.post("/v1/egress-rules", &body);
         assert_eq!(r.status, 201, "{}", r.body);
     }
     // Let the last apply land, then stop the stream.
     let n = l
-        .api("GET", "/v1/egress-rules", None)
+        .api
+        .get("/v1/egress-rules")
         .json()
         .as_array()
         .map(Vec::len);
@@ -286,20 +243,20 @@ fn live_updates_keep_streams_and_other_tables_and_bad_updates_change_nothing() {
 
     // 7. Invalid updates (API and file) leave the table as it is, to the byte (handles too).
     let before = l.nft_state();
-    let r = l.api(
-        "POST",
+    let r = l.api.post(
         "/v1/nat-rules",
-        Some(r#"{"destination":"10.1.0.10","protocol":"sctp","ports":"80"}"#),
+        &json!({"destination": "10.1.0.10", "protocol": "sctp", "ports": "80"}),
     );
     assert_eq!(r.status, 400);
-    let cfg_path = l.topo.dir().join("gateway.toml");
+    let cfg_path = l.lab.kawaii.config.clone();
     std::fs::write(
         &cfg_path,
-        default_config().replace("ports = \"22,80\"", "ports = \"22,80,99999\""),
+        LAB_TOML.replace("ports = \"22,80\"", "ports = \"22,80,99999\""),
     )
     .expect("write");
     wait_for(Duration::from_secs(3), "the rejection", || {
-        l.api("GET", "/v1/status", None)
+        l.api
+            .get("/v1/status")
             .body
             .contains("rejected_config")
             .then_some(())

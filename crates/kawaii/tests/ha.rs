@@ -2,16 +2,17 @@
 //! zone, a private host per zone using its zone's private VIP as gateway, and an internet host.
 //! Losses are measured as the longest gap between ping replies (one echo every 10 ms).
 
-mod common;
-
 use kawaii_testkit::lab::{self, HaLab, HaLabOptions};
-use kawaii_testkit::{Host, Topology, wait_for};
+use kawaii_testkit::serve::Serve;
+use kawaii_testkit::{Host, Topology, ping, wait_for};
+use std::path::Path;
 use std::time::Duration;
+
+const KAWAII: &str = env!("CARGO_BIN_EXE_kawaii");
 
 struct Ha {
     topo: Topology,
     lab: HaLab,
-    opts: HaLabOptions,
     /// The tests here measure loss windows of a few hundred ms, and one saturates both CPUs:
     /// they run one at a time (declared last: released after the topology is gone).
     _serial: std::sync::MutexGuard<'static, ()>,
@@ -20,17 +21,19 @@ struct Ha {
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 impl Ha {
-    fn new(tag: &str, config: &str, start_b: bool) -> Ha {
+    /// The two-zone lab on the config `config` returns (given the topology's directory).
+    fn new(tag: &str, start_b: bool, config: impl FnOnce(&Path) -> String) -> Ha {
         assert!(
             kawaii_testkit::can_run(),
             "end-to-end tests need root and iproute2"
         );
         let serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
         let mut topo = Topology::new(tag).expect("topology");
-        let cfg = topo.dir().join("gateway.toml");
-        std::fs::write(&cfg, config).expect("config");
+        let cfg = topo
+            .write("gateway.toml", &config(topo.dir()))
+            .expect("config");
         let opts = HaLabOptions {
-            kawaii: common::bin().into(),
+            kawaii: KAWAII.into(),
             config: cfg,
             env: vec![(
                 "KAWAII_LOG".into(),
@@ -42,61 +45,35 @@ impl Ha {
         Ha {
             topo,
             lab,
-            opts,
             _serial: serial,
         }
     }
 
-    /// Starts pinging the internet host from `host` every 10 ms; returns the proc index.
-    fn ping(&mut self, host: &Host, name: &str) -> usize {
-        let h = host.clone();
-        self.topo
-            .spawn(
-                &h,
-                name,
-                &["ping", "-n", "-D", "-i", "0.01", "-W", "1", lab::INTERNET],
-            )
-            .expect("ping")
+    /// The two-zone lab's own config (adverts every 50 ms, no preemption delay).
+    fn plain(tag: &str, start_b: bool) -> Ha {
+        Ha::new(tag, start_b, |_| lab::ha_config(5, "0s"))
+    }
+
+    /// Starts pinging `target` from `host` every `interval` s; returns the proc index.
+    fn ping(&mut self, host: &Host, name: &str, target: &str, interval: &str) -> usize {
+        ping::start(&mut self.topo, host, name, target, interval, None).expect("ping")
     }
 
     /// Stops the pinger and returns the longest gap between two replies, and the reply count.
     fn gap(&mut self, ping: usize) -> (Duration, usize) {
-        let p = self.topo.proc(ping);
-        p.signal("INT");
-        std::thread::sleep(Duration::from_millis(200));
-        longest_gap(&p.output())
+        ping::stop(&mut self.topo, ping)
     }
 
-    /// A VPN client host named like its peer, linked to the region router on `link` (router
-    /// interface, router address, host address), and the config zone `zone`'s `showconf` gives it.
-    fn vpn_host(
-        &mut self,
-        router: &Host,
-        peer: &str,
-        link: (&str, &str, &str),
-        gw: &Host,
-        zone: &str,
-    ) -> (Host, String) {
-        let (router_if, router_addr, host_addr) = link;
-        let host = self.topo.host(peer).expect("host");
-        self.topo
-            .link(router, router_if, &host, "eth0")
-            .expect("link");
-        router
-            .run(&["ip", "addr", "add", router_addr, "dev", router_if])
-            .expect("addr");
-        host.run(&["ip", "addr", "add", host_addr, "dev", "eth0"])
-            .expect("addr");
-        let via = router_addr.split('/').next().unwrap_or_default();
-        host.run(&["ip", "route", "add", "default", "via", via])
-            .expect("route");
-        let token =
-            std::fs::read_to_string(self.topo.dir().join(format!("state-{zone}/admin.token")))
-                .expect("token")
-                .trim()
-                .to_string();
-        let conf = lab::showconf(gw, common::bin(), &token, peer).unwrap_or_else(|e| panic!("{e}"));
-        (host, conf)
+    /// Zone A's daemon starts again (after a kill or its exit).
+    fn restart_a(&mut self) {
+        self.lab.kawaii_a.restart(&mut self.topo).expect("restart");
+    }
+
+    /// Zone A dies (kawaii SIGKILLed, links cut); waits until zone B holds zone A's `vip`.
+    fn zone_a_dies(&mut self, vip: &str) {
+        self.topo.proc(self.lab.kawaii_a.proc).kill();
+        self.cut(&self.lab.gw_a, false);
+        self.wait_vip(&self.lab.gw_b, vip, true, "zone-b to take zone-a's VIPs");
     }
 
     fn cut(&self, host: &Host, up: bool) {
@@ -120,13 +97,7 @@ impl Ha {
 
     fn source_seen_from(&self, host: &Host) -> String {
         let out = host
-            .run(&[
-                "curl",
-                "-s",
-                "-m",
-                "3",
-                &format!("http://{}/", lab::INTERNET),
-            ])
+            .curl(&format!("http://{}/", lab::INTERNET), "3")
             .unwrap_or_default();
         out.split("you are ")
             .nth(1)
@@ -142,31 +113,60 @@ impl Ha {
         .unwrap_or_else(|e| panic!("{e}"));
     }
 
-    fn status(&self, host: &Host, state: &str) -> serde_json::Value {
-        let token = std::fs::read_to_string(self.topo.dir().join(state).join("admin.token"))
-            .expect("token");
-        let r = common::curl(host, "GET", "/v1/status", Some(token.trim()), None, &[]);
-        r.json()
+    /// Waits until zone A's private VIP has left `from` and is on `to` (each with what it
+    /// waits for); the order of the two waits is `to` first, as a takeover happens.
+    fn wait_moved(&self, from: (&Host, &str), to: (&Host, &str)) {
+        self.wait_vip(to.0, lab::ZONE_A_PRIVATE_VIP, true, to.1);
+        self.wait_vip(from.0, lab::ZONE_A_PRIVATE_VIP, false, from.1);
+    }
+
+    /// A second after the move, the pinger's longest gap (reported as `what`).
+    fn settled_gap(&mut self, ping: usize, what: &str) -> (Duration, usize) {
+        std::thread::sleep(Duration::from_millis(1000));
+        let (gap, replies) = self.gap(ping);
+        eprintln!("{what}: longest gap {gap:?} over {replies} replies");
+        (gap, replies)
+    }
+
+    fn zone_b(&self) -> &Serve {
+        self.lab.kawaii_b.as_ref().expect("zone-b runs kawaii")
+    }
+
+    /// The VRRP routers of one node's `/v1/status`, and the whole status.
+    fn vrrp(serve: &Serve) -> (Vec<serde_json::Value>, serde_json::Value) {
+        let st = serve.api().status();
+        let routers = st["details"]["vrrp"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        (routers, st)
+    }
+
+    /// One node's VRRP router for `zone`, and the whole status.
+    fn router(serve: &Serve, zone: &str) -> (serde_json::Value, serde_json::Value) {
+        let (routers, st) = Ha::vrrp(serve);
+        let r = routers
+            .into_iter()
+            .find(|r| r["zone"] == zone)
+            .unwrap_or_else(|| panic!("no {zone} router: {st}"));
+        (r, st)
     }
 }
 
 #[test]
 fn zone_failure_moves_vips_and_preemption_brings_them_back() {
-    let mut ha = Ha::new("ha-fail", &lab::ha_config(5, "0s"), true);
-    let (gw_a, gw_b, vm_a, vm_b) = (
-        ha.lab.gw_a.clone(),
-        ha.lab.gw_b.clone(),
-        ha.lab.vm_a.clone(),
-        ha.lab.vm_b.clone(),
-    );
+    let mut ha = Ha::plain("ha-fail", true);
+    let HaLab {
+        gw_a,
+        gw_b,
+        vm_a,
+        vm_b,
+        ..
+    } = ha.lab.clone();
     // Affinity: each zone's traffic leaves through its own zone with its own public VIP.
     assert_eq!(ha.source_seen_from(&vm_a), lab::ZONE_A_PUBLIC_VIP);
     assert_eq!(ha.source_seen_from(&vm_b), lab::ZONE_B_PUBLIC_VIP);
-    let st = ha.status(&gw_a, "state-zone-a");
-    let vrrp = st["details"]["vrrp"]
-        .as_array()
-        .expect("vrrp status")
-        .clone();
+    let (vrrp, st) = Ha::vrrp(&ha.lab.kawaii_a);
     assert_eq!(vrrp.len(), 2, "{st}");
     assert!(
         vrrp.iter()
@@ -180,21 +180,12 @@ fn zone_failure_moves_vips_and_preemption_brings_them_back() {
     );
 
     // Zone A dies: kawaii SIGKILLed, links cut.
-    let ping = ha.ping(&vm_a, "ping-kill");
+    let ping = ha.ping(&vm_a, "ping-kill", lab::INTERNET, "0.01");
     std::thread::sleep(Duration::from_millis(1000));
-    ha.topo.proc(ha.lab.kawaii_a).kill();
-    ha.cut(&gw_a, false);
-    ha.wait_vip(
-        &gw_b,
-        lab::ZONE_A_PRIVATE_VIP,
-        true,
-        "zone-b to take zone-a's VIPs",
-    );
-    std::thread::sleep(Duration::from_millis(1000));
-    let (gap, replies) = ha.gap(ping);
-    eprintln!("failover: longest gap {gap:?} over {replies} replies");
-    if let Some(b) = ha.lab.kawaii_b {
-        let log = ha.topo.proc(b).output();
+    ha.zone_a_dies(lab::ZONE_A_PRIVATE_VIP);
+    let (gap, replies) = ha.settled_gap(ping, "failover");
+    if let Some(b) = ha.lab.kawaii_b.clone() {
+        let log = b.log(&mut ha.topo);
         for l in log
             .lines()
             .filter(|l| {
@@ -212,36 +203,21 @@ fn zone_failure_moves_vips_and_preemption_brings_them_back() {
     // Zone A's traffic now leaves through zone B, with zone A's public VIP.
     assert_eq!(ha.source_seen_from(&vm_a), lab::ZONE_A_PUBLIC_VIP);
     assert_eq!(ha.source_seen_from(&vm_b), lab::ZONE_B_PUBLIC_VIP);
-    let st = ha.status(&gw_b, "state-zone-b");
-    let a = st["details"]["vrrp"]
-        .as_array()
-        .and_then(|v| v.iter().find(|r| r["zone"] == "zone-a").cloned())
-        .expect("zone-a router");
+    let (a, st) = Ha::router(ha.zone_b(), "zone-a");
     assert_eq!(a["state"], "master", "{st}");
     assert_eq!(a["last_reason"]["reason"], "master_down", "{st}");
 
     // Zone A comes back (rebooted: no VIPs) and preempts.
     ha.forget_vips(&gw_a);
-    let ping = ha.ping(&vm_a, "ping-back");
+    let ping = ha.ping(&vm_a, "ping-back", lab::INTERNET, "0.01");
     std::thread::sleep(Duration::from_millis(1000));
     ha.cut(&gw_a, true);
-    let opts = ha.opts.clone();
-    ha.lab.kawaii_a = lab::spawn_zone(&mut ha.topo, &gw_a, "zone-a", &opts).expect("restart");
-    ha.wait_vip(
-        &gw_a,
-        lab::ZONE_A_PRIVATE_VIP,
-        true,
-        "zone-a to take its VIPs back",
+    ha.restart_a();
+    ha.wait_moved(
+        (&gw_b, "zone-b to release zone-a's VIPs"),
+        (&gw_a, "zone-a to take its VIPs back"),
     );
-    ha.wait_vip(
-        &gw_b,
-        lab::ZONE_A_PRIVATE_VIP,
-        false,
-        "zone-b to release zone-a's VIPs",
-    );
-    std::thread::sleep(Duration::from_millis(1000));
-    let (gap, replies) = ha.gap(ping);
-    eprintln!("preemption: longest gap {gap:?} over {replies} replies");
+    let (gap, _) = ha.settled_gap(ping, "preemption");
     assert!(gap < Duration::from_millis(300), "preemption gap {gap:?}");
     assert_eq!(ha.source_seen_from(&vm_a), lab::ZONE_A_PUBLIC_VIP);
     assert!(!lab::has_address(&gw_b, lab::ZONE_A_PUBLIC_VIP));
@@ -249,36 +225,20 @@ fn zone_failure_moves_vips_and_preemption_brings_them_back() {
 
 #[test]
 fn sigterm_hands_over_at_once() {
-    let mut ha = Ha::new("ha-term", &lab::ha_config(5, "0s"), true);
-    let (gw_a, gw_b, vm_a) = (
-        ha.lab.gw_a.clone(),
-        ha.lab.gw_b.clone(),
-        ha.lab.vm_a.clone(),
-    );
-    let ping = ha.ping(&vm_a, "ping-term");
+    let mut ha = Ha::plain("ha-term", true);
+    let HaLab {
+        gw_a, gw_b, vm_a, ..
+    } = ha.lab.clone();
+    let ping = ha.ping(&vm_a, "ping-term", lab::INTERNET, "0.01");
     std::thread::sleep(Duration::from_millis(1000));
-    ha.topo.proc(ha.lab.kawaii_a).signal("TERM");
-    ha.wait_vip(
-        &gw_b,
-        lab::ZONE_A_PRIVATE_VIP,
-        true,
-        "zone-b to take zone-a's VIPs",
+    ha.topo.proc(ha.lab.kawaii_a.proc).signal("TERM");
+    ha.wait_moved(
+        (&gw_a, "zone-a to drop its VIPs on exit"),
+        (&gw_b, "zone-b to take zone-a's VIPs"),
     );
-    ha.wait_vip(
-        &gw_a,
-        lab::ZONE_A_PRIVATE_VIP,
-        false,
-        "zone-a to drop its VIPs on exit",
-    );
-    std::thread::sleep(Duration::from_millis(1000));
-    let (gap, replies) = ha.gap(ping);
-    eprintln!("sigterm handover: longest gap {gap:?} over {replies} replies");
+    let (gap, _) = ha.settled_gap(ping, "sigterm handover");
     assert!(gap < Duration::from_millis(300), "handover gap {gap:?}");
-    let st = ha.status(&gw_b, "state-zone-b");
-    let a = st["details"]["vrrp"]
-        .as_array()
-        .and_then(|v| v.iter().find(|r| r["zone"] == "zone-a").cloned())
-        .expect("zone-a router");
+    let (a, st) = Ha::router(ha.zone_b(), "zone-a");
     assert_eq!(a["last_reason"]["reason"], "master_resigned", "{st}");
     assert_eq!(ha.source_seen_from(&vm_a), lab::ZONE_A_PUBLIC_VIP);
 }
@@ -286,8 +246,8 @@ fn sigterm_hands_over_at_once() {
 /// keepalived (vrrp_version 3) in zone B's gateway as backup for zone A's virtual router.
 #[test]
 fn keepalived_backs_up_kawaii_and_yields_back() {
-    let mut ha = Ha::new("ha-keep", &lab::ha_config(5, "0s"), false);
-    let (gw_a, gw_b) = (ha.lab.gw_a.clone(), ha.lab.gw_b.clone());
+    let mut ha = Ha::plain("ha-keep", false);
+    let HaLab { gw_a, gw_b, .. } = ha.lab.clone();
     let dir = ha.topo.dir().to_path_buf();
     let conf = dir.join("keepalived.conf");
     std::fs::write(
@@ -346,7 +306,7 @@ vrrp_instance zone_a {{
         "keepalived stays backup"
     );
 
-    ha.topo.proc(ha.lab.kawaii_a).kill();
+    ha.topo.proc(ha.lab.kawaii_a.proc).kill();
     ha.wait_vip(
         &gw_b,
         lab::ZONE_A_PRIVATE_VIP,
@@ -356,8 +316,7 @@ vrrp_instance zone_a {{
     assert!(lab::has_address(&gw_b, lab::ZONE_A_PUBLIC_VIP));
 
     ha.forget_vips(&gw_a);
-    let opts = ha.opts.clone();
-    ha.lab.kawaii_a = lab::spawn_zone(&mut ha.topo, &gw_a, "zone-a", &opts).expect("restart");
+    ha.restart_a();
     ha.wait_vip(
         &gw_a,
         lab::ZONE_A_PRIVATE_VIP,
@@ -365,7 +324,7 @@ vrrp_instance zone_a {{
         "kawaii to take zone-a back",
     );
     ha.wait_vip(&gw_b, lab::ZONE_A_PRIVATE_VIP, false, "keepalived to yield");
-    let log = ha.topo.proc(ha.lab.kawaii_a).output();
+    let log = ha.lab.kawaii_a.log(&mut ha.topo);
     assert!(
         log.contains("Preempted"),
         "kawaii preempted keepalived:\n{log}"
@@ -377,29 +336,19 @@ vrrp_instance zone_a {{
 /// HA tests wait (see `SERIAL`); `KAWAII_HA_SATURATE_SECS` shortens it for a quick local run.
 #[test]
 fn no_spurious_failover_under_cpu_saturation() {
-    let mut ha = Ha::new("ha-cpu", &lab::ha_config(5, "0s"), true);
-    let (gw_a, gw_b, vm_b) = (
-        ha.lab.gw_a.clone(),
-        ha.lab.gw_b.clone(),
-        ha.lab.vm_b.clone(),
-    );
+    let mut ha = Ha::plain("ha-cpu", true);
+    let HaLab {
+        gw_a, gw_b, vm_b, ..
+    } = ha.lab.clone();
     let secs: u64 = std::env::var("KAWAII_HA_SATURATE_SECS")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(60);
     let transitions = |ha: &Ha| -> Vec<u64> {
-        [(&gw_a, "state-zone-a"), (&gw_b, "state-zone-b")]
+        [&ha.lab.kawaii_a, ha.zone_b()]
             .into_iter()
-            .flat_map(|(h, st)| {
-                let s = ha.status(h, st);
-                s["details"]["vrrp"]
-                    .as_array()
-                    .cloned()
-                    .unwrap_or_default()
-                    .iter()
-                    .map(|r| r["transitions"].as_u64().unwrap_or(u64::MAX))
-                    .collect::<Vec<_>>()
-            })
+            .flat_map(|serve| Ha::vrrp(serve).0)
+            .map(|r| r["transitions"].as_u64().unwrap_or(u64::MAX))
             .collect()
     };
     std::thread::sleep(Duration::from_millis(1500));
@@ -430,54 +379,28 @@ fn no_spurious_failover_under_cpu_saturation() {
     assert!(!lab::has_address(&gw_b, lab::ZONE_A_PRIVATE_VIP));
 }
 
-/// Longest gap between replies in `ping -D` output, and the reply count.
-fn longest_gap(out: &str) -> (Duration, usize) {
-    let times = common::reply_times(out);
-    let gap = times
-        .windows(2)
-        .map(|w| w[1] - w[0])
-        .fold(0.0_f64, f64::max);
-    (Duration::from_secs_f64(gap), times.len())
-}
-
 /// Issue 8, item 5: with an IPsec tunnel to an office and a WireGuard VPN peer both carrying
 /// traffic through zone A, zone A dies; both carry traffic again through zone B within 5 s
 /// (zone B starts the tunnel from zone A's VIP, and handshakes with the VPN peer at the endpoint
 /// zone A last told it about).
 #[test]
 fn ipsec_and_vpn_carry_traffic_again_after_failover() {
+    use kawaii_testkit::keys::{keypair, write_secret};
     use kawaii_testkit::office::{self, OfficeConn};
-    // The WireGuard key is shared by both zone instances.
-    let dir = std::env::temp_dir().join(format!("kawaii-ha-vpn-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("dir");
-    struct Rm(std::path::PathBuf);
-    impl Drop for Rm {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-    let _rm = Rm(dir.clone());
-    let key_file = dir.join("wg.key");
-    let (gw_key, _) = common::keypair();
-    common::write_secret(&key_file, &gw_key, 0o600);
-    let (laptop_key, laptop_pub) = common::keypair();
-    let (laptop2_key, laptop2_pub) = common::keypair();
+    use kawaii_testkit::wg::WireguardGo;
+    let keys = || keypair().expect("wg genkey");
+    let ((laptop_key, laptop_pub), (laptop2_key, laptop2_pub)) = (keys(), keys());
     let psk = "office-psk-for-the-ha-test";
-    let config = format!(
-        r#"{}
-[wireguard]
-listen_port = 51820
-address = "10.8.0.1/24"
-private_key_file = "{}"
-
-[[wireguard.peers]]
-name = "laptop"
-public_key = "{}"
-
-[[wireguard.peers]]
-name = "laptop2"
-public_key = "{}"
-
+    // The WireGuard key is shared by both zone instances.
+    let mut ha = Ha::new("ha-vpn", true, |dir| {
+        let key_file = dir.join("wg.key");
+        write_secret(&key_file, &keys().0, 0o600).expect("key file");
+        let peers = [
+            ("laptop", laptop_pub.as_str(), ""),
+            ("laptop2", laptop2_pub.as_str(), ""),
+        ];
+        format!(
+            r#"{}{}
 [[ipsec]]
 name = "ACME Office"
 remote_peer = "{}"
@@ -491,19 +414,18 @@ phase2_integrity_algorithm = "SHA256"
 phase2_encryption_algorithm = "AES256"
 dpd_timeout = "8s"
 "#,
-        lab::ha_config(5, "0s"),
-        key_file.display(),
-        laptop_pub,
-        laptop2_pub,
-        office::OFFICE_PUBLIC
-    );
-    let mut ha = Ha::new("ha-vpn", &config, true);
-    let (gw_a, gw_b, vm_a, router) = (
-        ha.lab.gw_a.clone(),
-        ha.lab.gw_b.clone(),
-        ha.lab.vm_a.clone(),
-        ha.lab.router.clone(),
-    );
+            lab::ha_config(5, "0s"),
+            lab::wireguard_toml(&key_file.to_string_lossy(), &peers),
+            office::OFFICE_PUBLIC
+        )
+    });
+    let HaLab {
+        gw_a,
+        gw_b,
+        vm_a,
+        router,
+        ..
+    } = ha.lab.clone();
     // The office, behind the region router, answering for zone A's public VIP.
     let svc = ha.lab.svc.clone();
     let off = office::build(&mut ha.topo, &router, &svc).expect("office");
@@ -517,40 +439,32 @@ dpd_timeout = "8s"
     })
     .expect("office conn");
     // The laptop, on the public side, configured from zone A's showconf.
-    let (laptop, conf) = ha.vpn_host(
+    let token_a = ha.lab.kawaii_a.token().expect("token");
+    let laptop = lab::router_client(
+        &mut ha.topo,
         &router,
         "laptop",
-        ("eth3", "192.0.2.1/24", "192.0.2.2/24"),
-        &gw_a,
-        "zone-a",
-    );
+        ("eth3", "192.0.2.1/24"),
+        "192.0.2.2/24",
+    )
+    .expect("laptop");
+    let conf = lab::showconf(&gw_a, KAWAII, &token_a, "laptop").unwrap_or_else(|e| panic!("{e}"));
     assert!(conf.contains("Endpoint = 203.0.113.10:51820"), "{conf}");
     assert!(
         conf.contains("# Endpoint = 203.0.113.20:51820  (zone zone-b)"),
         "{conf}"
     );
-    kawaii_testkit::services::wireguard_go_client(
-        &mut ha.topo,
-        &laptop,
-        "kwha0",
-        &conf,
-        &laptop_key,
-    )
-    .expect("wireguard-go");
+    let wg_laptop = WireguardGo::from_showconf(&mut ha.topo, &laptop, "kwha0", &conf, &laptop_key)
+        .expect("wireguard-go");
 
     // Both carry traffic through zone A.
-    let ok = |h: &Host, ip: &str| {
-        h.exec(&["ping", "-c", "1", "-W", "1", ip])
-            .ok()
-            .filter(|o| o.status.success())
-            .map(|_| ())
-    };
+    let ok = |h: &Host, ip: &str| h.pings(ip).then_some(());
     wait_for(
         Duration::from_secs(20),
         "vm-a to the office through IPsec",
         || ok(&vm_a, office::OFFICE_HOST),
     )
-    .unwrap_or_else(|e| panic!("{e}\n{}", ha.topo.proc(ha.lab.kawaii_a).output()));
+    .unwrap_or_else(|e| panic!("{e}\n{}", ha.lab.kawaii_a.log(&mut ha.topo)));
     wait_for(
         Duration::from_secs(10),
         "the laptop to vm-a through WireGuard",
@@ -559,30 +473,28 @@ dpd_timeout = "8s"
     .unwrap_or_else(|e| panic!("{e}"));
     // The gateway answers from the zone's VIP, not from its own fixed address (203.0.113.11),
     // so the laptop's endpoint is the address that moves on failover.
-    let endpoints = laptop
-        .run(&["wg", "show", "kwha0", "endpoints"])
+    let endpoints = wg_laptop
+        .wg(&["show", "kwha0", "endpoints"])
         .expect("wg show");
     assert!(
         endpoints.contains(&format!("\t{}:51820", lab::ZONE_A_PUBLIC_VIP)),
         "laptop's endpoint: {endpoints}"
     );
     // A second laptop, a client of zone B (configured from zone B's showconf), on its own link.
-    let (laptop2, conf2) = ha.vpn_host(
+    let laptop2 = lab::router_client(
+        &mut ha.topo,
         &router,
         "laptop2",
-        ("eth4", "192.0.2.65/26", "192.0.2.66/26"),
-        &gw_b,
-        "zone-b",
-    );
-    assert!(conf2.contains("Endpoint = 203.0.113.20:51820"), "{conf2}");
-    kawaii_testkit::services::wireguard_go_client(
-        &mut ha.topo,
-        &laptop2,
-        "kwha1",
-        &conf2,
-        &laptop2_key,
+        ("eth4", "192.0.2.65/26"),
+        "192.0.2.66/26",
     )
-    .expect("wireguard-go 2");
+    .expect("laptop2");
+    let token_b = ha.zone_b().token().expect("token");
+    let conf2 = lab::showconf(&gw_b, KAWAII, &token_b, "laptop2").unwrap_or_else(|e| panic!("{e}"));
+    assert!(conf2.contains("Endpoint = 203.0.113.20:51820"), "{conf2}");
+    let wg_laptop2 =
+        WireguardGo::from_showconf(&mut ha.topo, &laptop2, "kwha1", &conf2, &laptop2_key)
+            .expect("wireguard-go 2");
     wait_for(
         Duration::from_secs(10),
         "laptop2 to vm-b through zone B",
@@ -600,44 +512,15 @@ dpd_timeout = "8s"
     // Zone B has heard where the laptop is (sync every 0.5 s).
     std::thread::sleep(Duration::from_millis(1500));
 
-    let p_ipsec = ha
-        .topo
-        .spawn(
-            &vm_a,
-            "ping-office",
-            &[
-                "ping",
-                "-n",
-                "-D",
-                "-i",
-                "0.05",
-                "-W",
-                "1",
-                office::OFFICE_HOST,
-            ],
-        )
-        .expect("ping");
-    let p_vpn = ha
-        .topo
-        .spawn(
-            &laptop,
-            "ping-vpn",
-            &["ping", "-n", "-D", "-i", "0.05", "-W", "1", lab::VM_A],
-        )
-        .expect("ping");
+    let p_ipsec = ha.ping(&vm_a, "ping-office", office::OFFICE_HOST, "0.05");
+    let p_vpn = ha.ping(&laptop, "ping-vpn", lab::VM_A, "0.05");
     std::thread::sleep(Duration::from_millis(1000));
-    ha.topo.proc(ha.lab.kawaii_a).kill();
-    ha.cut(&gw_a, false);
-    ha.wait_vip(
-        &gw_b,
-        lab::ZONE_A_PUBLIC_VIP,
-        true,
-        "zone-b to take zone-a's VIPs",
-    );
+    ha.zone_a_dies(lab::ZONE_A_PUBLIC_VIP);
     // Give both 8 s after the failure, then look at the longest silence.
     std::thread::sleep(Duration::from_secs(8));
     let gaps = [ha.gap(p_ipsec), ha.gap(p_vpn)];
-    let log_b = ha.topo.proc(ha.lab.kawaii_b.expect("zone-b")).output();
+    let zone_b = ha.zone_b().clone();
+    let log_b = zone_b.log(&mut ha.topo);
     let interesting: Vec<&str> = log_b
         .lines()
         .filter(|l| l.contains("takeover") || l.contains("VIPs taken over") || l.contains("ipsec"))
@@ -650,18 +533,22 @@ dpd_timeout = "8s"
         gaps[1].1,
         interesting.join("\n")
     );
-    let pid_b = ha
-        .topo
-        .proc(ha.lab.kawaii_b.expect("zone-b"))
-        .pid()
-        .to_string();
+    let wg_b = |ha: &mut Ha| {
+        zone_b
+            .run_in_mounts(&mut ha.topo, &["wg", "show", "kawaii-wg0"])
+            .unwrap_or_default()
+    };
+    let endpoint = || {
+        wg_laptop
+            .wg(&["show", "kwha0", "endpoints"])
+            .unwrap_or_default()
+    };
     assert!(
         gaps[0].1 > 100 && gaps[1].1 > 100,
         "both recovered: {gaps:?}\nzone B routes:\n{}\n{}\n{}\n{}",
         gw_b.run(&["ip", "route"]).unwrap_or_default(),
-        gw_b.run(&["nsenter", "-t", &pid_b, "-m", "wg", "show", "kawaii-wg0"])
-            .unwrap_or_default(),
-        laptop.run(&["wg", "show", "kwha0"]).unwrap_or_default(),
+        wg_b(&mut ha),
+        endpoint(),
         log_b
     );
     assert!(
@@ -677,21 +564,9 @@ dpd_timeout = "8s"
     );
     // Zone B carries both now: the tunnel from zone A's VIP, the laptop's session.
     // `wg` where kawaii runs: its private /run/wireguard.
-    let pid = ha
-        .topo
-        .proc(ha.lab.kawaii_b.expect("zone-b"))
-        .pid()
-        .to_string();
-    let show = gw_b
-        .run(&["nsenter", "-t", &pid, "-m", "wg", "show", "kawaii-wg0"])
-        .unwrap_or_default();
+    let show = wg_b(&mut ha);
     assert!(show.contains("latest handshake"), "{show}");
     // The laptop now talks to zone B's own VIP (zone B answers from it).
-    let endpoint = || {
-        laptop
-            .run(&["wg", "show", "kwha0", "endpoints"])
-            .unwrap_or_default()
-    };
     let on = |vip: &str| endpoint().contains(&format!("\t{vip}:51820"));
     assert!(on(lab::ZONE_B_PUBLIC_VIP), "after takeover: {}", endpoint());
 
@@ -699,8 +574,7 @@ dpd_timeout = "8s"
     // guest, and zone A calls it home; the laptop follows zone A's VIP again.
     ha.forget_vips(&gw_a);
     ha.cut(&gw_a, true);
-    let opts = ha.opts.clone();
-    ha.lab.kawaii_a = lab::spawn_zone(&mut ha.topo, &gw_a, "zone-a", &opts).expect("restart");
+    ha.restart_a();
     ha.wait_vip(
         &gw_a,
         lab::ZONE_A_PUBLIC_VIP,
@@ -710,13 +584,7 @@ dpd_timeout = "8s"
     wait_for(Duration::from_secs(10), "the laptop back on zone A", || {
         on(lab::ZONE_A_PUBLIC_VIP).then_some(())
     })
-    .unwrap_or_else(|e| {
-        panic!(
-            "{e}: {}\n{}",
-            endpoint(),
-            ha.topo.proc(ha.lab.kawaii_a).output()
-        )
-    });
+    .unwrap_or_else(|e| panic!("{e}: {}\n{}", endpoint(), ha.lab.kawaii_a.log(&mut ha.topo)));
     wait_for(
         Duration::from_secs(10),
         "the laptop to vm-a through zone A",
@@ -725,8 +593,8 @@ dpd_timeout = "8s"
     .unwrap_or_else(|e| panic!("{e}"));
     // Zone B's own client was never zone A's: it stays on zone B.
     assert!(ok(&laptop2, lab::VM_B).is_some(), "laptop2 still connected");
-    let endpoint2 = laptop2
-        .run(&["wg", "show", "kwha1", "endpoints"])
+    let endpoint2 = wg_laptop2
+        .wg(&["show", "kwha1", "endpoints"])
         .unwrap_or_default();
     assert!(
         endpoint2.contains(&format!("\t{}:51820", lab::ZONE_B_PUBLIC_VIP)),

@@ -2,14 +2,15 @@
 //! side running its own charon (kernel-libipsec) from a hand-written swanctl.conf, and a host
 //! behind it. kawaii's charon is the one it starts and supervises itself.
 
-mod common;
-
-use common::curl;
-use kawaii_testkit::lab::{self, GatewayLab, LabOptions};
+use kawaii_testkit::api::Api;
+use kawaii_testkit::lab::{self, GatewayLab};
 use kawaii_testkit::office::{self, Office, OfficeConn};
-use kawaii_testkit::{Host, Topology};
+use kawaii_testkit::{Topology, slurp};
 use serde_json::Value;
+use std::path::Path;
 use std::time::{Duration, Instant};
+
+const KAWAII: &str = env!("CARGO_BIN_EXE_kawaii");
 
 const PSK: &str = "office-psk-never-in-any-log-1";
 const PSK2: &str = "office-psk-rotated-never-logged-2";
@@ -20,7 +21,7 @@ struct Site {
     topo: Topology,
     lab: GatewayLab,
     office: Office,
-    token: String,
+    api: Api,
 }
 
 fn ipsec_block(
@@ -93,34 +94,33 @@ type PhaseSpec = (u32, &'static str, &'static str);
 
 const SEED: PhaseSpec = (14, "SHA512", "AES256");
 
+/// The algorithm matrix (`testdata/ipsec-matrix.txt`): phase 1, phase 2, and the IKE SA's DH
+/// group as strongSwan lists it.
+fn matrix() -> Vec<(PhaseSpec, PhaseSpec, &'static str)> {
+    let phase = |c: &'static str| -> PhaseSpec {
+        let w: Vec<&'static str> = c.split_whitespace().collect();
+        assert_eq!(w.len(), 3, "{c:?}: DH group, integrity, encryption");
+        (w[0].parse().expect("a DH group number"), w[1], w[2])
+    };
+    include_str!("testdata/ipsec-matrix.txt")
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .map(|l| {
+            let cols: Vec<&'static str> = l.split('|').map(str::trim).collect();
+            assert_eq!(cols.len(), 3, "{l:?}");
+            (phase(cols[0]), phase(cols[1]), cols[2])
+        })
+        .collect()
+}
+
 impl Site {
     fn new(tag: &str, rules: bool) -> Site {
-        assert!(
-            kawaii_testkit::can_run(),
-            "end-to-end tests need root and iproute2"
-        );
-        let mut topo = Topology::new(tag).expect("topology");
-        let base = std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../examples/lab.toml"
-        ))
-        .expect("lab.toml");
-        let cfg = topo.dir().join("gateway.toml");
-        std::fs::write(
-            &cfg,
-            base + &ipsec_block(PSK, "172.16.1.0/24", SEED, SEED, rules),
-        )
-        .expect("config");
-        let opts = LabOptions {
-            kawaii: common::bin().into(),
-            config: cfg,
-            env: vec![],
-        };
-        let lab = lab::build(&mut topo, &opts).unwrap_or_else(|e| panic!("lab: {e}"));
-        let router = lab.router.clone();
-        let svc = lab.svc.clone();
-        let office =
-            office::build(&mut topo, &router, &svc).unwrap_or_else(|e| panic!("office: {e}"));
+        let config =
+            lab::LAB_TOML.to_string() + &ipsec_block(PSK, "172.16.1.0/24", SEED, SEED, rules);
+        let (mut topo, lab) =
+            lab::start(tag, Path::new(KAWAII), &config).unwrap_or_else(|e| panic!("lab: {e}"));
+        let office = office::build(&mut topo, &lab.router, &lab.svc)
+            .unwrap_or_else(|e| panic!("office: {e}"));
         office
             .load(&office_conn(PSK, SEED, SEED))
             .expect("office config");
@@ -128,24 +128,20 @@ impl Site {
         topo.spawn(
             &lab.vm1,
             "vm1-http-22",
-            &["python3", &svc, "http", "vm1", "22"],
+            &["python3", &lab.svc, "http", "vm1", "22"],
         )
         .expect("vm1 :22");
-        let token = lab::admin_token(&lab.state).expect("bootstrap token");
+        let api = lab.api();
         Site {
             topo,
             lab,
             office,
-            token,
+            api,
         }
     }
 
-    fn api(&self, method: &str, path: &str, body: Option<&str>) -> common::Reply {
-        curl(&self.lab.gw, method, path, Some(&self.token), body, &[])
-    }
-
     fn status(&self) -> Value {
-        self.api("GET", "/v1/status", None).json()
+        self.api.status()
     }
 
     fn ipsec(&self) -> Value {
@@ -161,8 +157,7 @@ impl Site {
     }
 
     fn kawaii_log(&mut self) -> String {
-        let i = self.lab.kawaii;
-        self.topo.proc(i).output()
+        self.lab.kawaii.log(&mut self.topo)
     }
 
     /// Everything kawaii and both charons wrote.
@@ -170,7 +165,7 @@ impl Site {
         let dir = self.lab.state.join("ipsec");
         let mut s = self.kawaii_log();
         for f in ["charon.log", "charon.out", "strongswan.conf"] {
-            s += &kawaii_testkit::slurp(&dir.join(f));
+            s += &slurp(&dir.join(f));
         }
         s += &self.office.log();
         s
@@ -181,10 +176,7 @@ impl Site {
             "--- status\n{}\n--- office SAs\n{}\n--- kawaii charon\n{}\n--- office charon\n{}\n--- kawaii\n{}",
             serde_json::to_string_pretty(&self.ipsec()).unwrap_or_default(),
             self.office.sas(),
-            tail(
-                &kawaii_testkit::slurp(&self.lab.state.join("ipsec/charon.log")),
-                40
-            ),
+            tail(&slurp(&self.lab.state.join("ipsec/charon.log")), 40),
             tail(&self.office.log(), 30),
             tail(&self.kawaii_log(), 30),
         )
@@ -192,9 +184,9 @@ impl Site {
 
     /// Changes the connection through the API (fields of the stored object replaced).
     fn put_conn(&self, change: impl FnOnce(&mut Value)) {
-        let mut v = self.api("GET", CONN, None).json();
+        let mut v = self.api.get(CONN).json();
         change(&mut v);
-        let r = self.api("PUT", CONN, Some(&v.to_string()));
+        let r = self.api.put(CONN, &v);
         assert_eq!(r.status, 200, "{}", r.body);
     }
 
@@ -229,24 +221,19 @@ fn office_ike_id(sas: &str) -> Option<String> {
         .map(String::from)
 }
 
-fn get(host: &Host, url: &str, timeout: &str) -> Option<String> {
-    let out = host
-        .exec(&["curl", "-s", "-m", timeout, url])
-        .expect("curl");
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
 /// Office host → vm1 over the tunnel (tcp/22), seeing the office host's real address.
 fn office_to_vm1(s: &Site) -> bool {
-    get(&s.office.host, "http://10.1.0.10:22/", "1")
+    s.office
+        .host
+        .curl("http://10.1.0.10:22/", "1")
         .is_some_and(|b| b.contains("hello from vm1, you are 172.16.1.10:"))
 }
 
 /// vm1 → office host, seeing vm1's real address (no NAT).
 fn vm1_to_office(s: &Site, host: &str) -> bool {
-    get(&s.lab.vm1, &format!("http://{host}:8080/"), "1")
+    s.lab
+        .vm1
+        .curl(&format!("http://{host}:8080/"), "1")
         .is_some_and(|b| b.contains("hello from ohost, you are 10.1.0.10:"))
 }
 
@@ -291,7 +278,7 @@ fn ipsec_site_to_site_end_to_end() {
             .contains("AES_CBC-256/HMAC_SHA2_512_256/PRF_HMAC_SHA2_512/MODP_2048")
     );
     // The same in /metrics (no token needed, no secret in it).
-    let metrics = curl(&s.lab.gw, "GET", "/metrics", None, None, &[]).body;
+    let metrics = s.api.as_token(None).get("/metrics").body;
     assert!(
         metrics.contains("kawaii_ipsec_child_sa_up{connection=\"ACME Office\"} 1"),
         "{metrics}"
@@ -299,23 +286,12 @@ fn ipsec_site_to_site_end_to_end() {
     assert!(metrics.contains("kawaii_ipsec_packets_in_total{connection=\"ACME Office\"}"));
 
     // `kawaii render --what ipsec`: the plan's connections, no PSK.
-    let cfg = s.topo.dir().join("gateway.toml");
-    let out = std::process::Command::new(common::bin())
-        .args([
-            "render",
-            "--config",
-            cfg.to_str().expect("utf-8"),
-            "--what",
-            "ipsec",
-        ])
-        .output()
-        .expect("render");
-    let rendered = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let cfg = s.lab.kawaii.config.clone();
+    let mut render = std::process::Command::new(KAWAII);
+    render
+        .args(["render", "--what", "ipsec", "--config"])
+        .arg(&cfg);
+    let rendered = kawaii_testkit::output(render, None).unwrap_or_else(|e| panic!("{e}"));
     assert!(
         rendered.contains("aes256-sha512-modp2048") && !rendered.contains(PSK),
         "{rendered}"
@@ -323,7 +299,7 @@ fn ipsec_site_to_site_end_to_end() {
 
     // (6) per-connection ingress rules: tcp/22 allowed (above), tcp/80 dropped.
     assert!(
-        get(&s.office.host, "http://10.1.0.10:80/", "2").is_none(),
+        s.office.host.curl("http://10.1.0.10:80/", "2").is_none(),
         "tcp/80 from the office must be dropped"
     );
 
@@ -387,7 +363,7 @@ fn ipsec_site_to_site_end_to_end() {
                 .is_some_and(|r| r.starts_with("authentication failed"))
         },
     );
-    let ki = s.lab.kawaii;
+    let ki = s.lab.kawaii.proc;
     assert!(s.topo.proc(ki).alive(), "kawaii crashed");
     assert_eq!(s.charon_pid(), Some(pid), "charon crashed");
     // Back to the right key: the driver keeps retrying.
@@ -401,7 +377,7 @@ fn ipsec_site_to_site_end_to_end() {
     );
 
     // Deleting the connection tears its SAs down.
-    let r = s.api("DELETE", CONN, None);
+    let r = s.api.delete(CONN);
     assert_eq!(r.status, 204, "{}", r.body);
     s.wait_up("SAs gone on the office", Duration::from_secs(5), |s| {
         !s.office.sas().contains("ESTABLISHED")
@@ -415,8 +391,8 @@ fn ipsec_site_to_site_end_to_end() {
     // No PSK anywhere: logs of kawaii and both charons, status, API.
     let mut everything = s.all_logs();
     everything += &s.status().to_string();
-    everything += &s.api("GET", "/v1/gateway", None).body;
-    everything += &s.api("GET", "/v1/audit", None).body;
+    everything += &s.api.get("/v1/gateway").body;
+    everything += &s.api.get("/v1/audit").body;
     for psk in [PSK, PSK2, WRONG] {
         assert!(!everything.contains(psk), "a PSK leaked");
     }
@@ -426,46 +402,10 @@ fn ipsec_site_to_site_end_to_end() {
 fn ipsec_algorithm_matrix() {
     let mut s = Site::new("ipsecm", false);
     s.wait_up("tunnel up", Duration::from_secs(30), |s| {
-        get(&s.office.host, "http://10.1.0.10:80/", "1").is_some()
+        s.office.host.curl("http://10.1.0.10:80/", "1").is_some()
     });
-    let combos: [(PhaseSpec, PhaseSpec, &str); 8] = [
-        ((2, "SHA1", "AES128"), (2, "SHA1", "AES128"), "MODP_1024"),
-        (
-            (5, "SHA256", "CAMELLIA256"),
-            (5, "SHA256", "CAMELLIA256"),
-            "MODP_1536",
-        ),
-        (
-            (14, "SHA384", "AES128"),
-            (14, "SHA384", "AES128"),
-            "MODP_2048",
-        ),
-        (
-            (19, "SHA256", "AES256"),
-            (19, "SHA256", "CAMELLIA256"),
-            "ECP_256",
-        ),
-        (
-            (20, "SHA384", "CAMELLIA256"),
-            (20, "SHA384", "CAMELLIA256"),
-            "ECP_384",
-        ),
-        (
-            (21, "SHA1", "CAMELLIA256"),
-            (21, "SHA1", "AES128"),
-            "ECP_521",
-        ),
-        (
-            (14, "SHA512", "AES256"),
-            (19, "SHA1", "CAMELLIA256"),
-            "MODP_2048",
-        ),
-        (
-            (5, "SHA1", "CAMELLIA256"),
-            (2, "SHA384", "AES128"),
-            "MODP_1536",
-        ),
-    ];
+    let combos = matrix();
+    assert_eq!(combos.len(), 8);
     for (p1, p2, ike_dh) in combos {
         let t0 = Instant::now();
         s.office
@@ -484,9 +424,13 @@ fn ipsec_algorithm_matrix() {
             Duration::from_secs(15),
             |s| {
                 s.office.sas().contains(ike_dh)
-                    && get(&s.office.host, "http://10.1.0.10:80/", "1")
+                    && s.office
+                        .host
+                        .curl("http://10.1.0.10:80/", "1")
                         .is_some_and(|b| b.contains("you are 172.16.1.10:"))
-                    && get(&s.lab.vm1, "http://172.16.1.10:8080/", "1")
+                    && s.lab
+                        .vm1
+                        .curl("http://172.16.1.10:8080/", "1")
                         .is_some_and(|b| b.contains("you are 10.1.0.10:"))
             },
         );

@@ -2,11 +2,10 @@
 //! (and unforgeable), policies with exceptions, removal and loss of the other side, and a
 //! one-sided peering to a plain router.
 
-mod common;
-
-use common::curl;
-use kawaii_testkit::lab::SVC_PY;
+use kawaii_testkit::api::Api;
+use kawaii_testkit::serve::{Serve, ServeOptions};
 use kawaii_testkit::{Host, Topology, wait_for, wait_tcp};
+use serde_json::{Value, json};
 use std::time::Duration;
 
 const KEY: &str = "acme-and-marvelous-agree-2026";
@@ -28,74 +27,46 @@ private_vip = "{private_vip}"
 }
 
 struct Gw {
-    host: Host,
-    proc: usize,
-    token: String,
+    serve: Serve,
+    api: Api,
 }
 
 fn start(topo: &mut Topology, host: &Host, config: &str) -> Gw {
-    let dir = topo.dir().join(&host.name);
-    std::fs::create_dir_all(&dir).expect("dir");
-    let cfg = dir.join("gateway.toml");
-    std::fs::write(&cfg, config).expect("config");
-    let state = dir.join("state");
-    let proc = topo
-        .spawn(
-            host,
-            &format!("kawaii-{}", host.name),
-            &[
-                common::bin(),
-                "serve",
-                "--config",
-                common::path(&cfg),
-                "--state",
-                common::path(&state),
-            ],
-        )
-        .expect("kawaii");
+    let opts = ServeOptions::new(env!("CARGO_BIN_EXE_kawaii"));
+    let serve = Serve::start(topo, host, "gateway.toml", config, &opts).expect("kawaii");
     wait_tcp(
         host,
         "127.0.0.1:7780".parse().expect("addr"),
         Duration::from_secs(10),
     )
     .expect("api");
-    let token = std::fs::read_to_string(state.join("admin.token"))
-        .expect("token")
-        .trim()
-        .to_string();
-    Gw {
-        host: host.clone(),
-        proc,
-        token,
-    }
+    let api = serve.api();
+    Gw { serve, api }
 }
 
 fn peering_state(gw: &Gw) -> String {
-    let s = curl(&gw.host, "GET", "/v1/status", Some(&gw.token), None, &[]).json();
+    let s = gw.api.status();
     s["details"]["vpc_peerings"][0]["state"]
         .as_str()
         .unwrap_or("none")
         .to_string()
 }
 
-fn get(from: &Host, url: &str) -> Option<String> {
-    let out = from.exec(&["curl", "-s", "-m", "1", url]).expect("curl");
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-fn peering(name: &str, subnet: &str, via: &str, extra: &str) -> String {
-    format!(r#"{{"name":"{name}","subnet":"{subnet}","via":"{via}","consent_key":"{KEY}"{extra}}}"#)
+/// The peering with acme as marvelous declares it, plus `extra` fields.
+fn peering(extra: Value) -> Value {
+    let mut p =
+        json!({"name": "acme", "subnet": "10.1.0.0/24", "via": "198.51.100.1", "consent_key": KEY});
+    if let (Some(p), Some(extra)) = (p.as_object_mut(), extra.as_object()) {
+        p.extend(extra.clone());
+    }
+    p
 }
 
 #[test]
 fn mutual_consent_policies_withdrawal_and_forgery() {
     assert!(kawaii_testkit::can_run(), "end-to-end tests need root");
     let mut t = Topology::new("vpc").expect("topology");
-    let svc = t.dir().join("svc.py");
-    std::fs::write(&svc, SVC_PY).expect("svc");
-    let svc = svc.to_string_lossy().into_owned();
+    let svc = t.svc().expect("svc.py");
     let bb = t.switch("bb").expect("backbone");
     let (acme, marv, intruder, ceph) = (
         t.host("acme").expect("h"),
@@ -190,11 +161,11 @@ fn mutual_consent_policies_withdrawal_and_forgery() {
     std::thread::sleep(Duration::from_millis(1500));
     assert_eq!(peering_state(&a), "pending");
     assert!(
-        get(&a1, "http://10.2.0.10/").is_none(),
+        a1.curl("http://10.2.0.10/", "1").is_none(),
         "acme -> marvelous must not pass"
     );
     assert!(
-        get(&m1, "http://10.1.0.10/").is_none(),
+        m1.curl("http://10.1.0.10/", "1").is_none(),
         "marvelous -> acme must not pass"
     );
 
@@ -218,7 +189,7 @@ for i in range(10):
         "pending",
         "a forged hello made the peering active"
     );
-    assert!(get(&a1, "http://10.2.0.10/").is_none());
+    assert!(a1.curl("http://10.2.0.10/", "1").is_none());
     intruder
         .sh("ip addr del 198.51.100.2/32 dev eth0")
         .expect("unspoof");
@@ -226,19 +197,9 @@ for i in range(10):
     acme.sh("ip neigh flush all").expect("neigh flush");
 
     // marvelous declares the mirror: both active, real addresses both ways.
-    let r = curl(
-        &m.host,
-        "POST",
-        "/v1/vpc-peerings",
-        Some(&m.token),
-        Some(&peering(
-            "acme",
-            "10.1.0.0/24",
-            "198.51.100.1",
-            r#","policy":"accept""#,
-        )),
-        &[],
-    );
+    let r = m
+        .api
+        .post("/v1/vpc-peerings", &peering(json!({"policy": "accept"})));
     assert_eq!(r.status, 201, "{}", r.body);
     if wait_for(Duration::from_secs(3), "both active", || {
         (peering_state(&a) == "active" && peering_state(&m) == "active").then_some(())
@@ -249,77 +210,54 @@ for i in range(10):
             "not active: acme {} marvelous {}\n{}\n{}",
             peering_state(&a),
             peering_state(&m),
-            t.proc(a.proc).output(),
-            t.proc(m.proc).output()
+            a.serve.log(&mut t),
+            m.serve.log(&mut t)
         );
     }
     let body = wait_for(Duration::from_secs(2), "acme -> marvelous", || {
-        get(&a1, "http://10.2.0.10/")
+        a1.curl("http://10.2.0.10/", "1")
     })
     .expect("a1 -> m1");
     assert!(body.contains("you are 10.1.0.10:"), "{body}");
-    let body = get(&m1, "http://10.1.0.10/").expect("m1 -> a1");
+    let body = m1.curl("http://10.1.0.10/", "1").expect("m1 -> a1");
     assert!(body.contains("you are 10.2.0.10:"), "{body}");
 
     // marvelous: policy drop with an ingress exception tcp/443.
-    let r = curl(
-        &m.host,
-        "PUT",
+    let r = m.api.put(
         "/v1/vpc-peerings/acme",
-        Some(&m.token),
-        Some(&peering(
-            "acme",
-            "10.1.0.0/24",
-            "198.51.100.1",
-            r#","policy":"drop","ingress_rules":[{"protocol":"tcp","ports":"443"}]"#,
-        )),
-        &[],
+        &peering(json!({"policy": "drop", "ingress_rules": [{"protocol": "tcp", "ports": "443"}]})),
     );
     assert_eq!(r.status, 200, "{}", r.body);
     wait_for(Duration::from_secs(2), "policy drop", || {
-        get(&a1, "http://10.2.0.10:22/").is_none().then_some(())
+        a1.curl("http://10.2.0.10:22/", "1").is_none().then_some(())
     })
     .expect("22 dropped");
     assert!(
-        get(&a1, "http://10.2.0.10:443/").is_some(),
+        a1.curl("http://10.2.0.10:443/", "1").is_some(),
         "443 is the exception"
     );
     // policy accept with an exception tcp/22.
-    let r = curl(
-        &m.host,
-        "PUT",
+    let r = m.api.put(
         "/v1/vpc-peerings/acme",
-        Some(&m.token),
-        Some(&peering(
-            "acme",
-            "10.1.0.0/24",
-            "198.51.100.1",
-            r#","policy":"accept","ingress_rules":[{"protocol":"tcp","ports":"22"}]"#,
-        )),
-        &[],
+        &peering(
+            json!({"policy": "accept", "ingress_rules": [{"protocol": "tcp", "ports": "22"}]}),
+        ),
     );
     assert_eq!(r.status, 200, "{}", r.body);
     wait_for(Duration::from_secs(2), "policy accept", || {
-        get(&a1, "http://10.2.0.10/").map(|_| ())
+        a1.curl("http://10.2.0.10/", "1").map(|_| ())
     })
     .expect("80 open");
     assert!(
-        get(&a1, "http://10.2.0.10:22/").is_none(),
+        a1.curl("http://10.2.0.10:22/", "1").is_none(),
         "22 is the exception"
     );
 
     // marvelous removes its peering: traffic stops within 2 s, acme shows pending.
-    let r = curl(
-        &m.host,
-        "DELETE",
-        "/v1/vpc-peerings/acme",
-        Some(&m.token),
-        None,
-        &[],
-    );
+    let r = m.api.delete("/v1/vpc-peerings/acme");
     assert_eq!(r.status, 204);
     wait_for(Duration::from_secs(2), "cut", || {
-        get(&a1, "http://10.2.0.10/").is_none().then_some(())
+        a1.curl("http://10.2.0.10/", "1").is_none().then_some(())
     })
     .expect("cut within 2 s");
     wait_for(Duration::from_secs(2), "acme pending", || {
@@ -328,43 +266,30 @@ for i in range(10):
     .expect("pending");
 
     // Declared again, then marvelous's gateway dies: acme shows down.
-    let r = curl(
-        &m.host,
-        "POST",
-        "/v1/vpc-peerings",
-        Some(&m.token),
-        Some(&peering("acme", "10.1.0.0/24", "198.51.100.1", "")),
-        &[],
-    );
+    let r = m.api.post("/v1/vpc-peerings", &peering(json!({})));
     assert_eq!(r.status, 201);
     wait_for(Duration::from_secs(3), "active again", || {
         (peering_state(&a) == "active").then_some(())
     })
     .expect("active");
-    t.proc(m.proc).kill();
+    t.proc(m.serve.proc).kill();
     wait_for(Duration::from_secs(3), "acme down", || {
         (peering_state(&a) == "down").then_some(())
     })
     .expect("down");
 
     // consent = "none" to a plain router: one-sided and working.
-    let r = curl(
-        &a.host,
-        "POST",
+    let r = a.api.post(
         "/v1/vpc-peerings",
-        Some(&a.token),
-        Some(
-            r#"{"name":"ceph","subnet":"10.50.0.0/24","via":"198.51.100.50","consent":"none","policy":"accept"}"#,
-        ),
-        &[],
+        &json!({"name": "ceph", "subnet": "10.50.0.0/24", "via": "198.51.100.50", "consent": "none", "policy": "accept"}),
     );
     assert_eq!(r.status, 201, "{}", r.body);
     // A request racing the apply may still leave through the ordinary egress NAT; once the
     // peering is in the kernel, c1 sees acme's real address.
     let body = wait_for(Duration::from_secs(2), "acme -> ceph without NAT", || {
-        get(&a1, "http://10.50.0.10/").filter(|b| b.contains("you are 10.1.0.10:"))
+        a1.curl("http://10.50.0.10/", "1")
+            .filter(|b| b.contains("you are 10.1.0.10:"))
     })
     .expect("a1 -> c1 with its real address");
     assert!(body.contains("hello from c1"), "{body}");
-    let _ = a.proc;
 }

@@ -11,90 +11,22 @@
 //! legacy is 192.0.2.0/24, cloudnative 198.51.100.0/24; names resolve through per-namespace
 //! hosts files, as Docker's DNS does in the original demo.
 
-mod common;
-
-use common::curl;
-use kawaii_testkit::services::{kawaii_node, nginx};
-use kawaii_testkit::{Host, Topology, lab, wait_for};
-use std::path::PathBuf;
+use kawaii_testkit::api::Api;
+use kawaii_testkit::serve::{Serve, ServeOptions};
+use kawaii_testkit::services::nginx;
+use kawaii_testkit::{Host, Topology, wait_for};
+use serde_json::json;
 use std::time::Duration;
 
 const PAGE: &str = "<h1>Welcome to nginx!</h1> behind the tunnel\n";
 
-// The demo's key pairs, as published in its conf.yaml files.
-const SERVER_PUB: &str = "2o3hItYcvPrcmDMog6rOhmdzZd6PH+QIZtCvZnVrslU=";
-const SERVER_KEY: &str = "YExoeogF9Ekn30/ybaCYHGsvQwT93+6IQLAp6xk2bFM=";
+// client's public key, as published in the demo's conf.yaml files (`testdata/cloud-gateway/`).
 const CLIENT_PUB: &str = "QqdKxpGpG1TTuyjCayMpRRKwLm5kjyIKZybxjv8oDnQ=";
-const CLIENT_KEY: &str = "uA2r7XTFgpCa/qbxbJvxJCDO6dg6BU7FIwNSNvd46mo=";
-const LEGACY_PUB: &str = "L0pt7T0BGsk4nByoS0I8goLoCRTx0CeKCsSlNIBX2Gk=";
-const LEGACY_KEY: &str = "gEPdRpgPz5xoAGXf0p1mf5Cfan++uIDB8r3WmZVWznA=";
-
-fn minimal_server_yaml() -> String {
-    format!(
-        "type: server\nname: server\npublic_key: {SERVER_PUB}\nprivate_key: {SERVER_KEY}\npeers:\n  - name: client\n    public_key: {CLIENT_PUB}\npipes:\n  - name: nginx\n    port: 8080\n    remote: nginx:80\n"
-    )
-}
-
-fn minimal_client_yaml() -> String {
-    format!(
-        "type: client\nname: client\npublic_key: {CLIENT_PUB}\nprivate_key: {CLIENT_KEY}\npeers:\n  - name: server\n    endpoint: server:8765\n    public_key: {SERVER_PUB}\npipes:\n  - name: nginx\n    port: 8080\n    remote: nginx:80\n"
-    )
-}
-
-fn reverse_server_yaml() -> String {
-    format!(
-        "type: server\nname: server\npublic_key: {SERVER_PUB}\nprivate_key: {SERVER_KEY}\npeers:\n  - name: client-cloudnative\n    public_key: {CLIENT_PUB}\n  - name: client-legacy\n    public_key: {LEGACY_PUB}\npipes:\n  - name: nginx\n    port: 8080\n    remote: nginx:80\n    peer: client-cloudnative # must match the exact name of the client where the remote endpoint is resolvable\n"
-    )
-}
-
-fn reverse_cloudnative_yaml() -> String {
-    format!(
-        "type: client\nname: client-cloudnative\npublic_key: {CLIENT_PUB}\nprivate_key: {CLIENT_KEY}\npeers:\n  - name: server\n    endpoint: server:8765\n    public_key: {SERVER_PUB}\npipes:\n  - name: nginx\n    port: 8080\n    remote: nginx:80\n    peer: client-cloudnative # telling cloudgateway the remote endpoint is resolvable\n"
-    )
-}
-
-fn reverse_legacy_yaml() -> String {
-    format!(
-        "type: client\nname: client-legacy\npublic_key: {LEGACY_PUB}\nprivate_key: {LEGACY_KEY}\npeers:\n  - name: server\n    endpoint: server:8765\n    public_key: {SERVER_PUB}\npipes:\n  - name: nginx\n    port: 8080\n    remote: nginx:80\n"
-    )
-}
-
-/// A native kawaii edge node: its VPN address, port, key, peers `(name, key, vpn ip, endpoint)`
-/// and pipes `(name, port, remote, peer)`.
-fn native(
-    name: &str,
-    address: &str,
-    port: u16,
-    key: &str,
-    peers: &[(&str, &str, &str, Option<&str>)],
-    pipes: &[(&str, u16, &str, Option<&str>)],
-) -> String {
-    let mut s = format!(
-        "[gateway]\nname = \"{name}\"\n\n[wireguard]\nlisten_port = {port}\naddress = \"{address}/24\"\nprivate_key = \"{key}\"\n"
-    );
-    for (n, k, ip, endpoint) in peers {
-        s.push_str(&format!(
-            "\n[[wireguard.peers]]\nname = \"{n}\"\npublic_key = \"{k}\"\nallowed_ips = [\"{ip}/32\"]\n"
-        ));
-        if let Some(e) = endpoint {
-            s.push_str(&format!("endpoint = \"{e}\"\npersistent_keepalive = 25\n"));
-        }
-    }
-    for (n, p, remote, peer) in pipes {
-        s.push_str(&format!(
-            "\n[[pipes]]\nname = \"{n}\"\nport = {p}\nremote = \"{remote}\"\n"
-        ));
-        if let Some(peer) = peer {
-            s.push_str(&format!("peer = \"{peer}\"\n"));
-        }
-    }
-    s
-}
 
 struct Demo {
     topo: Topology,
-    /// (host, process index, state dir) per kawaii node, by node name.
-    nodes: Vec<(String, Host, usize, PathBuf)>,
+    /// The kawaii nodes (each named after its host).
+    nodes: Vec<Serve>,
     hosts: Vec<Host>,
 }
 
@@ -102,69 +34,52 @@ impl Demo {
     fn host(&self, name: &str) -> Host {
         self.hosts
             .iter()
-            .chain(self.nodes.iter().map(|n| &n.1))
+            .chain(self.nodes.iter().map(|n| &n.host))
             .find(|h| h.name == name)
             .cloned()
             .unwrap_or_else(|| panic!("no host {name}"))
     }
 
-    fn node(&self, name: &str) -> &(String, Host, usize, PathBuf) {
-        self.nodes
-            .iter()
-            .find(|n| n.0 == name)
-            .unwrap_or_else(|| panic!("no node {name}"))
-    }
-
     fn logs(&mut self) -> String {
-        let idx: Vec<(String, usize)> = self.nodes.iter().map(|n| (n.0.clone(), n.2)).collect();
-        idx.into_iter()
-            .map(|(n, i)| format!("--- {n}\n{}", self.topo.proc(i).output()))
+        let nodes = self.nodes.clone();
+        nodes
+            .iter()
+            .map(|n| format!("--- {}\n{}", n.host.name, n.log(&mut self.topo)))
             .collect()
     }
 
     /// The node's API as its bootstrap admin.
-    fn api(&self, node: &str, method: &str, path: &str, body: Option<&str>) -> common::Reply {
-        let (_, host, _, state) = self.node(node);
-        let token = lab::admin_token(state).expect("bootstrap token");
-        curl(host, method, path, Some(&token), body, &[])
+    fn api(&self, node: &str) -> Api {
+        self.nodes
+            .iter()
+            .find(|n| n.host.name == node)
+            .unwrap_or_else(|| panic!("no node {node}"))
+            .api()
     }
 
     /// curl from `from` until it answers (the tunnel handshakes on first use).
     fn fetch(&mut self, from: &str, url: &str) -> String {
         let h = self.host(from);
-        let r = wait_for(Duration::from_secs(20), url, || {
-            let o = h.exec(&["curl", "-s", "-m", "3", url]).ok()?;
-            o.status
-                .success()
-                .then(|| String::from_utf8_lossy(&o.stdout).into_owned())
-        });
+        let r = wait_for(Duration::from_secs(20), url, || h.curl(url, "3"));
         r.unwrap_or_else(|e| panic!("{e}\n{}", self.logs()))
     }
 }
 
-fn start_nodes(
-    topo: &mut Topology,
-    nodes: &[(&Host, &str, String)],
-) -> Vec<(String, Host, usize, PathBuf)> {
-    let mut out = Vec::new();
-    for (host, file, text) in nodes {
-        let dir = topo.dir().join(&host.name);
-        std::fs::create_dir_all(&dir).expect("dir");
-        let cfg = dir.join(file);
-        std::fs::write(&cfg, text).expect("config");
-        let state = dir.join("state");
-        let i = kawaii_node(topo, host, common::bin().as_ref(), &cfg, &state).expect("kawaii");
-        out.push((host.name.clone(), (*host).clone(), i, state));
-    }
-    for (name, host, _, state) in &out {
+fn start_nodes(topo: &mut Topology, nodes: &[(&Host, &str, String)]) -> Vec<Serve> {
+    let opts = ServeOptions::new(env!("CARGO_BIN_EXE_kawaii"));
+    let started: Vec<Serve> = nodes
+        .iter()
+        .map(|(host, file, text)| Serve::start(topo, host, file, text, &opts).expect("kawaii"))
+        .collect();
+    for node in &started {
+        let name = &node.host.name;
         wait_for(Duration::from_secs(15), &format!("{name} applied"), || {
-            let token = lab::admin_token(state)?;
-            let s = curl(host, "GET", "/v1/status", Some(&token), None, &[]);
+            let s = node.api().get("/v1/status");
             (s.status == 200 && s.json()["ready"] == true).then_some(())
         })
         .unwrap_or_else(|e| panic!("{e}"));
     }
-    out
+    started
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -173,168 +88,71 @@ enum Flavor {
     Native,
 }
 
-/// The two networks and the hosts on them: `(host, network, interface, address)` per port, where
-/// network is "legacy" or "cloudnative". Returns the topology and the hosts by name, in order.
-fn networks(tag: &str, ports: &[(&str, &str, &str, &str)]) -> (Topology, Vec<Host>) {
+/// A demo from `testdata/cloud-gateway/<name>/`: the hosts on the two networks ("legacy",
+/// "cloudnative") and their hosts files as `network.txt` lists them, nginx (and a digest sink
+/// and an echo service) on the host `nginx`, and kawaii on every host with a config there:
+/// `<host>.yaml` as Cloud-Gateway published it, or its native `.toml` twin.
+fn demo(tag: &str, name: &str, flavor: Flavor) -> Demo {
     assert!(
         kawaii_testkit::can_run(),
         "end-to-end tests need root and iproute2"
     );
+    let dir = format!(
+        "{}/tests/testdata/cloud-gateway/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let read = |file: &str| {
+        let path = format!("{dir}/{file}");
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+    };
     let mut topo = Topology::new(tag).expect("topology");
     let legacy = topo.switch("legacy").expect("switch");
     let cloud = topo.switch("cloudnative").expect("switch");
-    let mut hosts: Vec<Host> = Vec::new();
-    for (name, net, dev, ip) in ports {
-        let h = match hosts.iter().find(|h| h.name == *name) {
-            Some(h) => h.clone(),
+    let mut hosts: Vec<(Host, String)> = Vec::new();
+    for line in read("network.txt")
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+    {
+        let mut words = line.splitn(5, ' ');
+        let mut word = || words.next().expect("host network interface address");
+        let (host, net, dev, cidr) = (word(), word(), word(), word());
+        let etc_hosts = words.next().unwrap_or_default().replace("; ", "\n");
+        let h = match hosts.iter().find(|(h, _)| h.name == host) {
+            Some((h, _)) => h.clone(),
             None => {
-                let h = topo.host(name).expect("host");
-                hosts.push(h.clone());
+                let h = topo.host(host).expect("host");
+                hosts.push((h.clone(), cidr.to_string()));
                 h
             }
         };
-        let switch = if *net == "legacy" { &legacy } else { &cloud };
-        topo.plug(&h, dev, switch).expect("plug");
-        h.run(&["ip", "addr", "add", ip, "dev", dev]).expect("addr");
+        topo.plug(&h, dev, if net == "legacy" { &legacy } else { &cloud })
+            .expect("plug");
+        h.addr(dev, cidr).expect("addr");
+        if !etc_hosts.is_empty() {
+            topo.hosts_file(&h, &etc_hosts).expect("hosts");
+        }
     }
-    (topo, hosts)
-}
-
-/// The minimal demo: nginx in legacy; the server in both networks; the client in cloudnative.
-fn minimal(tag: &str, flavor: Flavor) -> Demo {
-    let (mut topo, hosts) = networks(
-        tag,
-        &[
-            ("nginx", "legacy", "eth0", "192.0.2.10/24"),
-            ("server", "legacy", "eth0", "192.0.2.2/24"),
-            ("server", "cloudnative", "eth1", "198.51.100.2/24"),
-            ("client", "cloudnative", "eth0", "198.51.100.3/24"),
-        ],
-    );
-    let [web, server, client] = [0, 1, 2].map(|i| hosts[i].clone());
-    topo.hosts_file(&server, "192.0.2.10 nginx").expect("hosts");
-    topo.hosts_file(&client, "198.51.100.2 server\n198.51.100.3 client")
-        .expect("hosts");
-    nginx(&mut topo, &web, "192.0.2.10", PAGE).expect("nginx");
-    let svc = topo.dir().join("svc.py");
-    std::fs::write(&svc, lab::SVC_PY).expect("svc.py");
-    let svc = svc.to_string_lossy().into_owned();
+    let (web, web_cidr) = hosts
+        .iter()
+        .find(|(h, _)| h.name == "nginx")
+        .cloned()
+        .expect("an nginx host");
+    let web_ip = web_cidr.split('/').next().unwrap_or_default();
+    nginx(&mut topo, &web, web_ip, PAGE).expect("nginx");
+    let svc = topo.svc().expect("svc.py");
     topo.spawn(&web, "digest", &["python3", &svc, "digest", "9000"])
         .expect("digest");
     topo.spawn(&web, "echo", &["python3", &svc, "tcp-echo", "7"])
         .expect("echo");
-    let configs = match flavor {
-        Flavor::CloudGateway => vec![
-            (&server, "conf.yaml", minimal_server_yaml()),
-            (&client, "conf.yaml", minimal_client_yaml()),
-        ],
-        Flavor::Native => vec![
-            (
-                &server,
-                "kawaii.toml",
-                native(
-                    "server",
-                    "10.192.0.1",
-                    8765,
-                    SERVER_KEY,
-                    &[("client", CLIENT_PUB, "10.192.0.2", None)],
-                    &[("nginx", 8080, "nginx:80", None)],
-                ),
-            ),
-            (
-                &client,
-                "kawaii.toml",
-                native(
-                    "client",
-                    "10.192.0.2",
-                    51820,
-                    CLIENT_KEY,
-                    &[("server", SERVER_PUB, "10.192.0.1", Some("server:8765"))],
-                    &[("nginx", 8080, "nginx:80", Some("server"))],
-                ),
-            ),
-        ],
+    let (ext, file) = match flavor {
+        Flavor::CloudGateway => ("yaml", "conf.yaml"),
+        Flavor::Native => ("toml", "kawaii.toml"),
     };
-    let nodes = start_nodes(&mut topo, &configs);
-    Demo {
-        topo,
-        nodes,
-        hosts: vec![web],
-    }
-}
-
-/// The reverse demo: nginx in cloudnative; client-legacy reaches it through the server and
-/// client-cloudnative.
-fn reverse(tag: &str, flavor: Flavor) -> Demo {
-    let (mut topo, hosts) = networks(
-        tag,
-        &[
-            ("nginx", "cloudnative", "eth0", "198.51.100.10/24"),
-            ("server", "legacy", "eth0", "192.0.2.2/24"),
-            ("server", "cloudnative", "eth1", "198.51.100.2/24"),
-            (
-                "client-cloudnative",
-                "cloudnative",
-                "eth0",
-                "198.51.100.3/24",
-            ),
-            ("client-legacy", "legacy", "eth0", "192.0.2.3/24"),
-        ],
-    );
-    let [web, server, cn, lg] = [0, 1, 2, 3].map(|i| hosts[i].clone());
-    topo.hosts_file(&cn, "198.51.100.2 server\n198.51.100.10 nginx")
-        .expect("hosts");
-    topo.hosts_file(&lg, "192.0.2.2 server\n192.0.2.3 client-legacy")
-        .expect("hosts");
-    nginx(&mut topo, &web, "198.51.100.10", PAGE).expect("nginx");
-    let configs = match flavor {
-        Flavor::CloudGateway => vec![
-            (&server, "conf.yaml", reverse_server_yaml()),
-            (&cn, "conf.yaml", reverse_cloudnative_yaml()),
-            (&lg, "conf.yaml", reverse_legacy_yaml()),
-        ],
-        Flavor::Native => vec![
-            (
-                &server,
-                "kawaii.toml",
-                native(
-                    "server",
-                    "10.192.0.1",
-                    8765,
-                    SERVER_KEY,
-                    &[
-                        ("client-cloudnative", CLIENT_PUB, "10.192.0.2", None),
-                        ("client-legacy", LEGACY_PUB, "10.192.0.3", None),
-                    ],
-                    &[("nginx", 8080, "nginx:80", Some("client-cloudnative"))],
-                ),
-            ),
-            (
-                &cn,
-                "kawaii.toml",
-                native(
-                    "client-cloudnative",
-                    "10.192.0.2",
-                    51820,
-                    CLIENT_KEY,
-                    &[("server", SERVER_PUB, "10.192.0.1", Some("server:8765"))],
-                    &[("nginx", 8080, "nginx:80", None)],
-                ),
-            ),
-            (
-                &lg,
-                "kawaii.toml",
-                native(
-                    "client-legacy",
-                    "10.192.0.3",
-                    51820,
-                    LEGACY_KEY,
-                    &[("server", SERVER_PUB, "10.192.0.1", Some("server:8765"))],
-                    &[("nginx", 8080, "nginx:80", Some("server"))],
-                ),
-            ),
-        ],
-    };
+    let configs: Vec<(&Host, &str, String)> = hosts
+        .iter()
+        .filter(|(h, _)| std::path::Path::new(&format!("{dir}/{}.{ext}", h.name)).exists())
+        .map(|(h, _)| (h, file, read(&format!("{}.{ext}", h.name))))
+        .collect();
     let nodes = start_nodes(&mut topo, &configs);
     Demo {
         topo,
@@ -345,18 +163,16 @@ fn reverse(tag: &str, flavor: Flavor) -> Demo {
 
 #[test]
 fn minimal_demo_from_cloud_gateway_files_with_load_and_live_pipes() {
-    let mut d = minimal("pipemin", Flavor::CloudGateway);
+    let mut d = demo("pipemin", "minimal", Flavor::CloudGateway);
     // 1. curl client:8080 gets nginx's page; the client has no route to nginx itself.
     let page = d.fetch("client", "http://client:8080/");
     assert_eq!(page, PAGE);
     let client = d.host("client");
-    let direct = client
-        .exec(&["curl", "-s", "-m", "2", "http://192.0.2.10/"])
-        .expect("curl");
-    assert!(!direct.status.success(), "only the pipe reaches nginx");
+    let direct = client.curl("http://192.0.2.10/", "2");
+    assert!(direct.is_none(), "only the pipe reaches nginx");
     // Both ends derived the same VPN addresses from the files.
     let c_ip = kawaii_model::dropin::cloud_gateway_address(CLIENT_PUB).to_string();
-    let status = d.api("server", "GET", "/v1/status", None).json();
+    let status = d.api("server").status();
     let peers = status["details"]["wireguard"]["peers"].clone();
     assert_eq!(peers[0]["allowed_ips"][0], format!("{c_ip}/32"), "{status}");
 
@@ -365,25 +181,25 @@ fn minimal_demo_from_cloud_gateway_files_with_load_and_live_pipes() {
     for (node, body) in [
         (
             "server",
-            r#"{"name":"sink","port":9000,"remote":"nginx:9000"}"#,
+            json!({"name": "sink", "port": 9000, "remote": "nginx:9000"}),
         ),
         (
             "client",
-            r#"{"name":"sink","port":9000,"remote":"nginx:9000","peer":"server"}"#,
+            json!({"name": "sink", "port": 9000, "remote": "nginx:9000", "peer": "server"}),
         ),
         (
             "server",
-            r#"{"name":"echo","port":7000,"remote":"nginx:7"}"#,
+            json!({"name": "echo", "port": 7000, "remote": "nginx:7"}),
         ),
         (
             "client",
-            r#"{"name":"echo","port":7000,"remote":"nginx:7","peer":"server"}"#,
+            json!({"name": "echo", "port": 7000, "remote": "nginx:7", "peer": "server"}),
         ),
     ] {
-        let r = d.api(node, "POST", "/v1/pipes", Some(body));
+        let r = d.api(node).post("/v1/pipes", &body);
         assert_eq!(r.status, 201, "{node}: {}", r.body);
     }
-    let svc = d.topo.dir().join("svc.py").to_string_lossy().into_owned();
+    let svc = d.topo.svc().expect("svc.py");
     let h = client.clone();
     let out = wait_for(Duration::from_secs(10), "the sink pipe", || {
         h.exec(&["python3", &svc, "load", "127.0.0.1", "9000", "1", "1000"])
@@ -412,7 +228,7 @@ fn minimal_demo_from_cloud_gateway_files_with_load_and_live_pipes() {
     eprintln!("100 × 10 MB through the pipe: {}", text.trim());
     // Status (read live) counts every byte and connection, none left open.
     let sink = wait_for(Duration::from_secs(6), "the sink's counters", || {
-        let st = d.api("client", "GET", "/v1/status", None).json();
+        let st = d.api("client").status();
         let sink = st["details"]["pipes"]
             .as_array()
             .and_then(|p| p.iter().find(|p| p["name"] == "sink").cloned())?;
@@ -441,33 +257,26 @@ fn minimal_demo_from_cloud_gateway_files_with_load_and_live_pipes() {
         .unwrap_or_else(|e| e.to_string())
     });
     std::thread::sleep(Duration::from_millis(800));
-    let r = d.api(
-        "client",
-        "POST",
-        "/v1/pipes",
-        Some(r#"{"name":"extra","port":7100,"remote":"nginx:80","peer":"server"}"#),
-    );
-    assert_eq!(r.status, 201, "{}", r.body);
-    let r = d.api(
-        "server",
-        "POST",
-        "/v1/pipes",
-        Some(r#"{"name":"extra","port":7100,"remote":"nginx:80"}"#),
-    );
-    assert_eq!(r.status, 201, "{}", r.body);
+    let extra = json!({"name": "extra", "port": 7100, "remote": "nginx:80"});
+    let mut via_server = extra.clone();
+    via_server["peer"] = "server".into();
+    for (node, body) in [("client", &via_server), ("server", &extra)] {
+        let r = d.api(node).post("/v1/pipes", body);
+        assert_eq!(r.status, 201, "{}", r.body);
+    }
     assert_eq!(d.fetch("client", "http://127.0.0.1:7100/"), PAGE);
     std::thread::sleep(Duration::from_millis(300));
     for node in ["client", "server"] {
-        let r = d.api(node, "DELETE", "/v1/pipes/extra", None);
+        let r = d.api(node).delete("/v1/pipes/extra");
         assert_eq!(r.status, 204, "{}", r.body);
     }
-    let r = d.api("client", "DELETE", "/v1/pipes/nginx", None);
+    let r = d.api("client").delete("/v1/pipes/nginx");
     assert_eq!(r.status, 204, "{}", r.body);
     wait_for(Duration::from_secs(3), "the nginx pipe to close", || {
-        let o = client
-            .exec(&["curl", "-s", "-m", "1", "http://127.0.0.1:8080/"])
-            .ok()?;
-        (!o.status.success()).then_some(())
+        client
+            .curl("http://127.0.0.1:8080/", "1")
+            .is_none()
+            .then_some(())
     })
     .unwrap_or_else(|e| panic!("{e}"));
     std::thread::sleep(Duration::from_millis(500));
@@ -483,7 +292,7 @@ fn minimal_demo_from_cloud_gateway_files_with_load_and_live_pipes() {
         bytes > 100_000,
         "the stream moved data throughout: {result}"
     );
-    let metrics = d.api("client", "GET", "/metrics", None).body;
+    let metrics = d.api("client").get("/metrics").body;
     assert!(
         metrics.contains("kawaii_pipe_bytes_total{pipe=\"sink\",direction=\"in\"}"),
         "{metrics}"
@@ -492,18 +301,18 @@ fn minimal_demo_from_cloud_gateway_files_with_load_and_live_pipes() {
 
 #[test]
 fn minimal_demo_from_native_toml() {
-    let mut d = minimal("pipeminn", Flavor::Native);
+    let mut d = demo("pipeminn", "minimal", Flavor::Native);
     assert_eq!(d.fetch("client", "http://client:8080/"), PAGE);
 }
 
 #[test]
 fn reverse_demo_from_cloud_gateway_files() {
-    let mut d = reverse("piperev", Flavor::CloudGateway);
+    let mut d = demo("piperev", "reverse", Flavor::CloudGateway);
     assert_eq!(d.fetch("client-legacy", "http://client-legacy:8080/"), PAGE);
     // The way through: the server's pipe dials client-cloudnative's VPN address.
     let cn = kawaii_model::dropin::cloud_gateway_address(CLIENT_PUB);
     let pipe = wait_for(Duration::from_secs(6), "the server's pipe status", || {
-        let st = d.api("server", "GET", "/v1/status", None).json();
+        let st = d.api("server").status();
         let p = st["details"]["pipes"][0].clone();
         (p["connections"].as_u64()? > 0).then_some(p)
     })
@@ -513,6 +322,6 @@ fn reverse_demo_from_cloud_gateway_files() {
 
 #[test]
 fn reverse_demo_from_native_toml() {
-    let mut d = reverse("piperevn", Flavor::Native);
+    let mut d = demo("piperevn", "reverse", Flavor::Native);
     assert_eq!(d.fetch("client-legacy", "http://client-legacy:8080/"), PAGE);
 }

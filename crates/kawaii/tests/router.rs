@@ -2,44 +2,24 @@
 //! public VIP from the internet host with real curl and openssl, and kiagateway's `servers.toml`
 //! run unchanged.
 
-mod common;
-
-use kawaii_testkit::lab::{self, LabOptions};
+use kawaii_testkit::api::Api;
+use kawaii_testkit::lab;
+use kawaii_testkit::serve::{Serve, ServeOptions};
 use kawaii_testkit::{Host, Topology, wait_for, wait_tcp};
+use serde_json::json;
+use std::path::Path;
 use std::time::Duration;
 
-const CONFIG: &str = r#"
-[gateway]
-name = "web"
-private_subnet = "10.1.0.0/24"
+const KAWAII: &str = env!("CARGO_BIN_EXE_kawaii");
 
-[[zones]]
-name = "zone-a"
-public_interface = "wan0"
-private_interface = "lan0"
-public_vip = "203.0.113.10/24"
-public_gateway = "203.0.113.1"
-private_vip = "10.1.0.1"
-
-[[routes]]
-domain = "example.com"
-https = ["10.1.0.10:443"]
-http = ["10.1.0.10:80"]
-
-[[routes]]
-domain = "*.example.org"
-https = ["10.1.0.11:443"]
-http = ["10.1.0.11:80"]
-
-[[routes]]
-domain = "*"
-http = ["10.1.0.10:80"]
-"#;
+/// A zone with three domain routes (exact, wildcard, default).
+const CONFIG: &str = include_str!("testdata/router.toml");
 
 fn cert(dir: &std::path::Path, name: &str) -> (String, String) {
     let key = dir.join(format!("{name}.key"));
     let crt = dir.join(format!("{name}.crt"));
-    let out = std::process::Command::new("openssl")
+    let mut openssl = std::process::Command::new("openssl");
+    openssl
         .args([
             "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj",
         ])
@@ -47,14 +27,8 @@ fn cert(dir: &std::path::Path, name: &str) -> (String, String) {
         .arg("-keyout")
         .arg(&key)
         .arg("-out")
-        .arg(&crt)
-        .output()
-        .expect("openssl");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+        .arg(&crt);
+    kawaii_testkit::output(openssl, None).unwrap_or_else(|e| panic!("{e}"));
     (crt.to_string_lossy().into(), key.to_string_lossy().into())
 }
 
@@ -68,16 +42,8 @@ fn subject(host: &Host, addr: &str, name: &str) -> String {
 
 #[test]
 fn sni_and_host_routing_on_the_public_vip() {
-    assert!(kawaii_testkit::can_run(), "end-to-end tests need root");
-    let mut topo = Topology::new("rtr").expect("topology");
-    let cfg = topo.dir().join("gateway.toml");
-    std::fs::write(&cfg, CONFIG).expect("config");
-    let opts = LabOptions {
-        kawaii: common::bin().into(),
-        config: cfg,
-        env: vec![],
-    };
-    let l = lab::build(&mut topo, &opts).unwrap_or_else(|e| panic!("lab: {e}"));
+    let (mut topo, l) =
+        lab::start("rtr", Path::new(KAWAII), CONFIG).unwrap_or_else(|e| panic!("lab: {e}"));
     let dir = topo.dir().to_path_buf();
     let (c1, k1) = cert(&dir, "example.com");
     let (c2, k2) = cert(&dir, "www.example.org");
@@ -155,17 +121,17 @@ fn sni_and_host_routing_on_the_public_vip() {
     assert!(!subject(&l.internet, &format!("{vip}:443"), "nobody.invalid").contains("CN"));
     assert!(started.elapsed() < Duration::from_secs(3));
     // Status shows the routes; the firewall opened exactly the listener ports.
-    let token = lab::admin_token(&l.state).expect("token");
+    let api = l.api();
     wait_for(Duration::from_secs(5), "router status", || {
-        let s = common::curl(&l.gw, "GET", "/v1/status", Some(&token), None, &[]);
+        let s = api.get("/v1/status");
         s.body.contains("\"domain\":\"example.com\"").then_some(())
     })
     .expect("router in status");
     // Status is read live: the connections just made are counted at once, with no refresh wait.
-    let before = router_http_total(&l, &token, "example.com");
+    let before = router_http_total(&api, "example.com");
     assert!(get("example.com").contains("hello from vm1"));
     assert_eq!(
-        router_http_total(&l, &token, "example.com"),
+        router_http_total(&api, "example.com"),
         before + 1,
         "counted in /v1/status right away"
     );
@@ -175,13 +141,9 @@ fn sni_and_host_routing_on_the_public_vip() {
     assert!(table.contains("tcp dport { 80, 443 }"), "{table}");
 
     // A route change applies live: example.com's http now goes to vm2.
-    let r = common::curl(
-        &l.gw,
-        "PUT",
+    let r = api.put(
         "/v1/routes/example.com",
-        Some(&token),
-        Some(r#"{"domain":"example.com","http":["10.1.0.11:80"]}"#),
-        &[],
+        &json!({"domain": "example.com", "http": ["10.1.0.11:80"]}),
     );
     assert_eq!(r.status, 200, "{}", r.body);
     wait_for(Duration::from_secs(3), "new route", || {
@@ -205,16 +167,11 @@ fn kiagateway_servers_toml_runs_unchanged() {
     ] {
         let mut topo = Topology::new("kia").expect("topology");
         let h = topo.host("edge").expect("host");
-        let svc = topo.dir().join("svc.py");
-        std::fs::write(&svc, lab::SVC_PY).expect("svc");
-        let svc = svc.to_string_lossy().into_owned();
+        let svc = topo.svc().expect("svc.py");
         topo.spawn(&h, "b1", &["python3", &svc, "http", "b1", "8001"])
             .expect("b1");
         topo.spawn(&h, "b2", &["python3", &svc, "http", "b2", "8002"])
             .expect("b2");
-        let cfg = topo.dir().join("servers.toml");
-        std::fs::write(&cfg, toml).expect("servers.toml");
-        let state = topo.dir().join("state");
         let (c, k) = cert(topo.dir(), "example.com");
         topo.spawn(
             &h,
@@ -224,26 +181,20 @@ fn kiagateway_servers_toml_runs_unchanged() {
             ],
         )
         .expect("tls");
-        let i = topo
-            .spawn(
-                &h,
-                "kawaii",
-                &[
-                    common::bin(),
-                    "serve",
-                    "--config",
-                    common::path(&cfg),
-                    "--state",
-                    common::path(&state),
-                ],
-            )
-            .expect("kawaii");
+        let kawaii = Serve::start(
+            &mut topo,
+            &h,
+            "servers.toml",
+            toml,
+            &ServeOptions::new(KAWAII),
+        )
+        .expect("kawaii");
         wait_tcp(
             &h,
             "127.0.0.1:80".parse().expect("addr"),
             Duration::from_secs(10),
         )
-        .unwrap_or_else(|e| panic!("{e}\n{}", topo.proc(i).output()));
+        .unwrap_or_else(|e| panic!("{e}\n{}", kawaii.log(&mut topo)));
         for backend in ["127.0.0.1:8001", "127.0.0.1:8002", "127.0.0.1:8443"] {
             wait_tcp(&h, backend.parse().expect("addr"), Duration::from_secs(10))
                 .expect("backend up");
@@ -290,31 +241,19 @@ fn sigterm_refuses_new_connections_and_finishes_a_download() {
             "--bind",
             "127.0.0.1",
             "--directory",
-            common::path(&www),
+            &www.to_string_lossy(),
         ],
     )
     .expect("backend");
-    let cfg = topo.dir().join("servers.toml");
-    std::fs::write(
-        &cfg,
+    let kawaii = Serve::start(
+        &mut topo,
+        &h,
+        "servers.toml",
         "[http_backends]\n\"example.com\" = \"127.0.0.1:8001\"\n",
+        &ServeOptions::new(KAWAII),
     )
-    .expect("servers.toml");
-    let state = topo.dir().join("state");
-    let kawaii = topo
-        .spawn(
-            &h,
-            "kawaii",
-            &[
-                common::bin(),
-                "serve",
-                "--config",
-                common::path(&cfg),
-                "--state",
-                common::path(&state),
-            ],
-        )
-        .expect("kawaii");
+    .expect("kawaii")
+    .proc;
     let router: std::net::SocketAddr = "127.0.0.1:80".parse().expect("addr");
     wait_tcp(&h, router, Duration::from_secs(10))
         .unwrap_or_else(|e| panic!("{e}\n{}", topo.proc(kawaii).output()));
@@ -338,7 +277,7 @@ fn sigterm_refuses_new_connections_and_finishes_a_download() {
                 "--max-time",
                 "60",
                 "-o",
-                common::path(&out),
+                &out.to_string_lossy(),
                 "-w",
                 "%{http_code} %{size_download}",
                 "--resolve",
@@ -409,8 +348,8 @@ fn sigterm_refuses_new_connections_and_finishes_a_download() {
 }
 
 /// Connections so far on `domain`'s HTTP route, from `/v1/status`.
-fn router_http_total(l: &lab::GatewayLab, token: &str, domain: &str) -> u64 {
-    let s = common::curl(&l.gw, "GET", "/v1/status", Some(token), None, &[]).json();
+fn router_http_total(api: &Api, domain: &str) -> u64 {
+    let s = api.status();
     s["details"]["router"]["routes"]
         .as_array()
         .and_then(|r| {

@@ -4,16 +4,22 @@
 //!
 //! Screenshots go to `<target>/tmp/ui/` (the test artefacts).
 
-mod common;
-
-use common::{ADMIN, PSK, VIEWER, curl, sha};
+use kawaii_testkit::api::Api;
 use kawaii_testkit::lab::{self, HaLab, HaLabOptions};
 use kawaii_testkit::webdriver::{Browser, ENTER, TAB, png_stats};
 use kawaii_testkit::{Host, Topology, wait_for};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+const KAWAII: &str = env!("CARGO_BIN_EXE_kawaii");
+const ADMIN: &str = "admin-token-for-tests";
+const VIEWER: &str = "viewer-token-for-tests";
+const PSK: &str = "psk-that-must-never-leak-42";
 const CONSENT: &str = "consent-key-that-must-never-leak-7";
+
+fn sha(token: &str) -> String {
+    hex::encode(kawaii_api::hash_token(token))
+}
 const PAGE: &str = "http://127.0.0.1:7780/ui";
 const CHROMEDRIVER_PORT: u16 = 9515;
 
@@ -59,7 +65,7 @@ impl UiLab {
         );
         std::fs::write(&cfg, config).expect("config");
         let opts = HaLabOptions {
-            kawaii: common::bin().into(),
+            kawaii: KAWAII.into(),
             config: cfg,
             env: vec![],
             start_b: true,
@@ -73,11 +79,12 @@ impl UiLab {
     }
 
     fn logs(&mut self) -> String {
-        let a = self.topo.proc(self.lab.kawaii_a).output();
+        let a = self.lab.kawaii_a.log(&mut self.topo);
         let b = self
             .lab
             .kawaii_b
-            .map(|i| self.topo.proc(i).output())
+            .as_ref()
+            .map(|s| s.log(&mut self.topo))
             .unwrap_or_default();
         format!("--- zone-a ---\n{a}\n--- zone-b ---\n{b}")
     }
@@ -207,12 +214,12 @@ fn screenshot(b: &Browser, name: &str, width: u32, height: u32, top: bool) -> Pa
 /// the audit trail as soon as it is made.
 #[test]
 fn viewer_sees_zones_and_live_counters_and_no_secret() {
-    let (wg_private, _) = common::keypair();
-    let (_, alice_pub) = common::keypair();
+    let (wg_private, _) = kawaii_testkit::keys::keypair().expect("keypair");
+    let (_, alice_pub) = kawaii_testkit::keys::keypair().expect("keypair");
     let wg_secret = wg_private.clone();
     let mut ui = UiLab::new("ui-view", move |dir| {
         let key = dir.join("wg.key");
-        common::write_secret(&key, &wg_secret, 0o600);
+        kawaii_testkit::keys::write_secret(&key, &wg_secret, 0o600).expect("key file");
         format!(
             r#"
 [wireguard]
@@ -312,7 +319,7 @@ phase2_encryption_algorithm = "AES256"
     );
 
     // A rule counter grows on the page while traffic flows (connections to the open port 22).
-    let status = curl(&gw, "GET", "/v1/status", Some(VIEWER), None, &[]).json();
+    let status = Api::new(&gw, Some(VIEWER)).status();
     let rule = status["details"]["rules"]
         .as_array()
         .into_iter()
@@ -458,13 +465,9 @@ phase2_encryption_algorithm = "AES256"
     .unwrap_or_else(|e| panic!("{e}"));
     b.execute("window.__sameDocument = true; return true;")
         .expect("marker");
-    let r = curl(
-        &gw,
-        "POST",
+    let r = Api::new(&gw, Some(ADMIN)).post(
         "/v1/ingress-rules",
-        Some(ADMIN),
-        Some(r#"{"protocol":"tcp","ports":"8443"}"#),
-        &[],
+        &serde_json::json!({"protocol": "tcp", "ports": "8443"}),
     );
     assert_eq!(r.status, 201, "{}", r.body);
     b.wait_script(
@@ -505,8 +508,7 @@ fn zone_failure_shows_on_the_other_zone_page_within_2s() {
         .expect("marker");
 
     let killed = Instant::now();
-    let a = ui.lab.kawaii_a;
-    ui.topo.proc(a).kill();
+    ui.topo.proc(ui.lab.kawaii_a.proc).kill();
     let mut last = String::new();
     let took = wait_for(
         Duration::from_secs(5),

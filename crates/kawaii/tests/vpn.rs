@@ -10,34 +10,19 @@
 //!  bob 192.0.2.130 ──┘
 //! ```
 
-mod common;
-
-use common::curl;
+use kawaii_testkit::api::Api;
+use kawaii_testkit::keys::{keypair, write_secret};
 use kawaii_testkit::lab::{self, GatewayLab, LabOptions};
-use kawaii_testkit::{Host, Topology, wait_for};
+use kawaii_testkit::wg::WireguardGo;
+use kawaii_testkit::{Host, Topology, ping, wait_for};
+use serde_json::json;
 use std::path::Path;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
+
+const KAWAII: &str = env!("CARGO_BIN_EXE_kawaii");
 
 /// The seed's Kilo manifest (../shared/seeds/kilo-vpn.md), as written there.
-const KILO_PEER: &str = "apiVersion: kilo.squat.ai/v1alpha1
-kind: Peer
-metadata:
-  name: squat
-spec:
-  allowedIPs:
-  - 10.5.0.1/32 # Example IP address on the peer's interface.
-  publicKey: GY5aT1N9dTR/nJnT1N2f4ClZWVj0jOAld0r8ysWLyjg=
-  persistentKeepalive: 10
-";
-
-fn cli(host: &Host, token: &str, args: &[&str]) -> std::process::Output {
-    let mut full = vec![common::bin()];
-    full.extend_from_slice(args);
-    host.command(&full)
-        .env("KAWAII_TOKEN", token)
-        .output()
-        .expect("run kawaii")
-}
+const KILO_PEER: &str = include_str!("testdata/kilo-peer.yaml");
 
 fn stdout(o: &std::process::Output) -> String {
     assert!(
@@ -50,140 +35,105 @@ fn stdout(o: &std::process::Output) -> String {
 }
 
 fn vpn_config(key_file: &Path, alice: &str, bob: &str) -> String {
-    let lab = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../examples/lab.toml"
-    ))
-    .expect("lab.toml");
-    format!(
-        r#"{lab}
-[wireguard]
-listen_port = 51820
-address = "10.8.0.1/24"
-private_key_file = "{}"
-
-[[wireguard.peers]]
-name = "alice"
-public_key = "{alice}"
-
-[[wireguard.peers]]
-name = "bob"
-public_key = "{bob}"
-allowed_ips = ["10.8.0.50/32"]
-allow_internet = true
-"#,
-        key_file.display()
-    )
+    let key_file = key_file.to_string_lossy();
+    let bob_extra = "allowed_ips = [\"10.8.0.50/32\"]\nallow_internet = true\n";
+    lab::LAB_TOML.to_string()
+        + &lab::wireguard_toml(&key_file, &[("alice", alice, ""), ("bob", bob, bob_extra)])
 }
 
 struct Vpn {
     topo: Topology,
     lab: GatewayLab,
+    api: Api,
     token: String,
     alice: Host,
     bob: Host,
-    config: std::path::PathBuf,
 }
 
 impl Vpn {
-    fn api(&self, method: &str, path: &str, body: Option<&str>) -> common::Reply {
-        curl(&self.lab.gw, method, path, Some(&self.token), body, &[])
+    fn log(&mut self) -> String {
+        self.lab.kawaii.log(&mut self.topo)
     }
 
-    fn log(&mut self) -> String {
-        let i = self.lab.kawaii;
-        self.topo.proc(i).output()
+    /// `wg show kawaii-wg0 [WHAT]` where the daemon sees its UAPI socket.
+    fn wg_show(&mut self, what: &str) -> kawaii_testkit::Result<String> {
+        let mut args = vec!["wg", "show", "kawaii-wg0"];
+        args.extend(Some(what).filter(|w| !w.is_empty()));
+        self.lab.kawaii.run_in_mounts(&mut self.topo, &args)
+    }
+
+    /// The kawaii CLI on the gateway, as the bootstrap admin; its stdout (it must succeed).
+    fn cli(&self, args: &[&str]) -> String {
+        stdout(&self.lab.kawaii.cli(&self.token, args).expect("run kawaii"))
     }
 
     /// wireguard-go in `host`, set up from a showconf text only.
     fn client(&mut self, host: &Host, ifname: &str, showconf: &str, private_key: &str) {
-        kawaii_testkit::services::wireguard_go_client(
-            &mut self.topo,
-            host,
-            ifname,
-            showconf,
-            private_key,
-        )
-        .unwrap_or_else(|e| panic!("wireguard-go from showconf: {e}"));
+        WireguardGo::from_showconf(&mut self.topo, host, ifname, showconf, private_key)
+            .unwrap_or_else(|e| panic!("wireguard-go from showconf: {e}"));
+    }
+
+    /// `url` from `host` as soon as it answers (within 10 s: the tunnel handshakes first).
+    fn fetch(&mut self, host: &Host, url: &str) -> String {
+        wait_for(Duration::from_secs(10), url, || host.curl(url, "2"))
+            .unwrap_or_else(|e| panic!("{e}\n{}", self.log()))
+    }
+
+    fn wait_wireguard_driver(&mut self, what: &str) {
+        let api = self.api.clone();
+        wait_for(Duration::from_secs(15), what, || {
+            api.driver_ok("wireguard").then_some(())
+        })
+        .unwrap_or_else(|e| panic!("{e}\n{}", self.log()));
     }
 }
 
 fn build(tag: &str) -> (Vpn, (String, String), (String, String)) {
+    let keys = || keypair().expect("wg genkey");
+    let (gw_key, alice_keys, bob_keys) = (keys().0, keys(), keys());
     assert!(
         kawaii_testkit::can_run(),
         "end-to-end tests need root and iproute2"
     );
     let mut topo = Topology::new(tag).expect("topology");
-    let (gw_key, _) = common::keypair();
     let key_file = topo.dir().join("wg.key");
-    common::write_secret(&key_file, &gw_key, 0o600);
-    let alice_keys = common::keypair();
-    let bob_keys = common::keypair();
-    let cfg = topo.dir().join("gateway.toml");
-    std::fs::write(&cfg, vpn_config(&key_file, &alice_keys.1, &bob_keys.1)).expect("config");
-    let opts = LabOptions {
-        kawaii: common::bin().into(),
-        config: cfg.clone(),
-        env: vec![],
-    };
+    write_secret(&key_file, &gw_key, 0o600).expect("key file");
+    let config = vpn_config(&key_file, &alice_keys.1, &bob_keys.1);
+    let opts = LabOptions::new(&topo, KAWAII, &config).expect("config");
     let lab = lab::build(&mut topo, &opts).unwrap_or_else(|e| panic!("lab: {e}"));
-    let token = lab::admin_token(&lab.state).expect("bootstrap token");
+    let api = lab.api();
+    let token = lab.kawaii.token().expect("bootstrap token");
     // Two VPN clients on the public side of the region router.
-    let alice = topo.host("alice").expect("alice");
-    let bob = topo.host("bob").expect("bob");
-    topo.link(&lab.router, "eth2", &alice, "eth0")
-        .expect("link");
-    topo.link(&lab.router, "eth3", &bob, "eth0").expect("link");
-    lab.router
-        .run(&["ip", "addr", "add", "192.0.2.1/25", "dev", "eth2"])
-        .expect("addr");
-    lab.router
-        .run(&["ip", "addr", "add", "192.0.2.129/25", "dev", "eth3"])
-        .expect("addr");
-    alice
-        .run(&["ip", "addr", "add", "192.0.2.2/25", "dev", "eth0"])
-        .expect("addr");
-    alice
-        .run(&["ip", "route", "add", "default", "via", "192.0.2.1"])
-        .expect("route");
-    bob.run(&["ip", "addr", "add", "192.0.2.130/25", "dev", "eth0"])
-        .expect("addr");
-    bob.run(&["ip", "route", "add", "default", "via", "192.0.2.129"])
-        .expect("route");
-    let v = Vpn {
+    let alice = lab::router_client(
+        &mut topo,
+        &lab.router,
+        "alice",
+        ("eth2", "192.0.2.1/25"),
+        "192.0.2.2/25",
+    )
+    .expect("alice");
+    let bob = lab::router_client(
+        &mut topo,
+        &lab.router,
+        "bob",
+        ("eth3", "192.0.2.129/25"),
+        "192.0.2.130/25",
+    )
+    .expect("bob");
+    let mut v = Vpn {
         topo,
         lab,
+        api,
         token,
         alice,
         bob,
-        config: cfg,
     };
-    let gw = v.lab.gw.clone();
-    let token = v.token.clone();
-    wait_for(Duration::from_secs(15), "the wireguard driver", || {
-        let s = curl(&gw, "GET", "/v1/status", Some(&token), None, &[]);
-        let ok = s.status == 200
-            && s.json()["drivers"].as_array().is_some_and(|d| {
-                d.iter()
-                    .any(|d| d["name"] == "wireguard" && d["ok"] == true)
-            });
-        ok.then_some(())
-    })
-    .unwrap_or_else(|e| panic!("{e}"));
+    v.wait_wireguard_driver("the wireguard driver");
     (v, alice_keys, bob_keys)
 }
 
-fn unix_now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock")
-        .as_secs_f64()
-}
-
-fn transfer(gw: &Host, public_key: &str) -> (u64, u64) {
-    let out = gw
-        .run(&["wg", "show", "kawaii-wg0", "transfer"])
-        .expect("wg show transfer");
+fn transfer(v: &mut Vpn, public_key: &str) -> (u64, u64) {
+    let out = v.wg_show("transfer").expect("wg show transfer");
     out.lines()
         .find(|l| l.starts_with(public_key))
         .and_then(|l| {
@@ -200,7 +150,7 @@ fn vpn_peers_from_showconf_kilo_restart_and_live_removal() {
 
     // 1. alice has no allowed_ips: showconf gives her an allocated address; wireguard-go set up
     // from that output alone reaches vm1, which sees her VPN address.
-    let conf = stdout(&cli(&gw, &v.token, &["peer", "showconf", "alice"]));
+    let conf = v.cli(&["peer", "showconf", "alice"]);
     assert!(conf.contains("Address = 10.8.0.2/32"), "{conf}");
     assert!(conf.contains("Endpoint = 203.0.113.10:51820"), "{conf}");
     assert!(
@@ -213,15 +163,7 @@ fn vpn_peers_from_showconf_kilo_restart_and_live_removal() {
     );
     let alice = v.alice.clone();
     v.client(&alice, "kwa", &conf, &alice_key);
-    let page = wait_for(Duration::from_secs(10), "vm1 through the tunnel", || {
-        let o = alice
-            .exec(&["curl", "-s", "-m", "2", &format!("http://{}/", lab::VM1)])
-            .ok()?;
-        o.status
-            .success()
-            .then(|| String::from_utf8_lossy(&o.stdout).into_owned())
-    })
-    .unwrap_or_else(|e| panic!("{e}\n{}", v.log()));
+    let page = v.fetch(&alice, &format!("http://{}/", lab::VM1));
     assert!(
         page.starts_with("hello from vm1, you are 10.8.0.2:"),
         "vm1 must see alice's VPN address: {page}"
@@ -253,36 +195,35 @@ fn vpn_peers_from_showconf_kilo_restart_and_live_removal() {
     );
 
     // 2. The real `wg show` on the gateway: alice with a recent handshake, growing counters.
-    let show = gw.run(&["wg", "show", "kawaii-wg0"]).expect("wg show");
+    let show = v.wg_show("").expect("wg show");
     assert!(show.contains(&format!("peer: {alice_pub}")), "{show}");
     assert!(show.contains("latest handshake"), "{show}");
     assert!(show.contains("allowed ips: 10.8.0.2/32"), "{show}");
-    let before = transfer(&gw, &alice_pub);
+    let before = transfer(&mut v, &alice_pub);
     alice
         .run(&["ping", "-c", "20", "-i", "0.01", "-q", lab::VM1])
         .expect("ping through the tunnel");
-    let after = transfer(&gw, &alice_pub);
+    let after = transfer(&mut v, &alice_pub);
     assert!(
         after.0 > before.0 && after.1 > before.1,
         "counters grow: {before:?} -> {after:?}"
     );
     // Status and metrics carry the same per-peer readings (refreshed every 2 s).
-    let token = v.token.clone();
     wait_for(Duration::from_secs(6), "wireguard status", || {
-        let s = curl(&gw, "GET", "/v1/status", Some(&token), None, &[]).json();
+        let s = v.api.status();
         let peers = s["details"]["wireguard"]["peers"].as_array()?.clone();
         let a = peers.iter().find(|p| p["name"] == "alice")?;
         (a["rx_bytes"].as_u64()? > 0 && a["last_handshake"].as_u64().is_some()).then_some(())
     })
     .unwrap_or_else(|e| panic!("{e}"));
-    let metrics = curl(&gw, "GET", "/metrics", Some(&v.token), None, &[]).body;
+    let metrics = v.api.get("/metrics").body;
     assert!(
         metrics.lines().any(|l| l
             .starts_with("kawaii_wireguard_peer_rx_bytes_total{peer=\"alice\"}")
             && !l.ends_with(" 0")),
         "{metrics}"
     );
-    let status = stdout(&cli(&gw, &v.token, &["status"]));
+    let status = v.cli(&["status"]);
     assert!(
         status.contains("alice") && status.contains("wireguard"),
         "{status}"
@@ -291,36 +232,20 @@ fn vpn_peers_from_showconf_kilo_restart_and_live_removal() {
     // 3. Kilo's peer.yaml as written becomes a peer; showconf -o yaml gives it back.
     let manifest = v.topo.dir().join("peer.yaml");
     std::fs::write(&manifest, KILO_PEER).expect("peer.yaml");
-    let applied = stdout(&cli(
-        &gw,
-        &v.token,
-        &["apply", "-f", manifest.to_str().expect("utf-8")],
-    ));
+    let applied = v.cli(&["apply", "-f", manifest.to_str().expect("utf-8")]);
     assert!(applied.contains("peer squat created"), "{applied}");
-    let peer = v.api("GET", "/v1/wireguard/peers/squat", None).json();
+    let peer = v.api.get("/v1/wireguard/peers/squat").json();
     assert_eq!(peer["allowed_ips"][0], "10.5.0.1/32");
     assert_eq!(peer["persistent_keepalive"], 10);
-    let yaml = stdout(&cli(
-        &gw,
-        &v.token,
-        &["peer", "showconf", "squat", "-o", "yaml"],
-    ));
+    let yaml = v.cli(&["peer", "showconf", "squat", "-o", "yaml"]);
     let ours: serde_json::Value = yaml_serde::from_str(&yaml).expect("yaml");
     let seed: serde_json::Value = yaml_serde::from_str(KILO_PEER).expect("yaml");
     assert_eq!(ours, seed, "an equivalent Peer object: {yaml}");
-    let json = stdout(&cli(
-        &gw,
-        &v.token,
-        &["peer", "showconf", "squat", "-o", "json"],
-    ));
+    let json = v.cli(&["peer", "showconf", "squat", "-o", "json"]);
     let json: serde_json::Value = serde_json::from_str(&json).expect("json");
     assert_eq!(json, seed);
     // Applying it again changes it in place.
-    let again = stdout(&cli(
-        &gw,
-        &v.token,
-        &["apply", "-f", manifest.to_str().expect("utf-8")],
-    ));
+    let again = v.cli(&["apply", "-f", manifest.to_str().expect("utf-8")]);
     assert!(again.contains("peer squat configured"), "{again}");
     let routes = gw
         .run(&["ip", "route", "show", "dev", "kawaii-wg0"])
@@ -331,20 +256,15 @@ fn vpn_peers_from_showconf_kilo_restart_and_live_removal() {
     );
 
     // 6. Bad input names the field; a shared allowed IP names both peers.
-    let r = v.api(
-        "POST",
+    let r = v.api.post(
         "/v1/wireguard/peers",
-        Some(r#"{"name":"mallory","public_key":"not-a-key"}"#),
+        &json!({"name": "mallory", "public_key": "not-a-key"}),
     );
     assert_eq!(r.status, 400, "{}", r.body);
     assert!(r.body.contains("public_key"), "{}", r.body);
-    let r = v.api(
-        "POST",
+    let r = v.api.post(
         "/v1/wireguard/peers",
-        Some(&format!(
-            r#"{{"name":"mallory","public_key":"{}","allowed_ips":["10.8.0.50/32"]}}"#,
-            common::keypair().1
-        )),
+        &json!({"name": "mallory", "public_key": keypair().expect("keys").1, "allowed_ips": ["10.8.0.50/32"]}),
     );
     assert_eq!(r.status, 400, "{}", r.body);
     assert!(
@@ -355,7 +275,7 @@ fn vpn_peers_from_showconf_kilo_restart_and_live_removal() {
 
     // 4. bob comes up too; both ping vm1 every 10 ms; alice is removed through the API: she is
     // cut off within 1 s, bob loses nothing.
-    let conf_bob = stdout(&cli(&gw, &v.token, &["peer", "showconf", "bob"]));
+    let conf_bob = v.cli(&["peer", "showconf", "bob"]);
     assert!(
         conf_bob.contains("AllowedIPs = 0.0.0.0/0"),
         "full tunnel: {conf_bob}"
@@ -364,64 +284,35 @@ fn vpn_peers_from_showconf_kilo_restart_and_live_removal() {
     v.client(&bob, "kwb", &conf_bob, &bob_key);
     // Full tunnel: bob reaches the internet masqueraded to the public VIP, filtered by the
     // egress rules like the private subnet (tcp/25 is blocked in the lab's config).
-    let seen = wait_for(Duration::from_secs(10), "bob to the internet", || {
-        let o = bob
-            .exec(&[
-                "curl",
-                "-s",
-                "-m",
-                "2",
-                &format!("http://{}/", lab::INTERNET),
-            ])
-            .ok()?;
-        o.status
-            .success()
-            .then(|| String::from_utf8_lossy(&o.stdout).into_owned())
-    })
-    .unwrap_or_else(|e| panic!("{e}\n{}", v.log()));
+    let seen = v.fetch(&bob, &format!("http://{}/", lab::INTERNET));
     assert!(seen.contains("you are 203.0.113.10:"), "{seen}");
-    let smtp = bob
-        .exec(&[
-            "curl",
-            "-s",
-            "-m",
-            "2",
-            &format!("http://{}:25/", lab::INTERNET),
-        ])
-        .expect("curl");
+    let smtp = bob.curl(&format!("http://{}:25/", lab::INTERNET), "2");
     assert!(
-        !smtp.status.success(),
+        smtp.is_none(),
         "egress rule tcp/25 applies to the full tunnel"
     );
     wait_for(Duration::from_secs(10), "bob through the tunnel", || {
-        bob.exec(&["ping", "-c", "1", "-W", "1", lab::VM1])
-            .ok()
-            .filter(|o| o.status.success())
-            .map(|_| ())
+        bob.pings(lab::VM1).then_some(())
     })
     .unwrap_or_else(|e| panic!("{e}"));
-    let dir = v.topo.dir().to_path_buf();
-    let ping = |h: &Host, name: &str| {
-        let out = dir.join(format!("ping-{name}.txt"));
-        let script = format!(
-            "ping -D -i 0.01 -c 400 -W 1 {} > {} 2>&1",
-            lab::VM1,
-            out.display()
-        );
-        let h = h.clone();
-        (std::thread::spawn(move || h.sh(&script).ok()), out)
+    let pinger = |v: &mut Vpn, h: &Host, name: &str| {
+        ping::start(&mut v.topo, h, name, lab::VM1, "0.01", Some(400)).expect("ping")
     };
-    let (ta, out_a) = ping(&alice, "alice");
-    let (tb, out_b) = ping(&bob, "bob");
+    let (pa, pb) = (
+        pinger(&mut v, &alice, "ping-alice"),
+        pinger(&mut v, &bob, "ping-bob"),
+    );
     std::thread::sleep(Duration::from_millis(1500));
-    let r = v.api("DELETE", "/v1/wireguard/peers/alice", None);
+    let r = v.api.delete("/v1/wireguard/peers/alice");
     assert_eq!(r.status, 204, "{}", r.body);
-    let removed_at = unix_now();
-    let _ = ta.join();
-    let _ = tb.join();
-    let a = std::fs::read_to_string(&out_a).expect("alice's ping");
-    let b = std::fs::read_to_string(&out_b).expect("bob's ping");
-    let last_a = common::reply_times(&a)
+    let removed_at = ping::unix_now();
+    let mut finish = |p: usize| {
+        let p = v.topo.proc(p);
+        p.wait_exit(Duration::from_secs(15));
+        p.output()
+    };
+    let (a, b) = (finish(pa), finish(pb));
+    let last_a = ping::reply_times(&a)
         .last()
         .copied()
         .expect("alice had replies");
@@ -435,68 +326,32 @@ fn vpn_peers_from_showconf_kilo_restart_and_live_removal() {
         "bob must lose nothing: {}",
         b.lines().rev().take(3).collect::<Vec<_>>().join(" / ")
     );
-    let show = gw.run(&["wg", "show", "kawaii-wg0"]).expect("wg show");
+    let show = v.wg_show("").expect("wg show");
     assert!(
         !show.contains(&alice_pub) && show.contains(&bob_pub),
         "{show}"
     );
 
     // 5. An allocated address is kept across a daemon restart (alice is back, same address).
-    let r = v.api(
-        "POST",
+    let r = v.api.post(
         "/v1/wireguard/peers",
-        Some(&format!(
-            r#"{{"name":"carol","public_key":"{}"}}"#,
-            common::keypair().1
-        )),
+        &json!({"name": "carol", "public_key": keypair().expect("keys").1}),
     );
     assert_eq!(r.status, 201, "{}", r.body);
     let carol = r.json()["address"].as_str().expect("allocated").to_string();
-    let i = v.lab.kawaii;
+    let i = v.lab.kawaii.proc;
     v.topo.proc(i).stop(Duration::from_secs(10));
-    let state = v.lab.state.clone();
-    let cfg = v.config.clone();
     let started = Instant::now();
-    v.lab.kawaii = v
-        .topo
-        .spawn(
-            &gw,
-            "kawaii-2",
-            &[
-                common::bin(),
-                "serve",
-                "--config",
-                cfg.to_str().expect("utf-8"),
-                "--state",
-                state.to_str().expect("utf-8"),
-            ],
-        )
-        .expect("restart");
-    wait_for(
-        Duration::from_secs(15),
-        "kawaii back with its device",
-        || {
-            let s = curl(&gw, "GET", "/v1/status", Some(&token), None, &[]);
-            (s.status == 200
-                && s.json()["drivers"].as_array().is_some_and(|d| {
-                    d.iter()
-                        .any(|d| d["name"] == "wireguard" && d["ok"] == true)
-                }))
-            .then_some(())
-        },
-    )
-    .unwrap_or_else(|e| panic!("{e}\n{}", v.log()));
+    v.lab.kawaii.restart(&mut v.topo).expect("restart");
+    v.wait_wireguard_driver("kawaii back with its device");
     eprintln!("restarted in {:?}", started.elapsed());
-    let conf = stdout(&cli(&gw, &v.token, &["peer", "showconf", "carol"]));
+    let conf = v.cli(&["peer", "showconf", "carol"]);
     assert!(conf.contains(&format!("Address = {carol}/32")), "{conf}");
-    let stored = v.api("GET", "/v1/wireguard/peers/carol", None).json();
+    let stored = v.api.get("/v1/wireguard/peers/carol").json();
     assert_eq!(stored["address"], carol.as_str());
     // bob re-handshakes with the new device and gets through again.
     wait_for(Duration::from_secs(30), "bob after the restart", || {
-        bob.exec(&["ping", "-c", "1", "-W", "1", lab::VM1])
-            .ok()
-            .filter(|o| o.status.success())
-            .map(|_| ())
+        bob.pings(lab::VM1).then_some(())
     })
     .unwrap_or_else(|e| panic!("{e}\n{}", v.log()));
     let log = v.log();
@@ -514,9 +369,9 @@ fn a_key_file_others_can_read_stops_the_daemon_with_one_line() {
     );
     let mut topo = Topology::new("vpnkey").expect("topology");
     let gw = topo.host("gw").expect("host");
-    let (key, _) = common::keypair();
+    let (key, _) = keypair().expect("keys");
     let key_file = topo.dir().join("wg.key");
-    common::write_secret(&key_file, &key, 0o644);
+    write_secret(&key_file, &key, 0o644).expect("key file");
     let cfg = topo.dir().join("gateway.toml");
     std::fs::write(
         &cfg,
@@ -531,7 +386,7 @@ fn a_key_file_others_can_read_stops_the_daemon_with_one_line() {
     let started = Instant::now();
     let out = gw
         .command(&[
-            common::bin(),
+            KAWAII,
             "serve",
             "--config",
             cfg.to_str().expect("utf-8"),

@@ -4,8 +4,9 @@
 //! throwaway network namespace.
 
 use kawaii_model::{Format, Gateway, validate};
+use kawaii_testkit::golden::{check_golden, nft_check_file};
+use kawaii_testkit::{Host, Topology};
 use std::path::Path;
-use std::process::Command;
 
 fn cases() -> Vec<std::path::PathBuf> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/render");
@@ -16,21 +17,6 @@ fn cases() -> Vec<std::path::PathBuf> {
     v.sort();
     assert!(!v.is_empty());
     v
-}
-
-fn check_golden(path: &Path, actual: &str) {
-    if std::env::var_os("UPDATE_GOLDEN").is_some() {
-        std::fs::write(path, actual).expect("write golden");
-        return;
-    }
-    let expected = std::fs::read_to_string(path)
-        .unwrap_or_else(|_| panic!("{} missing; run with UPDATE_GOLDEN=1", path.display()));
-    assert_eq!(
-        actual,
-        expected,
-        "{} differs; run with UPDATE_GOLDEN=1 and review the diff",
-        path.display()
-    );
 }
 
 /// The inline PSK of a case's config (or a marker that never matches).
@@ -128,65 +114,19 @@ fn patches_touch_only_changed_chains() {
     );
     assert_eq!(before.patch_from(&before).as_deref(), Some(""));
     // Applied for real: full table, then the patch, equals the full new table.
-    let ns = format!("kt-patch-{}", std::process::id());
-    assert!(
-        Command::new("ip")
-            .args(["netns", "add", &ns])
-            .status()
-            .expect("ip")
-            .success()
-    );
-    struct Del(String);
-    impl Drop for Del {
-        fn drop(&mut self) {
-            let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-        }
-    }
-    let _del = Del(ns.clone());
-    let nft = |script: &str| {
-        let mut c = Command::new("ip")
-            .args(["netns", "exec", &ns, "nft", "-f", "-"])
-            .stdin(std::process::Stdio::piped())
-            .spawn()
-            .expect("nft");
-        std::io::Write::write_all(&mut c.stdin.take().expect("stdin"), script.as_bytes())
-            .expect("write");
-        assert!(c.wait().expect("wait").success(), "{script}");
-    };
-    let list = || {
-        String::from_utf8_lossy(
-            &Command::new("ip")
-                .args([
-                    "netns", "exec", &ns, "nft", "-s", "list", "table", "inet", "kawaii",
-                ])
-                .output()
-                .expect("nft")
-                .stdout,
-        )
-        .into_owned()
-    };
-    nft(&before.render());
-    nft(&patch);
-    let patched = list();
-    nft(&after.render());
-    assert_eq!(patched, list());
+    let (_t, nft) = netns("patch");
+    nft.apply(&before.render());
+    nft.apply(&patch);
+    let patched = nft.list();
+    nft.apply(&after.render());
+    assert_eq!(patched, nft.list());
 }
 
 #[test]
 fn golden_rulesets_pass_nft_check() {
     for case in cases() {
         let file = case.join("nft.txt");
-        let out = Command::new("unshare")
-            .args(["--net", "nft", "-c", "-f"])
-            .arg(&file)
-            .output()
-            .expect("unshare + nft (root)");
-        assert!(
-            out.status.success(),
-            "{}: {}",
-            file.display(),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        nft_check_file(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
     }
 }
 
@@ -220,8 +160,7 @@ fn patches_move_rules_between_set_and_chain() {
             && patch.contains("tcp dport 20-30 counter drop comment \"egress-2\""),
         "{patch}"
     );
-    let ns = format!("kt-move-{}", std::process::id());
-    let nft = netns(&ns);
+    let (_t, nft) = netns("move");
     // Counters of untouched elements survive a patch (values planted, no traffic needed).
     let planted = "0.0.0.0/0 . tcp . 22 counter packets 5 bytes 300 comment \"ingress-1\"";
     nft.apply(&one.render());
@@ -241,30 +180,20 @@ fn patches_move_rules_between_set_and_chain() {
     }
 }
 
-/// A throwaway network namespace (removed on drop) to apply scripts in.
-struct Netns(String);
-
-fn netns(name: &str) -> Netns {
-    assert!(
-        Command::new("ip")
-            .args(["netns", "add", name])
-            .status()
-            .expect("ip")
-            .success()
-    );
-    Netns(name.into())
+/// A throwaway network namespace (removed with the topology) to apply scripts in.
+fn netns(tag: &str) -> (Topology, Nft) {
+    let mut t = Topology::new(tag).expect("topology (root)");
+    let host = t.host("nft").expect("namespace");
+    (t, Nft(host))
 }
 
-impl Netns {
+struct Nft(Host);
+
+impl Nft {
     fn apply(&self, script: &str) {
-        let mut c = Command::new("ip")
-            .args(["netns", "exec", &self.0, "nft", "-f", "-"])
-            .stdin(std::process::Stdio::piped())
-            .spawn()
-            .expect("nft");
-        std::io::Write::write_all(&mut c.stdin.take().expect("stdin"), script.as_bytes())
-            .expect("write");
-        assert!(c.wait().expect("wait").success(), "{script}");
+        self.0
+            .run_input(&["nft", "-f", "-"], script)
+            .unwrap_or_else(|e| panic!("{e}\n{script}"));
     }
 
     /// The table without counters.
@@ -273,18 +202,9 @@ impl Netns {
     }
 
     fn list_with(&self, opts: &[&str]) -> String {
-        let out = Command::new("ip")
-            .args(["netns", "exec", &self.0, "nft"])
-            .args(opts)
-            .args(["list", "table", "inet", "kawaii"])
-            .output()
-            .expect("nft");
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+        let mut args = vec!["nft"];
+        args.extend_from_slice(opts);
+        args.extend(["list", "table", "inet", "kawaii"]);
+        self.0.run(&args).unwrap_or_default()
     }
 }

@@ -4,24 +4,8 @@
 
 use kawaii_model::{Format, Gateway, validate};
 use kawaii_plan::{Observed, plan_with};
+use kawaii_testkit::golden::{check_golden, nft_check};
 use std::path::Path;
-use std::process::Command;
-
-fn check_golden(path: &Path, actual: &str) {
-    if std::env::var_os("UPDATE_GOLDEN").is_some() {
-        std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
-        std::fs::write(path, actual).expect("write golden");
-        return;
-    }
-    let expected = std::fs::read_to_string(path)
-        .unwrap_or_else(|_| panic!("{} missing; run with UPDATE_GOLDEN=1", path.display()));
-    assert_eq!(
-        actual,
-        expected,
-        "{} differs; UPDATE_GOLDEN=1 and review",
-        path.display()
-    );
-}
 
 #[test]
 fn two_zones_follow_vip_ownership() {
@@ -49,7 +33,7 @@ fn two_zones_follow_vip_ownership() {
             .map(|c| format!("{} from {:?}\n", c.id, c.local_addrs))
             .collect();
         check_golden(&case.join(dir).join("ipsec.txt"), &ipsec.concat());
-        nft_check(&nft);
+        nft_check(&nft).unwrap_or_else(|e| panic!("{e}"));
     }
     // Holding only another zone's VIPs (own zone not yet won): the host's own choice of
     // source, since the own VIP is not there to leave from.
@@ -69,53 +53,21 @@ fn two_zones_follow_vip_ownership() {
     assert!(p.net.render().contains("203.0.113.10/24"));
 }
 
-/// `nft -c -f` in a throwaway namespace, when nft and namespaces are available (root).
-fn nft_check(script: &str) {
-    let ok = Command::new("unshare")
-        .args(["-n", "true"])
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ok {
-        return;
-    }
-    // One file per call: the tests of this binary run in parallel.
-    static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-    let n = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let path =
-        std::env::temp_dir().join(format!("kawaii-ha-golden-{}-{n}.nft", std::process::id()));
-    std::fs::write(&path, script).expect("write");
-    let out = Command::new("unshare")
-        .args(["-n", "nft", "-c", "-f"])
-        .arg(&path)
-        .output()
-        .expect("nft");
-    let _ = std::fs::remove_file(&path);
-    assert!(
-        out.status.success(),
-        "nft -c: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// HA with WireGuard: a peer whose freshest session is on the sibling is routed to it, and
 /// the private hosts' answers may go back out of the private interface to get there.
 #[test]
 fn a_vpn_peer_connected_to_a_sibling_is_routed_to_it() {
     let case = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/ha/two-zones");
     let text = std::fs::read_to_string(case.join("config.toml")).expect("config");
-    let text = format!(
-        r#"{text}
-[wireguard]
-listen_port = 51820
-address = "10.8.0.1/24"
-private_key_file = "/etc/kawaii/wg.key"
-
-[[wireguard.peers]]
-name = "alice"
-public_key = "GY5aT1N9dTR/nJnT1N2f4ClZWVj0jOAld0r8ysWLyjg="
-allowed_ips = ["10.8.0.2/32", "192.168.7.0/24"]
-"#
-    );
+    let text = text
+        + &kawaii_testkit::lab::wireguard_toml(
+            "/etc/kawaii/wg.key",
+            &[(
+                "alice",
+                "GY5aT1N9dTR/nJnT1N2f4ClZWVj0jOAld0r8ysWLyjg=",
+                "allowed_ips = [\"10.8.0.2/32\", \"192.168.7.0/24\"]\n",
+            )],
+        );
     let mut g = Gateway::parse(&text, Format::Toml).expect("parses");
     g.assign_rule_ids(&Gateway::default());
     let d = validate(&g).expect("valid").desired;
@@ -137,7 +89,7 @@ allowed_ips = ["10.8.0.2/32", "192.168.7.0/24"]
         ),
         "{nft}"
     );
-    nft_check(&nft);
+    nft_check(&nft).unwrap_or_else(|e| panic!("{e}"));
 
     observed.wg_elsewhere.insert(
         "GY5aT1N9dTR/nJnT1N2f4ClZWVj0jOAld0r8ysWLyjg=".into(),

@@ -23,13 +23,20 @@ use crate::metrics::BackendMetrics;
 #[derive(Debug)]
 pub(crate) struct Backend {
     pub addr: SocketAddr,
+    /// What the last health check found (true until a check says otherwise).
     pub healthy: AtomicBool,
+    /// Connections open now (`least_connections` balancing picks the fewest).
     pub active: AtomicU64,
+    /// Connections ever proxied here.
     pub total: AtomicU64,
+    /// Bytes copied from clients to this backend, and back.
     pub bytes_to_backend: AtomicU64,
     pub bytes_to_client: AtomicU64,
+    /// Failed connects and copies, by kind.
     pub errors: ErrorCounters,
+    /// The Prometheus handles (None when the router runs without a registry).
     pub metrics: Option<BackendMetrics>,
+    /// The route's health check, if it has one.
     pub health: Option<HealthCheck>,
     health_task: std::sync::Mutex<Option<tokio::task::AbortHandle>>,
 }

@@ -149,14 +149,7 @@ impl DomainRouter {
             }
         }
         for l in &cfg.listeners {
-            let settings = ListenerSettings {
-                name: l.name.clone(),
-                protocol: l.protocol,
-                max_connections: l.max_connections,
-                max_per_source: l.max_connections_per_source,
-                trusted: l.trusted_proxies.clone(),
-                header_timeout: ms(l.header_timeout_ms.unwrap_or(cfg.timeouts.header_ms)),
-            };
+            let settings = ListenerSettings::new(l, &cfg.timeouts);
             if let Some(r) = running.get(&l.bind) {
                 match r.shared.settings.write() {
                     Ok(mut s) => *s = Arc::new(settings),
@@ -166,14 +159,7 @@ impl DomainRouter {
         }
         for (addr, sock) in fresh {
             let Some(l) = wanted.get(&addr) else { continue };
-            let settings = ListenerSettings {
-                name: l.name.clone(),
-                protocol: l.protocol,
-                max_connections: l.max_connections,
-                max_per_source: l.max_connections_per_source,
-                trusted: l.trusted_proxies.clone(),
-                header_timeout: ms(l.header_timeout_ms.unwrap_or(cfg.timeouts.header_ms)),
-            };
+            let settings = ListenerSettings::new(l, &cfg.timeouts);
             let lm = inner.metrics.as_ref().map(|m| m.listener(&l.name));
             let shared = Arc::new(ListenerShared::new(addr, settings, lm));
             let local_addr = sock.local_addr().unwrap_or(addr);

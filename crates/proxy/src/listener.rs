@@ -15,7 +15,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use crate::config::{Cidr, ListenerProtocol};
+use crate::config::{Cidr, ListenerConfig, ListenerProtocol, Timeouts};
 use crate::error::{ErrorCounters, ErrorKind};
 use crate::metrics::ListenerMetrics;
 use crate::{Inner, ProxyError};
@@ -29,6 +29,20 @@ pub(crate) struct ListenerSettings {
     pub max_per_source: Option<u32>,
     pub trusted: Vec<Cidr>,
     pub header_timeout: Duration,
+}
+
+impl ListenerSettings {
+    /// The settings of listener `l`; its header timeout defaults to the router's.
+    pub(crate) fn new(l: &ListenerConfig, timeouts: &Timeouts) -> ListenerSettings {
+        ListenerSettings {
+            name: l.name.clone(),
+            protocol: l.protocol,
+            max_connections: l.max_connections,
+            max_per_source: l.max_connections_per_source,
+            trusted: l.trusted_proxies.clone(),
+            header_timeout: crate::config::ms(l.header_timeout_ms.unwrap_or(timeouts.header_ms)),
+        }
+    }
 }
 
 #[derive(Debug)]

@@ -85,26 +85,16 @@ mod tests {
             t.insert(DomainPattern::parse(d).expect("pattern"), route(d));
         }
         let _ = RouteStats::default();
-        assert_eq!(
-            name(t.lookup(Some("example.com"))).as_deref(),
-            Some("example.com")
-        );
-        assert_eq!(
-            name(t.lookup(Some("www.example.com"))).as_deref(),
-            Some("*.example.com")
-        );
-        assert_eq!(
-            name(t.lookup(Some("a.b.example.com"))).as_deref(),
-            Some("*.example.com")
-        );
-        assert_eq!(
-            name(t.lookup(Some("v1.api.example.com"))).as_deref(),
-            Some("*.api.example.com")
-        );
-        assert_eq!(
-            name(t.lookup(Some("x.api.example.com"))).as_deref(),
-            Some("x.api.example.com")
-        );
+        // The most specific pattern wins.
+        for (host, want) in [
+            ("example.com", "example.com"),
+            ("www.example.com", "*.example.com"),
+            ("a.b.example.com", "*.example.com"),
+            ("v1.api.example.com", "*.api.example.com"),
+            ("x.api.example.com", "x.api.example.com"),
+        ] {
+            assert_eq!(name(t.lookup(Some(host))).as_deref(), Some(want), "{host}");
+        }
         assert_eq!(name(t.lookup(Some("example.org"))), None);
         assert_eq!(name(t.lookup(None)), None);
         t.insert(DomainPattern::Default, route("*"));

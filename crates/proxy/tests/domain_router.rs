@@ -132,19 +132,7 @@ async fn sni_routing_with_openssl_and_curl_exact_wildcard_default() {
     let (ok, text) = s_client_subject(l, Some("nope.test")).await;
     assert!(ok && text.contains("CN = default.test"), "{text}");
 
-    let out = Command::new("curl")
-        .args([
-            "-skv",
-            "--max-time",
-            "5",
-            "--resolve",
-            &format!("www.wild.test:{}:127.0.0.21", l.port()),
-        ])
-        .arg(format!("https://www.wild.test:{}/", l.port()))
-        .kill_on_drop(true)
-        .output()
-        .await
-        .expect("curl");
+    let out = curl("-skv", "https", "www.wild.test", l).await;
     let text = String::from_utf8_lossy(&out.stderr);
     assert!(
         out.status.success() && text.contains("CN=wild.test"),
@@ -159,6 +147,29 @@ async fn sni_routing_with_openssl_and_curl_exact_wildcard_default() {
     assert_eq!(wild.total_connections, 2);
     assert!(wild.bytes_to_client > 0 && wild.bytes_to_backend > 0);
     router.shutdown(Duration::from_secs(1)).await;
+}
+
+/// `curl OPTS SCHEME://NAME:PORT/` with NAME resolved to the listener `l`, as an operator
+/// would try a route (5 s at most).
+async fn curl(opts: &str, scheme: &str, name: &str, l: SocketAddr) -> std::process::Output {
+    Command::new("curl")
+        .args([opts, "--max-time", "5", "--resolve"])
+        .arg(format!("{name}:{}:{}", l.port(), l.ip()))
+        .arg(format!("{scheme}://{name}:{}/", l.port()))
+        .kill_on_drop(true)
+        .output()
+        .await
+        .expect("curl")
+}
+
+/// Connects to `to`, sends `bytes` and reads until the router closes (`limit` at most): the
+/// answer, whether it closed, and how long after the write.
+async fn answer_within(to: SocketAddr, bytes: &[u8], limit: Duration) -> (Vec<u8>, bool, Duration) {
+    let mut s = TcpStream::connect(to).await.expect("connect");
+    let start = Instant::now();
+    s.write_all(bytes).await.expect("write");
+    let (resp, closed) = read_until_closed(&mut s, limit).await;
+    (resp, closed, start.elapsed())
 }
 
 #[tokio::test]
@@ -185,18 +196,7 @@ async fn host_routing_exact_wildcard_default_and_404() {
     router.apply(cfg).await.expect("reload");
     assert_eq!(http_get(l, "w.test").await.expect("get"), (200, "D".into()));
     // curl with --resolve, as an operator would.
-    let out = Command::new("curl")
-        .args([
-            "-s",
-            "--max-time",
-            "5",
-            "--resolve",
-            &format!("a.test:{}:127.0.0.22", l.port()),
-        ])
-        .arg(format!("http://a.test:{}/", l.port()))
-        .output()
-        .await
-        .expect("curl");
+    let out = curl("-s", "http", "a.test", l).await;
     assert_eq!(String::from_utf8_lossy(&out.stdout), "A");
     // Malformed head → 400, at once.
     let mut s = TcpStream::connect(l).await.expect("connect");
@@ -283,13 +283,8 @@ async fn client_hello_in_one_byte_segments_over_ten_records() {
 async fn no_sni_gets_unrecognized_name_alert_within_100ms() {
     let (b, _) = echo_backend();
     let (router, l) = tls_router("127.0.0.25", b, None).await;
-    let mut s = TcpStream::connect(l).await.expect("connect");
-    let start = Instant::now();
-    s.write_all(&testdata("openssl_nosni.bin"))
-        .await
-        .expect("write");
-    let (resp, closed) = read_until_closed(&mut s, Duration::from_secs(2)).await;
-    let took = start.elapsed();
+    let (resp, closed, took) =
+        answer_within(l, &testdata("openssl_nosni.bin"), Duration::from_secs(2)).await;
     assert!(closed);
     assert_eq!(resp, UNRECOGNIZED_NAME_ALERT);
     assert!(took < Duration::from_millis(100), "took {took:?}");
@@ -304,13 +299,12 @@ async fn no_sni_gets_unrecognized_name_alert_within_100ms() {
 async fn plain_http_on_tls_port_closed_within_100ms() {
     let (b, _) = echo_backend();
     let (router, l) = tls_router("127.0.0.26", b, None).await;
-    let mut s = TcpStream::connect(l).await.expect("connect");
-    let start = Instant::now();
-    s.write_all(b"GET / HTTP/1.1\r\nHost: www.example.net\r\n\r\n")
-        .await
-        .expect("write");
-    let (resp, closed) = read_until_closed(&mut s, Duration::from_secs(2)).await;
-    let took = start.elapsed();
+    let (resp, closed, took) = answer_within(
+        l,
+        b"GET / HTTP/1.1\r\nHost: www.example.net\r\n\r\n",
+        Duration::from_secs(2),
+    )
+    .await;
     assert!(closed && resp.is_empty());
     assert!(took < Duration::from_millis(100), "took {took:?}");
     assert_eq!(
@@ -330,13 +324,12 @@ async fn slow_client_cut_at_header_timeout() {
     cfg.routes.push(route("a.test", &[], &[b]));
     let (_r2, addrs) = start(cfg).await;
 
-    let mut s = TcpStream::connect(addrs["http"]).await.expect("connect");
-    let start = Instant::now();
-    s.write_all(b"GET / HTTP/1.1\r\nHost: a.te")
-        .await
-        .expect("write");
-    let (resp, closed) = read_until_closed(&mut s, Duration::from_secs(3)).await;
-    let took = start.elapsed();
+    let (resp, closed, took) = answer_within(
+        addrs["http"],
+        b"GET / HTTP/1.1\r\nHost: a.te",
+        Duration::from_secs(3),
+    )
+    .await;
     assert!(
         closed && resp.starts_with(b"HTTP/1.1 408"),
         "{}",
@@ -347,13 +340,8 @@ async fn slow_client_cut_at_header_timeout() {
         "{took:?}"
     );
 
-    let mut s = TcpStream::connect(tls).await.expect("connect");
-    let start = Instant::now();
-    s.write_all(&testdata("curl_sni.bin")[..40])
-        .await
-        .expect("write");
-    let (_, closed) = read_until_closed(&mut s, Duration::from_secs(3)).await;
-    let took = start.elapsed();
+    let (_, closed, took) =
+        answer_within(tls, &testdata("curl_sni.bin")[..40], Duration::from_secs(3)).await;
     assert!(
         closed && took >= Duration::from_millis(280) && took < Duration::from_millis(1000),
         "{took:?}"
@@ -597,30 +585,11 @@ async fn route_change_during_large_transfer_completes_intact() {
 
 /// Backend that decodes a PROXY header and answers with the source address it carried.
 fn proxy_aware_backend() -> SocketAddr {
-    let l = listen("127.0.0.1:0".parse().expect("addr"));
-    let addr = l.local_addr().expect("addr");
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = l.accept().await {
-            tokio::spawn(async move {
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 1024];
-                let answer = loop {
-                    match kawaii_sniff::proxy_protocol::decode(&buf) {
-                        Ok((h, _)) => break format!("{:?}", h.addresses.source()),
-                        Err(kawaii_sniff::ProxyError::Incomplete) => {}
-                        Err(e) => break format!("error {e}"),
-                    }
-                    match s.read(&mut chunk).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                    }
-                };
-                let resp = format!(
-                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{answer}",
-                    answer.len()
-                );
-                let _ = s.write_all(resp.as_bytes()).await;
-            });
+    let (addr, _task) = answering_backend("127.0.0.1:0".parse().expect("addr"), |buf| {
+        match kawaii_sniff::proxy_protocol::decode(buf) {
+            Ok((h, _)) => Some(format!("{:?}", h.addresses.source())),
+            Err(kawaii_sniff::ProxyError::Incomplete) => None,
+            Err(e) => Some(format!("error {e}")),
         }
     });
     addr
@@ -651,27 +620,13 @@ async fn proxy_v2_backend_sees_real_client_and_trusted_upstream() {
     assert!(resp.ends_with(&format!("Some({me})")), "{resp}");
 
     // A trusted load balancer (127.0.0.37) tells us the client is 127.9.9.9:5555.
-    let mut s = connect_from("127.0.0.37", addrs["behind-lb"])
-        .await
-        .expect("connect");
-    s.write_all(
-        b"PROXY TCP4 127.9.9.9 127.0.0.36 5555 80\r\nGET / HTTP/1.1\r\nHost: a.test\r\n\r\n",
-    )
-    .await
-    .expect("write");
-    let (resp, _) = read_until_closed(&mut s, Duration::from_secs(2)).await;
+    let claim =
+        b"PROXY TCP4 127.9.9.9 127.0.0.36 5555 80\r\nGET / HTTP/1.1\r\nHost: a.test\r\n\r\n";
+    let resp = exchange("127.0.0.37", addrs["behind-lb"], claim).await;
     let resp = String::from_utf8_lossy(&resp);
     assert!(resp.ends_with("Some(127.9.9.9:5555)"), "{resp}");
     // Untrusted sources cannot claim an address: the header is just a bad request.
-    let mut s = connect_from("127.0.0.38", addrs["behind-lb"])
-        .await
-        .expect("connect");
-    s.write_all(
-        b"PROXY TCP4 127.9.9.9 127.0.0.36 5555 80\r\nGET / HTTP/1.1\r\nHost: a.test\r\n\r\n",
-    )
-    .await
-    .expect("write");
-    let (resp, _) = read_until_closed(&mut s, Duration::from_secs(2)).await;
+    let resp = exchange("127.0.0.38", addrs["behind-lb"], claim).await;
     assert!(
         resp.starts_with(b"HTTP/1.1 400"),
         "{}",

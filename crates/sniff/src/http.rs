@@ -225,22 +225,20 @@ mod tests {
 
     #[test]
     fn errors() {
-        assert_eq!(
-            host("GET / HTTP/1.1\r\n\r\n"),
-            HostSniff::Malformed(HttpError::MissingHost)
-        );
-        assert_eq!(
-            host("GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n"),
-            HostSniff::Malformed(HttpError::DuplicateHost)
-        );
-        assert_eq!(
-            host("GET / HTTP/1.1\r\nHost: a:99999\r\n\r\n"),
-            HostSniff::Malformed(HttpError::BadHost)
-        );
-        assert_eq!(
-            host("GET / HTTP/1.1\r\nHost: [zz]\r\n\r\n"),
-            HostSniff::Malformed(HttpError::BadHost)
-        );
+        for (head, error) in [
+            ("GET / HTTP/1.1\r\n\r\n", HttpError::MissingHost),
+            (
+                "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+                HttpError::DuplicateHost,
+            ),
+            (
+                "GET / HTTP/1.1\r\nHost: a:99999\r\n\r\n",
+                HttpError::BadHost,
+            ),
+            ("GET / HTTP/1.1\r\nHost: [zz]\r\n\r\n", HttpError::BadHost),
+        ] {
+            assert_eq!(host(head), HostSniff::Malformed(error), "{head:?}");
+        }
         assert!(matches!(host("\x16\x03\x01"), HostSniff::Malformed(_)));
         assert!(matches!(
             host("GE T / HTTP/1.1\r\nHost: a\r\n\r\n"),

@@ -240,32 +240,14 @@ fn decode_v2(buf: &[u8]) -> Result<(ProxyHeader, usize), ProxyError> {
     };
     let (addresses, addr_len) = match (fam >> 4, transport) {
         (0, _) => (Addresses::Unspec, 0),
-        (1, Some(t)) => {
-            let a = body.get(..12).ok_or(ProxyError::V2ShortAddresses)?;
-            let ip = |o: usize| IpAddr::V4(Ipv4Addr::new(a[o], a[o + 1], a[o + 2], a[o + 3]));
-            let port = |o: usize| u16::from_be_bytes([a[o], a[o + 1]]);
-            let addrs = Addresses::Inet {
-                transport: t,
-                source: SocketAddr::new(ip(0), port(8)),
-                destination: SocketAddr::new(ip(4), port(10)),
-            };
-            (addrs, 12)
-        }
-        (2, Some(t)) => {
-            let a = body.get(..36).ok_or(ProxyError::V2ShortAddresses)?;
-            let ip = |o: usize| {
-                let mut b = [0u8; 16];
-                b.copy_from_slice(&a[o..o + 16]);
-                IpAddr::V6(Ipv6Addr::from(b))
-            };
-            let port = |o: usize| u16::from_be_bytes([a[o], a[o + 1]]);
-            let addrs = Addresses::Inet {
-                transport: t,
-                source: SocketAddr::new(ip(0), port(32)),
-                destination: SocketAddr::new(ip(16), port(34)),
-            };
-            (addrs, 36)
-        }
+        (1, Some(t)) => inet(body, 4, t, |b| {
+            IpAddr::V4(Ipv4Addr::new(b[0], b[1], b[2], b[3]))
+        })?,
+        (2, Some(t)) => inet(body, 16, t, |b| {
+            let mut a = [0u8; 16];
+            a.copy_from_slice(b);
+            IpAddr::V6(Ipv6Addr::from(a))
+        })?,
         (3, Some(t)) => {
             let a = body.get(..216).ok_or(ProxyError::V2ShortAddresses)?;
             let path = |p: &[u8]| p[..p.iter().position(|b| *b == 0).unwrap_or(p.len())].to_vec();
@@ -440,6 +422,25 @@ fn crc32c(data: &[u8]) -> u32 {
         }
     }
     !crc
+}
+
+/// An INET or INET6 address block (§2.2): source and destination addresses of `n` bytes each,
+/// then source and destination ports; and its length.
+fn inet(
+    body: &[u8],
+    n: usize,
+    transport: Transport,
+    ip: impl Fn(&[u8]) -> IpAddr,
+) -> Result<(Addresses, usize), ProxyError> {
+    let len = 2 * n + 4;
+    let a = body.get(..len).ok_or(ProxyError::V2ShortAddresses)?;
+    let port = |o: usize| u16::from_be_bytes([a[o], a[o + 1]]);
+    let addrs = Addresses::Inet {
+        transport,
+        source: SocketAddr::new(ip(&a[..n]), port(2 * n)),
+        destination: SocketAddr::new(ip(&a[n..2 * n]), port(2 * n + 2)),
+    };
+    Ok((addrs, len))
 }
 
 #[cfg(test)]

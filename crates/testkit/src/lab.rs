@@ -8,11 +8,14 @@
 //! ```
 //! The gateway namespace runs `kawaii serve`; the hosts run small Python services.
 
+use crate::serve::{Serve, ServeOptions};
 use crate::{Host, Result, Topology, wait_for, wait_tcp};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub const SVC_PY: &str = include_str!("svc.py");
+/// The config the lab runs by default (`examples/lab.toml`).
+pub const LAB_TOML: &str = include_str!("../../../examples/lab.toml");
 pub const INTERNET: &str = "198.51.100.10";
 pub const PUBLIC_VIP: &str = "203.0.113.10";
 pub const VM1: &str = "10.1.0.10";
@@ -28,6 +31,17 @@ pub struct LabOptions {
     pub env: Vec<(String, String)>,
 }
 
+impl LabOptions {
+    /// Writes `config` into the topology's directory (`gateway.toml`); no extra environment.
+    pub fn new(t: &Topology, kawaii: impl Into<PathBuf>, config: &str) -> Result<LabOptions> {
+        Ok(LabOptions {
+            kawaii: kawaii.into(),
+            config: t.write("gateway.toml", config)?,
+            env: Vec::new(),
+        })
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct GatewayLab {
     pub internet: Host,
@@ -36,55 +50,106 @@ pub struct GatewayLab {
     pub lan: Host,
     pub vm1: Host,
     pub vm2: Host,
-    /// Index of the kawaii process in the topology.
-    pub kawaii: usize,
+    /// The daemon in `gw`, with a private `/run/wireguard` (`wg show` through
+    /// [`Serve::run_in_mounts`]).
+    pub kawaii: Serve,
     pub state: PathBuf,
     /// The services script (its `stream` and `scan` modes are test clients).
     pub svc: String,
 }
 
-/// Builds the topology, starts the services and kawaii, and waits until the table is applied.
-pub fn build(t: &mut Topology, opts: &LabOptions) -> Result<GatewayLab> {
-    let svc = t.dir().join("svc.py");
-    std::fs::write(&svc, SVC_PY).map_err(|error| crate::KitError::Spawn {
-        cmd: "write svc.py".into(),
-        error,
-    })?;
-    let svc = svc.to_string_lossy().into_owned();
+impl GatewayLab {
+    /// The daemon's API as its bootstrap admin.
+    pub fn api(&self) -> crate::api::Api {
+        self.kawaii.api()
+    }
+}
 
+/// A `[wireguard]` section (port 51820, 10.8.0.1/24, the key in `key_file`) with one
+/// `[[wireguard.peers]]` per `(name, public key, further lines)`.
+pub fn wireguard_toml(key_file: &str, peers: &[(&str, &str, &str)]) -> String {
+    let mut s = format!(
+        "\n[wireguard]\nlisten_port = 51820\naddress = \"10.8.0.1/24\"\nprivate_key_file = \"{key_file}\"\n"
+    );
+    for (name, key, more) in peers {
+        s += &format!("\n[[wireguard.peers]]\nname = \"{name}\"\npublic_key = \"{key}\"\n{more}");
+    }
+    s
+}
+
+/// A new topology (`tag`) with the lab built in it, kawaii running on `config`.
+pub fn start(tag: &str, kawaii: &Path, config: &str) -> Result<(Topology, GatewayLab)> {
+    if !crate::can_run() {
+        return Err(crate::KitError::Command {
+            cmd: "ip netns".into(),
+            stderr: "end-to-end tests need root and iproute2".into(),
+        });
+    }
+    let mut t = Topology::new(tag)?;
+    let opts = LabOptions::new(&t, kawaii, config)?;
+    let lab = build(&mut t, &opts)?;
+    Ok((t, lab))
+}
+
+/// The region's side of every lab: `internet` (198.51.100.10, HTTP on 80) and the `router`
+/// (198.51.100.1 | 203.0.113.1 on eth1, forwarding), IPv4 only.
+fn region(t: &mut Topology, svc: &str) -> Result<(Host, Host)> {
     let internet = t.host("internet")?;
     let router = t.host("router")?;
-    let gw = t.host("gw")?;
-    let lan = t.switch("lan")?;
-    let vm1 = t.host("vm1")?;
-    let vm2 = t.host("vm2")?;
-
-    // IPv4 only: no IPv6 chatter (router solicitations, MLD) on the lab's links.
-    for h in [&internet, &router, &gw, &lan, &vm1, &vm2] {
-        h.run(&[
-            "sysctl",
-            "-qw",
-            "net.ipv6.conf.all.disable_ipv6=1",
-            "net.ipv6.conf.default.disable_ipv6=1",
-        ])?;
+    for h in [&internet, &router] {
+        h.ipv4_only()?;
     }
     t.link(&internet, "eth0", &router, "eth0")?;
+    internet.addr("eth0", "198.51.100.10/24")?;
+    internet.default_via("198.51.100.1")?;
+    router.addr("eth0", "198.51.100.1/24")?;
+    router.run(&["sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
+    t.spawn(
+        &internet,
+        "internet-http-80",
+        &["python3", svc, "http", "internet", "80"],
+    )?;
+    Ok((internet, router))
+}
+
+/// Waits until port 80 of `ip` (an address of `host`) accepts connections.
+fn wait_http(host: &Host, ip: &str, timeout: Duration) -> Result<()> {
+    let addr = std::net::SocketAddr::new(ip.parse().expect("an IPv4 address"), 80);
+    wait_tcp(host, addr, timeout)
+}
+
+/// A private host on the lab's switch: `cidr` on eth0, default route via `gateway`.
+fn private_host(
+    t: &mut Topology,
+    name: &str,
+    lan: &Host,
+    cidr: &str,
+    gateway: &str,
+) -> Result<Host> {
+    let h = t.host(name)?;
+    h.ipv4_only()?;
+    t.plug(&h, "eth0", lan)?;
+    h.addr("eth0", cidr)?;
+    h.default_via(gateway)?;
+    Ok(h)
+}
+
+/// Builds the topology, starts the services and kawaii, and waits until the table is applied.
+pub fn build(t: &mut Topology, opts: &LabOptions) -> Result<GatewayLab> {
+    let svc = t.svc()?;
+    let (internet, router) = region(t, &svc)?;
+    let gw = t.host("gw")?;
+    let lan = t.switch("lan")?;
+    for h in [&gw, &lan] {
+        h.ipv4_only()?;
+    }
     t.link(&router, "eth1", &gw, "wan0")?;
     t.plug(&gw, "lan0", &lan)?;
-    t.plug(&vm1, "eth0", &lan)?;
-    t.plug(&vm2, "eth0", &lan)?;
+    router.addr("eth1", "203.0.113.1/24")?;
+    let vm1 = private_host(t, "vm1", &lan, "10.1.0.10/24", "10.1.0.1")?;
+    let vm2 = private_host(t, "vm2", &lan, "10.1.0.11/24", "10.1.0.1")?;
 
-    internet.run(&["ip", "addr", "add", "198.51.100.10/24", "dev", "eth0"])?;
-    internet.run(&["ip", "route", "add", "default", "via", "198.51.100.1"])?;
-    router.run(&["ip", "addr", "add", "198.51.100.1/24", "dev", "eth0"])?;
-    router.run(&["ip", "addr", "add", "203.0.113.1/24", "dev", "eth1"])?;
-    router.run(&["sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
-    for (h, ip) in [(&vm1, "10.1.0.10/24"), (&vm2, "10.1.0.11/24")] {
-        h.run(&["ip", "addr", "add", ip, "dev", "eth0"])?;
-        h.run(&["ip", "route", "add", "default", "via", "10.1.0.1"])?;
-    }
-
-    for port in ["80", "443", "25"] {
+    for port in ["443", "25"] {
         t.spawn(
             &internet,
             &format!("internet-http-{port}"),
@@ -104,25 +169,15 @@ pub fn build(t: &mut Topology, opts: &LabOptions) -> Result<GatewayLab> {
     )?;
 
     let state = t.dir().join("state");
-    let mut cmd: Vec<String> = vec!["env".into()];
-    cmd.extend(opts.env.iter().map(|(k, v)| format!("{k}={v}")));
-    cmd.extend([
-        opts.kawaii.to_string_lossy().into_owned(),
-        "serve".into(),
-        "--config".into(),
-        opts.config.to_string_lossy().into_owned(),
-        "--state".into(),
-        state.to_string_lossy().into_owned(),
-    ]);
-    let kawaii = t.spawn(&gw, "kawaii", &cmd)?;
+    let serve_opts = ServeOptions {
+        env: opts.env.clone(),
+        ..ServeOptions::new(&opts.kawaii)
+    };
+    let kawaii = Serve::start_with(t, &gw, &opts.config, &state, &serve_opts)?;
 
     let timeout = Duration::from_secs(20);
-    wait_tcp(
-        &internet,
-        format!("{INTERNET}:80").parse().expect("address"),
-        timeout,
-    )?;
-    wait_tcp(&vm1, format!("{VM1}:80").parse().expect("address"), timeout)?;
+    wait_http(&internet, INTERNET, timeout)?;
+    wait_http(&vm1, VM1, timeout)?;
     let gw2 = gw.clone();
     wait_for(timeout, "kawaii to apply its table", || {
         gw2.exec(&["nft", "list", "table", "inet", "kawaii"])
@@ -235,37 +290,23 @@ pub struct HaLab {
     pub vm_b: Host,
     pub lan: Host,
     pub public: Host,
-    /// Indexes of the kawaii processes in the topology (zone-b: None if not started).
-    pub kawaii_a: usize,
-    pub kawaii_b: Option<usize>,
+    /// The kawaii instances (zone-b: None if not started).
+    pub kawaii_a: Serve,
+    pub kawaii_b: Option<Serve>,
     pub svc: String,
 }
 
-/// Starts `kawaii serve --zone ZONE` in `host` with its own state directory.
-pub fn spawn_zone(t: &mut Topology, host: &Host, zone: &str, opts: &HaLabOptions) -> Result<usize> {
+/// `kawaii serve --zone ZONE` in `host` with its own state directory (`state-ZONE`) and a
+/// private `/run/wireguard` (both zones' devices are `kawaii-wg0`), started; after a kill,
+/// [`Serve::restart`] starts it again.
+pub fn zone_serve(t: &mut Topology, host: &Host, zone: &str, opts: &HaLabOptions) -> Result<Serve> {
     let state = t.dir().join(format!("state-{zone}"));
-    // Each instance gets a private /run/wireguard (both zones' devices are `kawaii-wg0`).
-    let mut cmd: Vec<String> = vec![
-        "sh".into(),
-        "-c".into(),
-        "mkdir -p /run/wireguard && mount -t tmpfs -o mode=0700 kawaii-wg /run/wireguard && exec \"$@\"".into(),
-        "sh".into(),
-        "env".into(),
-    ];
-    cmd.extend(opts.env.iter().map(|(k, v)| format!("{k}={v}")));
-    cmd.extend([
-        opts.kawaii.to_string_lossy().into_owned(),
-        "serve".into(),
-        "--config".into(),
-        opts.config.to_string_lossy().into_owned(),
-        "--zone".into(),
-        zone.into(),
-        "--state".into(),
-        state.to_string_lossy().into_owned(),
-    ]);
-    static STARTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-    let n = STARTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    t.spawn(host, &format!("kawaii-{zone}-{n}"), &cmd)
+    let serve_opts = ServeOptions {
+        zone: Some(zone.to_string()),
+        env: opts.env.clone(),
+        ..ServeOptions::new(&opts.kawaii)
+    };
+    Serve::start_with(t, host, &opts.config, &state, &serve_opts)
 }
 
 /// Whether `host` has `ip` on one of its interfaces.
@@ -281,76 +322,38 @@ pub fn has_address(host: &Host, ip: &str) -> bool {
 /// Builds the two-zone topology, starts the services and the kawaii instances, and waits until
 /// each zone's VIPs are held by its home instance.
 pub fn build_ha(t: &mut Topology, opts: &HaLabOptions) -> Result<HaLab> {
-    let svc = t.dir().join("svc.py");
-    std::fs::write(&svc, SVC_PY).map_err(|error| crate::KitError::Spawn {
-        cmd: "write svc.py".into(),
-        error,
-    })?;
-    let svc = svc.to_string_lossy().into_owned();
-    let internet = t.host("internet")?;
-    let router = t.host("router")?;
+    let svc = t.svc()?;
+    let (internet, router) = region(t, &svc)?;
     let public = t.switch("pub")?;
     let lan = t.switch("lan")?;
     let gw_a = t.host("gw-a")?;
     let gw_b = t.host("gw-b")?;
-    let vm_a = t.host("vm-a")?;
-    let vm_b = t.host("vm-b")?;
-    for h in [
-        &internet, &router, &public, &lan, &gw_a, &gw_b, &vm_a, &vm_b,
-    ] {
-        h.run(&[
-            "sysctl",
-            "-qw",
-            "net.ipv6.conf.all.disable_ipv6=1",
-            "net.ipv6.conf.default.disable_ipv6=1",
-        ])?;
+    for h in [&public, &lan, &gw_a, &gw_b] {
+        h.ipv4_only()?;
     }
-    t.link(&internet, "eth0", &router, "eth0")?;
     t.plug(&router, "eth1", &public)?;
-    t.plug(&gw_a, "wan0", &public)?;
-    t.plug(&gw_b, "wan0", &public)?;
-    t.plug(&gw_a, "lan0", &lan)?;
-    t.plug(&gw_b, "lan0", &lan)?;
-    t.plug(&vm_a, "eth0", &lan)?;
-    t.plug(&vm_b, "eth0", &lan)?;
-    internet.run(&["ip", "addr", "add", "198.51.100.10/24", "dev", "eth0"])?;
-    internet.run(&["ip", "route", "add", "default", "via", "198.51.100.1"])?;
-    router.run(&["ip", "addr", "add", "198.51.100.1/24", "dev", "eth0"])?;
-    router.run(&["ip", "addr", "add", "203.0.113.1/24", "dev", "eth1"])?;
-    router.run(&["sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
+    router.addr("eth1", "203.0.113.1/24")?;
     for (h, wan, lan_ip) in [
         (&gw_a, "203.0.113.11/24", "10.1.0.251/24"),
         (&gw_b, "203.0.113.21/24", "10.1.0.252/24"),
     ] {
-        h.run(&["ip", "addr", "add", wan, "dev", "wan0"])?;
-        h.run(&["ip", "addr", "add", lan_ip, "dev", "lan0"])?;
+        t.plug(h, "wan0", &public)?;
+        t.plug(h, "lan0", &lan)?;
+        h.addr("wan0", wan)?;
+        h.addr("lan0", lan_ip)?;
         // Removing a VIP must never take the fixed address with it.
         h.run(&["sysctl", "-qw", "net.ipv4.conf.all.promote_secondaries=1"])?;
     }
-    for (h, ip, gw) in [
-        (&vm_a, "10.1.0.10/24", ZONE_A_PRIVATE_VIP),
-        (&vm_b, "10.1.0.40/24", ZONE_B_PRIVATE_VIP),
-    ] {
-        h.run(&["ip", "addr", "add", ip, "dev", "eth0"])?;
-        h.run(&["ip", "route", "add", "default", "via", gw])?;
-    }
-    t.spawn(
-        &internet,
-        "internet-http-80",
-        &["python3", &svc, "http", "internet", "80"],
-    )?;
-    let kawaii_a = spawn_zone(t, &gw_a, "zone-a", opts)?;
+    let vm_a = private_host(t, "vm-a", &lan, "10.1.0.10/24", ZONE_A_PRIVATE_VIP)?;
+    let vm_b = private_host(t, "vm-b", &lan, "10.1.0.40/24", ZONE_B_PRIVATE_VIP)?;
+    let kawaii_a = zone_serve(t, &gw_a, "zone-a", opts)?;
     let kawaii_b = if opts.start_b {
-        Some(spawn_zone(t, &gw_b, "zone-b", opts)?)
+        Some(zone_serve(t, &gw_b, "zone-b", opts)?)
     } else {
         None
     };
     let timeout = Duration::from_secs(20);
-    wait_tcp(
-        &internet,
-        format!("{INTERNET}:80").parse().expect("address"),
-        timeout,
-    )?;
+    wait_http(&internet, INTERNET, timeout)?;
     wait_for(timeout, "zone-a's VIPs on gw-a", || {
         has_address(&gw_a, ZONE_A_PRIVATE_VIP).then_some(())
     })?;
@@ -391,18 +394,38 @@ pub fn vpn_laptop(
     kawaii: &Path,
     private_key: &str,
 ) -> Result<Host> {
-    let laptop = t.host("laptop")?;
-    laptop.run(&["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"])?;
-    t.link(&lab.router, "eth2", &laptop, "eth0")?;
-    lab.router
-        .run(&["ip", "addr", "add", "192.0.2.1/24", "dev", "eth2"])?;
-    laptop.run(&["ip", "addr", "add", &format!("{LAPTOP}/24"), "dev", "eth0"])?;
-    laptop.run(&["ip", "route", "add", "default", "via", "192.0.2.1"])?;
+    let laptop = router_client(
+        t,
+        &lab.router,
+        "laptop",
+        ("eth2", "192.0.2.1/24"),
+        &format!("{LAPTOP}/24"),
+    )?;
     let token = admin_token(&lab.state).unwrap_or_default();
     let kawaii = kawaii.to_string_lossy().into_owned();
     let conf = showconf(&lab.gw, &kawaii, &token, "laptop")?;
-    crate::services::wireguard_go_client(t, &laptop, LAPTOP_IFNAME, &conf, private_key)?;
+    crate::wg::WireguardGo::from_showconf(t, &laptop, LAPTOP_IFNAME, &conf, private_key)?;
     Ok(laptop)
+}
+
+/// A host `name` on a link of its own to the region `router` (an internet client, e.g. a VPN
+/// peer): `(interface, address/prefix)` on the router side, `host_cidr` on the host's eth0,
+/// its default route via the router. IPv4 only.
+pub fn router_client(
+    t: &mut Topology,
+    router: &Host,
+    name: &str,
+    router_side: (&str, &str),
+    host_cidr: &str,
+) -> Result<Host> {
+    let (router_if, router_cidr) = router_side;
+    let host = t.host(name)?;
+    host.ipv4_only()?;
+    t.link(router, router_if, &host, "eth0")?;
+    router.addr(router_if, router_cidr)?;
+    host.addr("eth0", host_cidr)?;
+    host.default_via(router_cidr.split('/').next().unwrap_or(router_cidr))?;
+    Ok(host)
 }
 
 /// `kawaii peer showconf PEER` run on `gw` (as soon as the gateway answers, within 15 s).

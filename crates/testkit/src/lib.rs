@@ -6,14 +6,24 @@
 //! with their peer placed straight into the other. Names carry a per-topology prefix so tests run
 //! in parallel. Dropping a [`Topology`] kills the processes it started (by pid) and deletes its
 //! namespaces, also when the test panics.
+//!
+//! The one harness of the workspace's end-to-end tests: [`serve`] runs `kawaii serve` in a host,
+//! [`api`] calls its API, [`wg`] drives WireGuard peers (our `kawaii-wgdev` and wireguard-go),
+//! [`golden`] checks rendered files, [`keys`] makes WireGuard keys, [`ping`] measures loss.
 
+pub mod api;
+pub mod golden;
+pub mod keys;
 pub mod lab;
 pub mod office;
+pub mod ping;
+pub mod serve;
 pub mod services;
 pub mod webdriver;
+pub mod wg;
 
 use std::collections::BTreeMap;
-use std::io::Read;
+use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -78,6 +88,57 @@ impl Host {
     pub fn sh(&self, script: &str) -> Result<String> {
         self.run(&["sh", "-c", script])
     }
+
+    /// Runs a command inside the host with `input` on its stdin; fails unless it exits 0.
+    pub fn run_input<S: AsRef<std::ffi::OsStr>>(&self, args: &[S], input: &str) -> Result<String> {
+        output(self.command(args), Some(input))
+    }
+
+    /// Runs a command inside the host and in the mount namespace of process `pid` (one started
+    /// with a private `/run/wireguard`, see [`serve`] and [`wg::WireguardGo`]).
+    pub fn run_in_mounts_of(&self, pid: u32, args: &[&str]) -> Result<String> {
+        let pid = pid.to_string();
+        let mut full = vec!["nsenter", "-t", &pid, "-m"];
+        full.extend_from_slice(args);
+        self.run(&full)
+    }
+
+    /// `ip addr add CIDR dev IFNAME`.
+    pub fn addr(&self, ifname: &str, cidr: &str) -> Result<()> {
+        self.run(&["ip", "addr", "add", cidr, "dev", ifname])
+            .map(drop)
+    }
+
+    /// `ip route add default via GATEWAY`.
+    pub fn default_via(&self, gateway: &str) -> Result<()> {
+        self.run(&["ip", "route", "add", "default", "via", gateway])
+            .map(drop)
+    }
+
+    /// IPv4 only: no IPv6 chatter (router solicitations, MLD) on this host's links.
+    pub fn ipv4_only(&self) -> Result<()> {
+        self.run(&[
+            "sysctl",
+            "-qw",
+            "net.ipv6.conf.all.disable_ipv6=1",
+            "net.ipv6.conf.default.disable_ipv6=1",
+        ])
+        .map(drop)
+    }
+
+    /// `curl -s -m TIMEOUT URL` from the host: the body on success, None on any failure.
+    pub fn curl(&self, url: &str, timeout: &str) -> Option<String> {
+        let out = self.exec(&["curl", "-s", "-m", timeout, url]).ok()?;
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// One ping to `ip` answered within a second.
+    pub fn pings(&self, ip: &str) -> bool {
+        self.exec(&["ping", "-c", "1", "-W", "1", ip])
+            .is_ok_and(|o| o.status.success())
+    }
 }
 
 fn describe<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> String {
@@ -88,22 +149,42 @@ fn describe<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> String {
 }
 
 fn ip(args: &[&str]) -> Result<()> {
-    let out = Command::new("ip")
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|error| KitError::Spawn {
-            cmd: format!("ip {}", args.join(" ")),
-            error,
-        })?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(KitError::Command {
-            cmd: format!("ip {}", args.join(" ")),
-            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-        })
+    let mut cmd = Command::new("ip");
+    cmd.args(args);
+    output(cmd, None).map(drop)
+}
+
+/// Runs `cmd` to its end, with `input` (if any) on its stdin; fails unless it exits 0 (the
+/// error carries its stderr and stdout). Returns its stdout.
+pub fn output(mut cmd: Command, input: Option<&str>) -> Result<String> {
+    let what = std::iter::once(cmd.get_program())
+        .chain(cmd.get_args())
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let spawn = |error| KitError::Spawn {
+        cmd: what.clone(),
+        error,
+    };
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().map_err(spawn)?;
+    // No input: stdin closes at once (end of file).
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin
+            .write_all(input.unwrap_or_default().as_bytes())
+            .map_err(spawn)?;
     }
+    let out = child.wait_with_output().map_err(spawn)?;
+    if !out.status.success() {
+        return Err(KitError::Command {
+            cmd: what,
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string()
+                + &String::from_utf8_lossy(&out.stdout),
+        });
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// A long-lived process started inside a host; its output goes to a log file.
@@ -147,6 +228,23 @@ impl Proc {
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+    /// Waits up to `limit` for it to exit; true if it did (reaped).
+    pub fn wait_exit(&mut self, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        loop {
+            if !self.alive() {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    /// Whether it exited with status 0 (false while it runs).
+    pub fn succeeded(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(Some(s)) if s.success())
     }
     /// SIGKILL now.
     pub fn kill(&mut self) {
@@ -202,6 +300,30 @@ impl Topology {
     /// Scratch directory for logs and files of this topology.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// Writes `text` to `<dir>/<name>` (directories created) and returns the path.
+    pub fn write(&self, name: &str, text: &str) -> Result<PathBuf> {
+        let path = self.dir.join(name);
+        let err = |error| KitError::Spawn {
+            cmd: format!("write {}", path.display()),
+            error,
+        };
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(err)?;
+        }
+        std::fs::write(&path, text).map_err(err)?;
+        Ok(path)
+    }
+
+    /// The test services script ([`lab::SVC_PY`]) in this topology's directory, written on first
+    /// use: `python3 <svc> http|tcp-echo|udp-echo|digest|load|stream|scan ...`.
+    pub fn svc(&self) -> Result<String> {
+        let path = self.dir.join("svc.py");
+        if !path.exists() {
+            self.write("svc.py", lab::SVC_PY)?;
+        }
+        Ok(path.to_string_lossy().into_owned())
     }
 
     /// Creates a host (namespace) with loopback up.
@@ -401,6 +523,29 @@ pub fn can_run() -> bool {
         .stdout(Stdio::null())
         .status()
         .is_ok_and(|s| s.success())
+}
+
+/// [`can_run`], and every tool in `tools` is on the PATH (the failure names the missing ones).
+pub fn can_run_with(tools: &[&str]) -> std::result::Result<(), String> {
+    if !can_run() {
+        return Err("end-to-end tests need root and iproute2".into());
+    }
+    let missing: Vec<&str> = tools
+        .iter()
+        .copied()
+        .filter(|t| {
+            !Command::new("sh")
+                .args(["-c", &format!("command -v {t}")])
+                .stdout(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        })
+        .collect();
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("end-to-end tests need {missing:?}"))
+    }
 }
 
 /// Reads a whole small file, or an empty string.

@@ -53,25 +53,20 @@ pub fn build(t: &mut Topology, router: &Host, svc: &str) -> Result<Office> {
     let office = t.host("office")?;
     let host = t.host("ohost")?;
     for h in [&office, &host] {
-        h.run(&[
-            "sysctl",
-            "-qw",
-            "net.ipv6.conf.all.disable_ipv6=1",
-            "net.ipv6.conf.default.disable_ipv6=1",
-        ])?;
+        h.ipv4_only()?;
     }
     t.link(router, "eth2", &office, "eth0")?;
     t.link(&office, "eth1", &host, "eth0")?;
     router.run(&["ip", "route", "add", "198.51.100.8/32", "dev", "eth2"])?;
-    office.run(&["ip", "addr", "add", "198.51.100.8/32", "dev", "eth0"])?;
+    office.addr("eth0", "198.51.100.8/32")?;
     office.run(&["ip", "route", "add", "198.51.100.1", "dev", "eth0"])?;
-    office.run(&["ip", "route", "add", "default", "via", "198.51.100.1"])?;
-    office.run(&["ip", "addr", "add", "172.16.1.1/24", "dev", "eth1"])?;
-    office.run(&["ip", "addr", "add", "172.16.2.1/24", "dev", "eth1"])?;
+    office.default_via("198.51.100.1")?;
+    office.addr("eth1", "172.16.1.1/24")?;
+    office.addr("eth1", "172.16.2.1/24")?;
     office.run(&["sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
-    host.run(&["ip", "addr", "add", "172.16.1.10/24", "dev", "eth0"])?;
-    host.run(&["ip", "addr", "add", "172.16.2.10/24", "dev", "eth0"])?;
-    host.run(&["ip", "route", "add", "default", "via", "172.16.1.1"])?;
+    host.addr("eth0", "172.16.1.10/24")?;
+    host.addr("eth0", "172.16.2.10/24")?;
+    host.default_via("172.16.1.1")?;
     t.spawn(
         &host,
         "ohost-http",

@@ -94,57 +94,59 @@ def stream(host, port, stopfile):
         print(f"error after {total} bytes: {e}", flush=True)
 
 
-def scan(host, proto, ports, timeout=1.5):
+def _poll(pending, event, timeout, reachable):
+    """Waits up to `timeout` s for `event` on each socket of `pending` (socket -> port); the
+    ports whose socket `reachable(sock)` accepts are returned. Every socket is closed."""
     found = []
-    if proto == "tcp":
-        pending = {}
-        for p in ports:
+    sel = selectors.DefaultSelector()
+    for s in pending:
+        sel.register(s, event)
+    deadline = time.time() + timeout
+    while pending and time.time() < deadline:
+        for key, _ in sel.select(max(0, deadline - time.time())):
+            s = key.fileobj
+            sel.unregister(s)
+            p = pending.pop(s)
+            if reachable(s):
+                found.append(p)
+            s.close()
+    for s in pending:
+        s.close()
+    return found
+
+
+def _tcp_reachable(s):
+    # connected, or refused (RST): the port is reachable
+    return s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) in (0, 111)
+
+
+def _udp_reachable(s):
+    try:
+        s.recv(65535)
+        return True
+    except ConnectionRefusedError:
+        return True
+    except OSError:
+        return False
+
+
+def scan(host, proto, ports, timeout=1.5):
+    pending = {}
+    for p in ports:
+        if proto == "tcp":
             s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             s.setblocking(False)
             s.connect_ex((host, p))
-            pending[s] = p
-        sel = selectors.DefaultSelector()
-        for s in pending:
-            sel.register(s, selectors.EVENT_WRITE)
-        deadline = time.time() + timeout
-        while pending and time.time() < deadline:
-            for key, _ in sel.select(max(0, deadline - time.time())):
-                s = key.fileobj
-                sel.unregister(s)
-                p = pending.pop(s)
-                err = s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-                if err in (0, 111):  # connected, or refused (RST): the port is reachable
-                    found.append(p)
-                s.close()
-        for s in pending:
-            s.close()
-    else:
-        socks = {}
-        for p in ports:
+        else:
             s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
             s.connect((host, p))
             s.setblocking(False)
             s.send(b"probe")
-            socks[s] = p
-        sel = selectors.DefaultSelector()
-        for s in socks:
-            sel.register(s, selectors.EVENT_READ)
-        deadline = time.time() + timeout
-        while socks and time.time() < deadline:
-            for key, _ in sel.select(max(0, deadline - time.time())):
-                s = key.fileobj
-                sel.unregister(s)
-                p = socks.pop(s)
-                try:
-                    s.recv(65535)
-                    found.append(p)
-                except ConnectionRefusedError:
-                    found.append(p)
-                except OSError:
-                    pass
-                s.close()
-        for s in socks:
-            s.close()
+        pending[s] = p
+    if proto == "tcp":
+        found = _poll(pending, selectors.EVENT_WRITE, timeout, _tcp_reachable)
+    else:
+        found = _poll(pending, selectors.EVENT_READ, timeout, _udp_reachable)
     for p in sorted(found):
         print(p)
 

@@ -345,17 +345,7 @@ fn preemption_discards_lower_priority_adverts() {
         assert_eq!(vr.poll_at(), Some(t0 + us(3_414_062)), "not reset");
     }
     let actions = vr.handle(t0 + us(3_414_062), Input::Timer);
-    assert_eq!(
-        state_change(&actions),
-        Some((
-            State::Backup,
-            State::Master,
-            Reason::Preempted {
-                master: addr(2),
-                priority: 100
-            }
-        ))
-    );
+    assert_preempted_from_2(&actions);
 }
 
 #[test]
@@ -409,17 +399,7 @@ fn preempt_delay_runs_from_entering_backup() {
     let at = vr.poll_at().expect("armed");
     assert_eq!(at, t0 + ms(9_000) + us(3_414_062));
     let actions = vr.handle(at, Input::Timer);
-    assert_eq!(
-        state_change(&actions),
-        Some((
-            State::Backup,
-            State::Master,
-            Reason::Preempted {
-                master: addr(2),
-                priority: 100
-            }
-        ))
-    );
+    assert_preempted_from_2(&actions);
 }
 
 #[test]
@@ -813,4 +793,19 @@ fn lan_health_tracking_hands_over_to_the_next_zone() {
         }
     );
     assert!(when <= at + master_down_interval(100, interval(10)));
+}
+
+/// The actions are the takeover from router 2 (priority 100), preempted (RFC 5798 §6.4.2).
+fn assert_preempted_from_2(actions: &[Action]) {
+    assert_eq!(
+        state_change(actions),
+        Some((
+            State::Backup,
+            State::Master,
+            Reason::Preempted {
+                master: addr(2),
+                priority: 100
+            }
+        ))
+    );
 }

@@ -38,7 +38,9 @@ pub struct DeviceConfig {
 /// Desired settings of one peer. Identity is the public key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PeerConfig {
+    /// The peer's identity.
     pub public_key: PublicKey,
+    /// An optional symmetric key mixed into the handshake (post-quantum resistance).
     pub preshared_key: Option<SecretKey>,
     /// Source addresses accepted from, and destinations routed to, this peer.
     pub allowed_ips: Vec<IpNet>,
@@ -54,6 +56,7 @@ pub struct PeerStats {
     pub public_key: PublicKey,
     /// The current (possibly roamed) endpoint.
     pub endpoint: Option<SocketAddr>,
+    /// Bytes received from and sent to the peer, as `wg show ... transfer` counts them.
     pub rx_bytes: u64,
     pub tx_bytes: u64,
     /// Time of the last completed handshake, if any.

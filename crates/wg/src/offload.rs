@@ -896,17 +896,19 @@ mod tests {
         assert_eq!(joined, t.payload);
     }
 
+    /// An IPv4 segment with ACK and PSH carrying `payload`.
+    fn pushed(payload: &[u8]) -> Tcp<'_> {
+        Tcp {
+            payload,
+            flags: TCP_ACK | TCP_PSH,
+            ..Tcp::default()
+        }
+    }
+
     #[test]
     fn splits_ipv4_tso_with_odd_tail() {
         let payload = bytes(64_000 - 53, 11); // odd length, short last segment
-        check_split(
-            &Tcp {
-                payload: &payload,
-                flags: TCP_ACK | TCP_PSH,
-                ..Tcp::default()
-            },
-            1368,
-        );
+        check_split(&pushed(&payload), 1368);
     }
 
     #[test]
@@ -1029,14 +1031,7 @@ mod tests {
     #[test]
     fn coalesces_ipv4_segments_and_round_trips() {
         let payload = bytes(40_001, 21);
-        check_round_trip(
-            &Tcp {
-                payload: &payload,
-                flags: TCP_ACK | TCP_PSH,
-                ..Tcp::default()
-            },
-            1368,
-        );
+        check_round_trip(&pushed(&payload), 1368);
     }
 
     #[test]

@@ -61,24 +61,32 @@ pub fn listen(addr: SocketAddr) -> TcpListener {
     s.listen(1024).expect("listen")
 }
 
-/// HTTP backend answering every request with 200 and `name` as body, then closing.
-pub fn http_backend_on(addr: SocketAddr, name: &'static str) -> (SocketAddr, JoinHandle<()>) {
+/// A backend that reads each connection until `answer` makes sense of what arrived so far
+/// (`Some(body)`), then answers 200 with that body and closes.
+pub fn answering_backend(
+    addr: SocketAddr,
+    answer: impl Fn(&[u8]) -> Option<String> + Clone + Send + 'static,
+) -> (SocketAddr, JoinHandle<()>) {
     let l = listen(addr);
     let addr = l.local_addr().expect("addr");
     let task = tokio::spawn(async move {
         while let Ok((mut s, _)) = l.accept().await {
+            let answer = answer.clone();
             tokio::spawn(async move {
                 let mut buf = Vec::new();
                 let mut chunk = [0u8; 4096];
-                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                let body = loop {
+                    if let Some(body) = answer(&buf) {
+                        break body;
+                    }
                     match s.read(&mut chunk).await {
                         Ok(0) | Err(_) => return,
                         Ok(n) => buf.extend_from_slice(&chunk[..n]),
                     }
-                }
+                };
                 let resp = format!(
-                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{name}",
-                    name.len()
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
                 );
                 let _ = s.write_all(resp.as_bytes()).await;
                 let _ = s.shutdown().await;
@@ -86,6 +94,15 @@ pub fn http_backend_on(addr: SocketAddr, name: &'static str) -> (SocketAddr, Joi
         }
     });
     (addr, task)
+}
+
+/// HTTP backend answering every request with 200 and `name` as body, then closing.
+pub fn http_backend_on(addr: SocketAddr, name: &'static str) -> (SocketAddr, JoinHandle<()>) {
+    answering_backend(addr, move |buf| {
+        buf.windows(4)
+            .any(|w| w == b"\r\n\r\n")
+            .then(|| name.to_string())
+    })
 }
 
 pub fn http_backend(name: &'static str) -> (SocketAddr, JoinHandle<()>) {
@@ -154,6 +171,14 @@ pub async fn http_get(to: SocketAddr, host: &str) -> std::io::Result<(u16, Strin
 pub fn testdata(name: &str) -> Vec<u8> {
     let path = format!("{}/../sniff/testdata/{name}", env!("CARGO_MANIFEST_DIR"));
     std::fs::read(&path).unwrap_or_else(|e| panic!("reading {path}: {e}"))
+}
+
+/// Connects from `src_ip` to `to`, sends `request`, and reads the answer until the other side
+/// closes (2 s at most).
+pub async fn exchange(src_ip: &str, to: SocketAddr, request: &[u8]) -> Vec<u8> {
+    let mut s = connect_from(src_ip, to).await.expect("connect");
+    s.write_all(request).await.expect("write");
+    read_until_closed(&mut s, Duration::from_secs(2)).await.0
 }
 
 /// Reads until EOF or error, with a deadline; returns bytes read and whether it ended (not timed out).
