@@ -9,7 +9,7 @@ use kawaii_api::{ApiState, DriverStatus, Status};
 use kawaii_drivers::Driver;
 use kawaii_model::valid::{Role, TokenSpec};
 use kawaii_model::{Desired, Gateway};
-use kawaii_store::{Actor, SqliteStore, Store};
+use kawaii_store::{Actor, Store};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -61,13 +61,18 @@ impl Metrics {
     }
 }
 
-pub fn run(config: PathBuf, zone: Option<String>, state: PathBuf) -> anyhow::Result<ExitCode> {
+pub fn run(
+    config: PathBuf,
+    zone: Option<String>,
+    state: PathBuf,
+    store: crate::store_url::StoreArgs,
+) -> anyhow::Result<ExitCode> {
     init_logging();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the runtime")?;
-    rt.block_on(daemon(config, zone, state))
+    rt.block_on(daemon(config, zone, state, store))
 }
 
 fn init_logging() {
@@ -198,15 +203,13 @@ async fn daemon(
     config: PathBuf,
     zone: Option<String>,
     state_dir: PathBuf,
+    store: crate::store_url::StoreArgs,
 ) -> anyhow::Result<ExitCode> {
-    let store: Arc<dyn Store> = Arc::new(
-        tokio::task::spawn_blocking({
-            let dir = state_dir.clone();
-            move || SqliteStore::open(&dir)
-        })
-        .await?
-        .with_context(|| format!("opening the store in {}", state_dir.display()))?,
-    );
+    let store: Arc<dyn Store> = tokio::task::spawn_blocking({
+        let dir = state_dir.clone();
+        move || crate::store_url::open(&store, &dir, true)
+    })
+    .await??;
     let metrics = Metrics::default();
     let mut registry = Registry::default();
     metrics.register(&mut registry);
@@ -437,8 +440,9 @@ impl Daemon {
                 gateway.prepare_commit(&cur.gateway);
                 // What the server filled in (VPN addresses) must still be valid.
                 kawaii_model::validate(&gateway).map_err(|e| e.0)?;
-                let rev = store.commit(None, &gateway, &actor).map_err(err)?;
-                store.set_meta(FILE_HASH_KEY, &hash).map_err(err)?;
+                let rev = store
+                    .commit_with_meta(None, &gateway, &actor, &[(FILE_HASH_KEY, &hash)])
+                    .map_err(err)?;
                 Ok(rev != cur.revision)
             })
             .await

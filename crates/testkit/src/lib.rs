@@ -7,6 +7,7 @@
 //! in parallel. Dropping a [`Topology`] kills the processes it started (by pid) and deletes its
 //! namespaces, also when the test panics.
 
+pub mod etcd;
 pub mod lab;
 pub mod office;
 pub mod services;
