@@ -1,0 +1,509 @@
+//! The shared store end to end (issue 15): kawaii instances in their own namespaces on a
+//! management switch with a real etcd (its own namespace, data on tmpfs, stopped by pid), and
+//! the embedded store's file modes and API round trips.
+
+mod common;
+
+use common::{ADMIN, PSK, Reply, base_config, bin, curl, path, sha};
+use kawaii_testkit::{Host, Topology, etcd, wait_for};
+use std::collections::BTreeSet;
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+const ETCD_IP: &str = "10.254.0.1";
+
+fn light_config(name: &str) -> String {
+    format!(
+        r#"[gateway]
+name = "{name}"
+private_subnet = "10.1.0.0/24"
+
+[api]
+listen = "127.0.0.1:7780"
+tokens = [{{ name = "ops", role = "admin", sha256 = "{}" }}]
+
+[[zones]]
+name = "zone-a"
+public_interface = "wan0"
+private_interface = "lan0"
+public_vip = "203.0.113.10/24"
+public_gateway = "203.0.113.1"
+private_vip = "10.1.0.1"
+
+[[ingress_rules]]
+ports = "22"
+"#,
+        sha(ADMIN)
+    )
+}
+
+struct Gw {
+    host: Host,
+    config: PathBuf,
+    state: PathBuf,
+    url: String,
+    proc: Option<usize>,
+}
+
+/// etcd and kawaii instances on one management switch. Fields drop in order: the etcd data
+/// directories go after the topology has killed the processes.
+struct Shared {
+    topo: Topology,
+    etcd: etcd::Etcd,
+    gws: Vec<Gw>,
+}
+
+impl Shared {
+    /// One instance per `(gateway name, key prefix)`, not started yet.
+    fn new(tag: &str, gateways: &[(&str, &str)]) -> Shared {
+        assert!(
+            kawaii_testkit::can_run(),
+            "end-to-end tests need root and iproute2"
+        );
+        let mut topo = Topology::new(tag).expect("topology");
+        let mgmt = topo.switch("mgmt").expect("switch");
+        let etcd = etcd::start(&mut topo, &mgmt, &[ETCD_IP]).unwrap_or_else(|e| panic!("{e}"));
+        let mut gws = Vec::new();
+        for (i, (name, prefix)) in gateways.iter().enumerate() {
+            let host = topo.host(&format!("gw{i}")).expect("host");
+            topo.plug(&host, "mgmt0", &mgmt).expect("plug");
+            host.run(&[
+                "ip",
+                "addr",
+                "add",
+                &format!("10.254.0.{}/24", 11 + i),
+                "dev",
+                "mgmt0",
+            ])
+            .expect("addr");
+            // The zone's interfaces (each instance's data plane lives in its own namespace).
+            for ifname in ["wan0", "lan0"] {
+                let peer = format!("{ifname}p");
+                host.run(&["ip", "link", "add", ifname, "type", "veth", "peer", "name", &peer])
+                    .expect("veth");
+                for i in [ifname, &peer] {
+                    host.run(&["ip", "link", "set", i, "up"]).expect("up");
+                }
+            }
+            let config = topo.dir().join(format!("gw{i}.toml"));
+            std::fs::write(&config, light_config(name)).expect("config");
+            gws.push(Gw {
+                host,
+                config,
+                state: topo.dir().join(format!("state-{i}")),
+                url: etcd.url(prefix),
+                proc: None,
+            });
+        }
+        Shared { topo, etcd, gws }
+    }
+
+    /// Starts instance `i` and waits until its API answers.
+    fn start(&mut self, i: usize) {
+        let g = &self.gws[i];
+        let args = [
+            "env",
+            "KAWAII_LOG=info,kawaii_store=debug",
+            bin(),
+            "serve",
+            "--config",
+            path(&g.config),
+            "--state",
+            path(&g.state),
+            "--store",
+            &g.url,
+        ];
+        let host = g.host.clone();
+        let name = format!("kawaii-{i}-{}", self.topo.pids().len());
+        let p = self.topo.spawn(&host, &name, &args).expect("spawn");
+        self.gws[i].proc = Some(p);
+        let r = wait_for(Duration::from_secs(15), "kawaii API", || {
+            (curl(&host, "GET", "/v1/status", Some(ADMIN), None, &[]).status == 200).then_some(())
+        });
+        if let Err(e) = r {
+            panic!("{e}\n{}", self.topo.proc(p).output());
+        }
+    }
+
+    fn kill9(&mut self, i: usize) {
+        if let Some(p) = self.gws[i].proc.take() {
+            self.topo.proc(p).kill();
+        }
+    }
+
+    fn log(&mut self, i: usize) -> String {
+        self.gws[i]
+            .proc
+            .map(|p| self.topo.proc(p).output())
+            .unwrap_or_default()
+    }
+
+    fn call(&self, i: usize, method: &str, path: &str, body: Option<&str>, hdr: &[&str]) -> Reply {
+        curl(&self.gws[i].host, method, path, Some(ADMIN), body, hdr)
+    }
+
+    fn revision(&self, i: usize) -> u64 {
+        self.call(i, "GET", "/v1/gateway", None, &[]).json()["revision"]
+            .as_u64()
+            .unwrap_or(0)
+    }
+
+    fn applied(&self, i: usize) -> u64 {
+        self.call(i, "GET", "/v1/status", None, &[]).json()["applied_revision"]
+            .as_u64()
+            .unwrap_or(0)
+    }
+
+    fn ports(&self, i: usize) -> BTreeSet<String> {
+        self.call(i, "GET", "/v1/ingress-rules", None, &[])
+            .json()
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|r| r["ports"].as_str().map(str::to_string))
+            .collect()
+    }
+
+    fn wait_applied(&mut self, i: usize, rev: u64, what: &str) {
+        let r = wait_for(Duration::from_secs(10), what, || {
+            (self.applied(i) >= rev).then_some(())
+        });
+        if let Err(e) = r {
+            panic!("{e}\n{}", self.log(i));
+        }
+    }
+}
+
+fn add_rule(s: &Shared, i: usize, port: u32, if_match: Option<u64>) -> Reply {
+    let h = if_match.map(|r| format!("If-Match: \"{r}\""));
+    let hdr: Vec<&str> = h.iter().map(String::as_str).collect();
+    s.call(
+        i,
+        "POST",
+        "/v1/ingress-rules",
+        Some(&format!(r#"{{"protocol":"tcp","ports":"{port}"}}"#)),
+        &hdr,
+    )
+}
+
+/// Acceptance 2 (and 6's isolation is in its own test): 100 writes through each of two
+/// instances, interleaved, each pinned with If-Match to what its instance showed. The final
+/// document holds exactly the acknowledged ones, the losers got 412, and the audit trail has one
+/// entry per acknowledged write.
+#[test]
+fn racing_writes_through_two_instances_lose_nothing_acknowledged() {
+    let mut s = Shared::new("st-race", &[("acme", "kawaii/acme"), ("acme", "kawaii/acme")]);
+    s.start(0);
+    s.start(1);
+    let acked = std::sync::Mutex::new(BTreeSet::new());
+    let lost = std::sync::atomic::AtomicUsize::new(0);
+    std::thread::scope(|scope| {
+        for i in 0..2 {
+            let (s, acked, lost) = (&s, &acked, &lost);
+            scope.spawn(move || {
+                for n in 0..100u32 {
+                    let port = 1000 * (i as u32 + 1) + n;
+                    let rev = s.revision(i);
+                    let r = add_rule(s, i, port, Some(rev));
+                    match r.status {
+                        201 => {
+                            acked.lock().expect("lock").insert(port.to_string());
+                        }
+                        412 | 409 => {
+                            assert!(
+                                r.body.contains("current revision"),
+                                "a loser learns the current revision: {}",
+                                r.body
+                            );
+                            lost.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        }
+                        other => panic!("unexpected {other}: {}", r.body),
+                    }
+                }
+            });
+        }
+    });
+    let acked = acked.into_inner().expect("lock");
+    let lost = lost.into_inner();
+    assert_eq!(acked.len() + lost, 200);
+    assert!(acked.len() >= 100, "{} acknowledged", acked.len());
+    let final_rev = s.revision(0).max(s.revision(1));
+    s.wait_applied(0, final_rev, "instance 0 to apply the last write");
+    s.wait_applied(1, final_rev, "instance 1 to apply the last write");
+    for i in 0..2 {
+        let mut want = acked.clone();
+        want.insert("22".into());
+        assert_eq!(s.ports(i), want, "instance {i} holds exactly the acknowledged writes");
+    }
+    let audit = s.call(0, "GET", "/v1/audit?limit=1000", None, &[]).json();
+    let writes: Vec<&serde_json::Value> = audit
+        .as_array()
+        .expect("audit")
+        .iter()
+        .filter(|e| e["action"] == "POST /v1/ingress-rules")
+        .collect();
+    assert_eq!(writes.len(), acked.len(), "one audit entry per acknowledged write");
+    let revs: BTreeSet<u64> = writes.iter().filter_map(|e| e["revision"].as_u64()).collect();
+    assert_eq!(revs.len(), acked.len(), "each in its own revision");
+    // Both instances read the one shared trail.
+    let other = s.call(1, "GET", "/v1/audit?limit=1000", None, &[]).json();
+    assert_eq!(audit, other);
+    eprintln!("{} acknowledged, {lost} lost the race", acked.len());
+}
+
+/// Acceptance 3: etcd is killed. The data plane keeps its rules, writes answer 503 within 5 s,
+/// /readyz and the metrics say the store is down, an instance restarted meanwhile comes up with
+/// the last applied state, and once etcd is back writes work without any restart.
+#[test]
+fn etcd_outage_keeps_the_last_state_and_fails_writes_fast() {
+    let mut s = Shared::new("st-down", &[("acme", "kawaii/acme"), ("acme", "kawaii/acme")]);
+    s.start(0);
+    s.start(1);
+    let r = add_rule(&s, 0, 8443, None);
+    assert_eq!(r.status, 201, "{}", r.body);
+    let rev = r.etag().expect("etag");
+    s.wait_applied(1, rev, "instance 1 to apply the write made through 0");
+    let nft = |s: &Shared, i: usize| {
+        s.gws[i]
+            .host
+            .run(&["nft", "list", "table", "inet", "kawaii"])
+            .unwrap_or_default()
+    };
+    assert!(nft(&s, 1).contains("8443"));
+
+    s.etcd.kill(&mut s.topo, 0);
+    for i in 0..2 {
+        let t0 = Instant::now();
+        let r = add_rule(&s, i, 9000 + i as u32, None);
+        let took = t0.elapsed();
+        assert_eq!(r.status, 503, "{}", r.body);
+        assert!(r.body.contains("store unreachable"), "{}", r.body);
+        assert!(took < Duration::from_secs(5), "answered in {took:?}");
+    }
+    for i in 0..2 {
+        let host = s.gws[i].host.clone();
+        wait_for(Duration::from_secs(10), "/readyz to show the store down", || {
+            let r = curl(&host, "GET", "/readyz", None, None, &[]);
+            (r.status == 503 && r.body.contains("store down")).then_some(())
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+        let m = s.call(i, "GET", "/metrics", None, &[]).body;
+        assert!(m.contains("kawaii_store_up{backend=\"etcd\"} 0"), "{m}");
+        assert!(m.contains("kawaii_store_seconds_since_sync"), "{m}");
+        let st = s.call(i, "GET", "/v1/status", None, &[]).json();
+        assert_eq!(st["store"]["up"], false, "{st}");
+        // The data plane is untouched.
+        assert!(nft(&s, i).contains("8443"));
+        assert!(s.ports(i).contains("8443"));
+    }
+    // `kawaii status` says it too.
+    let out = s.gws[0]
+        .host
+        .command(&[bin(), "status"])
+        .env("KAWAII_TOKEN", ADMIN)
+        .output()
+        .expect("kawaii status");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("store etcd  DOWN"), "{text}");
+
+    // Restarted during the outage: up with the cached state.
+    s.kill9(1);
+    let cache = s.gws[1].state.join("etcd-cache.json");
+    let mode = std::fs::metadata(&cache).expect("cache").permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    s.start(1);
+    assert!(s.ports(1).contains("8443"), "the cached state is served");
+    assert_eq!(s.revision(1), rev);
+    let host = s.gws[1].host.clone();
+    wait_for(Duration::from_secs(10), "the restarted instance to apply", || {
+        (s.applied(1) == rev).then_some(())
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert!(nft(&s, 1).contains("8443"));
+
+    s.etcd.restart(&mut s.topo, 0).expect("etcd back");
+    let t0 = Instant::now();
+    wait_for(Duration::from_secs(15), "writes to work again", || {
+        (add_rule(&s, 1, 9100, None).status == 201).then_some(())
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    eprintln!("writes back {:?} after etcd", t0.elapsed());
+    let rev2 = s.revision(1);
+    s.wait_applied(0, rev2, "instance 0 to catch up without a restart");
+    assert!(s.ports(0).contains("9100"));
+    wait_for(Duration::from_secs(10), "/readyz to recover", || {
+        (curl(&host, "GET", "/readyz", None, None, &[]).status == 200).then_some(())
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// Acceptance 5: the history is compacted past a disconnected instance's revision; when its
+/// link comes back it reads everything again and holds the latest state.
+#[test]
+fn compaction_past_a_disconnected_instance_means_a_full_reread() {
+    let mut s = Shared::new("st-comp", &[("acme", "kawaii/acme"), ("acme", "kawaii/acme")]);
+    s.start(0);
+    s.start(1);
+    let host1 = s.gws[1].host.clone();
+    host1.run(&["ip", "link", "set", "mgmt0", "down"]).expect("cut");
+    let mut last = 0;
+    for n in 0..5 {
+        let r = add_rule(&s, 0, 7000 + n, None);
+        assert_eq!(r.status, 201, "{}", r.body);
+        last = r.etag().expect("etag");
+    }
+    s.etcd.compact(0).expect("compact");
+    assert!(s.revision(1) < last);
+    host1.run(&["ip", "link", "set", "mgmt0", "up"]).expect("restore");
+    s.wait_applied(1, last, "the reconnected instance to catch up");
+    assert!(s.ports(1).contains("7004"));
+    let _ = s.log(1);
+}
+
+/// Acceptance 6: two gateways under different prefixes of one etcd (one prefix a string
+/// prefix of the other) never see each other's writes.
+#[test]
+fn gateways_under_different_prefixes_are_isolated() {
+    let mut s = Shared::new("st-iso", &[("acme", "kawaii/acme"), ("acme2", "kawaii/acme2")]);
+    s.start(0);
+    s.start(1);
+    let r = add_rule(&s, 0, 6001, None);
+    assert_eq!(r.status, 201, "{}", r.body);
+    let r = add_rule(&s, 1, 6002, None);
+    assert_eq!(r.status, 201, "{}", r.body);
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(s.ports(0).contains("6001") && !s.ports(0).contains("6002"));
+    assert!(s.ports(1).contains("6002") && !s.ports(1).contains("6001"));
+    let g0 = s.call(0, "GET", "/v1/gateway", None, &[]).json();
+    let g1 = s.call(1, "GET", "/v1/gateway", None, &[]).json();
+    assert_eq!(g0["gateway"]["gateway"]["name"], "acme");
+    assert_eq!(g1["gateway"]["gateway"]["name"], "acme2");
+    let audit = s.call(1, "GET", "/v1/audit", None, &[]).body;
+    assert!(!audit.contains("6001"), "{audit}");
+}
+
+/// Acceptance 7: `kawaii store copy` sqlite → etcd → sqlite gives the identical document,
+/// audit trail and metadata; a non-empty target is refused without --force.
+#[test]
+fn store_copy_round_trips_between_sqlite_and_etcd() {
+    use kawaii_store::{Actor, SqliteStore, Store};
+    let s = Shared::new("st-copy", &[("acme", "kawaii/acme")]);
+    let src = s.topo.dir().join("src");
+    let back = s.topo.dir().join("back");
+    {
+        let store = SqliteStore::open(&src).expect("open");
+        let mut g = kawaii_model::Gateway::parse(&base_config(), kawaii_model::Format::Toml)
+            .expect("parse");
+        let actor = Actor {
+            name: "ops".into(),
+            action: "test".into(),
+        };
+        store.commit(None, &g, &actor).expect("commit");
+        g.ingress_rules[0].ports = "2222".into();
+        store.commit(Some(1), &g, &actor).expect("commit");
+        store.set_meta("config_file_sha256", "abc").expect("meta");
+    }
+    let url = s.gws[0].url.clone();
+    let copy = |from: &str, to: &str, force: bool| {
+        let mut args = vec![bin(), "store", "copy", "--from", from, "--to", to];
+        if force {
+            args.push("--force");
+        }
+        s.gws[0].host.command(&args).output().expect("kawaii store copy")
+    };
+    let from = format!("sqlite:{}", src.display());
+    let out = copy(&from, &url, false);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let again = copy(&from, &url, false);
+    assert!(!again.status.success());
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("not empty"),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    assert!(copy(&from, &url, true).status.success());
+    let to = format!("sqlite:{}", back.display());
+    let out = copy(&url, &to, false);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let a = SqliteStore::open(&src).expect("open").export().expect("export");
+    let b = SqliteStore::open(&back).expect("open").export().expect("export");
+    assert_eq!(a, b);
+    assert_eq!(b.snapshot.revision, 2);
+    assert_eq!(b.audit.len(), 2);
+    let psk = b.snapshot.gateway.ipsec[0]
+        .pre_shared_key
+        .as_ref()
+        .map(|s| s.expose().to_string());
+    assert_eq!(psk.as_deref(), Some(PSK), "the secret's real value travels");
+}
+
+/// Acceptance 8 and 9 on the embedded store: a pre-existing 0755 state directory and 0644 file
+/// are tightened (and logged); the database, WAL, shm and token files are 0600; GET → PUT of
+/// /v1/gateway and `get -o toml` → `apply -f` round-trip, redacted secrets keeping their value.
+#[test]
+fn state_modes_and_api_round_trips() {
+    let mut node = common::Node::new("st-modes", &base_config());
+    std::fs::create_dir_all(&node.state).expect("mkdir");
+    std::fs::set_permissions(&node.state, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let stray = node.state.join("notes.txt");
+    std::fs::write(&stray, "x").expect("write");
+    std::fs::set_permissions(&stray, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    node.start();
+    let mode = |p: &std::path::Path| {
+        std::fs::metadata(p).expect("stat").permissions().mode() & 0o7777
+    };
+    assert_eq!(mode(&node.state), 0o700);
+    for entry in std::fs::read_dir(&node.state).expect("ls") {
+        let p = entry.expect("entry").path();
+        if p.is_file() {
+            assert_eq!(mode(&p), 0o600, "{}", p.display());
+        }
+    }
+    for f in ["kawaii.db", "kawaii.db-wal", "kawaii.db-shm", "notes.txt"] {
+        assert!(node.state.join(f).exists(), "{f}");
+    }
+    assert!(node.log().contains("tightened"), "the log says so");
+
+    // GET → PUT with the envelope as it came.
+    let got = node.call("GET", "/v1/gateway", Some(ADMIN), None, &[]);
+    assert!(!got.body.contains(PSK));
+    let r = node.call("PUT", "/v1/gateway", Some(ADMIN), Some(&got.body), &[]);
+    assert_eq!(r.status, 200, "{}", r.body);
+    // A stale envelope is refused like a stale If-Match.
+    let mut env = got.json();
+    env["gateway"]["ingress_rules"][0]["ports"] = "2200".into();
+    let rev = got.etag().expect("etag");
+    env["revision"] = (rev + 100).into();
+    let r = node.call("PUT", "/v1/gateway", Some(ADMIN), Some(&env.to_string()), &[]);
+    assert_eq!(r.status, 412, "{}", r.body);
+    env["revision"] = rev.into();
+    let r = node.call("PUT", "/v1/gateway", Some(ADMIN), Some(&env.to_string()), &[]);
+    assert_eq!(r.status, 200, "{}", r.body);
+
+    // get -o toml > f; edit; apply -f f.
+    let out = node.cli(&["get", "gateway", "-o", "toml"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let toml = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(!toml.contains(PSK), "{toml}");
+    let file = node.topo.dir().join("edited.toml");
+    std::fs::write(&file, toml.replace("\"2200\"", "\"2201\"")).expect("write");
+    let out = node.cli(&["apply", "-f", path(&file)]);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r = node.call("GET", "/v1/ingress-rules", Some(ADMIN), None, &[]);
+    assert!(r.body.contains("2201"), "{}", r.body);
+    // The redacted PSK kept its stored value: the store still holds the real one.
+    node.kill9();
+    let store = kawaii_store::SqliteStore::open(&node.state).expect("open");
+    let cur = kawaii_store::Store::current(&store).expect("current");
+    let psk = cur.gateway.ipsec[0]
+        .pre_shared_key
+        .as_ref()
+        .map(|s| s.expose().to_string());
+    assert_eq!(psk.as_deref(), Some(PSK));
+}
