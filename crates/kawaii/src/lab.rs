@@ -21,6 +21,9 @@ struct LabRecord {
     pids: Vec<u32>,
     state: PathBuf,
     config: PathBuf,
+    /// etcd data directories on tmpfs (`--zones 2`), removed by `down`.
+    #[serde(default)]
+    data_dirs: Vec<PathBuf>,
 }
 
 fn record_path() -> PathBuf {
@@ -75,12 +78,18 @@ fn abandon<T>(topo: &mut Topology, dir: &Path, e: kawaii_testkit::KitError) -> a
 }
 
 /// Records what the lab made, for `status`, `exec` and `down`.
-fn record(topo: &mut Topology, state: PathBuf, cfg: &Path) -> anyhow::Result<LabRecord> {
+fn record(
+    topo: &mut Topology,
+    state: PathBuf,
+    cfg: &Path,
+    data_dirs: Vec<PathBuf>,
+) -> anyhow::Result<LabRecord> {
     let record = LabRecord {
         namespaces: topo.hosts().map(|h| h.ns.clone()).collect(),
         pids: topo.pids(),
         state,
         config: cfg.to_path_buf(),
+        data_dirs,
     };
     std::fs::write(record_path(), serde_json::to_string_pretty(&record)?)?;
     Ok(record)
@@ -132,7 +141,7 @@ remote = \"{vm1}:80\"
             return abandon(&mut topo, dir, e);
         }
     }
-    let record = record(&mut topo, lab.state.clone(), &cfg)?;
+    let record = record(&mut topo, lab.state.clone(), &cfg, vec![])?;
     println!(
         "Kawaii lab is up in {:.1}s: namespaces {}.",
         started.elapsed().as_secs_f64(),
@@ -260,6 +269,12 @@ pub fn down() -> anyhow::Result<ExitCode> {
     for n in &r.namespaces {
         kawaii_testkit::destroy_namespace(n);
     }
+    for d in &r.data_dirs {
+        // Only the lab's own etcd data (/dev/shm/klab-etcdN).
+        if d.starts_with("/dev/shm") && d.to_string_lossy().contains(PREFIX) {
+            let _ = std::fs::remove_dir_all(d);
+        }
+    }
     std::fs::remove_dir_all(DIR)?;
     println!(
         "lab down: {} namespaces and {} processes removed",
@@ -278,9 +293,12 @@ fn up_ha(config: Option<PathBuf>) -> anyhow::Result<ExitCode> {
         config: cfg.clone(),
         env: vec![],
         start_b: true,
+        etcd: true,
     };
-    lab::build_ha(&mut topo, &opts).or_else(|e| abandon(&mut topo, dir, e))?;
-    let record = record(&mut topo, dir.join("state-zone-a"), &cfg)?;
+    let built = lab::build_ha(&mut topo, &opts).or_else(|e| abandon(&mut topo, dir, e))?;
+    let data_dirs = built.etcd.as_ref().map(|e| e.data_dirs()).unwrap_or_default();
+    let record = record(&mut topo, dir.join("state-zone-a"), &cfg, data_dirs)?;
+    let exe = std::env::current_exe()?;
     println!(
         "Kawaii HA lab (2 zones) is up in {:.1}s: namespaces {}.",
         started.elapsed().as_secs_f64(),
@@ -292,6 +310,14 @@ fn up_ha(config: Option<PathBuf>) -> anyhow::Result<ExitCode> {
                                                       └─ gw-b wan0 203.0.113.21 (zone-b VIP 203.0.113.20)
   lan ─┬─ gw-a lan0 10.1.0.251 (zone-a private VIP 10.1.0.1)   vm-a 10.1.0.10 via 10.1.0.1
        └─ gw-b lan0 10.1.0.252 (zone-b private VIP 10.1.0.2)   vm-b 10.1.0.40 via 10.1.0.2
+  mgmt ─┬─ etcd1 {etcd} (both zones' shared store, prefix {prefix})
+        ├─ gw-a mgmt0 10.254.0.11
+        └─ gw-b mgmt0 10.254.0.12
+
+A write through zone-a's API, seen by zone-b (one shared desired state on etcd):
+  kawaii lab exec gw-a sh -c 'curl -s -X POST -H "Authorization: Bearer $(cat {dir}/state-zone-a/admin.token)" -H "Content-Type: application/json" -d "{{\"ports\":\"8080\"}}" http://127.0.0.1:7780/v1/ingress-rules'
+  kawaii lab exec gw-b sh -c 'KAWAII_TOKEN=$(cat {dir}/state-zone-b/admin.token) {exe} get ingress-rules'
+  kawaii lab exec gw-b sh -c 'KAWAII_TOKEN=$(cat {dir}/state-zone-b/admin.token) {exe} status'
 
 Try:
   kawaii lab exec vm-a curl -s http://198.51.100.10/      # leaves with zone-a's VIP 203.0.113.10
@@ -302,7 +328,11 @@ Try:
   kawaii lab exec gw-b kawaii render --config {cfg} --zone zone-b --what vrrp
   kawaii lab down
 "#,
-        cfg = cfg.display()
+        cfg = cfg.display(),
+        etcd = lab::ETCD_IP,
+        prefix = lab::ETCD_PREFIX,
+        dir = dir.display(),
+        exe = exe.display(),
     );
     topo.keep();
     Ok(ExitCode::SUCCESS)

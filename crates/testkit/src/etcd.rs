@@ -27,6 +27,9 @@ pub struct Etcd {
     pub members: Vec<Member>,
     cluster: String,
     token: String,
+    /// A persistent topology (the lab): the data outlives this value; `kawaii lab down`
+    /// removes [`Etcd::data_dirs`].
+    keep: bool,
 }
 
 /// Starts `ips.len()` members, each in its own namespace plugged into `switch` (interface
@@ -56,6 +59,7 @@ pub fn start(t: &mut Topology, switch: &Host, ips: &[&str]) -> Result<Etcd> {
         members,
         cluster,
         token: t.prefix.clone(),
+        keep: t.is_kept(),
     };
     for i in 0..etcd.members.len() {
         etcd.spawn(t, i)?;
@@ -72,6 +76,11 @@ impl Etcd {
             .map(|m| format!("{}:{CLIENT_PORT}", m.ip))
             .collect::<Vec<_>>()
             .join(",")
+    }
+
+    /// The members' data directories.
+    pub fn data_dirs(&self) -> Vec<PathBuf> {
+        self.members.iter().map(|m| m.data.clone()).collect()
     }
 
     /// `etcd://ENDPOINTS/PREFIX`.
@@ -211,6 +220,9 @@ impl Etcd {
 
 impl Drop for Etcd {
     fn drop(&mut self) {
+        if self.keep {
+            return;
+        }
         for m in &self.members {
             // Only our own directories: /dev/shm/<topology prefix>-etcdN.
             if m.data.starts_with("/dev/shm") && m.data.to_string_lossy().contains("-etcd") {

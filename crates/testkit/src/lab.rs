@@ -223,7 +223,14 @@ pub struct HaLabOptions {
     /// Start kawaii in zone-b's gateway (false: the caller runs something else there, e.g.
     /// keepalived).
     pub start_b: bool,
+    /// Both zones share their desired state through an etcd on a management switch
+    /// ([`ETCD_IP`], gw-a 10.254.0.11, gw-b 10.254.0.12) under the prefix [`ETCD_PREFIX`].
+    pub etcd: bool,
 }
+
+/// The HA lab's etcd (with [`HaLabOptions::etcd`]) and the key prefix both zones use.
+pub const ETCD_IP: &str = "10.254.0.1";
+pub const ETCD_PREFIX: &str = "/kawaii/lab-ha";
 
 #[derive(Debug, Clone)]
 pub struct HaLab {
@@ -239,6 +246,8 @@ pub struct HaLab {
     pub kawaii_a: usize,
     pub kawaii_b: Option<usize>,
     pub svc: String,
+    /// The etcd both zones use (with [`HaLabOptions::etcd`]).
+    pub etcd: Option<std::sync::Arc<crate::etcd::Etcd>>,
 }
 
 /// Starts `kawaii serve --zone ZONE` in `host` with its own state directory.
@@ -253,6 +262,12 @@ pub fn spawn_zone(t: &mut Topology, host: &Host, zone: &str, opts: &HaLabOptions
         "env".into(),
     ];
     cmd.extend(opts.env.iter().map(|(k, v)| format!("{k}={v}")));
+    if opts.etcd {
+        cmd.push(format!(
+            "KAWAII_STORE=etcd://{ETCD_IP}:{}{ETCD_PREFIX}",
+            crate::etcd::CLIENT_PORT
+        ));
+    }
     cmd.extend([
         opts.kawaii.to_string_lossy().into_owned(),
         "serve".into(),
@@ -339,6 +354,17 @@ pub fn build_ha(t: &mut Topology, opts: &HaLabOptions) -> Result<HaLab> {
         "internet-http-80",
         &["python3", &svc, "http", "internet", "80"],
     )?;
+    let etcd = if opts.etcd {
+        let mgmt = t.switch("mgmt")?;
+        let etcd = crate::etcd::start(t, &mgmt, &[ETCD_IP])?;
+        for (h, ip) in [(&gw_a, "10.254.0.11/24"), (&gw_b, "10.254.0.12/24")] {
+            t.plug(h, "mgmt0", &mgmt)?;
+            h.run(&["ip", "addr", "add", ip, "dev", "mgmt0"])?;
+        }
+        Some(std::sync::Arc::new(etcd))
+    } else {
+        None
+    };
     let kawaii_a = spawn_zone(t, &gw_a, "zone-a", opts)?;
     let kawaii_b = if opts.start_b {
         Some(spawn_zone(t, &gw_b, "zone-b", opts)?)
@@ -372,6 +398,7 @@ pub fn build_ha(t: &mut Topology, opts: &HaLabOptions) -> Result<HaLab> {
         kawaii_a,
         kawaii_b,
         svc,
+        etcd,
     })
 }
 

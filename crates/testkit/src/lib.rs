@@ -311,6 +311,11 @@ impl Topology {
             .collect()
     }
 
+    /// Whether this topology outlives this process (the lab).
+    pub fn is_kept(&self) -> bool {
+        self.keep
+    }
+
     /// Stops following cleanup on drop (the lab keeps its namespaces after `lab up` exits).
     pub fn keep(&mut self) {
         self.keep = true;
