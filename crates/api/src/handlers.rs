@@ -300,12 +300,15 @@ fn unwrap_envelope(body: &str) -> Result<(Option<u64>, String), ApiError> {
     if top.len() != 2 || !top.contains_key("revision") {
         return Ok((None, body.to_string()));
     }
-    let revision = top.get("revision").and_then(serde_json::Value::as_u64).ok_or_else(|| {
-        ApiError::Invalid(vec![FieldError::new(
-            "revision",
-            "expected a revision number".to_string(),
-        )])
-    })?;
+    let revision = top
+        .get("revision")
+        .and_then(serde_json::Value::as_u64)
+        .ok_or_else(|| {
+            ApiError::Invalid(vec![FieldError::new(
+                "revision",
+                "expected a revision number".to_string(),
+            )])
+        })?;
     let doc = top.remove("gateway").ok_or_else(|| {
         ApiError::Invalid(vec![FieldError::new(
             "gateway",

@@ -296,7 +296,11 @@ fn up_ha(config: Option<PathBuf>) -> anyhow::Result<ExitCode> {
         etcd: true,
     };
     let built = lab::build_ha(&mut topo, &opts).or_else(|e| abandon(&mut topo, dir, e))?;
-    let data_dirs = built.etcd.as_ref().map(|e| e.data_dirs()).unwrap_or_default();
+    let data_dirs = built
+        .etcd
+        .as_ref()
+        .map(|e| e.data_dirs())
+        .unwrap_or_default();
     let record = record(&mut topo, dir.join("state-zone-a"), &cfg, data_dirs)?;
     let exe = std::env::current_exe()?;
     println!(

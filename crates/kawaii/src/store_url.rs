@@ -77,7 +77,9 @@ pub fn parse(url: &str) -> Result<StoreUrl, String> {
             return Err(format!("endpoint {h:?} has no host"));
         }
         if host.contains(':') && !(host.starts_with('[') && host.ends_with(']')) {
-            return Err(format!("endpoint {h:?}: write an IPv6 address as [ADDR]:PORT"));
+            return Err(format!(
+                "endpoint {h:?}: write an IPv6 address as [ADDR]:PORT"
+            ));
         }
         port.parse::<u16>()
             .ok()
@@ -159,17 +161,17 @@ pub fn open(args: &StoreArgs, state: &Path, cache: bool) -> anyhow::Result<Arc<d
                 }
                 None
             };
-            let user = match &args.auth_file {
-                Some(p) => {
-                    let text = std::fs::read_to_string(p)
-                        .with_context(|| format!("--store-auth-file {}", p.display()))?;
-                    Some(
-                        parse_auth(&text)
-                            .map_err(|e| anyhow::anyhow!("--store-auth-file {}: {e}", p.display()))?,
-                    )
-                }
-                None => None,
-            };
+            let user =
+                match &args.auth_file {
+                    Some(p) => {
+                        let text = std::fs::read_to_string(p)
+                            .with_context(|| format!("--store-auth-file {}", p.display()))?;
+                        Some(parse_auth(&text).map_err(|e| {
+                            anyhow::anyhow!("--store-auth-file {}: {e}", p.display())
+                        })?)
+                    }
+                    None => None,
+                };
             let scheme = if tls { "https" } else { "http" };
             let opts = EtcdOptions {
                 endpoints: endpoints

@@ -84,8 +84,10 @@ impl Shared {
             // The zone's interfaces (each instance's data plane lives in its own namespace).
             for ifname in ["wan0", "lan0"] {
                 let peer = format!("{ifname}p");
-                host.run(&["ip", "link", "add", ifname, "type", "veth", "peer", "name", &peer])
-                    .expect("veth");
+                host.run(&[
+                    "ip", "link", "add", ifname, "type", "veth", "peer", "name", &peer,
+                ])
+                .expect("veth");
                 for i in [ifname, &peer] {
                     host.run(&["ip", "link", "set", i, "up"]).expect("up");
                 }
@@ -197,7 +199,10 @@ fn add_rule(s: &Shared, i: usize, port: u32, if_match: Option<u64>) -> Reply {
 /// entry per acknowledged write.
 #[test]
 fn racing_writes_through_two_instances_lose_nothing_acknowledged() {
-    let mut s = Shared::new("st-race", &[("acme", "kawaii/acme"), ("acme", "kawaii/acme")]);
+    let mut s = Shared::new(
+        "st-race",
+        &[("acme", "kawaii/acme"), ("acme", "kawaii/acme")],
+    );
     s.start(0);
     s.start(1);
     let acked = std::sync::Mutex::new(BTreeSet::new());
@@ -238,7 +243,11 @@ fn racing_writes_through_two_instances_lose_nothing_acknowledged() {
     for i in 0..2 {
         let mut want = acked.clone();
         want.insert("22".into());
-        assert_eq!(s.ports(i), want, "instance {i} holds exactly the acknowledged writes");
+        assert_eq!(
+            s.ports(i),
+            want,
+            "instance {i} holds exactly the acknowledged writes"
+        );
     }
     let audit = s.call(0, "GET", "/v1/audit?limit=1000", None, &[]).json();
     let writes: Vec<&serde_json::Value> = audit
@@ -247,8 +256,15 @@ fn racing_writes_through_two_instances_lose_nothing_acknowledged() {
         .iter()
         .filter(|e| e["action"] == "POST /v1/ingress-rules")
         .collect();
-    assert_eq!(writes.len(), acked.len(), "one audit entry per acknowledged write");
-    let revs: BTreeSet<u64> = writes.iter().filter_map(|e| e["revision"].as_u64()).collect();
+    assert_eq!(
+        writes.len(),
+        acked.len(),
+        "one audit entry per acknowledged write"
+    );
+    let revs: BTreeSet<u64> = writes
+        .iter()
+        .filter_map(|e| e["revision"].as_u64())
+        .collect();
     assert_eq!(revs.len(), acked.len(), "each in its own revision");
     // Both instances read the one shared trail.
     let other = s.call(1, "GET", "/v1/audit?limit=1000", None, &[]).json();
@@ -261,7 +277,10 @@ fn racing_writes_through_two_instances_lose_nothing_acknowledged() {
 /// the last applied state, and once etcd is back writes work without any restart.
 #[test]
 fn etcd_outage_keeps_the_last_state_and_fails_writes_fast() {
-    let mut s = Shared::new("st-down", &[("acme", "kawaii/acme"), ("acme", "kawaii/acme")]);
+    let mut s = Shared::new(
+        "st-down",
+        &[("acme", "kawaii/acme"), ("acme", "kawaii/acme")],
+    );
     s.start(0);
     s.start(1);
     let r = add_rule(&s, 0, 8443, None);
@@ -287,10 +306,14 @@ fn etcd_outage_keeps_the_last_state_and_fails_writes_fast() {
     }
     for i in 0..2 {
         let host = s.gws[i].host.clone();
-        wait_for(Duration::from_secs(10), "/readyz to show the store down", || {
-            let r = curl(&host, "GET", "/readyz", None, None, &[]);
-            (r.status == 503 && r.body.contains("store down")).then_some(())
-        })
+        wait_for(
+            Duration::from_secs(10),
+            "/readyz to show the store down",
+            || {
+                let r = curl(&host, "GET", "/readyz", None, None, &[]);
+                (r.status == 503 && r.body.contains("store down")).then_some(())
+            },
+        )
         .unwrap_or_else(|e| panic!("{e}"));
         let m = s.call(i, "GET", "/metrics", None, &[]).body;
         assert!(m.contains("kawaii_store_up{backend=\"etcd\"} 0"), "{m}");
@@ -314,15 +337,21 @@ fn etcd_outage_keeps_the_last_state_and_fails_writes_fast() {
     // Restarted during the outage: up with the cached state.
     s.kill9(1);
     let cache = s.gws[1].state.join("etcd-cache.json");
-    let mode = std::fs::metadata(&cache).expect("cache").permissions().mode() & 0o777;
+    let mode = std::fs::metadata(&cache)
+        .expect("cache")
+        .permissions()
+        .mode()
+        & 0o777;
     assert_eq!(mode, 0o600);
     s.start(1);
     assert!(s.ports(1).contains("8443"), "the cached state is served");
     assert_eq!(s.revision(1), rev);
     let host = s.gws[1].host.clone();
-    wait_for(Duration::from_secs(10), "the restarted instance to apply", || {
-        (s.applied(1) == rev).then_some(())
-    })
+    wait_for(
+        Duration::from_secs(10),
+        "the restarted instance to apply",
+        || (s.applied(1) == rev).then_some(()),
+    )
     .unwrap_or_else(|e| panic!("{e}"));
     assert!(nft(&s, 1).contains("8443"));
 
@@ -346,11 +375,16 @@ fn etcd_outage_keeps_the_last_state_and_fails_writes_fast() {
 /// link comes back it reads everything again and holds the latest state.
 #[test]
 fn compaction_past_a_disconnected_instance_means_a_full_reread() {
-    let mut s = Shared::new("st-comp", &[("acme", "kawaii/acme"), ("acme", "kawaii/acme")]);
+    let mut s = Shared::new(
+        "st-comp",
+        &[("acme", "kawaii/acme"), ("acme", "kawaii/acme")],
+    );
     s.start(0);
     s.start(1);
     let host1 = s.gws[1].host.clone();
-    host1.run(&["ip", "link", "set", "mgmt0", "down"]).expect("cut");
+    host1
+        .run(&["ip", "link", "set", "mgmt0", "down"])
+        .expect("cut");
     let mut last = 0;
     for n in 0..5 {
         let r = add_rule(&s, 0, 7000 + n, None);
@@ -359,7 +393,9 @@ fn compaction_past_a_disconnected_instance_means_a_full_reread() {
     }
     s.etcd.compact(0).expect("compact");
     assert!(s.revision(1) < last);
-    host1.run(&["ip", "link", "set", "mgmt0", "up"]).expect("restore");
+    host1
+        .run(&["ip", "link", "set", "mgmt0", "up"])
+        .expect("restore");
     s.wait_applied(1, last, "the reconnected instance to catch up");
     assert!(s.ports(1).contains("7004"));
     let _ = s.log(1);
@@ -369,7 +405,10 @@ fn compaction_past_a_disconnected_instance_means_a_full_reread() {
 /// prefix of the other) never see each other's writes.
 #[test]
 fn gateways_under_different_prefixes_are_isolated() {
-    let mut s = Shared::new("st-iso", &[("acme", "kawaii/acme"), ("acme2", "kawaii/acme2")]);
+    let mut s = Shared::new(
+        "st-iso",
+        &[("acme", "kawaii/acme"), ("acme2", "kawaii/acme2")],
+    );
     s.start(0);
     s.start(1);
     let r = add_rule(&s, 0, 6001, None);
@@ -414,11 +453,19 @@ fn store_copy_round_trips_between_sqlite_and_etcd() {
         if force {
             args.push("--force");
         }
-        s.gws[0].host.command(&args).output().expect("kawaii store copy")
+        s.gws[0]
+            .host
+            .command(&args)
+            .output()
+            .expect("kawaii store copy")
     };
     let from = format!("sqlite:{}", src.display());
     let out = copy(&from, &url, false);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let again = copy(&from, &url, false);
     assert!(!again.status.success());
     assert!(
@@ -429,9 +476,19 @@ fn store_copy_round_trips_between_sqlite_and_etcd() {
     assert!(copy(&from, &url, true).status.success());
     let to = format!("sqlite:{}", back.display());
     let out = copy(&url, &to, false);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let a = SqliteStore::open(&src).expect("open").export().expect("export");
-    let b = SqliteStore::open(&back).expect("open").export().expect("export");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let a = SqliteStore::open(&src)
+        .expect("open")
+        .export()
+        .expect("export");
+    let b = SqliteStore::open(&back)
+        .expect("open")
+        .export()
+        .expect("export");
     assert_eq!(a, b);
     assert_eq!(b.snapshot.revision, 2);
     assert_eq!(b.audit.len(), 2);
@@ -454,9 +511,8 @@ fn state_modes_and_api_round_trips() {
     std::fs::write(&stray, "x").expect("write");
     std::fs::set_permissions(&stray, std::fs::Permissions::from_mode(0o644)).expect("chmod");
     node.start();
-    let mode = |p: &std::path::Path| {
-        std::fs::metadata(p).expect("stat").permissions().mode() & 0o7777
-    };
+    let mode =
+        |p: &std::path::Path| std::fs::metadata(p).expect("stat").permissions().mode() & 0o7777;
     assert_eq!(mode(&node.state), 0o700);
     for entry in std::fs::read_dir(&node.state).expect("ls") {
         let p = entry.expect("entry").path();
@@ -479,15 +535,31 @@ fn state_modes_and_api_round_trips() {
     env["gateway"]["ingress_rules"][0]["ports"] = "2200".into();
     let rev = got.etag().expect("etag");
     env["revision"] = (rev + 100).into();
-    let r = node.call("PUT", "/v1/gateway", Some(ADMIN), Some(&env.to_string()), &[]);
+    let r = node.call(
+        "PUT",
+        "/v1/gateway",
+        Some(ADMIN),
+        Some(&env.to_string()),
+        &[],
+    );
     assert_eq!(r.status, 412, "{}", r.body);
     env["revision"] = rev.into();
-    let r = node.call("PUT", "/v1/gateway", Some(ADMIN), Some(&env.to_string()), &[]);
+    let r = node.call(
+        "PUT",
+        "/v1/gateway",
+        Some(ADMIN),
+        Some(&env.to_string()),
+        &[],
+    );
     assert_eq!(r.status, 200, "{}", r.body);
 
     // get -o toml > f; edit; apply -f f.
     let out = node.cli(&["get", "gateway", "-o", "toml"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let toml = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(!toml.contains(PSK), "{toml}");
     let file = node.topo.dir().join("edited.toml");
@@ -558,7 +630,10 @@ fn a_write_through_one_zone_holds_in_the_other_after_failover() {
     };
     post(
         "/v1/nat-rules",
-        &format!(r#"{{"destination":"{}","protocol":"tcp","ports":"8080"}}"#, lab::VM_A),
+        &format!(
+            r#"{{"destination":"{}","protocol":"tcp","ports":"8080"}}"#,
+            lab::VM_A
+        ),
     );
     let rev = post("/v1/ingress-rules", r#"{"protocol":"tcp","ports":"8080"}"#);
     let url = format!("http://{}:8080/", lab::ZONE_A_PUBLIC_VIP);
@@ -567,29 +642,42 @@ fn a_write_through_one_zone_holds_in_the_other_after_failover() {
             .run(&["curl", "-s", "--max-time", "2", &url])
             .unwrap_or_default()
     };
-    wait_for(Duration::from_secs(10), "the forward through zone-a", || {
-        fetch(&l).contains("vm-a").then_some(())
-    })
+    wait_for(
+        Duration::from_secs(10),
+        "the forward through zone-a",
+        || fetch(&l).contains("vm-a").then_some(()),
+    )
     .unwrap_or_else(|e| panic!("{e}"));
-    wait_for(Duration::from_secs(10), "zone-b to apply zone-a's write", || {
-        let st = curl(&l.gw_b, "GET", "/v1/status", Some(&token_b), None, &[]).json();
-        (st["applied_revision"].as_u64() >= Some(rev)).then_some(())
-    })
+    wait_for(
+        Duration::from_secs(10),
+        "zone-b to apply zone-a's write",
+        || {
+            let st = curl(&l.gw_b, "GET", "/v1/status", Some(&token_b), None, &[]).json();
+            (st["applied_revision"].as_u64() >= Some(rev)).then_some(())
+        },
+    )
     .unwrap_or_else(|e| panic!("{e}"));
     let rules = curl(&l.gw_b, "GET", "/v1/nat-rules", Some(&token_b), None, &[]);
     assert!(rules.body.contains(lab::VM_A), "{}", rules.body);
 
     topo.proc(l.kawaii_a).kill();
-    wait_for(Duration::from_secs(10), "zone-b to take zone-a's VIP", || {
-        lab::has_address(&l.gw_b, lab::ZONE_A_PUBLIC_VIP).then_some(())
-    })
+    wait_for(
+        Duration::from_secs(10),
+        "zone-b to take zone-a's VIP",
+        || lab::has_address(&l.gw_b, lab::ZONE_A_PUBLIC_VIP).then_some(()),
+    )
     .unwrap_or_else(|e| panic!("{e}"));
     let t0 = Instant::now();
-    wait_for(Duration::from_secs(10), "a new connection through zone-b", || {
-        fetch(&l).contains("vm-a").then_some(())
-    })
+    wait_for(
+        Duration::from_secs(10),
+        "a new connection through zone-b",
+        || fetch(&l).contains("vm-a").then_some(()),
+    )
     .unwrap_or_else(|e| panic!("{e}"));
-    eprintln!("forward works through zone-b {:?} after it took the VIP", t0.elapsed());
+    eprintln!(
+        "forward works through zone-b {:?} after it took the VIP",
+        t0.elapsed()
+    );
     drop(l);
 }
 
@@ -603,8 +691,10 @@ fn leader_isolated_during_writes_loses_nothing_acknowledged() {
         &[("acme", "kawaii/acme"), ("acme", "kawaii/acme")],
         &["10.254.0.1", "10.254.0.2", "10.254.0.3"],
     );
-    let leader = wait_for(Duration::from_secs(10), "an etcd leader", || s.etcd.leader())
-        .unwrap_or_else(|e| panic!("{e}"));
+    let leader = wait_for(Duration::from_secs(10), "an etcd leader", || {
+        s.etcd.leader()
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
     // Instance 0 talks to the leader first, instance 1 to another member.
     let order = |first: usize| {
         let mut ips: Vec<String> = s.etcd.members.iter().map(|m| m.ip.clone()).collect();
@@ -669,6 +759,9 @@ fn leader_isolated_during_writes_loses_nothing_acknowledged() {
     for i in 0..2 {
         let have = s.ports(i);
         let missing: Vec<_> = acked.difference(&have).collect();
-        assert!(missing.is_empty(), "instance {i} lost acknowledged writes {missing:?}");
+        assert!(
+            missing.is_empty(),
+            "instance {i} lost acknowledged writes {missing:?}"
+        );
     }
 }

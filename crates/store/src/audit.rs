@@ -31,7 +31,10 @@ pub struct Change {
 
 /// The changes from `before` to `after` as the audit trail records them: diffed on the real
 /// values (so a changed secret is a change), then redacted.
-pub fn redacted_changes(before: &kawaii_model::Gateway, after: &kawaii_model::Gateway) -> Vec<Change> {
+pub fn redacted_changes(
+    before: &kawaii_model::Gateway,
+    after: &kawaii_model::Gateway,
+) -> Vec<Change> {
     let revealed = |g: &kawaii_model::Gateway| {
         kawaii_model::Secret::reveal(|| serde_json::to_value(g)).unwrap_or_default()
     };

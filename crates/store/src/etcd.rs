@@ -19,8 +19,8 @@
 use crate::audit::{AuditEntry, redacted_changes};
 use crate::{Actor, Export, Snapshot, Store, StoreError, StoreHealth, files, now_rfc3339};
 use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, SortOrder, SortTarget,
-    Txn, TxnOp, TxnOpResponse, TxnResponse, WatchOptions, WatchResponse,
+    Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, SortOrder, SortTarget, Txn,
+    TxnOp, TxnOpResponse, TxnResponse, WatchOptions, WatchResponse,
 };
 use kawaii_model::{Format, Gateway, Secret};
 use std::collections::BTreeMap;
@@ -53,7 +53,10 @@ impl std::fmt::Debug for EtcdTls {
         f.debug_struct("EtcdTls")
             .field("ca", &self.ca.is_some())
             .field("cert", &self.cert.is_some())
-            .field("key", &self.key.as_ref().map(|_| kawaii_model::secret::REDACTED))
+            .field(
+                "key",
+                &self.key.as_ref().map(|_| kawaii_model::secret::REDACTED),
+            )
             .finish()
     }
 }
@@ -166,7 +169,10 @@ impl EtcdStore {
         if let Some(dir) = &opts.state_dir {
             files::secure_dir(dir)?;
         }
-        let cached = opts.state_dir.as_ref().and_then(|d| load_cache(&d.join(CACHE_FILE)));
+        let cached = opts
+            .state_dir
+            .as_ref()
+            .and_then(|d| load_cache(&d.join(CACHE_FILE)));
         let had_cache = cached.is_some();
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
@@ -367,7 +373,7 @@ impl Inner {
             if let (Some(cert), Some(key)) = (&tls.cert, &tls.key) {
                 t = t.identity(etcd_client::Identity::from_pem(
                     cert.clone(),
-                    key.expose().as_bytes().to_vec(),
+                    key.expose().as_bytes(),
                 ));
             }
             o = o.with_tls(t);
@@ -536,8 +542,7 @@ impl Inner {
             let revision = base.snap.revision + u64::from(changed);
             let mut ops = Vec::new();
             if changed {
-                let stored =
-                    Secret::reveal(|| serde_json::to_string(&gateway)).map_err(corrupt)?;
+                let stored = Secret::reveal(|| serde_json::to_string(&gateway)).map_err(corrupt)?;
                 let entry = AuditEntry {
                     id: revision,
                     at: now_rfc3339(),
@@ -609,7 +614,9 @@ impl Inner {
                 });
             }
         }
-        Err(StoreError::Io("too many concurrent writes; try again".into()))
+        Err(StoreError::Io(
+            "too many concurrent writes; try again".into(),
+        ))
     }
 
     async fn audit(&self, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
@@ -743,9 +750,7 @@ impl Inner {
             Err(e) => return Resync::Down(e),
         };
         let from = self.cached().etcd_rev + 1;
-        let opts = WatchOptions::new()
-            .with_prefix()
-            .with_start_revision(from);
+        let opts = WatchOptions::new().with_prefix().with_start_revision(from);
         let watch = tokio::time::timeout(
             CALL_TIMEOUT,
             client.watch(self.keys.root.as_str(), Some(opts)),

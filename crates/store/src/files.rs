@@ -36,7 +36,11 @@ pub fn secure_dir(dir: &Path) -> Result<(), StoreError> {
 }
 
 fn tighten(path: &Path, want: u32) -> Result<(), StoreError> {
-    let mode = fs::metadata(path).map_err(|e| io(path, e))?.permissions().mode() & 0o7777;
+    let mode = fs::metadata(path)
+        .map_err(|e| io(path, e))?
+        .permissions()
+        .mode()
+        & 0o7777;
     if mode != want {
         fs::set_permissions(path, fs::Permissions::from_mode(want)).map_err(|e| io(path, e))?;
         warn!(

@@ -4,9 +4,9 @@
 
 use crate::audit::{AuditEntry, redacted_changes};
 use crate::{Actor, Export, Snapshot, Store, StoreError, StoreHealth};
-use std::collections::BTreeMap;
 use kawaii_model::{Format, Gateway, Secret};
 use rusqlite::{Connection, OptionalExtension, params};
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};

@@ -85,7 +85,11 @@ impl Etcd {
 
     /// `etcd://ENDPOINTS/PREFIX`.
     pub fn url(&self, prefix: &str) -> String {
-        format!("etcd://{}/{}", self.endpoints(), prefix.trim_start_matches('/'))
+        format!(
+            "etcd://{}/{}",
+            self.endpoints(),
+            prefix.trim_start_matches('/')
+        )
     }
 
     fn spawn(&mut self, t: &mut Topology, i: usize) -> Result<()> {
