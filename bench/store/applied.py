@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
 """Joins the writer's acknowledgements with a kawaii log: for each acknowledged revision, the
-time until the log says its last driver applied it (that revision or a later one).
+time from the acknowledgement (0 when the log shows it applied before the client had the
+answer) and from the request's start until the log says its last driver applied that revision
+or a later one.
 
-  applied.py ACKS LOG  -> prints count, p50, p99, max (ms)
+  applied.py ACKS LOG  -> count, then p50/p99/max from the ack and from the request (ms)
 """
 import re, sys
 from datetime import datetime
@@ -10,8 +12,8 @@ from datetime import datetime
 ansi = re.compile(r"\x1b\[[0-9;]*m")
 acks = []
 for line in open(sys.argv[1]):
-    rev, t = line.split()
-    acks.append((int(rev), float(t)))
+    rev, t, sent = line.split()
+    acks.append((int(rev), float(t), float(sent)))
 applied = []  # (epoch, revision) of every "applied" line
 drivers = set()
 for line in open(sys.argv[2], errors="replace"):
@@ -31,13 +33,22 @@ for line in open(sys.argv[2], errors="replace"):
 last = "ipsec" if "ipsec" in drivers else sorted(drivers)[-1]
 done = sorted((t, r) for t, r, d in applied if d == last)
 lat = []
-for rev, t in acks:
-    seen = next((ta for ta, ra in done if ra >= rev and ta >= t - 5), None)
+full = []
+slow = []
+for rev, t, sent in acks:
+    seen = next((ta for ta, ra in done if ra >= rev and ta >= sent), None)
     if seen is not None:
         lat.append(max(0.0, seen - t) * 1000)
+        full.append((seen - sent) * 1000)
+        slow.append((lat[-1], rev))
 lat.sort()
+full.sort()
+if len(sys.argv) > 3:
+    print(sorted(slow)[-10:], file=sys.stderr)
 if not lat:
     print("no applied revisions found")
     sys.exit(1)
-pick = lambda q: lat[min(len(lat) - 1, int(q * len(lat)))]
-print("n=%d p50=%.1f ms p99=%.1f ms max=%.1f ms (missing %d)" % (len(lat), pick(0.5), pick(0.99), lat[-1], len(acks) - len(lat)))
+pick = lambda v, q: v[min(len(v) - 1, int(q * len(v)))]
+print("n=%d  from ack: p50=%.1f p99=%.1f max=%.1f ms  from request: p50=%.1f p99=%.1f max=%.1f ms%s" % (
+    len(lat), pick(lat, 0.5), pick(lat, 0.99), lat[-1], pick(full, 0.5), pick(full, 0.99), full[-1],
+    "" if len(lat) == len(acks) else "  (missing %d)" % (len(acks) - len(lat))))

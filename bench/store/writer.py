@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Runs inside a gateway namespace: timed writes through the local kawaii API.
 
-  writer.py latency TOKEN N GAP_MS   -> one line per acknowledged write: "<revision> <ack epoch>"
+  writer.py latency TOKEN N GAP_MS   -> per acknowledged write: "<revision> <ack epoch> <sent epoch>"
   writer.py rate TOKEN SECONDS CONC  -> "<acknowledged writes> <seconds>"
 
 Each write adds or removes one ingress rule, so the document stays small.
@@ -34,18 +34,20 @@ def write(token, port):
 
 def latency(token, n, gap_ms):
     for i in range(n):
+        t0 = time.time()
         st, rev, body = call(token, "POST", "/v1/ingress-rules", {"protocol": "tcp", "ports": str(20000 + i)})
         t = time.time()
         if st != 201:
             print("error", st, body.decode(errors="replace"), file=sys.stderr)
             continue
-        print(rev, "%.6f" % t, flush=True)
+        print(rev, "%.6f" % t, "%.6f" % t0, flush=True)
         time.sleep(gap_ms / 1000)
         rule = json.loads(body)
+        t0 = time.time()
         st, rev, _ = call(token, "DELETE", "/v1/ingress-rules/" + rule["id"])
         t = time.time()
         if st in (200, 204):
-            print(rev, "%.6f" % t, flush=True)
+            print(rev, "%.6f" % t, "%.6f" % t0, flush=True)
         time.sleep(gap_ms / 1000)
 
 

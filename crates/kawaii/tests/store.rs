@@ -765,3 +765,106 @@ fn leader_isolated_during_writes_loses_nothing_acknowledged() {
         );
     }
 }
+
+/// The store benchmark (`bench/store/run.sh` runs it; not a test): write → applied latency
+/// from the API's acknowledgement through zone-a to the last driver's apply on zone-b (etcd) or
+/// on the same instance (SQLite), p50/p99 over 200 writes 50 ms apart, and sustained writes per
+/// second with 1 and 4 writers. Built on unique namespaces, so it runs beside a lab.
+#[test]
+#[ignore = "benchmark: run bench/store/run.sh"]
+fn bench_store() {
+    use kawaii_testkit::lab;
+    let bench = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../bench/store");
+    let writer = bench.join("writer.py").to_string_lossy().into_owned();
+    let applied = bench.join("applied.py").to_string_lossy().into_owned();
+    let pairs = std::env::var("N").unwrap_or_else(|_| "100".into());
+    let measure = |topo: &Topology, gw: &Host, token: &str, logs: &[(&str, PathBuf)]| {
+        // Past the start-up (first reconciles, VRRP elections): steady state only.
+        std::thread::sleep(Duration::from_secs(3));
+        let acks = gw
+            .run(&["python3", &writer, "latency", token, &pairs, "50"])
+            .expect("writer");
+        let file = topo.dir().join("acks");
+        std::fs::write(&file, acks).expect("acks");
+        std::thread::sleep(Duration::from_secs(1));
+        for (what, log) in logs {
+            let mut args = vec![applied.as_str(), path(&file), path(log)];
+            if std::env::var_os("BENCH_DEBUG").is_some() {
+                args.push("slowest");
+                let text = std::fs::read_to_string(log).unwrap_or_default();
+                for l in text
+                    .lines()
+                    .filter(|l| l.contains("etcd") || l.contains("WARN"))
+                {
+                    println!("    {l}");
+                }
+            }
+            let out = std::process::Command::new("python3")
+                .args(&args)
+                .output()
+                .expect("applied.py");
+            println!(
+                "  {what}: {}{}",
+                String::from_utf8_lossy(&out.stdout).trim(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        for c in ["1", "4"] {
+            let out = gw
+                .run(&["python3", &writer, "rate", token, "5", c])
+                .expect("writer");
+            let mut it = out
+                .split_whitespace()
+                .map(|v| v.parse::<f64>().unwrap_or(0.0));
+            let (n, s) = (it.next().unwrap_or(0.0), it.next().unwrap_or(1.0));
+            println!("  sustained writes, {c} writer(s): {:.0}/s", n / s);
+        }
+    };
+
+    println!("== etcd: two zones sharing one etcd 3.4 (tmpfs, management switch)");
+    {
+        let mut topo = Topology::new("bs-etcd").expect("topology");
+        let cfg = topo.dir().join("gateway.toml");
+        std::fs::write(&cfg, lab::ha_config(5, "0s")).expect("config");
+        let opts = lab::HaLabOptions {
+            kawaii: bin().into(),
+            config: cfg,
+            env: vec![("KAWAII_LOG".into(), "info".into())],
+            start_b: true,
+            etcd: true,
+        };
+        let l = lab::build_ha(&mut topo, &opts).unwrap_or_else(|e| panic!("lab: {e}"));
+        let token = lab::admin_token(&topo.dir().join("state-zone-a")).expect("token");
+        let log_a = topo.proc(l.kawaii_a).log.clone();
+        let log_b = topo.proc(l.kawaii_b.expect("zone-b")).log.clone();
+        measure(
+            &topo,
+            &l.gw_a,
+            &token,
+            &[
+                ("write on A -> applied on B", log_b),
+                ("write on A -> applied on A", log_a),
+            ],
+        );
+    }
+    println!("== sqlite: one instance");
+    {
+        let mut topo = Topology::new("bs-sqlite").expect("topology");
+        let cfg = topo.dir().join("gateway.toml");
+        std::fs::write(&cfg, include_str!("../../../examples/lab.toml")).expect("config");
+        let opts = lab::LabOptions {
+            kawaii: bin().into(),
+            config: cfg,
+            env: vec![("KAWAII_LOG".into(), "info".into())],
+        };
+        let l = lab::build(&mut topo, &opts).unwrap_or_else(|e| panic!("lab: {e}"));
+        let token = lab::admin_token(&l.state).expect("token");
+        let log = topo.proc(l.kawaii).log.clone();
+        measure(
+            &topo,
+            &l.gw,
+            &token,
+            &[("write -> applied (same instance)", log)],
+        );
+    }
+}
