@@ -430,9 +430,12 @@ async fn readyz(State(state): State<ApiState>) -> (StatusCode, String) {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
             format!(
-                "store down: {} (last sync {:.0} s ago); running the last applied state\n",
+                "store down: {} (last sync {}); running the last applied state\n",
                 store.error.as_deref().unwrap_or("unreachable"),
-                store.seconds_since_sync
+                store
+                    .seconds_since_sync
+                    .map(|s| format!("{s:.0} s ago"))
+                    .unwrap_or_else(|| "never since start".into())
             ),
         );
     }

@@ -164,12 +164,7 @@ impl prometheus_client::collector::Collector for StoreMetrics {
             up.metric_type(),
         )?;
         up.encode(e.encode_family(&labels)?)?;
-        // Never synced: report the time since start as unbounded would break graphs; -1.
-        let age = if h.seconds_since_sync.is_finite() {
-            h.seconds_since_sync
-        } else {
-            -1.0
-        };
+        let age = h.seconds_since_sync.unwrap_or(-1.0);
         let age = ConstGauge::new(age);
         let mut e = enc.encode_descriptor(
             "kawaii_store_seconds_since_sync",

@@ -586,7 +586,8 @@ fn state_modes_and_api_round_trips() {
 
 /// Acceptance 1: two zones (the HA lab) on a real etcd on a management link. A port forward
 /// written through zone-a's API is applied by zone-b; zone-a is killed, zone-b takes its VIPs
-/// and enforces the write: a new connection to the forwarded port works.
+/// and enforces the write: a new connection to the forwarded port works, even with etcd
+/// killed before the failover (both zones keep forwarding; writes answer 503).
 #[test]
 fn a_write_through_one_zone_holds_in_the_other_after_failover() {
     use kawaii_testkit::lab;
@@ -659,6 +660,44 @@ fn a_write_through_one_zone_holds_in_the_other_after_failover() {
     .unwrap_or_else(|e| panic!("{e}"));
     let rules = curl(&l.gw_b, "GET", "/v1/nat-rules", Some(&token_b), None, &[]);
     assert!(rules.body.contains(lab::VM_A), "{}", rules.body);
+
+    // Acceptance 3 on the real data plane: etcd dies; both zones keep forwarding, and what
+    // zone-b enforces after the failover is what it had applied before the outage.
+    let member = l
+        .etcd
+        .as_ref()
+        .and_then(|e| e.members[0].proc)
+        .expect("etcd");
+    topo.proc(member).kill();
+    let t0 = Instant::now();
+    let r = curl(
+        &l.gw_b,
+        "POST",
+        "/v1/ingress-rules",
+        Some(&token_b),
+        Some(r#"{"ports":"9999"}"#),
+        &[],
+    );
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert!(t0.elapsed() < Duration::from_secs(5));
+    assert!(
+        fetch(&l).contains("vm-a"),
+        "zone-a forwards during the outage"
+    );
+    let out = l
+        .vm_b
+        .run(&[
+            "curl",
+            "-s",
+            "--max-time",
+            "3",
+            &format!("http://{}/", lab::INTERNET),
+        ])
+        .unwrap_or_default();
+    assert!(
+        out.contains("internet"),
+        "zone-b egress during the outage: {out}"
+    );
 
     topo.proc(l.kawaii_a).kill();
     wait_for(

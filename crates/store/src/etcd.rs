@@ -947,10 +947,7 @@ impl Store for EtcdStore {
         StoreHealth {
             backend: "etcd".into(),
             up: h.up,
-            seconds_since_sync: h
-                .last_sync
-                .map(|t| t.elapsed().as_secs_f64())
-                .unwrap_or(f64::INFINITY),
+            seconds_since_sync: h.last_sync.map(|t| t.elapsed().as_secs_f64()),
             error: h.error.clone(),
         }
     }

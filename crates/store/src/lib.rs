@@ -62,8 +62,8 @@ pub struct StoreHealth {
     pub backend: String,
     pub up: bool,
     /// Seconds since this instance last confirmed it holds the store's current revision
-    /// (always 0 for the embedded store).
-    pub seconds_since_sync: f64,
+    /// (always 0 for the embedded store; none: not once since it started).
+    pub seconds_since_sync: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }

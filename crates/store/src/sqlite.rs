@@ -239,7 +239,7 @@ impl Store for SqliteStore {
         StoreHealth {
             backend: "sqlite".into(),
             up: true,
-            seconds_since_sync: 0.0,
+            seconds_since_sync: Some(0.0),
             error: None,
         }
     }
