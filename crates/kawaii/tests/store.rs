@@ -43,6 +43,8 @@ struct Gw {
     config: PathBuf,
     state: PathBuf,
     url: String,
+    /// More `kawaii serve` arguments.
+    extra: Vec<String>,
     proc: Option<usize>,
 }
 
@@ -99,6 +101,7 @@ impl Shared {
                 config,
                 state: topo.dir().join(format!("state-{i}")),
                 url: etcd.url(prefix),
+                extra: Vec::new(),
                 proc: None,
             });
         }
@@ -108,7 +111,7 @@ impl Shared {
     /// Starts instance `i` and waits until its API answers.
     fn start(&mut self, i: usize) {
         let g = &self.gws[i];
-        let args = [
+        let mut args = vec![
             "env",
             "KAWAII_LOG=info,kawaii_store=debug",
             bin(),
@@ -120,6 +123,7 @@ impl Shared {
             "--store",
             &g.url,
         ];
+        args.extend(g.extra.iter().map(String::as_str));
         let host = g.host.clone();
         let name = format!("kawaii-{i}-{}", self.topo.pids().len());
         let p = self.topo.spawn(&host, &name, &args).expect("spawn");
@@ -906,4 +910,72 @@ fn bench_store() {
             &[("write -> applied (same instance)", log)],
         );
     }
+}
+
+/// etcd with authentication: a role limited to the gateway's prefix, the password only in
+/// `--store-auth-file`, never in the log; a prefix outside the role is refused at start.
+#[test]
+fn etcd_user_from_the_auth_file_is_limited_to_its_prefix() {
+    let mut s = Shared::new(
+        "st-auth",
+        &[("acme", "kawaii/acme"), ("other", "kawaii/other")],
+    );
+    let password = "pw-that-must-never-be-logged-31";
+    for cmd in [
+        vec!["user", "add", "root:rootpw"],
+        vec!["user", "grant-role", "root", "root"],
+        vec!["role", "add", "kawaii-acme"],
+        vec![
+            "role",
+            "grant-permission",
+            "kawaii-acme",
+            "readwrite",
+            "/kawaii/acme/",
+            "--prefix=true",
+        ],
+    ] {
+        s.etcd.ctl(0, &cmd).unwrap_or_else(|e| panic!("{e}"));
+    }
+    let user = format!("kawaii-acme:{password}");
+    s.etcd
+        .ctl(0, &["user", "add", &user])
+        .unwrap_or_else(|e| panic!("{e}"));
+    s.etcd
+        .ctl(0, &["user", "grant-role", "kawaii-acme", "kawaii-acme"])
+        .unwrap_or_else(|e| panic!("{e}"));
+    s.etcd
+        .ctl(0, &["auth", "enable"])
+        .unwrap_or_else(|e| panic!("{e}"));
+    let auth = s.topo.dir().join("etcd.auth");
+    common::write_secret(&auth, &user, 0o600);
+    for g in &mut s.gws {
+        g.extra = vec!["--store-auth-file".into(), path(&auth).into()];
+    }
+    s.start(0);
+    let r = add_rule(&s, 0, 4444, None);
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert!(!s.log(0).contains(password), "the password reached the log");
+
+    // The same user on a prefix its role does not cover: refused, and said so.
+    let g = &s.gws[1];
+    let out = g
+        .host
+        .command(&[
+            bin(),
+            "serve",
+            "--config",
+            path(&g.config),
+            "--state",
+            path(&g.state),
+            "--store",
+            &g.url,
+            "--store-auth-file",
+            path(&auth),
+        ])
+        .output()
+        .expect("kawaii serve");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("permission denied"), "{err}");
+    assert!(!err.contains(password), "{err}");
 }
