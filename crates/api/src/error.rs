@@ -42,6 +42,9 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Stale { expected, current } => ApiError::Stale { expected, current },
+            // "store unreachable: ..." (503): nothing was acknowledged; the data plane runs on.
+            e @ StoreError::Unavailable(_) => ApiError::Unavailable(e.to_string()),
+            e @ StoreError::NotEmpty(_) => ApiError::Conflict(e.to_string()),
             other => ApiError::Internal(other.to_string()),
         }
     }

@@ -202,7 +202,9 @@ async fn mutate<T: Send + 'static>(
     let caller = caller.clone();
     blocking(move || {
         for _ in 0..5 {
-            let snap = store.current()?;
+            // Read through to a shared store: a change bases on its current revision, not on
+            // this instance's copy, which may lag behind a write made through another one.
+            let snap = store.latest()?;
             let mut doc = snap.gateway.clone();
             let out = change(&mut doc)?;
             doc.prepare_commit(&snap.gateway);
@@ -253,8 +255,9 @@ async fn get_gateway(State(state): State<ApiState>) -> Result<Response, ApiError
     ))
 }
 
-/// Replaces the whole desired state. Requires `If-Match: <revision>`. Secrets sent back as
-/// `(redacted)` keep their stored value.
+/// Replaces the whole desired state. Takes the document, or the `{revision, gateway}` envelope
+/// that GET returns. Requires `If-Match: <revision>` (or the envelope's revision). Secrets sent
+/// back as `(redacted)` keep their stored value.
 #[utoipa::path(put, path = "/v1/gateway", tag = "gateway", request_body = Gateway,
     params(("If-Match" = String, Header, description = "the revision the change is based on")),
     responses((status = 200, description = "OK", body = GatewayView), (status = 400, description = "Invalid input: every error with its field path", body = ErrorBody),
@@ -265,7 +268,18 @@ async fn put_gateway(
     headers: HeaderMap,
     body: String,
 ) -> Result<Response, ApiError> {
-    let expected = if_match(&headers)?.ok_or(ApiError::PreconditionRequired)?;
+    let (envelope_rev, body) = unwrap_envelope(&body)?;
+    let expected = match (if_match(&headers)?, envelope_rev) {
+        (Some(h), Some(e)) if h != e => {
+            return Err(ApiError::Invalid(vec![FieldError::new(
+                "revision",
+                format!("{e} differs from If-Match {h}"),
+            )]));
+        }
+        (Some(h), _) => h,
+        (None, Some(e)) => e,
+        (None, None) => return Err(ApiError::PreconditionRequired),
+    };
     let new = Gateway::parse(&body, Format::Json).map_err(|e| ApiError::Invalid(e.details()))?;
     let (rev, ()) = mutate(
         &state,
@@ -287,6 +301,35 @@ async fn put_gateway(
             gateway: snap.gateway,
         },
     ))
+}
+
+/// What GET /v1/gateway returns, `{"revision": N, "gateway": DOCUMENT}`, is unwrapped to the
+/// document and N; anything else is taken as the document itself. (A document's own top-level
+/// `gateway` section never comes with a `revision` beside it.)
+fn unwrap_envelope(body: &str) -> Result<(Option<u64>, String), ApiError> {
+    let Ok(serde_json::Value::Object(mut top)) = serde_json::from_str::<serde_json::Value>(body)
+    else {
+        return Ok((None, body.to_string()));
+    };
+    if top.len() != 2 || !top.contains_key("revision") {
+        return Ok((None, body.to_string()));
+    }
+    let revision = top
+        .get("revision")
+        .and_then(serde_json::Value::as_u64)
+        .ok_or_else(|| {
+            ApiError::Invalid(vec![FieldError::new(
+                "revision",
+                "expected a revision number".to_string(),
+            )])
+        })?;
+    let doc = top.remove("gateway").ok_or_else(|| {
+        ApiError::Invalid(vec![FieldError::new(
+            "gateway",
+            "the envelope has no gateway document".to_string(),
+        )])
+    })?;
+    Ok((Some(revision), doc.to_string()))
 }
 
 /// Observed state: applied revision, driver results, and per-capability details.
@@ -388,14 +431,29 @@ async fn healthz() -> &'static str {
     "ok\n"
 }
 
-/// Readiness: 200 once the first desired state has been applied, 503 before.
+/// Readiness: 200 once the first desired state has been applied and the store answers; 503
+/// before, and while the store is unreachable (the body says so, and how stale this instance
+/// is; the data plane keeps its last applied state meanwhile).
 #[utoipa::path(get, path = "/readyz", tag = "ops", responses((status = 200, description = "OK", body = String), (status = 503, description = "Not ready", body = String)))]
-async fn readyz(State(state): State<ApiState>) -> (StatusCode, &'static str) {
-    if state.status().ready {
-        (StatusCode::OK, "ready\n")
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+async fn readyz(State(state): State<ApiState>) -> (StatusCode, String) {
+    if !state.status().ready {
+        return (StatusCode::SERVICE_UNAVAILABLE, "not ready\n".into());
     }
+    let store = state.store.health();
+    if !store.up {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "store down: {} (last sync {}); running the last applied state\n",
+                store.error.as_deref().unwrap_or("unreachable"),
+                store
+                    .seconds_since_sync
+                    .map(|s| format!("{s:.0} s ago"))
+                    .unwrap_or_else(|| "never since start".into())
+            ),
+        );
+    }
+    (StatusCode::OK, "ready\n".into())
 }
 
 /// Prometheus metrics (OpenMetrics text).

@@ -45,6 +45,9 @@ pub struct Status {
     /// Why the last pass could not plan (the drivers kept what they had applied).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub plan_error: Option<String>,
+    /// The store's state, as of this request (`GET /v1/status`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub store: Option<kawaii_store::StoreHealth>,
     /// Config-file errors of the last reload that was rejected, if any.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub rejected_config: Vec<kawaii_model::FieldError>,
@@ -133,6 +136,7 @@ impl std::fmt::Debug for ApiState {
 impl ApiState {
     /// `registry` must be built with [`ApiState::register`] having been called on it.
     pub fn new(store: Arc<dyn Store>, mut registry: Registry) -> ApiState {
+        registry.register_collector(Box::new(StoreMetrics(store.clone())));
         let requests = prometheus_client::metrics::family::Family::default();
         registry.register(
             "kawaii_api_requests",
@@ -170,6 +174,7 @@ impl ApiState {
     /// The stored status with the live sections filled in now (`GET /v1/status`).
     pub fn live_status(&self) -> Status {
         let mut s = self.status();
+        s.store = Some(self.store.health());
         let live = self.live.read().ok().and_then(|l| l.clone());
         if let Some(fill) = live {
             fill(&mut s.details);
@@ -218,5 +223,43 @@ impl ApiState {
         if let Ok(mut k) = self.wg_public_key.write() {
             *k = key;
         }
+    }
+}
+
+/// `kawaii_store_up` and `kawaii_store_seconds_since_sync`, read at each scrape.
+struct StoreMetrics(Arc<dyn Store>);
+
+impl std::fmt::Debug for StoreMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreMetrics").finish_non_exhaustive()
+    }
+}
+
+impl prometheus_client::collector::Collector for StoreMetrics {
+    fn encode(
+        &self,
+        mut enc: prometheus_client::encoding::DescriptorEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        use prometheus_client::encoding::EncodeMetric;
+        use prometheus_client::metrics::gauge::ConstGauge;
+        let h = self.0.health();
+        let up = ConstGauge::new(i64::from(h.up));
+        let labels = [("backend", h.backend.clone())];
+        let mut e = enc.encode_descriptor(
+            "kawaii_store_up",
+            "1 while the store answers, 0 while it is unreachable",
+            None,
+            up.metric_type(),
+        )?;
+        up.encode(e.encode_family(&labels)?)?;
+        let age = h.seconds_since_sync.unwrap_or(-1.0);
+        let age = ConstGauge::new(age);
+        let mut e = enc.encode_descriptor(
+            "kawaii_store_seconds_since_sync",
+            "Seconds since this instance last confirmed it holds the store's current revision (-1: never)",
+            None,
+            age.metric_type(),
+        )?;
+        age.encode(e.encode_family(&labels)?)
     }
 }

@@ -276,6 +276,24 @@ impl Api {
                 "NOT READY"
             }
         );
+        if let Some(store) = v["store"].as_object() {
+            let up = store.get("up").and_then(Value::as_bool) == Some(true);
+            let age = store
+                .get("seconds_since_sync")
+                .and_then(Value::as_f64)
+                .map(|s| format!("{s:.1} s"))
+                .unwrap_or_else(|| "never".into());
+            println!(
+                "store {}  {}  last sync {age} ago{}",
+                store.get("backend").and_then(Value::as_str).unwrap_or("?"),
+                if up { "up" } else { "DOWN" },
+                store
+                    .get("error")
+                    .and_then(Value::as_str)
+                    .map(|e| format!("  ({e})"))
+                    .unwrap_or_default()
+            );
+        }
         if let Some(drivers) = v["drivers"].as_array().filter(|d| !d.is_empty()) {
             println!("\ndrivers");
             print_table(&Value::Array(drivers.clone()));

@@ -25,6 +25,9 @@ struct LabRecord {
     /// `exec` runs commands there in its mount namespace (`wg show` finds its socket).
     #[serde(default)]
     daemons: std::collections::BTreeMap<String, u32>,
+    /// etcd data directories on tmpfs (`--zones 2`), removed by `down`.
+    #[serde(default)]
+    data_dirs: Vec<PathBuf>,
 }
 
 fn record_path() -> PathBuf {
@@ -93,6 +96,7 @@ fn record(
     state: PathBuf,
     cfg: &Path,
     daemons: &[&kawaii_testkit::serve::Serve],
+    data_dirs: Vec<PathBuf>,
 ) -> anyhow::Result<LabRecord> {
     let record = LabRecord {
         namespaces: topo.hosts().map(|h| h.ns.clone()).collect(),
@@ -103,6 +107,7 @@ fn record(
             .iter()
             .map(|d| (d.host.name.clone(), d.pid(topo)))
             .collect(),
+        data_dirs,
     };
     std::fs::write(record_path(), serde_json::to_string_pretty(&record)?)?;
     Ok(record)
@@ -154,7 +159,7 @@ remote = \"{vm1}:80\"
             return abandon(&mut topo, dir, e);
         }
     }
-    let record = record(&mut topo, lab.state.clone(), &cfg, &[&lab.kawaii])?;
+    let record = record(&mut topo, lab.state.clone(), &cfg, &[&lab.kawaii], vec![])?;
     say_up(&record, "lab", started);
     println!(
         r#"
@@ -289,6 +294,12 @@ pub fn down() -> anyhow::Result<ExitCode> {
     for n in &r.namespaces {
         kawaii_testkit::destroy_namespace(n);
     }
+    for d in &r.data_dirs {
+        // Only the lab's own etcd data (/dev/shm/klab-etcdN).
+        if d.starts_with("/dev/shm") && d.to_string_lossy().contains(PREFIX) {
+            let _ = std::fs::remove_dir_all(d);
+        }
+    }
     std::fs::remove_dir_all(DIR)?;
     println!(
         "lab down: {} namespaces and {} processes removed",
@@ -307,13 +318,22 @@ fn up_ha(config: Option<PathBuf>) -> anyhow::Result<ExitCode> {
         config: cfg.clone(),
         env: vec![],
         start_b: true,
+        etcd: true,
     };
     let ha = lab::build_ha(&mut topo, &opts).or_else(|e| abandon(&mut topo, dir, e))?;
     let daemons: Vec<_> = [Some(&ha.kawaii_a), ha.kawaii_b.as_ref()]
         .into_iter()
         .flatten()
         .collect();
-    let record = record(&mut topo, dir.join("state-zone-a"), &cfg, &daemons)?;
+    let data_dirs = ha.etcd.as_ref().map(|e| e.data_dirs()).unwrap_or_default();
+    let record = record(
+        &mut topo,
+        dir.join("state-zone-a"),
+        &cfg,
+        &daemons,
+        data_dirs,
+    )?;
+    let exe = std::env::current_exe()?;
     say_up(&record, "HA lab (2 zones)", started);
     println!(
         r#"
@@ -321,6 +341,14 @@ fn up_ha(config: Option<PathBuf>) -> anyhow::Result<ExitCode> {
                                                       └─ gw-b wan0 203.0.113.21 (zone-b VIP 203.0.113.20)
   lan ─┬─ gw-a lan0 10.1.0.251 (zone-a private VIP 10.1.0.1)   vm-a 10.1.0.10 via 10.1.0.1
        └─ gw-b lan0 10.1.0.252 (zone-b private VIP 10.1.0.2)   vm-b 10.1.0.40 via 10.1.0.2
+  mgmt ─┬─ etcd1 {etcd} (both zones' shared store, prefix {prefix})
+        ├─ gw-a mgmt0 10.254.0.11
+        └─ gw-b mgmt0 10.254.0.12
+
+A write through zone-a's API, seen by zone-b (one shared desired state on etcd):
+  kawaii lab exec gw-a sh -c 'curl -s -X POST -H "Authorization: Bearer $(cat {dir}/state-zone-a/admin.token)" -H "Content-Type: application/json" -d "{{\"ports\":\"8080\"}}" http://127.0.0.1:7780/v1/ingress-rules'
+  kawaii lab exec gw-b sh -c 'KAWAII_TOKEN=$(cat {dir}/state-zone-b/admin.token) {exe} get ingress-rules'
+  kawaii lab exec gw-b sh -c 'KAWAII_TOKEN=$(cat {dir}/state-zone-b/admin.token) {exe} status'
 
 Try:
   kawaii lab exec vm-a curl -s http://198.51.100.10/      # leaves with zone-a's VIP 203.0.113.10
@@ -332,6 +360,10 @@ Try:
   kawaii lab down
 {ui}"#,
         cfg = cfg.display(),
+        etcd = lab::ETCD_IP,
+        prefix = lab::ETCD_PREFIX,
+        dir = dir.display(),
+        exe = exe.display(),
         ui = ui_hint("gw-a", &dir.join("state-zone-a").join("admin.token"))
     );
     topo.keep();

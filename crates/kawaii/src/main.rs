@@ -6,6 +6,7 @@ mod keys;
 mod lab;
 mod metrics;
 mod serve;
+mod store_url;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
@@ -45,6 +46,8 @@ enum Command {
         /// Where the store lives.
         #[arg(long, default_value = "/var/lib/kawaii")]
         state: PathBuf,
+        #[command(flatten)]
+        store: StoreOpts,
     },
     /// Validate a config file: prints every error (exit 1) or only warnings (exit 0).
     Check {
@@ -98,6 +101,11 @@ enum Command {
         #[command(subcommand)]
         command: WgCommand,
     },
+    /// Store maintenance.
+    Store {
+        #[command(subcommand)]
+        command: StoreCommand,
+    },
     /// Convert a drop-in config format to native TOML.
     Import { file: PathBuf },
     /// The demo topology in network namespaces (never touches the root namespace).
@@ -128,6 +136,65 @@ enum LabCommand {
     },
     /// Remove every namespace and process the lab made.
     Down,
+}
+
+/// Where the desired state lives (`kawaii serve --store`).
+#[derive(Debug, clap::Args)]
+struct StoreOpts {
+    /// `sqlite` (the file in --state), `etcd://HOST:PORT[,HOST:PORT]/PREFIX` or `etcds://...`.
+    #[arg(long, env = "KAWAII_STORE", default_value = "sqlite")]
+    store: String,
+    /// CA certificate (PEM) that signed the etcd servers' certificates (etcds://).
+    #[arg(long)]
+    store_ca: Option<PathBuf>,
+    /// Client certificate (PEM) for etcd (etcds://).
+    #[arg(long)]
+    store_cert: Option<PathBuf>,
+    /// Client private key (PEM) for etcd (etcds://).
+    #[arg(long)]
+    store_key: Option<PathBuf>,
+    /// File holding the etcd `USER:PASSWORD` (never on the command line).
+    #[arg(long)]
+    store_auth_file: Option<PathBuf>,
+}
+
+impl StoreOpts {
+    fn args(&self, url: &str) -> store_url::StoreArgs {
+        store_url::StoreArgs {
+            url: url.to_string(),
+            ca: self.store_ca.clone(),
+            cert: self.store_cert.clone(),
+            key: self.store_key.clone(),
+            auth_file: self.store_auth_file.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+enum StoreCommand {
+    /// Copy a gateway's document, audit trail and metadata from one store to another
+    /// (e.g. sqlite to etcd and back). Stop the instances writing to either first.
+    Copy {
+        #[arg(long)]
+        from: String,
+        #[arg(long)]
+        to: String,
+        /// Overwrite a target that is not empty.
+        #[arg(long)]
+        force: bool,
+        /// The state directory a plain `sqlite` URL means.
+        #[arg(long, default_value = "/var/lib/kawaii")]
+        state: PathBuf,
+        /// TLS and credentials for whichever side is etcd.
+        #[arg(long)]
+        store_ca: Option<PathBuf>,
+        #[arg(long)]
+        store_cert: Option<PathBuf>,
+        #[arg(long)]
+        store_key: Option<PathBuf>,
+        #[arg(long)]
+        store_auth_file: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -170,7 +237,41 @@ fn main() -> ExitCode {
             config,
             zone,
             state,
-        } => serve::run(config, zone, state),
+            store,
+        } => serve::run(config, zone, state, store.args(&store.store)),
+        Command::Store {
+            command:
+                StoreCommand::Copy {
+                    from,
+                    to,
+                    force,
+                    state,
+                    store_ca,
+                    store_cert,
+                    store_key,
+                    store_auth_file,
+                },
+        } => {
+            let opts = StoreOpts {
+                store: String::new(),
+                store_ca,
+                store_cert,
+                store_key,
+                store_auth_file,
+            };
+            // TLS and credentials go to the etcd side(s) only.
+            let side = |url: &str| {
+                if url.starts_with("etcd") {
+                    opts.args(url)
+                } else {
+                    store_url::StoreArgs {
+                        url: url.to_string(),
+                        ..Default::default()
+                    }
+                }
+            };
+            store_url::copy(&side(&from), &side(&to), &state, force)
+        }
         Command::Check { config } => config::check(&config),
         Command::Render { config, zone, what } => client::render(&config, zone.as_deref(), what),
         Command::Import { file } => config::import(&file),

@@ -40,6 +40,7 @@ impl Ha {
                 "info,kawaii_drivers::vrrp=debug".into(),
             )],
             start_b,
+            etcd: false,
         };
         let lab = lab::build_ha(&mut topo, &opts).unwrap_or_else(|e| panic!("lab: {e}"));
         Ha {

@@ -69,6 +69,7 @@ impl UiLab {
             config: cfg,
             env: vec![],
             start_b: true,
+            etcd: false,
         };
         let lab = lab::build_ha(&mut topo, &opts).unwrap_or_else(|e| panic!("lab: {e}"));
         UiLab {

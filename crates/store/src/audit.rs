@@ -5,7 +5,7 @@
 use serde::Serialize;
 use serde_json::Value;
 
-#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct AuditEntry {
     pub id: u64,
     /// RFC 3339 UTC.
@@ -27,6 +27,28 @@ pub struct Change {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
     pub after: Option<Value>,
+}
+
+/// The changes from `before` to `after` as the audit trail records them: diffed on the real
+/// values (so a changed secret is a change), then redacted.
+pub fn redacted_changes(
+    before: &kawaii_model::Gateway,
+    after: &kawaii_model::Gateway,
+) -> Vec<Change> {
+    let revealed = |g: &kawaii_model::Gateway| {
+        kawaii_model::Secret::reveal(|| serde_json::to_value(g)).unwrap_or_default()
+    };
+    let mut changes = diff(&revealed(before), &revealed(after));
+    for c in &mut changes {
+        let last = c.path.rsplit('.').next().unwrap_or_default();
+        for v in [&mut c.before, &mut c.after].into_iter().flatten() {
+            if kawaii_model::secret::FIELD_NAMES.contains(&last) {
+                *v = Value::String(kawaii_model::secret::REDACTED.into());
+            }
+            kawaii_model::secret::redact_json(v);
+        }
+    }
+    changes
 }
 
 /// Differences between two JSON documents. Arrays of named objects are matched by `name` (or

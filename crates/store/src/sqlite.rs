@@ -2,10 +2,11 @@
 //! with the ordinary `sqlite3` tool, and SQLite's crash safety under WAL + `synchronous=FULL` is
 //! the most exercised there is (see docs/architecture.md).
 
-use crate::audit::{AuditEntry, Change, diff};
-use crate::{Actor, Snapshot, Store, StoreError};
+use crate::audit::{AuditEntry, redacted_changes};
+use crate::{Actor, Export, Snapshot, Store, StoreError, StoreHealth};
 use kawaii_model::{Format, Gateway, Secret};
 use rusqlite::{Connection, OptionalExtension, params};
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -22,12 +23,18 @@ fn io(e: rusqlite::Error) -> StoreError {
 }
 
 impl SqliteStore {
-    /// Opens (creating if needed) `DIR/kawaii.db`.
+    /// Opens (creating if needed) `DIR/kawaii.db`. The directory is made 0700 and its files
+    /// 0600 (the database holds secrets in clear); SQLite gives its `-wal` and `-shm` files the
+    /// database file's mode.
     pub fn open(dir: &Path) -> Result<SqliteStore, StoreError> {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| StoreError::Io(format!("{}: {e}", dir.display())))?;
-        let conn = Connection::open(dir.join("kawaii.db")).map_err(io)?;
-        Self::init(conn)
+        crate::files::secure_dir(dir)?;
+        let db = dir.join("kawaii.db");
+        crate::files::create_private(&db)?;
+        let conn = Connection::open(&db).map_err(io)?;
+        let store = Self::init(conn)?;
+        // The WAL and shm files exist now; a umask or an older version may have made them wider.
+        crate::files::secure_dir(dir)?;
+        Ok(store)
     }
 
     /// A store that lives in memory only (tests, `kawaii render`).
@@ -144,18 +151,7 @@ impl Store for SqliteStore {
         }
         let stored = Secret::reveal(|| serde_json::to_string(gateway))
             .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        // Diff the real values (so a changed secret is a change), then redact what is recorded.
-        let revealed = |g: &Gateway| Secret::reveal(|| serde_json::to_value(g)).unwrap_or_default();
-        let mut changes: Vec<Change> = diff(&revealed(&cur.gateway), &revealed(gateway));
-        for c in &mut changes {
-            let last = c.path.rsplit('.').next().unwrap_or_default();
-            for v in [&mut c.before, &mut c.after].into_iter().flatten() {
-                if kawaii_model::secret::FIELD_NAMES.contains(&last) {
-                    *v = serde_json::Value::String(kawaii_model::secret::REDACTED.into());
-                }
-                kawaii_model::secret::redact_json(v);
-            }
-        }
+        let changes = redacted_changes(&cur.gateway, gateway);
         let changes =
             serde_json::to_string(&changes).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let revision = cur.revision + 1;
@@ -237,6 +233,81 @@ impl Store for SqliteStore {
 
     fn watch(&self) -> watch::Receiver<u64> {
         self.notify.subscribe()
+    }
+
+    fn health(&self) -> StoreHealth {
+        StoreHealth {
+            backend: "sqlite".into(),
+            up: true,
+            seconds_since_sync: Some(0.0),
+            error: None,
+        }
+    }
+
+    fn export(&self) -> Result<Export, StoreError> {
+        let snapshot = self.current()?;
+        let mut audit = self.audit(usize::MAX >> 1)?;
+        audit.reverse();
+        let conn = self.lock();
+        let mut stmt = conn
+            .prepare("SELECT key, value FROM meta ORDER BY key")
+            .map_err(io)?;
+        let meta = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .map_err(io)?
+            .collect::<Result<BTreeMap<String, String>, _>>()
+            .map_err(io)?;
+        Ok(Export {
+            snapshot,
+            audit,
+            meta,
+        })
+    }
+
+    fn import(&self, data: &Export, force: bool) -> Result<(), StoreError> {
+        let stored = Secret::reveal(|| serde_json::to_string(&data.snapshot.gateway))
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let mut conn = self.lock();
+        let tx = conn.transaction().map_err(io)?;
+        let count = |table: &str| -> Result<u64, StoreError> {
+            tx.query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get(0))
+                .map_err(io)
+        };
+        let (docs, entries) = (count("state")?, count("audit")?);
+        if !force && (docs > 0 || entries > 0) {
+            return Err(StoreError::NotEmpty(format!(
+                "{docs} documents, {entries} audit entries"
+            )));
+        }
+        tx.execute_batch("DELETE FROM state; DELETE FROM audit; DELETE FROM meta;")
+            .map_err(io)?;
+        if data.snapshot.revision > 0 {
+            tx.execute(
+                "INSERT INTO state (revision, document, at) VALUES (?1, ?2, ?3)",
+                params![data.snapshot.revision, stored, now_rfc3339()],
+            )
+            .map_err(io)?;
+        }
+        for e in &data.audit {
+            let changes = serde_json::to_string(&e.changes)
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            tx.execute(
+                "INSERT INTO audit (id, at, revision, actor, action, changes) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![e.id, e.at, e.revision, e.actor, e.action, changes],
+            )
+            .map_err(io)?;
+        }
+        for (k, v) in &data.meta {
+            tx.execute(
+                "INSERT INTO meta (key, value) VALUES (?1, ?2)",
+                params![k, v],
+            )
+            .map_err(io)?;
+        }
+        tx.commit().map_err(io)?;
+        drop(conn);
+        self.notify.send_replace(data.snapshot.revision);
+        Ok(())
     }
 }
 

@@ -278,7 +278,14 @@ pub struct HaLabOptions {
     /// Start kawaii in zone-b's gateway (false: the caller runs something else there, e.g.
     /// keepalived).
     pub start_b: bool,
+    /// Both zones share their desired state through an etcd on a management switch
+    /// ([`ETCD_IP`], gw-a 10.254.0.11, gw-b 10.254.0.12) under the prefix [`ETCD_PREFIX`].
+    pub etcd: bool,
 }
+
+/// The HA lab's etcd (with [`HaLabOptions::etcd`]) and the key prefix both zones use.
+pub const ETCD_IP: &str = "10.254.0.1";
+pub const ETCD_PREFIX: &str = "/kawaii/lab-ha";
 
 #[derive(Debug, Clone)]
 pub struct HaLab {
@@ -294,6 +301,8 @@ pub struct HaLab {
     pub kawaii_a: Serve,
     pub kawaii_b: Option<Serve>,
     pub svc: String,
+    /// The etcd both zones use (with [`HaLabOptions::etcd`]).
+    pub etcd: Option<std::sync::Arc<crate::etcd::Etcd>>,
 }
 
 /// `kawaii serve --zone ZONE` in `host` with its own state directory (`state-ZONE`) and a
@@ -303,7 +312,17 @@ pub fn zone_serve(t: &mut Topology, host: &Host, zone: &str, opts: &HaLabOptions
     let state = t.dir().join(format!("state-{zone}"));
     let serve_opts = ServeOptions {
         zone: Some(zone.to_string()),
-        env: opts.env.clone(),
+        env: opts
+            .env
+            .iter()
+            .cloned()
+            .chain(opts.etcd.then(|| {
+                (
+                    "KAWAII_STORE".to_string(),
+                    format!("etcd://{ETCD_IP}:{}{ETCD_PREFIX}", crate::etcd::CLIENT_PORT),
+                )
+            }))
+            .collect(),
         ..ServeOptions::new(&opts.kawaii)
     };
     Serve::start_with(t, host, &opts.config, &state, &serve_opts)
@@ -346,6 +365,17 @@ pub fn build_ha(t: &mut Topology, opts: &HaLabOptions) -> Result<HaLab> {
     }
     let vm_a = private_host(t, "vm-a", &lan, "10.1.0.10/24", ZONE_A_PRIVATE_VIP)?;
     let vm_b = private_host(t, "vm-b", &lan, "10.1.0.40/24", ZONE_B_PRIVATE_VIP)?;
+    let etcd = if opts.etcd {
+        let mgmt = t.switch("mgmt")?;
+        let etcd = crate::etcd::start(t, &mgmt, &[ETCD_IP])?;
+        for (h, ip) in [(&gw_a, "10.254.0.11/24"), (&gw_b, "10.254.0.12/24")] {
+            t.plug(h, "mgmt0", &mgmt)?;
+            h.run(&["ip", "addr", "add", ip, "dev", "mgmt0"])?;
+        }
+        Some(std::sync::Arc::new(etcd))
+    } else {
+        None
+    };
     let kawaii_a = zone_serve(t, &gw_a, "zone-a", opts)?;
     let kawaii_b = if opts.start_b {
         Some(zone_serve(t, &gw_b, "zone-b", opts)?)
@@ -375,6 +405,7 @@ pub fn build_ha(t: &mut Topology, opts: &HaLabOptions) -> Result<HaLab> {
         kawaii_a,
         kawaii_b,
         svc,
+        etcd,
     })
 }
 

@@ -12,6 +12,7 @@
 //! [`golden`] checks rendered files, [`keys`] makes WireGuard keys, [`ping`] measures loss.
 
 pub mod api;
+pub mod etcd;
 pub mod golden;
 pub mod keys;
 pub mod lab;
@@ -431,6 +432,11 @@ impl Topology {
             .iter_mut()
             .filter_map(|p| p.alive().then(|| p.pid()))
             .collect()
+    }
+
+    /// Whether this topology outlives this process (the lab).
+    pub fn is_kept(&self) -> bool {
+        self.keep
     }
 
     /// Stops following cleanup on drop (the lab keeps its namespaces after `lab up` exits).

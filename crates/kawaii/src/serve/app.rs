@@ -8,7 +8,7 @@ use crate::metrics::{DaemonMetrics, IpsecMetrics, PipeMetrics, VrrpMetrics, WgMe
 use anyhow::Context;
 use kawaii_api::ApiState;
 use kawaii_drivers::{Driver, consent, ipsec, netlink, nftables, pipes, router, vrrp, wireguard};
-use kawaii_store::{SqliteStore, Store};
+use kawaii_store::Store;
 use prometheus_client::registry::Registry;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -19,6 +19,8 @@ pub struct Settings {
     pub config: PathBuf,
     pub zone: Option<String>,
     pub state_dir: PathBuf,
+    /// Which store (`--store`): the SQLite file in the state directory, or etcd.
+    pub store: crate::store_url::StoreArgs,
 }
 
 /// The built daemon. Shared by its tasks; the reconcile loop's own state lives in the loop.
@@ -44,14 +46,10 @@ pub struct App {
 
 impl App {
     pub async fn build(settings: Settings, wakes: Wakes) -> anyhow::Result<Arc<App>> {
-        let dir = settings.state_dir.clone();
-        let store: Arc<dyn Store> = Arc::new(
-            tokio::task::spawn_blocking(move || SqliteStore::open(&dir))
-                .await?
-                .with_context(|| {
-                    format!("opening the store in {}", settings.state_dir.display())
-                })?,
-        );
+        let (dir, args) = (settings.state_dir.clone(), settings.store.clone());
+        let store: Arc<dyn Store> =
+            tokio::task::spawn_blocking(move || crate::store_url::open(&args, &dir, true))
+                .await??;
         let metrics = DaemonMetrics::default();
         let mut registry = Registry::default();
         metrics.register(&mut registry);

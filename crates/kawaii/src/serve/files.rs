@@ -64,8 +64,11 @@ pub async fn apply_file(app: &App) -> Result<bool, Vec<FieldError>> {
         gateway.prepare_commit(&cur.gateway);
         // What the server filled in (VPN addresses) must still be valid.
         kawaii_model::validate(&gateway).map_err(|e| e.0)?;
-        let rev = store.commit(None, &gateway, &actor).map_err(err)?;
-        store.set_meta(FILE_HASH_KEY, &hash).map_err(err)?;
+        // The file's hash is kept with the document, in the same transaction: instances that
+        // read the same file never apply it twice.
+        let rev = store
+            .commit_with_meta(None, &gateway, &actor, &[(FILE_HASH_KEY, &hash)])
+            .map_err(err)?;
         Ok(rev != cur.revision)
     })
     .await

@@ -29,7 +29,12 @@ const DRAIN: Duration = Duration::from_secs(10);
 /// How long the tasks get to end after the drain.
 const TASKS_END: Duration = Duration::from_secs(10);
 
-pub fn run(config: PathBuf, zone: Option<String>, state: PathBuf) -> anyhow::Result<ExitCode> {
+pub fn run(
+    config: PathBuf,
+    zone: Option<String>,
+    state: PathBuf,
+    store: crate::store_url::StoreArgs,
+) -> anyhow::Result<ExitCode> {
     init_logging();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -39,6 +44,7 @@ pub fn run(config: PathBuf, zone: Option<String>, state: PathBuf) -> anyhow::Res
         config,
         zone,
         state_dir: state,
+        store,
     };
     rt.block_on(daemon(settings))
 }
