@@ -3,7 +3,9 @@
 //! plan to the drivers after every accepted change.
 
 use crate::config;
-use crate::metrics::{COUNTER, IpsecMetrics, PipeMetrics, VrrpMetrics, WgMetrics, family};
+use crate::metrics::{
+    COUNTER, ConntrackdMetrics, IpsecMetrics, PipeMetrics, VrrpMetrics, WgMetrics, family,
+};
 use anyhow::Context;
 use kawaii_api::{ApiState, DriverStatus, Status};
 use kawaii_drivers::Driver;
@@ -100,6 +102,8 @@ struct Daemon {
     wireguard: Arc<kawaii_drivers::wireguard::WireGuard>,
     netlink: Arc<kawaii_drivers::netlink::Netlink>,
     pipes: Arc<kawaii_drivers::pipes::PipesDriver>,
+    /// HA: connection-state sync (conntrackd); its readiness holds the speaker's preemption.
+    conntrackd: Arc<kawaii_drivers::conntrackd::Conntrackd>,
 }
 
 /// The nftables rule counters, read back from the kernel; exported on `/metrics` and in status.
@@ -223,12 +227,27 @@ async fn daemon(
     let netlink = Arc::new(kawaii_drivers::netlink::Netlink::new());
     let pipes = Arc::new(kawaii_drivers::pipes::PipesDriver::new());
     registry.register_collector(Box::new(PipeMetrics(pipes.clone())));
+    let conntrackd = Arc::new(kawaii_drivers::conntrackd::Conntrackd::new(&state_dir));
+    registry.register_collector(Box::new(ConntrackdMetrics(conntrackd.clone())));
+    // A node that starts or recovers takes no VIPs from a live sibling before its resync.
+    tokio::spawn({
+        let (mut ready, speaker) = (conntrackd.ready(), vrrp.clone());
+        async move {
+            loop {
+                speaker.set_sync_ready(*ready.borrow_and_update());
+                if ready.changed().await.is_err() {
+                    break;
+                }
+            }
+        }
+    });
     let api = ApiState::new(store.clone(), registry);
     // The device first: the addresses and routes on its interface come next.
     let drivers: Vec<Arc<dyn Driver>> = vec![
         wireguard.clone(),
         netlink.clone(),
         Arc::new(kawaii_drivers::nftables::Nftables::new()),
+        conntrackd.clone(),
         router.clone(),
         pipes.clone(),
         ipsec.clone(),
@@ -252,6 +271,7 @@ async fn daemon(
         wireguard,
         netlink,
         pipes,
+        conntrackd,
     });
 
     // The file first: a good file that changed since it was last applied becomes the state.
@@ -381,6 +401,7 @@ async fn daemon(
     // Drain the domain router: no new connections, established ones get time to finish.
     tokio::join!(d.router.drain(DRAIN), d.pipes.drain(DRAIN));
     d.ipsec.shutdown().await;
+    d.conntrackd.shutdown().await;
     d.wireguard.shutdown().await;
     let _ = tokio::time::timeout(Duration::from_secs(10), async {
         let _ = api_task.await;
@@ -814,6 +835,7 @@ fn live_details(d: &Arc<Daemon>) -> kawaii_api::LiveDetails {
         );
         set("router", Some(d.router.status()));
         set("ipsec", Some(d.ipsec.status()));
+        set("conntrack_sync", d.conntrackd.status());
         let pipes = d.pipes.status();
         set(
             "pipes",

@@ -70,3 +70,26 @@ fn mistakes_carry_field_paths() {
         assert!(paths.contains(&want), "{want} missing in {errs:?}");
     }
 }
+
+#[test]
+fn conntrack_sync_defaults_on_and_checks_its_interface() {
+    let zones = format!(
+        "{}{}",
+        zone("a", 1, "private_address = \"10.1.0.251\""),
+        zone("b", 2, "private_address = \"10.1.0.252\"")
+    );
+    let g = Gateway::parse(&format!("{HEAD}{zones}"), Format::Toml).expect("parses");
+    let ha = validate(&g).expect("valid").desired.ha.expect("HA");
+    assert!(ha.conntrack_sync);
+    assert_eq!(ha.sync_interface, None);
+    let text = format!("{HEAD}[ha]\nconntrack_sync = false\nsync_interface = \"sync0\"\n{zones}");
+    let g = Gateway::parse(&text, Format::Toml).expect("parses");
+    let ha = validate(&g).expect("valid").desired.ha.expect("HA");
+    assert!(!ha.conntrack_sync);
+    assert_eq!(ha.sync_interface.as_deref(), Some("sync0"));
+    let errs = errors(&format!(
+        "{HEAD}[ha]\nsync_interface = \"bad name/x\"\n{zones}"
+    ));
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert_eq!(errs[0].0, "ha.sync_interface");
+}
