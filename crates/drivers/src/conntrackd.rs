@@ -85,6 +85,9 @@ pub struct View {
     pub last_restart_ms: Option<u64>,
     /// The siblings' flows are in this node's kernel (the resync after the last start ended).
     pub ready: bool,
+    /// Unix milliseconds when the last resync ended (the speaker may preempt from then on).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ready_at_ms: Option<u64>,
     pub resyncs: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_resync_ms: Option<u64>,
@@ -621,6 +624,7 @@ async fn run_once(
                         info!(injected = stats.inject_created, took_ms = elapsed.as_millis() as u64, "conntrackd resync done; ready");
                         if let Ok(mut v) = shared.view.lock() {
                             v.ready = true;
+                            v.ready_at_ms = Some(unix_ms());
                             v.resyncs += 1;
                             v.last_resync_ms = Some(u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX));
                         }

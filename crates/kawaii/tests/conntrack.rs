@@ -1,0 +1,531 @@
+//! Connection-state sync end to end (issue 16), in the two-zone lab: established flows through
+//! zone A (egress TCP slow streams, inbound port-forwarded TCP streams, UDP exchanges with fixed
+//! source ports) survive zone A's loss, its return and a SIGTERM handover on the same sockets;
+//! without sync they die (control); kawaii restarts a killed or frozen conntrackd; the sync port
+//! is closed to everyone but the siblings. Stalls are measured by `flows.py` at the receivers.
+
+mod common;
+
+use kawaii_testkit::lab::{self, HaLab, HaLabOptions};
+use kawaii_testkit::{Host, Topology, wait_for};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// Egress TCP streams (vm-a -> internet), inbound port-forwarded streams (internet -> zone A's
+/// VIP -> vm-a), UDP exchanges (vm-a -> internet, fixed source ports).
+const EGRESS: usize = 200;
+const INBOUND: usize = 50;
+const UDP: usize = 20;
+/// The longest stall allowed for a flow across a VIP move.
+const MAX_STALL_MS: u64 = 1000;
+
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+struct Lab {
+    topo: Topology,
+    lab: HaLab,
+    opts: HaLabOptions,
+    flows: String,
+    _serial: std::sync::MutexGuard<'static, ()>,
+}
+
+/// One measurement window of a client: per flow its longest silence, and the dead flows.
+#[derive(Debug, Default)]
+struct Window {
+    tcp: Vec<u64>,
+    udp: Vec<u64>,
+    tcp_dead: u64,
+}
+
+fn config(sync: bool) -> String {
+    let mut c = lab::ha_config(5, "0s");
+    if !sync {
+        c = c.replace("[ha]\n", "[ha]\nconntrack_sync = false\n");
+    }
+    c.push_str(
+        r#"
+[[ingress_rules]]
+protocol = "tcp"
+ports = "8080"
+
+[[nat_rules]]
+destination = "10.1.0.10"
+protocol = "tcp"
+ports = "8080"
+"#,
+    );
+    c
+}
+
+impl Lab {
+    fn new(tag: &str, sync: bool) -> Lab {
+        assert!(
+            kawaii_testkit::can_run(),
+            "end-to-end tests need root and iproute2"
+        );
+        let serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        let mut topo = Topology::new(tag).expect("topology");
+        let cfg = topo.dir().join("gateway.toml");
+        std::fs::write(&cfg, config(sync)).expect("config");
+        let opts = HaLabOptions {
+            kawaii: common::bin().into(),
+            config: cfg,
+            env: vec![(
+                "KAWAII_LOG".into(),
+                "info,kawaii_drivers::conntrackd=debug".into(),
+            )],
+            start_b: true,
+        };
+        let lab = lab::build_ha(&mut topo, &opts).unwrap_or_else(|e| panic!("lab: {e}"));
+        let flows = lab::flows_script(&topo).expect("flows.py");
+        Lab {
+            topo,
+            lab,
+            opts,
+            flows,
+            _serial: serial,
+        }
+    }
+
+    fn state(&self, zone: &str) -> PathBuf {
+        self.topo.dir().join(format!("state-{zone}"))
+    }
+
+    fn status(&self, host: &Host, zone: &str) -> serde_json::Value {
+        wait_for(Duration::from_secs(10), "the status API", || {
+            lab::status(host, &self.state(zone))
+        })
+        .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn spawn(&mut self, host: &Host, name: &str, args: &[&str]) -> usize {
+        let mut cmd = vec!["python3", self.flows.as_str()];
+        cmd.extend_from_slice(args);
+        let h = host.clone();
+        self.topo.spawn(&h, name, &cmd).expect("spawn")
+    }
+
+    /// Starts the servers and the clients; waits until every flow has data. Returns the
+    /// client procs (vm-a's egress + UDP, the internet's inbound) and the server procs.
+    fn start_flows(&mut self, egress: usize, inbound: usize, udp: usize) -> Flows {
+        let (internet, vm_a) = (self.lab.internet.clone(), self.lab.vm_a.clone());
+        let servers = vec![
+            self.spawn(&internet, "streams-internet", &["streams", "9000", "100"]),
+            self.spawn(&internet, "udp-echo-internet", &["udp-echo", "9001"]),
+            self.spawn(&vm_a, "streams-vm-a", &["streams", "8080", "100"]),
+        ];
+        for (h, port) in [(&internet, "9000"), (&vm_a, "8080")] {
+            kawaii_testkit::wait_tcp(
+                h,
+                format!(
+                    "{}:{port}",
+                    if port == "9000" {
+                        lab::INTERNET
+                    } else {
+                        lab::VM_A
+                    }
+                )
+                .parse()
+                .expect("addr"),
+                Duration::from_secs(10),
+            )
+            .expect("server up");
+        }
+        let tcp = format!("{}:9000:{egress}", lab::INTERNET);
+        let udp_spec = format!("{}:9001:{udp}:41000", lab::INTERNET);
+        let mut args = vec!["client", "--tcp", tcp.as_str()];
+        if udp > 0 {
+            args.extend(["--udp", udp_spec.as_str()]);
+        }
+        let mut clients = vec![self.spawn(&vm_a, "client-egress", &args)];
+        if inbound > 0 {
+            let tcp = format!("{}:8080:{inbound}", lab::ZONE_A_PUBLIC_VIP);
+            clients.push(self.spawn(&internet, "client-inbound", &["client", "--tcp", &tcp]));
+        }
+        for &c in &clients {
+            let p = self.topo.proc(c);
+            let log = p.log.clone();
+            wait_for(Duration::from_secs(30), "every flow to carry data", || {
+                std::fs::read_to_string(&log)
+                    .ok()
+                    .filter(|o| o.lines().any(|l| l == "ready"))
+                    .map(|_| ())
+            })
+            .unwrap_or_else(|e| panic!("{e}: {}", kawaii_testkit::slurp(&log)));
+        }
+        Flows { clients, servers }
+    }
+
+    /// Ends the clients' current windows and returns them merged (SIGUSR1, or SIGTERM: last).
+    fn window(&mut self, f: &Flows, last: bool) -> Window {
+        let mut w = Window::default();
+        for &c in &f.clients {
+            let p = self.topo.proc(c);
+            let before = p.output().lines().filter(|l| l.starts_with('{')).count();
+            p.signal(if last { "TERM" } else { "USR1" });
+            let log = p.log.clone();
+            let line = wait_for(Duration::from_secs(10), "a flows window", || {
+                let out = std::fs::read_to_string(&log).ok()?;
+                out.lines()
+                    .filter(|l| l.starts_with('{'))
+                    .nth(before)
+                    .map(str::to_string)
+            })
+            .unwrap_or_else(|e| panic!("{e}"));
+            let v: serde_json::Value = serde_json::from_str(&line).expect("json");
+            let list = |k: &str| -> Vec<u64> {
+                v[k].as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(serde_json::Value::as_u64)
+                    .collect()
+            };
+            w.tcp.extend(list("tcp"));
+            w.udp.extend(list("udp"));
+            w.tcp_dead += v["tcp_dead"].as_u64().unwrap_or(0);
+        }
+        w
+    }
+
+    /// The servers' last words (SIGTERM): accepted connections, distinct UDP sources.
+    fn stop_servers(&mut self, f: &Flows) -> Vec<serde_json::Value> {
+        f.servers
+            .iter()
+            .map(|&s| {
+                let p = self.topo.proc(s);
+                p.signal("TERM");
+                let log = p.log.clone();
+                let line = wait_for(Duration::from_secs(5), "a server's summary", || {
+                    std::fs::read_to_string(&log)
+                        .ok()?
+                        .lines()
+                        .find(|l| l.starts_with('{'))
+                        .map(str::to_string)
+                })
+                .unwrap_or_else(|e| panic!("{e}"));
+                serde_json::from_str(&line).expect("json")
+            })
+            .collect()
+    }
+
+    fn cut(&self, host: &Host, up: bool) {
+        for dev in ["wan0", "lan0"] {
+            host.run(&["ip", "link", "set", dev, if up { "up" } else { "down" }])
+                .expect("link");
+        }
+    }
+
+    fn wait_vip(&self, host: &Host, vip: &str, held: bool, what: &str) {
+        wait_for(Duration::from_secs(20), what, || {
+            (lab::has_address(host, vip) == held).then_some(())
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    /// Waits until `host`'s kawaii has injected at least `n` sibling flows.
+    fn wait_injected(&self, host: &Host, zone: &str, n: u64) -> serde_json::Value {
+        wait_for(Duration::from_secs(15), "the flows injected", || {
+            let st = lab::status(host, &self.state(zone))?;
+            let sync = st["details"]["conntrack_sync"].clone();
+            (sync["injected_entries"].as_u64().unwrap_or(0) >= n).then_some(sync)
+        })
+        .unwrap_or_else(|e| panic!("{e}"))
+    }
+}
+
+struct Flows {
+    clients: Vec<usize>,
+    servers: Vec<usize>,
+}
+
+fn percentile(sorted: &[u64], p: f64) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+/// Prints p50/p99/max of the window's stalls and checks every flow lived and stalled < 1 s.
+fn check(what: &str, w: &Window, tcp: usize, udp: usize) {
+    let mut all: Vec<u64> = w.tcp.iter().chain(&w.udp).copied().collect();
+    all.sort_unstable();
+    eprintln!(
+        "{what}: {} flows, stall p50 {} ms, p99 {} ms, max {} ms; dead TCP flows {}",
+        all.len(),
+        percentile(&all, 0.5),
+        percentile(&all, 0.99),
+        all.last().copied().unwrap_or(0),
+        w.tcp_dead
+    );
+    assert_eq!(w.tcp.len(), tcp, "{what}: TCP flows reported");
+    assert_eq!(w.udp.len(), udp, "{what}: UDP flows reported");
+    assert_eq!(w.tcp_dead, 0, "{what}: TCP flows reset or closed");
+    let worst = all.last().copied().unwrap_or(0);
+    assert!(
+        worst < MAX_STALL_MS,
+        "{what}: longest stall {worst} ms (>= {MAX_STALL_MS} ms)"
+    );
+}
+
+fn tail(log: &str, filter: &[&str], n: usize) {
+    for l in log
+        .lines()
+        .filter(|l| filter.iter().any(|f| l.contains(f)))
+        .rev()
+        .take(n)
+    {
+        eprintln!("  {l}");
+    }
+}
+
+/// Acceptance 1, 2 and 3: zone A SIGKILLed and cut off, zone A back (waits for its resync,
+/// then preempts), then a SIGTERM handover; every flow survives each move on its socket.
+#[test]
+fn flows_survive_zone_loss_return_and_handover() {
+    let mut l = Lab::new("ct-flow", true);
+    let (gw_a, gw_b) = (l.lab.gw_a.clone(), l.lab.gw_b.clone());
+    let f = l.start_flows(EGRESS, INBOUND, UDP);
+    let total = (EGRESS + INBOUND + UDP) as u64;
+    // Zone B holds zone A's flows, NAT bindings included, before anything fails.
+    let sync = l.wait_injected(&gw_b, "zone-b", total);
+    eprintln!("gw-b before the failure: {sync}");
+    let entries = gw_b
+        .run(&["conntrack", "-L", "-p", "tcp", "--orig-src", lab::VM_A])
+        .expect("conntrack -L");
+    assert!(
+        entries.contains(&format!("dst={}", lab::ZONE_A_PUBLIC_VIP)),
+        "gw-b has no NAT'd copy of zone A's egress flows: {entries}"
+    );
+    let _ = l.window(&f, false);
+
+    // 1. Zone A dies: kawaii SIGKILLed (its conntrackd with it), links cut.
+    l.topo.proc(l.lab.kawaii_a).kill();
+    l.cut(&gw_a, false);
+    l.wait_vip(&gw_b, lab::ZONE_A_PRIVATE_VIP, true, "gw-b to take zone A");
+    std::thread::sleep(Duration::from_secs(3));
+    let w = l.window(&f, false);
+    if let Some(b) = l.lab.kawaii_b {
+        tail(
+            &l.topo.proc(b).output(),
+            &["VRRP transition", "zones taken", "applied"],
+            8,
+        );
+    }
+    check("zone A killed", &w, EGRESS + INBOUND, UDP);
+
+    // 2. Zone A returns as after a reboot (no VIPs, empty conntrack table) and preempts only
+    // after its resync.
+    for (vip, dev) in [
+        (lab::ZONE_A_PRIVATE_VIP, "lan0"),
+        (lab::ZONE_B_PRIVATE_VIP, "lan0"),
+        (lab::ZONE_A_PUBLIC_VIP, "wan0"),
+        (lab::ZONE_B_PUBLIC_VIP, "wan0"),
+    ] {
+        let _ = gw_a.exec(&["ip", "addr", "del", &format!("{vip}/24"), "dev", dev]);
+    }
+    gw_a.run(&["conntrack", "-F"]).expect("conntrack -F");
+    l.cut(&gw_a, true);
+    let opts = l.opts.clone();
+    let started = Instant::now();
+    l.lab.kawaii_a = lab::spawn_zone(&mut l.topo, &gw_a, "zone-a", &opts).expect("restart");
+    l.wait_vip(&gw_a, lab::ZONE_A_PRIVATE_VIP, true, "gw-a to take zone A back");
+    l.wait_vip(&gw_b, lab::ZONE_A_PRIVATE_VIP, false, "gw-b to let zone A go");
+    let back = started.elapsed();
+    std::thread::sleep(Duration::from_secs(3));
+    let w = l.window(&f, false);
+    let st = l.status(&gw_a, "zone-a");
+    let sync = &st["details"]["conntrack_sync"];
+    let router = st["details"]["vrrp"]
+        .as_array()
+        .and_then(|v| v.iter().find(|r| r["zone"] == "zone-a").cloned())
+        .expect("zone-a router");
+    eprintln!(
+        "zone A back after {back:?}: resync {} ms, injected {}, took its VIPs at {} (ready at {})",
+        sync["last_resync_ms"], sync["injected_entries"], router["last_transition_ms"], sync["ready_at_ms"]
+    );
+    tail(
+        &l.topo.proc(l.lab.kawaii_a).output(),
+        &["resync", "readiness", "VRRP transition", "zones taken"],
+        8,
+    );
+    assert!(
+        sync["injected_entries"].as_u64().unwrap_or(0) >= total,
+        "gw-a came back without its flows: {sync}"
+    );
+    assert!(
+        router["last_transition_ms"].as_u64() >= sync["ready_at_ms"].as_u64(),
+        "gw-a preempted before its resync: {st}"
+    );
+    assert_eq!(router["state"], "master", "{st}");
+    check("zone A back (preempted)", &w, EGRESS + INBOUND, UDP);
+
+    // 3. SIGTERM on zone A: it resigns, zone B takes over at once.
+    l.topo.proc(l.lab.kawaii_a).signal("TERM");
+    l.wait_vip(&gw_b, lab::ZONE_A_PRIVATE_VIP, true, "gw-b to take zone A");
+    std::thread::sleep(Duration::from_secs(3));
+    let w = l.window(&f, true);
+    check("SIGTERM handover", &w, EGRESS + INBOUND, UDP);
+
+    // The same sockets all along: no server saw a new connection or a new UDP source.
+    let s = l.stop_servers(&f);
+    eprintln!("servers: {s:?}");
+    assert_eq!(s[0]["accepted"], EGRESS as u64, "egress server: {}", s[0]);
+    assert_eq!(s[0]["errors"], 0, "egress server: {}", s[0]);
+    assert_eq!(s[1]["sources"], UDP as u64, "UDP server: {}", s[1]);
+    assert_eq!(s[2]["accepted"], INBOUND as u64, "port-forward server: {}", s[2]);
+    assert_eq!(s[2]["errors"], 0, "port-forward server: {}", s[2]);
+}
+
+/// Acceptance 5: the same failure with `conntrack_sync = false` kills the egress flows, so the
+/// test above measures the sync and not luck.
+#[test]
+fn without_sync_egress_flows_die() {
+    const N: usize = 50;
+    let mut l = Lab::new("ct-ctrl", false);
+    let (gw_a, gw_b) = (l.lab.gw_a.clone(), l.lab.gw_b.clone());
+    let st = l.status(&gw_b, "zone-b");
+    assert!(st["details"]["conntrack_sync"].is_null(), "{st}");
+    let f = l.start_flows(N, 0, 0);
+    let _ = l.window(&f, false);
+    l.topo.proc(l.lab.kawaii_a).kill();
+    l.cut(&gw_a, false);
+    l.wait_vip(&gw_b, lab::ZONE_A_PRIVATE_VIP, true, "gw-b to take zone A");
+    std::thread::sleep(Duration::from_secs(4));
+    let w = l.window(&f, true);
+    // Dead: reset, or silent for more than 2 s at the end of a 4 s window after the move.
+    let dead = w.tcp.iter().filter(|&&ms| ms >= 2000).count() as u64;
+    eprintln!(
+        "without sync: {dead} of {N} egress flows stalled for good ({} reset)",
+        w.tcp_dead
+    );
+    assert!(
+        dead >= (N as u64) * 9 / 10,
+        "egress flows survived without sync: {w:?}"
+    );
+}
+
+/// Acceptance 6 and 7: kawaii restarts a killed conntrackd within a second and a frozen one
+/// (SIGSTOP) through its watchdog, and says so in the status; the sync port answers only the
+/// siblings (a sweep from the internet and from a private host is dropped).
+#[test]
+fn conntrackd_is_supervised_and_its_port_closed() {
+    let l = Lab::new("ct-sup", true);
+    let (gw_a, gw_b, vm_a, internet) = (
+        l.lab.gw_a.clone(),
+        l.lab.gw_b.clone(),
+        l.lab.vm_a.clone(),
+        l.lab.internet.clone(),
+    );
+    let sync = |l: &Lab| l.status(&gw_b, "zone-b")["details"]["conntrack_sync"].clone();
+    let before = sync(&l);
+    assert_eq!(before["running"], true, "{before}");
+    assert_eq!(before["transport"], "ftfw-unicast", "{before}");
+    assert_eq!(
+        before["siblings"][0]["address"],
+        lab::GW_A_PRIVATE,
+        "{before}"
+    );
+    let pid = before["pid"].as_u64().expect("pid");
+    let restarts = before["restarts"].as_u64().unwrap_or(0);
+
+    // 6. Killed: back within a second, the status shows the restart.
+    let killed = Instant::now();
+    gw_b.run(&["kill", "-KILL", &pid.to_string()]).expect("kill");
+    let after = wait_for(Duration::from_secs(5), "conntrackd restarted", || {
+        let s = lab::status(&gw_b, &l.state("zone-b"))?;
+        let c = s["details"]["conntrack_sync"].clone();
+        (c["running"] == true && c["pid"].as_u64().is_some_and(|p| p != pid)).then_some(c)
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    let took = killed.elapsed();
+    eprintln!("conntrackd restarted in {took:?}: {after}");
+    assert!(took < Duration::from_secs(1), "restart took {took:?}");
+    assert_eq!(after["restarts"].as_u64(), Some(restarts + 1), "{after}");
+    assert!(
+        after["last_exit"]
+            .as_str()
+            .is_some_and(|e| e.contains("signal")),
+        "{after}"
+    );
+    let new_pid = after["pid"].as_u64().expect("pid");
+    assert!(
+        Path::new(&format!("/proc/{new_pid}")).exists(),
+        "the reported pid does not run"
+    );
+    // It resyncs again and gets ready.
+    lab::wait_sync_ready(&gw_b, &l.state("zone-b"), Duration::from_secs(15))
+        .unwrap_or_else(|e| panic!("{e}"));
+
+    // Frozen (SIGSTOP): its socket stops answering; the watchdog restarts it.
+    gw_b.run(&["kill", "-STOP", &new_pid.to_string()])
+        .expect("stop");
+    let after = wait_for(Duration::from_secs(15), "the watchdog restart", || {
+        let s = lab::status(&gw_b, &l.state("zone-b"))?;
+        let c = s["details"]["conntrack_sync"].clone();
+        (c["watchdog_restarts"].as_u64() == Some(1)
+            && c["running"] == true
+            && c["pid"].as_u64().is_some_and(|p| p != new_pid))
+        .then_some(c)
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    eprintln!("watchdog: {after}");
+    assert!(
+        after["last_watchdog"]
+            .as_str()
+            .is_some_and(|w| w.contains("hung")),
+        "{after}"
+    );
+    wait_for(Duration::from_secs(2), "the frozen conntrackd gone", || {
+        (!Path::new(&format!("/proc/{new_pid}")).exists()).then_some(())
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+
+    // 7. Sweep: the sync port from a private host and from the internet, at every address of
+    // both instances and the multicast group. Nothing is admitted: a dropped packet leaves no
+    // conntrack entry, an admitted one does (the siblings' own sync is the positive control).
+    let probe = |from: &Host, to: &str| {
+        from.run(&[
+            "bash",
+            "-c",
+            &format!("for i in 1 2 3; do echo probe > /dev/udp/{to}/3780; done"),
+        ])
+        .expect("probe");
+    };
+    for to in [
+        lab::GW_A_PRIVATE,
+        lab::GW_B_PRIVATE,
+        lab::ZONE_A_PRIVATE_VIP,
+        lab::ZONE_B_PRIVATE_VIP,
+        "225.0.0.50",
+    ] {
+        probe(&vm_a, to);
+    }
+    for to in [
+        lab::ZONE_A_PUBLIC_VIP,
+        "203.0.113.11",
+        lab::ZONE_B_PUBLIC_VIP,
+        "203.0.113.21",
+    ] {
+        probe(&internet, to);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    for (gw, sibling) in [(&gw_a, lab::GW_B_PRIVATE), (&gw_b, lab::GW_A_PRIVATE)] {
+        let entries = gw
+            .run(&["conntrack", "-L", "-p", "udp", "--dport", "3780"])
+            .unwrap_or_default();
+        assert!(
+            entries.contains(&format!("src={sibling} ")),
+            "the sibling's sync is missing (positive control): {entries}"
+        );
+        for stranger in [lab::VM_A, lab::INTERNET] {
+            assert!(
+                !entries.contains(&format!("src={stranger} ")),
+                "{stranger} reached the sync port: {entries}"
+            );
+        }
+    }
+    let errors = sync(&l)["errors"].as_u64().unwrap_or(0);
+    assert_eq!(errors, 0, "conntrackd saw foreign messages: {}", sync(&l));
+}
+
