@@ -795,7 +795,11 @@ mod tests {
     #[test]
     fn errors_are_summed_and_garbage_is_harmless() {
         let text = SENT
-            .replacen("failed:\t           0\nconnections updated", "failed:\t           4\nconnections updated", 1)
+            .replacen(
+                "failed:\t           0\nconnections updated",
+                "failed:\t           4\nconnections updated",
+                1,
+            )
             .replacen("0 Error send", "3 Error send", 1);
         let s = parse_stats(&text);
         assert_eq!(s.errors(), 7, "{text}");

@@ -499,11 +499,7 @@ impl Thread {
             .routers
             .iter()
             .map(|(v, r)| (*v, self.priority(r)))
-            .filter(|(v, p)| {
-                self.routers
-                    .get(v)
-                    .is_some_and(|r| r.vr.priority() != *p)
-            })
+            .filter(|(v, p)| self.routers.get(v).is_some_and(|r| r.vr.priority() != *p))
             .collect();
         for (vrid, priority) in changes {
             self.input(vrid, now, Input::PriorityChanged { priority });

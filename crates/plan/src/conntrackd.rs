@@ -41,7 +41,9 @@ pub struct SyncPlan {
     pub transport: Transport,
     /// Flows whose original or reply source is one of these are the gateway's own and are not
     /// synced: loopback, every zone's VIPs, every instance's own addresses, the VPN address.
-    /// Never the private subnet: egress flows are sourced there.
+    /// Never the private subnet: egress flows are sourced there. The filter runs in userspace:
+    /// conntrackd's kernel-side filter also matches the original destination, so ignoring the
+    /// VIPs there drops every port-forwarded flow (measured with conntrack-tools 1.4.7).
     pub ignore: Vec<Ipv4Addr>,
     /// The zones whose VIPs this node holds now (a zone gained is a takeover: the driver puts
     /// the flows it injected into its own cache, so a sibling that returns gets them back).
@@ -126,7 +128,7 @@ pub fn render(p: &SyncPlan, dir: &str) -> String {
     out.push_str("    Options {\n        TCPWindowTracking off\n    }\n}\n");
     let _ = write!(
         out,
-        "General {{\n    HashSize 65536\n    HashLimit {HASH_LIMIT}\n    LogFile {dir}/conntrackd.log\n    Syslog off\n    LockFile {}\n    UNIX {{\n        Path {}\n    }}\n    NetlinkBufferSize 2097152\n    NetlinkBufferSizeMaxGrowth 134217728\n    NetlinkEventsReliable on\n    NetlinkOverrunResync off\n    Filter From Kernelspace {{\n        Protocol Accept {{\n            TCP\n            UDP\n        }}\n        Address Ignore {{\n",
+        "General {{\n    HashSize 65536\n    HashLimit {HASH_LIMIT}\n    LogFile {dir}/conntrackd.log\n    Syslog off\n    LockFile {}\n    UNIX {{\n        Path {}\n    }}\n    NetlinkBufferSize 2097152\n    NetlinkBufferSizeMaxGrowth 134217728\n    NetlinkEventsReliable on\n    NetlinkOverrunResync off\n    Filter From Userspace {{\n        Protocol Accept {{\n            TCP\n            UDP\n        }}\n        Address Ignore {{\n",
         lock_path(dir),
         socket_path(dir)
     );
@@ -177,7 +179,10 @@ mod tests {
         );
         let text = render(&p, "/st");
         assert!(text.contains("Mode FTFW"), "{text}");
-        assert!(text.contains("IPv4_Destination_Address 10.1.0.101"), "{text}");
+        assert!(
+            text.contains("IPv4_Destination_Address 10.1.0.101"),
+            "{text}"
+        );
         assert!(text.contains("LockFile /st/conntrackd.lock"), "{text}");
         assert!(text.contains("Path /st/conntrackd.ctl"), "{text}");
     }

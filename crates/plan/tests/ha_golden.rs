@@ -165,7 +165,9 @@ allowed_ips = ["10.8.0.2/32", "192.168.7.0/24"]
 #[test]
 fn conntrack_sync_config_and_opening() {
     for (case, dir) in [("two-zones", None), ("three-zones", Some("own"))] {
-        let case = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/ha").join(case);
+        let case = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("testdata/ha")
+            .join(case);
         let text = std::fs::read_to_string(case.join("config.toml")).expect("config");
         let mut g = Gateway::parse(&text, Format::Toml).expect("parses");
         g.assign_rule_ids(&Gateway::default());
