@@ -179,6 +179,16 @@ impl Speaker {
         out
     }
 
+    /// The zones whose VIPs are on this node's interfaces and announced (see
+    /// [`Speaker::announce`]) for the current mastership.
+    pub fn announced(&self) -> BTreeSet<String> {
+        self.shared
+            .announced
+            .lock()
+            .map(|a| a.clone())
+            .unwrap_or_default()
+    }
+
     pub fn status(&self) -> Vec<RouterStatus> {
         self.shared
             .status

@@ -337,6 +337,14 @@ async fn daemon(
                 let gained: std::collections::BTreeSet<String> =
                     now.difference(&held).cloned().collect();
                 if !gained.is_empty() {
+                    // Handshakes must leave from the VIPs: wait (briefly) until the reconcile
+                    // has put them on the interfaces.
+                    let until = std::time::Instant::now() + Duration::from_secs(1);
+                    while !gained.is_subset(&d.vrrp.announced())
+                        && std::time::Instant::now() < until
+                    {
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
                     let n = d.wireguard.take_over(&gained).await;
                     if n > 0 {
                         info!(peers = n, "VIPs taken over: WireGuard handshakes started");
