@@ -579,3 +579,257 @@ fn conntrackd_is_supervised_and_its_port_closed() {
     let errors = sync(&l)["errors"].as_u64().unwrap_or(0);
     assert_eq!(errors, 0, "conntrackd saw foreign messages: {}", sync(&l));
 }
+
+/// The three-zone config: zone C's hosts are 10.1.0.64/27, its instance 10.1.0.253.
+fn three_zone_config() -> String {
+    let mut c = lab::ha_config(5, "0s");
+    let zone_c = r#"
+[[zones]]
+name = "zone-c"
+public_interface = "wan0"
+private_interface = "lan0"
+public_vip = "203.0.113.30/24"
+public_gateway = "203.0.113.1"
+private_vip = "10.1.0.3"
+public_address = "203.0.113.31"
+private_address = "10.1.0.253"
+private_hosts = "10.1.0.64/27"
+"#;
+    let at = c
+        .find("[[ingress_rules]]")
+        .expect("ingress rules in the lab config");
+    c.insert_str(at, &format!("{}\n", zone_c.trim_start()));
+    c
+}
+
+/// Acceptance 4: three zones (NOTRACK over multicast). Zone A is lost to zone B (next in the
+/// order) and zone A's flows survive; zone C's own flows are untouched throughout.
+#[test]
+fn three_zones_flows_survive_and_the_third_zone_is_untouched() {
+    assert!(kawaii_testkit::can_run(), "end-to-end tests need root");
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut t = Topology::new("ct-3z").expect("topology");
+    let cfg = t.dir().join("gateway.toml");
+    std::fs::write(&cfg, three_zone_config()).expect("config");
+    let opts = HaLabOptions {
+        kawaii: common::bin().into(),
+        config: cfg,
+        env: vec![("KAWAII_LOG".into(), "info".into())],
+        start_b: true,
+    };
+    let flows = lab::flows_script(&t).expect("flows.py");
+    let internet = t.host("internet").expect("host");
+    let router = t.host("router").expect("host");
+    let public = t.switch("pub").expect("switch");
+    let lan = t.switch("lan").expect("switch");
+    let gws: Vec<Host> = ["gw-a", "gw-b", "gw-c"]
+        .iter()
+        .map(|n| t.host(n).expect("host"))
+        .collect();
+    let vm_a = t.host("vm-a").expect("host");
+    let vm_c = t.host("vm-c").expect("host");
+    let mut all = vec![&internet, &router, &public, &lan, &vm_a, &vm_c];
+    all.extend(gws.iter());
+    for h in all {
+        h.run(&["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"])
+            .expect("sysctl");
+    }
+    t.link(&internet, "eth0", &router, "eth0").expect("link");
+    t.plug(&router, "eth1", &public).expect("plug");
+    internet
+        .run(&["ip", "addr", "add", "198.51.100.10/24", "dev", "eth0"])
+        .expect("addr");
+    internet
+        .run(&["ip", "route", "add", "default", "via", "198.51.100.1"])
+        .expect("route");
+    router
+        .run(&["ip", "addr", "add", "198.51.100.1/24", "dev", "eth0"])
+        .expect("addr");
+    router
+        .run(&["ip", "addr", "add", "203.0.113.1/24", "dev", "eth1"])
+        .expect("addr");
+    router
+        .run(&["sysctl", "-qw", "net.ipv4.ip_forward=1"])
+        .expect("sysctl");
+    for (gw, n) in gws.iter().zip([1, 2, 3]) {
+        t.plug(gw, "wan0", &public).expect("plug");
+        t.plug(gw, "lan0", &lan).expect("plug");
+        gw.run(&[
+            "ip",
+            "addr",
+            "add",
+            &format!("203.0.113.{n}1/24"),
+            "dev",
+            "wan0",
+        ])
+        .expect("addr");
+        gw.run(&[
+            "ip",
+            "addr",
+            "add",
+            &format!("10.1.0.25{n}/24"),
+            "dev",
+            "lan0",
+        ])
+        .expect("addr");
+        gw.run(&["sysctl", "-qw", "net.ipv4.conf.all.promote_secondaries=1"])
+            .expect("sysctl");
+    }
+    for (vm, ip, via) in [
+        (&vm_a, "10.1.0.10/24", "10.1.0.1"),
+        (&vm_c, "10.1.0.70/24", "10.1.0.3"),
+    ] {
+        t.plug(vm, "eth0", &lan).expect("plug");
+        vm.run(&["ip", "addr", "add", ip, "dev", "eth0"])
+            .expect("addr");
+        vm.run(&["ip", "route", "add", "default", "via", via])
+            .expect("route");
+    }
+    let spawn = |t: &mut Topology, h: &Host, name: &str, args: &[&str]| {
+        let mut cmd = vec!["python3", flows.as_str()];
+        cmd.extend_from_slice(args);
+        t.spawn(h, name, &cmd).expect("spawn")
+    };
+    let streams = spawn(&mut t, &internet, "streams", &["streams", "9000", "100"]);
+    let echo = spawn(&mut t, &internet, "udp-echo", &["udp-echo", "9001"]);
+    let kawaii: Vec<usize> = gws
+        .iter()
+        .zip(["zone-a", "zone-b", "zone-c"])
+        .map(|(gw, z)| lab::spawn_zone(&mut t, gw, z, &opts).expect("kawaii"))
+        .collect();
+    let state = |z: &str| t.dir().join(format!("state-{z}"));
+    for (gw, (z, vip)) in gws.iter().zip([
+        ("zone-a", "10.1.0.1"),
+        ("zone-b", "10.1.0.2"),
+        ("zone-c", "10.1.0.3"),
+    ]) {
+        wait_for(Duration::from_secs(20), "each zone's VIPs at home", || {
+            lab::has_address(gw, vip).then_some(())
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+        lab::wait_sync_ready(gw, &state(z), Duration::from_secs(20))
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    let sync = lab::status(&gws[1], &state("zone-b")).expect("status")["details"]["conntrack_sync"]
+        .clone();
+    assert_eq!(sync["transport"], "notrack-multicast", "{sync}");
+    kawaii_testkit::wait_tcp(
+        &internet,
+        "198.51.100.10:9000".parse().expect("addr"),
+        Duration::from_secs(10),
+    )
+    .expect("stream server");
+    let tcp_a = format!("{}:9000:50", lab::INTERNET);
+    let udp_a = format!("{}:9001:10:41000", lab::INTERNET);
+    let tcp_c = format!("{}:9000:20", lab::INTERNET);
+    let udp_c = format!("{}:9001:5:42000", lab::INTERNET);
+    let client_a = spawn(
+        &mut t,
+        &vm_a,
+        "client-a",
+        &["client", "--tcp", &tcp_a, "--udp", &udp_a],
+    );
+    let client_c = spawn(
+        &mut t,
+        &vm_c,
+        "client-c",
+        &["client", "--tcp", &tcp_c, "--udp", &udp_c],
+    );
+    for c in [client_a, client_c] {
+        let log = t.proc(c).log.clone();
+        wait_for(Duration::from_secs(30), "every flow to carry data", || {
+            kawaii_testkit::slurp(&log)
+                .lines()
+                .any(|l| l == "ready")
+                .then_some(())
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+    }
+    // Zone A's flows reach both siblings over multicast.
+    for gw in &gws[1..] {
+        wait_for(
+            Duration::from_secs(15),
+            "zone A's flows on the siblings",
+            || {
+                let out = gw
+                    .run(&["conntrack", "-L", "--reply-dst", lab::ZONE_A_PUBLIC_VIP])
+                    .unwrap_or_default();
+                (out.lines().filter(|l| l.contains("src=10.1.0.10 ")).count() >= 60).then_some(())
+            },
+        )
+        .unwrap_or_else(|e| panic!("{e} ({})", gw.ns));
+    }
+    let window = |t: &mut Topology, c: usize| -> serde_json::Value {
+        let p = t.proc(c);
+        let before = p.output().lines().filter(|l| l.starts_with('{')).count();
+        p.signal("USR1");
+        let log = p.log.clone();
+        let line = wait_for(Duration::from_secs(10), "a window", || {
+            kawaii_testkit::slurp(&log)
+                .lines()
+                .filter(|l| l.starts_with('{'))
+                .nth(before)
+                .map(str::to_string)
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+        serde_json::from_str(&line).expect("json")
+    };
+    let _ = window(&mut t, client_a);
+    let _ = window(&mut t, client_c);
+
+    // Zone A dies; zone B (next in the order) takes its VIPs.
+    t.proc(kawaii[0]).kill();
+    for dev in ["wan0", "lan0"] {
+        gws[0]
+            .run(&["ip", "link", "set", dev, "down"])
+            .expect("link");
+    }
+    wait_for(Duration::from_secs(10), "gw-b to take zone A", || {
+        lab::has_address(&gws[1], lab::ZONE_A_PRIVATE_VIP).then_some(())
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    std::thread::sleep(Duration::from_secs(3));
+    let worst = |w: &serde_json::Value| {
+        w["tcp"]
+            .as_array()
+            .into_iter()
+            .chain(w["udp"].as_array())
+            .flatten()
+            .filter_map(serde_json::Value::as_u64)
+            .max()
+            .unwrap_or(u64::MAX)
+    };
+    let (wa, wc) = (window(&mut t, client_a), window(&mut t, client_c));
+    eprintln!(
+        "three zones, zone A lost: zone A's flows longest stall {} ms, zone C's {} ms",
+        worst(&wa),
+        worst(&wc)
+    );
+    assert_eq!(wa["tcp_dead"], 0, "{wa}");
+    assert!(worst(&wa) < MAX_STALL_MS, "zone A's flows: {wa}");
+    assert_eq!(wc["tcp_dead"], 0, "{wc}");
+    assert!(worst(&wc) < 400, "zone C's flows were disturbed: {wc}");
+    assert!(!lab::has_address(&gws[1], "10.1.0.3"), "zone C moved");
+    assert!(lab::has_address(&gws[2], "10.1.0.3"), "zone C moved");
+    for p in [streams, echo] {
+        t.proc(p).signal("TERM");
+    }
+    let log = t.proc(streams).log.clone();
+    let summary = wait_for(
+        Duration::from_secs(5),
+        "the stream server's summary",
+        || {
+            kawaii_testkit::slurp(&log)
+                .lines()
+                .find(|l| l.starts_with('{'))
+                .map(str::to_string)
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let s: serde_json::Value = serde_json::from_str(&summary).expect("json");
+    assert_eq!(
+        s["accepted"], 71,
+        "one connection per flow (+ the probe): {s}"
+    );
+    assert_eq!(s["errors"], 0, "{s}");
+}
