@@ -128,7 +128,7 @@ pub fn render(p: &SyncPlan, dir: &str) -> String {
     out.push_str("    Options {\n        TCPWindowTracking off\n    }\n}\n");
     let _ = write!(
         out,
-        "General {{\n    HashSize 65536\n    HashLimit {HASH_LIMIT}\n    LogFile {dir}/conntrackd.log\n    Syslog off\n    LockFile {}\n    UNIX {{\n        Path {}\n    }}\n    NetlinkBufferSize 2097152\n    NetlinkBufferSizeMaxGrowth 134217728\n    NetlinkEventsReliable on\n    NetlinkOverrunResync off\n    Filter From Userspace {{\n        Protocol Accept {{\n            TCP\n            UDP\n        }}\n        Address Ignore {{\n",
+        "General {{\n    HashSize 65536\n    HashLimit {HASH_LIMIT}\n    LogFile {dir}/conntrackd.log\n    Syslog off\n    LockFile {}\n    UNIX {{\n        Path {}\n    }}\n    NetlinkBufferSize 16777216\n    NetlinkBufferSizeMaxGrowth 134217728\n    NetlinkEventsReliable on\n    NetlinkOverrunResync off\n    Filter From Userspace {{\n        Protocol Accept {{\n            TCP\n            UDP\n        }}\n        Address Ignore {{\n",
         lock_path(dir),
         socket_path(dir)
     );
