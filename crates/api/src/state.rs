@@ -79,6 +79,9 @@ pub struct Details {
     /// The WireGuard device and its peers (counters as of the last device read).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub wireguard: Option<kawaii_drivers::wireguard::DeviceStatus>,
+    /// HA: connection-state sync (conntrackd) and each sibling's sync state.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub conntrack_sync: Option<kawaii_drivers::conntrackd::View>,
 }
 
 impl Details {
@@ -91,6 +94,7 @@ impl Details {
             pipes,
             vpc_peerings,
             wireguard,
+            conntrack_sync,
         } = self;
         rules.is_none()
             && vrrp.is_none()
@@ -99,6 +103,7 @@ impl Details {
             && pipes.is_none()
             && vpc_peerings.is_none()
             && wireguard.is_none()
+            && conntrack_sync.is_none()
     }
 }
 

@@ -2,6 +2,7 @@
 //! of a [`Plan`] idempotently and reports the result to the reconcile loop; a failed apply leaves
 //! the previous state in force.
 
+pub mod conntrackd;
 pub mod consent;
 pub mod ipsec;
 mod ipsec_vici;
@@ -33,6 +34,7 @@ pub enum DriverName {
     Router,
     Pipes,
     Ipsec,
+    Conntrackd,
 }
 
 impl DriverName {
@@ -44,6 +46,7 @@ impl DriverName {
             DriverName::Router => "router",
             DriverName::Pipes => "pipes",
             DriverName::Ipsec => "ipsec",
+            DriverName::Conntrackd => "conntrackd",
         }
     }
 }

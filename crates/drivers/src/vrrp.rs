@@ -3,6 +3,10 @@
 //! 224.0.0.18 there (or sends to unicast peers), feeds the pure `kawaii_vrrp` state machines and
 //! publishes which zones' VIPs this node holds. The daemon re-plans on every change (addresses,
 //! SNAT, openings follow the VIPs) and then calls [`Speaker::announce`] for gratuitous ARP.
+//! Two inputs lower its priorities: data-plane health ([`Speaker::set_healthy`]) and, for
+//! instances planned with `sync_gate`, connection-state sync not ready yet
+//! ([`Speaker::set_sync_ready`]): a node that has not got its siblings' flows must not take VIPs
+//! from a live sibling (it still takes them when nobody else holds them).
 
 mod garp;
 
@@ -21,6 +25,9 @@ use tracing::{debug, info, warn};
 
 /// Priority drop while this node's data plane failed to apply (health tracking).
 pub const UNHEALTHY_PENALTY: u8 = 80;
+/// While the connection-state sync is not ready, a router that is not master advertises its
+/// priority divided by this (150 -> 15, 100 -> 10): below every synced sibling, same order.
+pub const SYNC_HOLD_DIVISOR: u8 = 10;
 /// The longest the thread sleeps before checking its command queue.
 const MAX_WAIT: Duration = Duration::from_millis(20);
 
@@ -43,11 +50,14 @@ pub struct RouterStatus {
     pub transitions: u64,
     pub adverts_sent: u64,
     pub adverts_received: u64,
+    /// Priority held down until the connection-state sync has the siblings' flows.
+    pub held_for_sync: bool,
 }
 
 enum Cmd {
     Configure(Vec<Instance>),
     Healthy(bool),
+    SyncReady(bool),
     Shutdown(mpsc::Sender<()>),
 }
 
@@ -117,6 +127,13 @@ impl Speaker {
         self.send(Cmd::Healthy(ok));
     }
 
+    /// Connection-state sync: whether this node has its siblings' flows (false at start). Until
+    /// it is true, routers planned with `sync_gate` that are not master advertise a priority
+    /// below every sibling's, so a returning node does not preempt before its resync.
+    pub fn set_sync_ready(&self, ready: bool) {
+        self.send(Cmd::SyncReady(ready));
+    }
+
     /// The zones whose VIPs this node holds; changes wake the daemon.
     pub fn owned(&self) -> tokio::sync::watch::Receiver<BTreeSet<String>> {
         self.owned.clone()
@@ -164,6 +181,16 @@ impl Speaker {
         out
     }
 
+    /// The zones whose VIPs are on this node's interfaces and announced (see
+    /// [`Speaker::announce`]) for the current mastership.
+    pub fn announced(&self) -> BTreeSet<String> {
+        self.shared
+            .announced
+            .lock()
+            .map(|a| a.clone())
+            .unwrap_or_default()
+    }
+
     pub fn status(&self) -> Vec<RouterStatus> {
         self.shared
             .status
@@ -202,6 +229,7 @@ struct Thread {
     routers: BTreeMap<u8, Router>,
     sockets: Option<Sockets>,
     healthy: bool,
+    sync_ready: bool,
 }
 
 fn unix_ms() -> u64 {
@@ -246,6 +274,7 @@ impl Thread {
             routers: BTreeMap::new(),
             sockets: None,
             healthy: true,
+            sync_ready: false,
         }
     }
 
@@ -266,6 +295,7 @@ impl Thread {
                 match self.cmd.try_recv() {
                     Ok(Cmd::Configure(list)) => self.configure(list),
                     Ok(Cmd::Healthy(ok)) => self.health(ok),
+                    Ok(Cmd::SyncReady(ok)) => self.sync(ok),
                     Ok(Cmd::Shutdown(done)) => {
                         self.stop_all();
                         let _ = done.send(());
@@ -401,6 +431,8 @@ impl Thread {
             }
         }
         if changed {
+            // The sync hold depends on the state (a master keeps its priority).
+            self.reprioritize();
             self.publish();
         }
     }
@@ -446,6 +478,7 @@ impl Thread {
                     transitions: s.stats.master_transitions,
                     adverts_sent: s.stats.adverts_sent,
                     adverts_received: s.stats.adverts_received,
+                    held_for_sync: self.held(r),
                 }
             })
             .collect();
@@ -454,11 +487,34 @@ impl Thread {
         }
     }
 
-    fn priority(&self, configured: u8) -> u8 {
-        if self.healthy {
-            configured
-        } else {
-            configured.saturating_sub(UNHEALTHY_PENALTY).max(1)
+    /// Whether `r`'s priority is held down for the connection-state sync.
+    fn held(&self, r: &Router) -> bool {
+        r.instance.sync_gate && !self.sync_ready && r.vr.state() != State::Master
+    }
+
+    /// `r`'s priority given health and the sync hold.
+    fn priority(&self, r: &Router) -> u8 {
+        let mut p = r.instance.priority;
+        if !self.healthy {
+            p = p.saturating_sub(UNHEALTHY_PENALTY).max(1);
+        }
+        if self.held(r) {
+            p = (p / SYNC_HOLD_DIVISOR).max(1);
+        }
+        p
+    }
+
+    /// Tells every router whose priority should differ from what it advertises.
+    fn reprioritize(&mut self) {
+        let now = Instant::now();
+        let changes: Vec<(u8, u8)> = self
+            .routers
+            .iter()
+            .map(|(v, r)| (*v, self.priority(r)))
+            .filter(|(v, p)| self.routers.get(v).is_some_and(|r| r.vr.priority() != *p))
+            .collect();
+        for (vrid, priority) in changes {
+            self.input(vrid, now, Input::PriorityChanged { priority });
         }
     }
 
@@ -521,10 +577,7 @@ impl Thread {
                         },
                     );
                     self.input(vrid, Instant::now(), Input::Startup);
-                    let p = self.priority(i.priority);
-                    if p != i.priority {
-                        self.input(vrid, Instant::now(), Input::PriorityChanged { priority: p });
-                    }
+                    self.reprioritize();
                 }
                 Err(error) => warn!(%error, vrid, zone = %i.zone, "VRRP instance rejected"),
             }
@@ -541,15 +594,20 @@ impl Thread {
             healthy = ok,
             "data plane health changed; adjusting VRRP priorities"
         );
-        let list: Vec<(u8, u8)> = self
-            .routers
-            .iter()
-            .map(|(v, r)| (*v, r.instance.priority))
-            .collect();
-        for (vrid, configured) in list {
-            let priority = self.priority(configured);
-            self.input(vrid, Instant::now(), Input::PriorityChanged { priority });
+        self.reprioritize();
+        self.status();
+    }
+
+    fn sync(&mut self, ready: bool) {
+        if ready == self.sync_ready {
+            return;
         }
+        self.sync_ready = ready;
+        info!(
+            ready,
+            "connection-state sync readiness changed; adjusting VRRP priorities"
+        );
+        self.reprioritize();
         self.status();
     }
 

@@ -18,6 +18,7 @@ pub enum RenderWhat {
     Ipsec,
     Wireguard,
     Vrrp,
+    Conntrackd,
 }
 
 /// Collections by the names the CLI accepts, and their API paths.
@@ -463,6 +464,13 @@ pub fn render(file: &Path, zone: Option<&str>, what: RenderWhat) -> anyhow::Resu
         RenderWhat::Routes => print!("{}", plan.net.render()),
         RenderWhat::Ipsec => println!("{}", serde_json::to_string_pretty(&plan.ipsec)?),
         RenderWhat::Vrrp => print!("{}", kawaii_plan::vrrp::render(&plan.vrrp)),
+        RenderWhat::Conntrackd => match &plan.conntrackd {
+            Some(c) => print!(
+                "{}",
+                kawaii_plan::conntrackd::render(c, "/var/lib/kawaii/conntrackd")
+            ),
+            None => bail!("no connection-state sync: no HA, or [ha] conntrack_sync = false"),
+        },
         RenderWhat::Wireguard => match &plan.wireguard {
             Some(w) => print!("{}", w.render()),
             None => bail!("the config has no [wireguard] section"),

@@ -321,6 +321,15 @@ fn up_ha(config: Option<PathBuf>) -> anyhow::Result<ExitCode> {
         etcd: true,
     };
     let ha = lab::build_ha(&mut topo, &opts).or_else(|e| abandon(&mut topo, dir, e))?;
+    // A slow download to keep open across a zone loss (connection-state sync).
+    let flows = lab::flows_script(&topo)?;
+    topo.spawn(
+        &ha.internet,
+        "internet-stream",
+        &["python3", &flows, "streams", "9000", "100"],
+    )?;
+    let stream = format!("{}:9000", lab::INTERNET).parse()?;
+    kawaii_testkit::wait_tcp(&ha.internet, stream, Duration::from_secs(10))?;
     let daemons: Vec<_> = [Some(&ha.kawaii_a), ha.kawaii_b.as_ref()]
         .into_iter()
         .flatten()
@@ -356,6 +365,10 @@ Try:
   kawaii lab exec gw-a ip link set lan0 down              # zone-a fails: gw-b takes 10.1.0.1 in ~0.2 s
   kawaii lab exec gw-b ip -4 addr show                    # gw-b now holds both zones' VIPs
   kawaii lab exec gw-a ip link set lan0 up                # zone-a preempts: its VIPs come home
+  kawaii lab exec vm-a nc 198.51.100.10 9000              # a slow download (a line every 0.1 s); keep it open:
+  kawaii lab exec gw-a ip link set wan0 down && kawaii lab exec gw-a ip link set lan0 down
+                                                          # zone-a is lost; the download goes on through gw-b
+  kawaii lab exec gw-b conntrack -L -p tcp --dport 9000   # gw-b got the download's entry, NAT'd to 203.0.113.10
   kawaii lab exec gw-b kawaii render --config {cfg} --zone zone-b --what vrrp
   kawaii lab down
 {ui}"#,

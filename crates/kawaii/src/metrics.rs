@@ -267,3 +267,79 @@ impl prometheus_client::collector::Collector for PipeMetrics {
         )
     }
 }
+
+/// `kawaii_conntrack_sync_*`: the connection-state sync's counters, read from the conntrackd
+/// driver at scrape time (nothing while sync is off).
+#[derive(Debug)]
+pub(crate) struct ConntrackdMetrics(pub(crate) Arc<kawaii_drivers::conntrackd::Conntrackd>);
+
+impl prometheus_client::collector::Collector for ConntrackdMetrics {
+    fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let v = self.0.view();
+        if !v.enabled {
+            return Ok(());
+        }
+        let none = Vec::<(String, String)>::new;
+        let one = [()];
+        let list: [(&str, &str, prometheus_client::metrics::MetricType, u64); 9] = [
+            (
+                "kawaii_conntrack_sync_synced_entries",
+                "This node's flows in conntrackd's cache (sent to the siblings)",
+                GAUGE,
+                v.synced_entries,
+            ),
+            (
+                "kawaii_conntrack_sync_injected_entries",
+                "Siblings' flows put into this node's kernel table since conntrackd started",
+                COUNTER,
+                v.injected_entries,
+            ),
+            (
+                "kawaii_conntrack_sync_resyncs",
+                "Resyncs completed (one after each conntrackd start)",
+                COUNTER,
+                v.resyncs,
+            ),
+            (
+                "kawaii_conntrack_sync_errors",
+                "Failed injections, send/receive errors, malformed and lost messages",
+                COUNTER,
+                v.errors,
+            ),
+            (
+                "kawaii_conntrack_sync_last_resync_milliseconds",
+                "How long the last resync took",
+                GAUGE,
+                v.last_resync_ms.unwrap_or(0),
+            ),
+            (
+                "kawaii_conntrack_sync_ready",
+                "1 once the siblings' flows are in this node's kernel table",
+                GAUGE,
+                u64::from(v.ready),
+            ),
+            (
+                "kawaii_conntrack_sync_restarts",
+                "Times kawaii restarted its conntrackd",
+                COUNTER,
+                u64::from(v.restarts),
+            ),
+            (
+                "kawaii_conntrack_sync_watchdog_restarts",
+                "Restarts of a hung or frozen conntrackd by the watchdog",
+                COUNTER,
+                u64::from(v.watchdog_restarts),
+            ),
+            (
+                "kawaii_conntrack_sync_running",
+                "1 while conntrackd runs",
+                GAUGE,
+                u64::from(v.running),
+            ),
+        ];
+        for (name, help, kind, value) in list {
+            family(&mut enc, (name, help, kind), &one, |_| (none(), value))?;
+        }
+        Ok(())
+    }
+}

@@ -183,6 +183,13 @@ pub struct HaSettings {
     /// Send adverts to the sibling instances' private addresses instead of 224.0.0.18.
     #[serde(default, skip_serializing_if = "is_false")]
     pub unicast: bool,
+    /// Connection-state sync between the zones' instances (conntrackd), so established flows
+    /// survive a zone loss (default true).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conntrack_sync: Option<bool>,
+    /// The interface the connection-state sync runs on (default: the private interface).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sync_interface: Option<String>,
 }
 
 /// An opening on the public VIPs.

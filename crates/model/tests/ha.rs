@@ -35,3 +35,26 @@ fn two_zones_get_defaults() {
     assert!(!ha.unicast);
     assert_eq!((d.zones[0].vrid, d.zones[1].vrid), (51, 7));
 }
+
+#[test]
+fn conntrack_sync_defaults_on_and_checks_its_interface() {
+    let zones = format!(
+        "{}{}",
+        zone("a", 1, "private_address = \"10.1.0.251\""),
+        zone("b", 2, "private_address = \"10.1.0.252\"")
+    );
+    let g = Gateway::parse(&format!("{HEAD}{zones}"), Format::Toml).expect("parses");
+    let ha = validate(&g).expect("valid").desired.ha.expect("HA");
+    assert!(ha.conntrack_sync);
+    assert_eq!(ha.sync_interface, None);
+    let text = format!("{HEAD}[ha]\nconntrack_sync = false\nsync_interface = \"sync0\"\n{zones}");
+    let g = Gateway::parse(&text, Format::Toml).expect("parses");
+    let ha = validate(&g).expect("valid").desired.ha.expect("HA");
+    assert!(!ha.conntrack_sync);
+    assert_eq!(ha.sync_interface.as_deref(), Some("sync0"));
+    let text = format!("{HEAD}[ha]\nsync_interface = \"bad name/x\"\n{zones}");
+    let g = Gateway::parse(&text, Format::Toml).expect("parses");
+    let errs = validate(&g).expect_err("a bad interface name").0;
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert_eq!(errs[0].path, "ha.sync_interface");
+}

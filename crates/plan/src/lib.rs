@@ -1,6 +1,7 @@
 //! The planner: desired state + zone + observed facts in, what each driver must make true out.
 //! Pure: no I/O. Everything it renders is covered by golden files under `testdata/render/`.
 
+pub mod conntrackd;
 pub mod ipsec;
 pub mod net;
 pub mod nft;
@@ -30,6 +31,8 @@ pub struct Plan {
     pub ipsec: Vec<ipsec::Connection>,
     /// The VRRP virtual routers this node takes part in (empty: no HA).
     pub vrrp: Vec<vrrp::Instance>,
+    /// HA: the connection-state sync this node runs (None: no HA or `conntrack_sync = false`).
+    pub conntrackd: Option<conntrackd::SyncPlan>,
     /// The userspace WireGuard device (None: no `[wireguard]` section).
     pub wireguard: Option<wireguard::WgPlan>,
     /// TCP pipes (empty: none).
@@ -172,6 +175,7 @@ pub fn plan_with(d: &Desired, zone: Option<&str>, observed: &Observed) -> Result
         router: router::plan(d, z),
         ipsec: z.map(|z| ipsec::plan(d, z, observed)).unwrap_or_default(),
         vrrp: z.map(|z| vrrp::plan(d, z)).unwrap_or_default(),
+        conntrackd: z.and_then(|z| conntrackd::plan(d, z, observed)),
         wireguard,
         pipes: pipes::plan(d),
     })

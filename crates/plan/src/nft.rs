@@ -381,6 +381,10 @@ pub fn render(d: &Desired, z: &ZoneSpec, observed: &crate::Observed) -> Table {
             s.join(", ")
         ));
     }
+    // Connection-state sync (conntrackd) from the sibling instances only.
+    if let Some(sync) = crate::conntrackd::plan(d, z, observed) {
+        services.rule(crate::conntrackd::nft_rule(&sync));
+    }
     for p in d
         .vpc_peerings
         .iter()

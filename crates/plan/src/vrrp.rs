@@ -31,6 +31,9 @@ pub struct Instance {
     pub advert_interval_cs: u16,
     pub preempt: bool,
     pub preempt_delay_ms: u64,
+    /// Connection-state sync is on: until it has the siblings' flows, this node must not take
+    /// VIPs from a live sibling (the speaker's `sync_ready` input holds its priority down).
+    pub sync_gate: bool,
 }
 
 /// The priority `node` has in `zone`'s virtual router: 150 at home, then 100, 90, ... (at
@@ -52,11 +55,9 @@ pub fn plan(d: &Desired, z: &ZoneSpec) -> Vec<Instance> {
     let Some(node) = d.zones.iter().position(|s| s.name == z.name) else {
         return Vec::new();
     };
-    let peers: Vec<Ipv4Addr> = if ha.unicast {
-        siblings(d, z)
-    } else {
-        Vec::new()
-    };
+    let sibs = siblings(d, z);
+    let sync_gate = ha.conntrack_sync && !sibs.is_empty();
+    let peers: Vec<Ipv4Addr> = if ha.unicast { sibs } else { Vec::new() };
     d.zones
         .iter()
         .enumerate()
@@ -72,6 +73,7 @@ pub fn plan(d: &Desired, z: &ZoneSpec) -> Vec<Instance> {
             advert_interval_cs: ha.advert_interval_cs,
             preempt: ha.preempt,
             preempt_delay_ms: u64::try_from(ha.preempt_delay.as_millis()).unwrap_or(u64::MAX),
+            sync_gate,
         })
         .collect()
 }
@@ -114,7 +116,7 @@ pub fn render(instances: &[Instance]) -> String {
         };
         let _ = writeln!(
             out,
-            "vrrp zone {} vrid {} priority {} dev {} src {} {peers} vips {} advert {}cs preempt {} delay {}ms",
+            "vrrp zone {} vrid {} priority {} dev {} src {} {peers} vips {} advert {}cs preempt {} delay {}ms{}",
             i.zone,
             i.vrid,
             i.priority,
@@ -123,7 +125,12 @@ pub fn render(instances: &[Instance]) -> String {
             addrs.join(","),
             i.advert_interval_cs,
             i.preempt,
-            i.preempt_delay_ms
+            i.preempt_delay_ms,
+            if i.sync_gate {
+                " waits-for-conntrack-sync"
+            } else {
+                ""
+            }
         );
     }
     out

@@ -1,6 +1,8 @@
 //! Golden files for multi-zone HA: `testdata/ha/<case>/config.toml` planned for zone-b's node as
 //! master of its own zone only (`own/`) and of both zones (`both/`): `nft.txt`, `routes.txt`,
-//! `vrrp.txt`. `UPDATE_GOLDEN=1` regenerates them; the rulesets also pass `nft -c`.
+//! `vrrp.txt`. `UPDATE_GOLDEN=1` regenerates them; the rulesets also pass `nft -c`. The
+//! connection-state sync: `conntrackd.conf` per case (two zones: FTFW unicast; three: NOTRACK
+//! multicast), and its firewall opening in `nft.txt`.
 
 use kawaii_model::{Format, Gateway, validate};
 use kawaii_plan::{Observed, plan_with};
@@ -108,4 +110,49 @@ fn a_vpn_peer_connected_to_a_sibling_is_routed_to_it() {
             && !routes.contains("192.168.7.0/24 dev kawaii-wg0"),
         "{routes}"
     );
+}
+
+/// The conntrackd config each case renders for zone-b's node (FTFW unicast with two zones,
+/// NOTRACK multicast with three), and the opening that admits only the siblings.
+#[test]
+fn conntrack_sync_config_and_opening() {
+    for (case, dir) in [("two-zones", None), ("three-zones", Some("own"))] {
+        let case = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("testdata/ha")
+            .join(case);
+        let text = std::fs::read_to_string(case.join("config.toml")).expect("config");
+        let mut g = Gateway::parse(&text, Format::Toml).expect("parses");
+        g.assign_rule_ids(&Gateway::default());
+        let d = validate(&g).expect("valid").desired;
+        let observed = Observed {
+            vip_zones: Some(["zone-b".to_string()].into_iter().collect()),
+            ..Observed::default()
+        };
+        let p = plan_with(&d, Some("zone-b"), &observed).expect("plan");
+        let sync = p.conntrackd.as_ref().expect("sync on by default with HA");
+        check_golden(
+            &case.join("conntrackd.conf"),
+            &kawaii_plan::conntrackd::render(sync, "/var/lib/kawaii/conntrackd"),
+        );
+        let nft = p.nftables.as_ref().expect("table").render();
+        assert!(nft.contains("udp dport 3780 counter accept comment \"conntrack-sync\""));
+        if let Some(dir) = dir {
+            check_golden(&case.join(dir).join("nft.txt"), &nft);
+            check_golden(
+                &case.join(dir).join("vrrp.txt"),
+                &kawaii_plan::vrrp::render(&p.vrrp),
+            );
+        }
+        nft_check(&nft).expect("nft -c");
+        // Off: no daemon, no opening, no preemption gate.
+        let text = text.replace("[ha]\n", "[ha]\nconntrack_sync = false\n");
+        let mut g = Gateway::parse(&text, Format::Toml).expect("parses");
+        g.assign_rule_ids(&Gateway::default());
+        let d = validate(&g).expect("valid").desired;
+        let p = plan_with(&d, Some("zone-b"), &observed).expect("plan");
+        assert!(p.conntrackd.is_none());
+        assert!(p.vrrp.iter().all(|i| !i.sync_gate));
+        let nft = p.nftables.as_ref().expect("table").render();
+        assert!(!nft.contains("conntrack-sync"), "{nft}");
+    }
 }

@@ -16,6 +16,8 @@ use std::time::Duration;
 pub const SVC_PY: &str = include_str!("svc.py");
 /// The config the lab runs by default (`examples/lab.toml`).
 pub const LAB_TOML: &str = include_str!("../../../examples/lab.toml");
+/// Long-lived TCP/UDP flows whose stalls are measured across a failover (`flows.py`).
+pub const FLOWS_PY: &str = include_str!("flows.py");
 pub const INTERNET: &str = "198.51.100.10";
 pub const PUBLIC_VIP: &str = "203.0.113.10";
 pub const VM1: &str = "10.1.0.10";
@@ -393,6 +395,12 @@ pub fn build_ha(t: &mut Topology, opts: &HaLabOptions) -> Result<HaLab> {
                 .then_some(())
         })?;
     }
+    // With connection-state sync, settled means resynced too (priorities no longer held).
+    let state = |zone: &str| t.dir().join(format!("state-{zone}"));
+    wait_sync_ready(&gw_a, &state("zone-a"), timeout)?;
+    if opts.start_b {
+        wait_sync_ready(&gw_b, &state("zone-b"), timeout)?;
+    }
     Ok(HaLab {
         internet,
         router,
@@ -407,6 +415,47 @@ pub fn build_ha(t: &mut Topology, opts: &HaLabOptions) -> Result<HaLab> {
         svc,
         etcd,
     })
+}
+
+/// `GET /v1/status` of the kawaii in `host` (API on 127.0.0.1:7780), with the bootstrap token
+/// from `state`; None while it does not answer.
+pub fn status(host: &Host, state: &Path) -> Option<serde_json::Value> {
+    let token = admin_token(state)?;
+    let out = host
+        .exec(&[
+            "curl",
+            "-sf",
+            "--max-time",
+            "2",
+            "-H",
+            &format!("Authorization: Bearer {token}"),
+            "http://127.0.0.1:7780/v1/status",
+        ])
+        .ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    serde_json::from_slice(&out.stdout).ok()
+}
+
+/// Waits until the kawaii in `host` reports its connection-state sync ready (its siblings'
+/// flows resynced), or runs without sync.
+pub fn wait_sync_ready(host: &Host, state: &Path, timeout: Duration) -> Result<()> {
+    wait_for(timeout, "the connection-state sync to be ready", || {
+        let st = status(host, state)?;
+        let sync = &st["details"]["conntrack_sync"];
+        (sync.is_null() || sync["ready"] == true).then_some(())
+    })
+}
+
+/// Writes `flows.py` into the topology's directory; returns its path.
+pub fn flows_script(t: &Topology) -> Result<String> {
+    let path = t.dir().join("flows.py");
+    std::fs::write(&path, FLOWS_PY).map_err(|error| crate::KitError::Spawn {
+        cmd: "write flows.py".into(),
+        error,
+    })?;
+    Ok(path.to_string_lossy().into_owned())
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -4,10 +4,14 @@
 
 use super::status::RuleCounters;
 use super::wake::{Wake, Wakes};
-use crate::metrics::{DaemonMetrics, IpsecMetrics, PipeMetrics, VrrpMetrics, WgMetrics};
+use crate::metrics::{
+    ConntrackdMetrics, DaemonMetrics, IpsecMetrics, PipeMetrics, VrrpMetrics, WgMetrics,
+};
 use anyhow::Context;
 use kawaii_api::ApiState;
-use kawaii_drivers::{Driver, consent, ipsec, netlink, nftables, pipes, router, vrrp, wireguard};
+use kawaii_drivers::{
+    Driver, conntrackd, consent, ipsec, netlink, nftables, pipes, router, vrrp, wireguard,
+};
 use kawaii_store::Store;
 use prometheus_client::registry::Registry;
 use std::path::PathBuf;
@@ -31,7 +35,7 @@ pub struct App {
     pub metrics: DaemonMetrics,
     pub counters: Arc<RuleCounters>,
     /// In apply order: the WireGuard device first (the addresses and routes on its interface
-    /// come next), then addresses and routes, the firewall, the proxies, IPsec.
+    /// come next), then addresses and routes, the firewall, connection sync, the proxies, IPsec.
     pub drivers: Vec<Arc<dyn Driver>>,
     pub router: Arc<router::Router>,
     pub pipes: Arc<pipes::PipesDriver>,
@@ -41,6 +45,8 @@ pub struct App {
     pub consent: Arc<consent::Consent>,
     /// The VRRP speaker (multi-zone HA); idle without HA.
     pub vrrp: Arc<vrrp::Speaker>,
+    /// HA: connection-state sync (conntrackd); its readiness holds the speaker's preemption.
+    pub conntrackd: Arc<conntrackd::Conntrackd>,
     pub wakes: Wakes,
 }
 
@@ -64,12 +70,15 @@ impl App {
         registry.register_collector(Box::new(WgMetrics(wireguard.clone())));
         let pipes = Arc::new(pipes::PipesDriver::new());
         registry.register_collector(Box::new(PipeMetrics(pipes.clone())));
+        let conntrackd = Arc::new(conntrackd::Conntrackd::new(&settings.state_dir));
+        registry.register_collector(Box::new(ConntrackdMetrics(conntrackd.clone())));
         let api = ApiState::new(store.clone(), registry);
         api.set_on_write(wakes.notifier(Wake::ApiWrite));
         let drivers: Vec<Arc<dyn Driver>> = vec![
             wireguard.clone(),
             Arc::new(netlink::Netlink::new()),
             Arc::new(nftables::Nftables::new()),
+            conntrackd.clone(),
             router.clone(),
             pipes.clone(),
             ipsec.clone(),
@@ -88,6 +97,7 @@ impl App {
             wireguard,
             consent,
             vrrp,
+            conntrackd,
             wakes,
         }))
     }

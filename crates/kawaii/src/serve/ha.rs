@@ -17,12 +17,16 @@ pub struct Timers {
     /// How long after taking its own zone back an instance calls its VPN peers home: the
     /// siblings tell who their guests are every 0.5 s, so one round must have been heard.
     pub homecoming: Duration,
+    /// How long a takeover waits for the gained zones' VIPs to be on the interfaces (the
+    /// handshakes must leave from them), at most.
+    pub vips_up: Duration,
 }
 
 impl Default for Timers {
     fn default() -> Timers {
         Timers {
             homecoming: Duration::from_millis(1500),
+            vips_up: Duration::from_secs(1),
         }
     }
 }
@@ -74,6 +78,13 @@ pub async fn follow_vrrp(app: Arc<App>, stop: CancellationToken, timers: Timers)
         for action in on_held_change(&held, &now, own, timers) {
             match action {
                 Action::TakeOver(zones) => {
+                    // The reconcile pass woken above puts the VIPs on; wait (briefly) for it.
+                    let until = tokio::time::Instant::now() + timers.vips_up;
+                    while !zones.is_subset(&app.vrrp.announced())
+                        && tokio::time::Instant::now() < until
+                    {
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
                     let n = app.wireguard.take_over(&zones).await;
                     if n > 0 {
                         info!(peers = n, "VIPs taken over: WireGuard handshakes started");
@@ -94,6 +105,20 @@ pub async fn follow_vrrp(app: Arc<App>, stop: CancellationToken, timers: Timers)
             }
         }
         held = now;
+    }
+}
+
+/// Tells the VRRP speaker whether this node has its siblings' flows (the connection-sync
+/// resync is done), until `stop`: a node that starts or recovers takes no VIPs from a live
+/// sibling before that.
+pub async fn follow_sync_ready(app: Arc<App>, stop: CancellationToken) {
+    let mut ready = app.conntrackd.ready();
+    loop {
+        app.vrrp.set_sync_ready(*ready.borrow_and_update());
+        tokio::select! {
+            r = ready.changed() => if r.is_err() { break },
+            _ = stop.cancelled() => break,
+        }
     }
 }
 
@@ -138,6 +163,7 @@ mod tests {
     fn the_own_zone_back_calls_its_peers_home_after_the_siblings_spoke() {
         let t = Timers {
             homecoming: Duration::from_millis(7),
+            ..Timers::default()
         };
         let a = on_held_change(&set(&[]), &set(&["a"]), Some("a"), t);
         assert_eq!(

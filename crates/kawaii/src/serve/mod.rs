@@ -83,6 +83,7 @@ async fn daemon(settings: Settings) -> anyhow::Result<ExitCode> {
         tokio::spawn(forward_store(app.clone(), stop.clone())),
         tokio::spawn(consent.run(kawaii_plan::CONSENT_PORT, stop.clone())),
         tokio::spawn(app.wireguard.clone().run_sync(stop.clone(), endpoint_sync)),
+        tokio::spawn(ha::follow_sync_ready(app.clone(), stop.clone())),
         tokio::spawn(ha::follow_vrrp(
             app.clone(),
             stop.clone(),
@@ -108,6 +109,7 @@ async fn daemon(settings: Settings) -> anyhow::Result<ExitCode> {
     // Drain the proxies: no new connections, established ones get time to finish.
     tokio::join!(app.router.drain(DRAIN), app.pipes.drain(DRAIN));
     app.ipsec.shutdown().await;
+    app.conntrackd.shutdown().await;
     app.wireguard.shutdown().await;
     let _ = tokio::time::timeout(TASKS_END, async {
         for task in tasks {

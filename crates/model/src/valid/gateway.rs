@@ -35,6 +35,10 @@ pub struct HaSpec {
     pub preempt: bool,
     pub preempt_delay: Duration,
     pub unicast: bool,
+    /// Connection-state sync (conntrackd) between the zones' instances.
+    pub conntrack_sync: bool,
+    /// Where the sync runs (None: each instance's private interface).
+    pub sync_interface: Option<String>,
 }
 
 /// Default VRRP advert interval: 5 cs, so a backup takes over ~0.18 s after the last advert.
@@ -118,11 +122,16 @@ fn check_ha(g: &Gateway, zones: &[ZoneSpec], e: &mut Errors) -> Option<HaSpec> {
             }
         }
     }
+    if let Some(i) = &h.sync_interface {
+        e.check("ha.sync_interface", ifname(i));
+    }
     Some(HaSpec {
         advert_interval_cs,
         preempt: h.preempt.unwrap_or(true),
         preempt_delay,
         unicast: h.unicast,
+        conntrack_sync: h.conntrack_sync.unwrap_or(true),
+        sync_interface: h.sync_interface.clone(),
     })
 }
 
