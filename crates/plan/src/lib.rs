@@ -1,6 +1,7 @@
 //! The planner: desired state + zone + observed facts in, what each driver must make true out.
 //! Pure: no I/O. Everything it renders is covered by golden files under `testdata/render/`.
 
+pub mod flood;
 pub mod ipsec;
 pub mod net;
 pub mod nft;
@@ -129,6 +130,9 @@ pub struct Observed {
     /// that sibling's private address (from the endpoint sync). Their addresses are routed to
     /// it, so that private hosts behind this zone reach VPN clients connected elsewhere.
     pub wg_elsewhere: std::collections::BTreeMap<String, std::net::Ipv4Addr>,
+    /// The conntrack table is past the public side's share (`[ingress]
+    /// public_conntrack_percent`): new flows from the public side are dropped until it drains.
+    pub conntrack_pressure: bool,
 }
 
 /// Plans this node with nothing observed.
