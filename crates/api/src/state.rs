@@ -76,6 +76,9 @@ pub struct Details {
     /// The WireGuard device and its peers (counters as of the last device read).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub wireguard: Option<kawaii_drivers::wireguard::DeviceStatus>,
+    /// The conntrack table's fill and its public-side guard.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub conntrack: Option<kawaii_drivers::conntrack::GuardStatus>,
 }
 
 impl Details {
@@ -88,6 +91,7 @@ impl Details {
             pipes,
             vpc_peerings,
             wireguard,
+            conntrack,
         } = self;
         rules.is_none()
             && vrrp.is_none()
@@ -96,6 +100,7 @@ impl Details {
             && pipes.is_none()
             && vpc_peerings.is_none()
             && wireguard.is_none()
+            && conntrack.is_none()
     }
 }
 

@@ -3,6 +3,7 @@
 //! the previous state in force.
 
 pub mod consent;
+pub mod conntrack;
 pub mod ipsec;
 mod ipsec_vici;
 pub mod netlink;

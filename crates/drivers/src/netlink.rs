@@ -137,6 +137,13 @@ impl Driver for Netlink {
             }
             for s in &net.sysctls {
                 let path = format!("/proc/sys/{}", s.key.replace('.', "/"));
+                // Conntrack's settings exist once its module is loaded (the firewall, applied
+                // next, would load it): load it first.
+                if s.key.starts_with("net.netfilter.")
+                    && !tokio::fs::try_exists(&path).await.unwrap_or(false)
+                {
+                    tool::run("modprobe", &["nf_conntrack"], None).await?;
+                }
                 let cur = tokio::fs::read_to_string(&path).await.unwrap_or_default();
                 if cur.trim() != s.value {
                     tokio::fs::write(&path, &s.value).await.map_err(|e| {

@@ -271,3 +271,26 @@ mod tests {
         assert_eq!(port_set(&synproxy_ports(&d, &[])), "{ 22, 80-101 }");
     }
 }
+
+/// Whether the conntrack guard is engaged after a reading of `count` public-side-capable
+/// entries against `cap`: it engages at the cap and releases once the table drained below 90 %
+/// of it, so that it does not flap at the boundary.
+pub fn pressure(engaged: bool, count: u64, cap: u64) -> bool {
+    if engaged {
+        count * 10 >= cap * 9
+    } else {
+        count >= cap
+    }
+}
+
+#[cfg(test)]
+mod pressure_tests {
+    #[test]
+    fn hysteresis() {
+        use super::pressure;
+        assert!(!pressure(false, 99, 100));
+        assert!(pressure(false, 100, 100));
+        assert!(pressure(true, 90, 100));
+        assert!(!pressure(true, 89, 100));
+    }
+}

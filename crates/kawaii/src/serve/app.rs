@@ -7,7 +7,7 @@ use super::wake::{Wake, Wakes};
 use crate::metrics::{DaemonMetrics, IpsecMetrics, PipeMetrics, VrrpMetrics, WgMetrics};
 use anyhow::Context;
 use kawaii_api::ApiState;
-use kawaii_drivers::{Driver, consent, ipsec, netlink, nftables, pipes, router, vrrp, wireguard};
+use kawaii_drivers::{Driver, conntrack, consent, ipsec, netlink, nftables, pipes, router, vrrp, wireguard};
 use kawaii_store::{SqliteStore, Store};
 use prometheus_client::registry::Registry;
 use std::path::PathBuf;
@@ -39,6 +39,8 @@ pub struct App {
     pub consent: Arc<consent::Consent>,
     /// The VRRP speaker (multi-zone HA); idle without HA.
     pub vrrp: Arc<vrrp::Speaker>,
+    /// The conntrack table's fill and the public-side guard.
+    pub conntrack: Arc<conntrack::Guard>,
     pub wakes: Wakes,
 }
 
@@ -66,6 +68,8 @@ impl App {
         registry.register_collector(Box::new(WgMetrics(wireguard.clone())));
         let pipes = Arc::new(pipes::PipesDriver::new());
         registry.register_collector(Box::new(PipeMetrics(pipes.clone())));
+        let conntrack = Arc::new(conntrack::Guard::default());
+        registry.register_collector(Box::new(crate::metrics::ConntrackMetrics(conntrack.clone())));
         let api = ApiState::new(store.clone(), registry);
         api.set_on_write(wakes.notifier(Wake::ApiWrite));
         let drivers: Vec<Arc<dyn Driver>> = vec![
@@ -90,6 +94,7 @@ impl App {
             wireguard,
             consent,
             vrrp,
+            conntrack,
             wakes,
         }))
     }

@@ -129,5 +129,6 @@ pub fn live(app: &Arc<App>) -> kawaii_api::LiveDetails {
         details.pipes = (!pipes.is_empty()).then_some(pipes);
         details.vpc_peerings = Some(app.consent.status());
         details.wireguard = app.wireguard.status();
+        details.conntrack = Some(app.conntrack.status());
     })
 }
