@@ -15,6 +15,13 @@ use std::time::{Duration, Instant};
 const CLIENTS: &str = include_str!("flood_clients.py");
 const VIP: &str = "203.0.113.10";
 
+/// One lab at a time: the flood wants the machine's CPU, and the limits' timings want it calm.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 struct Lab {
     topo: Topology,
     lab: GatewayLab,
@@ -179,6 +186,7 @@ fn num(v: &Value, key: &str) -> f64 {
 /// the SYN proxy answers the flood without an entry per SYN.
 #[test]
 fn spoofed_syn_flood_leaves_legitimate_clients_and_egress_working() {
+    let _serial = serial();
     let mut l = Lab::new("flood", &config("", ""));
     let g = l.lab.clone();
     // The forward works through the proxy before anything else.
@@ -242,4 +250,53 @@ fn spoofed_syn_flood_leaves_legitimate_clients_and_egress_working() {
     assert!(m.contains("rule=\"synproxy\""), "{m}");
     assert!(m.contains("kawaii_conntrack_entries"), "{m}");
     assert!(m.contains("kawaii_conntrack_max"), "{m}");
+}
+
+/// Acceptance 2: a source over the rule's `rate_limit` is cut (and counted under
+/// `ingress-1/rate`), while another source opening a few connections is not affected.
+#[test]
+fn rate_limit_cuts_one_source_and_not_another() {
+    let _serial = serial();
+    let mut l = Lab::new("floodrate", &config("rate_limit = \"2/s\"\nburst = 5", ""));
+    let g = l.lab.clone();
+    // One source opens 100 connections as fast as it can (a refused one costs it 50 ms): about
+    // the burst, then 2 a second.
+    let greedy = l.run(&g.internet, &["burst", VIP, "80", "100", "0.05"]);
+    // Another source, at the same time as the greedy one's state still fills, opens 5.
+    let other = l.run(&l.attacker.clone(), &["legit", VIP, "80", "5", "0.2"]);
+    let dropped = l.counter("ingress-1/rate");
+    let log = l.log();
+    eprintln!("greedy {greedy}, other {other}, dropped {dropped}");
+    let got = num(&greedy, "ok");
+    assert!(
+        (5.0..=30.0).contains(&got),
+        "the greedy source opened {got} of 100\n{log}"
+    );
+    assert_eq!(num(&other, "ok"), 5.0, "the other source was cut: {other}");
+    assert!(dropped > 0, "drops are counted per rule");
+    let m = l.metrics();
+    assert!(m.contains("rule=\"ingress-1/rate\""), "{m}");
+}
+
+/// Acceptance 3: `conn_limit` caps one source's concurrent connections (through the SYN proxy,
+/// the connection over the cap is reset when its handshake completes); another source still
+/// connects, and a closed connection frees its slot.
+#[test]
+fn conn_limit_caps_one_source() {
+    let _serial = serial();
+    let mut l = Lab::new("floodconn", &config("", "conn_limit = 4"));
+    let g = l.lab.clone();
+    // Ten held connections from one source: four carry an echo.
+    let held = l.start(&g.internet, "hold", &["hold", VIP, "7", "10", "3"]);
+    std::thread::sleep(Duration::from_millis(1500));
+    let other = l.run(&l.attacker.clone(), &["hold", VIP, "7", "2", "0"]);
+    let held = l.result(held, Duration::from_secs(20));
+    let capped = l.counter("ingress-2/conn");
+    eprintln!("held {held}, other {other}, capped {capped}");
+    assert_eq!(num(&held, "ok"), 4.0, "{held}\n{}", l.log());
+    assert_eq!(num(&other, "ok"), 2.0, "another source: {other}");
+    assert!(capped >= 6, "refusals are counted per rule: {capped}");
+    // Once the held connections closed, the source connects again.
+    let again = l.run(&g.internet, &["hold", VIP, "7", "4", "0"]);
+    assert_eq!(num(&again, "ok"), 4.0, "slots freed: {again}");
 }

@@ -63,7 +63,7 @@ def hold(host, port, count, seconds):
     ok = 0
     for s in socks:
         try:
-            s.settimeout(1)
+            s.settimeout(3)
             s.sendall(b"ping\n")
             if s.recv(16).startswith(b"ping"):
                 ok += 1

@@ -113,20 +113,22 @@ pub fn plan(
     let sp_ports = (!sp.is_empty()).then(|| port_set(&sp));
     let public = format!("iifname {wan} ip daddr {vips}");
 
-    // The guard first: it holds for every new public flow, whatever rule would open it.
+    // The guard first: it holds for every new public flow, whatever rule would open it. The
+    // chain is always there (engaging it patches one chain, keeping every counter); its drop
+    // only while the daemon observes the table past the public share.
+    let mut guard = Chain::new("guard", None);
     if observed.conntrack_pressure {
-        let mut guard = Chain::new("guard", None);
         guard.rule("counter drop comment \"conntrack-guard\"".into());
-        p.chains.push(guard);
-        p.input_head.push(format!("{public} ct state new jump guard"));
-        if let Some(ports) = &sp_ports {
-            p.input_head.push(format!(
-                "{public} tcp dport {ports} ct state invalid {ACK} jump guard"
-            ));
-        }
-        p.forward_head
-            .push(format!("iifname {wan} ct state new jump guard"));
     }
+    p.chains.push(guard);
+    p.input_head.push(format!("{public} ct state new jump guard"));
+    if let Some(ports) = &sp_ports {
+        p.input_head.push(format!(
+            "{public} tcp dport {ports} ct state invalid {ACK} jump guard"
+        ));
+    }
+    p.forward_head
+        .push(format!("iifname {wan} ct state new jump guard"));
 
     // Per-source limits of the ingress rules, on the input path and (forwards without the
     // proxy) the forward path.
@@ -292,5 +294,50 @@ mod pressure_tests {
         assert!(pressure(false, 100, 100));
         assert!(pressure(true, 90, 100));
         assert!(!pressure(true, 89, 100));
+    }
+}
+
+#[cfg(test)]
+mod guard_tests {
+    use crate::Observed;
+
+    #[test]
+    fn engaging_the_guard_patches_one_chain() {
+        let d = kawaii_model::validate(
+            &kawaii_model::Gateway::parse(
+                r#"
+                [gateway]
+                private_subnet = "10.1.0.0/24"
+                [[zones]]
+                name = "a"
+                public_interface = "wan0"
+                private_interface = "lan0"
+                public_vip = "203.0.113.10/24"
+                public_gateway = "203.0.113.1"
+                private_vip = "10.1.0.1"
+                [[ingress_rules]]
+                ports = "80"
+                "#,
+                kawaii_model::Format::Toml,
+            )
+            .expect("parse"),
+        )
+        .expect("valid")
+        .desired;
+        let z = &d.zones[0];
+        let calm = crate::nft::render(&d, z, &Observed::default());
+        let pressed = crate::nft::render(
+            &d,
+            z,
+            &Observed {
+                conntrack_pressure: true,
+                ..Observed::default()
+            },
+        );
+        let patch = pressed.patch_from(&calm).expect("same layout");
+        assert_eq!(
+            patch,
+            "flush chain inet kawaii guard\ntable inet kawaii {\n\tchain guard {\n\t\tcounter drop comment \"conntrack-guard\"\n\t}\n}\n"
+        );
     }
 }
