@@ -2,8 +2,8 @@
 //! of a [`Plan`] idempotently and reports the result to the reconcile loop; a failed apply leaves
 //! the previous state in force.
 
-pub mod consent;
 pub mod conntrack;
+pub mod consent;
 pub mod ipsec;
 mod ipsec_vici;
 pub mod netlink;

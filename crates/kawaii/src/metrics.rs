@@ -281,8 +281,16 @@ impl prometheus_client::collector::Collector for ConntrackMetrics {
         let one = [()];
         let none = |_: &()| Vec::<(String, String)>::new();
         let gauges = [
-            ("kawaii_conntrack_entries", "Entries in the conntrack table", s.count),
-            ("kawaii_conntrack_max", "Size of the conntrack table (nf_conntrack_max)", s.max),
+            (
+                "kawaii_conntrack_entries",
+                "Entries in the conntrack table",
+                s.count,
+            ),
+            (
+                "kawaii_conntrack_max",
+                "Size of the conntrack table (nf_conntrack_max)",
+                s.max,
+            ),
             (
                 "kawaii_conntrack_public_cap",
                 "Table fill at which new flows from the public side are dropped",

@@ -19,7 +19,9 @@ const VIP: &str = "203.0.113.10";
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    SERIAL
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 struct Lab {
@@ -210,8 +212,19 @@ fn spoofed_syn_flood_leaves_legitimate_clients_and_egress_working() {
             &attacker,
             "hping3",
             &[
-                "timeout", "12", "hping3", "-q", "-S", "--rand-source", "-p", "80", "-i", "u40",
-                "-c", "200000", VIP,
+                "timeout",
+                "12",
+                "hping3",
+                "-q",
+                "-S",
+                "--rand-source",
+                "-p",
+                "80",
+                "-i",
+                "u40",
+                "-c",
+                "200000",
+                VIP,
             ],
         )
         .expect("hping3");
@@ -246,8 +259,14 @@ fn spoofed_syn_flood_leaves_legitimate_clients_and_egress_working() {
     );
     // The flood reached the proxy (tens of thousands of SYNs), yet the table holds only the
     // legitimate flows and their TIME_WAITs.
-    assert!(proxied > 10_000, "the flood was answered by the proxy: {proxied}");
-    assert!(peak < 2_000, "conntrack grew to {peak} entries under the flood");
+    assert!(
+        proxied > 10_000,
+        "the flood was answered by the proxy: {proxied}"
+    );
+    assert!(
+        peak < 2_000,
+        "conntrack grew to {peak} entries under the flood"
+    );
     // Visible: the proxy's counter and the table's fill in /metrics and /v1/status.
     let m = l.metrics();
     assert!(m.contains("rule=\"synproxy\""), "{m}");
@@ -325,8 +344,19 @@ fn conntrack_guard_drops_public_flows_first() {
             &attacker,
             "hping3",
             &[
-                "timeout", "7", "hping3", "-q", "--udp", "--rand-source", "-p", "5353", "-i",
-                "u3333", "-c", "1800", VIP,
+                "timeout",
+                "7",
+                "hping3",
+                "-q",
+                "--udp",
+                "--rand-source",
+                "-p",
+                "5353",
+                "-i",
+                "u3333",
+                "-c",
+                "1800",
+                VIP,
             ],
         )
         .expect("hping3");
@@ -345,7 +375,10 @@ fn conntrack_guard_drops_public_flows_first() {
     let log = l.log();
     eprintln!("peak {peak}, engaged {engaged}, dropped {dropped}, egress {egress}");
     assert!(engaged, "the guard engaged\n{log}");
-    assert!(dropped > 300, "public flows dropped by the guard: {dropped}");
+    assert!(
+        dropped > 300,
+        "public flows dropped by the guard: {dropped}"
+    );
     // The share is 102 entries; the guard reacts within about a second (300 flows).
     assert!(peak < 900, "the table kept growing: {peak}");
     assert!(

@@ -121,7 +121,8 @@ pub fn plan(
         guard.rule("counter drop comment \"conntrack-guard\"".into());
     }
     p.chains.push(guard);
-    p.input_head.push(format!("{public} ct state new jump guard"));
+    p.input_head
+        .push(format!("{public} ct state new jump guard"));
     if let Some(ports) = &sp_ports {
         p.input_head.push(format!(
             "{public} tcp dport {ports} ct state invalid {ACK} jump guard"
@@ -269,7 +270,10 @@ mod tests {
         )
         .expect("valid")
         .desired;
-        assert_eq!(synproxy_ports(&d, &[443]), [(22, 22), (80, 101), (443, 443)]);
+        assert_eq!(
+            synproxy_ports(&d, &[443]),
+            [(22, 22), (80, 101), (443, 443)]
+        );
         assert_eq!(port_set(&synproxy_ports(&d, &[])), "{ 22, 80-101 }");
     }
 }

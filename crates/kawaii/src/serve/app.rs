@@ -7,7 +7,9 @@ use super::wake::{Wake, Wakes};
 use crate::metrics::{DaemonMetrics, IpsecMetrics, PipeMetrics, VrrpMetrics, WgMetrics};
 use anyhow::Context;
 use kawaii_api::ApiState;
-use kawaii_drivers::{Driver, conntrack, consent, ipsec, netlink, nftables, pipes, router, vrrp, wireguard};
+use kawaii_drivers::{
+    Driver, conntrack, consent, ipsec, netlink, nftables, pipes, router, vrrp, wireguard,
+};
 use kawaii_store::{SqliteStore, Store};
 use prometheus_client::registry::Registry;
 use std::path::PathBuf;
@@ -69,7 +71,9 @@ impl App {
         let pipes = Arc::new(pipes::PipesDriver::new());
         registry.register_collector(Box::new(PipeMetrics(pipes.clone())));
         let conntrack = Arc::new(conntrack::Guard::default());
-        registry.register_collector(Box::new(crate::metrics::ConntrackMetrics(conntrack.clone())));
+        registry.register_collector(Box::new(crate::metrics::ConntrackMetrics(
+            conntrack.clone(),
+        )));
         let api = ApiState::new(store.clone(), registry);
         api.set_on_write(wakes.notifier(Wake::ApiWrite));
         let drivers: Vec<Arc<dyn Driver>> = vec![

@@ -106,7 +106,9 @@ pub(super) fn check_ingress(g: &Gateway, e: &mut Errors) -> IngressSpec {
         spec.synproxy = s.synproxy.unwrap_or(true);
         spec.conntrack_max = s.conntrack_max.and_then(|n| {
             let ok = if n < 1024 {
-                Err(format!("{n} is below 1024 (the table would be full at once)"))
+                Err(format!(
+                    "{n} is below 1024 (the table would be full at once)"
+                ))
             } else {
                 Ok(n)
             };
