@@ -113,7 +113,9 @@ def scan(host, proto, ports, timeout=1.5):
                 sel.unregister(s)
                 p = pending.pop(s)
                 err = s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-                if err in (0, 111):  # connected, or refused (RST): the port is reachable
+                # Connected, refused (RST), or reset right after the handshake (a SYN proxy
+                # answers for a port nothing listens on): the port is reachable.
+                if err in (0, 104, 111):
                     found.append(p)
                 s.close()
         for s in pending:
