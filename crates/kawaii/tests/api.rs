@@ -343,6 +343,7 @@ fn openapi_is_valid_and_complete() {
     assert_eq!(
         names,
         [
+            "conntrack",
             "ipsec",
             "pipes",
             "router",
