@@ -82,6 +82,9 @@ pub struct Details {
     /// HA: connection-state sync (conntrackd) and each sibling's sync state.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub conntrack_sync: Option<kawaii_drivers::conntrackd::View>,
+    /// The conntrack table's fill and its public-side guard.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub conntrack: Option<kawaii_drivers::conntrack::GuardStatus>,
 }
 
 impl Details {
@@ -95,6 +98,7 @@ impl Details {
             vpc_peerings,
             wireguard,
             conntrack_sync,
+            conntrack,
         } = self;
         rules.is_none()
             && vrrp.is_none()
@@ -104,6 +108,7 @@ impl Details {
             && vpc_peerings.is_none()
             && wireguard.is_none()
             && conntrack_sync.is_none()
+            && conntrack.is_none()
     }
 }
 

@@ -137,11 +137,34 @@ impl Driver for Netlink {
             }
             for s in &net.sysctls {
                 let path = format!("/proc/sys/{}", s.key.replace('.', "/"));
+                // Conntrack's settings exist once its module is loaded (the firewall, applied
+                // next, would load it): load it first.
+                if s.key.starts_with("net.netfilter.")
+                    && !tokio::fs::try_exists(&path).await.unwrap_or(false)
+                {
+                    tool::run("modprobe", &["nf_conntrack"], None).await?;
+                }
                 let cur = tokio::fs::read_to_string(&path).await.unwrap_or_default();
                 if cur.trim() != s.value {
-                    tokio::fs::write(&path, &s.value).await.map_err(|e| {
-                        DriverError::rejected_from(format!("sysctl {}={}", s.key, s.value), e)
-                    })?;
+                    match tokio::fs::write(&path, &s.value).await {
+                        // The table's size is the host's alone: read-only inside a network
+                        // namespace. The conntrack guard still takes its share of the
+                        // configured size, and status shows the kernel's.
+                        Err(e)
+                            if s.key == "net.netfilter.nf_conntrack_max"
+                                && e.kind() == std::io::ErrorKind::PermissionDenied =>
+                        {
+                            tracing::warn!(
+                                key = %s.key,
+                                value = %s.value,
+                                kernel = %cur.trim(),
+                                "sysctl is read-only in this network namespace; kept the kernel's"
+                            );
+                        }
+                        r => r.map_err(|e| {
+                            DriverError::rejected_from(format!("sysctl {}={}", s.key, s.value), e)
+                        })?,
+                    }
                 }
             }
             let mut batch = String::new();

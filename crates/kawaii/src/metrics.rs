@@ -343,3 +343,44 @@ impl prometheus_client::collector::Collector for ConntrackdMetrics {
         Ok(())
     }
 }
+
+/// The conntrack table's fill (entries against size; the ratio is theirs) and its guard.
+#[derive(Debug)]
+pub(crate) struct ConntrackMetrics(pub(crate) Arc<kawaii_drivers::conntrack::Guard>);
+
+impl prometheus_client::collector::Collector for ConntrackMetrics {
+    fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let s = self.0.status();
+        if s.max == 0 {
+            return Ok(());
+        }
+        let one = [()];
+        let none = |_: &()| Vec::<(String, String)>::new();
+        let gauges = [
+            (
+                "kawaii_conntrack_entries",
+                "Entries in the conntrack table",
+                s.count,
+            ),
+            (
+                "kawaii_conntrack_max",
+                "Size of the conntrack table (nf_conntrack_max)",
+                s.max,
+            ),
+            (
+                "kawaii_conntrack_public_cap",
+                "Table fill at which new flows from the public side are dropped",
+                s.public_cap,
+            ),
+            (
+                "kawaii_conntrack_guard_engaged",
+                "1 while new flows from the public side are dropped to keep room for egress",
+                u64::from(s.engaged),
+            ),
+        ];
+        for (name, help, v) in gauges {
+            family(&mut enc, (name, help, GAUGE), &one, |u| (none(u), v))?;
+        }
+        Ok(())
+    }
+}

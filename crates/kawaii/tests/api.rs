@@ -324,6 +324,7 @@ fn openapi_is_valid_and_complete() {
     assert_eq!(
         names,
         [
+            "conntrack",
             "conntrack_sync",
             "ipsec",
             "pipes",

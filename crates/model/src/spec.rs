@@ -16,6 +16,9 @@ pub struct Gateway {
     pub api: ApiSettings,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub zones: Vec<Zone>,
+    /// `[ingress]`: flood protections of the public side (SYN proxy, conntrack guard).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingress: Option<IngressSettings>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ingress_rules: Vec<IngressRule>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -204,8 +207,35 @@ pub struct IngressRule {
     #[serde(default = "default_tcp")]
     pub protocol: String,
     pub ports: String,
+    /// New connections per source address, `200/s` or `3000/m`; over it is dropped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<String>,
+    /// With `rate_limit`: how many new connections a source may open at once above the rate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub burst: Option<u32>,
+    /// Concurrent connections per source address; new ones over it are dropped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conn_limit: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
+}
+
+/// `[ingress]`: how the public side holds up under a flood (docs/firewall.md).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct IngressSettings {
+    /// TCP openings, port forwards and router listeners go through the nftables SYN proxy
+    /// (default true).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub synproxy: Option<bool>,
+    /// This zone's connection-tracking table size (`net.netfilter.nf_conntrack_max`); default:
+    /// the kernel's, left as it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conntrack_max: Option<u32>,
+    /// The percentage of the table that flows opened from the public side may hold (default
+    /// 75); past it new public flows are dropped while private egress keeps the rest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_conntrack_percent: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -758,6 +788,9 @@ mod tests {
             protocol: "tcp".into(),
             ports: ports.into(),
             description: None,
+            rate_limit: None,
+            burst: None,
+            conn_limit: None,
         }
     }
 

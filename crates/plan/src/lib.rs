@@ -2,6 +2,7 @@
 //! Pure: no I/O. Everything it renders is covered by golden files under `testdata/render/`.
 
 pub mod conntrackd;
+pub mod flood;
 pub mod ipsec;
 pub mod net;
 pub mod nft;
@@ -132,6 +133,9 @@ pub struct Observed {
     /// that sibling's private address (from the endpoint sync). Their addresses are routed to
     /// it, so that private hosts behind this zone reach VPN clients connected elsewhere.
     pub wg_elsewhere: std::collections::BTreeMap<String, std::net::Ipv4Addr>,
+    /// The conntrack table is past the public side's share (`[ingress]
+    /// public_conntrack_percent`): new flows from the public side are dropped until it drains.
+    pub conntrack_pressure: bool,
 }
 
 /// Plans this node with nothing observed.

@@ -216,12 +216,29 @@ pub fn plan(d: &Desired, z: &ZoneSpec, observed: &crate::Observed) -> NetPlan {
             }
         },
         routes,
-        sysctls: vec![
+        sysctls: [
             sys("net.ipv4.ip_forward", "1"),
             sys("net.ipv4.conf.all.send_redirects", "0"),
             sys("net.ipv4.conf.default.send_redirects", "0"),
             sys("net.ipv4.conf.all.accept_redirects", "0"),
             sys("net.ipv4.conf.default.accept_redirects", "0"),
-        ],
+        ]
+        .into_iter()
+        .chain(flood_sysctls(d, z))
+        .collect(),
     }
+}
+
+/// The conntrack settings of the flood protections (see [`crate::flood`]).
+fn flood_sysctls(d: &Desired, z: &ZoneSpec) -> Vec<Sysctl> {
+    let router_ports = crate::router::plan(d, Some(z))
+        .map(|r| r.ports())
+        .unwrap_or_default();
+    crate::flood::sysctls(d, &router_ports)
+        .into_iter()
+        .map(|(key, value)| Sysctl {
+            key: key.to_string(),
+            value,
+        })
+        .collect()
 }

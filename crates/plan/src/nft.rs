@@ -73,6 +73,35 @@ fn quote(s: &str) -> String {
 pub struct Table {
     pub chains: Vec<Chain>,
     pub sets: Vec<Set>,
+    /// Dynamic sets the kernel fills (per-source limits); never patched, only declared.
+    pub meters: Vec<Meter>,
+}
+
+/// A dynamic set keyed by source address, filled by `update`/`add` rules (nftables meters).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Meter {
+    pub name: String,
+    pub size: u32,
+    /// Idle elements expire after this (`1m`); None: elements go when their state empties.
+    pub timeout: Option<&'static str>,
+}
+
+impl Meter {
+    fn render(&self, out: &mut String) {
+        let _ = writeln!(out, "\tset {} {{", self.name);
+        let _ = writeln!(out, "\t\ttype ipv4_addr");
+        let _ = writeln!(out, "\t\tsize {}", self.size);
+        match self.timeout {
+            Some(t) => {
+                let _ = writeln!(out, "\t\tflags dynamic,timeout");
+                let _ = writeln!(out, "\t\ttimeout {t}");
+            }
+            None => {
+                let _ = writeln!(out, "\t\tflags dynamic");
+            }
+        }
+        let _ = writeln!(out, "\t}}");
+    }
 }
 
 /// A named interval set with a counter per element. A set is named like the chain that looks
@@ -129,14 +158,14 @@ pub struct Chain {
 }
 
 impl Chain {
-    fn new(name: &str, hook: Option<&str>) -> Chain {
+    pub(crate) fn new(name: &str, hook: Option<&str>) -> Chain {
         Chain {
             name: name.into(),
             hook: hook.map(String::from),
             rules: Vec::new(),
         }
     }
-    fn rule(&mut self, r: String) {
+    pub(crate) fn rule(&mut self, r: String) {
         self.rules.push(r);
     }
     fn render(&self, out: &mut String) {
@@ -158,6 +187,9 @@ impl Table {
         let _ = writeln!(s, "table inet {TABLE} {{}}");
         let _ = writeln!(s, "delete table inet {TABLE}");
         let _ = writeln!(s, "table inet {TABLE} {{");
+        for m in &self.meters {
+            m.render(&mut s);
+        }
         for set in &self.sets {
             set.render(&mut s);
         }
@@ -185,7 +217,10 @@ impl Table {
                 .map(|s| (s.name.clone(), s.key_type.clone()))
                 .collect::<Vec<_>>()
         };
-        if layout(self) != layout(prev) || set_layout(self) != set_layout(prev) {
+        if layout(self) != layout(prev)
+            || set_layout(self) != set_layout(prev)
+            || self.meters != prev.meters
+        {
             return None;
         }
         let mut s = String::new();
@@ -365,8 +400,11 @@ pub fn render(d: &Desired, z: &ZoneSpec, observed: &crate::Observed) -> Table {
 
     // Services kawaii itself declares open only what they need, from whom they need it.
     let mut services = Chain::new("services", None);
-    if let Some(router) = crate::router::plan(d, Some(z)) {
-        let ports: Vec<String> = router.ports().iter().map(u16::to_string).collect();
+    let router_ports = crate::router::plan(d, Some(z))
+        .map(|r| r.ports())
+        .unwrap_or_default();
+    if !router_ports.is_empty() {
+        let ports: Vec<String> = router_ports.iter().map(u16::to_string).collect();
         services.rule(format!(
             "ip daddr {vips} tcp dport {{ {} }} counter accept comment \"router\"",
             ports.join(", ")
@@ -653,6 +691,11 @@ pub fn render(d: &Desired, z: &ZoneSpec, observed: &crate::Observed) -> Table {
     }
     egress.rule(format!("counter {fallback} comment \"egress-policy\""));
 
+    // Flood protections: their rules go right after `established` in input and forward.
+    let flood = crate::flood::plan(d, &wan, &vips, &router_ports, observed);
+    input.rules.splice(1..1, flood.input_head);
+    forward.rules.splice(1..1, flood.forward_head);
+
     // --- NAT.
     let mut pre = Chain::new(
         "prerouting",
@@ -713,9 +756,11 @@ pub fn render(d: &Desired, z: &ZoneSpec, observed: &crate::Observed) -> Table {
             vec![input, ingress, services, forward, egress],
             peer_chains,
             vec![pre, post],
+            flood.chains,
         ]
         .concat(),
         sets: vec![ingress_set, egress_set],
+        meters: flood.meters,
     }
 }
 

@@ -116,8 +116,9 @@ def _poll(pending, event, timeout, reachable):
 
 
 def _tcp_reachable(s):
-    # connected, or refused (RST): the port is reachable
-    return s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) in (0, 111)
+    # Connected, refused (RST), or reset right after the handshake (a SYN proxy answers for a
+    # port nothing listens on): the port is reachable.
+    return s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) in (0, 104, 111)
 
 
 def _udp_reachable(s):

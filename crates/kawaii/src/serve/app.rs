@@ -10,7 +10,8 @@ use crate::metrics::{
 use anyhow::Context;
 use kawaii_api::ApiState;
 use kawaii_drivers::{
-    Driver, conntrackd, consent, ipsec, netlink, nftables, pipes, router, vrrp, wireguard,
+    Driver, conntrack, conntrackd, consent, ipsec, netlink, nftables, pipes, router, vrrp,
+    wireguard,
 };
 use kawaii_store::Store;
 use prometheus_client::registry::Registry;
@@ -47,6 +48,8 @@ pub struct App {
     pub vrrp: Arc<vrrp::Speaker>,
     /// HA: connection-state sync (conntrackd); its readiness holds the speaker's preemption.
     pub conntrackd: Arc<conntrackd::Conntrackd>,
+    /// The conntrack table's fill and the public-side guard.
+    pub conntrack: Arc<conntrack::Guard>,
     pub wakes: Wakes,
 }
 
@@ -72,6 +75,10 @@ impl App {
         registry.register_collector(Box::new(PipeMetrics(pipes.clone())));
         let conntrackd = Arc::new(conntrackd::Conntrackd::new(&settings.state_dir));
         registry.register_collector(Box::new(ConntrackdMetrics(conntrackd.clone())));
+        let conntrack = Arc::new(conntrack::Guard::default());
+        registry.register_collector(Box::new(crate::metrics::ConntrackMetrics(
+            conntrack.clone(),
+        )));
         let api = ApiState::new(store.clone(), registry);
         api.set_on_write(wakes.notifier(Wake::ApiWrite));
         let drivers: Vec<Arc<dyn Driver>> = vec![
@@ -98,6 +105,7 @@ impl App {
             consent,
             vrrp,
             conntrackd,
+            conntrack,
             wakes,
         }))
     }

@@ -91,6 +91,11 @@ async fn daemon(settings: Settings) -> anyhow::Result<ExitCode> {
         )),
         tokio::spawn(status::refresh(app.clone(), stop.clone())),
         tokio::spawn(files::watch(app.clone(), reload.clone(), stop.clone())),
+        tokio::spawn({
+            let (guard, stop) = (app.conntrack.clone(), stop.clone());
+            let changed = app.wakes.notifier(Wake::Conntrack);
+            async move { guard.watch(stop, changed).await }
+        }),
     ];
 
     wait_for_stop(&reload).await?;

@@ -75,6 +75,9 @@ async fn pass(app: &App, reconciler: &mut Reconciler) -> Outcome {
     let validate_us = t0.elapsed().as_micros() as u64 - read_us;
     super::files::refresh_tokens(app, &report.desired);
     app.consent.set_intents(consent_intents(&report.desired));
+    let ingress = &report.desired.ingress;
+    app.conntrack
+        .configure(ingress.public_conntrack_percent, ingress.conntrack_max);
     let observed = kawaii_plan::Observed {
         consented_peerings: app.consent.consented(),
         wg_elsewhere: app.wireguard.elsewhere(),
@@ -84,6 +87,7 @@ async fn pass(app: &App, reconciler: &mut Reconciler) -> Outcome {
             .ha
             .is_some()
             .then(|| app.vrrp.owned().borrow().clone()),
+        conntrack_pressure: app.conntrack.engaged(),
     };
     let zone = app.settings.zone.as_deref();
     let plan = match kawaii_plan::plan_with(&report.desired, zone, &observed) {

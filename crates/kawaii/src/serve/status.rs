@@ -130,5 +130,6 @@ pub fn live(app: &Arc<App>) -> kawaii_api::LiveDetails {
         details.vpc_peerings = Some(app.consent.status());
         details.wireguard = app.wireguard.status();
         details.conntrack_sync = app.conntrackd.status();
+        details.conntrack = Some(app.conntrack.status());
     })
 }

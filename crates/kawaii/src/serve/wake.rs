@@ -22,6 +22,8 @@ pub enum Wake {
     Consent,
     /// HA: the WireGuard endpoint sync moved a VPN peer to or from a sibling.
     EndpointSync,
+    /// The conntrack guard engaged or released (the table's fill crossed the public share).
+    Conntrack,
     /// The periodic re-check that repairs drift in the kernel.
     Timer,
     /// A failed apply is tried again.
@@ -40,6 +42,7 @@ impl Wake {
             Wake::Vrrp => "vrrp",
             Wake::Consent => "consent",
             Wake::EndpointSync => "endpoint-sync",
+            Wake::Conntrack => "conntrack",
             Wake::Timer => "timer",
             Wake::Retry => "retry",
             Wake::Shutdown => "shutdown",

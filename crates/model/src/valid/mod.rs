@@ -7,6 +7,7 @@
 mod api;
 mod firewall;
 mod gateway;
+mod ingress;
 mod ipsec;
 mod peering;
 mod pipes;
@@ -17,6 +18,7 @@ mod wireguard;
 pub use api::{ApiSpec, Role, TokenSpec, sha256_hex};
 pub use firewall::{NatForward, PeerRuleSpec, Rule};
 pub use gateway::{DEFAULT_ADVERT_INTERVAL_CS, DEFAULT_VRID_BASE, HaSpec, ZoneSpec};
+pub use ingress::{DEFAULT_PUBLIC_CONNTRACK_PERCENT, IngressSpec, Limits, Rate, RateUnit};
 pub use ipsec::{
     DH_GROUPS, DpdAction, Encryption, Integrity, IpsecSpec, Phase, PskSource, StartAction,
 };
@@ -39,6 +41,8 @@ pub struct Desired {
     pub api: ApiSpec,
     pub zones: Vec<ZoneSpec>,
     pub ingress_rules: Vec<Rule>,
+    /// `[ingress]` and the ingress rules' per-source limits.
+    pub ingress: IngressSpec,
     pub egress_rules: Vec<Rule>,
     pub nat_rules: Vec<NatForward>,
     pub vpc_peerings: Vec<PeeringSpec>,
@@ -92,6 +96,7 @@ fn check_gateway(g: &Gateway, e: &mut Errors) -> Option<Desired> {
     let api = api::check_api(&g.api, e);
     let (zones, ha) = gateway::check_zones(g, private_subnet, e);
     let (ingress_rules, egress_rules) = firewall::check_filters(g, e);
+    let ingress = ingress::check_ingress(g, e);
     let nat_rules = firewall::check_nat(g, private_subnet, &ingress_rules, e);
     let vpc_peerings = peering::check_peerings(g, e);
     let ipsec = ipsec::check_ipsecs(g, &zones, e);
@@ -110,6 +115,7 @@ fn check_gateway(g: &Gateway, e: &mut Errors) -> Option<Desired> {
         api: api?,
         zones,
         ingress_rules,
+        ingress,
         egress_rules,
         nat_rules,
         vpc_peerings,

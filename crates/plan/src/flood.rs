@@ -1,0 +1,347 @@
+//! Flood protections of the public side, added to the `inet kawaii` table by [`crate::nft`]:
+//! - SYN proxy: the SYN of a public TCP opening (ingress rule, port forward, router listener) is
+//!   notracked in the raw hook and answered with a cookie by `synproxy` in a second input base
+//!   chain; only a completed handshake creates a conntrack entry and reaches the backend. Port
+//!   forwards are DNAT'd in the nat output hook, where synproxy's SYN to the backend leaves.
+//! - per-source limits of ingress rules: `rate_limit` (dynamic set with a timeout and `limit
+//!   rate over`) and `conn_limit` (dynamic set with `ct count over`), each drop counted under
+//!   `<rule>/rate` or `<rule>/conn`;
+//! - the conntrack guard: while the daemon observes the table past the public side's share, new
+//!   public flows are dropped (`conntrack-guard`) and private egress keeps the rest.
+
+use crate::nft::{Chain, Meter};
+use kawaii_model::Desired;
+use kawaii_model::valid::{Protocol, Rule};
+use std::fmt::Write;
+
+/// What synproxy advertises to clients on the backends' behalf: Ethernet's MSS, Linux's default
+/// window scale, timestamps and SACK (all Linux backends accept these).
+pub const SYNPROXY_OPTIONS: &str = "mss 1460 wscale 7 timestamp sack-perm";
+/// How long a source's rate-limit state outlives its last new connection.
+const RATE_TIMEOUT: &str = "1m";
+/// Sources tracked per limited rule (the oldest are evicted by timeout).
+const METER_SIZE: u32 = 65_535;
+/// Only the first packet of a TCP handshake.
+const SYN: &str = "tcp flags & (fin | syn | rst | ack) == syn";
+/// The handshake's final ACK, which synproxy turns into a connection.
+const ACK: &str = "tcp flags & (fin | syn | rst | ack) == ack";
+
+/// The chains, meters, rules and sysctls the protections add; `None` parts add nothing.
+#[derive(Debug, Default)]
+pub struct Protections {
+    /// Rules for the top of `input` (after established) and of `forward`.
+    pub input_head: Vec<String>,
+    pub forward_head: Vec<String>,
+    /// New chains: `prerouting-raw`, `input-synproxy`, `limits`, `guard`, `output-nat`.
+    pub chains: Vec<Chain>,
+    pub meters: Vec<Meter>,
+}
+
+/// Merged TCP port ranges that synproxy answers for: the TCP ingress openings (which include
+/// every reachable TCP forward) and the router's listeners.
+fn synproxy_ports(d: &Desired, router_ports: &[u16]) -> Vec<(u16, u16)> {
+    let mut spans: Vec<(u16, u16)> = d
+        .ingress_rules
+        .iter()
+        .filter(|r| r.protocol == Protocol::Tcp)
+        .flat_map(|r| r.ports.0.iter().copied())
+        .chain(router_ports.iter().map(|&p| (p, p)))
+        .collect();
+    spans.sort_unstable();
+    let mut merged: Vec<(u16, u16)> = Vec::new();
+    for (lo, hi) in spans {
+        match merged.last_mut() {
+            Some(last) if u32::from(lo) <= u32::from(last.1) + 1 => last.1 = last.1.max(hi),
+            _ => merged.push((lo, hi)),
+        }
+    }
+    merged
+}
+
+fn port_set(spans: &[(u16, u16)]) -> String {
+    let items: Vec<String> = spans
+        .iter()
+        .map(|&(lo, hi)| {
+            if lo == hi {
+                lo.to_string()
+            } else {
+                format!("{lo}-{hi}")
+            }
+        })
+        .collect();
+    match items.as_slice() {
+        [one] => one.clone(),
+        _ => format!("{{ {} }}", items.join(", ")),
+    }
+}
+
+/// A rule's match: source network, protocol, ports.
+fn rule_match(r: &Rule) -> String {
+    let net = if r.net.prefix_len() == 0 {
+        String::new()
+    } else {
+        format!("ip saddr {} ", r.net)
+    };
+    let spans: Vec<(u16, u16)> = r.ports.0.clone();
+    format!("{net}{} dport {}", r.protocol.as_str(), port_set(&spans))
+}
+
+/// A set name from a rule id (ids are operator-chosen; set names are identifiers).
+fn meter_name(id: &str, what: &str) -> String {
+    let slug: String = id
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    format!("{what}_{slug}")
+}
+
+/// Everything the protections add for a zone: `wan` is the quoted public interface, `vips`
+/// the public VIPs this node holds (one address or an anonymous set).
+pub fn plan(
+    d: &Desired,
+    wan: &str,
+    vips: &str,
+    router_ports: &[u16],
+    observed: &crate::Observed,
+) -> Protections {
+    let mut p = Protections::default();
+    let sp = if d.ingress.synproxy {
+        synproxy_ports(d, router_ports)
+    } else {
+        Vec::new()
+    };
+    let sp_ports = (!sp.is_empty()).then(|| port_set(&sp));
+    let public = format!("iifname {wan} ip daddr {vips}");
+
+    // The guard first: it holds for every new public flow, whatever rule would open it. The
+    // chain is always there (engaging it patches one chain, keeping every counter); its drop
+    // only while the daemon observes the table past the public share.
+    let mut guard = Chain::new("guard", None);
+    if observed.conntrack_pressure {
+        guard.rule("counter drop comment \"conntrack-guard\"".into());
+    }
+    p.chains.push(guard);
+    p.input_head
+        .push(format!("{public} ct state new jump guard"));
+    if let Some(ports) = &sp_ports {
+        p.input_head.push(format!(
+            "{public} tcp dport {ports} ct state invalid {ACK} jump guard"
+        ));
+    }
+    p.forward_head
+        .push(format!("iifname {wan} ct state new jump guard"));
+
+    // Per-source limits of the ingress rules, on the input path and (forwards without the
+    // proxy) the forward path.
+    let mut limits = Chain::new("limits", None);
+    for r in &d.ingress_rules {
+        let Some(l) = d.ingress.limits.get(&r.id) else {
+            continue;
+        };
+        let m = rule_match(r);
+        let proxied = r.protocol == Protocol::Tcp && sp_ports.is_some();
+        if let Some(rate) = l.rate {
+            let name = meter_name(&r.id, "rate");
+            let first = match r.protocol {
+                Protocol::Tcp => SYN,
+                Protocol::Udp => "ct state new",
+            };
+            limits.rule(format!(
+                "{m} {first} update @{name} {{ ip saddr limit rate over {}/{} burst {} packets }} counter drop comment \"{}/rate\"",
+                rate.count,
+                rate.unit.as_str(),
+                rate.burst,
+                r.id
+            ));
+            p.meters.push(Meter {
+                name,
+                size: METER_SIZE,
+                timeout: Some(RATE_TIMEOUT),
+            });
+        }
+        if let Some(n) = l.conn {
+            let name = meter_name(&r.id, "conn");
+            // Through the proxy the entry is born when the client's ACK completes the
+            // handshake; a connection over the cap is reset there, never reaching the backend.
+            let (when, verdict) = if proxied {
+                (format!("ct state invalid {ACK}"), "reject with tcp reset")
+            } else {
+                ("ct state new".to_string(), "drop")
+            };
+            limits.rule(format!(
+                "{m} {when} add @{name} {{ ip saddr ct count over {n} }} counter {verdict} comment \"{}/conn\"",
+                r.id
+            ));
+            p.meters.push(Meter {
+                name,
+                size: METER_SIZE,
+                timeout: None,
+            });
+        }
+    }
+    if !limits.rules.is_empty() {
+        p.chains.push(limits);
+        p.input_head.push(format!("{public} jump limits"));
+        p.forward_head.push(format!("iifname {wan} jump limits"));
+    }
+
+    if let Some(ports) = &sp_ports {
+        // The handshake's ACK is "invalid" to conntrack (no entry, loose pickup off): it goes
+        // on to the synproxy chain, which accepts only a valid cookie.
+        p.input_head.push(format!(
+            "{public} tcp dport {ports} ct state invalid accept"
+        ));
+        let mut raw = Chain::new(
+            "prerouting-raw",
+            Some("type filter hook prerouting priority raw; policy accept;"),
+        );
+        raw.rule(format!(
+            "{public} tcp dport {ports} {SYN} notrack comment \"synproxy-notrack\""
+        ));
+        p.chains.push(raw);
+        // After `input` accepted the SYN (an opening, a forward, a listener): the cookie.
+        let mut proxy = Chain::new(
+            "input-synproxy",
+            Some("type filter hook input priority 10; policy accept;"),
+        );
+        proxy.rule(format!(
+            "{public} tcp dport {ports} ct state invalid,untracked counter synproxy {SYNPROXY_OPTIONS} comment \"synproxy\""
+        ));
+        p.chains.push(proxy);
+        // The SYN synproxy sends on to the backend leaves from this host, to the VIP: the
+        // forwards' DNAT is repeated in the nat output hook.
+        let mut out = Chain::new(
+            "output-nat",
+            Some("type nat hook output priority -100; policy accept;"),
+        );
+        for n in d.nat_rules.iter().filter(|n| n.protocol == Protocol::Tcp) {
+            let spans = n.ports.0.clone();
+            let mut rule = String::new();
+            let _ = write!(
+                rule,
+                "ip daddr {vips} tcp dport {} dnat ip to {} comment \"{}\"",
+                port_set(&spans),
+                n.destination,
+                n.id
+            );
+            out.rule(rule);
+        }
+        if !out.rules.is_empty() {
+            p.chains.push(out);
+        }
+    }
+    p
+}
+
+/// The conntrack sysctls: loose pickup off for synproxy (it must see the handshake), and the
+/// table's size when configured.
+pub fn sysctls(d: &Desired, router_ports: &[u16]) -> Vec<(&'static str, String)> {
+    let mut out = Vec::new();
+    if d.ingress.synproxy && !synproxy_ports(d, router_ports).is_empty() {
+        out.push(("net.netfilter.nf_conntrack_tcp_loose", "0".to_string()));
+    }
+    if let Some(max) = d.ingress.conntrack_max {
+        out.push(("net.netfilter.nf_conntrack_max", max.to_string()));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overlapping_openings_merge_into_one_port_set() {
+        let d = kawaii_model::validate(
+            &kawaii_model::Gateway::parse(
+                r#"
+                [[ingress_rules]]
+                ports = "22,80-90"
+                [[ingress_rules]]
+                source = "192.0.2.0/24"
+                ports = "85-100,101"
+                [[ingress_rules]]
+                protocol = "udp"
+                ports = "53"
+                "#,
+                kawaii_model::Format::Toml,
+            )
+            .expect("parse"),
+        )
+        .expect("valid")
+        .desired;
+        assert_eq!(
+            synproxy_ports(&d, &[443]),
+            [(22, 22), (80, 101), (443, 443)]
+        );
+        assert_eq!(port_set(&synproxy_ports(&d, &[])), "{ 22, 80-101 }");
+    }
+}
+
+/// Whether the conntrack guard is engaged after a reading of `count` public-side-capable
+/// entries against `cap`: it engages at the cap and releases once the table drained below 90 %
+/// of it, so that it does not flap at the boundary.
+pub fn pressure(engaged: bool, count: u64, cap: u64) -> bool {
+    if engaged {
+        count * 10 >= cap * 9
+    } else {
+        count >= cap
+    }
+}
+
+#[cfg(test)]
+mod pressure_tests {
+    #[test]
+    fn hysteresis() {
+        use super::pressure;
+        assert!(!pressure(false, 99, 100));
+        assert!(pressure(false, 100, 100));
+        assert!(pressure(true, 90, 100));
+        assert!(!pressure(true, 89, 100));
+    }
+}
+
+#[cfg(test)]
+mod guard_tests {
+    use crate::Observed;
+
+    #[test]
+    fn engaging_the_guard_patches_one_chain() {
+        let d = kawaii_model::validate(
+            &kawaii_model::Gateway::parse(
+                r#"
+                [gateway]
+                private_subnet = "10.1.0.0/24"
+                [[zones]]
+                name = "a"
+                public_interface = "wan0"
+                private_interface = "lan0"
+                public_vip = "203.0.113.10/24"
+                public_gateway = "203.0.113.1"
+                private_vip = "10.1.0.1"
+                [[ingress_rules]]
+                ports = "80"
+                "#,
+                kawaii_model::Format::Toml,
+            )
+            .expect("parse"),
+        )
+        .expect("valid")
+        .desired;
+        let z = &d.zones[0];
+        let calm = crate::nft::render(&d, z, &Observed::default());
+        let pressed = crate::nft::render(
+            &d,
+            z,
+            &Observed {
+                conntrack_pressure: true,
+                ..Observed::default()
+            },
+        );
+        let patch = pressed.patch_from(&calm).expect("same layout");
+        assert_eq!(
+            patch,
+            "flush chain inet kawaii guard\ntable inet kawaii {\n\tchain guard {\n\t\tcounter drop comment \"conntrack-guard\"\n\t}\n}\n"
+        );
+    }
+}
