@@ -48,6 +48,28 @@ impl Driver for Nftables {
     }
 }
 
+/// Makes the kernel track connections in this network namespace before the daemon opens
+/// long-lived ones (the etcd store's). With the SYN proxy on, `nf_conntrack_tcp_loose = 0` makes
+/// conntrack refuse any TCP flow it did not see start, so a connection opened before the first
+/// table was loaded would go dead. When kawaii's table is there already (a restart), tracking
+/// is on; otherwise a first `inet kawaii` table that only counts (as open as the host was
+/// before kawaii ran) turns it on, and the first apply replaces it whole.
+pub async fn track_connections() -> Result<(), DriverError> {
+    use kawaii_plan::nft::TABLE;
+    if tool::run("nft", &["list", "table", "inet", TABLE], None)
+        .await
+        .is_ok()
+    {
+        return Ok(());
+    }
+    let first = format!(
+        "table inet {TABLE} {{\n\tchain conntrack {{\n\t\ttype filter hook prerouting priority raw + 10; policy accept;\n\t\tct state invalid counter\n\t}}\n}}\n"
+    );
+    tool::run("nft", &["-f", "-"], Some(&first))
+        .await
+        .map(|_| ())
+}
+
 /// One rule's counter, named by its comment. A rule rendered as set elements is named by their
 /// comment, and its chain is the set's name (the chain that looks the set up).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]

@@ -63,10 +63,18 @@ fn init_logging() {
 
 async fn daemon(settings: Settings) -> anyhow::Result<ExitCode> {
     // A zone the file does not declare is refused before anything is written.
-    if let (Some(zone), Ok((_, report))) =
-        (&settings.zone, crate::config::load_valid(&settings.config))
-    {
+    let file = crate::config::load_valid(&settings.config).ok();
+    if let (Some(zone), Some((_, report))) = (&settings.zone, &file) {
         kawaii_plan::select_zone(&report.desired, Some(zone))?;
+    }
+    // With the SYN proxy, conntrack must see the store's connection start (see
+    // `nftables::track_connections`).
+    if let Some((_, report)) = &file
+        && report.desired.ingress.synproxy
+        && !report.desired.zones.is_empty()
+        && let Err(e) = kawaii_drivers::nftables::track_connections().await
+    {
+        warn!(%e, "cannot turn connection tracking on before the store connects");
     }
     let (wakes, wake_rx) = Wakes::channel();
     let app = App::build(settings, wakes).await?;
