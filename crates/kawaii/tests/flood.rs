@@ -70,6 +70,10 @@ impl Lab {
         let svc = lab.svc.clone();
         topo.spawn(&lab.vm1, "vm1-echo", &["python3", &svc, "tcp-echo", "7"])
             .expect("echo");
+        // Listening before any test connects: through the SYN proxy a client's connect
+        // succeeds even when the backend is not up yet, and then fails on its first bytes.
+        let echo = "127.0.0.1:7".parse().expect("address");
+        kawaii_testkit::wait_tcp(&lab.vm1, echo, Duration::from_secs(10)).expect("echo listening");
         let token = lab::admin_token(&lab.state).expect("bootstrap token");
         Lab {
             topo,
