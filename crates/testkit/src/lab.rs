@@ -442,6 +442,28 @@ pub fn status(host: &Host, state: &Path) -> Option<serde_json::Value> {
 /// flows resynced), or runs without sync.
 pub fn wait_sync_ready(host: &Host, state: &Path, timeout: Duration) -> Result<()> {
     wait_for(timeout, "the connection-state sync to be ready", || {
+        if admin_token(state).is_none() {
+            // The config names its own tokens (no bootstrap token): `/metrics`, which needs
+            // none, tells the same (no sync metrics while sync is off).
+            let out = host
+                .exec(&[
+                    "curl",
+                    "-sf",
+                    "--max-time",
+                    "2",
+                    "http://127.0.0.1:7780/metrics",
+                ])
+                .ok()
+                .filter(|o| o.status.success())?;
+            let text = String::from_utf8_lossy(&out.stdout);
+            return match text
+                .lines()
+                .find(|l| l.starts_with("kawaii_conntrack_sync_ready"))
+            {
+                None => Some(()),
+                Some(l) => l.trim_end().ends_with(" 1").then_some(()),
+            };
+        }
         let st = status(host, state)?;
         let sync = &st["details"]["conntrack_sync"];
         (sync.is_null() || sync["ready"] == true).then_some(())
