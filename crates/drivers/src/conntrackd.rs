@@ -8,6 +8,7 @@
 //! so that a sibling that returns gets them back. It never runs `-t` or `-f`: in kawaii's
 //! active-active shape those would delete this node's own zone's flows.
 
+use crate::child::{self, Backoff, Supervisor};
 use crate::{Applied, ApplyFuture, Driver, DriverError, DriverName};
 use kawaii_plan::Plan;
 use kawaii_plan::conntrackd::{SyncPlan, Transport};
@@ -63,8 +64,7 @@ struct Shared {
     ready: watch::Sender<bool>,
     view: StdMutex<View>,
     held: StdMutex<BTreeSet<String>>,
-    stop: watch::Sender<bool>,
-    supervisor: StdMutex<Option<tokio::task::JoinHandle<()>>>,
+    supervisor: Supervisor,
 }
 
 /// Status: the process, the resync, the counters, the siblings.
@@ -239,10 +239,7 @@ fn transient(e: impl std::fmt::Display) -> DriverError {
 }
 
 fn unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
+    child::unix_ms(std::time::SystemTime::now())
 }
 
 impl Conntrackd {
@@ -260,8 +257,7 @@ impl Conntrackd {
                 ready: watch::channel(false).0,
                 view: StdMutex::new(View::default()),
                 held: StdMutex::new(BTreeSet::new()),
-                stop: watch::channel(false).0,
-                supervisor: StdMutex::new(None),
+                supervisor: Supervisor::new(),
             }),
         }
     }
@@ -288,25 +284,12 @@ impl Conntrackd {
 
     /// Stops conntrackd (SIGTERM, then SIGKILL) and the supervisor. The kernel table stays.
     pub async fn shutdown(&self) {
-        let _ = self.shared.stop.send(true);
-        let task = self
-            .shared
-            .supervisor
-            .lock()
-            .ok()
-            .and_then(|mut s| s.take());
-        if let Some(task) = task {
-            let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
-        }
+        self.shared.supervisor.shutdown().await;
     }
 
     fn ensure_supervisor(&self) {
-        let Ok(mut sup) = self.shared.supervisor.lock() else {
-            return;
-        };
-        if sup.is_none() {
-            *sup = Some(tokio::spawn(supervise(self.shared.clone())));
-        }
+        let shared = self.shared.clone();
+        self.shared.supervisor.ensure(|| supervise(shared));
     }
 
     async fn apply_plan(&self, plan: &Plan) -> Result<(), DriverError> {
@@ -435,9 +418,13 @@ async fn client(shared: &Shared, arg: &str) -> Result<String, DriverError> {
 
 /// Runs conntrackd while sync is wanted: start, resync, watch, restart.
 async fn supervise(shared: Arc<Shared>) {
-    let mut stop = shared.stop.subscribe();
+    let mut stop = shared.supervisor.stopping();
     let mut want = shared.want.subscribe();
-    let mut backoff = Duration::from_millis(100);
+    let mut backoff = Backoff::new(
+        Duration::from_millis(100),
+        Duration::from_secs(5),
+        Duration::from_secs(30),
+    );
     let mut starts = 0u32;
     loop {
         if *stop.borrow() {
@@ -477,21 +464,12 @@ async fn supervise(shared: Arc<Shared>) {
         }
         match end {
             End::Stopped => break,
-            End::Reconfigure => backoff = Duration::from_millis(100),
+            End::Reconfigure => backoff.reset(),
+            // Within a second after a crash; slower only if it keeps dying at once.
             End::Died | End::Watchdog => {
-                // Within a second after a crash; slower only if it keeps dying at once.
-                if started.elapsed() > Duration::from_secs(30) {
-                    backoff = Duration::from_millis(100);
+                if !backoff.wait("conntrackd", started, &mut stop).await {
+                    break;
                 }
-                warn!(
-                    backoff_ms = backoff.as_millis() as u64,
-                    "conntrackd is down; restarting it"
-                );
-                tokio::select! {
-                    _ = tokio::time::sleep(backoff) => {}
-                    _ = stop.changed() => break,
-                }
-                backoff = (backoff * 2).min(Duration::from_secs(5));
             }
         }
     }
@@ -523,7 +501,7 @@ async fn run_once(
     want: &mut watch::Receiver<Option<String>>,
     stop: &mut watch::Receiver<bool>,
 ) -> Result<End, DriverError> {
-    write_config(&shared.dir, config)?;
+    child::write_private(&shared.dir, "conntrackd.conf", config, transient)?;
     // Ours alone (the directory is the driver's): a lock or socket left by a killed
     // conntrackd would stop the next one from starting.
     let _ = std::fs::remove_file(shared.dir.join("conntrackd.lock"));
@@ -713,29 +691,11 @@ fn log_hint(shared: &Shared) -> String {
     shared.dir.join("conntrackd.log").display().to_string()
 }
 
-fn write_config(dir: &Path, config: &str) -> Result<(), DriverError> {
-    use std::os::unix::fs::DirBuilderExt;
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(|e| transient(format!("creating {}: {e}", dir.display())))?;
-    let conf = dir.join("conntrackd.conf");
-    std::fs::write(&conf, config).map_err(|e| transient(format!("writing {}: {e}", conf.display())))
-}
-
 /// conntrackd in the foreground (console mode, so its pid is the child's), killed if kawaii
 /// dies. Its lock file and socket are under the driver's directory, so it needs no private
 /// mount: several instances run on one machine (in their network namespaces) side by side.
 fn spawn(shared: &Shared) -> Result<tokio::process::Child, DriverError> {
-    let out = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(shared.dir.join("conntrackd.out"))
-        .map_err(|e| transient(format!("conntrackd.out: {e}")))?;
-    let err = out
-        .try_clone()
-        .map_err(|e| transient(format!("conntrackd.out: {e}")))?;
+    let (out, err) = child::output(&shared.dir, "conntrackd.out", transient)?;
     tokio::process::Command::new("setpriv")
         .args(["--pdeathsig", "KILL", "--"])
         .arg(&shared.binary)
@@ -751,16 +711,7 @@ fn spawn(shared: &Shared) -> Result<tokio::process::Child, DriverError> {
 
 /// SIGTERM (conntrackd removes its lock file and socket), then SIGKILL.
 async fn stop_child(child: &mut tokio::process::Child, pid: Option<u32>) {
-    if let Some(pid) = pid {
-        let _ = crate::tool::run("kill", &["-TERM", &pid.to_string()], None).await;
-        if tokio::time::timeout(Duration::from_secs(2), child.wait())
-            .await
-            .is_ok()
-        {
-            return;
-        }
-    }
-    let _ = child.kill().await;
+    child::terminate(child, pid, Duration::from_secs(2)).await;
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@
 //! reports per connection the IKE/CHILD state, counters and the last error. PSKs go to charon
 //! over the socket only; they appear in no file, log, status or error.
 
+use crate::child::{self, Backoff, Supervisor};
 use crate::ipsec_vici::{self as vici, IkeConfig, Outcome, SharedKey};
 use crate::{Applied, ApplyFuture, Driver, DriverError, DriverName};
 use futures_util::{Stream, StreamExt, TryStreamExt};
@@ -68,8 +69,7 @@ struct Shared {
     wake: Notify,
     /// Generation of the charon that is up and loaded (0: none).
     up: watch::Sender<u64>,
-    stop: watch::Sender<bool>,
-    supervisor: StdMutex<Option<tokio::task::JoinHandle<()>>>,
+    supervisor: Supervisor,
 }
 
 #[derive(Default)]
@@ -162,10 +162,7 @@ async fn command<T: Serialize>(
 }
 
 fn now_epoch() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+    child::unix_ms(std::time::SystemTime::now()) / 1000
 }
 
 impl Ipsec {
@@ -183,8 +180,7 @@ impl Ipsec {
                 view: StdMutex::new(View::default()),
                 wake: Notify::new(),
                 up: watch::channel(0).0,
-                stop: watch::channel(false).0,
-                supervisor: StdMutex::new(None),
+                supervisor: Supervisor::new(),
             }),
         }
     }
@@ -200,26 +196,12 @@ impl Ipsec {
 
     /// Stops charon (SIGTERM, then SIGKILL) and the supervisor.
     pub async fn shutdown(&self) {
-        let _ = self.shared.stop.send(true);
-        let task = self
-            .shared
-            .supervisor
-            .lock()
-            .ok()
-            .and_then(|mut s| s.take());
-        if let Some(task) = task {
-            let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
-        }
+        self.shared.supervisor.shutdown().await;
     }
 
     fn ensure_supervisor(&self) {
-        let Ok(mut sup) = self.shared.supervisor.lock() else {
-            return;
-        };
-        if sup.is_none() {
-            let shared = self.shared.clone();
-            *sup = Some(tokio::spawn(supervise(shared)));
-        }
+        let shared = self.shared.clone();
+        self.shared.supervisor.ensure(|| supervise(shared));
     }
 
     async fn apply_plan(&self, plan: &Plan) -> Result<(), DriverError> {
@@ -237,12 +219,7 @@ impl Ipsec {
                 },
             );
         }
-        let started = self
-            .shared
-            .supervisor
-            .lock()
-            .map(|s| s.is_some())
-            .unwrap_or(false);
+        let started = self.shared.supervisor.started();
         if desired.is_empty() && !started {
             return Ok(());
         }
@@ -399,8 +376,12 @@ async fn initiate_conn(c: &mut rsvici::Client, id: &str) {
 
 /// Runs charon for as long as the daemon does: start, load, watch, restart with backoff.
 async fn supervise(shared: Arc<Shared>) {
-    let mut stop = shared.stop.subscribe();
-    let mut backoff = Duration::from_millis(250);
+    let mut stop = shared.supervisor.stopping();
+    let mut backoff = Backoff::new(
+        Duration::from_millis(250),
+        Duration::from_secs(30),
+        Duration::from_secs(60),
+    );
     let mut generation = 0u64;
     loop {
         if *stop.borrow() {
@@ -427,18 +408,9 @@ async fn supervise(shared: Arc<Shared>) {
             v.charon.pid = None;
             v.charon.restarts += 1;
         }
-        if started.elapsed() > Duration::from_secs(60) {
-            backoff = Duration::from_millis(250);
+        if !backoff.wait("charon", started, &mut stop).await {
+            break;
         }
-        warn!(
-            backoff_ms = backoff.as_millis() as u64,
-            "charon is down; restarting it"
-        );
-        tokio::select! {
-            _ = tokio::time::sleep(backoff) => {}
-            _ = stop.changed() => break,
-        }
-        backoff = (backoff * 2).min(Duration::from_secs(30));
     }
 }
 
@@ -449,7 +421,8 @@ async fn run_once(
     generation: &mut u64,
     stop: &mut watch::Receiver<bool>,
 ) -> Result<bool, DriverError> {
-    let conf = write_config(&shared.dir, mode)?;
+    let config = render_config(&shared.dir, mode);
+    let conf = child::write_private(&shared.dir, "strongswan.conf", &config, transient)?;
     let socket = shared.dir.join("charon.vici");
     let _ = std::fs::remove_file(&socket);
     let mut child = spawn_charon(&shared.charon, &conf, &shared.dir)?;
@@ -523,16 +496,7 @@ fn record_exit(shared: &Shared, why: &str) {
 
 /// SIGTERM (so charon removes its routes and TUN device), then SIGKILL.
 async fn stop_charon(child: &mut tokio::process::Child, pid: Option<u32>) {
-    if let Some(pid) = pid {
-        let _ = crate::tool::run("kill", &["-TERM", &pid.to_string()], None).await;
-        if tokio::time::timeout(Duration::from_secs(3), child.wait())
-            .await
-            .is_ok()
-        {
-            return;
-        }
-    }
-    let _ = child.kill().await;
+    child::terminate(child, pid, Duration::from_secs(3)).await;
 }
 
 /// Reads the SAs, updates the status, initiates what should be up and is not.
@@ -805,19 +769,6 @@ charon {{
     )
 }
 
-fn write_config(dir: &Path, mode: Mode) -> Result<PathBuf, DriverError> {
-    use std::os::unix::fs::DirBuilderExt;
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(|e| transient(format!("creating {}: {e}", dir.display())))?;
-    let conf = dir.join("strongswan.conf");
-    std::fs::write(&conf, render_config(dir, mode))
-        .map_err(|e| transient(format!("writing {}: {e}", conf.display())))?;
-    Ok(conf)
-}
-
 /// charon in a private mount namespace whose `/run` is a fresh tmpfs (its pid file lives
 /// there, so several charons can run on one machine), killed if kawaii dies.
 fn spawn_charon(
@@ -825,14 +776,7 @@ fn spawn_charon(
     conf: &Path,
     dir: &Path,
 ) -> Result<tokio::process::Child, DriverError> {
-    let out = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(dir.join("charon.out"))
-        .map_err(|e| transient(format!("charon.out: {e}")))?;
-    let err = out
-        .try_clone()
-        .map_err(|e| transient(format!("charon.out: {e}")))?;
+    let (out, err) = child::output(dir, "charon.out", transient)?;
     tokio::process::Command::new("unshare")
         .args(["--mount", "--propagation", "private", "--"])
         .args(["setpriv", "--pdeathsig", "KILL", "--"])

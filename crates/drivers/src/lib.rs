@@ -2,6 +2,7 @@
 //! of a [`Plan`] idempotently and reports the result to the reconcile loop; a failed apply leaves
 //! the previous state in force.
 
+mod child;
 pub mod conntrack;
 pub mod conntrackd;
 pub mod consent;
