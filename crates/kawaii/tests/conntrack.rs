@@ -56,25 +56,10 @@ ports = "8080"
 
 impl Lab {
     fn new(tag: &str, sync: bool) -> Lab {
-        assert!(
-            kawaii_testkit::can_run(),
-            "end-to-end tests need root and iproute2"
-        );
         let serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-        let mut topo = Topology::new(tag).expect("topology");
-        let cfg = topo.dir().join("gateway.toml");
-        std::fs::write(&cfg, config(sync)).expect("config");
-        let opts = HaLabOptions {
-            kawaii: env!("CARGO_BIN_EXE_kawaii").into(),
-            config: cfg,
-            env: vec![(
-                "KAWAII_LOG".into(),
-                "info,kawaii_drivers::conntrackd=debug".into(),
-            )],
-            start_b: true,
-            etcd: false,
-        };
-        let lab = lab::build_ha(&mut topo, &opts).unwrap_or_else(|e| panic!("lab: {e}"));
+        let opts = HaLabOptions::new(env!("CARGO_BIN_EXE_kawaii"))
+            .log("info,kawaii_drivers::conntrackd=debug");
+        let (topo, lab) = lab::start_ha(tag, |_| config(sync), opts);
         let flows = lab::flows_script(&topo).expect("flows.py");
         Lab {
             topo,

@@ -23,26 +23,11 @@ static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 impl Ha {
     /// The two-zone lab on the config `config` returns (given the topology's directory).
     fn new(tag: &str, start_b: bool, config: impl FnOnce(&Path) -> String) -> Ha {
-        assert!(
-            kawaii_testkit::can_run(),
-            "end-to-end tests need root and iproute2"
-        );
         let serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-        let mut topo = Topology::new(tag).expect("topology");
-        let cfg = topo
-            .write("gateway.toml", &config(topo.dir()))
-            .expect("config");
-        let opts = HaLabOptions {
-            kawaii: KAWAII.into(),
-            config: cfg,
-            env: vec![(
-                "KAWAII_LOG".into(),
-                "info,kawaii_drivers::vrrp=debug".into(),
-            )],
-            start_b,
-            etcd: false,
-        };
-        let lab = lab::build_ha(&mut topo, &opts).unwrap_or_else(|e| panic!("lab: {e}"));
+        let opts = HaLabOptions::new(KAWAII)
+            .log("info,kawaii_drivers::vrrp=debug")
+            .start_b(start_b);
+        let (topo, lab) = lab::start_ha(tag, config, opts);
         Ha {
             topo,
             lab,

@@ -18,6 +18,13 @@ fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_kawaii")
 }
 
+/// The two-zone lab sharing its desired state through the lab's etcd.
+fn etcd_lab() -> kawaii_testkit::lab::HaLabOptions {
+    kawaii_testkit::lab::HaLabOptions::new(bin())
+        .log("info")
+        .etcd()
+}
+
 fn sha(token: &str) -> String {
     hex::encode(kawaii_api::hash_token(token))
 }
@@ -640,21 +647,7 @@ fn state_modes_and_api_round_trips() {
 #[test]
 fn a_write_through_one_zone_holds_in_the_other_after_failover() {
     use kawaii_testkit::lab;
-    assert!(
-        kawaii_testkit::can_run(),
-        "end-to-end tests need root and iproute2"
-    );
-    let mut topo = Topology::new("st-ha").expect("topology");
-    let cfg = topo.dir().join("gateway.toml");
-    std::fs::write(&cfg, lab::ha_config(5, "0s")).expect("config");
-    let opts = lab::HaLabOptions {
-        kawaii: bin().into(),
-        config: cfg,
-        env: vec![("KAWAII_LOG".into(), "info".into())],
-        start_b: true,
-        etcd: true,
-    };
-    let l = lab::build_ha(&mut topo, &opts).unwrap_or_else(|e| panic!("lab: {e}"));
+    let (mut topo, l) = lab::start_ha("st-ha", |_| lab::ha_config(5, "0s"), etcd_lab());
     let token = |zone: &str| {
         lab::admin_token(&topo.dir().join(format!("state-{zone}"))).expect("bootstrap token")
     };
@@ -914,17 +907,7 @@ fn bench_store() {
 
     println!("== etcd: two zones sharing one etcd 3.4 (tmpfs, management switch)");
     {
-        let mut topo = Topology::new("bs-etcd").expect("topology");
-        let cfg = topo.dir().join("gateway.toml");
-        std::fs::write(&cfg, lab::ha_config(5, "0s")).expect("config");
-        let opts = lab::HaLabOptions {
-            kawaii: bin().into(),
-            config: cfg,
-            env: vec![("KAWAII_LOG".into(), "info".into())],
-            start_b: true,
-            etcd: true,
-        };
-        let l = lab::build_ha(&mut topo, &opts).unwrap_or_else(|e| panic!("lab: {e}"));
+        let (mut topo, l) = lab::start_ha("bs-etcd", |_| lab::ha_config(5, "0s"), etcd_lab());
         let token = lab::admin_token(&topo.dir().join("state-zone-a")).expect("token");
         let log_a = topo.proc(l.kawaii_a.proc).log.clone();
         let log_b = topo

@@ -55,23 +55,10 @@ impl UiLab {
             "the UI tests need Debian's chromium and chromium-driver (scripts/setup)"
         );
         let serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-        let mut topo = Topology::new(tag).expect("topology");
-        let cfg = topo.dir().join("gateway.toml");
-        let config = format!(
-            "{}{}{}",
-            lab::ha_config(5, "0s"),
-            tokens(),
-            extra(topo.dir())
-        );
-        std::fs::write(&cfg, config).expect("config");
-        let opts = HaLabOptions {
-            kawaii: KAWAII.into(),
-            config: cfg,
-            env: vec![],
-            start_b: true,
-            etcd: false,
+        let config = |dir: &std::path::Path| {
+            format!("{}{}{}", lab::ha_config(5, "0s"), tokens(), extra(dir))
         };
-        let lab = lab::build_ha(&mut topo, &opts).unwrap_or_else(|e| panic!("lab: {e}"));
+        let (topo, lab) = lab::start_ha(tag, config, HaLabOptions::new(KAWAII));
         UiLab {
             topo,
             lab,

@@ -285,6 +285,56 @@ pub struct HaLabOptions {
     pub etcd: bool,
 }
 
+impl HaLabOptions {
+    /// Both zones run `kawaii` at the default log level, without a shared store; the config
+    /// is filled in by [`start_ha`].
+    pub fn new(kawaii: impl Into<PathBuf>) -> HaLabOptions {
+        HaLabOptions {
+            kawaii: kawaii.into(),
+            config: PathBuf::new(),
+            env: Vec::new(),
+            start_b: true,
+            etcd: false,
+        }
+    }
+
+    /// The daemons' `KAWAII_LOG` filter.
+    pub fn log(mut self, filter: &str) -> HaLabOptions {
+        self.env.push(("KAWAII_LOG".into(), filter.into()));
+        self
+    }
+
+    /// Share the desired state through the lab's etcd.
+    pub fn etcd(mut self) -> HaLabOptions {
+        self.etcd = true;
+        self
+    }
+
+    /// Whether zone-b's gateway runs kawaii.
+    pub fn start_b(mut self, start: bool) -> HaLabOptions {
+        self.start_b = start;
+        self
+    }
+}
+
+/// A test's two-zone lab: a new topology `tag` and the lab built in it on the config that
+/// `config` returns (given the topology's directory; written to `gateway.toml`). A fixture:
+/// it panics, naming the step, when the lab cannot be built.
+pub fn start_ha(
+    tag: &str,
+    config: impl FnOnce(&Path) -> String,
+    opts: HaLabOptions,
+) -> (Topology, HaLab) {
+    assert!(crate::can_run(), "end-to-end tests need root and iproute2");
+    let mut topo = Topology::new(tag).expect("topology");
+    let config = topo
+        .write("gateway.toml", &config(topo.dir()))
+        .expect("config");
+    let opts = HaLabOptions { config, ..opts };
+    let lab = build_ha(&mut topo, &opts).unwrap_or_else(|e| panic!("lab: {e}"));
+    (topo, lab)
+}
+
 /// The HA lab's etcd (with [`HaLabOptions::etcd`]) and the key prefix both zones use.
 pub const ETCD_IP: &str = "10.254.0.1";
 pub const ETCD_PREFIX: &str = "/kawaii/lab-ha";
