@@ -70,44 +70,67 @@ pub(crate) fn family<T, L: prometheus_client::encoding::EncodeLabelSet>(
     Ok(())
 }
 
+/// One metric of a [`table`]: its name, help and type, and the value an item gives.
+pub(crate) type Column<T> = (
+    &'static str,
+    &'static str,
+    prometheus_client::metrics::MetricType,
+    fn(&T) -> u64,
+);
+
+/// Encodes one family per column, each with one sample per item labelled by `labels`.
+pub(crate) fn table<T, L: prometheus_client::encoding::EncodeLabelSet>(
+    enc: &mut DescriptorEncoder,
+    items: &[T],
+    labels: impl Fn(&T) -> L,
+    columns: &[Column<T>],
+) -> Result<(), std::fmt::Error> {
+    for &(name, help, kind, value) in columns {
+        family(enc, (name, help, kind), items, |i| (labels(i), value(i)))?;
+    }
+    Ok(())
+}
+
+/// The label set of a metric that has one sample.
+fn unlabelled<T>(_: &T) -> Vec<(String, String)> {
+    Vec::new()
+}
+
 /// `kawaii_vrrp_*` metrics per virtual router, read from the speaker at scrape time.
 #[derive(Debug)]
 pub(crate) struct VrrpMetrics(pub(crate) Arc<kawaii_drivers::vrrp::Speaker>);
 
 impl prometheus_client::collector::Collector for VrrpMetrics {
     fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let list = self.0.status();
-        let labels = |r: &kawaii_drivers::vrrp::RouterStatus| {
-            [("zone", r.zone.clone()), ("vrid", r.vrid.to_string())]
-        };
-        let help = "Transitions to Master per virtual router";
-        family(
-            &mut enc,
-            ("kawaii_vrrp_master_transitions", help, COUNTER),
-            &list,
-            |r| (labels(r), r.transitions),
-        )?;
-        let help = "VRRP adverts sent per virtual router";
-        family(
-            &mut enc,
-            ("kawaii_vrrp_adverts_sent", help, COUNTER),
-            &list,
-            |r| (labels(r), r.adverts_sent),
-        )?;
-        let help = "VRRP adverts received per virtual router";
-        family(
-            &mut enc,
-            ("kawaii_vrrp_adverts_received", help, COUNTER),
-            &list,
-            |r| (labels(r), r.adverts_received),
-        )?;
-        let help = "1 when this node is master of the virtual router (holds the zone's VIPs)";
-        family(&mut enc, ("kawaii_vrrp_master", help, GAUGE), &list, |r| {
+        use kawaii_drivers::vrrp::{RouterStatus, State};
+        let labels = |r: &RouterStatus| [("zone", r.zone.clone()), ("vrid", r.vrid.to_string())];
+        let columns: &[Column<RouterStatus>] = &[
             (
-                labels(r),
-                u64::from(r.state == kawaii_drivers::vrrp::State::Master),
-            )
-        })
+                "kawaii_vrrp_master_transitions",
+                "Transitions to Master per virtual router",
+                COUNTER,
+                |r| r.transitions,
+            ),
+            (
+                "kawaii_vrrp_adverts_sent",
+                "VRRP adverts sent per virtual router",
+                COUNTER,
+                |r| r.adverts_sent,
+            ),
+            (
+                "kawaii_vrrp_adverts_received",
+                "VRRP adverts received per virtual router",
+                COUNTER,
+                |r| r.adverts_received,
+            ),
+            (
+                "kawaii_vrrp_master",
+                "1 when this node is master of the virtual router (holds the zone's VIPs)",
+                GAUGE,
+                |r| u64::from(r.state == State::Master),
+            ),
+        ];
+        table(&mut enc, &self.0.status(), labels, columns)
     }
 }
 
@@ -117,59 +140,52 @@ pub(crate) struct IpsecMetrics(pub(crate) Arc<kawaii_drivers::ipsec::Ipsec>);
 
 impl prometheus_client::collector::Collector for IpsecMetrics {
     fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        use kawaii_drivers::ipsec::{ConnView, View};
         let view = self.0.view();
         if view.connections.is_empty() && !view.charon.running {
             return Ok(());
         }
-        let conns = &view.connections;
-        let label = |c: &kawaii_drivers::ipsec::ConnView| [("connection", c.name.clone())];
-        let help = "1 while the connection's CHILD SA is installed";
-        family(
-            &mut enc,
-            ("kawaii_ipsec_child_sa_up", help, GAUGE),
-            conns,
-            |c| (label(c), u64::from(c.child_state == "INSTALLED")),
-        )?;
-        let help = "Bytes received through the tunnel";
-        family(
-            &mut enc,
-            ("kawaii_ipsec_bytes_in", help, COUNTER),
-            conns,
-            |c| (label(c), c.bytes_in),
-        )?;
-        let help = "Bytes sent through the tunnel";
-        family(
-            &mut enc,
-            ("kawaii_ipsec_bytes_out", help, COUNTER),
-            conns,
-            |c| (label(c), c.bytes_out),
-        )?;
-        let help = "Packets received through the tunnel";
-        family(
-            &mut enc,
-            ("kawaii_ipsec_packets_in", help, COUNTER),
-            conns,
-            |c| (label(c), c.packets_in),
-        )?;
-        let help = "Packets sent through the tunnel";
-        family(
-            &mut enc,
-            ("kawaii_ipsec_packets_out", help, COUNTER),
-            conns,
-            |c| (label(c), c.packets_out),
-        )?;
-        let help = "Times kawaii restarted its charon";
-        family(
-            &mut enc,
-            ("kawaii_ipsec_charon_restarts", help, COUNTER),
-            &[()],
-            |_| {
-                (
-                    Vec::<(String, String)>::new(),
-                    u64::from(view.charon.restarts),
-                )
-            },
-        )
+        let label = |c: &ConnView| [("connection", c.name.clone())];
+        let columns: &[Column<ConnView>] = &[
+            (
+                "kawaii_ipsec_child_sa_up",
+                "1 while the connection's CHILD SA is installed",
+                GAUGE,
+                |c| u64::from(c.child_state == "INSTALLED"),
+            ),
+            (
+                "kawaii_ipsec_bytes_in",
+                "Bytes received through the tunnel",
+                COUNTER,
+                |c| c.bytes_in,
+            ),
+            (
+                "kawaii_ipsec_bytes_out",
+                "Bytes sent through the tunnel",
+                COUNTER,
+                |c| c.bytes_out,
+            ),
+            (
+                "kawaii_ipsec_packets_in",
+                "Packets received through the tunnel",
+                COUNTER,
+                |c| c.packets_in,
+            ),
+            (
+                "kawaii_ipsec_packets_out",
+                "Packets sent through the tunnel",
+                COUNTER,
+                |c| c.packets_out,
+            ),
+        ];
+        table(&mut enc, &view.connections, label, columns)?;
+        let restarts: &[Column<View>] = &[(
+            "kawaii_ipsec_charon_restarts",
+            "Times kawaii restarted its charon",
+            COUNTER,
+            |v| u64::from(v.charon.restarts),
+        )];
+        table(&mut enc, &[view], unlabelled, restarts)
     }
 }
 
@@ -179,32 +195,32 @@ pub(crate) struct WgMetrics(pub(crate) Arc<kawaii_drivers::wireguard::WireGuard>
 
 impl prometheus_client::collector::Collector for WgMetrics {
     fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        use kawaii_drivers::wireguard::PeerStatus;
         let Some(status) = self.0.status() else {
             return Ok(());
         };
-        let peers = &status.peers;
-        let label = |p: &kawaii_drivers::wireguard::PeerStatus| [("peer", p.name.clone())];
-        let help = "Bytes received from the WireGuard peer";
-        family(
-            &mut enc,
-            ("kawaii_wireguard_peer_rx_bytes", help, COUNTER),
-            peers,
-            |p| (label(p), p.rx_bytes),
-        )?;
-        let help = "Bytes sent to the WireGuard peer";
-        family(
-            &mut enc,
-            ("kawaii_wireguard_peer_tx_bytes", help, COUNTER),
-            peers,
-            |p| (label(p), p.tx_bytes),
-        )?;
-        let help = "Unix time of the peer's last completed handshake (0: never)";
-        family(
-            &mut enc,
-            ("kawaii_wireguard_peer_last_handshake_seconds", help, GAUGE),
-            peers,
-            |p| (label(p), p.last_handshake.unwrap_or(0)),
-        )
+        let label = |p: &PeerStatus| [("peer", p.name.clone())];
+        let columns: &[Column<PeerStatus>] = &[
+            (
+                "kawaii_wireguard_peer_rx_bytes",
+                "Bytes received from the WireGuard peer",
+                COUNTER,
+                |p| p.rx_bytes,
+            ),
+            (
+                "kawaii_wireguard_peer_tx_bytes",
+                "Bytes sent to the WireGuard peer",
+                COUNTER,
+                |p| p.tx_bytes,
+            ),
+            (
+                "kawaii_wireguard_peer_last_handshake_seconds",
+                "Unix time of the peer's last completed handshake (0: never)",
+                GAUGE,
+                |p| p.last_handshake.unwrap_or(0),
+            ),
+        ];
+        table(&mut enc, &status.peers, label, columns)
     }
 }
 
@@ -219,20 +235,21 @@ impl prometheus_client::collector::Collector for PipeMetrics {
             return Ok(());
         }
         let label = |p: &kawaii_proxy::PipeStatus| [("pipe", p.name.clone())];
-        let help = "Connections accepted by the pipe";
-        family(
-            &mut enc,
-            ("kawaii_pipe_connections", help, COUNTER),
-            &pipes,
-            |p| (label(p), p.connections),
-        )?;
-        let help = "Connections open through the pipe";
-        family(
-            &mut enc,
-            ("kawaii_pipe_active_connections", help, GAUGE),
-            &pipes,
-            |p| (label(p), p.active),
-        )?;
+        let columns: &[Column<kawaii_proxy::PipeStatus>] = &[
+            (
+                "kawaii_pipe_connections",
+                "Connections accepted by the pipe",
+                COUNTER,
+                |p| p.connections,
+            ),
+            (
+                "kawaii_pipe_active_connections",
+                "Connections open through the pipe",
+                GAUGE,
+                |p| p.active,
+            ),
+        ];
+        table(&mut enc, &pipes, label, columns)?;
         let bytes: Vec<_> = pipes
             .iter()
             .flat_map(|p| [(p, "in", p.bytes_in), (p, "out", p.bytes_out)])
@@ -279,68 +296,64 @@ impl prometheus_client::collector::Collector for ConntrackdMetrics {
         if !v.enabled {
             return Ok(());
         }
-        let none = Vec::<(String, String)>::new;
-        let one = [()];
-        let list: [(&str, &str, prometheus_client::metrics::MetricType, u64); 9] = [
+        use kawaii_drivers::conntrackd::View;
+        let columns: &[Column<View>] = &[
             (
                 "kawaii_conntrack_sync_synced_entries",
                 "This node's flows in conntrackd's cache (sent to the siblings)",
                 GAUGE,
-                v.synced_entries,
+                |v| v.synced_entries,
             ),
             (
                 "kawaii_conntrack_sync_injected_entries",
                 "Siblings' flows put into this node's kernel table since conntrackd started",
                 COUNTER,
-                v.injected_entries,
+                |v| v.injected_entries,
             ),
             (
                 "kawaii_conntrack_sync_resyncs",
                 "Resyncs completed (one after each conntrackd start)",
                 COUNTER,
-                v.resyncs,
+                |v| v.resyncs,
             ),
             (
                 "kawaii_conntrack_sync_errors",
                 "Failed injections, send/receive errors, malformed and lost messages",
                 COUNTER,
-                v.errors,
+                |v| v.errors,
             ),
             (
                 "kawaii_conntrack_sync_last_resync_milliseconds",
                 "How long the last resync took",
                 GAUGE,
-                v.last_resync_ms.unwrap_or(0),
+                |v| v.last_resync_ms.unwrap_or(0),
             ),
             (
                 "kawaii_conntrack_sync_ready",
                 "1 once the siblings' flows are in this node's kernel table",
                 GAUGE,
-                u64::from(v.ready),
+                |v| u64::from(v.ready),
             ),
             (
                 "kawaii_conntrack_sync_restarts",
                 "Times kawaii restarted its conntrackd",
                 COUNTER,
-                u64::from(v.restarts),
+                |v| u64::from(v.restarts),
             ),
             (
                 "kawaii_conntrack_sync_watchdog_restarts",
                 "Restarts of a hung or frozen conntrackd by the watchdog",
                 COUNTER,
-                u64::from(v.watchdog_restarts),
+                |v| u64::from(v.watchdog_restarts),
             ),
             (
                 "kawaii_conntrack_sync_running",
                 "1 while conntrackd runs",
                 GAUGE,
-                u64::from(v.running),
+                |v| u64::from(v.running),
             ),
         ];
-        for (name, help, kind, value) in list {
-            family(&mut enc, (name, help, kind), &one, |_| (none(), value))?;
-        }
-        Ok(())
+        table(&mut enc, &[v], unlabelled, columns)
     }
 }
 
@@ -354,33 +367,84 @@ impl prometheus_client::collector::Collector for ConntrackMetrics {
         if s.max == 0 {
             return Ok(());
         }
-        let one = [()];
-        let none = |_: &()| Vec::<(String, String)>::new();
-        let gauges = [
+        use kawaii_drivers::conntrack::GuardStatus;
+        let columns: &[Column<GuardStatus>] = &[
             (
                 "kawaii_conntrack_entries",
                 "Entries in the conntrack table",
-                s.count,
+                GAUGE,
+                |s| s.count,
             ),
             (
                 "kawaii_conntrack_max",
                 "Size of the conntrack table (nf_conntrack_max)",
-                s.max,
+                GAUGE,
+                |s| s.max,
             ),
             (
                 "kawaii_conntrack_public_cap",
                 "Table fill at which new flows from the public side are dropped",
-                s.public_cap,
+                GAUGE,
+                |s| s.public_cap,
             ),
             (
                 "kawaii_conntrack_guard_engaged",
                 "1 while new flows from the public side are dropped to keep room for egress",
-                u64::from(s.engaged),
+                GAUGE,
+                |s| u64::from(s.engaged),
             ),
         ];
-        for (name, help, v) in gauges {
-            family(&mut enc, (name, help, GAUGE), &one, |u| (none(u), v))?;
+        table(&mut enc, &[s], unlabelled, columns)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug)]
+    struct Fixed;
+
+    impl prometheus_client::collector::Collector for Fixed {
+        fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+            let columns: &[Column<(&str, u64)>] = &[
+                ("demo", "Sum", COUNTER, |i| i.1),
+                ("demo_up", "Up", GAUGE, |i| u64::from(i.1 > 1)),
+            ];
+            table(
+                &mut enc,
+                &[("a", 1), ("b", 7)],
+                |i| [("item", i.0)],
+                columns,
+            )?;
+            table(
+                &mut enc,
+                &[()],
+                unlabelled,
+                &[("demo_one", "One", GAUGE, |_| 3)],
+            )
         }
-        Ok(())
+    }
+
+    #[test]
+    fn a_table_gives_one_family_per_column_and_one_sample_per_item() {
+        let mut r = Registry::default();
+        r.register_collector(Box::new(Fixed));
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &r).unwrap();
+        for line in [
+            "# TYPE demo counter",
+            "demo_total{item=\"a\"} 1",
+            "demo_total{item=\"b\"} 7",
+            "# TYPE demo_up gauge",
+            "demo_up{item=\"a\"} 0",
+            "demo_up{item=\"b\"} 1",
+            "demo_one{} 3",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "{line} missing in:\n{text}"
+            );
+        }
     }
 }
