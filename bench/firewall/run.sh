@@ -5,6 +5,7 @@
 # Everything runs in a network namespace of its own, removed on exit.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+. bench/lib.sh
 [ "$(id -u)" = 0 ] || { echo "run as root (network namespaces)" >&2; exit 1; }
 # KAWAII=path/to/kawaii compares another build (e.g. main's) under the same conditions.
 if [ -n "${KAWAII:-}" ]; then
@@ -31,18 +32,7 @@ $X ip link set wan0 up; $X ip link set lan0 up
 $X ip addr add 203.0.113.1/24 dev wan0
 
 config() { # $1 = number of ingress rules
-  cat <<CFG
-[gateway]
-name = "bench"
-private_subnet = "10.1.0.0/16"
-[[zones]]
-name = "z"
-public_interface = "wan0"
-private_interface = "lan0"
-public_vip = "203.0.113.10/24"
-public_gateway = "203.0.113.1"
-private_vip = "10.1.0.1"
-CFG
+  one_zone_config 10.1.0.0/16
   python3 - "$1" <<'PY'
 import sys
 n = int(sys.argv[1])

@@ -8,6 +8,7 @@
 # spoofed SYN-ACKs die at the upstream namespace, which forwards nothing.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+. bench/lib.sh
 [ "$(id -u)" = 0 ] || { echo "run as root (network namespaces)" >&2; exit 1; }
 command -v hping3 >/dev/null || { echo "hping3 missing (scripts/setup installs it)" >&2; exit 1; }
 if [ -n "${KAWAII:-}" ]; then
@@ -54,19 +55,10 @@ ip netns exec "$P-vm" python3 crates/testkit/src/svc.py http vm 80 >/dev/null 2>
 PIDS+=($!)
 
 config() { # $1 = true|false
+  one_zone_config 10.1.0.0/24
   cat <<CFG
-[gateway]
-name = "bench"
-private_subnet = "10.1.0.0/24"
 [ingress]
 synproxy = $1
-[[zones]]
-name = "z"
-public_interface = "wan0"
-private_interface = "lan0"
-public_vip = "203.0.113.10/24"
-public_gateway = "203.0.113.1"
-private_vip = "10.1.0.1"
 [[ingress_rules]]
 ports = "80"
 [[nat_rules]]

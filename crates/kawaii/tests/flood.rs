@@ -151,18 +151,7 @@ impl Lab {
 /// rule (e.g. `rate_limit`).
 fn config(web_rule_extra: &str, echo_rule_extra: &str) -> String {
     format!(
-        r#"[gateway]
-name = "lab"
-private_subnet = "10.1.0.0/24"
-
-[[zones]]
-name = "zone-a"
-public_interface = "wan0"
-private_interface = "lan0"
-public_vip = "203.0.113.10/24"
-public_gateway = "203.0.113.1"
-private_vip = "10.1.0.1"
-
+        r#"{}
 [[ingress_rules]]
 ports = "80"
 {web_rule_extra}
@@ -178,7 +167,8 @@ ports = "80"
 [[nat_rules]]
 destination = "10.1.0.10"
 ports = "7"
-"#
+"#,
+        kawaii_testkit::configs::one_zone("lab", "")
     )
 }
 

@@ -57,25 +57,15 @@ fn base_config() -> String {
 
 fn light_config(name: &str) -> String {
     format!(
-        r#"[gateway]
-name = "{name}"
-private_subnet = "10.1.0.0/24"
-
+        r#"{}
 [api]
 listen = "127.0.0.1:7780"
 tokens = [{{ name = "ops", role = "admin", sha256 = "{}" }}]
 
-[[zones]]
-name = "zone-a"
-public_interface = "wan0"
-private_interface = "lan0"
-public_vip = "203.0.113.10/24"
-public_gateway = "203.0.113.1"
-private_vip = "10.1.0.1"
-
 [[ingress_rules]]
 ports = "22"
 "#,
+        kawaii_testkit::configs::one_zone(name, ""),
         sha(ADMIN)
     )
 }

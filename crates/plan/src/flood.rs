@@ -339,25 +339,16 @@ mod tests {
         assert_eq!(subtract(&[(80, 90)], &[(70, 95)]), []);
         let text = |sync: &str| {
             format!(
-                r#"
-                [gateway]
-                private_subnet = "10.1.0.0/24"
+                r#"{}
                 [ha]
                 conntrack_sync = {sync}
-                [[zones]]
-                name = "a"
-                public_interface = "wan0"
-                private_interface = "lan0"
-                public_vip = "203.0.113.10/24"
-                public_gateway = "203.0.113.1"
-                private_vip = "10.1.0.1"
-                private_address = "10.1.0.251"
                 [[ingress_rules]]
                 ports = "22,8080"
                 [[nat_rules]]
                 destination = "10.1.0.10"
                 ports = "8080"
-                "#
+                "#,
+                kawaii_testkit::configs::one_zone("acme", r#"private_address = "10.1.0.251""#)
             )
         };
         let ports = |sync: &str| {
@@ -402,19 +393,8 @@ mod guard_tests {
     fn engaging_the_guard_patches_one_chain() {
         let d = kawaii_model::validate(
             &kawaii_model::Gateway::parse(
-                r#"
-                [gateway]
-                private_subnet = "10.1.0.0/24"
-                [[zones]]
-                name = "a"
-                public_interface = "wan0"
-                private_interface = "lan0"
-                public_vip = "203.0.113.10/24"
-                public_gateway = "203.0.113.1"
-                private_vip = "10.1.0.1"
-                [[ingress_rules]]
-                ports = "80"
-                "#,
+                &(kawaii_testkit::configs::one_zone("acme", "")
+                    + "[[ingress_rules]]\nports = \"80\"\n"),
                 kawaii_model::Format::Toml,
             )
             .expect("parse"),

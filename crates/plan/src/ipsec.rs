@@ -240,17 +240,7 @@ mod tests {
 
     #[test]
     fn seed_connection_renders_without_the_psk() {
-        let text = r#"
-[gateway]
-name = "acme"
-private_subnet = "10.1.0.0/24"
-[[zones]]
-name = "a"
-public_interface = "wan0"
-private_interface = "lan0"
-public_vip = "203.0.113.10/24"
-public_gateway = "203.0.113.1"
-private_vip = "10.1.0.1"
+        let ipsec = r#"
 [[ipsec]]
 name = "ACME Office"
 pre_shared_key = "never-shown-anywhere"
@@ -263,7 +253,8 @@ phase2_dh_group_number = 5
 phase2_integrity_algorithm = "SHA1"
 phase2_encryption_algorithm = "CAMELLIA128"
 "#;
-        let g = kawaii_model::Gateway::parse(text, kawaii_model::Format::Toml).expect("parses");
+        let text = kawaii_testkit::configs::one_zone("acme", "") + ipsec;
+        let g = kawaii_model::Gateway::parse(&text, kawaii_model::Format::Toml).expect("parses");
         let d = kawaii_model::validate(&g).expect("valid").desired;
         let p = crate::plan(&d, None).expect("plan");
         assert_eq!(p.ipsec.len(), 1);

@@ -329,27 +329,8 @@ mod tests {
 
     fn desired(extra: &str) -> Desired {
         let text = format!(
-            r#"
-[gateway]
-name = "acme"
-private_subnet = "10.1.0.0/24"
+            r#"{}
 [ha]
-[[zones]]
-name = "zone-a"
-public_interface = "wan0"
-private_interface = "lan0"
-public_vip = "203.0.113.10/24"
-public_gateway = "203.0.113.1"
-private_vip = "10.1.0.1"
-private_address = "10.1.0.251"
-[[zones]]
-name = "zone-b"
-public_interface = "wan0"
-private_interface = "lan0"
-public_vip = "203.0.113.20/24"
-public_gateway = "203.0.113.1"
-private_vip = "10.1.0.2"
-private_address = "10.1.0.252"
 [wireguard]
 address = "10.8.0.1/24"
 private_key_file = "/etc/kawaii/wg.key"
@@ -358,7 +339,8 @@ name = "alice"
 public_key = "GY5aT1N9dTR/nJnT1N2f4ClZWVj0jOAld0r8ysWLyjg="
 preshared_key = "FpCyhws9cxwWoV4xELtfJvjJN+zQVRPISllRWgeopVE="
 {extra}
-"#
+"#,
+            kawaii_testkit::configs::two_zones("acme")
         );
         let mut g = Gateway::parse(&text, Format::Toml).expect("parses");
         g.prepare_commit(&Gateway::default());

@@ -12,6 +12,7 @@
 //! [`golden`] checks rendered files, [`keys`] makes WireGuard keys, [`ping`] measures loss.
 
 pub mod api;
+pub mod configs;
 pub mod etcd;
 pub mod golden;
 pub mod keys;
