@@ -112,6 +112,13 @@ impl Backoff {
     }
 }
 
+/// The daemon's binary: `$env` when set (tests, unusual installs), else `default`.
+pub(crate) fn binary(env: &str, default: &str) -> PathBuf {
+    std::env::var_os(env)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(default))
+}
+
 /// Writes `contents` to `dir/file`, creating `dir` (mode 0700) first.
 pub(crate) fn write_private(
     dir: &Path,

@@ -245,9 +245,7 @@ fn unix_ms() -> u64 {
 impl Conntrackd {
     /// `state_dir` is the daemon's; the driver keeps its files under `state_dir/conntrackd`.
     pub fn new(state_dir: &Path) -> Conntrackd {
-        let binary = std::env::var_os("KAWAII_CONNTRACKD")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from(CONNTRACKD));
+        let binary = child::binary("KAWAII_CONNTRACKD", CONNTRACKD);
         Conntrackd {
             shared: Arc::new(Shared {
                 dir: state_dir.join("conntrackd"),

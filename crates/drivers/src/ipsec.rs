@@ -168,9 +168,7 @@ fn now_epoch() -> u64 {
 impl Ipsec {
     /// `state_dir` is the daemon's; the driver keeps its files under `state_dir/ipsec`.
     pub fn new(state_dir: &Path) -> Ipsec {
-        let charon = std::env::var_os("KAWAII_CHARON")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from(CHARON));
+        let charon = child::binary("KAWAII_CHARON", CHARON);
         Ipsec {
             shared: Arc::new(Shared {
                 dir: state_dir.join("ipsec"),

@@ -94,6 +94,20 @@ impl Shared {
         Shared::with_members(tag, gateways, &[ETCD_IP])
     }
 
+    /// Two instances of gateway `acme` sharing the prefix `kawaii/acme`, both started.
+    fn pair(tag: &str) -> Shared {
+        Shared::started(tag, &[("acme", "kawaii/acme"), ("acme", "kawaii/acme")])
+    }
+
+    /// [`Shared::new`] with every instance started.
+    fn started(tag: &str, gateways: &[(&str, &str)]) -> Shared {
+        let mut s = Shared::new(tag, gateways);
+        for i in 0..s.gws.len() {
+            s.start(i);
+        }
+        s
+    }
+
     fn with_members(tag: &str, gateways: &[(&str, &str)], members: &[&str]) -> Shared {
         assert!(
             kawaii_testkit::can_run(),
@@ -235,12 +249,7 @@ fn add_rule(s: &Shared, i: usize, port: u32, if_match: Option<u64>) -> Reply {
 /// entry per acknowledged write.
 #[test]
 fn racing_writes_through_two_instances_lose_nothing_acknowledged() {
-    let mut s = Shared::new(
-        "st-race",
-        &[("acme", "kawaii/acme"), ("acme", "kawaii/acme")],
-    );
-    s.start(0);
-    s.start(1);
+    let mut s = Shared::pair("st-race");
     let acked = std::sync::Mutex::new(BTreeSet::new());
     let lost = std::sync::atomic::AtomicUsize::new(0);
     std::thread::scope(|scope| {
@@ -313,12 +322,7 @@ fn racing_writes_through_two_instances_lose_nothing_acknowledged() {
 /// the last applied state, and once etcd is back writes work without any restart.
 #[test]
 fn etcd_outage_keeps_the_last_state_and_fails_writes_fast() {
-    let mut s = Shared::new(
-        "st-down",
-        &[("acme", "kawaii/acme"), ("acme", "kawaii/acme")],
-    );
-    s.start(0);
-    s.start(1);
+    let mut s = Shared::pair("st-down");
     let r = add_rule(&s, 0, 8443, None);
     assert_eq!(r.status, 201, "{}", r.body);
     let rev = r.etag().expect("etag");
@@ -411,12 +415,7 @@ fn etcd_outage_keeps_the_last_state_and_fails_writes_fast() {
 /// link comes back it reads everything again and holds the latest state.
 #[test]
 fn compaction_past_a_disconnected_instance_means_a_full_reread() {
-    let mut s = Shared::new(
-        "st-comp",
-        &[("acme", "kawaii/acme"), ("acme", "kawaii/acme")],
-    );
-    s.start(0);
-    s.start(1);
+    let mut s = Shared::pair("st-comp");
     let host1 = s.gws[1].host.clone();
     host1
         .run(&["ip", "link", "set", "mgmt0", "down"])
@@ -441,12 +440,10 @@ fn compaction_past_a_disconnected_instance_means_a_full_reread() {
 /// prefix of the other) never see each other's writes.
 #[test]
 fn gateways_under_different_prefixes_are_isolated() {
-    let mut s = Shared::new(
+    let s = Shared::started(
         "st-iso",
         &[("acme", "kawaii/acme"), ("acme2", "kawaii/acme2")],
     );
-    s.start(0);
-    s.start(1);
     let r = add_rule(&s, 0, 6001, None);
     assert_eq!(r.status, 201, "{}", r.body);
     let r = add_rule(&s, 1, 6002, None);
