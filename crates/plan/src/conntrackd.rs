@@ -154,15 +154,7 @@ mod tests {
     use super::*;
 
     fn desired(n: usize, ha: &str) -> Desired {
-        let mut toml = format!("[gateway]\nprivate_subnet = \"10.1.0.0/24\"\n{ha}\n");
-        for i in 0..n {
-            toml.push_str(&format!(
-                "[[zones]]\nname = \"z{i}\"\npublic_interface = \"wan0\"\nprivate_interface = \"lan0\"\npublic_vip = \"203.0.113.{}/24\"\npublic_gateway = \"203.0.113.1\"\nprivate_vip = \"10.1.0.{}\"\nprivate_address = \"10.1.0.{}\"\n",
-                10 + i,
-                1 + i,
-                100 + i
-            ));
-        }
+        let toml = kawaii_testkit::configs::zones(n, ha);
         let g = kawaii_model::Gateway::parse(&toml, kawaii_model::Format::Toml).expect("toml");
         kawaii_model::validate(&g).expect("valid").desired
     }

@@ -39,3 +39,19 @@ private_address = "10.1.0.252"
         one_zone(name, r#"private_address = "10.1.0.251""#)
     )
 }
+
+/// A gateway on `10.1.0.0/24` with `n` zones `z0`, `z1`, ...: zone `i` has the public VIP
+/// `203.0.113.(10+i)/24`, the private VIP `10.1.0.(1+i)` and the instance address
+/// `10.1.0.(100+i)`. `sections` (e.g. an `[ha]` table) come after `[gateway]`.
+pub fn zones(n: usize, sections: &str) -> String {
+    let mut toml = format!("[gateway]\nprivate_subnet = \"10.1.0.0/24\"\n{sections}\n");
+    for i in 0..n {
+        toml.push_str(&format!(
+            "[[zones]]\nname = \"z{i}\"\npublic_interface = \"wan0\"\nprivate_interface = \"lan0\"\npublic_vip = \"203.0.113.{}/24\"\npublic_gateway = \"203.0.113.1\"\nprivate_vip = \"10.1.0.{}\"\nprivate_address = \"10.1.0.{}\"\n",
+            10 + i,
+            1 + i,
+            100 + i
+        ));
+    }
+    toml
+}
