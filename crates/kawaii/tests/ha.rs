@@ -386,23 +386,10 @@ fn ipsec_and_vpn_carry_traffic_again_after_failover() {
             ("laptop2", laptop2_pub.as_str(), ""),
         ];
         format!(
-            r#"{}{}
-[[ipsec]]
-name = "ACME Office"
-remote_peer = "{}"
-remote_subnet = "172.16.1.0/24"
-pre_shared_key = "{psk}"
-phase1_dh_group_number = 14
-phase1_integrity_algorithm = "SHA256"
-phase1_encryption_algorithm = "AES256"
-phase2_dh_group_number = 14
-phase2_integrity_algorithm = "SHA256"
-phase2_encryption_algorithm = "AES256"
-dpd_timeout = "8s"
-"#,
+            "{}{}{}dpd_timeout = \"8s\"\n",
             lab::ha_config(5, "0s"),
             lab::wireguard_toml(&key_file.to_string_lossy(), &peers),
-            office::OFFICE_PUBLIC
+            office::ipsec_toml(psk)
         )
     });
     let HaLab {

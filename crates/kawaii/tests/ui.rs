@@ -224,20 +224,9 @@ name = "marvelous"
 subnet = "10.2.0.0/24"
 via = "203.0.113.50"
 consent_key = "{CONSENT}"
-
-[[ipsec]]
-name = "ACME Office"
-remote_peer = "198.51.100.8"
-remote_subnet = "172.16.1.0/24"
-pre_shared_key = "{PSK}"
-phase1_dh_group_number = 14
-phase1_integrity_algorithm = "SHA256"
-phase1_encryption_algorithm = "AES256"
-phase2_dh_group_number = 14
-phase2_integrity_algorithm = "SHA256"
-phase2_encryption_algorithm = "AES256"
-"#,
-            key.display()
+{}"#,
+            key.display(),
+            kawaii_testkit::office::ipsec_toml(PSK)
         )
     });
     let gw = ui.lab.gw_a.clone();

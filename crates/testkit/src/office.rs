@@ -47,6 +47,27 @@ fn io(cmd: &str) -> impl FnOnce(std::io::Error) -> KitError + '_ {
     }
 }
 
+/// The gateway's `[[ipsec]]` table for the office: connection `ACME Office` to
+/// [`OFFICE_PUBLIC`] for `172.16.1.0/24` with `psk`, AES256/SHA256/MODP2048 in both phases (what
+/// [`build`]'s charon accepts by default).
+pub fn ipsec_toml(psk: &str) -> String {
+    format!(
+        r#"
+[[ipsec]]
+name = "ACME Office"
+remote_peer = "{OFFICE_PUBLIC}"
+remote_subnet = "172.16.1.0/24"
+pre_shared_key = "{psk}"
+phase1_dh_group_number = 14
+phase1_integrity_algorithm = "SHA256"
+phase1_encryption_algorithm = "AES256"
+phase2_dh_group_number = 14
+phase2_integrity_algorithm = "SHA256"
+phase2_encryption_algorithm = "AES256"
+"#
+    )
+}
+
 /// Adds the office and its host behind `router`, starts the office charon (no connection yet)
 /// and an HTTP service on the host (port 8080).
 pub fn build(t: &mut Topology, router: &Host, svc: &str) -> Result<Office> {
