@@ -285,11 +285,6 @@ impl Conntrackd {
         self.shared.supervisor.shutdown().await;
     }
 
-    fn ensure_supervisor(&self) {
-        let shared = self.shared.clone();
-        self.shared.supervisor.ensure(|| supervise(shared));
-    }
-
     async fn apply_plan(&self, plan: &Plan) -> Result<(), DriverError> {
         let Some(p) = &plan.conntrackd else {
             if self.shared.want.borrow().is_some() {
@@ -329,7 +324,8 @@ impl Conntrackd {
         if *self.shared.want.borrow() != Some(config.clone()) {
             self.shared.want.send_replace(Some(config.clone()));
         }
-        self.ensure_supervisor();
+        let shared = self.shared.clone();
+        self.shared.supervisor.ensure(|| supervise(shared));
         let mut running = self.shared.running.subscribe();
         let up = tokio::time::timeout(Duration::from_secs(5), async {
             running

@@ -197,11 +197,6 @@ impl Ipsec {
         self.shared.supervisor.shutdown().await;
     }
 
-    fn ensure_supervisor(&self) {
-        let shared = self.shared.clone();
-        self.shared.supervisor.ensure(|| supervise(shared));
-    }
-
     async fn apply_plan(&self, plan: &Plan) -> Result<(), DriverError> {
         let mut desired = BTreeMap::new();
         for c in &plan.ipsec {
@@ -225,7 +220,8 @@ impl Ipsec {
             let mut inner = self.shared.inner.lock().await;
             inner.desired = desired;
         }
-        self.ensure_supervisor();
+        let shared = self.shared.clone();
+        self.shared.supervisor.ensure(|| supervise(shared));
         // Wait for a running charon, then make it match.
         let mut up = self.shared.up.subscribe();
         let ready = tokio::time::timeout(READY_WAIT, async {
