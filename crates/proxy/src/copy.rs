@@ -133,8 +133,24 @@ pub(crate) async fn forward(
     };
     let both = async {
         tokio::try_join!(
-            one_way(client, backend, pool, &count_up, &activity),
-            one_way(backend, client, pool, &count_down, &activity)
+            one_way(
+                Way {
+                    src: client,
+                    dst: backend,
+                    count: &count_up,
+                    activity: &activity,
+                },
+                pool
+            ),
+            one_way(
+                Way {
+                    src: backend,
+                    dst: client,
+                    count: &count_down,
+                    activity: &activity,
+                },
+                pool
+            )
         )
     };
     let idle_watch = async {
@@ -166,17 +182,27 @@ std::thread_local! {
         std::cell::RefCell::new(vec![0u8; COPY_BUF].into_boxed_slice());
 }
 
+/// One direction of a connection: where its bytes come from and go, what counts them, and
+/// the activity both directions share.
+#[derive(Clone, Copy)]
+struct Way<'a> {
+    src: &'a TcpStream,
+    dst: &'a TcpStream,
+    count: &'a (dyn Fn(u64) + Sync),
+    activity: &'a Activity,
+}
+
 /// Small messages (request heads, TLS handshakes, short responses) are cheaper through a
 /// userspace buffer: one recv(2) and one send(2), where splice needs two calls and a pipe.
 /// A read that fills the buffer is taken as a bulk transfer, and that direction switches to
 /// splice(2) on Linux (unless the descriptors refuse it).
-async fn one_way(
-    src: &TcpStream,
-    dst: &TcpStream,
-    pool: &PipePool,
-    count: &(dyn Fn(u64) + Sync),
-    activity: &Activity,
-) -> io::Result<()> {
+async fn one_way(way: Way<'_>, pool: &PipePool) -> io::Result<()> {
+    let Way {
+        src,
+        dst,
+        count,
+        activity,
+    } = way;
     loop {
         let ready = src.ready(Interest::READABLE).await?;
         match copy_once(src, dst, ready.is_read_closed()) {
@@ -205,13 +231,13 @@ async fn one_way(
     }
     #[cfg(target_os = "linux")]
     {
-        match splice_one_way(src, dst, pool, count, activity).await {
+        match splice_one_way(way, pool).await {
             Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {}
             other => return other,
         }
     }
     let _ = pool;
-    buffered_one_way(src, dst, count, activity).await
+    buffered_one_way(way).await
 }
 
 /// What one [`copy_once`] did.
@@ -291,14 +317,14 @@ async fn write_all(dst: &TcpStream, mut bytes: &[u8], activity: &Activity) -> io
 /// splice(2) src → pipe → dst. A pipe is held only while its bytes are not yet written out.
 /// Returns EINVAL before moving any byte if the descriptors do not support splice.
 #[cfg(target_os = "linux")]
-async fn splice_one_way(
-    src: &TcpStream,
-    dst: &TcpStream,
-    pool: &PipePool,
-    count: &(dyn Fn(u64) + Sync),
-    activity: &Activity,
-) -> io::Result<()> {
+async fn splice_one_way(way: Way<'_>, pool: &PipePool) -> io::Result<()> {
     use crate::splice::splice;
+    let Way {
+        src,
+        dst,
+        count,
+        activity,
+    } = way;
     loop {
         src.readable().await?;
         let pipe = pool.get()?;
@@ -344,12 +370,13 @@ async fn splice_one_way(
 
 /// The portable path for bulk: a per-connection buffer, held only while this direction is
 /// busy with a transfer that filled [`COPY_BUF`].
-async fn buffered_one_way(
-    src: &TcpStream,
-    dst: &TcpStream,
-    count: &(dyn Fn(u64) + Sync),
-    activity: &Activity,
-) -> io::Result<()> {
+async fn buffered_one_way(way: Way<'_>) -> io::Result<()> {
+    let Way {
+        src,
+        dst,
+        count,
+        activity,
+    } = way;
     let mut buf = vec![0u8; COPY_BUF];
     loop {
         src.readable().await?;
