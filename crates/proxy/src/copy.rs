@@ -197,28 +197,22 @@ struct Way<'a> {
 /// A read that fills the buffer is taken as a bulk transfer, and that direction switches to
 /// splice(2) on Linux (unless the descriptors refuse it).
 async fn one_way(way: Way<'_>, pool: &PipePool) -> io::Result<()> {
-    let Way {
-        src,
-        dst,
-        count,
-        activity,
-    } = way;
     loop {
-        let ready = src.ready(Interest::READABLE).await?;
-        match copy_once(src, dst, ready.is_read_closed()) {
+        let ready = way.src.ready(Interest::READABLE).await?;
+        match copy_once(way.src, way.dst, ready.is_read_closed()) {
             Ok(Step::Eof) => {
                 // Half-close: the peer sent FIN; pass it on and let the other direction finish.
-                activity.eof(dst);
+                way.activity.eof(way.dst);
                 return Ok(());
             }
             Ok(Step::Moved { n, rest, last }) => {
-                activity.touch();
+                way.activity.touch();
                 if let Some(rest) = rest {
-                    write_all(dst, &rest, activity).await?;
+                    write_all(way.dst, &rest, way.activity).await?;
                 }
-                count(n as u64);
+                (way.count)(n as u64);
                 if last {
-                    activity.eof(dst);
+                    way.activity.eof(way.dst);
                     return Ok(());
                 }
                 if n == COPY_BUF {
@@ -319,22 +313,16 @@ async fn write_all(dst: &TcpStream, mut bytes: &[u8], activity: &Activity) -> io
 #[cfg(target_os = "linux")]
 async fn splice_one_way(way: Way<'_>, pool: &PipePool) -> io::Result<()> {
     use crate::splice::splice;
-    let Way {
-        src,
-        dst,
-        count,
-        activity,
-    } = way;
     loop {
-        src.readable().await?;
+        way.src.readable().await?;
         let pipe = pool.get()?;
-        let n = match src.try_io(Interest::READABLE, || {
-            splice(src.as_fd(), pipe.write.as_fd(), CHUNK)
+        let n = match way.src.try_io(Interest::READABLE, || {
+            splice(way.src.as_fd(), pipe.write.as_fd(), CHUNK)
         }) {
             Ok(0) => {
                 pool.put(pipe);
                 // Half-close: the peer sent FIN; pass it on and let the other direction finish.
-                activity.eof(dst);
+                way.activity.eof(way.dst);
                 return Ok(());
             }
             Ok(n) => n,
@@ -349,14 +337,14 @@ async fn splice_one_way(way: Way<'_>, pool: &PipePool) -> io::Result<()> {
         };
         let mut left = n;
         while left > 0 {
-            dst.writable().await?;
-            match dst.try_io(Interest::WRITABLE, || {
-                splice(pipe.read.as_fd(), dst.as_fd(), left)
+            way.dst.writable().await?;
+            match way.dst.try_io(Interest::WRITABLE, || {
+                splice(pipe.read.as_fd(), way.dst.as_fd(), left)
             }) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(m) => {
                     left -= m;
-                    activity.touch();
+                    way.activity.touch();
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 // The pipe still holds bytes: it is closed (dropped), never pooled.
@@ -364,33 +352,27 @@ async fn splice_one_way(way: Way<'_>, pool: &PipePool) -> io::Result<()> {
             }
         }
         pool.put(pipe);
-        count(n as u64);
+        (way.count)(n as u64);
     }
 }
 
 /// The portable path for bulk: a per-connection buffer, held only while this direction is
 /// busy with a transfer that filled [`COPY_BUF`].
 async fn buffered_one_way(way: Way<'_>) -> io::Result<()> {
-    let Way {
-        src,
-        dst,
-        count,
-        activity,
-    } = way;
     let mut buf = vec![0u8; COPY_BUF];
     loop {
-        src.readable().await?;
-        let n = match src.try_read(&mut buf) {
+        way.src.readable().await?;
+        let n = match way.src.try_read(&mut buf) {
             Ok(0) => {
-                activity.eof(dst);
+                way.activity.eof(way.dst);
                 return Ok(());
             }
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
             Err(e) => return Err(e),
         };
-        write_all(dst, &buf[..n], activity).await?;
-        count(n as u64);
+        write_all(way.dst, &buf[..n], way.activity).await?;
+        (way.count)(n as u64);
     }
 }
 
