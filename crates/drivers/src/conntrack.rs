@@ -147,33 +147,22 @@ impl Guard {
 mod tests {
     use super::*;
 
+    fn of_100(count: u64) -> Fill {
+        Fill { count, max: 100 }
+    }
+
     #[test]
     fn the_guard_engages_at_the_public_share_and_releases_below_it() {
         let g = Guard::default();
         // Nothing planned yet: never engaged.
-        assert!(!g.observe(Fill {
-            count: 99,
-            max: 100
-        }));
+        assert!(!g.observe(of_100(99)));
         g.configure(50, None);
-        assert!(!g.observe(Fill {
-            count: 49,
-            max: 100
-        }));
-        assert!(g.observe(Fill {
-            count: 50,
-            max: 100
-        }));
+        assert!(!g.observe(of_100(49)));
+        assert!(g.observe(of_100(50)));
         assert!(g.engaged());
         // Hysteresis: it stays engaged until the table drains below 90 % of the cap.
-        assert!(!g.observe(Fill {
-            count: 46,
-            max: 100
-        }));
-        assert!(g.observe(Fill {
-            count: 44,
-            max: 100
-        }));
+        assert!(!g.observe(of_100(46)));
+        assert!(g.observe(of_100(44)));
         assert!(!g.engaged());
         let s = g.status();
         assert_eq!((s.count, s.max, s.public_cap), (44, 100, 50));
