@@ -27,6 +27,9 @@ pub enum ApiError {
     /// A part of the gateway this request needs is not running (yet).
     #[error("{0}")]
     Unavailable(String),
+    /// The store has no room for the write (507): nothing changed.
+    #[error("{0}")]
+    Full(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -45,6 +48,7 @@ impl From<StoreError> for ApiError {
             // "store unreachable: ..." (503): nothing was acknowledged; the data plane runs on.
             e @ StoreError::Unavailable(_) => ApiError::Unavailable(e.to_string()),
             e @ StoreError::NotEmpty(_) => ApiError::Conflict(e.to_string()),
+            e @ StoreError::Full(_) => ApiError::Full(e.to_string()),
             other => ApiError::Internal(other.to_string()),
         }
     }
@@ -61,6 +65,7 @@ impl IntoResponse for ApiError {
             ApiError::Stale { .. } => StatusCode::PRECONDITION_FAILED,
             ApiError::PreconditionRequired => StatusCode::PRECONDITION_REQUIRED,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Full(_) => StatusCode::INSUFFICIENT_STORAGE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         let details = match &self {

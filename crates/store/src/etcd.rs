@@ -423,6 +423,11 @@ impl Inner {
         let (generation, mut client) = self.client().await?;
         match tokio::time::timeout(CALL_TIMEOUT, client.txn(txn)).await {
             Ok(Ok(r)) => Ok(r),
+            // Over its space quota etcd refuses writes (NOSPACE alarm) until it is compacted
+            // and defragmented: the write is not applied, and the client is healthy.
+            Ok(Err(e)) if e.to_string().contains("database space exceeded") => {
+                Err(StoreError::Full(format!("etcd: {e}")))
+            }
             Ok(Err(e)) => {
                 self.failed(generation).await;
                 Err(unavailable("etcd", e))

@@ -44,6 +44,9 @@ pub enum StoreError {
     Io(String),
     #[error("stored document is unreadable: {0}")]
     Corrupt(String),
+    /// The disk (or the etcd quota) is full: the write was rolled back, nothing changed.
+    #[error("no space left for the write: {0}")]
+    Full(String),
 }
 
 /// Who made a change and how, for the audit trail.

@@ -19,7 +19,27 @@ pub struct SqliteStore {
 }
 
 fn io(e: rusqlite::Error) -> StoreError {
-    StoreError::Io(e.to_string())
+    use rusqlite::ErrorCode;
+    match e.sqlite_error_code() {
+        Some(ErrorCode::DiskFull) => StoreError::Full(e.to_string()),
+        Some(ErrorCode::NotADatabase | ErrorCode::DatabaseCorrupt) => {
+            StoreError::Corrupt(e.to_string())
+        }
+        _ => StoreError::Io(e.to_string()),
+    }
+}
+
+/// An error opening the database, with the file it is about and what the operator can do.
+fn opening(db: &Path, e: StoreError) -> StoreError {
+    match e {
+        StoreError::Corrupt(m) => StoreError::Corrupt(format!(
+            "{}: {m}; move it away to start empty, or restore a copy (kawaii import)",
+            db.display()
+        )),
+        StoreError::Io(m) => StoreError::Io(format!("{}: {m}", db.display())),
+        StoreError::Full(m) => StoreError::Full(format!("{}: {m}", db.display())),
+        other => other,
+    }
 }
 
 impl SqliteStore {
@@ -30,8 +50,8 @@ impl SqliteStore {
         crate::files::secure_dir(dir)?;
         let db = dir.join("kawaii.db");
         crate::files::create_private(&db)?;
-        let conn = Connection::open(&db).map_err(io)?;
-        let store = Self::init(conn)?;
+        let conn = Connection::open(&db).map_err(|e| opening(&db, io(e)))?;
+        let store = Self::init(conn).map_err(|e| opening(&db, e))?;
         // The WAL and shm files exist now; a umask or an older version may have made them wider.
         crate::files::secure_dir(dir)?;
         Ok(store)
