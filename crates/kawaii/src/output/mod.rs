@@ -106,6 +106,41 @@ pub struct Kind {
     /// The field that names one item in the URL.
     pub key: &'static str,
     columns: &'static [Col],
+    /// Serializes the API's value through the model's type, in its field order.
+    typed: Typed,
+}
+
+/// `serialized` through a model type (None: the value is not of that type, e.g. a newer
+/// daemon's field; it is then printed as it came).
+type Typed = fn(&Value, &str) -> Option<anyhow::Result<String>>;
+
+/// A bare list in TOML: `[[items]]`.
+#[derive(serde::Serialize)]
+struct Items<T> {
+    items: Vec<T>,
+}
+
+fn typed<T: serde::de::DeserializeOwned + serde::Serialize>(
+    v: &Value,
+    format: &str,
+) -> Option<anyhow::Result<String>> {
+    fn out<S: serde::Serialize>(v: &S, format: &str) -> anyhow::Result<String> {
+        Ok(match format {
+            "json" => format!("{}\n", serde_json::to_string_pretty(v)?),
+            "yaml" => yaml_serde::to_string(v)?,
+            _ => toml::to_string_pretty(v)?,
+        })
+    }
+    Some(match v {
+        Value::Array(_) => {
+            let items: Vec<T> = serde_json::from_value(v.clone()).ok()?;
+            match format {
+                "toml" => out(&Items { items }, format),
+                _ => out(&items, format),
+            }
+        }
+        _ => out(&serde_json::from_value::<T>(v.clone()).ok()?, format),
+    })
 }
 
 const RULE_COLUMNS: [Col; 5] = [
@@ -123,6 +158,7 @@ pub const KINDS: &[Kind] = &[
         aliases: &["ingress", "ingress_rules"],
         path: "/v1/ingress-rules",
         key: "id",
+        typed: typed::<kawaii_model::IngressRule>,
         columns: &[
             col("ID", "id", Fmt::Text),
             col("SOURCE", "source", Fmt::Text),
@@ -140,6 +176,7 @@ pub const KINDS: &[Kind] = &[
         aliases: &["egress", "egress_rules"],
         path: "/v1/egress-rules",
         key: "id",
+        typed: typed::<kawaii_model::EgressRule>,
         columns: &RULE_COLUMNS,
     },
     Kind {
@@ -148,6 +185,7 @@ pub const KINDS: &[Kind] = &[
         aliases: &["nat", "nat_rules"],
         path: "/v1/nat-rules",
         key: "id",
+        typed: typed::<kawaii_model::NatRule>,
         columns: &RULE_COLUMNS,
     },
     Kind {
@@ -156,6 +194,7 @@ pub const KINDS: &[Kind] = &[
         aliases: &["peering", "peerings", "vpc_peerings"],
         path: "/v1/vpc-peerings",
         key: "name",
+        typed: typed::<kawaii_model::VpcPeering>,
         columns: &[
             col("NAME", "name", Fmt::Text),
             col("SUBNET", "subnet", Fmt::Text),
@@ -173,6 +212,7 @@ pub const KINDS: &[Kind] = &[
         aliases: &["ipsec-connections"],
         path: "/v1/ipsec",
         key: "name",
+        typed: typed::<kawaii_model::Ipsec>,
         columns: &[
             col("NAME", "name", Fmt::Text),
             col("REMOTE-PEER", "remote_peer", Fmt::Text),
@@ -198,6 +238,7 @@ pub const KINDS: &[Kind] = &[
         aliases: &["peer", "peers", "vpn-peers"],
         path: "/v1/wireguard/peers",
         key: "name",
+        typed: typed::<kawaii_model::WgPeer>,
         columns: &[
             col("NAME", "name", Fmt::Text),
             col("ADDRESS", "address", Fmt::Text),
@@ -215,6 +256,7 @@ pub const KINDS: &[Kind] = &[
         aliases: &[],
         path: "/v1/pipes",
         key: "name",
+        typed: typed::<kawaii_model::Pipe>,
         columns: &[
             col("NAME", "name", Fmt::Text),
             col("PORT", "port", Fmt::Text),
@@ -229,6 +271,7 @@ pub const KINDS: &[Kind] = &[
         aliases: &[],
         path: "/v1/routes",
         key: "domain",
+        typed: typed::<kawaii_model::Route>,
         columns: &[
             col("DOMAIN", "domain", Fmt::Text),
             col("HTTPS", "https", Fmt::Text),
@@ -318,6 +361,11 @@ fn without_nulls(v: &Value) -> Value {
     }
 }
 
+/// `v` in the model's field order where it is of the model's type, else as it came.
+fn in_order(typed: Typed, v: &Value, format: &str) -> anyhow::Result<String> {
+    typed(v, format).unwrap_or_else(|| serialized(v, format))
+}
+
 /// `get gateway` (or `get` alone): `envelope` is the API's `{revision, gateway}`.
 pub fn gateway(envelope: &Value, output: GetOutput) -> anyhow::Result<String> {
     let doc = &envelope["gateway"];
@@ -326,11 +374,11 @@ pub fn gateway(envelope: &Value, output: GetOutput) -> anyhow::Result<String> {
         GetOutput::Table | GetOutput::Wide => format!(
             "# revision {}\n{}",
             envelope["revision"],
-            serialized(doc, "toml")?
+            in_order(typed::<kawaii_model::Gateway>, doc, "toml")?
         ),
-        GetOutput::Json => serialized(doc, "json")?,
-        GetOutput::Yaml => serialized(doc, "yaml")?,
-        GetOutput::Toml => serialized(doc, "toml")?,
+        GetOutput::Json => in_order(typed::<kawaii_model::Gateway>, doc, "json")?,
+        GetOutput::Yaml => in_order(typed::<kawaii_model::Gateway>, doc, "yaml")?,
+        GetOutput::Toml => in_order(typed::<kawaii_model::Gateway>, doc, "toml")?,
         GetOutput::Name => format!(
             "gateway/{}\n",
             doc["gateway"]["name"].as_str().unwrap_or("kawaii")
@@ -352,9 +400,9 @@ pub fn collection(kind: &Kind, v: &Value, output: GetOutput) -> anyhow::Result<S
             }
             table(kind.columns, &items, output == GetOutput::Wide, 0)
         }
-        GetOutput::Json => serialized(v, "json")?,
-        GetOutput::Yaml => serialized(v, "yaml")?,
-        GetOutput::Toml => serialized(v, "toml")?,
+        GetOutput::Json => in_order(kind.typed, v, "json")?,
+        GetOutput::Yaml => in_order(kind.typed, v, "yaml")?,
+        GetOutput::Toml => in_order(kind.typed, v, "toml")?,
         GetOutput::Name => items
             .iter()
             .map(|i| format!("{}/{}\n", kind.singular, text(&i[kind.key])))
@@ -887,3 +935,6 @@ pub fn audit(v: &Value) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests;
