@@ -12,7 +12,9 @@ pub enum GetOutput {
     Table,
     /// The table with every column.
     Wide,
+    /// The API's value.
     Json,
+    /// The API's value.
     Yaml,
     /// A config file (`get gateway -o toml > f; edit f; apply -f f`).
     Toml,
@@ -27,7 +29,9 @@ pub enum StatusOutput {
     Table,
     /// The tables with every column.
     Wide,
+    /// The API's value (`GET /v1/status`).
     Json,
+    /// The API's value.
     Yaml,
 }
 
@@ -36,7 +40,9 @@ pub enum StatusOutput {
 pub enum AuditOutput {
     /// One line per change.
     Table,
+    /// The API's value.
     Json,
+    /// The API's value.
     Yaml,
 }
 

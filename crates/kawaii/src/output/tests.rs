@@ -473,8 +473,14 @@ fn an_unknown_section_is_a_table_not_json() {
     });
     let t = status(&v, false, NOW_MS);
     assert!(t.contains("degraded"), "{t}");
-    assert!(t.contains("\nflux capacitor\nCHARGED   GIGAWATTS\nyes       1.21\n"), "{t}");
-    assert!(t.contains("flux capacitor coils\nNAME   TEMP\nc1     max=90,now=20\n"), "{t}");
+    assert!(
+        t.contains("\nflux capacitor\nCHARGED   GIGAWATTS\nyes       1.21\n"),
+        "{t}"
+    );
+    assert!(
+        t.contains("flux capacitor coils\nNAME   TEMP\nc1     max=90,now=20\n"),
+        "{t}"
+    );
 }
 
 #[test]
