@@ -136,12 +136,20 @@ fn two_zone_lab_exec_uses_each_hosts_own_daemon() {
             "{host}: {text}{}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let header: Vec<&str> = text.lines().nth(1).unwrap_or("").split_whitespace().collect();
+        let header: Vec<&str> = text
+            .lines()
+            .nth(1)
+            .unwrap_or("")
+            .split_whitespace()
+            .collect();
         assert_eq!(header.get(1), Some(&zone), "{host}: {text}");
         assert!(text.contains("\nzones (vrrp)\n"), "{host}: {text}");
     }
     let status = kawaii(&["lab", "status"]);
     let text = String::from_utf8_lossy(&status.stdout);
     assert!(status.status.success(), "{text}");
-    assert!(text.contains("\ngw-a:\n") && text.contains("\ngw-b:\n"), "{text}");
+    assert!(
+        text.contains("\ngw-a:\n") && text.contains("\ngw-b:\n"),
+        "{text}"
+    );
 }
