@@ -138,18 +138,29 @@ pub fn emit(text: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The `warnings` of a write's answer (e.g. a port forwarded that no ingress rule opens), on
-/// stderr, one line each.
-fn print_warnings(body: &str) {
+/// The `warnings` of a write's answer (e.g. a port forwarded that no ingress rule opens), one
+/// line each: `path: reason`.
+fn warnings(body: &str) -> Vec<String> {
     let Ok(v) = serde_json::from_str::<Value>(body) else {
-        return;
+        return Vec::new();
     };
-    for w in v["warnings"].as_array().into_iter().flatten() {
-        match (w["path"].as_str(), w["reason"].as_str(), w.as_str()) {
-            (Some(p), Some(r), _) => eprintln!("warning: {p}: {r}"),
-            (_, _, Some(s)) => eprintln!("warning: {s}"),
-            _ => eprintln!("warning: {w}"),
-        }
+    v["warnings"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(
+            |w| match (w["path"].as_str(), w["reason"].as_str(), w.as_str()) {
+                (Some(p), Some(r), _) => format!("{p}: {r}"),
+                (_, _, Some(s)) => s.to_string(),
+                _ => w.to_string(),
+            },
+        )
+        .collect()
+}
+
+fn print_warnings(body: &str) {
+    for w in warnings(body) {
+        eprintln!("warning: {w}");
     }
 }
 
@@ -438,4 +449,23 @@ pub fn render(file: &Path, zone: Option<&str>, what: RenderWhat) -> anyhow::Resu
     };
     emit(&text)?;
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn write_warnings_print_with_their_paths() {
+        let body = r#"{"revision": 3, "gateway": {}, "warnings": [
+            {"path": "nat_rules[0]", "reason": "tcp 8081 is forwarded but no ingress rule opens it"},
+            "a plain sentence"]}"#;
+        assert_eq!(
+            super::warnings(body),
+            [
+                "nat_rules[0]: tcp 8081 is forwarded but no ingress rule opens it",
+                "a plain sentence"
+            ]
+        );
+        assert!(super::warnings(r#"{"revision": 3}"#).is_empty());
+        assert!(super::warnings("not json").is_empty());
+    }
 }
