@@ -549,8 +549,8 @@ fn age(secs: u64) -> String {
     }
 }
 
-/// The status sections with their columns, in the order they print; `table` of a section names
-/// a list inside it (`None`: the section itself), `title` is printed above it.
+/// One table of `kawaii status`: its title, where its rows are in `/v1/status` (`a.b`: a list,
+/// one row per item, or an object, one row), and its columns. They print in this order.
 struct Section {
     title: &'static str,
     path: &'static str,
