@@ -1,12 +1,14 @@
 //! The command-line client of the API (`get`, `apply`, `delete`, `status`, `audit`,
-//! `peer showconf`) and `render`, which plans locally without a daemon.
+//! `peer showconf`) and `render`, which plans locally without a daemon. What it prints is made
+//! by [`crate::output`]; this module talks to the API and finds the token.
 
-use crate::{Output, ShowconfOutput, config};
+use crate::output::{self, AuditOutput, GetOutput, StatusOutput, Target};
+use crate::{ShowconfOutput, config};
 use anyhow::{Context, bail};
 use clap::ValueEnum;
-use comfy_table::{ContentArrangement, Table, presets::UTF8_BORDERS_ONLY};
 use serde_json::Value;
-use std::path::Path;
+use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -21,57 +23,103 @@ pub enum RenderWhat {
     Conntrackd,
 }
 
-/// Collections by the names the CLI accepts, and their API paths.
-const KINDS: &[(&str, &[&str], &str)] = &[
-    (
-        "ingress-rules",
-        &["ingress", "ingress-rule", "ingress_rules"],
-        "/v1/ingress-rules",
-    ),
-    (
-        "egress-rules",
-        &["egress", "egress-rule", "egress_rules"],
-        "/v1/egress-rules",
-    ),
-    (
-        "nat-rules",
-        &["nat", "nat-rule", "nat_rules"],
-        "/v1/nat-rules",
-    ),
-    (
-        "vpc-peerings",
-        &["vpc-peering", "peering", "peerings", "vpc_peerings"],
-        "/v1/vpc-peerings",
-    ),
-    (
-        "ipsec",
-        &["ipsec-connection", "ipsec-connections"],
-        "/v1/ipsec",
-    ),
-    (
-        "wireguard-peers",
-        &["peer", "peers", "wireguard-peer", "vpn-peers"],
-        "/v1/wireguard/peers",
-    ),
-    ("pipes", &["pipe"], "/v1/pipes"),
-    ("routes", &["route"], "/v1/routes"),
-];
+/// Where the client's bearer token came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenFrom {
+    Flag,
+    Env,
+    File(PathBuf),
+}
 
-fn kind_path(kind: &str) -> anyhow::Result<&'static str> {
-    KINDS
-        .iter()
-        .find(|(name, aliases, _)| *name == kind || aliases.contains(&kind))
-        .map(|k| k.2)
-        .ok_or_else(|| {
-            let names: Vec<&str> = KINDS.iter().map(|k| k.0).collect();
-            anyhow::anyhow!("unknown kind {kind:?}; use gateway, {}", names.join(", "))
-        })
+impl std::fmt::Display for TokenFrom {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TokenFrom::Flag => f.write_str("--token"),
+            TokenFrom::Env => f.write_str("KAWAII_TOKEN"),
+            TokenFrom::File(p) => write!(f, "{}", p.display()),
+        }
+    }
+}
+
+/// The token the client sends, and where it looked for one (for the error when there is none).
+#[derive(Clone)]
+pub struct Token {
+    value: Option<String>,
+    from: Option<TokenFrom>,
+    /// The daemon's bootstrap token file, and why it gave no token (when it did not).
+    file: PathBuf,
+    file_problem: Option<String>,
+}
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Token")
+            .field("value", &self.value.as_ref().map(|_| "(redacted)"))
+            .field("from", &self.from)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Token {
+    /// `--token`, else `KAWAII_TOKEN`, else the bootstrap token file under `KAWAII_STATE`
+    /// (default `/var/lib/kawaii`) when this user may read it.
+    pub fn find(flag: Option<String>) -> Token {
+        let state = std::env::var_os("KAWAII_STATE").unwrap_or_else(|| "/var/lib/kawaii".into());
+        let file = Path::new(&state).join("admin.token");
+        let mut token = Token {
+            value: None,
+            from: None,
+            file: file.clone(),
+            file_problem: None,
+        };
+        let env = std::env::var("KAWAII_TOKEN").ok();
+        if let Some((value, from)) = flag
+            .map(|t| (t, TokenFrom::Flag))
+            .or_else(|| env.map(|t| (t, TokenFrom::Env)))
+        {
+            token.value = Some(value.trim().to_string());
+            token.from = Some(from);
+            return token;
+        }
+        match std::fs::read_to_string(&file) {
+            Ok(t) if !t.trim().is_empty() => {
+                token.value = Some(t.trim().to_string());
+                token.from = Some(TokenFrom::File(file));
+            }
+            Ok(_) => token.file_problem = Some("is empty".into()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                token.file_problem = Some("does not exist".into());
+            }
+            Err(e) => token.file_problem = Some(format!("cannot be read ({e})")),
+        }
+        token
+    }
+
+    /// What to say when the API refused the request as unauthenticated.
+    fn refused(&self, base: &str, msg: &str) -> String {
+        match &self.from {
+            None => format!(
+                "{msg} (401): no token was given. The CLI looked for one in --token, in \
+                 KAWAII_TOKEN (not set) and in {file} ({problem}; KAWAII_STATE sets the state \
+                 directory).\nPass one with --token TOKEN or KAWAII_TOKEN=TOKEN (an [api] \
+                 token of the gateway), or on the gateway run the CLI as a user who may read \
+                 {file} (e.g. sudo kawaii ...).",
+                file = self.file.display(),
+                problem = self.file_problem.as_deref().unwrap_or("no token"),
+            ),
+            Some(from) => format!(
+                "{msg} (401): the API at {base} does not know the token from {from}.\nUse a \
+                 token of that gateway's [api] tokens or token_file, or its bootstrap token \
+                 (STATE/admin.token on that gateway; KAWAII_STATE sets STATE)."
+            ),
+        }
+    }
 }
 
 #[derive(Debug)]
 pub struct Api {
     base: String,
-    token: Option<String>,
+    token: Token,
     agent: ureq::Agent,
 }
 
@@ -81,9 +129,43 @@ struct Reply {
     body: String,
 }
 
+/// Writes to stdout; a reader that went away (`kawaii status | head -1`) comes back as a
+/// `BrokenPipe` error, which `main` ends on quietly.
+pub fn emit(text: &str) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())?;
+    out.flush()?;
+    Ok(())
+}
+
+/// The `warnings` of a write's answer (e.g. a port forwarded that no ingress rule opens), one
+/// line each: `path: reason`.
+fn warnings(body: &str) -> Vec<String> {
+    let Ok(v) = serde_json::from_str::<Value>(body) else {
+        return Vec::new();
+    };
+    v["warnings"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(
+            |w| match (w["path"].as_str(), w["reason"].as_str(), w.as_str()) {
+                (Some(p), Some(r), _) => format!("{p}: {r}"),
+                (_, _, Some(s)) => s.to_string(),
+                _ => w.to_string(),
+            },
+        )
+        .collect()
+}
+
+fn print_warnings(body: &str) {
+    for w in warnings(body) {
+        eprintln!("warning: {w}");
+    }
+}
+
 impl Api {
-    pub fn new(base: &str, token: Option<String>) -> Api {
-        let token = token.or_else(default_token);
+    pub fn new(base: &str, token: Token) -> Api {
         let agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_global(Some(Duration::from_secs(30)))
@@ -105,7 +187,7 @@ impl Api {
     ) -> anyhow::Result<Reply> {
         let url = format!("{}{path}", self.base);
         let mut req = ureq::http::Request::builder().method(method).uri(&url);
-        if let Some(t) = &self.token {
+        if let Some(t) = &self.token.value {
             req = req.header("Authorization", format!("Bearer {t}"));
         }
         if let Some(rev) = if_match {
@@ -145,11 +227,14 @@ impl Api {
                 .and_then(Value::as_array)
                 .cloned()
                 .unwrap_or_default();
+            let msg = v
+                .get("error")
+                .and_then(Value::as_str)
+                .unwrap_or(r.body.trim());
+            if r.status == 401 {
+                bail!("{}", self.token.refused(&self.base, msg));
+            }
             if details.is_empty() {
-                let msg = v
-                    .get("error")
-                    .and_then(Value::as_str)
-                    .unwrap_or(r.body.trim());
                 bail!("{} ({})", msg, r.status);
             }
             let lines: Vec<String> = details
@@ -167,181 +252,127 @@ impl Api {
         Ok(r)
     }
 
+    fn get_json(&self, path: &str) -> anyhow::Result<Value> {
+        let r = self.ok("GET", path, None, None)?;
+        serde_json::from_str(&r.body).with_context(|| format!("the API's answer to GET {path}"))
+    }
+
     pub fn get(
         &self,
         kind: Option<&str>,
         name: Option<&str>,
-        output: Output,
+        output: GetOutput,
     ) -> anyhow::Result<ExitCode> {
-        match kind {
-            None | Some("gateway") => {
-                let r = self.ok("GET", "/v1/gateway", None, None)?;
-                let v: Value = serde_json::from_str(&r.body)?;
-                let doc = &v["gateway"];
-                match output {
-                    Output::Table => {
-                        println!("revision {}", v["revision"]);
-                        for (field, value) in doc.as_object().into_iter().flatten() {
-                            let n = value
-                                .as_array()
-                                .map(|a| a.len().to_string())
-                                .unwrap_or_else(|| "set".into());
-                            println!("  {field}: {n}");
-                        }
-                    }
-                    other => print_value(doc, other)?,
-                }
-            }
-            Some(kind) => {
-                let base = kind_path(kind)?;
+        match output::target(kind, name)? {
+            Target::Gateway => emit(&output::gateway(&self.get_json("/v1/gateway")?, output)?)?,
+            Target::Kind(kind, name) => {
                 let path = match name {
-                    Some(n) => format!("{base}/{}", urlencode(n)),
-                    None => base.to_string(),
+                    Some(n) => format!("{}/{}", kind.path, urlencode(n)),
+                    None => kind.path.to_string(),
                 };
-                let r = self.ok("GET", &path, None, None)?;
-                let v: Value = serde_json::from_str(&r.body)?;
-                match output {
-                    Output::Table => print_table(&v),
-                    other => print_value(&v, other)?,
+                let v = self.get_json(&path)?;
+                let text = output::collection(kind, &v, output)?;
+                if text.is_empty() {
+                    eprintln!("No {} found.", kind.name);
                 }
+                emit(&text)?;
             }
         }
         Ok(ExitCode::SUCCESS)
     }
 
+    /// Applies a file (`-` for stdin): a gateway document replaces the desired state; Kilo
+    /// `Peer` manifests create or replace those peers. Says `unchanged` when the store kept its
+    /// revision (it commits nothing for an identical document).
     pub fn apply(&self, file: &Path) -> anyhow::Result<ExitCode> {
-        let text = std::fs::read_to_string(file)
-            .with_context(|| format!("cannot read {}", file.display()))?;
+        let (file, text) = read_input(file)?;
         if let Some(peers) = kawaii_model::dropin::kilo_peers(&text) {
             let peers = peers.map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
             for p in peers {
                 let body = kawaii_model::Secret::reveal(|| serde_json::to_string(&p))?;
                 let path = format!("/v1/wireguard/peers/{}", urlencode(&p.name));
                 // Create or replace: a Kilo manifest is applied like `kubectl apply`.
-                let r = self.call("GET", &path, None, None)?;
-                let (verb, r) = if r.status == 404 {
-                    (
-                        "created",
-                        self.ok("POST", "/v1/wireguard/peers", Some(body), None)?,
-                    )
+                let before = self.call("GET", &path, None, None)?;
+                let (r, verb) = if before.status == 404 {
+                    let r = self.ok("POST", "/v1/wireguard/peers", Some(body), None)?;
+                    (r, "created")
                 } else {
-                    ("configured", self.ok("PUT", &path, Some(body), None)?)
+                    let r = self.ok("PUT", &path, Some(body), None)?;
+                    let same = before.status == 200 && r.etag.is_some() && r.etag == before.etag;
+                    (r, if same { "unchanged" } else { "configured" })
                 };
-                println!(
-                    "peer {} {verb} (revision {})",
+                print_warnings(&r.body);
+                emit(&format!(
+                    "wireguard-peer/{} {verb} (revision {})\n",
                     p.name,
                     r.etag.map(|e| e.to_string()).unwrap_or_default()
-                );
+                ))?;
             }
             return Ok(ExitCode::SUCCESS);
         }
-        let loaded = config::load(file).map_err(config::error_lines)?;
-        let body = kawaii_model::Secret::reveal(|| serde_json::to_string(&loaded.gateway))?;
+        let gateway = config::parse(&file, &text).map_err(|e| {
+            let lines: Vec<String> = e
+                .details()
+                .iter()
+                .map(|d| config::located(&file, d))
+                .collect();
+            anyhow::anyhow!("{}", lines.join("\n"))
+        })?;
+        let body = kawaii_model::Secret::reveal(|| serde_json::to_string(&gateway))?;
         let cur = self.ok("GET", "/v1/gateway", None, None)?;
         let rev = cur.etag.context("the API sent no revision")?;
         let r = self.ok("PUT", "/v1/gateway", Some(body), Some(rev))?;
-        println!(
-            "applied {} (revision {})",
-            file.display(),
-            r.etag.unwrap_or(rev)
-        );
+        print_warnings(&r.body);
+        let now = r.etag.context("the API sent no revision")?;
+        // The store commits nothing, and keeps its revision, when the document is the same.
+        let verb = if now == rev {
+            "unchanged"
+        } else {
+            "configured"
+        };
+        emit(&format!(
+            "gateway/{} {verb} (revision {now})\n",
+            gateway.gateway.name
+        ))?;
         Ok(ExitCode::SUCCESS)
     }
 
-    pub fn delete(&self, kind: &str, name: &str) -> anyhow::Result<ExitCode> {
-        let path = format!("{}/{}", kind_path(kind)?, urlencode(name));
+    pub fn delete(&self, kind: &str, name: Option<&str>) -> anyhow::Result<ExitCode> {
+        let Target::Kind(kind, Some(name)) = output::target(Some(kind), name)? else {
+            bail!("delete takes KIND NAME or KIND/NAME (the gateway itself cannot be deleted)");
+        };
+        let path = format!("{}/{}", kind.path, urlencode(name));
         let r = self.ok("DELETE", &path, None, None)?;
-        println!(
-            "deleted {kind} {name} (revision {})",
+        emit(&format!(
+            "{}/{name} deleted (revision {})\n",
+            kind.singular,
             r.etag.map(|e| e.to_string()).unwrap_or_default()
-        );
+        ))?;
         Ok(ExitCode::SUCCESS)
     }
 
-    pub fn status(&self, output: Output) -> anyhow::Result<ExitCode> {
-        let r = self.ok("GET", "/v1/status", None, None)?;
-        let v: Value = serde_json::from_str(&r.body)?;
-        if output != Output::Table {
-            print_value(&v, output)?;
-            return Ok(ExitCode::SUCCESS);
-        }
-        println!(
-            "gateway {}  zone {}  desired revision {}  applied {}  {}",
-            v["gateway"].as_str().unwrap_or("?"),
-            v["zone"].as_str().unwrap_or("-"),
-            v["desired_revision"],
-            v["applied_revision"],
-            if v["ready"].as_bool() == Some(true) {
-                "ready"
-            } else {
-                "NOT READY"
-            }
-        );
-        if let Some(store) = v["store"].as_object() {
-            let up = store.get("up").and_then(Value::as_bool) == Some(true);
-            let age = store
-                .get("seconds_since_sync")
-                .and_then(Value::as_f64)
-                .map(|s| format!("{s:.1} s"))
-                .unwrap_or_else(|| "never".into());
-            println!(
-                "store {}  {}  last sync {age} ago{}",
-                store.get("backend").and_then(Value::as_str).unwrap_or("?"),
-                if up { "up" } else { "DOWN" },
-                store
-                    .get("error")
-                    .and_then(Value::as_str)
-                    .map(|e| format!("  ({e})"))
-                    .unwrap_or_default()
-            );
-        }
-        if let Some(drivers) = v["drivers"].as_array().filter(|d| !d.is_empty()) {
-            println!("\ndrivers");
-            print_table(&Value::Array(drivers.clone()));
-        }
-        if let Some(rejected) = v["rejected_config"].as_array().filter(|d| !d.is_empty()) {
-            println!("\nconfig file rejected (the running state stays):");
-            for e in rejected {
-                println!(
-                    "  {}: {}",
-                    e["path"].as_str().unwrap_or("?"),
-                    e["reason"].as_str().unwrap_or("?")
-                );
-            }
-        }
-        for (section, value) in v["details"].as_object().into_iter().flatten() {
-            println!("\n{section}");
-            match value {
-                Value::Array(_) => print_table(value),
-                other => println!("{}", serde_json::to_string_pretty(other)?),
-            }
-        }
+    pub fn status(&self, output: StatusOutput) -> anyhow::Result<ExitCode> {
+        let v = self.get_json("/v1/status")?;
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        emit(&match output {
+            StatusOutput::Table => output::status(&v, false, now_ms),
+            StatusOutput::Wide => output::status(&v, true, now_ms),
+            StatusOutput::Json => output::serialized(&v, "json")?,
+            StatusOutput::Yaml => output::serialized(&v, "yaml")?,
+        })?;
         Ok(ExitCode::SUCCESS)
     }
 
-    pub fn audit(&self, limit: usize, output: Output) -> anyhow::Result<ExitCode> {
-        let r = self.ok("GET", &format!("/v1/audit?limit={limit}"), None, None)?;
-        let v: Value = serde_json::from_str(&r.body)?;
-        if output != Output::Table {
-            print_value(&v, output)?;
-            return Ok(ExitCode::SUCCESS);
-        }
-        for e in v.as_array().into_iter().flatten() {
-            println!(
-                "{}  rev {:<4} {:<20} {}",
-                e["at"].as_str().unwrap_or("?"),
-                e["revision"],
-                e["actor"].as_str().unwrap_or("?"),
-                e["action"].as_str().unwrap_or("?")
-            );
-            for c in e["changes"].as_array().into_iter().flatten() {
-                println!(
-                    "    {:<8} {}",
-                    c["op"].as_str().unwrap_or("?"),
-                    c["path"].as_str().unwrap_or("?")
-                );
-            }
-        }
+    pub fn audit(&self, limit: usize, output: AuditOutput) -> anyhow::Result<ExitCode> {
+        let v = self.get_json(&format!("/v1/audit?limit={limit}"))?;
+        emit(&match output {
+            AuditOutput::Table => output::audit(&v),
+            AuditOutput::Json => output::serialized(&v, "json")?,
+            AuditOutput::Yaml => output::serialized(&v, "yaml")?,
+        })?;
         Ok(ExitCode::SUCCESS)
     }
 
@@ -360,90 +391,33 @@ impl Api {
             None,
             None,
         )?;
-        print!("{}", r.body);
+        emit(&r.body)?;
         Ok(ExitCode::SUCCESS)
     }
 }
 
-/// The bootstrap token a local daemon wrote, when this user may read it.
-fn default_token() -> Option<String> {
-    let dir = std::env::var("KAWAII_STATE").unwrap_or_else(|_| "/var/lib/kawaii".into());
-    std::fs::read_to_string(Path::new(&dir).join("admin.token"))
-        .ok()
-        .map(|t| t.trim().to_string())
-        .filter(|t| !t.is_empty())
+/// The file's text, or stdin's for `-`; with the name its format is told by (stdin's by its
+/// content: `{` is JSON, a Cloud-Gateway `conf.yaml` is YAML, anything else TOML).
+fn read_input(file: &Path) -> anyhow::Result<(PathBuf, String)> {
+    if file != Path::new("-") {
+        let text = std::fs::read_to_string(file)
+            .with_context(|| format!("cannot read {}", file.display()))?;
+        return Ok((file.to_path_buf(), text));
+    }
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut std::io::stdin(), &mut text).context("cannot read stdin")?;
+    let name = if text.trim_start().starts_with('{') {
+        "(stdin).json"
+    } else if kawaii_model::dropin::cloud_gateway(&text).is_some() {
+        "(stdin).yaml"
+    } else {
+        "(stdin)"
+    };
+    Ok((PathBuf::from(name), text))
 }
 
 fn urlencode(s: &str) -> String {
-    let mut out = String::new();
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~*".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
-fn print_value(v: &Value, output: Output) -> anyhow::Result<()> {
-    match output {
-        Output::Json | Output::Table => println!("{}", serde_json::to_string_pretty(v)?),
-        Output::Yaml => print!("{}", yaml_serde::to_string(v)?),
-        Output::Toml => match v {
-            Value::Object(_) => print!("{}", toml::to_string_pretty(v)?),
-            Value::Array(items) => {
-                // A bare list is not a TOML document: wrap it as `[[items]]`.
-                let doc = serde_json::json!({ "items": items });
-                print!("{}", toml::to_string_pretty(&doc)?)
-            }
-            other => println!("{other}"),
-        },
-    }
-    Ok(())
-}
-
-fn cell(v: &Value) -> String {
-    match v {
-        Value::Null => "-".into(),
-        Value::String(s) => s.clone(),
-        Value::Array(a) => a.iter().map(cell).collect::<Vec<_>>().join(", "),
-        Value::Object(_) => serde_json::to_string(v).unwrap_or_default(),
-        other => other.to_string(),
-    }
-}
-
-/// A table from a list of objects (or one object), one column per field seen.
-fn print_table(v: &Value) {
-    let rows: Vec<&serde_json::Map<String, Value>> = match v {
-        Value::Array(items) => items.iter().filter_map(Value::as_object).collect(),
-        Value::Object(o) => vec![o],
-        _ => Vec::new(),
-    };
-    if rows.is_empty() {
-        println!("(none)");
-        return;
-    }
-    let mut columns: Vec<String> = Vec::new();
-    for r in &rows {
-        for k in r.keys() {
-            if !columns.contains(k) {
-                columns.push(k.clone());
-            }
-        }
-    }
-    let mut t = Table::new();
-    t.load_preset(UTF8_BORDERS_ONLY)
-        .set_content_arrangement(ContentArrangement::Dynamic);
-    t.set_header(columns.iter().map(|c| c.to_uppercase()));
-    for r in rows {
-        t.add_row(
-            columns
-                .iter()
-                .map(|c| r.get(c).map(cell).unwrap_or_else(|| "-".into())),
-        );
-    }
-    println!("{t}");
+    kawaii_api::urlencode(s)
 }
 
 /// Plans locally from a config file and prints the requested parts.
@@ -455,26 +429,43 @@ pub fn render(file: &Path, zone: Option<&str>, what: RenderWhat) -> anyhow::Resu
         .prepare_commit(&kawaii_model::Gateway::default());
     let report = kawaii_model::validate(&loaded.gateway).map_err(|e| config::error_lines(e.0))?;
     let plan = kawaii_plan::plan(&report.desired, zone)?;
-    match what {
-        RenderWhat::All => println!("{}", serde_json::to_string_pretty(&plan)?),
+    let text = match what {
+        RenderWhat::All => format!("{}\n", serde_json::to_string_pretty(&plan)?),
         RenderWhat::Nftables => match &plan.nftables {
-            Some(t) => print!("{}", t.render()),
+            Some(t) => t.render(),
             None => bail!("this node has no zone, so no firewall of its own"),
         },
-        RenderWhat::Routes => print!("{}", plan.net.render()),
-        RenderWhat::Ipsec => println!("{}", serde_json::to_string_pretty(&plan.ipsec)?),
-        RenderWhat::Vrrp => print!("{}", kawaii_plan::vrrp::render(&plan.vrrp)),
+        RenderWhat::Routes => plan.net.render(),
+        RenderWhat::Ipsec => format!("{}\n", serde_json::to_string_pretty(&plan.ipsec)?),
+        RenderWhat::Vrrp => kawaii_plan::vrrp::render(&plan.vrrp),
         RenderWhat::Conntrackd => match &plan.conntrackd {
-            Some(c) => print!(
-                "{}",
-                kawaii_plan::conntrackd::render(c, "/var/lib/kawaii/conntrackd")
-            ),
+            Some(c) => kawaii_plan::conntrackd::render(c, "/var/lib/kawaii/conntrackd"),
             None => bail!("no connection-state sync: no HA, or [ha] conntrack_sync = false"),
         },
         RenderWhat::Wireguard => match &plan.wireguard {
-            Some(w) => print!("{}", w.render()),
+            Some(w) => w.render(),
             None => bail!("the config has no [wireguard] section"),
         },
-    }
+    };
+    emit(&text)?;
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn write_warnings_print_with_their_paths() {
+        let body = r#"{"revision": 3, "gateway": {}, "warnings": [
+            {"path": "nat_rules[0]", "reason": "tcp 8081 is forwarded but no ingress rule opens it"},
+            "a plain sentence"]}"#;
+        assert_eq!(
+            super::warnings(body),
+            [
+                "nat_rules[0]: tcp 8081 is forwarded but no ingress rule opens it",
+                "a plain sentence"
+            ]
+        );
+        assert!(super::warnings(r#"{"revision": 3}"#).is_empty());
+        assert!(super::warnings("not json").is_empty());
+    }
 }

@@ -28,6 +28,10 @@ struct LabRecord {
     /// etcd data directories on tmpfs (`--zones 2`), removed by `down`.
     #[serde(default)]
     data_dirs: Vec<PathBuf>,
+    /// Per host running kawaii: its state directory, where its bootstrap token is (`exec`
+    /// points `KAWAII_STATE` there, so `kawaii` in that host uses that daemon's token).
+    #[serde(default)]
+    states: std::collections::BTreeMap<String, PathBuf>,
 }
 
 fn record_path() -> PathBuf {
@@ -108,6 +112,10 @@ fn record(
             .map(|d| (d.host.name.clone(), d.pid(topo)))
             .collect(),
         data_dirs,
+        states: daemons
+            .iter()
+            .map(|d| (d.host.name.clone(), d.state.clone()))
+            .collect(),
     };
     std::fs::write(record_path(), serde_json::to_string_pretty(&record)?)?;
     Ok(record)
@@ -212,13 +220,25 @@ pub fn status() -> anyhow::Result<ExitCode> {
         .filter(|p| Path::new(&format!("/proc/{p}")).exists())
         .count();
     println!("processes: {alive} of {} running", r.pids.len());
-    let out = Command::new("ip")
-        .args(["netns", "exec", &ns("gw")])
-        .arg(std::env::current_exe()?)
-        .arg("status")
-        .env("KAWAII_STATE", &r.state)
-        .status()?;
-    Ok(if out.success() && alive == r.pids.len() {
+    // Each daemon's own view, with its own token.
+    let mut hosts: Vec<(String, PathBuf)> = r.states.clone().into_iter().collect();
+    if hosts.is_empty() {
+        hosts.push(("gw".into(), r.state.clone()));
+    }
+    let mut ok = alive == r.pids.len();
+    for (host, state) in hosts {
+        if r.states.len() > 1 {
+            println!("\n{host}:");
+        }
+        let out = Command::new("ip")
+            .args(["netns", "exec", &ns(&host)])
+            .arg(std::env::current_exe()?)
+            .arg("status")
+            .env("KAWAII_STATE", &state)
+            .status()?;
+        ok &= out.success();
+    }
+    Ok(if ok {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
@@ -254,12 +274,32 @@ pub fn exec(host: &str, cmd: &[String]) -> anyhow::Result<ExitCode> {
     {
         cmd.args(["nsenter", "-t", &pid.to_string(), "-m", "--"]);
     }
-    let err = cmd
-        .arg(&prog)
-        .args(args)
-        .env("KAWAII_STATE", &r.state)
-        .exec();
+    // That host's daemon: its bootstrap token, and the API address the lab's config gives it
+    // (in the host's own namespace).
+    let state = r.states.get(host).unwrap_or(&r.state);
+    cmd.arg(&prog).args(args).env("KAWAII_STATE", state);
+    if std::env::var_os("KAWAII_API").is_none()
+        && let Some(api) = api_url(&r.config)
+    {
+        cmd.env("KAWAII_API", api);
+    }
+    let err = cmd.exec();
     Err(err).context("running ip netns exec")
+}
+
+/// `http://ADDRESS` of the API as the lab's config sets `[api] listen` (a wildcard address is
+/// reached on loopback); None when the config cannot be read.
+fn api_url(config: &Path) -> Option<String> {
+    let loaded = crate::config::load(config).ok()?;
+    let listen: std::net::SocketAddr = loaded.gateway.api.listen.parse().ok()?;
+    let ip = match listen.ip() {
+        ip if ip.is_unspecified() => std::net::Ipv4Addr::LOCALHOST.into(),
+        ip => ip,
+    };
+    Some(format!(
+        "http://{}",
+        std::net::SocketAddr::new(ip, listen.port())
+    ))
 }
 
 pub fn down() -> anyhow::Result<ExitCode> {
@@ -342,7 +382,6 @@ fn up_ha(config: Option<PathBuf>) -> anyhow::Result<ExitCode> {
         &daemons,
         data_dirs,
     )?;
-    let exe = std::env::current_exe()?;
     say_up(&record, "HA lab (2 zones)", started);
     println!(
         r#"
@@ -356,8 +395,8 @@ fn up_ha(config: Option<PathBuf>) -> anyhow::Result<ExitCode> {
 
 A write through zone-a's API, seen by zone-b (one shared desired state on etcd):
   kawaii lab exec gw-a sh -c 'curl -s -X POST -H "Authorization: Bearer $(cat {dir}/state-zone-a/admin.token)" -H "Content-Type: application/json" -d "{{\"ports\":\"8080\"}}" http://127.0.0.1:7780/v1/ingress-rules'
-  kawaii lab exec gw-b sh -c 'KAWAII_TOKEN=$(cat {dir}/state-zone-b/admin.token) {exe} get ingress-rules'
-  kawaii lab exec gw-b sh -c 'KAWAII_TOKEN=$(cat {dir}/state-zone-b/admin.token) {exe} status'
+  kawaii lab exec gw-b kawaii get ingress-rules            # each host's kawaii uses its own daemon's token
+  kawaii lab exec gw-b kawaii status
 
 Try:
   kawaii lab exec vm-a curl -s http://198.51.100.10/      # leaves with zone-a's VIP 203.0.113.10
@@ -376,7 +415,6 @@ Try:
         etcd = lab::ETCD_IP,
         prefix = lab::ETCD_PREFIX,
         dir = dir.display(),
-        exe = exe.display(),
         ui = ui_hint("gw-a", &dir.join("state-zone-a").join("admin.token"))
     );
     topo.keep();

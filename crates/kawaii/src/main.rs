@@ -5,6 +5,7 @@ mod config;
 mod keys;
 mod lab;
 mod metrics;
+mod output;
 mod serve;
 mod store_url;
 
@@ -19,26 +20,67 @@ use std::process::ExitCode;
     about = "A project's private network gateway"
 )]
 struct Cli {
-    /// API base URL for the client commands.
-    #[arg(
-        long,
-        global = true,
-        env = "KAWAII_API",
-        default_value = "http://127.0.0.1:7780"
-    )]
-    api: String,
-    /// Bearer token for the client commands (default: the daemon's bootstrap token file, if readable).
-    #[arg(long, global = true, env = "KAWAII_TOKEN", hide_env_values = true)]
+    /// API base URL for the client commands, also taken after the command
+    /// [env: KAWAII_API; default: http://127.0.0.1:7780].
+    #[arg(long, value_name = "URL")]
+    api: Option<String>,
+    /// Bearer token for the client commands, also taken after the command [env: KAWAII_TOKEN;
+    /// default: the daemon's bootstrap token file STATE/admin.token, if readable].
+    #[arg(long, value_name = "TOKEN")]
     token: Option<String>,
     #[command(subcommand)]
     command: Command,
+}
+
+/// The flags of the commands that talk to a daemon's API.
+#[derive(Debug, Clone, clap::Args)]
+struct ClientOpts {
+    /// API base URL [env: KAWAII_API; default: http://127.0.0.1:7780].
+    #[arg(long, value_name = "URL")]
+    api: Option<String>,
+    /// Bearer token [env: KAWAII_TOKEN; default: the daemon's bootstrap token file
+    /// STATE/admin.token (STATE: KAWAII_STATE or /var/lib/kawaii), if readable].
+    #[arg(long, value_name = "TOKEN")]
+    token: Option<String>,
+}
+
+impl ClientOpts {
+    /// The API, with the flags given after the command first, then those before it, then the
+    /// environment.
+    fn api(self, before: (Option<String>, Option<String>)) -> client::Api {
+        let base = self
+            .api
+            .or(before.0)
+            .or_else(|| std::env::var("KAWAII_API").ok())
+            .unwrap_or_else(|| "http://127.0.0.1:7780".into());
+        let token = client::Token::find(self.token.or(before.1));
+        client::Api::new(&base, token)
+    }
+}
+
+/// A config file, positional or with `--config` (one of the two).
+#[derive(Debug, clap::Args)]
+struct ConfigFile {
+    /// The gateway config file (TOML, JSON, or a drop-in format).
+    #[arg(value_name = "FILE", required_unless_present = "config")]
+    file: Option<PathBuf>,
+    /// The same, as a flag.
+    #[arg(long, short, value_name = "FILE", conflicts_with = "file")]
+    config: Option<PathBuf>,
+}
+
+impl ConfigFile {
+    fn path(self) -> PathBuf {
+        self.file.or(self.config).unwrap_or_default()
+    }
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the gateway.
     Serve {
-        #[arg(long, short)]
+        /// The gateway config file; edits are applied live.
+        #[arg(long, short, value_name = "FILE")]
         config: PathBuf,
         /// This instance's zone (may be omitted with one zone or none).
         #[arg(long)]
@@ -51,45 +93,70 @@ enum Command {
     },
     /// Validate a config file: prints every error (exit 1) or only warnings (exit 0).
     Check {
-        #[arg(long, short)]
-        config: PathBuf,
+        #[command(flatten)]
+        file: ConfigFile,
     },
-    /// Print what would be applied, without applying it.
+    /// Print what would be applied, without applying it (no daemon needed).
     Render {
-        #[arg(long, short)]
-        config: PathBuf,
+        #[command(flatten)]
+        file: ConfigFile,
+        /// Plan for this zone (may be omitted with one zone or none).
         #[arg(long)]
         zone: Option<String>,
+        /// Which part of the plan to print.
         #[arg(long, value_enum, default_value = "all")]
         what: client::RenderWhat,
     },
-    /// Show resources: gateway, ingress-rules, egress-rules, nat-rules, vpc-peerings, ipsec,
-    /// wireguard-peers, pipes, routes.
+    /// Show resources. With no KIND, the whole document.
     Get {
+        /// gateway, ingress-rules, egress-rules, nat-rules, vpc-peerings, ipsec,
+        /// wireguard-peers, pipes, routes (singular forms and the API's names such as
+        /// wireguard/peers too); KIND/NAME names one resource.
         kind: Option<String>,
+        /// One resource: its id (rules), domain (routes) or name.
         name: Option<String>,
+        /// Output format.
         #[arg(short, long, value_enum, default_value = "table")]
-        output: Output,
+        output: output::GetOutput,
+        #[command(flatten)]
+        client: ClientOpts,
     },
     /// Apply a file: a whole gateway document (TOML or JSON), or Kilo `Peer` manifests (YAML),
-    /// which create or replace those WireGuard peers.
+    /// which create or replace those WireGuard peers. Says `unchanged` when nothing changed.
     Apply {
-        #[arg(short = 'f', long = "filename")]
+        /// The file to apply; `-` reads stdin.
+        #[arg(short = 'f', long = "filename", value_name = "FILE")]
         file: PathBuf,
+        #[command(flatten)]
+        client: ClientOpts,
     },
     /// Delete one resource.
-    Delete { kind: String, name: String },
+    Delete {
+        /// The kind, as for `get` (or KIND/NAME, as `get -o name` prints).
+        kind: String,
+        /// Its id (rules), domain (routes) or name.
+        name: Option<String>,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
     /// Zones, VIP owners, tunnels, peers, rule counters: what the daemon observes.
     Status {
+        /// Output format.
         #[arg(short, long, value_enum, default_value = "table")]
-        output: Output,
+        output: output::StatusOutput,
+        #[command(flatten)]
+        client: ClientOpts,
     },
     /// The audit trail (admin token).
     Audit {
-        #[arg(long, default_value_t = 50)]
+        /// The newest N entries.
+        #[arg(long, default_value_t = 50, value_name = "N")]
         limit: usize,
+        /// Output format.
         #[arg(short, long, value_enum, default_value = "table")]
-        output: Output,
+        output: output::AuditOutput,
+        #[command(flatten)]
+        client: ClientOpts,
     },
     /// VPN peers.
     Peer {
@@ -107,7 +174,10 @@ enum Command {
         command: StoreCommand,
     },
     /// Convert a drop-in config format to native TOML.
-    Import { file: PathBuf },
+    Import {
+        /// A kiagateway TOML, a Cloud-Gateway conf.yaml, or a native file.
+        file: PathBuf,
+    },
     /// The demo topology in network namespaces (never touches the root namespace).
     Lab {
         #[command(subcommand)]
@@ -130,7 +200,10 @@ enum LabCommand {
     Status,
     /// Run a command inside a lab host (internet, router, gw, vm1, vm2).
     Exec {
+        /// The host (as `kawaii lab status` lists them, without the `klab-` prefix).
         host: String,
+        /// The command and its arguments; `kawaii ...` runs this binary, with the token and
+        /// API of that host's daemon.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
         command: Vec<String>,
     },
@@ -175,8 +248,10 @@ enum StoreCommand {
     /// Copy a gateway's document, audit trail and metadata from one store to another
     /// (e.g. sqlite to etcd and back). Stop the instances writing to either first.
     Copy {
+        /// The source: `sqlite` or an etcd URL, as for `serve --store`.
         #[arg(long)]
         from: String,
+        /// The target, in the same forms.
         #[arg(long)]
         to: String,
         /// Overwrite a target that is not empty.
@@ -185,13 +260,16 @@ enum StoreCommand {
         /// The state directory a plain `sqlite` URL means.
         #[arg(long, default_value = "/var/lib/kawaii")]
         state: PathBuf,
-        /// TLS and credentials for whichever side is etcd.
+        /// CA certificate (PEM) of the etcd side(s) (etcds://).
         #[arg(long)]
         store_ca: Option<PathBuf>,
+        /// Client certificate (PEM) for the etcd side(s).
         #[arg(long)]
         store_cert: Option<PathBuf>,
+        /// Client private key (PEM) for the etcd side(s).
         #[arg(long)]
         store_key: Option<PathBuf>,
+        /// File holding the etcd `USER:PASSWORD`.
         #[arg(long)]
         store_auth_file: Option<PathBuf>,
     },
@@ -201,9 +279,13 @@ enum StoreCommand {
 enum PeerCommand {
     /// Print the configuration a VPN peer applies.
     Showconf {
+        /// The peer's name.
         name: String,
+        /// `wireguard` (wg-quick), or a Kilo `Peer` as JSON or YAML.
         #[arg(short, long, value_enum, default_value = "wireguard")]
         output: ShowconfOutput,
+        #[command(flatten)]
+        client: ClientOpts,
     },
 }
 
@@ -216,14 +298,6 @@ enum WgCommand {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Output {
-    Table,
-    Json,
-    Yaml,
-    Toml,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum ShowconfOutput {
     Wireguard,
     Json,
@@ -231,7 +305,9 @@ pub enum ShowconfOutput {
 }
 
 fn main() -> ExitCode {
+    quiet_on_closed_pipe();
     let cli = Cli::parse();
+    let before = (cli.api, cli.token);
     let result = match cli.command {
         Command::Serve {
             config,
@@ -272,8 +348,8 @@ fn main() -> ExitCode {
             };
             store_url::copy(&side(&from), &side(&to), &state, force)
         }
-        Command::Check { config } => config::check(&config),
-        Command::Render { config, zone, what } => client::render(&config, zone.as_deref(), what),
+        Command::Check { file } => config::check(&file.path()),
+        Command::Render { file, zone, what } => client::render(&file.path(), zone.as_deref(), what),
         Command::Import { file } => config::import(&file),
         Command::Lab {
             command: LabCommand::Up { config, zones },
@@ -293,30 +369,101 @@ fn main() -> ExitCode {
         Command::Wg {
             command: WgCommand::Pubkey,
         } => keys::pubkey(),
-        command => {
-            let api = client::Api::new(&cli.api, cli.token);
-            match command {
-                Command::Get { kind, name, output } => {
-                    api.get(kind.as_deref(), name.as_deref(), output)
-                }
-                Command::Apply { file } => api.apply(&file),
-                Command::Delete { kind, name } => api.delete(&kind, &name),
-                Command::Status { output } => api.status(output),
-                Command::Audit { limit, output } => api.audit(limit, output),
-                Command::Peer {
-                    command: PeerCommand::Showconf { name, output },
-                } => api.showconf(&name, output),
-                _ => unreachable!("handled above"),
-            }
-        }
+        Command::Get {
+            kind,
+            name,
+            output,
+            client,
+        } => client
+            .api(before)
+            .get(kind.as_deref(), name.as_deref(), output),
+        Command::Apply { file, client } => client.api(before).apply(&file),
+        Command::Delete { kind, name, client } => client.api(before).delete(&kind, name.as_deref()),
+        Command::Status { output, client } => client.api(before).status(output),
+        Command::Audit {
+            limit,
+            output,
+            client,
+        } => client.api(before).audit(limit, output),
+        Command::Peer {
+            command:
+                PeerCommand::Showconf {
+                    name,
+                    output,
+                    client,
+                },
+        } => client.api(before).showconf(&name, output),
     };
     match result {
         Ok(code) => code,
+        // The reader went away (`kawaii status | head -1`): nothing more to say, to anyone.
+        Err(e) if broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             for line in format!("{e:#}").lines() {
                 eprintln!("error: {line}");
             }
             ExitCode::FAILURE
         }
+    }
+}
+
+/// A closed pipe (`kawaii ... | head -1`) ends the program quietly, as it ends `cat`: the client
+/// commands write through [`client::emit`], whose `BrokenPipe` error `main` ends on; a
+/// `println!` elsewhere panics on it, and this hook turns that panic into the same quiet exit.
+fn quiet_on_closed_pipe() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let msg = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        // std's words: "failed printing to stdout: Broken pipe (os error 32)".
+        if msg.starts_with("failed printing to stdout")
+            && msg.to_ascii_lowercase().contains("broken pipe")
+        {
+            std::process::exit(0);
+        }
+        default(info)
+    }));
+}
+
+/// Whether the error is a write to a pipe whose reader is gone.
+fn broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Cli;
+    use clap::CommandFactory;
+
+    /// Every argument and flag of every command says what it is for.
+    #[test]
+    fn every_argument_has_help_text() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for arg in cmd.get_arguments() {
+                let id = arg.get_id().as_str();
+                if ["help", "version"].contains(&id) {
+                    continue;
+                }
+                if arg.get_help().is_none() && arg.get_long_help().is_none() {
+                    missing.push(format!("{path} {id}"));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                if sub.get_about().is_none() && sub.get_name() != "help" {
+                    missing.push(format!("{path} {} (the command)", sub.get_name()));
+                }
+                walk(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&Cli::command(), "kawaii", &mut missing);
+        assert!(missing.is_empty(), "no help text: {missing:#?}");
     }
 }

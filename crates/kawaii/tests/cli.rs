@@ -214,3 +214,209 @@ fn serve_refuses_an_undeclared_zone_before_writing_state() {
         "colours in a log that is not a terminal: {err}"
     );
 }
+
+/// Runs the binary with stdout on a pipe whose reader is already gone; returns its output.
+fn to_closed_pipe(mut cmd: Command) -> std::process::Output {
+    let (reader, writer) = std::io::pipe().expect("pipe");
+    drop(reader);
+    cmd.stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .expect("run kawaii")
+}
+
+/// `kawaii ... | head -1` must not panic: every write to a closed pipe ends quietly, the
+/// client's (`render`) and a plain `println!`'s (`wg genkey`) alike.
+#[test]
+fn a_closed_pipe_ends_quietly() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/gateway.toml");
+    for args in [
+        &["render", example][..],
+        &["render", example, "--what", "nftables"],
+        &["wg", "genkey"],
+        &["--help"],
+    ] {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_kawaii"));
+        cmd.args(args);
+        let out = to_closed_pipe(cmd);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.is_empty(), "{args:?}: {err}");
+        assert!(out.status.success(), "{args:?}: {:?}", out.status);
+    }
+}
+
+/// `check FILE` and `render FILE` as `import FILE` (`--config` still works), and their help
+/// shows no client flag; every argument of every command has help text.
+#[test]
+fn check_and_render_take_the_file_positionally_and_show_no_client_flags() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/gateway.toml");
+    assert!(kawaii(&["check", example]).status.success());
+    let positional = kawaii(&["render", example, "--what", "routes"]);
+    let flag = kawaii(&["render", "--config", example, "--what", "routes"]);
+    assert!(positional.status.success());
+    assert_eq!(positional.stdout, flag.stdout);
+    assert!(!positional.stdout.is_empty());
+    assert!(!kawaii(&["check"]).status.success(), "a file is required");
+    for cmd in ["check", "render", "serve", "import", "lab"] {
+        let help = String::from_utf8_lossy(&kawaii(&[cmd, "--help"]).stdout).into_owned();
+        assert!(
+            !help.contains("--token") && !help.contains("--api"),
+            "{cmd}: {help}"
+        );
+    }
+    for cmd in ["get", "apply", "delete", "status", "audit"] {
+        let help = String::from_utf8_lossy(&kawaii(&[cmd, "--help"]).stdout).into_owned();
+        assert!(help.contains("--token") && help.contains("--api"), "{cmd}");
+    }
+    // Every offered -o is a real one (the rest are checked by the golden tests).
+    let status_help = String::from_utf8_lossy(&kawaii(&["status", "--help"]).stdout).into_owned();
+    assert!(!status_help.contains("toml"), "{status_help}");
+}
+
+const CLIENT_CONFIG: &str = r#"[gateway]
+name = "acme"
+private_subnet = "10.1.0.0/24"
+
+[[ingress_rules]]
+protocol = "tcp"
+ports = "22"
+"#;
+
+/// The client against a real daemon: `apply -f -` (TOML and JSON on stdin), `unchanged` when
+/// the store kept its revision, the document as `get` prints it applying back unchanged, the
+/// token errors saying where the CLI looked, `status` as tables, and a closed pipe.
+#[test]
+fn client_applies_stdin_says_unchanged_and_explains_token_errors() {
+    use kawaii_testkit::serve::{Node, ServeOptions};
+    let bin = env!("CARGO_BIN_EXE_kawaii");
+    let node = Node::start("cli", CLIENT_CONFIG, &ServeOptions::new(bin))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let state = node.serve.state.clone();
+    let command = |args: &[&str], env: &[(&str, &str)]| {
+        let mut cmd = node.host.command(&[bin]);
+        cmd.args(args)
+            .env_remove("KAWAII_TOKEN")
+            .env_remove("KAWAII_API")
+            .env("KAWAII_STATE", &state);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd
+    };
+    let run = |args: &[&str], input: Option<&str>| {
+        let mut cmd = command(args, &[]);
+        cmd.stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let mut child = cmd.spawn().expect("spawn kawaii");
+        let mut stdin = child.stdin.take().expect("stdin");
+        if let Some(text) = input {
+            use std::io::Write;
+            stdin.write_all(text.as_bytes()).expect("write stdin");
+        }
+        drop(stdin);
+        let out = child.wait_with_output().expect("kawaii");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "kawaii {args:?}: {text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        text
+    };
+
+    // The document as `get` prints it is a config file; applied back, nothing changes.
+    let doc = run(&["get"], None);
+    assert!(doc.starts_with("# revision 1\n[gateway]\n"), "{doc}");
+    let again = run(&["apply", "-f", "-"], Some(&doc));
+    assert_eq!(again, "gateway/acme unchanged (revision 1)\n");
+    // A change on stdin is applied; the same change again is not.
+    let edited = doc.replace("ports = \"22\"", "ports = \"2222\"");
+    let applied = run(&["apply", "-f", "-"], Some(&edited));
+    assert_eq!(applied, "gateway/acme configured (revision 2)\n");
+    let again = run(&["apply", "-f", "-"], Some(&edited));
+    assert_eq!(again, "gateway/acme unchanged (revision 2)\n");
+    let rules = run(&["get", "ingress-rules"], None);
+    assert_eq!(
+        rules
+            .lines()
+            .next()
+            .map(str::split_whitespace)
+            .map(Iterator::collect::<Vec<_>>),
+        Some(vec!["ID", "SOURCE", "PROTOCOL", "PORTS", "DESCRIPTION"]),
+        "{rules}"
+    );
+    assert!(rules.contains("2222"), "{rules}");
+    // JSON on stdin, as `get -o json` prints it.
+    let json = run(&["get", "-o", "json"], None);
+    let again = run(&["apply", "-f", "-"], Some(&json));
+    assert_eq!(again, "gateway/acme unchanged (revision 2)\n");
+    // The API's collection names are kinds; `-o name` gives back what `get` and `delete` take.
+    let names = run(&["get", "ingress-rules", "-o", "name"], None);
+    assert_eq!(names, "ingress-rule/ingress-1\n");
+    let deleted = run(&["delete", names.trim()], None);
+    assert_eq!(deleted, "ingress-rule/ingress-1 deleted (revision 3)\n");
+    let out = command(&["get", "wireguard/peers"], &[])
+        .output()
+        .expect("kawaii");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("unknown kind"), "{err}");
+
+    // Status: tables, never JSON.
+    let status = run(&["status"], None);
+    assert!(status.starts_with("GATEWAY "), "{status}");
+    assert!(status.contains("\ndrivers\nDRIVER "), "{status}");
+    assert!(!status.contains(['{', '"']), "{status}");
+    let yaml = run(&["status", "-o", "yaml"], None);
+    let v: serde_json::Value = yaml_serde::from_str(&yaml).expect("YAML");
+    assert_eq!(v["gateway"], "acme");
+
+    // Token errors say where the CLI looked and what to do.
+    let refused = |env: &[(&str, &str)], args: &[&str]| {
+        let out = command(args, env).output().expect("kawaii");
+        assert_eq!(out.status.code(), Some(1));
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let err = refused(&[("KAWAII_STATE", "/nonexistent-kawaii")], &["status"]);
+    for said in [
+        "--token",
+        "KAWAII_TOKEN",
+        "/nonexistent-kawaii/admin.token (does not exist",
+        "KAWAII_STATE",
+    ] {
+        assert!(err.contains(said), "{said:?} missing: {err}");
+    }
+    let err = refused(&[("KAWAII_TOKEN", "not-a-token")], &["status"]);
+    assert!(
+        err.contains("does not know the token from KAWAII_TOKEN"),
+        "{err}"
+    );
+    let err = refused(&[], &["get", "--token", "not-a-token"]);
+    assert!(
+        err.contains("does not know the token from --token"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("not-a-token"),
+        "the token is not echoed: {err}"
+    );
+
+    // A reader that went away ends the client quietly; `| head -1` works.
+    for args in [&["status"][..], &["get", "-o", "yaml"], &["get"]] {
+        let out = to_closed_pipe(command(args, &[]));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success() && err.is_empty(), "{args:?}: {err}");
+    }
+    let head = node
+        .host
+        .run(&[
+            "bash",
+            "-c",
+            &format!(
+                "set -o pipefail; KAWAII_STATE={} {bin} status | head -1",
+                state.display()
+            ),
+        ])
+        .expect("status | head -1");
+    assert_eq!(head.lines().count(), 1, "{head}");
+}

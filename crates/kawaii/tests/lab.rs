@@ -11,6 +11,9 @@ fn kawaii(args: &[&str]) -> std::process::Output {
         .expect("run kawaii")
 }
 
+/// One lab at a time on this machine (`/run/kawaii-lab`): the tests take turns.
+static LAB: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 struct Down;
 impl Drop for Down {
     fn drop(&mut self) {
@@ -21,6 +24,7 @@ impl Drop for Down {
 #[test]
 fn lab_up_commands_and_down() {
     assert!(kawaii_testkit::can_run(), "the lab needs root");
+    let _turn = LAB.lock().unwrap_or_else(|e| e.into_inner());
     let started = Instant::now();
     let up = kawaii(&["lab", "up"]);
     let _down = Down;
@@ -103,4 +107,49 @@ fn lab_up_commands_and_down() {
         "namespaces left behind"
     );
     assert!(!std::path::Path::new("/run/kawaii-lab").exists());
+}
+
+/// The two-zone lab: `kawaii` run in either gateway's host talks to that host's daemon with
+/// that daemon's own token (each zone has its own bootstrap token), and `lab status` shows both.
+#[test]
+fn two_zone_lab_exec_uses_each_hosts_own_daemon() {
+    assert!(kawaii_testkit::can_run(), "the lab needs root");
+    let _turn = LAB.lock().unwrap_or_else(|e| e.into_inner());
+    let up = kawaii(&["lab", "up", "--zones", "2"]);
+    let _down = Down;
+    assert!(
+        up.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&up.stdout),
+        String::from_utf8_lossy(&up.stderr)
+    );
+    for (host, zone) in [("gw-a", "zone-a"), ("gw-b", "zone-b")] {
+        let out = Command::new(env!("CARGO_BIN_EXE_kawaii"))
+            .args(["lab", "exec", host, "kawaii", "status"])
+            .env_remove("KAWAII_TOKEN")
+            .env_remove("KAWAII_STATE")
+            .output()
+            .expect("lab exec");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{host}: {text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let header: Vec<&str> = text
+            .lines()
+            .nth(1)
+            .unwrap_or("")
+            .split_whitespace()
+            .collect();
+        assert_eq!(header.get(1), Some(&zone), "{host}: {text}");
+        assert!(text.contains("\nzones (vrrp)\n"), "{host}: {text}");
+    }
+    let status = kawaii(&["lab", "status"]);
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(status.status.success(), "{text}");
+    assert!(
+        text.contains("\ngw-a:\n") && text.contains("\ngw-b:\n"),
+        "{text}"
+    );
 }

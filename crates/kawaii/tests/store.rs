@@ -372,7 +372,12 @@ fn etcd_outage_keeps_the_last_state_and_fails_writes_fast() {
         .output()
         .expect("kawaii status");
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("store etcd  DOWN"), "{text}");
+    let header = text.lines().nth(1).unwrap_or_default();
+    assert!(
+        header.contains(" etcd ") && header.contains(" DOWN "),
+        "{text}"
+    );
+    assert!(text.contains("\nstore error: "), "{text}");
 
     // Restarted during the outage: up with the cached state.
     s.kill9(1);

@@ -233,7 +233,10 @@ fn vpn_peers_from_showconf_kilo_restart_and_live_removal() {
     let manifest = v.topo.dir().join("peer.yaml");
     std::fs::write(&manifest, KILO_PEER).expect("peer.yaml");
     let applied = v.cli(&["apply", "-f", manifest.to_str().expect("utf-8")]);
-    assert!(applied.contains("peer squat created"), "{applied}");
+    assert!(
+        applied.contains("wireguard-peer/squat created"),
+        "{applied}"
+    );
     let peer = v.api.get("/v1/wireguard/peers/squat").json();
     assert_eq!(peer["allowed_ips"][0], "10.5.0.1/32");
     assert_eq!(peer["persistent_keepalive"], 10);
@@ -244,9 +247,9 @@ fn vpn_peers_from_showconf_kilo_restart_and_live_removal() {
     let json = v.cli(&["peer", "showconf", "squat", "-o", "json"]);
     let json: serde_json::Value = serde_json::from_str(&json).expect("json");
     assert_eq!(json, seed);
-    // Applying it again changes it in place.
+    // Applying it again replaces it in place with the same peer: the store keeps its revision.
     let again = v.cli(&["apply", "-f", manifest.to_str().expect("utf-8")]);
-    assert!(again.contains("peer squat configured"), "{again}");
+    assert!(again.contains("wireguard-peer/squat unchanged"), "{again}");
     let routes = gw
         .run(&["ip", "route", "show", "dev", "kawaii-wg0"])
         .expect("routes");
