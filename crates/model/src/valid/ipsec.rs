@@ -4,7 +4,7 @@
 
 use super::firewall::{PeerRuleSpec, peer_rules};
 use super::gateway::ZoneSpec;
-use super::primitives::{cidr, ipv4, name, unique};
+use super::primitives::{alias, cidr, ipv4, name, unique};
 use crate::duration;
 use crate::error::Errors;
 use crate::secret::Secret;
@@ -76,6 +76,22 @@ pub struct IpsecSpec {
     pub ingress_rules: Vec<PeerRuleSpec>,
     /// The zone whose public VIP terminates the tunnel; None: the first zone.
     pub zone: Option<String>,
+    /// How our private subnet appears to the office (the local traffic selector); None: as it is.
+    pub local_alias: Option<Ipv4Net>,
+    /// How `remote_subnet` appears to our hosts; None: as it is.
+    pub remote_alias: Option<Ipv4Net>,
+}
+
+impl IpsecSpec {
+    /// The office's subnet as our hosts address it: its alias, or the subnet itself.
+    pub fn remote_seen(&self) -> Ipv4Net {
+        self.remote_alias.unwrap_or(self.remote_subnet)
+    }
+
+    /// Whether either side of the tunnel is translated.
+    pub fn aliased(&self) -> bool {
+        self.local_alias.is_some() || self.remote_alias.is_some()
+    }
 }
 
 pub(super) fn check_ipsecs(g: &Gateway, zones: &[ZoneSpec], e: &mut Errors) -> Vec<IpsecSpec> {
@@ -236,6 +252,18 @@ fn check_ipsec(c: &Ipsec, p: &str, e: &mut Errors) -> Option<IpsecSpec> {
         },
     );
     let ingress_rules = peer_rules(&c.ingress_rules, &format!("{p}.ingress_rules"), e);
+    let local_alias = alias(c.local_alias.as_deref(), &format!("{p}.local_alias"), e)?;
+    let remote_alias = alias(c.remote_alias.as_deref(), &format!("{p}.remote_alias"), e)?;
+    if let (Some(a), Some(r)) = (remote_alias, remote_subnet)
+        && a.prefix_len() != r.prefix_len()
+    {
+        e.push(
+            format!("{p}.remote_alias"),
+            format!(
+                "{a} must be as long as remote_subnet ({r}): the translation is 1:1, address by address"
+            ),
+        );
+    }
     Some(IpsecSpec {
         zone: c.zone.clone(),
         name: c.name.clone(),
@@ -249,5 +277,7 @@ fn check_ipsec(c: &Ipsec, p: &str, e: &mut Errors) -> Option<IpsecSpec> {
         start_action: start_action?,
         rekey: rekey?,
         ingress_rules,
+        local_alias,
+        remote_alias,
     })
 }

@@ -28,6 +28,15 @@ pub enum Policy {
     Drop,
 }
 
+/// An optional alias prefix at `path`: Ok(None) when absent, None when invalid (error pushed),
+/// so that `alias(..)?` skips the entry only when the alias itself is wrong.
+pub(super) fn alias(s: Option<&str>, path: &str, e: &mut Errors) -> Option<Option<Ipv4Net>> {
+    match s {
+        None => Some(None),
+        Some(s) => e.check(path, cidr(s)).map(Some),
+    }
+}
+
 /// A route domain: lowercase DNS name, `*.` only as the whole first label, or `*` (default).
 pub fn domain(s: &str) -> Result<String, String> {
     if s == "*" {
