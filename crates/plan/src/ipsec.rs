@@ -1,6 +1,7 @@
 //! The swanctl connections kawaii loads into its charon: one IKEv2 connection with one CHILD
 //! SA per `[[ipsec]]` entry, from the zone's public VIP to the remote peer, tunnelling the
-//! private subnet to the remote subnet. Pure; the PSK itself never appears in what renders.
+//! private subnet (or its local alias) to the remote subnet. Pure; the PSK itself never appears
+//! in what renders.
 
 use ipnet::Ipv4Net;
 use kawaii_model::Desired;
@@ -121,7 +122,9 @@ pub fn connection(c: &IpsecSpec, vip: Ipv4Addr, private: Ipv4Net) -> Connection 
         remote_addrs: vec![c.remote_peer],
         local_id: vip.to_string(),
         remote_id: c.remote_peer.to_string(),
-        local_ts: vec![private],
+        // Aliases: the office sees our subnet as the local alias and keeps its real subnet; the
+        // gateway translates both (see [`crate::netmap`]).
+        local_ts: vec![c.local_alias.unwrap_or(private)],
         remote_ts: vec![c.remote_subnet],
         proposals: vec![proposal(&c.phase1)],
         esp_proposals: vec![proposal(&c.phase2)],

@@ -164,8 +164,9 @@ pub fn plan(d: &Desired, z: &ZoneSpec, observed: &crate::Observed) -> NetPlan {
             && d.ha.is_some()
             && !held.iter().any(|h| h.name == home.name)
         {
+            // Aliased: our hosts address the alias; the home instance translates it.
             routes.push(RouteEntry {
-                destination: c.remote_subnet.into(),
+                destination: c.remote_seen().into(),
                 via: Some(IpAddr::V4(home.private_vip.addr())),
                 interface: Some(z.private_interface.clone()),
                 source: None,
