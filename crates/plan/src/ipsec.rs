@@ -25,6 +25,12 @@ pub struct Connection {
     pub remote_id: String,
     pub local_ts: Vec<Ipv4Net>,
     pub remote_ts: Vec<Ipv4Net>,
+    /// Overlapping subnets: how the office sees our private subnet (then `local_ts`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub local_alias: Option<Ipv4Net>,
+    /// Overlapping subnets: how our hosts see the office's subnet (`remote_ts` is the real one).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub remote_alias: Option<Ipv4Net>,
     /// IKE (phase 1) proposals, strongSwan syntax: `aes256-sha512-modp2048`.
     pub proposals: Vec<String>,
     /// ESP (phase 2) proposals with the PFS group: `aes256-sha512-modp2048`.
@@ -126,6 +132,8 @@ pub fn connection(c: &IpsecSpec, vip: Ipv4Addr, private: Ipv4Net) -> Connection 
         // gateway translates both (see [`crate::netmap`]).
         local_ts: vec![c.local_alias.unwrap_or(private)],
         remote_ts: vec![c.remote_subnet],
+        local_alias: c.local_alias,
+        remote_alias: c.remote_alias,
         proposals: vec![proposal(&c.phase1)],
         esp_proposals: vec![proposal(&c.phase2)],
         rekey_time: ike_life.saturating_sub(over_time).max(1),

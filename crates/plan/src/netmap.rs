@@ -31,7 +31,11 @@ pub fn map_net(net: Ipv4Net, from: Ipv4Net, to: Ipv4Net) -> Ipv4Net {
 /// remote alias counts only where `translates` says its tunnel is translated (elsewhere it is
 /// routed on to the node that holds the tunnel).
 pub fn aliases(d: &Desired, translates: impl Fn(&IpsecSpec) -> bool) -> Vec<Ipv4Net> {
-    let mut v: Vec<Ipv4Net> = d.vpc_peerings.iter().filter_map(|p| p.local_alias).collect();
+    let mut v: Vec<Ipv4Net> = d
+        .vpc_peerings
+        .iter()
+        .filter_map(|p| p.local_alias)
+        .collect();
     for c in &d.ipsec {
         v.extend(c.local_alias);
         if translates(c) {
@@ -73,7 +77,10 @@ impl Tunnel {
     /// Forward rules (prefix, verdict tail): out of the tunnel's subnet selected by the address
     /// the flow was opened with.
     pub fn out_match(&self) -> String {
-        format!("ip saddr {} ct original ip daddr {}", self.private, self.seen)
+        format!(
+            "ip saddr {} ct original ip daddr {}",
+            self.private, self.seen
+        )
     }
 
     /// The office's flows into our subnet, told apart by the address they were opened to.
@@ -141,8 +148,19 @@ mod tests {
     fn nets_map_host_by_host() {
         let (from, to) = (n("10.91.1.0/24"), n("192.168.1.0/24"));
         assert_eq!(map_net(n("10.91.1.10/32"), from, to), n("192.168.1.10/32"));
-        assert_eq!(map_net(n("10.91.1.128/25"), from, to), n("192.168.1.128/25"));
-        assert_eq!(map_net(n("10.91.0.0/16"), from, to), to, "wider: the whole alias");
-        assert_eq!(map_net(n("10.7.0.0/24"), from, to), n("10.7.0.0/24"), "outside");
+        assert_eq!(
+            map_net(n("10.91.1.128/25"), from, to),
+            n("192.168.1.128/25")
+        );
+        assert_eq!(
+            map_net(n("10.91.0.0/16"), from, to),
+            to,
+            "wider: the whole alias"
+        );
+        assert_eq!(
+            map_net(n("10.7.0.0/24"), from, to),
+            n("10.7.0.0/24"),
+            "outside"
+        );
     }
 }

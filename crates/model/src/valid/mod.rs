@@ -155,7 +155,11 @@ fn check_overlaps(
     }
     let mut local_aliases = Vec::new();
     for (i, v) in vpc_peerings.iter().enumerate() {
-        let hint = if v.local_alias.is_none() { PEERING_HINT } else { "" };
+        let hint = if v.local_alias.is_none() {
+            PEERING_HINT
+        } else {
+            ""
+        };
         nets.push((format!("vpc_peerings[{i}].subnet"), v.subnet, hint));
         if let Some(a) = v.local_alias {
             local_aliases.push((format!("vpc_peerings[{i}].local_alias"), a));
@@ -164,7 +168,11 @@ fn check_overlaps(
     for (i, c) in ipsec.iter().enumerate() {
         match c.remote_alias {
             Some(a) => nets.push((format!("ipsec[{i}].remote_alias"), a, "")),
-            None => nets.push((format!("ipsec[{i}].remote_subnet"), c.remote_subnet, IPSEC_HINT)),
+            None => nets.push((
+                format!("ipsec[{i}].remote_subnet"),
+                c.remote_subnet,
+                IPSEC_HINT,
+            )),
         }
         if let Some(a) = c.local_alias {
             local_aliases.push((format!("ipsec[{i}].local_alias"), a));
