@@ -293,3 +293,195 @@ for i in range(10):
     .expect("a1 -> c1 with its real address");
     assert!(body.contains("hello from c1"), "{body}");
 }
+
+fn sh_all(h: &Host, cmds: &[&str]) {
+    for c in cmds {
+        h.sh(c).unwrap_or_else(|e| panic!("{e}"));
+    }
+}
+
+/// The packets the gateway's rule `comment` counted, as `/v1/status` reads them back.
+fn counted(gw: &Gw, comment: &str) -> u64 {
+    let s = gw.api.status();
+    s["details"]["rules"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|r| r["rule"] == comment)
+        .filter_map(|r| r["packets"].as_u64())
+        .sum()
+}
+
+/// Both projects are on 10.1.0.0/24 (a1 and m1 are both 10.1.0.10): acme appears to marvelous
+/// as 10.201.0.0/24 and marvelous to acme as 10.202.0.0/24. Consent, a drop policy whose
+/// exception names acme's alias, and withdrawal behave as without aliases; the far end sees
+/// the alias source; traffic to an alias from anyone else is dropped and counted.
+#[test]
+fn overlapping_subnets_peer_through_aliases() {
+    assert!(kawaii_testkit::can_run(), "end-to-end tests need root");
+    let mut t = Topology::new("vpcnm").expect("topology");
+    let svc = t.svc().expect("svc.py");
+    let bb = t.switch("bb").expect("backbone");
+    let (acme, marv, stranger) = (
+        t.host("acme").expect("h"),
+        t.host("marv").expect("h"),
+        t.host("stranger").expect("h"),
+    );
+    let (alan, mlan) = (t.switch("alan").expect("s"), t.switch("mlan").expect("s"));
+    let (a1, a2, m1) = (
+        t.host("a1").expect("h"),
+        t.host("a2").expect("h"),
+        t.host("m1").expect("h"),
+    );
+    for h in [&acme, &marv] {
+        t.plug(h, "wan0", &bb).expect("plug");
+    }
+    t.plug(&stranger, "eth0", &bb).expect("plug");
+    t.plug(&acme, "lan0", &alan).expect("plug");
+    t.plug(&marv, "lan0", &mlan).expect("plug");
+    t.plug(&a1, "eth0", &alan).expect("plug");
+    t.plug(&a2, "eth0", &alan).expect("plug");
+    t.plug(&m1, "eth0", &mlan).expect("plug");
+    for (h, addr) in [(&a1, "10.1.0.10"), (&a2, "10.1.0.11"), (&m1, "10.1.0.10")] {
+        sh_all(
+            h,
+            &[
+                &format!("ip addr add {addr}/24 dev eth0"),
+                "ip route add default via 10.1.0.1",
+            ],
+        );
+    }
+    sh_all(
+        &stranger,
+        &[
+            "ip addr add 198.51.100.66/24 dev eth0",
+            "ip route add 10.201.0.0/24 via 198.51.100.1",
+        ],
+    );
+    for port in ["80", "443", "22"] {
+        t.spawn(
+            &m1,
+            &format!("m1-{port}"),
+            &["python3", &svc, "http", "m1", port],
+        )
+        .expect("m1");
+    }
+    t.spawn(&a1, "a1-80", &["python3", &svc, "http", "a1", "80"])
+        .expect("a1");
+
+    let acme_cfg = gw_config("acme", "10.1.0.0/24", "198.51.100.1", "10.1.0.1")
+        + &format!(
+            "[[vpc_peerings]]\nname = \"marvelous\"\nsubnet = \"10.202.0.0/24\"\nvia = \"198.51.100.2\"\nlocal_alias = \"10.201.0.0/24\"\npolicy = \"accept\"\nconsent_key = \"{KEY}\"\n"
+        );
+    let a = start(&mut t, &acme, &acme_cfg);
+    let m = start(
+        &mut t,
+        &marv,
+        &gw_config("marvelous", "10.1.0.0/24", "198.51.100.2", "10.1.0.1"),
+    );
+    wait_tcp(
+        &m1,
+        "10.1.0.10:22".parse().expect("addr"),
+        Duration::from_secs(10),
+    )
+    .expect("m1 up");
+
+    // Only acme declares: nothing crosses, acme shows pending.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(peering_state(&a), "pending");
+    assert!(a1.curl("http://10.202.0.10/", "1").is_none());
+    assert!(m1.curl("http://10.201.0.10/", "1").is_none());
+
+    // marvelous declares the mirror with its own alias: both active, each sees the other's alias.
+    let mirror = |extra: Value| {
+        let mut p = json!({"subnet": "10.201.0.0/24", "local_alias": "10.202.0.0/24"});
+        if let (Some(p), Some(extra)) = (p.as_object_mut(), extra.as_object()) {
+            p.extend(extra.clone());
+        }
+        peering(p)
+    };
+    let r = m
+        .api
+        .post("/v1/vpc-peerings", &mirror(json!({"policy": "accept"})));
+    assert_eq!(r.status, 201, "{}", r.body);
+    wait_for(Duration::from_secs(3), "both active", || {
+        (peering_state(&a) == "active" && peering_state(&m) == "active").then_some(())
+    })
+    .unwrap_or_else(|_| {
+        panic!(
+            "not active: acme {} marvelous {}\n{}\n{}",
+            peering_state(&a),
+            peering_state(&m),
+            a.serve.log(&mut t),
+            m.serve.log(&mut t)
+        )
+    });
+    let body = wait_for(Duration::from_secs(2), "acme -> marvelous", || {
+        a1.curl("http://10.202.0.10/", "1")
+    })
+    .expect("a1 -> m1 at its alias");
+    assert!(
+        body.contains("hello from m1") && body.contains("you are 10.201.0.10:"),
+        "{body}"
+    );
+    let body = m1.curl("http://10.201.0.10/", "1").expect("m1 -> a1");
+    assert!(
+        body.contains("hello from a1") && body.contains("you are 10.202.0.10:"),
+        "{body}"
+    );
+    let st = a.api.status();
+    let p = &st["details"]["vpc_peerings"][0];
+    assert_eq!(
+        (&p["subnet"], &p["local_subnet"], &p["local_alias"]),
+        (
+            &json!("10.202.0.0/24"),
+            &json!("10.1.0.0/24"),
+            &json!("10.201.0.0/24")
+        ),
+        "{p}"
+    );
+
+    // marvelous: policy drop; the exception is written in acme's alias (a1 only, tcp/443).
+    let r = m.api.put(
+        "/v1/vpc-peerings/acme",
+        &mirror(json!({"policy": "drop", "ingress_rules": [
+            {"source": "10.201.0.10/32", "protocol": "tcp", "ports": "443"}]})),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    wait_for(Duration::from_secs(2), "policy drop", || {
+        a1.curl("http://10.202.0.10:22/", "1")
+            .is_none()
+            .then_some(())
+    })
+    .expect("22 dropped");
+    assert!(
+        a1.curl("http://10.202.0.10:443/", "1").is_some(),
+        "443 from a1's alias is the exception"
+    );
+    assert!(
+        a2.curl("http://10.202.0.10:443/", "1").is_none(),
+        "a2's alias is not in the exception"
+    );
+
+    // Traffic to acme's alias from anyone but marvelous is dropped and counted.
+    let before = counted(&a, "alias-unowned");
+    assert!(stranger.curl("http://10.201.0.10/", "1").is_none());
+    wait_for(Duration::from_secs(5), "alias-unowned counted", || {
+        (counted(&a, "alias-unowned") > before).then_some(())
+    })
+    .expect("the unowned alias traffic is counted");
+
+    // marvelous withdraws: traffic stops within 2 s, acme shows pending.
+    let r = m.api.delete("/v1/vpc-peerings/acme");
+    assert_eq!(r.status, 204);
+    wait_for(Duration::from_secs(2), "cut", || {
+        a1.curl("http://10.202.0.10:443/", "1")
+            .is_none()
+            .then_some(())
+    })
+    .expect("cut within 2 s");
+    wait_for(Duration::from_secs(2), "acme pending", || {
+        (peering_state(&a) == "pending").then_some(())
+    })
+    .expect("pending");
+}
