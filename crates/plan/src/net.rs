@@ -247,7 +247,7 @@ fn alias_addresses<'a>(
         let vip = ipnet::Ipv4Net::from(home.private_vip.addr());
         Some(Address {
             interface: z.private_interface.clone(),
-            address: crate::netmap::map_net(vip, private, alias).into(),
+            address: kawaii_model::valid::map_net(vip, private, alias).into(),
         })
     })
 }

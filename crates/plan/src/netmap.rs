@@ -9,21 +9,7 @@
 
 use ipnet::Ipv4Net;
 use kawaii_model::Desired;
-use kawaii_model::valid::{IpsecSpec, PeerRuleSpec};
-
-/// `net`'s counterpart in `to` when `net` lies inside `from` (same host bits); `to` itself when
-/// `net` is wider than `from`; `net` unchanged when it is outside `from`.
-pub fn map_net(net: Ipv4Net, from: Ipv4Net, to: Ipv4Net) -> Ipv4Net {
-    if net.prefix_len() <= from.prefix_len() && net.contains(&from.network()) {
-        return to;
-    }
-    if !from.contains(&net.network()) {
-        return net;
-    }
-    let host = u32::from(net.network()) & !u32::from(from.netmask());
-    let addr = u32::from(to.network()) | host;
-    Ipv4Net::new(addr.into(), net.prefix_len()).unwrap_or(to)
-}
+use kawaii_model::valid::{IpsecSpec, PeerRuleSpec, map_net};
 
 /// Every alias prefix the gateway translates: our local aliases (how peers and offices see
 /// us) and the offices' remote aliases (how our hosts see them). A packet still addressed to
@@ -133,34 +119,5 @@ impl Tunnel {
             ));
         }
         v
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn n(s: &str) -> Ipv4Net {
-        s.parse().expect("net")
-    }
-
-    #[test]
-    fn nets_map_host_by_host() {
-        let (from, to) = (n("10.91.1.0/24"), n("192.168.1.0/24"));
-        assert_eq!(map_net(n("10.91.1.10/32"), from, to), n("192.168.1.10/32"));
-        assert_eq!(
-            map_net(n("10.91.1.128/25"), from, to),
-            n("192.168.1.128/25")
-        );
-        assert_eq!(
-            map_net(n("10.91.0.0/16"), from, to),
-            to,
-            "wider: the whole alias"
-        );
-        assert_eq!(
-            map_net(n("10.7.0.0/24"), from, to),
-            n("10.7.0.0/24"),
-            "outside"
-        );
     }
 }

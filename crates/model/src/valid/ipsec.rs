@@ -4,7 +4,7 @@
 
 use super::firewall::{PeerRuleSpec, peer_rules};
 use super::gateway::ZoneSpec;
-use super::primitives::{alias, cidr, ipv4, name, unique};
+use super::primitives::{alias, cidr, ipv4, map_net, name, unique};
 use crate::duration;
 use crate::error::Errors;
 use crate::secret::Secret;
@@ -177,6 +177,27 @@ fn check_psk(c: &Ipsec, p: &str, e: &mut Errors) -> Option<PskSource> {
     }
 }
 
+/// With a remote alias, rules name the office's hosts as our hosts see them: inside the alias.
+fn alias_rules(rules: &[PeerRuleSpec], alias: Ipv4Net, real: Ipv4Net, p: &str, e: &mut Errors) {
+    for (i, r) in rules.iter().enumerate() {
+        let Some(src) = r.source else { continue };
+        if alias.contains(&src) {
+            continue;
+        }
+        let hint = if real.contains(&src) {
+            format!(" (did you mean {}?)", map_net(src, real, alias))
+        } else {
+            String::new()
+        };
+        e.push(
+            format!("{p}[{i}].source"),
+            format!(
+                "{src} is outside remote_alias {alias}: with an alias, rules name the office's hosts as our hosts see them{hint}"
+            ),
+        );
+    }
+}
+
 fn check_ipsec(c: &Ipsec, p: &str, e: &mut Errors) -> Option<IpsecSpec> {
     name(&c.name, &format!("{p}.name"), e);
     let remote_peer = e.check(format!("{p}.remote_peer"), ipv4(&c.remote_peer));
@@ -263,6 +284,9 @@ fn check_ipsec(c: &Ipsec, p: &str, e: &mut Errors) -> Option<IpsecSpec> {
                 "{a} must be as long as remote_subnet ({r}): the translation is 1:1, address by address"
             ),
         );
+    }
+    if let (Some(a), Some(r)) = (remote_alias, remote_subnet) {
+        alias_rules(&ingress_rules, a, r, &format!("{p}.ingress_rules"), e);
     }
     Some(IpsecSpec {
         zone: c.zone.clone(),

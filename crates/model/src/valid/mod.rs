@@ -24,7 +24,7 @@ pub use ipsec::{
 };
 pub use peering::{Consent, PeeringSpec};
 pub use pipes::PipeSpec;
-pub use primitives::{Policy, Protocol, cidr, domain, host_port};
+pub use primitives::{Policy, Protocol, cidr, domain, host_port, map_net};
 pub use router::{Balance, HealthCheck, ProxyProtocol, RouteSpec, RouterSpec};
 pub use wireguard::{KeySource, WgPeerSpec, WireGuardSpec, wg_key};
 
