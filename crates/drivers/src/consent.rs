@@ -3,7 +3,9 @@
 //!
 //! A hello is authenticated with HMAC-SHA256 under the peering's `consent_key` (the same secret on
 //! both sides: agreeing on it out of band *is* the consent) and carries the subnets each side
-//! declared, so a hello only counts when it mirrors our peering exactly. Replays are refused
+//! declared, so a hello only counts when it mirrors our peering exactly. With overlapping
+//! subnets those are the aliases (each side's `local_alias` and the other's alias as its
+//! `subnet`), so the two gateways agree on how each sees the other; the wire format is the same. Replays are refused
 //! (timestamps must grow, be later than the moment this process declared the peering, and be
 //! within 30 s of our clock), across restarts too. Removing a peering sends a signed
 //! withdraw, so the other side shows `pending` at once; a gateway that just stops is `down` after
@@ -48,9 +50,10 @@ pub struct Message {
     pub op: Op,
     pub time_ms: u64,
     pub nonce: u64,
-    /// The sender's private subnet.
+    /// The sender's private subnet as the receiver sees it (the sender's `local_alias`, if any).
     pub from: Ipv4Net,
-    /// The subnet the sender peers with (ours, if it mirrors us).
+    /// The subnet the sender peers with, as the sender sees it (ours or our alias, if it
+    /// mirrors us).
     pub to: Ipv4Net,
 }
 
@@ -139,14 +142,34 @@ impl Message {
 pub struct Intent {
     pub name: String,
     pub via: Ipv4Addr,
+    /// Our private subnet.
     pub ours: Ipv4Net,
+    /// Overlapping subnets: how this peer sees our subnet.
+    pub local_alias: Option<Ipv4Net>,
+    /// The peer's subnet as we see it (its alias, if it has one).
     pub theirs: Ipv4Net,
     pub key: Secret,
+}
+
+impl Intent {
+    /// Our subnet as the peer sees it: what the hellos say we are.
+    pub fn ours_seen(&self) -> Ipv4Net {
+        self.local_alias.unwrap_or(self.ours)
+    }
 }
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct PeeringStatus {
     pub name: String,
+    /// The peer's subnet as our hosts see it (its alias, with overlapping subnets).
+    #[schema(value_type = String)]
+    pub subnet: Ipv4Net,
+    /// Our private subnet, and how the peer sees it when translated.
+    #[schema(value_type = String)]
+    pub local_subnet: Ipv4Net,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub local_alias: Option<Ipv4Net>,
     /// `pending` (we declared, they did not), `active`, or `down` (they stopped answering).
     pub state: &'static str,
     /// When the state last changed (Unix time, seconds).
@@ -219,10 +242,12 @@ impl Consent {
         let mut g = self.lock();
         let old = std::mem::take(&mut g.intents);
         for o in old {
-            if !intents
-                .iter()
-                .any(|n| n.name == o.name && n.via == o.via && n.theirs == o.theirs)
-            {
+            if !intents.iter().any(|n| {
+                n.name == o.name
+                    && n.via == o.via
+                    && n.theirs == o.theirs
+                    && n.ours_seen() == o.ours_seen()
+            }) {
                 g.leaving.push((o.clone(), 3));
                 g.peers.remove(&o.name);
             }
@@ -257,6 +282,9 @@ impl Consent {
             .filter_map(|i| {
                 g.peers.get(&i.name).map(|p| PeeringStatus {
                     name: i.name.clone(),
+                    subnet: i.theirs,
+                    local_subnet: i.ours,
+                    local_alias: i.local_alias,
                     state: p.state,
                     since: p.since,
                 })
@@ -277,7 +305,7 @@ impl Consent {
         let Some(intent) = g
             .intents
             .iter()
-            .find(|i| i.via == *src.ip() && i.theirs == head.from && i.ours == head.to)
+            .find(|i| i.via == *src.ip() && i.theirs == head.from && i.ours_seen() == head.to)
             .cloned()
         else {
             debug!(%src, "hello matching no declared peering ignored");
@@ -348,7 +376,7 @@ impl Consent {
                 op,
                 time_ms: unix_ms(wall),
                 nonce: nonce(wall),
-                from: i.ours,
+                from: i.ours_seen(),
                 to: i.theirs,
             }
             .encode(i.key.expose().as_bytes())
@@ -426,6 +454,7 @@ mod tests {
             name: "marvelous".into(),
             via: Ipv4Addr::new(198, 51, 100, 2),
             ours: "10.1.0.0/24".parse().expect("net"),
+            local_alias: None,
             theirs: "10.2.0.0/24".parse().expect("net"),
             key: Secret::new(key),
         }
@@ -557,6 +586,55 @@ mod tests {
             wall
         ));
         assert_eq!(c.consented().len(), 1);
+    }
+
+    /// Overlapping subnets: both sides are 10.1.0.0/24. Our hellos say we are our alias, and
+    /// only a hello that agrees on both aliases counts (not one naming the real subnets).
+    #[test]
+    fn aliased_hellos_carry_the_aliases_and_must_agree() {
+        let c = Consent::new(Arc::new(|| {}));
+        let key = "shared-secret-123456";
+        let mut i = intent(key);
+        i.local_alias = Some("10.201.0.0/24".parse().expect("net"));
+        i.theirs = "10.202.0.0/24".parse().expect("net");
+        c.set_intents_at(vec![i.clone()], t0());
+        let wall = t0() + Duration::from_millis(300);
+        let (out, _) = c.tick(7781, Instant::now(), wall);
+        let m = Message::decode(&out[0].1, key.as_bytes()).expect("signed");
+        assert_eq!((m.from, m.to), (i.local_alias.expect("alias"), i.theirs));
+        let src: SocketAddr = "198.51.100.2:7781".parse().expect("addr");
+        let hello = |from: &str, to: &str, t: u64| {
+            Message {
+                op: Op::Hello,
+                time_ms: t,
+                nonce: 1,
+                from: from.parse().expect("net"),
+                to: to.parse().expect("net"),
+            }
+            .encode(key.as_bytes())
+        };
+        let now = Instant::now();
+        assert!(
+            !c.receive(
+                src,
+                &hello("10.202.0.0/24", "10.1.0.0/24", ms(wall)),
+                now,
+                wall
+            ),
+            "the peer does not see us as our alias"
+        );
+        assert!(c.consented().is_empty());
+        assert!(c.receive(
+            src,
+            &hello("10.202.0.0/24", "10.201.0.0/24", ms(wall) + 1),
+            now,
+            wall
+        ));
+        let st = &c.status()[0];
+        assert_eq!(
+            (st.subnet, st.local_subnet, st.local_alias),
+            (i.theirs, i.ours, i.local_alias)
+        );
     }
 
     /// Each beat says hello to every declared peering with the wall time it is given, and a

@@ -103,7 +103,14 @@ pub struct ConnView {
     pub id: String,
     pub name: String,
     pub remote_peer: String,
+    /// The office's real subnet (the remote traffic selector).
     pub remote_subnet: String,
+    /// Overlapping subnets: how our hosts address the office (translated to `remote_subnet`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub remote_alias: Option<String>,
+    /// Overlapping subnets: how the office sees our private subnet (the local traffic selector).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub local_alias: Option<String>,
     /// What the operator asked for, and what the driver does about it.
     pub start_action: String,
     pub start: String,
@@ -562,6 +569,8 @@ async fn refresh(shared: &Arc<Shared>, mode: Mode) {
                 .map(ToString::to_string)
                 .collect::<Vec<_>>()
                 .join(","),
+            remote_alias: conn.remote_alias.map(|n| n.to_string()),
+            local_alias: conn.local_alias.map(|n| n.to_string()),
             start_action: conn.start_action.to_string(),
             start: if initiate {
                 "initiate"

@@ -446,3 +446,125 @@ fn ipsec_algorithm_matrix() {
     let logs = s.all_logs();
     assert!(!logs.contains(PSK), "the PSK leaked into a log");
 }
+
+/// Two offices both on 192.168.1.0/24 (Paris at 198.51.100.8, Lyon at 198.51.100.9), real
+/// strongSwan peers: vm1 reaches each through its own alias (10.91.1.0/24, 10.92.1.0/24); Paris
+/// sees the gateway's private subnet as it is, Lyon sees its `local_alias` 10.72.0.0/24; each
+/// office host reaches vm1 and vm1 sees it under its alias.
+#[test]
+fn offices_with_overlapping_subnets_through_aliases() {
+    let offices = [
+        (
+            "Paris",
+            "paris",
+            "198.51.100.8",
+            "eth2",
+            "10.91.1.0/24",
+            None,
+        ),
+        (
+            "Lyon",
+            "lyon",
+            "198.51.100.9",
+            "eth3",
+            "10.92.1.0/24",
+            Some("10.72.0.0/24"),
+        ),
+    ];
+    let mut config = lab::LAB_TOML.to_string();
+    for (name, _, peer, _, alias, local) in offices {
+        config += &format!(
+            "\n[[ipsec]]\nname = \"{name}\"\nremote_peer = \"{peer}\"\nremote_subnet = \"192.168.1.0/24\"\n\
+             remote_alias = \"{alias}\"\n{}pre_shared_key = \"{PSK}\"\n\
+             phase1_dh_group_number = 14\nphase1_integrity_algorithm = \"SHA512\"\n\
+             phase1_encryption_algorithm = \"AES256\"\nphase2_dh_group_number = 14\n\
+             phase2_integrity_algorithm = \"SHA512\"\nphase2_encryption_algorithm = \"AES256\"\n",
+            local
+                .map(|l| format!("local_alias = \"{l}\"\n"))
+                .unwrap_or_default()
+        );
+    }
+    let (mut topo, lab) =
+        lab::start("ipsecnm", Path::new(KAWAII), &config).unwrap_or_else(|e| panic!("lab: {e}"));
+    let mut sites = Vec::new();
+    for (_, tag, peer, router_if, _, local) in offices {
+        let host = format!("{tag}-host");
+        let place = office::Place {
+            name: tag,
+            host: &host,
+            public: peer,
+            router_if,
+            lan: &[("192.168.1.1/24", "192.168.1.10/24")],
+        };
+        let o = office::build_at(&mut topo, &lab.router, &lab.svc, &place)
+            .unwrap_or_else(|e| panic!("office {tag}: {e}"));
+        let conn = OfficeConn {
+            local_ts: "192.168.1.0/24".into(),
+            remote_ts: local.unwrap_or("10.1.0.0/24").into(),
+            ..office_conn(PSK, SEED, SEED)
+        };
+        o.load(&conn).expect("office config");
+        sites.push((o, host));
+    }
+    let api = lab.api();
+    let seen_as = ["10.1.0.10", "10.72.0.10"];
+    let aliases = ["10.91.1.10", "10.92.1.10"];
+    let start = Instant::now();
+    for (((o, host), seen), alias) in sites.iter().zip(seen_as).zip(aliases) {
+        let want = format!("hello from {host}, you are {seen}:");
+        let ok = || {
+            lab.vm1
+                .curl(&format!("http://{alias}:8080/"), "1")
+                .filter(|b| b.contains(&want))
+        };
+        while ok().is_none() {
+            if start.elapsed() > Duration::from_secs(40) {
+                let logs = slurp(&lab.state.join("ipsec/charon.log"));
+                panic!(
+                    "vm1 -> {host} at {alias}: no answer as {seen}\n--- status\n{}\n--- office SAs\n{}\n--- office log\n{}\n--- kawaii charon\n{}\n--- gw\n{}",
+                    api.status()["details"]["ipsec"],
+                    o.sas(),
+                    tail(&o.log(), 30),
+                    tail(&logs, 40),
+                    lab.gw
+                        .run(&[
+                            "sh",
+                            "-c",
+                            "nft list ruleset; ip route show table all; conntrack -L"
+                        ])
+                        .unwrap_or_default()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        // The office's host reaches vm1 where it sees the gateway, and vm1 sees the alias.
+        let back = o
+            .host
+            .curl(&format!("http://{seen}/"), "2")
+            .unwrap_or_default();
+        assert!(
+            back.contains(&format!("hello from vm1, you are {alias}:")),
+            "{host} -> vm1 at {seen}: {back:?}"
+        );
+    }
+    eprintln!("both offices reached after {:?}", start.elapsed());
+    let conns = api.status()["details"]["ipsec"]["connections"].clone();
+    let by_name = |n: &str| {
+        conns
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|c| c["name"] == n)
+            .cloned()
+            .unwrap_or_default()
+    };
+    let (paris, lyon) = (by_name("Paris"), by_name("Lyon"));
+    assert_eq!(
+        (&paris["remote_subnet"], &paris["remote_alias"]),
+        (&Value::from("192.168.1.0/24"), &Value::from("10.91.1.0/24")),
+        "{paris}"
+    );
+    assert!(paris.get("local_alias").is_none(), "{paris}");
+    assert_eq!(lyon["local_alias"], "10.72.0.0/24", "{lyon}");
+    assert_eq!(lyon["remote_alias"], "10.92.1.0/24", "{lyon}");
+}

@@ -44,6 +44,79 @@ fn start(topo: &mut Topology, host: &Host, config: &str) -> Gw {
     Gw { serve, api }
 }
 
+/// The two projects: acme and marvelous on the backbone switch, each with its LAN switch and
+/// one host; addresses are the test's. Returns (backbone, acme, marvelous, acme's LAN, a1, m1).
+fn pair(t: &mut Topology) -> (Host, Host, Host, Host, Host, Host) {
+    let bb = t.switch("bb").expect("backbone");
+    let (acme, marv) = (t.host("acme").expect("h"), t.host("marv").expect("h"));
+    let (alan, mlan) = (t.switch("alan").expect("s"), t.switch("mlan").expect("s"));
+    let (a1, m1) = (t.host("a1").expect("h"), t.host("m1").expect("h"));
+    for (h, wan, lan) in [(&acme, &bb, &alan), (&marv, &bb, &mlan)] {
+        t.plug(h, "wan0", wan).expect("plug");
+        t.plug(h, "lan0", lan).expect("plug");
+    }
+    t.plug(&a1, "eth0", &alan).expect("plug");
+    t.plug(&m1, "eth0", &mlan).expect("plug");
+    (bb, acme, marv, alan, a1, m1)
+}
+
+/// Starts m1's web servers (80, 443, 22), a1's (80) and both gateways: acme (10.1.0.0/24)
+/// declares its peering with marvelous (`peering`: its subnet lines), marvelous (`subnet`,
+/// private VIP, m1's address) declares nothing yet. Returns once m1 serves and acme shows `pending`.
+fn start_pair(
+    t: &mut Topology,
+    [acme, a1, marv, m1]: [&Host; 4],
+    (subnet, private_vip, m1_ip): (&str, &str, &str),
+    peering: &str,
+) -> (Gw, Gw) {
+    let svc = t.svc().expect("svc.py");
+    for port in ["80", "443", "22"] {
+        t.spawn(
+            m1,
+            &format!("m1-{port}"),
+            &["python3", &svc, "http", "m1", port],
+        )
+        .expect("m1");
+    }
+    t.spawn(a1, "a1-80", &["python3", &svc, "http", "a1", "80"])
+        .expect("a1");
+    let acme_cfg = gw_config("acme", "10.1.0.0/24", "198.51.100.1", "10.1.0.1")
+        + &format!(
+            "[[vpc_peerings]]\nname = \"marvelous\"\n{peering}via = \"198.51.100.2\"\npolicy = \"accept\"\nconsent_key = \"{KEY}\"\n"
+        );
+    let a = start(t, acme, &acme_cfg);
+    let m = start(
+        t,
+        marv,
+        &gw_config("marvelous", subnet, "198.51.100.2", private_vip),
+    );
+    let m1_web = format!("{m1_ip}:22");
+    wait_tcp(m1, m1_web.parse().expect("addr"), Duration::from_secs(10)).expect("m1 up");
+    // Only acme declares: nothing crosses, acme shows pending.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(peering_state(&a), "pending");
+    (a, m)
+}
+
+/// marvelous declares `mirror` through its API; both sides are active within 3 s.
+fn declare_mirror(t: &mut Topology, a: &Gw, m: &Gw, mirror: &Value) {
+    let r = m.api.post("/v1/vpc-peerings", mirror);
+    assert_eq!(r.status, 201, "{}", r.body);
+    if wait_for(Duration::from_secs(3), "both active", || {
+        (peering_state(a) == "active" && peering_state(m) == "active").then_some(())
+    })
+    .is_err()
+    {
+        panic!(
+            "not active: acme {} marvelous {}\n{}\n{}",
+            peering_state(a),
+            peering_state(m),
+            a.serve.log(t),
+            m.serve.log(t)
+        );
+    }
+}
+
 fn peering_state(gw: &Gw) -> String {
     let s = gw.api.status();
     s["details"]["vpc_peerings"][0]["state"]
@@ -67,28 +140,14 @@ fn mutual_consent_policies_withdrawal_and_forgery() {
     assert!(kawaii_testkit::can_run(), "end-to-end tests need root");
     let mut t = Topology::new("vpc").expect("topology");
     let svc = t.svc().expect("svc.py");
-    let bb = t.switch("bb").expect("backbone");
-    let (acme, marv, intruder, ceph) = (
-        t.host("acme").expect("h"),
-        t.host("marv").expect("h"),
+    let (bb, acme, marv, _, a1, m1) = pair(&mut t);
+    let (intruder, ceph, c1) = (
         t.host("intruder").expect("h"),
         t.host("ceph").expect("h"),
-    );
-    let (alan, mlan) = (t.switch("alan").expect("s"), t.switch("mlan").expect("s"));
-    let (a1, m1, c1) = (
-        t.host("a1").expect("h"),
-        t.host("m1").expect("h"),
         t.host("c1").expect("h"),
     );
-    for h in [&acme, &marv] {
-        t.plug(h, "wan0", &bb).expect("plug");
-    }
     t.plug(&intruder, "eth0", &bb).expect("plug");
     t.plug(&ceph, "eth0", &bb).expect("plug");
-    t.plug(&acme, "lan0", &alan).expect("plug");
-    t.plug(&marv, "lan0", &mlan).expect("plug");
-    t.plug(&a1, "eth0", &alan).expect("plug");
-    t.plug(&m1, "eth0", &mlan).expect("plug");
     t.link(&ceph, "eth1", &c1, "eth0").expect("link");
     for (h, cmds) in [
         (
@@ -127,39 +186,14 @@ fn mutual_consent_policies_withdrawal_and_forgery() {
             h.sh(c).unwrap_or_else(|e| panic!("{e}"));
         }
     }
-    for port in ["80", "443", "22"] {
-        t.spawn(
-            &m1,
-            &format!("m1-{port}"),
-            &["python3", &svc, "http", "m1", port],
-        )
-        .expect("m1");
-    }
-    t.spawn(&a1, "a1-80", &["python3", &svc, "http", "a1", "80"])
-        .expect("a1");
     t.spawn(&c1, "c1-80", &["python3", &svc, "http", "c1", "80"])
         .expect("c1");
-
-    let acme_cfg = gw_config("acme", "10.1.0.0/24", "198.51.100.1", "10.1.0.1")
-        + &format!(
-            "[[vpc_peerings]]\nname = \"marvelous\"\nsubnet = \"10.2.0.0/24\"\nvia = \"198.51.100.2\"\npolicy = \"accept\"\nconsent_key = \"{KEY}\"\n"
-        );
-    let a = start(&mut t, &acme, &acme_cfg);
-    let m = start(
+    let (a, m) = start_pair(
         &mut t,
-        &marv,
-        &gw_config("marvelous", "10.2.0.0/24", "198.51.100.2", "10.2.0.1"),
+        [&acme, &a1, &marv, &m1],
+        ("10.2.0.0/24", "10.2.0.1", "10.2.0.10"),
+        "subnet = \"10.2.0.0/24\"\n",
     );
-    wait_tcp(
-        &m1,
-        "10.2.0.10:22".parse().expect("addr"),
-        Duration::from_secs(10),
-    )
-    .expect("m1 up");
-
-    // Only acme declares: nothing crosses, acme shows pending.
-    std::thread::sleep(Duration::from_millis(1500));
-    assert_eq!(peering_state(&a), "pending");
     assert!(
         a1.curl("http://10.2.0.10/", "1").is_none(),
         "acme -> marvelous must not pass"
@@ -197,23 +231,7 @@ for i in range(10):
     acme.sh("ip neigh flush all").expect("neigh flush");
 
     // marvelous declares the mirror: both active, real addresses both ways.
-    let r = m
-        .api
-        .post("/v1/vpc-peerings", &peering(json!({"policy": "accept"})));
-    assert_eq!(r.status, 201, "{}", r.body);
-    if wait_for(Duration::from_secs(3), "both active", || {
-        (peering_state(&a) == "active" && peering_state(&m) == "active").then_some(())
-    })
-    .is_err()
-    {
-        panic!(
-            "not active: acme {} marvelous {}\n{}\n{}",
-            peering_state(&a),
-            peering_state(&m),
-            a.serve.log(&mut t),
-            m.serve.log(&mut t)
-        );
-    }
+    declare_mirror(&mut t, &a, &m, &peering(json!({"policy": "accept"})));
     let body = wait_for(Duration::from_secs(2), "acme -> marvelous", || {
         a1.curl("http://10.2.0.10/", "1")
     })
@@ -292,4 +310,136 @@ for i in range(10):
     })
     .expect("a1 -> c1 with its real address");
     assert!(body.contains("hello from c1"), "{body}");
+}
+
+fn sh_all(h: &Host, cmds: &[&str]) {
+    for c in cmds {
+        h.sh(c).unwrap_or_else(|e| panic!("{e}"));
+    }
+}
+
+/// The packets the gateway's rule `comment` counted, as `/v1/status` reads them back.
+fn counted(gw: &Gw, comment: &str) -> u64 {
+    let s = gw.api.status();
+    s["details"]["rules"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|r| r["rule"] == comment)
+        .filter_map(|r| r["packets"].as_u64())
+        .sum()
+}
+
+/// Both projects are on 10.1.0.0/24 (a1 and m1 are both 10.1.0.10): acme appears to marvelous
+/// as 10.201.0.0/24 and marvelous to acme as 10.202.0.0/24. Consent, a drop policy whose
+/// exception names acme's alias, and withdrawal behave as without aliases; the far end sees
+/// the alias source; traffic to an alias from anyone else is dropped and counted.
+#[test]
+fn overlapping_subnets_peer_through_aliases() {
+    assert!(kawaii_testkit::can_run(), "end-to-end tests need root");
+    let mut t = Topology::new("vpcnm").expect("topology");
+    let (bb, acme, marv, alan, a1, m1) = pair(&mut t);
+    let (stranger, a2) = (t.host("stranger").expect("h"), t.host("a2").expect("h"));
+    t.plug(&stranger, "eth0", &bb).expect("plug");
+    t.plug(&a2, "eth0", &alan).expect("plug");
+    for (h, addr) in [(&a1, "10.1.0.10"), (&a2, "10.1.0.11"), (&m1, "10.1.0.10")] {
+        sh_all(
+            h,
+            &[
+                &format!("ip addr add {addr}/24 dev eth0"),
+                "ip route add default via 10.1.0.1",
+            ],
+        );
+    }
+    sh_all(
+        &stranger,
+        &[
+            "ip addr add 198.51.100.66/24 dev eth0",
+            "ip route add 10.201.0.0/24 via 198.51.100.1",
+        ],
+    );
+    let (a, m) = start_pair(
+        &mut t,
+        [&acme, &a1, &marv, &m1],
+        ("10.1.0.0/24", "10.1.0.1", "10.1.0.10"),
+        "subnet = \"10.202.0.0/24\"\nlocal_alias = \"10.201.0.0/24\"\n",
+    );
+    assert!(a1.curl("http://10.202.0.10/", "1").is_none());
+    assert!(m1.curl("http://10.201.0.10/", "1").is_none());
+
+    // marvelous declares the mirror with its own alias: both active, each sees the other's alias.
+    let mirror = |extra: Value| {
+        let mut p = json!({"subnet": "10.201.0.0/24", "local_alias": "10.202.0.0/24"});
+        if let (Some(p), Some(extra)) = (p.as_object_mut(), extra.as_object()) {
+            p.extend(extra.clone());
+        }
+        peering(p)
+    };
+    declare_mirror(&mut t, &a, &m, &mirror(json!({"policy": "accept"})));
+    let body = wait_for(Duration::from_secs(2), "acme -> marvelous", || {
+        a1.curl("http://10.202.0.10/", "1")
+    })
+    .expect("a1 -> m1 at its alias");
+    assert!(
+        body.contains("hello from m1") && body.contains("you are 10.201.0.10:"),
+        "{body}"
+    );
+    let body = m1.curl("http://10.201.0.10/", "1").expect("m1 -> a1");
+    assert!(
+        body.contains("hello from a1") && body.contains("you are 10.202.0.10:"),
+        "{body}"
+    );
+    let st = a.api.status();
+    let p = &st["details"]["vpc_peerings"][0];
+    assert_eq!(
+        (&p["subnet"], &p["local_subnet"], &p["local_alias"]),
+        (
+            &json!("10.202.0.0/24"),
+            &json!("10.1.0.0/24"),
+            &json!("10.201.0.0/24")
+        ),
+        "{p}"
+    );
+
+    // marvelous: policy drop; the exception is written in acme's alias (a1 only, tcp/443).
+    let r = m.api.put(
+        "/v1/vpc-peerings/acme",
+        &mirror(json!({"policy": "drop", "ingress_rules": [
+            {"source": "10.201.0.10/32", "protocol": "tcp", "ports": "443"}]})),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    wait_for(Duration::from_secs(2), "policy drop", || {
+        a1.curl("http://10.202.0.10:22/", "1")
+            .is_none()
+            .then_some(())
+    })
+    .expect("22 dropped");
+    let https = |h: &Host| h.curl("http://10.202.0.10:443/", "1").is_some();
+    assert_eq!(
+        (https(&a1), https(&a2)),
+        (true, false),
+        "443 is the exception for a1's alias only"
+    );
+
+    // Traffic to acme's alias from anyone but marvelous is dropped and counted.
+    let before = counted(&a, "alias-unowned");
+    assert!(stranger.curl("http://10.201.0.10/", "1").is_none());
+    wait_for(Duration::from_secs(5), "alias-unowned counted", || {
+        (counted(&a, "alias-unowned") > before).then_some(())
+    })
+    .expect("the unowned alias traffic is counted");
+
+    // marvelous withdraws: traffic stops within 2 s, acme shows pending.
+    let r = m.api.delete("/v1/vpc-peerings/acme");
+    assert_eq!(r.status, 204);
+    wait_for(Duration::from_secs(2), "cut", || {
+        a1.curl("http://10.202.0.10:443/", "1")
+            .is_none()
+            .then_some(())
+    })
+    .expect("cut within 2 s");
+    wait_for(Duration::from_secs(2), "acme pending", || {
+        (peering_state(&a) == "pending").then_some(())
+    })
+    .expect("pending");
 }

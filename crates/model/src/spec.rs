@@ -304,6 +304,10 @@ pub struct VpcPeering {
     pub egress_rules: Vec<PeerRule>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
+    /// Overlapping subnets: how our private subnet appears to this peer (same length; our hosts
+    /// are mapped 1:1 into it). `subnet` is then the other side's alias as we see it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local_alias: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -344,6 +348,14 @@ pub struct Ipsec {
     /// instance holding that zone's VIPs runs it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub zone: Option<String>,
+    /// Overlapping subnets: how our private subnet appears to the office (the traffic
+    /// selector; same length as the private subnet).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local_alias: Option<String>,
+    /// Overlapping subnets: how `remote_subnet` appears to our hosts (same length); translated
+    /// 1:1 to the office's real addresses inside the tunnel.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote_alias: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]

@@ -1,6 +1,7 @@
 //! The swanctl connections kawaii loads into its charon: one IKEv2 connection with one CHILD
 //! SA per `[[ipsec]]` entry, from the zone's public VIP to the remote peer, tunnelling the
-//! private subnet to the remote subnet. Pure; the PSK itself never appears in what renders.
+//! private subnet (or its local alias) to the remote subnet. Pure; the PSK itself never appears
+//! in what renders.
 
 use ipnet::Ipv4Net;
 use kawaii_model::Desired;
@@ -24,6 +25,12 @@ pub struct Connection {
     pub remote_id: String,
     pub local_ts: Vec<Ipv4Net>,
     pub remote_ts: Vec<Ipv4Net>,
+    /// Overlapping subnets: how the office sees our private subnet (then `local_ts`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub local_alias: Option<Ipv4Net>,
+    /// Overlapping subnets: how our hosts see the office's subnet (`remote_ts` is the real one).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub remote_alias: Option<Ipv4Net>,
     /// IKE (phase 1) proposals, strongSwan syntax: `aes256-sha512-modp2048`.
     pub proposals: Vec<String>,
     /// ESP (phase 2) proposals with the PFS group: `aes256-sha512-modp2048`.
@@ -121,8 +128,12 @@ pub fn connection(c: &IpsecSpec, vip: Ipv4Addr, private: Ipv4Net) -> Connection 
         remote_addrs: vec![c.remote_peer],
         local_id: vip.to_string(),
         remote_id: c.remote_peer.to_string(),
-        local_ts: vec![private],
+        // Aliases: the office sees our subnet as the local alias and keeps its real subnet; the
+        // gateway translates both (see [`crate::netmap`]).
+        local_ts: vec![c.local_alias.unwrap_or(private)],
         remote_ts: vec![c.remote_subnet],
+        local_alias: c.local_alias,
+        remote_alias: c.remote_alias,
         proposals: vec![proposal(&c.phase1)],
         esp_proposals: vec![proposal(&c.phase2)],
         rekey_time: ike_life.saturating_sub(over_time).max(1),

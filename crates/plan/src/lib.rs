@@ -5,6 +5,7 @@ pub mod conntrackd;
 pub mod flood;
 pub mod ipsec;
 pub mod net;
+pub mod netmap;
 pub mod nft;
 pub mod pipes;
 pub mod router;

@@ -164,8 +164,9 @@ pub fn plan(d: &Desired, z: &ZoneSpec, observed: &crate::Observed) -> NetPlan {
             && d.ha.is_some()
             && !held.iter().any(|h| h.name == home.name)
         {
+            // Aliased: our hosts address the alias; the home instance translates it.
             routes.push(RouteEntry {
-                destination: c.remote_subnet.into(),
+                destination: c.remote_seen().into(),
                 via: Some(IpAddr::V4(home.private_vip.addr())),
                 interface: Some(z.private_interface.clone()),
                 source: None,
@@ -177,7 +178,8 @@ pub fn plan(d: &Desired, z: &ZoneSpec, observed: &crate::Observed) -> NetPlan {
         value: v.into(),
     };
     NetPlan {
-        // The VIPs of every zone this node holds, on this node's own interfaces.
+        // The VIPs of every zone this node holds, on this node's own interfaces; and where a
+        // tunnel shows the office a local alias, the alias of its zone's private VIP.
         addresses: crate::vrrp::owned(d, z, observed)
             .into_iter()
             .flat_map(|o| {
@@ -192,6 +194,7 @@ pub fn plan(d: &Desired, z: &ZoneSpec, observed: &crate::Observed) -> NetPlan {
                     },
                 ]
             })
+            .chain(alias_addresses(d, z, &held))
             .collect(),
         absent: match &d.ha {
             None => Vec::new(),
@@ -227,6 +230,26 @@ pub fn plan(d: &Desired, z: &ZoneSpec, observed: &crate::Observed) -> NetPlan {
         .chain(flood_sysctls(d, z))
         .collect(),
     }
+}
+
+/// kernel-libipsec routes a tunnel only from an address inside its local traffic selector: a
+/// tunnel with a `local_alias` gets the alias of its zone's private VIP (the gateway as the
+/// office sees it) on the private interface, while this node holds that zone.
+fn alias_addresses<'a>(
+    d: &'a Desired,
+    z: &'a ZoneSpec,
+    held: &'a [&'a ZoneSpec],
+) -> impl Iterator<Item = Address> + 'a {
+    d.ipsec.iter().filter_map(move |c| {
+        let alias = c.local_alias?;
+        let private = d.private_subnet?;
+        let home = crate::ipsec::home(d, c).filter(|h| held.iter().any(|o| o.name == h.name))?;
+        let vip = ipnet::Ipv4Net::from(home.private_vip.addr());
+        Some(Address {
+            interface: z.private_interface.clone(),
+            address: kawaii_model::valid::map_net(vip, private, alias).into(),
+        })
+    })
 }
 
 /// The conntrack settings of the flood protections (see [`crate::flood`]).

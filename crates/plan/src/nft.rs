@@ -11,7 +11,7 @@
 //! no other rule are elements of an interval set instead (one lookup, per-element counter and
 //! comment): the kernel's cost is per rule, not per element. The rest stay ordinary rules.
 
-use kawaii_model::valid::{Consent, Policy, Protocol, Rule, ZoneSpec};
+use kawaii_model::valid::{Consent, IpsecSpec, Policy, Protocol, Rule, ZoneSpec};
 use kawaii_model::{Desired, PortSet};
 use std::collections::{BTreeSet, HashMap};
 use std::fmt::Write;
@@ -541,6 +541,15 @@ pub fn render(d: &Desired, z: &ZoneSpec, observed: &crate::Observed) -> Table {
             ));
         }
     }
+    // Aliases: a flow that should reach one was translated in prerouting; what is still
+    // addressed to an alias here matched no peering's or office's translation.
+    let aliases = crate::netmap::aliases(d, |c| holds_tunnel(d, c, &owned));
+    if !aliases.is_empty() {
+        forward.rule(format!(
+            "ip daddr {} counter drop comment \"alias-unowned\"",
+            set(&aliases)
+        ));
+    }
     // VPC peerings forward only once consented (or with consent "none"); their policy and
     // rules live in a chain per direction.
     let mut peer_chains = Vec::new();
@@ -597,6 +606,10 @@ pub fn render(d: &Desired, z: &ZoneSpec, observed: &crate::Observed) -> Table {
     // what the connection's ingress rules allow (default: the whole private subnet). No NAT.
     for c in &d.ipsec {
         let id = crate::ipsec_id(&c.name);
+        if let Some(t) = crate::netmap::Tunnel::of(d, c, private) {
+            ipsec_translated(&mut forward, c, &t, &wan, &id);
+            continue;
+        }
         // Never in clear: without an SA (tunnel down, or a failover not yet re-established)
         // the remote subnet is not reached through the default route. kernel-libipsec sends
         // tunnelled traffic through its own interface; with XFRM the route carries the SA.
@@ -716,15 +729,42 @@ pub fn render(d: &Desired, z: &ZoneSpec, observed: &crate::Observed) -> Table {
     // Hairpin: a private host reaching a forward through the public VIP gets its reply back
     // through the gateway because the gateway becomes the source.
     post.rule(format!("oifname {lan} ip saddr {private} ip daddr {private} ct status dnat snat ip to {private_vip} comment \"hairpin\""));
+    // Peerings: no NAT, or the 1:1 map into our alias (and back in prerouting).
     for p in &d.vpc_peerings {
-        post.rule(format!("ip saddr {private} ip daddr {} return", p.subnet));
+        let id = crate::ipsec_id(&p.name);
+        match p.local_alias {
+            Some(alias) => {
+                pre.rule(format!(
+                    "ip saddr {} ip daddr {alias} dnat ip prefix to {private} comment \"peering-{id}-in-map\"",
+                    p.subnet
+                ));
+                post.rule(format!(
+                    "ip saddr {private} ip daddr {} snat ip prefix to {alias} comment \"peering-{id}-out-map\"",
+                    p.subnet
+                ));
+            }
+            None => post.rule(format!("ip saddr {private} ip daddr {} return", p.subnet)),
+        }
     }
-    // No NAT between the private subnet and the subnets reached through tunnels.
+    // No NAT between the private subnet and the subnets reached through tunnels, but for the
+    // aliases, translated by the node that holds the tunnel.
     for c in &d.ipsec {
-        post.rule(format!(
-            "ip saddr {private} ip daddr {} return",
-            c.remote_subnet
-        ));
+        let id = crate::ipsec_id(&c.name);
+        match crate::netmap::Tunnel::of(d, c, private) {
+            Some(t) if holds_tunnel(d, c, &owned) => {
+                for r in t.dnat(&id) {
+                    pre.rule(r);
+                }
+                for r in t.snat(&id) {
+                    post.rule(r);
+                }
+            }
+            Some(_) => {}
+            None => post.rule(format!(
+                "ip saddr {private} ip daddr {} return",
+                c.remote_subnet
+            )),
+        }
     }
     // HA: a held zone's own private instances leave with that zone's public VIP.
     for o in &owned {
@@ -761,6 +801,41 @@ pub fn render(d: &Desired, z: &ZoneSpec, observed: &crate::Observed) -> Table {
         .concat(),
         sets: vec![ingress_set, egress_set],
         meters: flood.meters,
+    }
+}
+
+/// Whether this node holds the zone that terminates `c` (so translates its aliases).
+fn holds_tunnel(d: &Desired, c: &IpsecSpec, owned: &[&ZoneSpec]) -> bool {
+    crate::ipsec::home(d, c).is_some_and(|h| owned.iter().any(|o| o.name == h.name))
+}
+
+/// The forward rules of a translated IPsec connection: matched by the addresses the flow was
+/// opened with (the aliases), so offices that share a real subnet stay apart.
+fn ipsec_translated(
+    forward: &mut Chain,
+    c: &IpsecSpec,
+    t: &crate::netmap::Tunnel,
+    wan: &str,
+    id: &str,
+) {
+    let out = t.out_match();
+    forward.rule(format!(
+        "{out} oifname {wan} rt ipsec missing counter drop comment \"ipsec-{id}-no-sa\""
+    ));
+    forward.rule(format!("{out} counter accept comment \"ipsec-{id}-out\""));
+    if c.ingress_rules.is_empty() {
+        forward.rule(format!(
+            "{} counter accept comment \"ipsec-{id}-in\"",
+            t.in_match(None)
+        ));
+    }
+    for (i, r) in c.ingress_rules.iter().enumerate() {
+        forward.rule(format!(
+            "{} {} counter accept comment \"ipsec-{id}-in-{}\"",
+            t.in_match(Some(r)),
+            l4(r.protocol, &r.ports),
+            i + 1
+        ));
     }
 }
 

@@ -51,8 +51,10 @@ fn two_zones_follow_vip_ownership() {
     );
     // plan() (nothing observed) is "own zone's VIPs held", as in `kawaii render`.
     let p = kawaii_plan::plan(&d, Some("zone-a")).expect("plan");
-    assert_eq!(p.net.addresses.len(), 2);
+    // The two VIPs, and the tunnel Branch's local alias of the private VIP.
+    assert_eq!(p.net.addresses.len(), 3);
     assert!(p.net.render().contains("203.0.113.10/24"));
+    assert!(p.net.render().contains("10.71.0.1/32 dev lan0"));
 }
 
 /// HA with WireGuard: a peer whose freshest session is on the sibling is routed to it, and

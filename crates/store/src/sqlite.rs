@@ -366,6 +366,8 @@ mod tests {
             phase2_lifetime: "1h30m".into(),
             ingress_rules: vec![],
             zone: None,
+            local_alias: None,
+            remote_alias: None,
         });
         g
     }

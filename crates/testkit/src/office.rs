@@ -4,6 +4,7 @@
 //!  router eth2 ── office eth0 198.51.100.8/32 (own charon, kernel-libipsec)
 //!                 office eth1 172.16.1.1/24, 172.16.2.1/24 ── ohost 172.16.1.10, 172.16.2.10
 //! ```
+//! [`build_at`] puts an office elsewhere (several offices, overlapping LANs).
 //! The office's charon is independent of kawaii: its own `strongswan.conf`, VICI socket and
 //! private `/run`, configured with a hand-written `swanctl.conf` loaded by `swanctl`.
 
@@ -34,6 +35,8 @@ pub struct OfficeConn {
 pub struct Office {
     pub office: Host,
     pub host: Host,
+    /// The office's public address (its IKE identity).
+    pub public: String,
     pub dir: PathBuf,
     /// Index of the office charon in the topology.
     pub charon: usize,
@@ -68,33 +71,65 @@ phase2_encryption_algorithm = "AES256"
     )
 }
 
+/// Where an office sits: the names of its two namespaces (office, host), its public address,
+/// the router interface that reaches it, and its LAN (the office's address and its host's, with
+/// their prefix; the first pair is the host's default route).
+#[derive(Debug, Clone, Copy)]
+pub struct Place<'a> {
+    pub name: &'a str,
+    pub host: &'a str,
+    pub public: &'a str,
+    pub router_if: &'a str,
+    pub lan: &'a [(&'a str, &'a str)],
+}
+
+/// The office of the IPsec tests: 198.51.100.8 behind the router's eth2, two subnets.
+pub const OFFICE: Place<'static> = Place {
+    name: "office",
+    host: "ohost",
+    public: OFFICE_PUBLIC,
+    router_if: "eth2",
+    lan: &[
+        ("172.16.1.1/24", "172.16.1.10/24"),
+        ("172.16.2.1/24", "172.16.2.10/24"),
+    ],
+};
+
 /// Adds the office and its host behind `router`, starts the office charon (no connection yet)
 /// and an HTTP service on the host (port 8080).
 pub fn build(t: &mut Topology, router: &Host, svc: &str) -> Result<Office> {
-    let office = t.host("office")?;
-    let host = t.host("ohost")?;
+    build_at(t, router, svc, &OFFICE)
+}
+
+/// [`build`] at `place`: its host's HTTP service answers as `place.host`.
+pub fn build_at(t: &mut Topology, router: &Host, svc: &str, place: &Place) -> Result<Office> {
+    let office = t.host(place.name)?;
+    let host = t.host(place.host)?;
     for h in [&office, &host] {
         h.ipv4_only()?;
     }
-    t.link(router, "eth2", &office, "eth0")?;
+    t.link(router, place.router_if, &office, "eth0")?;
     t.link(&office, "eth1", &host, "eth0")?;
-    router.run(&["ip", "route", "add", "198.51.100.8/32", "dev", "eth2"])?;
-    office.addr("eth0", "198.51.100.8/32")?;
+    let public = format!("{}/32", place.public);
+    router.run(&["ip", "route", "add", &public, "dev", place.router_if])?;
+    office.addr("eth0", &public)?;
     office.run(&["ip", "route", "add", "198.51.100.1", "dev", "eth0"])?;
     office.default_via("198.51.100.1")?;
-    office.addr("eth1", "172.16.1.1/24")?;
-    office.addr("eth1", "172.16.2.1/24")?;
+    for (gw, h) in place.lan {
+        office.addr("eth1", gw)?;
+        host.addr("eth0", h)?;
+    }
     office.run(&["sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
-    host.addr("eth0", "172.16.1.10/24")?;
-    host.addr("eth0", "172.16.2.10/24")?;
-    host.default_via("172.16.1.1")?;
+    if let Some((gw, _)) = place.lan.first() {
+        host.default_via(gw.split('/').next().unwrap_or(gw))?;
+    }
     t.spawn(
         &host,
-        "ohost-http",
-        &["python3", svc, "http", "ohost", "8080"],
+        &format!("{}-http", place.host),
+        &["python3", svc, "http", place.host, "8080"],
     )?;
 
-    let dir = t.dir().join("office");
+    let dir = t.dir().join(place.name);
     std::fs::create_dir_all(&dir).map_err(io("mkdir office"))?;
     let conf = dir.join("strongswan.conf");
     std::fs::write(
@@ -113,7 +148,7 @@ pub fn build(t: &mut Topology, router: &Host, svc: &str) -> Result<Office> {
     let env = format!("STRONGSWAN_CONF={}", conf.display());
     let charon = t.spawn(
         &office,
-        "office-charon",
+        &format!("{}-charon", place.name),
         &[
             "env",
             &env,
@@ -135,6 +170,7 @@ pub fn build(t: &mut Topology, router: &Host, svc: &str) -> Result<Office> {
     Ok(Office {
         office,
         host,
+        public: place.public.to_string(),
         dir,
         charon,
         svc: svc.to_string(),
@@ -153,13 +189,13 @@ impl Office {
             r#"connections {{
     kawaii {{
         version = 2
-        local_addrs = {OFFICE_PUBLIC}
+        local_addrs = {me}
         remote_addrs = {peer}
         proposals = {ike}
         unique = replace
         local {{
             auth = psk
-            id = {OFFICE_PUBLIC}
+            id = {me}
         }}
         remote {{
             auth = psk
@@ -177,12 +213,13 @@ impl Office {
 }}
 secrets {{
     ike-kawaii {{
-        id-1 = {OFFICE_PUBLIC}
+        id-1 = {me}
         id-2 = {peer}
         secret = "{psk}"
     }}
 }}
 "#,
+            me = self.public,
             peer = c.remote_peer,
             ike = c.ike_proposal,
             esp = c.esp_proposal,

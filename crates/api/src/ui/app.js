@@ -443,7 +443,8 @@ function renderIpsec(ipsec, problems) {
     const err = cn.last_error ? cn.last_error.reason + ": " + cn.last_error.detail : "";
     const tr = row([
       el("td", cn.name),
-      el("td", cn.remote_peer + " → " + cn.remote_subnet),
+      el("td", cn.remote_peer + " → " + cn.remote_subnet + (cn.remote_alias ? " as " + cn.remote_alias : "") +
+        (cn.local_alias ? ", sees us as " + cn.local_alias : "")),
       el("td").appendChild(pill(cn.ike_state, cn.ike_state === "ESTABLISHED" ? "ok" : "bad")).parentNode,
       el("td").appendChild(pill(cn.child_state, up ? "ok" : "bad")).parentNode,
       bytesCell(cn.bytes_in),

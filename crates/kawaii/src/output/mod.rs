@@ -655,6 +655,8 @@ const SECTIONS: &[Section] = &[
             col("ERROR", "last_error.reason", Fmt::Text),
             wide("ID", "id", Fmt::Text),
             wide("REMOTE-SUBNET", "remote_subnet", Fmt::Text),
+            wide("REMOTE-ALIAS", "remote_alias", Fmt::Text),
+            wide("LOCAL-ALIAS", "local_alias", Fmt::Text),
             wide("START", "start", Fmt::Text),
             wide("CHILD-UP", "child_installed_seconds", Fmt::Secs),
             wide("PACKETS-IN", "packets_in", Fmt::Text),
@@ -671,8 +673,11 @@ const SECTIONS: &[Section] = &[
         path: "details.vpc_peerings",
         columns: &[
             col("NAME", "name", Fmt::Text),
+            col("SUBNET", "subnet", Fmt::Text),
             col("STATE", "state", Fmt::Text),
             col("SINCE", "since", Fmt::AgeSecs),
+            wide("LOCAL-SUBNET", "local_subnet", Fmt::Text),
+            wide("LOCAL-ALIAS", "local_alias", Fmt::Text),
         ],
     },
     Section {

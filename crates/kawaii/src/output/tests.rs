@@ -340,6 +340,8 @@ fn full_status() -> Value {
                             detail: "received AUTHENTICATION_FAILED notify error".into(),
                             at: NOW - 75,
                         }),
+                        remote_alias: Some("10.92.2.0/24".into()),
+                        local_alias: Some("10.72.0.0/24".into()),
                         ..Default::default()
                     },
                 ],
@@ -356,6 +358,9 @@ fn full_status() -> Value {
             }]),
             vpc_peerings: Some(vec![consent::PeeringStatus {
                 name: "marvelous".into(),
+                subnet: "10.201.0.0/24".parse().expect("net"),
+                local_subnet: "10.1.0.0/24".parse().expect("net"),
+                local_alias: Some("10.200.0.0/24".parse().expect("net")),
                 state: "active",
                 since: NOW - 7_200,
             }]),

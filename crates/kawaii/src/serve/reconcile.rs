@@ -153,6 +153,8 @@ fn consent_intents(d: &Desired) -> Vec<kawaii_drivers::consent::Intent> {
                 name: p.name.clone(),
                 via: p.via,
                 ours,
+                // Aliased: the hellos say how each side sees the other, so both agree on it.
+                local_alias: p.local_alias,
                 theirs: p.subnet,
                 key: p.consent_key.clone()?,
             })

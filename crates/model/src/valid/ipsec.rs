@@ -4,7 +4,7 @@
 
 use super::firewall::{PeerRuleSpec, peer_rules};
 use super::gateway::ZoneSpec;
-use super::primitives::{cidr, ipv4, name, unique};
+use super::primitives::{alias, cidr, ipv4, map_net, name, unique};
 use crate::duration;
 use crate::error::Errors;
 use crate::secret::Secret;
@@ -76,6 +76,22 @@ pub struct IpsecSpec {
     pub ingress_rules: Vec<PeerRuleSpec>,
     /// The zone whose public VIP terminates the tunnel; None: the first zone.
     pub zone: Option<String>,
+    /// How our private subnet appears to the office (the local traffic selector); None: as it is.
+    pub local_alias: Option<Ipv4Net>,
+    /// How `remote_subnet` appears to our hosts; None: as it is.
+    pub remote_alias: Option<Ipv4Net>,
+}
+
+impl IpsecSpec {
+    /// The office's subnet as our hosts address it: its alias, or the subnet itself.
+    pub fn remote_seen(&self) -> Ipv4Net {
+        self.remote_alias.unwrap_or(self.remote_subnet)
+    }
+
+    /// Whether either side of the tunnel is translated.
+    pub fn aliased(&self) -> bool {
+        self.local_alias.is_some() || self.remote_alias.is_some()
+    }
 }
 
 pub(super) fn check_ipsecs(g: &Gateway, zones: &[ZoneSpec], e: &mut Errors) -> Vec<IpsecSpec> {
@@ -161,6 +177,27 @@ fn check_psk(c: &Ipsec, p: &str, e: &mut Errors) -> Option<PskSource> {
     }
 }
 
+/// With a remote alias, rules name the office's hosts as our hosts see them: inside the alias.
+fn alias_rules(rules: &[PeerRuleSpec], alias: Ipv4Net, real: Ipv4Net, p: &str, e: &mut Errors) {
+    for (i, r) in rules.iter().enumerate() {
+        let Some(src) = r.source else { continue };
+        if alias.contains(&src) {
+            continue;
+        }
+        let hint = if real.contains(&src) {
+            format!(" (did you mean {}?)", map_net(src, real, alias))
+        } else {
+            String::new()
+        };
+        e.push(
+            format!("{p}[{i}].source"),
+            format!(
+                "{src} is outside remote_alias {alias}: with an alias, rules name the office's hosts as our hosts see them{hint}"
+            ),
+        );
+    }
+}
+
 fn check_ipsec(c: &Ipsec, p: &str, e: &mut Errors) -> Option<IpsecSpec> {
     name(&c.name, &format!("{p}.name"), e);
     let remote_peer = e.check(format!("{p}.remote_peer"), ipv4(&c.remote_peer));
@@ -236,6 +273,21 @@ fn check_ipsec(c: &Ipsec, p: &str, e: &mut Errors) -> Option<IpsecSpec> {
         },
     );
     let ingress_rules = peer_rules(&c.ingress_rules, &format!("{p}.ingress_rules"), e);
+    let local_alias = alias(c.local_alias.as_deref(), &format!("{p}.local_alias"), e)?;
+    let remote_alias = alias(c.remote_alias.as_deref(), &format!("{p}.remote_alias"), e)?;
+    if let (Some(a), Some(r)) = (remote_alias, remote_subnet)
+        && a.prefix_len() != r.prefix_len()
+    {
+        e.push(
+            format!("{p}.remote_alias"),
+            format!(
+                "{a} must be as long as remote_subnet ({r}): the translation is 1:1, address by address"
+            ),
+        );
+    }
+    if let (Some(a), Some(r)) = (remote_alias, remote_subnet) {
+        alias_rules(&ingress_rules, a, r, &format!("{p}.ingress_rules"), e);
+    }
     Some(IpsecSpec {
         zone: c.zone.clone(),
         name: c.name.clone(),
@@ -249,5 +301,7 @@ fn check_ipsec(c: &Ipsec, p: &str, e: &mut Errors) -> Option<IpsecSpec> {
         start_action: start_action?,
         rekey: rekey?,
         ingress_rules,
+        local_alias,
+        remote_alias,
     })
 }

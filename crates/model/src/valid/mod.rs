@@ -24,7 +24,7 @@ pub use ipsec::{
 };
 pub use peering::{Consent, PeeringSpec};
 pub use pipes::PipeSpec;
-pub use primitives::{Policy, Protocol, cidr, domain, host_port};
+pub use primitives::{Policy, Protocol, cidr, domain, host_port, map_net};
 pub use router::{Balance, HealthCheck, ProxyProtocol, RouteSpec, RouterSpec};
 pub use wireguard::{KeySource, WgPeerSpec, WireGuardSpec, wg_key};
 
@@ -129,7 +129,9 @@ fn check_gateway(g: &Gateway, e: &mut Errors) -> Option<Desired> {
 }
 
 /// Subnets reachable through the gateway must not overlap each other: the private subnet, the
-/// VPN subnet, the peerings' and the IPsec connections' remote subnets.
+/// VPN subnet, the peerings' and the IPsec connections' remote subnets as our hosts see them
+/// (a remote alias, or the subnet itself), and the local aliases our peers see us as. An
+/// overlap with a peer that has no alias suggests one.
 fn check_overlaps(
     private_subnet: Option<Ipv4Net>,
     wireguard: Option<&WireGuardSpec>,
@@ -137,23 +139,117 @@ fn check_overlaps(
     ipsec: &[IpsecSpec],
     e: &mut Errors,
 ) {
-    let mut nets: Vec<(String, Ipv4Net)> = Vec::new();
+    const PEERING_HINT: &str = "; if the two networks really overlap, peer through aliases: set \
+        local_alias (how our subnet appears to this peer, as long as it) on both sides and write \
+        the other side's local_alias as subnet";
+    const IPSEC_HINT: &str = "; if the two networks really overlap, set remote_alias (how the \
+        office's subnet appears to our hosts) and, where the office must see us elsewhere, \
+        local_alias";
+    // (path, prefix, hint when this entry is the one to alias)
+    let mut nets: Vec<(String, Ipv4Net, &str)> = Vec::new();
     if let Some(n) = private_subnet {
-        nets.push(("gateway.private_subnet".into(), n));
+        nets.push(("gateway.private_subnet".into(), n, ""));
     }
     if let Some(w) = wireguard {
-        nets.push(("wireguard.address".into(), w.address.trunc()));
+        nets.push(("wireguard.address".into(), w.address.trunc(), ""));
     }
+    let mut local_aliases = Vec::new();
     for (i, v) in vpc_peerings.iter().enumerate() {
-        nets.push((format!("vpc_peerings[{i}].subnet"), v.subnet));
+        let hint = if v.local_alias.is_none() {
+            PEERING_HINT
+        } else {
+            ""
+        };
+        nets.push((format!("vpc_peerings[{i}].subnet"), v.subnet, hint));
+        if let Some(a) = v.local_alias {
+            local_aliases.push((format!("vpc_peerings[{i}].local_alias"), a));
+        }
     }
     for (i, c) in ipsec.iter().enumerate() {
-        nets.push((format!("ipsec[{i}].remote_subnet"), c.remote_subnet));
+        match c.remote_alias {
+            Some(a) => nets.push((format!("ipsec[{i}].remote_alias"), a, "")),
+            None => nets.push((
+                format!("ipsec[{i}].remote_subnet"),
+                c.remote_subnet,
+                IPSEC_HINT,
+            )),
+        }
+        if let Some(a) = c.local_alias {
+            local_aliases.push((format!("ipsec[{i}].local_alias"), a));
+        }
     }
-    for (i, (pa, a)) in nets.iter().enumerate() {
-        for (pb, b) in &nets[..i] {
+    for (pa, a) in &local_aliases {
+        match private_subnet {
+            Some(p) if p.prefix_len() != a.prefix_len() => e.push(
+                pa.clone(),
+                format!(
+                    "{a} must be as long as gateway.private_subnet ({p}): the translation is 1:1, address by address"
+                ),
+            ),
+            Some(_) => {}
+            None => e.push(pa.clone(), "needs gateway.private_subnet (the subnet it stands for)"),
+        }
+    }
+    nets.extend(local_aliases.into_iter().map(|(p, a)| (p, a, "")));
+    for (i, (pa, a, hint)) in nets.iter().enumerate() {
+        for (pb, b, _) in &nets[..i] {
             if a.contains(&b.network()) || b.contains(&a.network()) {
-                e.push(pa.clone(), format!("{a} overlaps {b} ({pb})"));
+                e.push(pa.clone(), format!("{a} overlaps {b} ({pb}){hint}"));
+            }
+        }
+    }
+    check_tunnel_subnets(private_subnet, wireguard, ipsec, e);
+}
+
+/// The real subnets of aliased offices: they are routed into the tunnel, so they must not
+/// overlap what the gateway routes elsewhere (kernel-libipsec routes by destination, before the
+/// translation could tell them apart); offices that overlap each other need distinct traffic
+/// selectors, so at most one of them may show the office our private subnet as it is.
+fn check_tunnel_subnets(
+    private_subnet: Option<Ipv4Net>,
+    wireguard: Option<&WireGuardSpec>,
+    ipsec: &[IpsecSpec],
+    e: &mut Errors,
+) {
+    let overlap = |a: &Ipv4Net, b: &Ipv4Net| a.contains(&b.network()) || b.contains(&a.network());
+    for (i, c) in ipsec.iter().enumerate() {
+        for (j, d) in ipsec[..i].iter().enumerate() {
+            // Without any remote alias the overlap is already reported as such.
+            let aliased = c.remote_alias.is_some() || d.remote_alias.is_some();
+            if aliased
+                && overlap(&c.remote_subnet, &d.remote_subnet)
+                && c.local_alias.is_none()
+                && d.local_alias.is_none()
+            {
+                e.push(
+                    format!("ipsec[{i}].local_alias"),
+                    format!(
+                        "is required: remote_subnet {} overlaps ipsec[{j}].remote_subnet ({}), \
+                         and the two tunnels need distinct traffic selectors; give one of them \
+                         a local_alias",
+                        c.remote_subnet, d.remote_subnet
+                    ),
+                );
+            }
+        }
+        if c.remote_alias.is_none() {
+            continue;
+        }
+        let ours = [
+            private_subnet.map(|n| ("gateway.private_subnet", n)),
+            wireguard.map(|w| ("wireguard.address", w.address.trunc())),
+        ];
+        for (pb, b) in ours.into_iter().flatten() {
+            if overlap(&c.remote_subnet, &b) {
+                e.push(
+                    format!("ipsec[{i}].remote_subnet"),
+                    format!(
+                        "{} overlaps {b} ({pb}): an office's real subnet is routed into the tunnel, \
+                         so it cannot be one the gateway routes itself, even with remote_alias \
+                         (see docs/ipsec.md, overlapping networks)",
+                        c.remote_subnet
+                    ),
+                );
             }
         }
     }

@@ -2,7 +2,7 @@
 //! exception rules, and consent (`mutual` needs a shared hello key of at least 16 characters).
 
 use super::firewall::{PeerRuleSpec, peer_rules};
-use super::primitives::{Policy, cidr, ipv4, name, policy, unique};
+use super::primitives::{Policy, alias, cidr, ipv4, name, policy, unique};
 use crate::error::Errors;
 use crate::secret::Secret;
 use crate::spec::{Gateway, VpcPeering};
@@ -26,6 +26,8 @@ pub struct PeeringSpec {
     pub consent_key: Option<Secret>,
     pub ingress_rules: Vec<PeerRuleSpec>,
     pub egress_rules: Vec<PeerRuleSpec>,
+    /// How our private subnet appears to this peer (1:1 prefix translation); None: as it is.
+    pub local_alias: Option<Ipv4Net>,
 }
 
 pub(super) fn check_peerings(g: &Gateway, e: &mut Errors) -> Vec<PeeringSpec> {
@@ -79,6 +81,7 @@ fn check_peering(v: &VpcPeering, p: &str, e: &mut Errors) -> Option<PeeringSpec>
     };
     let ingress_rules = peer_rules(&v.ingress_rules, &format!("{p}.ingress_rules"), e);
     let egress_rules = peer_rules(&v.egress_rules, &format!("{p}.egress_rules"), e);
+    let local_alias = alias(v.local_alias.as_deref(), &format!("{p}.local_alias"), e)?;
     Some(PeeringSpec {
         name: v.name.clone(),
         subnet: subnet?,
@@ -88,5 +91,6 @@ fn check_peering(v: &VpcPeering, p: &str, e: &mut Errors) -> Option<PeeringSpec>
         consent_key,
         ingress_rules,
         egress_rules,
+        local_alias,
     })
 }

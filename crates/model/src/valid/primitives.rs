@@ -28,6 +28,29 @@ pub enum Policy {
     Drop,
 }
 
+/// An optional alias prefix at `path`: Ok(None) when absent, None when invalid (error pushed),
+/// so that `alias(..)?` skips the entry only when the alias itself is wrong.
+pub(super) fn alias(s: Option<&str>, path: &str, e: &mut Errors) -> Option<Option<Ipv4Net>> {
+    match s {
+        None => Some(None),
+        Some(s) => e.check(path, cidr(s)).map(Some),
+    }
+}
+
+/// `net`'s counterpart in `to` when `net` lies inside `from` (same host bits); `to` itself when
+/// `net` is wider than `from`; `net` unchanged when it is outside `from`.
+pub fn map_net(net: Ipv4Net, from: Ipv4Net, to: Ipv4Net) -> Ipv4Net {
+    if net.prefix_len() <= from.prefix_len() && net.contains(&from.network()) {
+        return to;
+    }
+    if !from.contains(&net.network()) {
+        return net;
+    }
+    let host = u32::from(net.network()) & !u32::from(from.netmask());
+    let addr = u32::from(to.network()) | host;
+    Ipv4Net::new(addr.into(), net.prefix_len()).unwrap_or(to)
+}
+
 /// A route domain: lowercase DNS name, `*.` only as the whole first label, or `*` (default).
 pub fn domain(s: &str) -> Result<String, String> {
     if s == "*" {
@@ -182,4 +205,33 @@ pub(super) fn port(v: u32) -> Result<u16, String> {
         .ok()
         .filter(|p| *p > 0)
         .ok_or_else(|| format!("{v} is not a port (1-65535)"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn n(s: &str) -> Ipv4Net {
+        s.parse().expect("net")
+    }
+
+    #[test]
+    fn nets_map_host_by_host() {
+        let (from, to) = (n("10.91.1.0/24"), n("192.168.1.0/24"));
+        assert_eq!(map_net(n("10.91.1.10/32"), from, to), n("192.168.1.10/32"));
+        assert_eq!(
+            map_net(n("10.91.1.128/25"), from, to),
+            n("192.168.1.128/25")
+        );
+        assert_eq!(
+            map_net(n("10.91.0.0/16"), from, to),
+            to,
+            "wider: the whole alias"
+        );
+        assert_eq!(
+            map_net(n("10.7.0.0/24"), from, to),
+            n("10.7.0.0/24"),
+            "outside"
+        );
+    }
 }
