@@ -514,7 +514,13 @@ impl Inner {
 
     /// Reads document, revision and metadata in one transaction and installs them.
     async fn full_read(&self, force: bool) -> Result<Snapshot, StoreError> {
-        let r = self.txn(Txn::new().and_then(self.read_txn())).await?;
+        let mut r = self.txn(Txn::new().and_then(self.read_txn())).await?;
+        if force && header_rev(&r) < self.cached().etcd_rev {
+            // A commit of ours was installed after this read was answered: read again. Only
+            // a read issued after it that is still older means etcd itself went back
+            // (restored from a backup, replaced), and then it is the truth.
+            r = self.txn(Txn::new().and_then(self.read_txn())).await?;
+        }
         let (snap, meta) = parse_read(&self.keys, r.op_responses().as_slice())?;
         self.install(snap, header_rev(&r), meta, force);
         self.synced();

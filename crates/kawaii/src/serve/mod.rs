@@ -172,6 +172,9 @@ async fn start(app: &App) -> anyhow::Result<()> {
 /// Every committed revision, whoever wrote it, wakes the reconcile loop.
 async fn forward_store(app: Arc<App>, stop: CancellationToken) {
     let mut revisions = app.store.watch();
+    // A revision installed before this subscription (the start's own file commit, a watch
+    // replay) is marked seen by it: one pass reads whatever is current now.
+    app.wakes.send(Wake::Store);
     loop {
         tokio::select! {
             r = revisions.changed() => if r.is_err() { break },
