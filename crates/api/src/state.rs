@@ -119,6 +119,10 @@ pub type LiveDetails = Arc<dyn Fn(&mut Details) + Send + Sync>;
 /// Called after every committed API write.
 pub type OnWrite = Arc<dyn Fn() + Send + Sync>;
 
+/// Warnings about the machine for a document a write made (`serve` reads its interfaces and
+/// routes); they join the validation warnings in the write's answer.
+pub type EnvCheck = Arc<dyn Fn(&kawaii_model::Gateway) -> Vec<kawaii_model::FieldError> + Send + Sync>;
+
 #[derive(Clone)]
 pub struct ApiState {
     pub store: Arc<dyn Store>,
@@ -128,6 +132,7 @@ pub struct ApiState {
     status_changes: tokio::sync::watch::Sender<u64>,
     live: Arc<RwLock<Option<LiveDetails>>>,
     on_write: Arc<RwLock<Option<OnWrite>>>,
+    env_check: Arc<RwLock<Option<EnvCheck>>>,
     /// The WireGuard device's public key while it runs (for `showconf`).
     wg_public_key: Arc<RwLock<Option<String>>>,
     pub registry: Arc<Registry>,
@@ -160,6 +165,7 @@ impl ApiState {
             status_changes: tokio::sync::watch::Sender::new(0),
             live: Arc::default(),
             on_write: Arc::default(),
+            env_check: Arc::default(),
             wg_public_key: Arc::default(),
             registry: Arc::new(registry),
             requests,
@@ -204,6 +210,17 @@ impl ApiState {
         if let Ok(mut w) = self.on_write.write() {
             *w = Some(f);
         }
+    }
+
+    /// Checks the machine for every write's warnings (see [`EnvCheck`]).
+    pub fn set_env_check(&self, f: EnvCheck) {
+        if let Ok(mut c) = self.env_check.write() {
+            *c = Some(f);
+        }
+    }
+
+    pub(crate) fn env_check(&self) -> Option<EnvCheck> {
+        self.env_check.read().ok().and_then(|c| c.clone())
     }
 
     pub(crate) fn written(&self) {

@@ -5,6 +5,7 @@
 pub mod conntrack;
 pub mod conntrackd;
 pub mod consent;
+pub mod environment;
 pub mod ipsec;
 mod ipsec_vici;
 pub mod netlink;

@@ -53,6 +53,13 @@ enum Command {
     Check {
         #[arg(long, short)]
         config: PathBuf,
+        /// This machine is the gateway: also warn about missing interfaces and a peering `via`
+        /// or IPsec `remote_peer` that no connected network or route reaches.
+        #[arg(long)]
+        local: bool,
+        /// With --local: the zone this machine serves (default: every zone).
+        #[arg(long, requires = "local")]
+        zone: Option<String>,
     },
     /// Print what would be applied, without applying it.
     Render {
@@ -272,7 +279,11 @@ fn main() -> ExitCode {
             };
             store_url::copy(&side(&from), &side(&to), &state, force)
         }
-        Command::Check { config } => config::check(&config),
+        Command::Check {
+            config,
+            local,
+            zone,
+        } => config::check(&config, local, zone.as_deref()),
         Command::Render { config, zone, what } => client::render(&config, zone.as_deref(), what),
         Command::Import { file } => config::import(&file),
         Command::Lab {

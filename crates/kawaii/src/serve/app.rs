@@ -81,6 +81,10 @@ impl App {
         )));
         let api = ApiState::new(store.clone(), registry);
         api.set_on_write(wakes.notifier(Wake::ApiWrite));
+        let zone = settings.zone.clone();
+        api.set_env_check(Arc::new(move |g| {
+            crate::config::machine(g, zone.as_deref())
+        }));
         let drivers: Vec<Arc<dyn Driver>> = vec![
             wireguard.clone(),
             Arc::new(netlink::Netlink::new()),

@@ -43,7 +43,8 @@ pub async fn apply_file(app: &App) -> Result<bool, Vec<FieldError>> {
             return Err(errors);
         }
     };
-    for w in &report.warnings {
+    let machine = config::machine(&loaded.gateway, app.settings.zone.as_deref());
+    for w in report.warnings.iter().chain(&machine) {
         warn!(file = %file.display(), %w, "config warning");
     }
     app.api.update_status(|s| s.rejected_config.clear());
