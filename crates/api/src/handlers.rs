@@ -458,13 +458,22 @@ async fn healthz() -> &'static str {
     "ok\n"
 }
 
-/// Readiness: 200 once the first desired state has been applied and the store answers; 503
-/// before, and while the store is unreachable (the body says so, and how stale this instance
-/// is; the data plane keeps its last applied state meanwhile).
+/// Readiness: 200 once the first desired state has been applied, the store answers and the
+/// data plane is what the desired state says; 503 before, while the store is unreachable (the
+/// body says so, and how stale this instance is; the data plane keeps its last applied state
+/// meanwhile), while a driver fails (`degraded: `, naming the driver and the resource), and when
+/// the reconcile loop has made no progress for longer than `api.ready_timeout` (`stalled: `).
 #[utoipa::path(get, path = "/readyz", tag = "ops", responses((status = 200, description = "OK", body = String), (status = 503, description = "Not ready", body = String)))]
 async fn readyz(State(state): State<ApiState>) -> (StatusCode, String) {
-    if !state.status().ready {
+    let status = state.status();
+    if !status.ready {
         return (StatusCode::SERVICE_UNAVAILABLE, "not ready\n".into());
+    }
+    if let Some(why) = state.stalled(std::time::Instant::now()) {
+        return (StatusCode::SERVICE_UNAVAILABLE, format!("stalled: {why}\n"));
+    }
+    if let Some(why) = status.degraded {
+        return (StatusCode::SERVICE_UNAVAILABLE, format!("degraded: {why}\n"));
     }
     let store = state.store.health();
     if !store.up {

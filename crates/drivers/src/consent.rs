@@ -147,10 +147,14 @@ pub struct Intent {
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct PeeringStatus {
     pub name: String,
-    /// `pending` (we declared, they did not), `active`, or `down` (they stopped answering).
+    /// `pending` (we declared, they did not), `active`, `down` (they stopped answering), or
+    /// `failed` (its route or rules could not be applied: `error` says why).
     pub state: &'static str,
     /// When the state last changed (Unix time, seconds).
     pub since: u64,
+    /// Why the peering's route or rules could not be applied (the state is then `failed`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 #[derive(Debug, Default)]
@@ -259,6 +263,7 @@ impl Consent {
                     name: i.name.clone(),
                     state: p.state,
                     since: p.since,
+                    error: None,
                 })
             })
             .collect()

@@ -271,10 +271,10 @@ impl Api {
             v["zone"].as_str().unwrap_or("-"),
             v["desired_revision"],
             v["applied_revision"],
-            if v["ready"].as_bool() == Some(true) {
-                "ready"
-            } else {
-                "NOT READY"
+            match (v["ready"].as_bool(), v["degraded"].as_str()) {
+                (Some(true), None) => "ready".to_string(),
+                (Some(true), Some(why)) => format!("DEGRADED: {why}"),
+                _ => "NOT READY".to_string(),
             }
         );
         if let Some(store) = v["store"].as_object() {

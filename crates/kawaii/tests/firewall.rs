@@ -121,7 +121,7 @@ fn egress_nat_forwarding_and_hairpin() {
     let m = l.api.as_token(None).get("/metrics");
     assert!(
         m.body
-            .contains("kawaii_rule_packets_total{chain=\"forward\",rule=\"egress-1\"}"),
+            .contains("kawaii_rule_packets_total{chain=\"egress\",rule=\"egress-1\"}"),
         "{}",
         m.body
     );

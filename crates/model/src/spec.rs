@@ -114,6 +114,10 @@ pub struct ApiSettings {
     /// A file with more tokens, one `name role sha256hex` per line.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_file: Option<String>,
+    /// How long the data plane may stay behind the desired state (a driver failing, one
+    /// reconcile pass running) before `/readyz` answers 503; default "30s".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready_timeout: Option<String>,
 }
 
 impl Default for ApiSettings {
@@ -122,6 +126,7 @@ impl Default for ApiSettings {
             listen: default_listen(),
             tokens: Vec::new(),
             token_file: None,
+            ready_timeout: None,
         }
     }
 }

@@ -180,6 +180,54 @@ fn patches_move_rules_between_set_and_chain() {
     }
 }
 
+/// Unrelated changes that add or remove whole chains and meters (a peering, a rate limit) are
+/// patches too, so an egress element's counter survives them; the patch, applied for real
+/// after the old table, gives the same table as the new one whole.
+#[test]
+fn counters_survive_chains_and_meters_that_come_and_go() {
+    let text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/render/example/config.toml"),
+    )
+    .expect("config");
+    let table = |text: &str| {
+        let mut g = Gateway::parse(text, Format::Toml).expect("parses");
+        g.assign_rule_ids(&Gateway::default());
+        kawaii_plan::plan(&validate(&g).expect("valid").desired, None)
+            .expect("plan")
+            .nftables
+            .expect("table")
+    };
+    let one = table(&text);
+    let two = table(&format!(
+        "{text}\n[[vpc_peerings]]\nname = \"far\"\nsubnet = \"10.3.0.0/24\"\nvia = \"203.0.113.77\"\nconsent = \"none\"\ningress_rules = [{{ protocol = \"tcp\", ports = \"443\" }}]\n"
+    )
+    .replace("ports = \"5353\"\n\n[[egress", "ports = \"5353\"\nrate_limit = \"20/s\"\n\n[[egress"));
+    assert_ne!(one.chains.len(), two.chains.len(), "the peering adds chains");
+    assert_ne!(one.meters, two.meters, "the rate limit adds a meter");
+    let (_t, nft) = netns("layout");
+    let planted = "0.0.0.0/0 . tcp . 25 counter packets 3 bytes 180 comment \"egress-1\"";
+    // Sorted lines: a chain added by a patch is listed after the others.
+    let sorted = |s: String| {
+        let mut l: Vec<String> = s.lines().map(String::from).collect();
+        l.sort();
+        l
+    };
+    for (from, to) in [(&one, &two), (&two, &one)] {
+        let patch = to.patch_from(from).expect("a patch, not a replacement");
+        nft.apply(&from.render());
+        nft.apply(&format!(
+            "delete element inet kawaii egress {{ 0.0.0.0/0 . tcp . 25 }}\n\
+             add element inet kawaii egress {{ {planted} }}\n"
+        ));
+        nft.apply(&patch);
+        let counted = nft.list_with(&[]);
+        assert!(counted.contains(planted), "{patch}\n{counted}");
+        let patched = sorted(nft.list());
+        nft.apply(&to.render());
+        assert_eq!(patched, sorted(nft.list()), "{patch}");
+    }
+}
+
 /// A throwaway network namespace (removed with the topology) to apply scripts in.
 fn netns(tag: &str) -> (Topology, Nft) {
     let mut t = Topology::new(tag).expect("topology (root)");

@@ -51,6 +51,10 @@ pub struct App {
     /// The conntrack table's fill and the public-side guard.
     pub conntrack: Arc<conntrack::Guard>,
     pub wakes: Wakes,
+    /// Why each VPC peering (by name) failed to apply, as the last reconcile pass found.
+    pub peering_errors: std::sync::RwLock<std::collections::BTreeMap<String, String>>,
+    /// `api.ready_timeout` of the desired state last read.
+    pub ready_timeout: std::sync::RwLock<std::time::Duration>,
 }
 
 impl App {
@@ -111,6 +115,8 @@ impl App {
             conntrackd,
             conntrack,
             wakes,
+            peering_errors: Default::default(),
+            ready_timeout: std::sync::RwLock::new(kawaii_model::valid::DEFAULT_READY_TIMEOUT),
         }))
     }
 }
