@@ -473,7 +473,10 @@ async fn readyz(State(state): State<ApiState>) -> (StatusCode, String) {
         return (StatusCode::SERVICE_UNAVAILABLE, format!("stalled: {why}\n"));
     }
     if let Some(why) = status.degraded {
-        return (StatusCode::SERVICE_UNAVAILABLE, format!("degraded: {why}\n"));
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("degraded: {why}\n"),
+        );
     }
     let store = state.store.health();
     if !store.up {

@@ -130,7 +130,8 @@ pub type OnWrite = Arc<dyn Fn() + Send + Sync>;
 
 /// Warnings about the machine for a document a write made (`serve` reads its interfaces and
 /// routes); they join the validation warnings in the write's answer.
-pub type EnvCheck = Arc<dyn Fn(&kawaii_model::Gateway) -> Vec<kawaii_model::FieldError> + Send + Sync>;
+pub type EnvCheck =
+    Arc<dyn Fn(&kawaii_model::Gateway) -> Vec<kawaii_model::FieldError> + Send + Sync>;
 
 #[derive(Clone)]
 pub struct ApiState {

@@ -116,7 +116,9 @@ async fn run_batch(batch: &str) -> Result<(), DriverError> {
     }
     match tool::run("ip", &["-batch", "-"], Some(batch)).await {
         Ok(_) => Ok(()),
-        Err(DriverError::Rejected { what, .. }) => Err(DriverError::rejected(failed_command(batch, &what))),
+        Err(DriverError::Rejected { what, .. }) => {
+            Err(DriverError::rejected(failed_command(batch, &what)))
+        }
         Err(e) => Err(e),
     }
 }
@@ -303,7 +305,10 @@ mod tests {
             got,
             "ip route replace 10.3.0.0/24 via 198.51.100.77 proto 177: Error: Nexthop has invalid gateway."
         );
-        assert_eq!(failed_command(batch, "ip -batch -: busy"), "ip -batch -: busy");
+        assert_eq!(
+            failed_command(batch, "ip -batch -: busy"),
+            "ip -batch -: busy"
+        );
     }
 
     fn kernel(json: &str) -> Vec<KernelRoute> {

@@ -77,7 +77,11 @@ pub fn located(file: &Path, e: &FieldError) -> String {
 pub fn files(g: &Gateway) -> Vec<FieldError> {
     use kawaii_drivers::secret_file;
     let mut files: Vec<(String, &str)> = Vec::new();
-    if let Some(f) = g.wireguard.as_ref().and_then(|w| w.private_key_file.as_deref()) {
+    if let Some(f) = g
+        .wireguard
+        .as_ref()
+        .and_then(|w| w.private_key_file.as_deref())
+    {
         files.push(("wireguard.private_key_file".into(), f));
     }
     for (i, c) in g.ipsec.iter().enumerate() {
@@ -121,7 +125,10 @@ fn read_checked(path: &Path) -> (Option<Gateway>, Vec<FieldError>) {
         Ok(Err(_)) => {
             return (
                 None,
-                vec![FieldError::new(path.display().to_string(), "is not UTF-8 text")],
+                vec![FieldError::new(
+                    path.display().to_string(),
+                    "is not UTF-8 text",
+                )],
             );
         }
         Err(e) => {

@@ -108,18 +108,30 @@ fn auth_roles_redaction_and_errors() {
     );
     assert_eq!(r.status, 201, "{}", r.body);
     assert_eq!(r.json()["name"], "far");
-    assert!(warned(&r).contains(&"vpc_peerings[0].via".to_string()), "{}", r.body);
+    assert!(
+        warned(&r).contains(&"vpc_peerings[0].via".to_string()),
+        "{}",
+        r.body
+    );
     let r = operator.post(
         "/v1/nat-rules",
         &json!({"destination": "10.1.0.10", "ports": "8080"}),
     );
     assert_eq!(r.status, 201, "{}", r.body);
-    assert!(warned(&r).contains(&"nat_rules[0]".to_string()), "{}", r.body);
+    assert!(
+        warned(&r).contains(&"nat_rules[0]".to_string()),
+        "{}",
+        r.body
+    );
     let id = r.json()["id"].as_str().expect("id").to_string();
     let r = operator.delete(&format!("/v1/nat-rules/{id}"));
     assert_eq!(r.status, 200, "{}", r.body);
     assert!(r.json()["revision"].as_u64().is_some(), "{}", r.body);
-    assert!(warned(&r).contains(&"vpc_peerings[0].via".to_string()), "{}", r.body);
+    assert!(
+        warned(&r).contains(&"vpc_peerings[0].via".to_string()),
+        "{}",
+        r.body
+    );
     assert_eq!(operator.delete("/v1/vpc-peerings/far").status, 200);
 
     // Operators may not touch tokens.

@@ -115,7 +115,10 @@ impl Scratch {
                 .unwrap_or(after.len());
             let name = &after[..len];
             let file = etc.join(name);
-            if !name.is_empty() && !file.exists() && !text.contains(&format!("> /etc/kawaii/{name}")) {
+            if !name.is_empty()
+                && !file.exists()
+                && !text.contains(&format!("> /etc/kawaii/{name}"))
+            {
                 let content = if name.ends_with(".key") {
                     kawaii(&["wg", "genkey"]).0
                 } else if name == "gateway.toml" {
@@ -213,7 +216,11 @@ fn commands(b: &Block) -> Vec<String> {
 fn runnable(cmd: &str) -> bool {
     let words: Vec<&str> = cmd.split_whitespace().collect();
     let words = match words.as_slice() {
-        ["sudo", "sh", "-c", ..] => return cmd.split(';').all(|c| runnable(c.trim_start_matches("sudo sh -c").trim_matches([' ', '\'']))),
+        ["sudo", "sh", "-c", ..] => {
+            return cmd
+                .split(';')
+                .all(|c| runnable(c.trim_start_matches("sudo sh -c").trim_matches([' ', '\''])));
+        }
         ["sudo", rest @ ..] => rest,
         all => all,
     };

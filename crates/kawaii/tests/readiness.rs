@@ -27,10 +27,7 @@ fn counter(status: &Value, rule: &str) -> Option<(String, u64)> {
 #[test]
 fn counters_survive_unrelated_changes_and_readyz_names_a_failing_peering() {
     let kawaii = Path::new(env!("CARGO_BIN_EXE_kawaii"));
-    let config = LAB_TOML.replace(
-        "[[zones]]",
-        "[api]\nready_timeout = \"3s\"\n\n[[zones]]",
-    );
+    let config = LAB_TOML.replace("[[zones]]", "[api]\nready_timeout = \"3s\"\n\n[[zones]]");
     let (mut topo, l) = lab::start("rdy", kawaii, &config).unwrap_or_else(|e| panic!("lab: {e}"));
     let api = l.api();
 
@@ -63,10 +60,9 @@ fn counters_survive_unrelated_changes_and_readyz_names_a_failing_peering() {
         (s["applied_revision"].as_u64() >= Some(rev)).then_some(())
     })
     .unwrap_or_else(|e| panic!("{e}"));
-    let table = l
-        .gw
-        .run(&["nft", "list", "table", "inet", "kawaii"])
-        .expect("nft list");
+    let table =
+        l.gw.run(&["nft", "list", "table", "inet", "kawaii"])
+            .expect("nft list");
     assert!(
         table.contains("chain peering-near-"),
         "the peering's chains are in the kernel:\n{table}"
@@ -112,16 +108,22 @@ fn counters_survive_unrelated_changes_and_readyz_names_a_failing_peering() {
         .expect("the peering's state");
     assert_eq!(far["state"], "failed", "{far}");
     assert!(
-        far["error"].as_str().unwrap_or_default().contains("Nexthop"),
+        far["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("Nexthop"),
         "{far}"
     );
     let token = l.kawaii.token().expect("bootstrap token");
-    let header = l
-        .gw
-        .run(&[kawaii.to_str().expect("path"), "status", "--token", &token])
-        .expect("kawaii status");
+    let header =
+        l.gw.run(&[kawaii.to_str().expect("path"), "status", "--token", &token])
+            .expect("kawaii status");
     assert!(
-        header.lines().next().unwrap_or_default().contains("DEGRADED"),
+        header
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .contains("DEGRADED"),
         "{header}"
     );
     // Past api.ready_timeout the body says how long the data plane has been behind, too.

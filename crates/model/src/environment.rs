@@ -47,13 +47,19 @@ pub fn check(g: &Gateway, zone: Option<&str>, env: &Environment) -> Vec<FieldErr
         if !name.is_empty() && !env.interfaces.contains(name) {
             out.push(FieldError::new(
                 path,
-                format!("no interface {name:?} on this machine (it has: {})", found()),
+                format!(
+                    "no interface {name:?} on this machine (it has: {})",
+                    found()
+                ),
             ));
         }
     };
     for (i, z) in &zones {
         missing(format!("zones[{i}].public_interface"), &z.public_interface);
-        missing(format!("zones[{i}].private_interface"), &z.private_interface);
+        missing(
+            format!("zones[{i}].private_interface"),
+            &z.private_interface,
+        );
     }
     if let Some(s) = g.ha.as_ref().and_then(|h| h.sync_interface.as_deref()) {
         missing("ha.sync_interface".into(), s);
@@ -151,35 +157,13 @@ mod tests {
         }
     }
 
-    const PEERINGS: &str = r#"
-[gateway]
-name = "acme"
-private_subnet = "10.1.0.0/24"
-[[vpc_peerings]]
-name = "backbone"
-subnet = "10.2.0.0/24"
-via = "192.168.100.2"
-consent = "none"
-[[vpc_peerings]]
-name = "on-link-route"
-subnet = "10.3.0.0/24"
-via = "10.9.4.4"
-consent = "none"
-[[vpc_peerings]]
-name = "nowhere"
-subnet = "10.4.0.0/24"
-via = "198.51.100.77"
-consent = "none"
-[[vpc_peerings]]
-name = "behind-a-router"
-subnet = "10.5.0.0/24"
-via = "172.20.0.9"
-consent = "none"
-"#;
-
     #[test]
     fn a_via_must_be_on_an_attached_network() {
-        let got = check(&doc(PEERINGS), None, &env());
+        let got = check(
+            &doc(include_str!("../testdata/environment/peerings.toml")),
+            None,
+            &env(),
+        );
         let paths: Vec<&str> = got.iter().map(|e| e.path.as_str()).collect();
         assert_eq!(paths, ["vpc_peerings[2].via", "vpc_peerings[3].via"]);
         assert!(got[0].reason.contains("198.51.100.77"), "{got:?}");
@@ -188,64 +172,29 @@ consent = "none"
 
     #[test]
     fn interfaces_of_the_zone_must_exist_and_its_vip_prefix_counts_as_attached() {
-        let text = r#"
-[gateway]
-name = "acme"
-private_subnet = "10.1.0.0/24"
-[[zones]]
-name = "a"
-public_interface = "eth0"
-private_interface = "lan0"
-public_vip = "203.0.113.10/24"
-public_gateway = "203.0.113.1"
-private_vip = "10.1.0.1"
-[[zones]]
-name = "b"
-public_interface = "wan9"
-private_interface = "eth0"
-public_vip = "198.51.100.10/24"
-public_gateway = "198.51.100.1"
-private_vip = "10.1.0.2"
-[[vpc_peerings]]
-name = "on-the-vip-net"
-subnet = "10.2.0.0/24"
-via = "203.0.113.50"
-consent = "none"
-"#;
-        let g = doc(text);
+        let g = doc(include_str!("../testdata/environment/zones.toml"));
         let got = check(&g, Some("a"), &env());
         assert_eq!(got.len(), 1, "{got:?}");
         assert_eq!(got[0].path, "zones[0].private_interface");
         assert!(got[0].reason.contains("\"lan0\""), "{got:?}");
         let got = check(&g, None, &env());
         let paths: Vec<&str> = got.iter().map(|e| e.path.as_str()).collect();
-        assert_eq!(paths, ["zones[0].private_interface", "zones[1].public_interface"]);
+        assert_eq!(
+            paths,
+            ["zones[0].private_interface", "zones[1].public_interface"]
+        );
         // Zone b alone: its VIP prefix is not zone a's, so the via is not attached.
         let got = check(&g, Some("b"), &env());
-        assert!(got.iter().any(|e| e.path == "vpc_peerings[0].via"), "{got:?}");
+        assert!(
+            got.iter().any(|e| e.path == "vpc_peerings[0].via"),
+            "{got:?}"
+        );
     }
 
     #[test]
     fn a_remote_peer_needs_a_route_or_a_declared_gateway() {
-        let ipsec = |peer: &str| {
-            format!(
-                r#"
-[gateway]
-name = "acme"
-[[ipsec]]
-name = "office"
-remote_peer = "{peer}"
-remote_subnet = "172.16.1.0/24"
-pre_shared_key = "long-enough-psk-42"
-phase1_dh_group_number = 14
-phase1_integrity_algorithm = "SHA256"
-phase1_encryption_algorithm = "AES128"
-phase2_dh_group_number = 14
-phase2_integrity_algorithm = "SHA256"
-phase2_encryption_algorithm = "AES128"
-"#
-            )
-        };
+        let ipsec =
+            |peer: &str| include_str!("../testdata/environment/ipsec.toml").replace("@peer@", peer);
         let got = check(&doc(&ipsec("198.51.100.8")), None, &env());
         assert_eq!(got.len(), 1, "{got:?}");
         assert_eq!(got[0].path, "ipsec[0].remote_peer");

@@ -128,7 +128,10 @@ fn toml_recovering(text: &str, errors: &mut Vec<FieldError>) -> Option<(toml::Ta
         let at = e.span().map(|s| position(&current, s.start));
         let line = at.map(|(l, _)| l);
         let path = line.map_or_else(|| "(file)".to_string(), |l| syntax_path(&lines, l - 1));
-        errors.push(at_position(FieldError::new(path, one_line(e.message())), at));
+        errors.push(at_position(
+            FieldError::new(path, one_line(e.message())),
+            at,
+        ));
         let slot = line.and_then(|l| lines.get_mut(l - 1));
         match slot {
             Some(l) if !l.trim().is_empty() && errors.len() < MAX_SYNTAX => l.clear(),
@@ -369,8 +372,15 @@ mod tests {
         assert!(got[1].starts_with("zones[1].name: "), "{got:?}");
         assert!(got[1].contains("(line 7, column"), "{got:?}");
         // The blanked name is not reported again as missing; the rest of the file still is.
-        assert!(!got[2..].iter().any(|e| e.starts_with("gateway.name")), "{got:?}");
-        assert!(got.iter().any(|e| e.starts_with("zones[1].colour: unknown field")), "{got:?}");
+        assert!(
+            !got[2..].iter().any(|e| e.starts_with("gateway.name")),
+            "{got:?}"
+        );
+        assert!(
+            got.iter()
+                .any(|e| e.starts_with("zones[1].colour: unknown field")),
+            "{got:?}"
+        );
     }
 
     #[test]

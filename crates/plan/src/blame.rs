@@ -82,28 +82,7 @@ mod tests {
     use super::*;
 
     fn desired() -> Desired {
-        let text = r#"
-[gateway]
-name = "acme"
-private_subnet = "10.1.0.0/24"
-[[zones]]
-name = "a"
-public_interface = "wan0"
-private_interface = "lan0"
-public_vip = "203.0.113.10/24"
-public_gateway = "203.0.113.1"
-private_vip = "10.1.0.1"
-[[vpc_peerings]]
-name = "near"
-subnet = "10.2.0.0/24"
-via = "192.168.100.2"
-consent = "none"
-[[vpc_peerings]]
-name = "far"
-subnet = "10.3.0.0/24"
-via = "198.51.100.77"
-consent = "none"
-"#;
+        let text = include_str!("../testdata/blame/config.toml");
         let g = kawaii_model::Gateway::parse(text, kawaii_model::Format::Toml).expect("parses");
         kawaii_model::validate(&g).expect("valid").desired
     }
@@ -122,7 +101,10 @@ consent = "none"
 
     #[test]
     fn an_address_failure_names_its_zone_and_unknown_ones_nobody() {
-        let got = blame(&desired(), "ip addr add 203.0.113.10/24 dev wan0: Error: busy");
+        let got = blame(
+            &desired(),
+            "ip addr add 203.0.113.10/24 dev wan0: Error: busy",
+        );
         assert_eq!(got.map(|c| c.path), Some("zones[0]".into()));
         // 110.3.0.0/24 is not 10.3.0.0/24: whole words only.
         assert_eq!(blame(&desired(), "route to 110.3.0.0/24 failed"), None);

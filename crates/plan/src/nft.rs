@@ -238,8 +238,14 @@ impl Table {
                 .collect()
         };
         let (ours, theirs) = (set_names(self), set_names(prev));
-        if self.sets.iter().any(|s| prev.meters.iter().any(|m| m.name == s.name))
-            || self.meters.iter().any(|m| prev.sets.iter().any(|s| s.name == m.name))
+        if self
+            .sets
+            .iter()
+            .any(|s| prev.meters.iter().any(|m| m.name == s.name))
+            || self
+                .meters
+                .iter()
+                .any(|m| prev.sets.iter().any(|s| s.name == m.name))
         {
             return None;
         }

@@ -63,9 +63,11 @@ async fn pass(app: &App, reconciler: &mut Reconciler) -> Outcome {
         .read()
         .map(|b| *b)
         .unwrap_or(kawaii_model::valid::DEFAULT_READY_TIMEOUT);
+    // Behind: the data plane is not the desired state (a store that cannot be read is told
+    // by `/readyz` on its own).
     app.api.pass_done(
         std::time::Instant::now(),
-        outcome != Outcome::Applied || status.applied_revision < status.desired_revision,
+        status.applied_revision < status.desired_revision || status.degraded.is_some(),
         bound,
     );
     outcome

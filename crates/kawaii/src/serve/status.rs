@@ -198,6 +198,9 @@ mod tests {
             );
             assert!(text.contains(&want), "no {want} in\n{text}");
         }
-        assert!(text.contains("kawaii_chain_drops_total{chain=\"input\"} 7"), "{text}");
+        assert!(
+            text.contains("kawaii_chain_drops_total{chain=\"input\"} 7"),
+            "{text}"
+        );
     }
 }
