@@ -469,14 +469,15 @@ async fn readyz(State(state): State<ApiState>) -> (StatusCode, String) {
     if !status.ready {
         return (StatusCode::SERVICE_UNAVAILABLE, "not ready\n".into());
     }
-    if let Some(why) = state.stalled(std::time::Instant::now()) {
-        return (StatusCode::SERVICE_UNAVAILABLE, format!("stalled: {why}\n"));
+    let mut why = String::new();
+    if let Some(d) = &status.degraded {
+        why += &format!("degraded: {d}\n");
     }
-    if let Some(why) = status.degraded {
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("degraded: {why}\n"),
-        );
+    if let Some(s) = state.stalled(std::time::Instant::now()) {
+        why += &format!("stalled: {s}\n");
+    }
+    if !why.is_empty() {
+        return (StatusCode::SERVICE_UNAVAILABLE, why);
     }
     let store = state.store.health();
     if !store.up {

@@ -43,7 +43,10 @@ pub async fn apply_file(app: &App) -> Result<bool, Vec<FieldError>> {
             return Err(errors);
         }
     };
-    let machine = config::machine(&loaded.gateway, app.settings.zone.as_deref());
+    let (doc, zone) = (loaded.gateway.clone(), app.settings.zone.clone());
+    let machine = tokio::task::spawn_blocking(move || config::machine(&doc, zone.as_deref()))
+        .await
+        .unwrap_or_default();
     for w in report.warnings.iter().chain(&machine) {
         warn!(file = %file.display(), %w, "config warning");
     }
