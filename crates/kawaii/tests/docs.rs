@@ -331,13 +331,17 @@ fn every_example_in_the_docs_runs_or_says_why_not() {
             }
         }
     }
-    println!(
-        "docs as tests: {configs} configs checked, {commands_run} commands run, {files} files written, {} examples skipped:",
+    // Written to stderr directly, so that it shows in the suite's log even when the test passes
+    // (the test harness captures `println!`, not the handle).
+    use std::io::Write;
+    let mut report = format!(
+        "docs as tests: {configs} configs checked, {commands_run} commands run, {files} files written, {} examples skipped with their reasons\n",
         skipped.len()
     );
     for s in &skipped {
-        println!("  skipped {s}");
+        report += &format!("  skipped {s}\n");
     }
+    let _ = std::io::stderr().write_all(report.as_bytes());
     assert!(
         failures.is_empty(),
         "{} doc examples fail:\n\n{}",
