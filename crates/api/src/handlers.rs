@@ -26,6 +26,23 @@ pub struct ReqLabels {
     code: u16,
 }
 
+/// What every write answers: the stored resource (for a delete, the new revision) and the
+/// warnings `kawaii check` prints for the document the write made (an empty list when none),
+/// each with its field path: the validation warnings and, under `serve`, the machine's
+/// (an interface that does not exist, a peering's `via` on no attached network).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Written<T> {
+    #[serde(flatten)]
+    pub item: T,
+    pub warnings: Vec<FieldError>,
+}
+
+/// A delete's answer (inside [`Written`]).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Deleted {
+    pub revision: u64,
+}
+
 /// The whole desired state with its revision.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct GatewayView {
@@ -197,9 +214,10 @@ async fn mutate<T: Send + 'static>(
     action: String,
     expected: Option<u64>,
     change: impl Fn(&mut Gateway) -> Result<T, ApiError> + Send + 'static,
-) -> Result<(u64, T), ApiError> {
+) -> Result<(u64, T, Vec<FieldError>), ApiError> {
     let store = state.store.clone();
     let caller = caller.clone();
+    let env_check = state.env_check();
     blocking(move || {
         for _ in 0..5 {
             // Read through to a shared store: a change bases on its current revision, not on
@@ -208,7 +226,7 @@ async fn mutate<T: Send + 'static>(
             let mut doc = snap.gateway.clone();
             let out = change(&mut doc)?;
             doc.prepare_commit(&snap.gateway);
-            validate(&doc).map_err(|e| ApiError::Invalid(e.0))?;
+            let report = validate(&doc).map_err(|e| ApiError::Invalid(e.0))?;
             if doc.api.tokens != snap.gateway.api.tokens
                 || doc.api.token_file != snap.gateway.api.token_file
             {
@@ -219,7 +237,13 @@ async fn mutate<T: Send + 'static>(
                 action: action.clone(),
             };
             match store.commit(Some(expected.unwrap_or(snap.revision)), &doc, &actor) {
-                Ok(rev) => return Ok((rev, out)),
+                Ok(rev) => {
+                    let mut warnings = report.warnings;
+                    if let Some(check) = &env_check {
+                        warnings.extend(check(&doc));
+                    }
+                    return Ok((rev, out, warnings));
+                }
                 Err(kawaii_store::StoreError::Stale { .. }) if expected.is_none() => continue,
                 Err(e) => return Err(e.into()),
             }
@@ -260,7 +284,7 @@ async fn get_gateway(State(state): State<ApiState>) -> Result<Response, ApiError
 /// back as `(redacted)` keep their stored value.
 #[utoipa::path(put, path = "/v1/gateway", tag = "gateway", request_body = Gateway,
     params(("If-Match" = String, Header, description = "the revision the change is based on")),
-    responses((status = 200, description = "OK", body = GatewayView), (status = 400, description = "Invalid input: every error with its field path", body = ErrorBody),
+    responses((status = 200, description = "OK", body = Written<GatewayView>), (status = 400, description = "Invalid input: every error with its field path", body = ErrorBody),
         (status = 403, description = "The role may not do this", body = ErrorBody), (status = 412, description = "Stale revision", body = ErrorBody), (status = 428, description = "If-Match required", body = ErrorBody)))]
 async fn put_gateway(
     State(state): State<ApiState>,
@@ -281,7 +305,7 @@ async fn put_gateway(
         (None, None) => return Err(ApiError::PreconditionRequired),
     };
     let new = Gateway::parse(&body, Format::Json).map_err(|e| ApiError::Invalid(e.details()))?;
-    let (rev, ()) = mutate(
+    let (rev, (), warnings) = mutate(
         &state,
         &caller,
         "PUT /v1/gateway".into(),
@@ -296,9 +320,12 @@ async fn put_gateway(
     Ok(with_revision(
         rev,
         StatusCode::OK,
-        GatewayView {
-            revision: rev,
-            gateway: snap.gateway,
+        Written {
+            item: GatewayView {
+                revision: rev,
+                gateway: snap.gateway,
+            },
+            warnings,
         },
     ))
 }
@@ -431,13 +458,26 @@ async fn healthz() -> &'static str {
     "ok\n"
 }
 
-/// Readiness: 200 once the first desired state has been applied and the store answers; 503
-/// before, and while the store is unreachable (the body says so, and how stale this instance
-/// is; the data plane keeps its last applied state meanwhile).
+/// Readiness: 200 once the first desired state has been applied, the store answers and the
+/// data plane is what the desired state says; 503 before, while the store is unreachable (the
+/// body says so, and how stale this instance is; the data plane keeps its last applied state
+/// meanwhile), while a driver fails (`degraded: `, naming the driver and the resource), and when
+/// the reconcile loop has made no progress for longer than `api.ready_timeout` (`stalled: `).
 #[utoipa::path(get, path = "/readyz", tag = "ops", responses((status = 200, description = "OK", body = String), (status = 503, description = "Not ready", body = String)))]
 async fn readyz(State(state): State<ApiState>) -> (StatusCode, String) {
-    if !state.status().ready {
+    let status = state.status();
+    if !status.ready {
         return (StatusCode::SERVICE_UNAVAILABLE, "not ready\n".into());
+    }
+    let mut why = String::new();
+    if let Some(d) = &status.degraded {
+        why += &format!("degraded: {d}\n");
+    }
+    if let Some(s) = state.stalled(std::time::Instant::now()) {
+        why += &format!("stalled: {s}\n");
+    }
+    if !why.is_empty() {
+        return (StatusCode::SERVICE_UNAVAILABLE, why);
     }
     let store = state.store.health();
     if !store.up {
@@ -598,7 +638,7 @@ async fn create_item<C: Collection>(
 ) -> Result<Response, ApiError> {
     let item: C = parse_body(&body)?;
     let expected = if_match(headers)?;
-    let (rev, (index, created)) = mutate(
+    let (rev, (index, created), warnings) = mutate(
         state,
         caller,
         format!("POST {path}"),
@@ -621,12 +661,20 @@ async fn create_item<C: Collection>(
     let () = created;
     // Read back what was stored (with its assigned id).
     let snap = snapshot(state).await?;
-    let stored = C::items(&snap.gateway).get(index).cloned();
-    let mut resp = with_revision(rev, StatusCode::CREATED, &stored);
-    if let Some(Ok(loc)) = stored
-        .and_then(|s| s.key())
-        .map(|k| format!("{path}/{}", urlencode(&k)).parse())
-    {
+    let stored = C::items(&snap.gateway)
+        .get(index)
+        .cloned()
+        .ok_or_else(|| ApiError::Internal(format!("the new {} was not stored", C::WHAT)))?;
+    let location = stored.key().map(|k| format!("{path}/{}", urlencode(&k)));
+    let mut resp = with_revision(
+        rev,
+        StatusCode::CREATED,
+        Written {
+            item: stored,
+            warnings,
+        },
+    );
+    if let Some(Ok(loc)) = location.map(|l| l.parse()) {
         resp.headers_mut().insert(header::LOCATION, loc);
     }
     Ok(resp)
@@ -652,7 +700,7 @@ async fn replace_item<C: Collection>(
     item.set_key(&key);
     let expected = if_match(headers)?;
     let k2 = key.clone();
-    let (rev, ()) = mutate(
+    let (rev, (), warnings) = mutate(
         state,
         caller,
         format!("PUT {path}/{key}"),
@@ -672,8 +720,16 @@ async fn replace_item<C: Collection>(
     let stored = C::items(&snap.gateway)
         .iter()
         .find(|i| i.key().as_deref() == Some(key.as_str()))
-        .cloned();
-    Ok(with_revision(rev, StatusCode::OK, stored))
+        .cloned()
+        .ok_or_else(|| ApiError::NotFound(format!("no {} {key:?}", C::WHAT)))?;
+    Ok(with_revision(
+        rev,
+        StatusCode::OK,
+        Written {
+            item: stored,
+            warnings,
+        },
+    ))
 }
 
 async fn delete_item<C: Collection>(
@@ -684,7 +740,7 @@ async fn delete_item<C: Collection>(
     key: String,
 ) -> Result<Response, ApiError> {
     let expected = if_match(headers)?;
-    let (rev, ()) = mutate(
+    let (rev, (), warnings) = mutate(
         state,
         caller,
         format!("DELETE {path}/{key}"),
@@ -700,11 +756,14 @@ async fn delete_item<C: Collection>(
         },
     )
     .await?;
-    let mut resp = StatusCode::NO_CONTENT.into_response();
-    if let Ok(v) = format!("\"{rev}\"").parse() {
-        resp.headers_mut().insert(header::ETAG, v);
-    }
-    Ok(resp)
+    Ok(with_revision(
+        rev,
+        StatusCode::OK,
+        Written {
+            item: Deleted { revision: rev },
+            warnings,
+        },
+    ))
 }
 
 /// Percent-encodes everything but RFC 3986 unreserved characters (and `*`), for a path segment.
@@ -733,7 +792,7 @@ macro_rules! collection_handlers {
 
             #[doc = concat!("Create a ", $tag, ".")]
             #[utoipa::path(post, path = $base, tag = $tag, operation_id = concat!(stringify!($module), "_create"), request_body = $t,
-                responses((status = 201, description = "Created", body = $t), (status = 400, description = "Invalid input: every error with its field path", body = ErrorBody), (status = 409, description = "Conflict", body = ErrorBody)))]
+                responses((status = 201, description = "Created", body = Written<$t>), (status = 400, description = "Invalid input: every error with its field path", body = ErrorBody), (status = 409, description = "Conflict", body = ErrorBody)))]
             pub(crate) async fn create(
                 State(state): State<ApiState>,
                 Extension(caller): Extension<Caller>,
@@ -752,7 +811,7 @@ macro_rules! collection_handlers {
 
             #[doc = concat!("Replace one ", $tag, ".")]
             #[utoipa::path(put, path = $item, tag = $tag, operation_id = concat!(stringify!($module), "_replace"), params(("key" = String, Path)), request_body = $t,
-                responses((status = 200, description = "OK", body = $t), (status = 400, description = "Invalid input: every error with its field path", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody)))]
+                responses((status = 200, description = "OK", body = Written<$t>), (status = 400, description = "Invalid input: every error with its field path", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody)))]
             pub(crate) async fn replace(
                 State(state): State<ApiState>,
                 Extension(caller): Extension<Caller>,
@@ -765,7 +824,7 @@ macro_rules! collection_handlers {
 
             #[doc = concat!("Delete one ", $tag, ".")]
             #[utoipa::path(delete, path = $item, tag = $tag, operation_id = concat!(stringify!($module), "_delete"), params(("key" = String, Path)),
-                responses((status = 204, description = "Deleted"), (status = 404, description = "Not found", body = ErrorBody)))]
+                responses((status = 200, description = "Deleted", body = Written<Deleted>), (status = 404, description = "Not found", body = ErrorBody)))]
             pub(crate) async fn delete(
                 State(state): State<ApiState>,
                 Extension(caller): Extension<Caller>,

@@ -5,6 +5,7 @@ use kawaii_store::Store;
 use prometheus_client::registry::Registry;
 use serde::Serialize;
 use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
 
 /// How a driver's last apply failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
@@ -27,6 +28,10 @@ pub struct DriverStatus {
     pub error: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error_kind: Option<ErrorKind>,
+    /// The resource the error is about, as a document path (`vpc_peerings[1]`), when the
+    /// error names one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resource: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_apply: Option<String>,
 }
@@ -41,6 +46,10 @@ pub struct Status {
     /// The revision every driver has applied (the minimum over drivers).
     pub applied_revision: u64,
     pub ready: bool,
+    /// Why the data plane is not what the desired state says (a driver failing, with the
+    /// resource it failed on; planning failed); `/readyz` answers 503 meanwhile.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub degraded: Option<String>,
     pub drivers: Vec<DriverStatus>,
     /// Why the last pass could not plan (the drivers kept what they had applied).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -119,6 +128,11 @@ pub type LiveDetails = Arc<dyn Fn(&mut Details) + Send + Sync>;
 /// Called after every committed API write.
 pub type OnWrite = Arc<dyn Fn() + Send + Sync>;
 
+/// Warnings about the machine for a document a write made (`serve` reads its interfaces and
+/// routes); they join the validation warnings in the write's answer.
+pub type EnvCheck =
+    Arc<dyn Fn(&kawaii_model::Gateway) -> Vec<kawaii_model::FieldError> + Send + Sync>;
+
 #[derive(Clone)]
 pub struct ApiState {
     pub store: Arc<dyn Store>,
@@ -128,6 +142,8 @@ pub struct ApiState {
     status_changes: tokio::sync::watch::Sender<u64>,
     live: Arc<RwLock<Option<LiveDetails>>>,
     on_write: Arc<RwLock<Option<OnWrite>>>,
+    env_check: Arc<RwLock<Option<EnvCheck>>>,
+    progress: Arc<RwLock<Progress>>,
     /// The WireGuard device's public key while it runs (for `showconf`).
     wg_public_key: Arc<RwLock<Option<String>>>,
     pub registry: Arc<Registry>,
@@ -160,6 +176,8 @@ impl ApiState {
             status_changes: tokio::sync::watch::Sender::new(0),
             live: Arc::default(),
             on_write: Arc::default(),
+            env_check: Arc::default(),
+            progress: Arc::default(),
             wg_public_key: Arc::default(),
             registry: Arc::new(registry),
             requests,
@@ -206,6 +224,42 @@ impl ApiState {
         }
     }
 
+    /// Checks the machine for every write's warnings (see [`EnvCheck`]).
+    pub fn set_env_check(&self, f: EnvCheck) {
+        if let Ok(mut c) = self.env_check.write() {
+            *c = Some(f);
+        }
+    }
+
+    /// A reconcile pass starts (`/readyz` fails when one runs longer than the bound).
+    pub fn pass_started(&self, now: Instant) {
+        if let Ok(mut p) = self.progress.write() {
+            p.pass_started = Some(now);
+        }
+    }
+
+    /// A pass ended; `behind`: the applied revision is behind the desired one. `bound` is
+    /// `api.ready_timeout`.
+    pub fn pass_done(&self, now: Instant, behind: bool, bound: Duration) {
+        if let Ok(mut p) = self.progress.write() {
+            p.pass_started = None;
+            p.bound = bound;
+            p.behind_since = match (behind, p.behind_since) {
+                (false, _) => None,
+                (true, since) => since.or(Some(now)),
+            };
+        }
+    }
+
+    /// Why the reconcile loop counts as stuck at `now`, if it does.
+    pub fn stalled(&self, now: Instant) -> Option<String> {
+        self.progress.read().ok()?.stalled(now)
+    }
+
+    pub(crate) fn env_check(&self) -> Option<EnvCheck> {
+        self.env_check.read().ok().and_then(|c| c.clone())
+    }
+
     pub(crate) fn written(&self) {
         let f = self.on_write.read().ok().and_then(|w| w.clone());
         if let Some(f) = f {
@@ -233,6 +287,51 @@ impl ApiState {
         if let Ok(mut k) = self.wg_public_key.write() {
             *k = key;
         }
+    }
+}
+
+/// How the reconcile loop keeps up: when the running pass started, since when the data plane
+/// is behind the desired state, and how long either may last.
+#[derive(Debug, Clone, Copy)]
+pub struct Progress {
+    pub pass_started: Option<Instant>,
+    pub behind_since: Option<Instant>,
+    pub bound: Duration,
+}
+
+impl Default for Progress {
+    fn default() -> Self {
+        Progress {
+            pass_started: None,
+            behind_since: None,
+            bound: kawaii_model::valid::DEFAULT_READY_TIMEOUT,
+        }
+    }
+}
+
+impl Progress {
+    /// Why the loop counts as stuck at `now`: one pass running, or the data plane behind the
+    /// desired state, for longer than the bound.
+    pub fn stalled(&self, now: Instant) -> Option<String> {
+        let over = |since: Option<Instant>| {
+            since
+                .map(|s| now.saturating_duration_since(s))
+                .filter(|d| *d > self.bound)
+        };
+        if let Some(d) = over(self.pass_started) {
+            return Some(format!(
+                "the reconcile loop has been in one pass for {} s (api.ready_timeout {})",
+                d.as_secs(),
+                kawaii_model::duration::format(self.bound)
+            ));
+        }
+        over(self.behind_since).map(|d| {
+            format!(
+                "the data plane has been behind the desired state for {} s (api.ready_timeout {})",
+                d.as_secs(),
+                kawaii_model::duration::format(self.bound)
+            )
+        })
     }
 }
 

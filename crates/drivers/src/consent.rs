@@ -170,10 +170,14 @@ pub struct PeeringStatus {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<String>)]
     pub local_alias: Option<Ipv4Net>,
-    /// `pending` (we declared, they did not), `active`, or `down` (they stopped answering).
+    /// `pending` (we declared, they did not), `active`, `down` (they stopped answering), or
+    /// `failed` (its route or rules could not be applied: `error` says why).
     pub state: &'static str,
     /// When the state last changed (Unix time, seconds).
     pub since: u64,
+    /// Why the peering's route or rules could not be applied (the state is then `failed`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 #[derive(Debug, Default)]
@@ -287,6 +291,7 @@ impl Consent {
                     local_alias: i.local_alias,
                     state: p.state,
                     since: p.since,
+                    error: None,
                 })
             })
             .collect()

@@ -6,6 +6,7 @@ mod child;
 pub mod conntrack;
 pub mod conntrackd;
 pub mod consent;
+pub mod environment;
 pub mod ipsec;
 mod ipsec_vici;
 pub mod netlink;

@@ -107,6 +107,42 @@ async fn our_routes() -> Result<Vec<KernelRoute>, DriverError> {
         .collect())
 }
 
+/// Runs an `ip -batch` input; a failure names the command that failed (`route replace
+/// 10.3.0.0/24 via 198.51.100.77 ...: Error: Nexthop has invalid gateway.`), so that the
+/// reconcile loop can tell which resource it came from.
+async fn run_batch(batch: &str) -> Result<(), DriverError> {
+    if batch.is_empty() {
+        return Ok(());
+    }
+    match tool::run("ip", &["-batch", "-"], Some(batch)).await {
+        Ok(_) => Ok(()),
+        Err(DriverError::Rejected { what, .. }) => {
+            Err(DriverError::rejected(failed_command(batch, &what)))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// `ip -batch`'s error with the batch line it names (`Command failed -:N`) in front.
+fn failed_command(batch: &str, error: &str) -> String {
+    let line = error
+        .split("Command failed -:")
+        .nth(1)
+        .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse::<usize>().ok())
+        .and_then(|n| batch.lines().nth(n.checked_sub(1)?));
+    let reason = error
+        .lines()
+        .filter(|l| !l.contains("Command failed"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let reason = reason.trim().trim_start_matches("ip -batch -:").trim();
+    match line {
+        Some(l) => format!("ip {l}: {reason}"),
+        None => error.to_string(),
+    }
+}
+
 /// Whether kernel route `have` is planned route `want`. A planned route without an interface
 /// lets the kernel choose: any interface matches.
 fn same(want: &RouteEntry, have: &RouteEntry) -> bool {
@@ -209,9 +245,7 @@ impl Driver for Netlink {
                     added.push(a.address.addr());
                 }
             }
-            if !batch.is_empty() {
-                tool::run("ip", &["-batch", "-"], Some(&batch)).await?;
-            }
+            run_batch(&batch).await?;
             if let Ok(mut o) = self.owned.lock() {
                 *o = wanted;
             }
@@ -236,9 +270,7 @@ impl Driver for Netlink {
                     batch.push_str(&format!("route replace {r} proto {RT_PROTO}\n"));
                 }
             }
-            if !batch.is_empty() {
-                tool::run("ip", &["-batch", "-"], Some(&batch)).await?;
-            }
+            run_batch(&batch).await?;
             if let Ok(mut l) = self.last.lock() {
                 *l = Some((net.clone(), std::time::Instant::now()));
             }
@@ -261,6 +293,23 @@ impl Driver for Netlink {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_failed_batch_names_its_command() {
+        let batch = "route del 10.9.0.0/24 proto 177\nroute replace 10.3.0.0/24 via 198.51.100.77 proto 177\n";
+        let got = failed_command(
+            batch,
+            "ip -batch -: Error: Nexthop has invalid gateway.\nCommand failed -:2",
+        );
+        assert_eq!(
+            got,
+            "ip route replace 10.3.0.0/24 via 198.51.100.77 proto 177: Error: Nexthop has invalid gateway."
+        );
+        assert_eq!(
+            failed_command(batch, "ip -batch -: busy"),
+            "ip -batch -: busy"
+        );
+    }
 
     fn kernel(json: &str) -> Vec<KernelRoute> {
         let v: serde_json::Value = serde_json::from_str(json).expect("json");

@@ -72,28 +72,33 @@ pub fn located(file: &Path, e: &FieldError) -> String {
 
 /// What the document names on this machine: every secret file exists, is readable, and is
 /// readable by nobody but its owner (the checks `serve` makes when it applies them); the token
-/// file (hashes, not secrets) exists and is readable.
-pub fn environment(d: &kawaii_model::Desired) -> Vec<FieldError> {
+/// file (hashes, not secrets) exists and is readable. Read from the document as written, so
+/// that a document with other mistakes is looked at too.
+pub fn files(g: &Gateway) -> Vec<FieldError> {
     use kawaii_drivers::secret_file;
-    use kawaii_model::valid::{KeySource, PskSource};
     let mut files: Vec<(String, &str)> = Vec::new();
-    if let Some(KeySource::File(f)) = d.wireguard.as_ref().and_then(|w| w.private_key.as_ref()) {
+    if let Some(f) = g
+        .wireguard
+        .as_ref()
+        .and_then(|w| w.private_key_file.as_deref())
+    {
         files.push(("wireguard.private_key_file".into(), f));
     }
-    for (i, c) in d.ipsec.iter().enumerate() {
-        if let PskSource::File(f) = &c.psk {
+    for (i, c) in g.ipsec.iter().enumerate() {
+        if let Some(f) = c.pre_shared_key_file.as_deref() {
             files.push((format!("ipsec[{i}].pre_shared_key_file"), f));
         }
     }
     let mut problems: Vec<FieldError> = files
         .into_iter()
+        .filter(|(_, file)| !file.is_empty())
         .filter_map(|(field, file)| {
             let e = secret_file::read(&field, file).err()?;
             let reason = e.strip_prefix(&format!("{field} ")).unwrap_or(&e);
             Some(FieldError::new(field, reason))
         })
         .collect();
-    if let Some(f) = &d.api.token_file
+    if let Some(f) = &g.api.token_file
         && let Err(e) = std::fs::read(f)
     {
         problems.push(FieldError::new("api.token_file", format!("{f}: {e}")));
@@ -101,28 +106,92 @@ pub fn environment(d: &kawaii_model::Desired) -> Vec<FieldError> {
     problems
 }
 
-pub fn check(path: &Path) -> anyhow::Result<ExitCode> {
-    match load_valid(path) {
-        Ok((_, report)) => {
-            for w in &report.warnings {
-                eprintln!("warning: {w}");
-            }
-            let problems = environment(&report.desired);
-            for e in &problems {
-                println!("{e}");
-            }
-            if !problems.is_empty() {
-                return Ok(ExitCode::FAILURE);
-            }
-            Ok(ExitCode::SUCCESS)
+/// Warnings about this machine (interfaces, a `via` or `remote_peer` it cannot reach) for the
+/// zone `zone`; an unreadable machine is one warning.
+pub fn machine(g: &Gateway, zone: Option<&str>) -> Vec<FieldError> {
+    match kawaii_drivers::environment::read() {
+        Ok(env) => kawaii_model::environment::check(g, zone, &env),
+        Err(e) => vec![FieldError::new(
+            "(machine)",
+            format!("cannot read interfaces and routes: {e}"),
+        )],
+    }
+}
+
+/// The document as far as it can be read, and every error in it (structural and value ones).
+fn read_checked(path: &Path) -> (Option<Gateway>, Vec<FieldError>) {
+    let text = match std::fs::read(path).map(String::from_utf8) {
+        Ok(Ok(t)) => t,
+        Ok(Err(_)) => {
+            return (
+                None,
+                vec![FieldError::new(
+                    path.display().to_string(),
+                    "is not UTF-8 text",
+                )],
+            );
         }
-        Err(errors) => {
-            for e in &errors {
-                println!("{}", located(path, e));
-            }
-            Ok(ExitCode::FAILURE)
+        Err(e) => {
+            return (
+                None,
+                vec![FieldError::new(
+                    path.display().to_string(),
+                    format!("cannot read: {e}"),
+                )],
+            );
+        }
+    };
+    let native = match path.extension().and_then(|e| e.to_str()) {
+        Some("json") => Some(Format::Json),
+        Some("yaml" | "yml") => None,
+        _ if kawaii_model::dropin::kiagateway(&text).is_some() => None,
+        _ => Some(Format::Toml),
+    };
+    let (gateway, mut errors) = match native {
+        Some(format) => Gateway::parse_partial(&text, format),
+        None => match parse(path, &text) {
+            Ok(g) => (Some(g), Vec::new()),
+            Err(e) => (None, e.details()),
+        },
+    };
+    if errors.is_empty()
+        && let Some(g) = &gateway
+        && let Err(e) = validate(g)
+    {
+        errors = e.0;
+    }
+    (gateway, errors)
+}
+
+/// `kawaii check`: every error on stdout (exit 1), warnings on stderr. `local`: this machine is
+/// the gateway (of `zone`), so its interfaces and routes are checked too.
+pub fn check(path: &Path, local: bool, zone: Option<&str>) -> anyhow::Result<ExitCode> {
+    let (gateway, mut errors) = read_checked(path);
+    let mut warnings = Vec::new();
+    if let Some(g) = &gateway {
+        if errors.is_empty()
+            && let Ok(report) = validate(g)
+        {
+            warnings = report.warnings;
+        }
+        errors.extend(files(g));
+        if local {
+            warnings.extend(machine(g, zone));
         }
     }
+    // In file order where placed (syntax and structural errors), then the rest as found.
+    errors.sort_by_key(|e| e.line.unwrap_or(usize::MAX));
+    for e in &errors {
+        println!("{}", located(path, e));
+    }
+    for w in &warnings {
+        eprintln!("warning: {w}");
+    }
+    Ok(if errors.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 /// Field errors as one error, one line each.

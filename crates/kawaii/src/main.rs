@@ -95,6 +95,13 @@ enum Command {
     Check {
         #[command(flatten)]
         file: ConfigFile,
+        /// This machine is the gateway: also warn about missing interfaces and a peering `via`
+        /// or IPsec `remote_peer` that no connected network or route reaches.
+        #[arg(long)]
+        local: bool,
+        /// With --local: the zone this machine serves (default: every zone).
+        #[arg(long, requires = "local")]
+        zone: Option<String>,
     },
     /// Print what would be applied, without applying it (no daemon needed).
     Render {
@@ -348,7 +355,7 @@ fn main() -> ExitCode {
             };
             store_url::copy(&side(&from), &side(&to), &state, force)
         }
-        Command::Check { file } => config::check(&file.path()),
+        Command::Check { file, local, zone } => config::check(&file.path(), local, zone.as_deref()),
         Command::Render { file, zone, what } => client::render(&file.path(), zone.as_deref(), what),
         Command::Import { file } => config::import(&file),
         Command::Lab {

@@ -92,6 +92,48 @@ fn auth_roles_redaction_and_errors() {
     let r = admin.put("/v1/gateway", &doc);
     assert_eq!(r.status, 428);
 
+    // Writes answer with the warnings `check` prints, each with its path: a peering whose
+    // next hop is on no network of the machine, a port forward no ingress rule opens.
+    let warned = |r: &kawaii_testkit::api::Reply| -> Vec<String> {
+        r.json()["warnings"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no warnings list in {}", r.body))
+            .iter()
+            .filter_map(|w| w["path"].as_str().map(String::from))
+            .collect()
+    };
+    let r = operator.post(
+        "/v1/vpc-peerings",
+        &json!({"name": "far", "subnet": "10.3.0.0/24", "via": "198.51.100.77", "consent": "none"}),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(r.json()["name"], "far");
+    assert!(
+        warned(&r).contains(&"vpc_peerings[0].via".to_string()),
+        "{}",
+        r.body
+    );
+    let r = operator.post(
+        "/v1/nat-rules",
+        &json!({"destination": "10.1.0.10", "ports": "8080"}),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert!(
+        warned(&r).contains(&"nat_rules[0]".to_string()),
+        "{}",
+        r.body
+    );
+    let id = r.json()["id"].as_str().expect("id").to_string();
+    let r = operator.delete(&format!("/v1/nat-rules/{id}"));
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.json()["revision"].as_u64().is_some(), "{}", r.body);
+    assert!(
+        warned(&r).contains(&"vpc_peerings[0].via".to_string()),
+        "{}",
+        r.body
+    );
+    assert_eq!(operator.delete("/v1/vpc-peerings/far").status, 200);
+
     // Operators may not touch tokens.
     let cur = admin.get("/v1/gateway");
     let mut changed = cur.json()["gateway"].clone();

@@ -86,7 +86,7 @@ fn egress_nat_forwarding_and_hairpin() {
 
     // Removing the ingress rule closes the forward within 1 s.
     let r = l.api.delete("/v1/ingress-rules/ingress-2");
-    assert_eq!(r.status, 204, "{}", r.body);
+    assert_eq!(r.status, 200, "{}", r.body);
     // Each probe notes when it started: the first unanswered one must have started (so the
     // opening was gone) within 1 s of the API's answer. A probe's own timeout does not count.
     let started = Instant::now();
@@ -103,7 +103,7 @@ fn egress_nat_forwarding_and_hairpin() {
         "udp forward still open {closed:?} after the API answer\n{log}"
     );
     let r = l.api.delete("/v1/ingress-rules/ingress-1");
-    assert_eq!(r.status, 204);
+    assert_eq!(r.status, 200);
     let started = Instant::now();
     let closed = wait_for(Duration::from_secs(5), "tcp forward closed", || {
         let at = started.elapsed();
@@ -121,7 +121,7 @@ fn egress_nat_forwarding_and_hairpin() {
     let m = l.api.as_token(None).get("/metrics");
     assert!(
         m.body
-            .contains("kawaii_rule_packets_total{chain=\"forward\",rule=\"egress-1\"}"),
+            .contains("kawaii_rule_packets_total{chain=\"egress\",rule=\"egress-1\"}"),
         "{}",
         m.body
     );

@@ -7,6 +7,7 @@
 
 pub mod dropin;
 pub mod duration;
+pub mod environment;
 pub mod error;
 mod parse;
 pub mod ports;

@@ -21,17 +21,27 @@ pub struct Parsed {
     pub complete: bool,
 }
 
-/// Parses `text`; `Err` only for a syntax error (one error, with its position for TOML).
+/// Parses `text`; `Err` only for a JSON syntax error (one error, with its position). TOML
+/// syntax errors are recorded and their lines blanked, so the rest is still read.
 pub fn parse(text: &str, format: Format) -> Result<Parsed, FieldError> {
+    let mut errors: Vec<FieldError> = Vec::new();
+    let mended: String;
     let (mut tree, spans) = match format {
         Format::Toml => {
-            let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
-                let at = e.span().map(|s| position(text, s.start));
-                at_position(FieldError::new("(file)", one_line(e.message())), at)
-            })?;
+            let (table, text) = match toml_recovering(text, &mut errors) {
+                Some(t) => t,
+                None => {
+                    return Ok(Parsed {
+                        gateway: Gateway::default(),
+                        errors,
+                        complete: false,
+                    });
+                }
+            };
+            mended = text;
             let tree = serde_json::to_value(&table)
                 .map_err(|e| FieldError::new("(file)", one_line(&e.to_string())))?;
-            (tree, Some(text))
+            (tree, Some(mended.as_str()))
         }
         Format::Json => {
             let tree: Value = serde_json::from_str(text).map_err(|e| {
@@ -43,7 +53,6 @@ pub fn parse(text: &str, format: Format) -> Result<Parsed, FieldError> {
             (tree, None)
         }
     };
-    let mut errors: Vec<FieldError> = Vec::new();
     let mut placeholders: Vec<(Vec<Seg>, usize)> = Vec::new();
     loop {
         let e = match serde_path_to_error::deserialize::<_, Gateway>(&tree) {
@@ -96,6 +105,68 @@ pub fn parse(text: &str, format: Format) -> Result<Parsed, FieldError> {
         if !done || errors.len() >= MAX_STRUCTURAL {
             return Ok(give_up(errors, &path, &reason, spans));
         }
+    }
+}
+
+/// At most this many syntax errors are collected (each blanks one line and parses again).
+const MAX_SYNTAX: usize = 20;
+
+/// Parses TOML, recording each syntax error (with the field path its line names) and blanking
+/// its line until the rest parses; the table and the text that parsed, or None when a line
+/// could not be blanked away (the error is recorded).
+fn toml_recovering(text: &str, errors: &mut Vec<FieldError>) -> Option<(toml::Table, String)> {
+    let mut lines: Vec<String> = text.split('\n').map(String::from).collect();
+    loop {
+        let current = lines.join("\n");
+        let e = match current.parse::<toml::Table>() {
+            Ok(table) => {
+                errors.sort_by_key(|e| (e.line, e.column));
+                return Some((table, current));
+            }
+            Err(e) => e,
+        };
+        let at = e.span().map(|s| position(&current, s.start));
+        let line = at.map(|(l, _)| l);
+        let path = line.map_or_else(|| "(file)".to_string(), |l| syntax_path(&lines, l - 1));
+        errors.push(at_position(
+            FieldError::new(path, one_line(e.message())),
+            at,
+        ));
+        let slot = line.and_then(|l| lines.get_mut(l - 1));
+        match slot {
+            Some(l) if !l.trim().is_empty() && errors.len() < MAX_SYNTAX => l.clear(),
+            _ => return None,
+        }
+    }
+}
+
+/// The field a TOML line sets, as a path (`zones[1].name`): the table header in force there and
+/// the key before `=`; `(file)` when the line is no `key = value`.
+fn syntax_path(lines: &[String], index: usize) -> String {
+    let mut table = String::new();
+    let mut counts: std::collections::BTreeMap<String, usize> = Default::default();
+    for l in &lines[..index] {
+        let t = l.trim();
+        if let Some(h) = t.strip_prefix("[[").and_then(|r| r.split("]]").next()) {
+            let h = h.trim().to_string();
+            let n = counts.entry(h.clone()).or_insert(0);
+            table = format!("{h}[{n}]");
+            *n += 1;
+        } else if let Some(h) = t.strip_prefix('[').and_then(|r| r.split(']').next()) {
+            table = h.trim().to_string();
+        }
+    }
+    let line = lines.get(index).map(|l| l.trim()).unwrap_or_default();
+    let key = line.split('=').next().map(str::trim).unwrap_or_default();
+    let bare = |k: &str| {
+        !k.is_empty()
+            && k.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+    };
+    match (line.contains('=') && bare(key), table.is_empty()) {
+        (true, true) => key.to_string(),
+        (true, false) => format!("{table}.{key}"),
+        (false, _) => "(file)".to_string(),
     }
 }
 
@@ -292,11 +363,30 @@ mod tests {
     }
 
     #[test]
-    fn a_syntax_error_has_its_line_and_column() {
-        let got = errors("[gateway]\nname = \"acme\nx = 1\n");
-        assert_eq!(got.len(), 1);
-        assert!(got[0].starts_with("syntax (file):"), "{got:?}");
+    fn a_syntax_error_has_its_line_column_and_field_and_the_rest_is_still_read() {
+        let got = errors(
+            "[gateway]\nname = \"acme\nprivate_subnet = \"10.1.0.0/24\"\n\n[[zones]]\n[[zones]]\nname = = 2\ncolour = \"red\"\n",
+        );
+        assert!(got[0].starts_with("gateway.name: "), "{got:?}");
         assert!(got[0].contains("(line 2, column"), "{got:?}");
+        assert!(got[1].starts_with("zones[1].name: "), "{got:?}");
+        assert!(got[1].contains("(line 7, column"), "{got:?}");
+        // The blanked name is not reported again as missing; the rest of the file still is.
+        assert!(
+            !got[2..].iter().any(|e| e.starts_with("gateway.name")),
+            "{got:?}"
+        );
+        assert!(
+            got.iter()
+                .any(|e| e.starts_with("zones[1].colour: unknown field")),
+            "{got:?}"
+        );
+    }
+
+    #[test]
+    fn a_syntax_error_on_a_header_names_the_file() {
+        let got = errors("[gateway\nname = \"acme\"\n");
+        assert!(got[0].starts_with("(file): "), "{got:?}");
     }
 
     #[test]

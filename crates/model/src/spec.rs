@@ -2,6 +2,7 @@
 //! Field names follow Kowabunga's Kawaii resources. Values stay as written; [`crate::validate`]
 //! checks them all and reports every mistake with its field path.
 
+use crate::error::FieldError;
 use crate::secret::Secret;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -113,6 +114,10 @@ pub struct ApiSettings {
     /// A file with more tokens, one `name role sha256hex` per line.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_file: Option<String>,
+    /// How long the data plane may stay behind the desired state (a driver failing, one
+    /// reconcile pass running) before `/readyz` answers 503; default "30s".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready_timeout: Option<String>,
 }
 
 impl Default for ApiSettings {
@@ -121,6 +126,7 @@ impl Default for ApiSettings {
             listen: default_listen(),
             tokens: Vec::new(),
             token_file: None,
+            ready_timeout: None,
         }
     }
 }
@@ -500,8 +506,26 @@ impl Gateway {
     pub fn parse(text: &str, format: Format) -> Result<Gateway, crate::ModelError> {
         use crate::{Invalid, ModelError};
         let parsed = crate::parse::parse(text, format).map_err(ModelError::Syntax)?;
+        match Self::mended(parsed) {
+            (Some(g), errors) if errors.is_empty() => Ok(g),
+            (_, errors) => Err(ModelError::Invalid(Invalid(errors))),
+        }
+    }
+
+    /// Like [`Gateway::parse`], but also hands back the document as far as it could be read
+    /// (the broken parts left out) beside every error, so that `check` can look at the files
+    /// and the machine it names even when it has mistakes. None: nothing could be read.
+    pub fn parse_partial(text: &str, format: Format) -> (Option<Gateway>, Vec<FieldError>) {
+        match crate::parse::parse(text, format) {
+            Ok(parsed) => Self::mended(parsed),
+            Err(e) => (None, vec![e]),
+        }
+    }
+
+    fn mended(parsed: crate::parse::Parsed) -> (Option<Gateway>, Vec<FieldError>) {
+        use crate::Invalid;
         if parsed.errors.is_empty() {
-            return Ok(parsed.gateway);
+            return (Some(parsed.gateway), Vec::new());
         }
         // Every mistake at once: the value errors of the rest of the document too, except
         // under a field that was already reported as broken (it was left out or stood in for).
@@ -518,7 +542,7 @@ impl Gateway {
                     .filter(|e| !broken.iter().any(|b| under(&e.path, b))),
             );
         }
-        Err(ModelError::Invalid(Invalid(all)))
+        (parsed.complete.then_some(parsed.gateway), all)
     }
 
     /// The document as TOML, secrets redacted (a valid config file: sending it back keeps them).

@@ -1,6 +1,7 @@
 //! The planner: desired state + zone + observed facts in, what each driver must make true out.
 //! Pure: no I/O. Everything it renders is covered by golden files under `testdata/render/`.
 
+pub mod blame;
 pub mod conntrackd;
 pub mod flood;
 pub mod ipsec;

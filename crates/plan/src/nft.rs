@@ -201,33 +201,77 @@ impl Table {
     }
 
     /// A script that turns `prev` (applied) into `self` by deleting and adding only the set
-    /// elements that changed, and flushing and refilling only the chains whose rules changed;
-    /// None when the chain or set layout differs (replace the table). Counters of untouched
-    /// elements and chains survive.
+    /// elements that changed, flushing and refilling only the chains whose rules changed, and
+    /// adding or deleting whole chains, sets and meters that appear or go (a new peering's
+    /// chains, a new rate limit's meter); None when a base chain, or a set or meter that both
+    /// have, is declared differently (replace the table). Counters of untouched elements and
+    /// chains survive.
     pub fn patch_from(&self, prev: &Table) -> Option<String> {
-        let layout = |t: &Table| {
+        let base = |t: &Table| {
             t.chains
                 .iter()
+                .filter(|c| c.hook.is_some())
                 .map(|c| (c.name.clone(), c.hook.clone()))
                 .collect::<Vec<_>>()
         };
-        let set_layout = |t: &Table| {
+        if base(self) != base(prev) {
+            return None;
+        }
+        for set in &self.sets {
+            if let Some(p) = prev.sets.iter().find(|p| p.name == set.name)
+                && p.key_type != set.key_type
+            {
+                return None;
+            }
+        }
+        for m in &self.meters {
+            if prev.meters.iter().any(|p| p.name == m.name && p != m) {
+                return None;
+            }
+        }
+        // A name is either a set or a meter: one that changes kind is a new declaration.
+        let set_names = |t: &Table| -> BTreeSet<String> {
             t.sets
                 .iter()
-                .map(|s| (s.name.clone(), s.key_type.clone()))
-                .collect::<Vec<_>>()
+                .map(|s| s.name.clone())
+                .chain(t.meters.iter().map(|m| m.name.clone()))
+                .collect()
         };
-        if layout(self) != layout(prev)
-            || set_layout(self) != set_layout(prev)
-            || self.meters != prev.meters
+        let (ours, theirs) = (set_names(self), set_names(prev));
+        if self
+            .sets
+            .iter()
+            .any(|s| prev.meters.iter().any(|m| m.name == s.name))
+            || self
+                .meters
+                .iter()
+                .any(|m| prev.sets.iter().any(|s| s.name == m.name))
         {
             return None;
         }
         let mut s = String::new();
+        // New sets, meters and chains first: refilled chains may refer to them.
+        let mut declare = String::new();
+        for m in self.meters.iter().filter(|m| !theirs.contains(&m.name)) {
+            m.render(&mut declare);
+        }
+        for set in self.sets.iter().filter(|x| !theirs.contains(&x.name)) {
+            set.render(&mut declare);
+        }
+        let old_chain = |name: &str| prev.chains.iter().find(|c| c.name == name);
+        for c in self.chains.iter().filter(|c| old_chain(&c.name).is_none()) {
+            let _ = writeln!(declare, "\tchain {} {{\n\t}}", c.name);
+        }
+        if !declare.is_empty() {
+            let _ = write!(s, "table inet {TABLE} {{\n{declare}}}\n");
+        }
         // Deletions first: an element that changes only its rule id is deleted and added back
         // in the same transaction.
         let mut added = Vec::new();
-        for (set, p) in self.sets.iter().zip(&prev.sets) {
+        for set in &self.sets {
+            let Some(p) = prev.sets.iter().find(|p| p.name == set.name) else {
+                continue;
+            };
             let new: BTreeSet<&Element> = set.elements.iter().collect();
             let old: BTreeSet<&Element> = p.elements.iter().collect();
             let gone: Vec<&str> = old.difference(&new).map(|e| e.key.as_str()).collect();
@@ -248,16 +292,36 @@ impl Table {
                 ));
             }
         }
-        for (c, p) in self.chains.iter().zip(&prev.chains) {
-            if c.rules != p.rules {
-                let _ = writeln!(s, "flush chain inet {TABLE} {}", c.name);
-                let _ = writeln!(s, "table inet {TABLE} {{");
-                let _ = writeln!(s, "\tchain {} {{", c.name);
-                for r in &c.rules {
-                    let _ = writeln!(s, "\t\t{r}");
-                }
-                let _ = writeln!(s, "\t}}\n}}");
+        for c in &self.chains {
+            let old = old_chain(&c.name);
+            if old.is_some_and(|p| p.rules == c.rules) || (old.is_none() && c.rules.is_empty()) {
+                continue;
             }
+            if old.is_some() {
+                let _ = writeln!(s, "flush chain inet {TABLE} {}", c.name);
+            }
+            let _ = writeln!(s, "table inet {TABLE} {{");
+            let _ = writeln!(s, "\tchain {} {{", c.name);
+            for r in &c.rules {
+                let _ = writeln!(s, "\t\t{r}");
+            }
+            let _ = writeln!(s, "\t}}\n}}");
+        }
+        // What goes: emptied first (their rules may jump to each other or look sets up), then
+        // deleted once nothing refers to them.
+        let gone: Vec<&Chain> = prev
+            .chains
+            .iter()
+            .filter(|p| !self.chains.iter().any(|c| c.name == p.name))
+            .collect();
+        for c in &gone {
+            let _ = writeln!(s, "flush chain inet {TABLE} {}", c.name);
+        }
+        for c in &gone {
+            let _ = writeln!(s, "delete chain inet {TABLE} {}", c.name);
+        }
+        for name in theirs.difference(&ours) {
+            let _ = writeln!(s, "delete set inet {TABLE} {name}");
         }
         s.extend(added);
         Some(s)

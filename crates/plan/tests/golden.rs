@@ -164,19 +164,63 @@ fn patches_move_rules_between_set_and_chain() {
     // Counters of untouched elements survive a patch (values planted, no traffic needed).
     let planted = "0.0.0.0/0 . tcp . 22 counter packets 5 bytes 300 comment \"ingress-1\"";
     nft.apply(&one.render());
-    nft.apply(&format!(
-        "delete element inet kawaii ingress {{ 0.0.0.0/0 . tcp . 22 }}\n\
-         add element inet kawaii ingress {{ {planted} }}\n"
-    ));
+    nft.plant("ingress", planted);
     nft.apply(&patch);
-    let counted = nft.list_with(&[]);
-    assert!(counted.contains(planted), "{patch}\n{counted}");
+    nft.assert_counted(planted, &patch);
     for (from, to) in [(&one, &two), (&two, &one)] {
         nft.apply(&from.render());
         nft.apply(&to.patch_from(from).expect("same layout"));
         let patched = nft.list();
         nft.apply(&to.render());
         assert_eq!(patched, nft.list());
+    }
+}
+
+/// Unrelated changes that add or remove whole chains and meters (a peering, a rate limit) are
+/// patches too, so an egress element's counter survives them; the patch, applied for real
+/// after the old table, gives the same table as the new one whole.
+#[test]
+fn counters_survive_chains_and_meters_that_come_and_go() {
+    let text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/render/example/config.toml"),
+    )
+    .expect("config");
+    let table = |text: &str| {
+        let mut g = Gateway::parse(text, Format::Toml).expect("parses");
+        g.assign_rule_ids(&Gateway::default());
+        kawaii_plan::plan(&validate(&g).expect("valid").desired, None)
+            .expect("plan")
+            .nftables
+            .expect("table")
+    };
+    let one = table(&text);
+    let two = table(&format!(
+        "{text}\n[[vpc_peerings]]\nname = \"far\"\nsubnet = \"10.3.0.0/24\"\nvia = \"203.0.113.77\"\nconsent = \"none\"\ningress_rules = [{{ protocol = \"tcp\", ports = \"443\" }}]\n"
+    )
+    .replace("ports = \"5353\"\n\n[[egress", "ports = \"5353\"\nrate_limit = \"20/s\"\n\n[[egress"));
+    assert_ne!(
+        one.chains.len(),
+        two.chains.len(),
+        "the peering adds chains"
+    );
+    assert_ne!(one.meters, two.meters, "the rate limit adds a meter");
+    let (_t, nft) = netns("layout");
+    let planted = "0.0.0.0/0 . tcp . 25 counter packets 3 bytes 180 comment \"egress-1\"";
+    // Sorted lines: a chain added by a patch is listed after the others.
+    let sorted = |s: String| {
+        let mut l: Vec<String> = s.lines().map(String::from).collect();
+        l.sort();
+        l
+    };
+    for (from, to) in [(&one, &two), (&two, &one)] {
+        let patch = to.patch_from(from).expect("a patch, not a replacement");
+        nft.apply(&from.render());
+        nft.plant("egress", planted);
+        nft.apply(&patch);
+        nft.assert_counted(planted, &patch);
+        let patched = sorted(nft.list());
+        nft.apply(&to.render());
+        assert_eq!(patched, sorted(nft.list()), "{patch}");
     }
 }
 
@@ -194,6 +238,21 @@ impl Nft {
         self.0
             .run_input(&["nft", "-f", "-"], script)
             .unwrap_or_else(|e| panic!("{e}\n{script}"));
+    }
+
+    /// Puts `element` (`KEY counter packets N bytes M comment "ID"`) in place of its key's
+    /// element in `set`: counter values without traffic.
+    fn plant(&self, set: &str, element: &str) {
+        let key = element.split(" counter").next().unwrap_or(element);
+        self.apply(&format!(
+            "delete element inet kawaii {set} {{ {key} }}\nadd element inet kawaii {set} {{ {element} }}\n"
+        ));
+    }
+
+    /// `element`, counter values included, is in the table (after `patch`).
+    fn assert_counted(&self, element: &str, patch: &str) {
+        let counted = self.list_with(&[]);
+        assert!(counted.contains(element), "{patch}\n{counted}");
     }
 
     /// The table without counters.

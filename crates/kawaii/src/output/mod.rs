@@ -567,6 +567,7 @@ const SECTIONS: &[Section] = &[
             col("APPLIED", "applied_revision", Fmt::Text),
             col("LAST-APPLY", "last_apply", Fmt::Text),
             col("ERROR-KIND", "error_kind", Fmt::Text),
+            col("RESOURCE", "resource", Fmt::Text),
             col("ERROR", "error", Fmt::Text),
         ],
     },
@@ -676,6 +677,7 @@ const SECTIONS: &[Section] = &[
             col("SUBNET", "subnet", Fmt::Text),
             col("STATE", "state", Fmt::Text),
             col("SINCE", "since", Fmt::AgeSecs),
+            col("ERROR", "error", Fmt::Text),
             wide("LOCAL-SUBNET", "local_subnet", Fmt::Text),
             wide("LOCAL-ALIAS", "local_alias", Fmt::Text),
         ],
@@ -785,11 +787,11 @@ const KNOWN_DETAILS: &[&str] = &[
 /// `now_ms` (Unix milliseconds) turns timestamps into ages.
 pub fn status(v: &Value, wide: bool, now_ms: u64) -> String {
     let store = &v["store"];
-    let state = match v["state"].as_str() {
-        // A readiness word of the daemon's own (e.g. `degraded`), when it sends one.
-        Some(s) => s.to_string(),
-        None if v["ready"].as_bool() == Some(true) => "ready".into(),
-        None => "NOT READY".into(),
+    let state = match (v["ready"].as_bool(), v["degraded"].as_str()) {
+        // Applied, but a driver fails: the daemon names the resource.
+        (_, Some(why)) => format!("DEGRADED: {why}"),
+        (Some(true), None) => "ready".into(),
+        _ => "NOT READY".into(),
     };
     let store_state = match store["up"].as_bool() {
         Some(true) => "up",

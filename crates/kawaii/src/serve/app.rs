@@ -51,6 +51,12 @@ pub struct App {
     /// The conntrack table's fill and the public-side guard.
     pub conntrack: Arc<conntrack::Guard>,
     pub wakes: Wakes,
+    /// Why each VPC peering (by name) failed to apply, as the last reconcile pass found.
+    pub peering_errors: std::sync::RwLock<
+        std::collections::BTreeMap<String, kawaii_drivers::consent::PeeringStatus>,
+    >,
+    /// `api.ready_timeout` of the desired state last read.
+    pub ready_timeout: std::sync::RwLock<std::time::Duration>,
 }
 
 impl App {
@@ -81,6 +87,10 @@ impl App {
         )));
         let api = ApiState::new(store.clone(), registry);
         api.set_on_write(wakes.notifier(Wake::ApiWrite));
+        let zone = settings.zone.clone();
+        api.set_env_check(Arc::new(move |g| {
+            crate::config::machine(g, zone.as_deref())
+        }));
         let drivers: Vec<Arc<dyn Driver>> = vec![
             wireguard.clone(),
             Arc::new(netlink::Netlink::new()),
@@ -107,6 +117,8 @@ impl App {
             conntrackd,
             conntrack,
             wakes,
+            peering_errors: Default::default(),
+            ready_timeout: std::sync::RwLock::new(kawaii_model::valid::DEFAULT_READY_TIMEOUT),
         }))
     }
 }

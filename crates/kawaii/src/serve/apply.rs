@@ -76,6 +76,7 @@ impl Reconciler {
                         applied_revision: revision,
                         error: None,
                         error_kind: None,
+                        resource: None,
                         last_apply: at,
                     });
                 }
@@ -96,6 +97,7 @@ impl Reconciler {
                         applied_revision: self.applied.get(&name).copied().unwrap_or(0),
                         error: Some(e.to_string()),
                         error_kind: Some(kind),
+                        resource: None,
                         last_apply: at,
                     });
                 }

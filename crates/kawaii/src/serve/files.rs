@@ -43,7 +43,11 @@ pub async fn apply_file(app: &App) -> Result<bool, Vec<FieldError>> {
             return Err(errors);
         }
     };
-    for w in &report.warnings {
+    let (doc, zone) = (loaded.gateway.clone(), app.settings.zone.clone());
+    let machine = tokio::task::spawn_blocking(move || config::machine(&doc, zone.as_deref()))
+        .await
+        .unwrap_or_default();
+    for w in report.warnings.iter().chain(&machine) {
         warn!(file = %file.display(), %w, "config warning");
     }
     app.api.update_status(|s| s.rejected_config.clear());

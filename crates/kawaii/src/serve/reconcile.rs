@@ -55,6 +55,26 @@ fn next(backoff: Option<Duration>, first: Duration) -> Duration {
 /// One pass: store → validate → plan → drivers → status.
 async fn pass(app: &App, reconciler: &mut Reconciler) -> Outcome {
     let t0 = std::time::Instant::now();
+    app.api.pass_started(t0);
+    let outcome = pass_inner(app, reconciler).await;
+    let status = app.api.status();
+    let bound = app
+        .ready_timeout
+        .read()
+        .map(|b| *b)
+        .unwrap_or(kawaii_model::valid::DEFAULT_READY_TIMEOUT);
+    // Behind: the data plane is not the desired state (a store that cannot be read is told
+    // by `/readyz` on its own).
+    app.api.pass_done(
+        std::time::Instant::now(),
+        status.applied_revision < status.desired_revision || status.degraded.is_some(),
+        bound,
+    );
+    outcome
+}
+
+async fn pass_inner(app: &App, reconciler: &mut Reconciler) -> Outcome {
+    let t0 = std::time::Instant::now();
     let snap = match app.store.current() {
         Ok(s) => s,
         Err(e) => {
@@ -73,6 +93,9 @@ async fn pass(app: &App, reconciler: &mut Reconciler) -> Outcome {
         }
     };
     let validate_us = t0.elapsed().as_micros() as u64 - read_us;
+    if let Ok(mut b) = app.ready_timeout.write() {
+        *b = report.desired.api.ready_timeout;
+    }
     super::files::refresh_tokens(app, &report.desired);
     app.consent.set_intents(consent_intents(&report.desired));
     let ingress = &report.desired.ingress;
@@ -94,8 +117,10 @@ async fn pass(app: &App, reconciler: &mut Reconciler) -> Outcome {
         Ok(p) => p,
         Err(e) => {
             error!(%e, "planning failed");
-            app.api
-                .update_status(|s| s.plan_error = Some(e.to_string()));
+            app.api.update_status(|s| {
+                s.plan_error = Some(e.to_string());
+                s.degraded = Some(format!("planning failed: {e}"));
+            });
             return Outcome::Rejected;
         }
     };
@@ -103,7 +128,8 @@ async fn pass(app: &App, reconciler: &mut Reconciler) -> Outcome {
     // HA: the speaker follows the plan (it announces the plan's VIPs).
     app.vrrp.configure(plan.vrrp.clone());
     let announce = || super::ha::announce_vips(app, &observed);
-    let done = reconciler.apply(snap.revision, &plan, &announce).await;
+    let mut done = reconciler.apply(snap.revision, &plan, &announce).await;
+    let degraded = name_culprits(app, &report.desired, &mut done.drivers);
     // Where a reconcile spends its time (the change -> converged tail).
     debug!(
         revision = snap.revision,
@@ -132,6 +158,7 @@ async fn pass(app: &App, reconciler: &mut Reconciler) -> Outcome {
         s.applied_revision = done.applied;
         s.drivers = done.drivers;
         s.plan_error = None;
+        s.degraded = degraded;
         s.ready = s.ready || ok;
     });
     if plan.nftables.is_some() {
@@ -139,6 +166,57 @@ async fn pass(app: &App, reconciler: &mut Reconciler) -> Outcome {
         app.counters.refresh_soon(&app.api);
     }
     done.outcome
+}
+
+/// Names the resource each failed driver's error is about (in its status, and for a peering in
+/// the peering's state) and says why the data plane is degraded, if it is.
+fn name_culprits(
+    app: &App,
+    d: &Desired,
+    drivers: &mut [kawaii_api::DriverStatus],
+) -> Option<String> {
+    let mut peerings = std::collections::BTreeMap::new();
+    let mut why = Vec::new();
+    for s in drivers.iter_mut().filter(|s| !s.ok) {
+        let error = s.error.clone().unwrap_or_default();
+        let culprit = kawaii_plan::blame::blame(d, &error);
+        if let Some(c) = &culprit {
+            s.resource = Some(c.path.clone());
+            if let Some(("vpc_peerings", name)) = &c.name
+                && let Some(failed) = failed_peering(d, name, format!("{} driver: {error}", s.name))
+            {
+                peerings.insert(name.clone(), failed);
+            }
+        }
+        why.push(match culprit {
+            Some(c) => format!("driver {} failing on {c}: {error}", s.name),
+            None => format!("driver {} failing: {error}", s.name),
+        });
+    }
+    if let Ok(mut p) = app.peering_errors.write() {
+        *p = peerings;
+    }
+    (!why.is_empty()).then(|| why.join("; "))
+}
+
+/// The status of the peering `name` whose route or rules could not be applied.
+fn failed_peering(
+    d: &Desired,
+    name: &str,
+    error: String,
+) -> Option<kawaii_drivers::consent::PeeringStatus> {
+    let p = d.vpc_peerings.iter().find(|p| p.name == name)?;
+    Some(kawaii_drivers::consent::PeeringStatus {
+        name: name.to_string(),
+        subnet: p.subnet,
+        local_subnet: d.private_subnet?,
+        local_alias: p.local_alias,
+        state: "failed",
+        since: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+        error: Some(error),
+    })
 }
 
 /// The peerings this gateway declares with mutual consent, for the consent speaker.

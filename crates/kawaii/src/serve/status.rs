@@ -66,15 +66,8 @@ impl prometheus_client::collector::Collector for RuleCounters {
         mut enc: prometheus_client::encoding::DescriptorEncoder,
     ) -> Result<(), std::fmt::Error> {
         let rules = self.rules.read().map(|r| r.clone()).unwrap_or_default();
-        // Label by hook: egress rules filter forwarded traffic, ingress rules the input path.
-        let labels = |r: &RuleCounter| {
-            let chain = match r.chain.as_str() {
-                "egress" => "forward",
-                "ingress" => "input",
-                other => other,
-            };
-            [("chain", chain.to_string()), ("rule", r.rule.clone())]
-        };
+        // The same chain names as `/v1/status` (and `nft list`): `egress`, `ingress`, `input`...
+        let labels = |r: &RuleCounter| [("chain", r.chain.clone()), ("rule", r.rule.clone())];
         let help = "Packets matched per firewall rule";
         family(
             &mut enc,
@@ -127,9 +120,79 @@ pub fn live(app: &Arc<App>) -> kawaii_api::LiveDetails {
         details.ipsec = Some(app.ipsec.view());
         let pipes = app.pipes.status();
         details.pipes = (!pipes.is_empty()).then_some(pipes);
-        details.vpc_peerings = Some(app.consent.status());
+        details.vpc_peerings = Some(peerings(&app));
         details.wireguard = app.wireguard.status();
         details.conntrack_sync = app.conntrackd.status();
         details.conntrack = Some(app.conntrack.status());
     })
+}
+
+/// The consent speaker's peerings, with the state `failed` and the reason where the last
+/// reconcile pass could not apply a peering (its route refused, say).
+fn peerings(app: &App) -> Vec<kawaii_drivers::consent::PeeringStatus> {
+    let mut list = app.consent.status();
+    let errors = app
+        .peering_errors
+        .read()
+        .map(|e| e.clone())
+        .unwrap_or_default();
+    for (name, failed) in errors {
+        match list.iter_mut().find(|p| p.name == name) {
+            Some(p) => {
+                p.state = "failed";
+                p.error = failed.error;
+            }
+            None => list.push(failed),
+        }
+    }
+    list
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `/metrics` labels a rule's counter with the chain `/v1/status` lists it under.
+    #[test]
+    fn metrics_and_status_name_chains_alike() {
+        let counters = RuleCounters::default();
+        let list = vec![
+            RuleCounter {
+                chain: "egress".into(),
+                rule: "egress-3".into(),
+                packets: 3,
+                bytes: 180,
+            },
+            RuleCounter {
+                chain: "ingress".into(),
+                rule: "ingress-1".into(),
+                packets: 1,
+                bytes: 60,
+            },
+            RuleCounter {
+                chain: "input".into(),
+                rule: "drop".into(),
+                packets: 7,
+                bytes: 420,
+            },
+        ];
+        if let Ok(mut r) = counters.rules.write() {
+            *r = list.clone();
+        }
+        let mut registry = prometheus_client::registry::Registry::default();
+        registry.register_collector(Box::new(Arc::new(counters)));
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).expect("encode");
+        for r in &list {
+            let want = format!(
+                "kawaii_rule_packets_total{{chain=\"{}\",rule=\"{}\"}} {}",
+                r.chain, r.rule, r.packets
+            );
+            assert!(text.contains(&want), "no {want} in\n{text}");
+        }
+        assert!(
+            text.contains("kawaii_chain_drops_total{chain=\"input\"} 7"),
+            "{text}"
+        );
+    }
 }

@@ -5,6 +5,7 @@ use super::primitives::unique;
 use crate::error::Errors;
 use crate::spec::ApiSettings;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
@@ -36,7 +37,12 @@ pub struct ApiSpec {
     pub listen: SocketAddr,
     pub tokens: Vec<TokenSpec>,
     pub token_file: Option<String>,
+    /// `ready_timeout`: how long the reconcile loop may be behind before `/readyz` fails.
+    pub ready_timeout: Duration,
 }
+
+/// The default `api.ready_timeout`.
+pub const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub(super) fn check_api(a: &ApiSettings, e: &mut Errors) -> Option<ApiSpec> {
     let listen = e.check(
@@ -77,10 +83,24 @@ pub(super) fn check_api(a: &ApiSettings, e: &mut Errors) -> Option<ApiSpec> {
             });
         }
     }
+    let ready_timeout = match &a.ready_timeout {
+        None => Some(DEFAULT_READY_TIMEOUT),
+        Some(s) => e.check(
+            "api.ready_timeout",
+            crate::duration::parse(s).and_then(|d| {
+                if d.is_zero() {
+                    Err("must be longer than 0s".to_string())
+                } else {
+                    Ok(d)
+                }
+            }),
+        ),
+    };
     Some(ApiSpec {
         listen: listen?,
         tokens,
         token_file: a.token_file.clone(),
+        ready_timeout: ready_timeout?,
     })
 }
 
