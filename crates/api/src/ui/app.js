@@ -290,6 +290,7 @@ function render(ev) {
   const problems = [];
   if (ev.store && !ev.store.reachable) problems.push("Store unreachable: " + (ev.store.error || "no answer") + ". The data plane keeps its last applied state.");
   if (s.plan_error) problems.push("Cannot plan the desired state: " + s.plan_error);
+  if (s.degraded) problems.push("Degraded: " + s.degraded);
   for (const e of s.rejected_config || []) problems.push("Config file rejected: " + e.path + ": " + e.reason);
 
   renderZones(s, d.vrrp, ev.instances || {});
@@ -502,6 +503,7 @@ function renderPeerings(peerings, problems) {
   if (!peerings) return;
   const rows = peerings.map((p) => {
     if (p.state === "down") problems.push("VPC peering " + p.name + " is down: the other side stopped answering");
+    if (p.state === "failed") problems.push("VPC peering " + p.name + " failed: " + (p.error || "not applied"));
     const tr = row([
       el("td", p.name),
       el("td").appendChild(pill(p.state, p.state === "active" ? "ok" : p.state === "pending" ? "warn" : "bad")).parentNode,
