@@ -134,43 +134,34 @@ fn config(key: &Path) -> String {
 /// line (a set has no order; nft lists them in insertion order).
 fn canonical_nft(nft: &str) -> String {
     let mut out = String::new();
-    let mut elements: Option<(String, Vec<String>)> = None;
+    // A set's `elements = { ... }` being gathered: the text before the brace, the items.
+    let mut open: Option<(String, Vec<String>)> = None;
     for line in mask_counters(nft).lines() {
-        if let Some((head, items)) = &mut elements {
-            let done = line.trim_end().ends_with('}');
-            let item = line
-                .trim()
-                .trim_end_matches('}')
-                .trim()
-                .trim_end_matches(',');
-            items.push(item.trim().to_string());
-            if done {
-                items.sort();
-                out += &format!("{head}{{ {} }}\n", items.join(", "));
-                elements = None;
+        let (head, rest) = match (&mut open, line.find("elements = { ")) {
+            (Some(_), _) => (None, line),
+            (None, Some(at)) => {
+                let (head, rest) = line.split_at(at + "elements = ".len());
+                (Some(head.to_string()), rest.trim_start_matches('{'))
             }
-            continue;
-        }
-        if let Some(at) = line.find("elements = { ") {
-            let (head, rest) = line.split_at(at + "elements = ".len());
-            let rest = rest.trim_start_matches('{');
-            let mut items = Vec::new();
-            let done = rest.trim_end().ends_with('}');
-            let item = rest
-                .trim()
-                .trim_end_matches('}')
-                .trim()
-                .trim_end_matches(',');
-            items.push(item.trim().to_string());
-            if done {
-                out += &format!("{head}{{ {} }}\n", items.join(", "));
-            } else {
-                elements = Some((head.to_string(), items));
+            (None, None) => {
+                out += line;
+                out.push('\n');
+                continue;
             }
-            continue;
+        };
+        let (_, items) = open.get_or_insert_with(|| (head.unwrap_or_default(), Vec::new()));
+        let item = rest
+            .trim()
+            .trim_end_matches('}')
+            .trim()
+            .trim_end_matches(',');
+        items.push(item.trim().to_string());
+        if rest.trim_end().ends_with('}')
+            && let Some((head, mut items)) = open.take()
+        {
+            items.sort();
+            out += &format!("{head}{{ {} }}\n", items.join(", "));
         }
-        out += line;
-        out.push('\n');
     }
     out
 }
