@@ -150,6 +150,17 @@ fn corrupt(e: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(e.to_string())
 }
 
+/// When a read replaces the installed state.
+#[derive(Clone, Copy)]
+enum Install {
+    /// Only when it is newer (watch events, commits, routine reads).
+    IfNewer,
+    /// Also when it is as new (a full re-read after the watch broke), never when older.
+    UnlessOlder,
+    /// Whatever is installed (a second read confirmed that etcd itself went back).
+    Always,
+}
+
 /// The cache file's content.
 #[derive(serde::Serialize, serde::Deserialize)]
 struct CacheFile {
@@ -460,14 +471,25 @@ impl Inner {
         }
     }
 
-    /// Installs a state read at `etcd_rev` unless a newer one is installed already (`force`:
-    /// install anyway, after a full re-read). Wakes watchers when the revision changed and
-    /// refreshes the cache file.
-    fn install(&self, snap: Snapshot, etcd_rev: i64, meta: BTreeMap<String, String>, force: bool) {
+    /// Installs a state read at `etcd_rev` as `how` allows; false when it was older than the
+    /// installed one and left out. Wakes watchers when the revision changed and refreshes the
+    /// cache file.
+    fn install(
+        &self,
+        snap: Snapshot,
+        etcd_rev: i64,
+        meta: BTreeMap<String, String>,
+        how: Install,
+    ) -> bool {
         let changed = {
             let mut st = self.state.write().unwrap_or_else(|p| p.into_inner());
-            if !force && etcd_rev <= st.etcd_rev {
-                return;
+            let skip = match how {
+                Install::IfNewer => etcd_rev <= st.etcd_rev,
+                Install::UnlessOlder => etcd_rev < st.etcd_rev,
+                Install::Always => false,
+            };
+            if skip {
+                return etcd_rev >= st.etcd_rev;
             }
             let changed = st.snap != snap || st.meta != meta;
             *st = Cached {
@@ -487,6 +509,7 @@ impl Inner {
             });
             self.write_cache(&cached);
         }
+        true
     }
 
     fn write_cache(&self, c: &Cached) {
@@ -514,15 +537,21 @@ impl Inner {
 
     /// Reads document, revision and metadata in one transaction and installs them.
     async fn full_read(&self, force: bool) -> Result<Snapshot, StoreError> {
-        let mut r = self.txn(Txn::new().and_then(self.read_txn())).await?;
-        if force && header_rev(&r) < self.cached().etcd_rev {
-            // A commit of ours was installed after this read was answered: read again. Only
-            // a read issued after it that is still older means etcd itself went back
-            // (restored from a backup, replaced), and then it is the truth.
-            r = self.txn(Txn::new().and_then(self.read_txn())).await?;
-        }
+        let r = self.txn(Txn::new().and_then(self.read_txn())).await?;
         let (snap, meta) = parse_read(&self.keys, r.op_responses().as_slice())?;
-        self.install(snap, header_rev(&r), meta, force);
+        let how = if force {
+            Install::UnlessOlder
+        } else {
+            Install::IfNewer
+        };
+        if !self.install(snap, header_rev(&r), meta, how) && force {
+            // A commit of ours was installed after this read was answered. Read again: a read
+            // issued after it that is still older means etcd itself went back (restored from
+            // a backup, replaced), and then it is the truth.
+            let r = self.txn(Txn::new().and_then(self.read_txn())).await?;
+            let (snap, meta) = parse_read(&self.keys, r.op_responses().as_slice())?;
+            self.install(snap, header_rev(&r), meta, Install::Always);
+        }
         self.synced();
         Ok(self.snapshot())
     }
@@ -609,7 +638,7 @@ impl Inner {
                     },
                     header_rev(&r),
                     new_meta,
-                    false,
+                    Install::IfNewer,
                 );
                 self.synced();
                 return Ok(revision);
@@ -617,7 +646,7 @@ impl Inner {
             // Lost the race: what won is in the else branch.
             let (snap, current_meta) = parse_read(&self.keys, r.op_responses().as_slice())?;
             let current = snap.revision;
-            self.install(snap, header_rev(&r), current_meta, false);
+            self.install(snap, header_rev(&r), current_meta, Install::IfNewer);
             if let Some(e) = expected {
                 return Err(StoreError::Stale {
                     expected: e,
@@ -662,7 +691,7 @@ impl Inner {
             .await?;
         let mut c = self.cached();
         c.meta.insert(key, value);
-        self.install(c.snap, header_rev(&r), c.meta, false);
+        self.install(c.snap, header_rev(&r), c.meta, Install::IfNewer);
         Ok(())
     }
 
@@ -879,7 +908,7 @@ impl Inner {
         match (doc, revision) {
             (None, None) if complete => {
                 if meta_changed {
-                    self.install(c.snap, etcd_rev, c.meta, false);
+                    self.install(c.snap, etcd_rev, c.meta, Install::IfNewer);
                 }
             }
             (Some(doc), Some(rev)) if complete => {
@@ -890,7 +919,12 @@ impl Inner {
                     .map_err(corrupt)?
                     .parse()
                     .map_err(corrupt)?;
-                self.install(Snapshot { revision, gateway }, etcd_rev, c.meta, false);
+                self.install(
+                    Snapshot { revision, gateway },
+                    etcd_rev,
+                    c.meta,
+                    Install::IfNewer,
+                );
             }
             _ => {
                 self.full_read(true).await?;
