@@ -46,7 +46,7 @@ async fn addresses_of(dev: &str) -> Result<BTreeSet<IpNet>, DriverError> {
     let mut out = BTreeSet::new();
     for link in v.as_array().into_iter().flatten() {
         for a in link["addr_info"].as_array().into_iter().flatten() {
-            if a["family"] == "inet"
+            if (a["family"] == "inet" || a["family"] == "inet6")
                 && let (Some(ip), Some(len)) = (a["local"].as_str(), a["prefixlen"].as_u64())
                 && let (Ok(ip), Ok(len)) = (ip.parse::<IpAddr>(), u8::try_from(len))
                 && let Ok(net) = IpNet::new(ip, len)
@@ -96,15 +96,33 @@ fn kernel_route(r: &serde_json::Value) -> Option<KernelRoute> {
     })
 }
 
+/// kawaii's routes of both families. An IPv6 default route is named `::/0` for `route del`
+/// (a bare `default` would be the IPv4 one).
 async fn our_routes() -> Result<Vec<KernelRoute>, DriverError> {
-    let text = tool::run("ip", &["-j", "route", "show", "proto", RT_PROTO], None).await?;
-    let v: serde_json::Value =
-        serde_json::from_str(&text).map_err(|e| DriverError::transient_from("ip -j", e))?;
-    Ok(v.as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(kernel_route)
-        .collect())
+    let mut out = Vec::new();
+    for family in ["-4", "-6"] {
+        let text = tool::run(
+            "ip",
+            &["-j", family, "route", "show", "proto", RT_PROTO],
+            None,
+        )
+        .await?;
+        let v: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| DriverError::transient_from("ip -j", e))?;
+        out.extend(
+            v.as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(kernel_route)
+                .map(|mut k| {
+                    if family == "-6" && k.dst == "default" {
+                        k.dst = "::/0".into();
+                    }
+                    k
+                }),
+        );
+    }
+    Ok(out)
 }
 
 /// Whether kernel route `have` is planned route `want`. A planned route without an interface
@@ -205,7 +223,14 @@ impl Driver for Netlink {
                     addresses_of(&a.interface).await?;
                 }
                 if !present(a) {
-                    batch.push_str(&format!("addr add {a}\n"));
+                    // A floating IPv6 address is usable at once (no duplicate detection):
+                    // VRRP decides who holds it.
+                    let nodad = if a.address.addr().is_ipv6() {
+                        " nodad"
+                    } else {
+                        ""
+                    };
+                    batch.push_str(&format!("addr add {a}{nodad}\n"));
                     added.push(a.address.addr());
                 }
             }

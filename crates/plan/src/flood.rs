@@ -8,6 +8,7 @@
 //!   `<rule>/rate` or `<rule>/conn`;
 //! - the conntrack guard: while the daemon observes the table past the public side's share, new
 //!   public flows are dropped (`conntrack-guard`) and private egress keeps the rest.
+//! The SYN proxy and the per-source limits hold on IPv4; IPv6 openings pass the guard only.
 
 use crate::nft::{Chain, Meter};
 use kawaii_model::Desired;
@@ -50,7 +51,7 @@ fn synproxy_ports(d: &Desired, router_ports: &[u16]) -> Vec<(u16, u16)> {
     let forwarded: Vec<(u16, u16)> = d
         .nat_rules
         .iter()
-        .filter(|n| n.protocol == Protocol::Tcp)
+        .filter(|n| n.protocol == Protocol::Tcp && n.destination.is_ipv4())
         .flat_map(|n| n.ports.0.iter().copied())
         .collect();
     subtract(&merged, &forwarded)
@@ -90,7 +91,7 @@ fn openings(d: &Desired, router_ports: &[u16]) -> Vec<(u16, u16)> {
     let mut spans: Vec<(u16, u16)> = d
         .ingress_rules
         .iter()
-        .filter(|r| r.protocol == Protocol::Tcp)
+        .filter(|r| r.protocol == Protocol::Tcp && r.net.v4().is_some())
         .flat_map(|r| r.ports.0.iter().copied())
         .chain(router_ports.iter().map(|&p| (p, p)))
         .collect();
@@ -122,15 +123,21 @@ fn port_set(spans: &[(u16, u16)]) -> String {
     }
 }
 
-/// A rule's match: source network, protocol, ports.
-fn rule_match(r: &Rule) -> String {
-    let net = if r.net.prefix_len() == 0 {
+/// A rule's IPv4 match: source network, protocol, ports (None: an IPv6-only rule; the
+/// per-source limits hold on IPv4).
+fn rule_match(r: &Rule) -> Option<String> {
+    let net = r.net.v4()?;
+    let net = if net.prefix_len() == 0 {
         String::new()
     } else {
-        format!("ip saddr {} ", r.net)
+        format!("ip saddr {net} ")
     };
     let spans: Vec<(u16, u16)> = r.ports.0.clone();
-    format!("{net}{} dport {}", r.protocol.as_str(), port_set(&spans))
+    Some(format!(
+        "{net}{} dport {}",
+        r.protocol.as_str(),
+        port_set(&spans)
+    ))
 }
 
 /// A set name from a rule id (ids are operator-chosen; set names are identifiers).
@@ -185,7 +192,9 @@ pub fn plan(
         let Some(l) = d.ingress.limits.get(&r.id) else {
             continue;
         };
-        let m = rule_match(r);
+        let Some(m) = rule_match(r) else {
+            continue;
+        };
         let proxied = r.protocol == Protocol::Tcp && sp_ports.is_some();
         if let Some(rate) = l.rate {
             let name = meter_name(&r.id, "rate");
@@ -266,7 +275,7 @@ pub fn plan(
         for n in d
             .nat_rules
             .iter()
-            .filter(|n| proxied && n.protocol == Protocol::Tcp)
+            .filter(|n| proxied && n.protocol == Protocol::Tcp && n.destination.is_ipv4())
         {
             let spans = n.ports.0.clone();
             let mut rule = String::new();

@@ -147,6 +147,20 @@ pub fn plan(d: &Desired, z: &ZoneSpec, observed: &crate::Observed) -> NetPlan {
         interface: Some(z.public_interface.clone()),
         source,
     }];
+    if let Some(gw6) = z.public_gateway6 {
+        let source6 = held
+            .iter()
+            .any(|h| h.name == z.name)
+            .then_some(z.public_vip6)
+            .flatten()
+            .map(|v| IpAddr::V6(v.addr()));
+        routes.push(RouteEntry {
+            destination: Destination::Default,
+            via: Some(IpAddr::V6(gw6)),
+            interface: Some(z.public_interface.clone()),
+            source: source6,
+        });
+    }
     // Peered subnets: routed (never NATed) via the other project's gateway; the kernel picks
     // the interface that reaches `via`.
     for p in &d.vpc_peerings {
@@ -176,22 +190,21 @@ pub fn plan(d: &Desired, z: &ZoneSpec, observed: &crate::Observed) -> NetPlan {
         key: k.into(),
         value: v.into(),
     };
+    let ipv6 = d.private_subnet6.is_some() || z.public_vip6.is_some();
+    let ipv6_sysctls = if ipv6 {
+        vec![
+            sys("net.ipv6.conf.all.forwarding", "1"),
+            sys("net.ipv6.conf.all.accept_redirects", "0"),
+            sys("net.ipv6.conf.default.accept_redirects", "0"),
+        ]
+    } else {
+        Vec::new()
+    };
     NetPlan {
         // The VIPs of every zone this node holds, on this node's own interfaces.
         addresses: crate::vrrp::owned(d, z, observed)
             .into_iter()
-            .flat_map(|o| {
-                [
-                    Address {
-                        interface: z.public_interface.clone(),
-                        address: o.public_vip.into(),
-                    },
-                    Address {
-                        interface: z.private_interface.clone(),
-                        address: o.private_vip.into(),
-                    },
-                ]
-            })
+            .flat_map(|o| vips(o, z))
             .collect(),
         absent: match &d.ha {
             None => Vec::new(),
@@ -200,18 +213,7 @@ pub fn plan(d: &Desired, z: &ZoneSpec, observed: &crate::Observed) -> NetPlan {
                 d.zones
                     .iter()
                     .filter(|o| !held.iter().any(|h| h.name == o.name))
-                    .flat_map(|o| {
-                        [
-                            Address {
-                                interface: z.public_interface.clone(),
-                                address: o.public_vip.into(),
-                            },
-                            Address {
-                                interface: z.private_interface.clone(),
-                                address: o.private_vip.into(),
-                            },
-                        ]
-                    })
+                    .flat_map(|o| vips(o, z))
                     .collect()
             }
         },
@@ -224,9 +226,31 @@ pub fn plan(d: &Desired, z: &ZoneSpec, observed: &crate::Observed) -> NetPlan {
             sys("net.ipv4.conf.default.accept_redirects", "0"),
         ]
         .into_iter()
+        .chain(ipv6_sysctls)
         .chain(flood_sysctls(d, z))
         .collect(),
     }
+}
+
+/// Zone `o`'s VIPs on the interfaces of this node's zone `z`: public and private, and their
+/// IPv6 twins with the link-local VIP (the router advertisements' source).
+fn vips(o: &ZoneSpec, z: &ZoneSpec) -> Vec<Address> {
+    let public = |address: IpNet| Address {
+        interface: z.public_interface.clone(),
+        address,
+    };
+    let private = |address: IpNet| Address {
+        interface: z.private_interface.clone(),
+        address,
+    };
+    let mut out = vec![public(o.public_vip.into()), private(o.private_vip.into())];
+    out.extend(o.public_vip6.map(|v| public(v.into())));
+    if let Some(v) = o.private_vip6 {
+        out.push(private(v.into()));
+        let ll = ipnet::Ipv6Net::new(o.link_local_vip6, 64).expect("64 is a valid prefix length");
+        out.push(private(ll.into()));
+    }
+    out
 }
 
 /// The conntrack settings of the flood protections (see [`crate::flood`]).
