@@ -7,6 +7,7 @@ pub mod ipsec;
 pub mod net;
 pub mod nft;
 pub mod pipes;
+pub mod ra;
 pub mod router;
 pub mod vrrp;
 pub mod wireguard;
@@ -38,6 +39,8 @@ pub struct Plan {
     pub wireguard: Option<wireguard::WgPlan>,
     /// TCP pipes (empty: none).
     pub pipes: Vec<pipes::PipePlan>,
+    /// IPv6 router advertisements on the private side (empty: no IPv6 or no VIP held).
+    pub ra: Vec<ra::Advertiser>,
 }
 
 #[cfg(test)]
@@ -182,5 +185,6 @@ pub fn plan_with(d: &Desired, zone: Option<&str>, observed: &Observed) -> Result
         conntrackd: z.and_then(|z| conntrackd::plan(d, z, observed)),
         wireguard,
         pipes: pipes::plan(d),
+        ra: z.map(|z| ra::plan(d, z, observed)).unwrap_or_default(),
     })
 }

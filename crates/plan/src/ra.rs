@@ -1,0 +1,54 @@
+//! Router advertisements on the private side: one per held zone with an IPv6 gateway, sent from
+//! that zone's link-local VIP by the node that holds it (without HA: always). Hosts take their
+//! default route from them and, with `[gateway] slaac`, their addresses in `private_subnet6`.
+//! No radvd: the driver encodes them with `kawaii_vrrp::ra`.
+
+use ipnet::Ipv6Net;
+use kawaii_model::Desired;
+use kawaii_model::valid::ZoneSpec;
+use serde::Serialize;
+use std::net::Ipv6Addr;
+
+/// Seconds hosts keep this router as their default (RFC 4861 §6.2.1: 3 × the interval).
+pub const ROUTER_LIFETIME_S: u16 = 1800;
+/// Seconds between unsolicited advertisements.
+pub const INTERVAL_S: u16 = 30;
+/// Seconds a SLAAC address stays valid and preferred after the last advertisement.
+pub const VALID_LIFETIME_S: u32 = 86_400;
+pub const PREFERRED_LIFETIME_S: u32 = 14_400;
+
+/// One advertising interface as the driver runs it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct Advertiser {
+    /// The zone whose link-local VIP is the source.
+    pub zone: String,
+    /// This node's private interface.
+    pub interface: String,
+    /// The zone's link-local VIP.
+    pub source: Ipv6Addr,
+    /// The routed prefix, announced on-link; autonomous (SLAAC) when `slaac`.
+    pub prefix: Ipv6Net,
+    pub slaac: bool,
+    pub router_lifetime_s: u16,
+    pub interval_s: u16,
+}
+
+/// The advertisers node `z` runs: one per zone whose VIPs it holds, if it has an IPv6 gateway.
+pub fn plan(d: &Desired, z: &ZoneSpec, observed: &crate::Observed) -> Vec<Advertiser> {
+    let Some(prefix) = d.private_subnet6 else {
+        return Vec::new();
+    };
+    crate::vrrp::owned(d, z, observed)
+        .into_iter()
+        .filter(|o| o.private_vip6.is_some())
+        .map(|o| Advertiser {
+            zone: o.name.clone(),
+            interface: z.private_interface.clone(),
+            source: o.link_local_vip6,
+            prefix,
+            slaac: d.slaac,
+            router_lifetime_s: ROUTER_LIFETIME_S,
+            interval_s: INTERVAL_S,
+        })
+        .collect()
+}
