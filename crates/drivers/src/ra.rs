@@ -212,8 +212,7 @@ impl Driver for RouterAdverts {
                     .filter(|(k, r)| wanted.get(*k).is_none_or(|w| **w != r.plan))
                     .map(|(k, _)| k.clone())
                     .collect();
-                let gone: Vec<Running> =
-                    stale.iter().filter_map(|k| running.remove(k)).collect();
+                let gone: Vec<Running> = stale.iter().filter_map(|k| running.remove(k)).collect();
                 let mut started = 0;
                 for (k, a) in &wanted {
                     if running.contains_key(k) {
@@ -224,7 +223,9 @@ impl Driver for RouterAdverts {
                     let thread = std::thread::Builder::new()
                         .name(format!("ra-{}", a.interface))
                         .spawn(move || run(plan, flag))
-                        .map_err(|e| DriverError::transient_from("starting a router advertiser", e))?;
+                        .map_err(|e| {
+                            DriverError::transient_from("starting a router advertiser", e)
+                        })?;
                     running.insert(
                         k.clone(),
                         Running {

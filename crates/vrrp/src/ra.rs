@@ -162,7 +162,9 @@ impl RouterAdvert {
                 OPT_PREFIX => {
                     // RFC 4861 §4.6.2: the option's length is 4 (32 bytes).
                     if body.len() != 30 {
-                        return Err(DecodeError::Ndp("prefix information option is not 32 bytes"));
+                        return Err(DecodeError::Ndp(
+                            "prefix information option is not 32 bytes",
+                        ));
                     }
                     if body[0] > 128 {
                         return Err(DecodeError::Ndp("prefix length over 128"));
@@ -203,10 +205,7 @@ impl RouterAdvert {
 /// Whether `bytes` is a router solicitation (RFC 4861 §4.1: type 133, code 0, 8 bytes or more,
 /// well-formed options): what a host sends to have an advertisement at once.
 pub fn is_router_solicit(bytes: &[u8]) -> bool {
-    bytes.len() >= 8
-        && bytes[0] == ROUTER_SOLICIT
-        && bytes[1] == 0
-        && options(&bytes[8..]).is_ok()
+    bytes.len() >= 8 && bytes[0] == ROUTER_SOLICIT && bytes[1] == 0 && options(&bytes[8..]).is_ok()
 }
 
 /// The options of an ND message as (type, body after the type and length bytes); every
@@ -339,7 +338,10 @@ mod tests {
     #[test]
     fn decodes_what_it_encodes_and_checks_the_checksum() {
         let bytes = slaac().encode_checked(LL, ALL_NODES).expect("encode");
-        assert_eq!(RouterAdvert::decode_checked(&bytes, LL, ALL_NODES), Ok(slaac()));
+        assert_eq!(
+            RouterAdvert::decode_checked(&bytes, LL, ALL_NODES),
+            Ok(slaac())
+        );
         let mut bad = bytes.clone();
         bad[7] ^= 1;
         assert!(matches!(
@@ -347,7 +349,10 @@ mod tests {
             Err(DecodeError::Checksum { .. })
         ));
         // From another source, the same bytes do not check.
-        assert!(RouterAdvert::decode_checked(&bytes, "fe80::2".parse().expect("ip"), ALL_NODES).is_err());
+        assert!(
+            RouterAdvert::decode_checked(&bytes, "fe80::2".parse().expect("ip"), ALL_NODES)
+                .is_err()
+        );
     }
 
     #[test]
@@ -358,7 +363,12 @@ mod tests {
         };
         let bytes = w.encode().expect("encode");
         assert_eq!(&bytes[6..8], &[0, 0]);
-        assert_eq!(RouterAdvert::decode(&bytes).expect("decode").router_lifetime, 0);
+        assert_eq!(
+            RouterAdvert::decode(&bytes)
+                .expect("decode")
+                .router_lifetime,
+            0
+        );
     }
 
     /// An advertisement as radvd sends it (MTU, prefix without A, unknown RDNSS option 25).
@@ -401,7 +411,10 @@ mod tests {
         );
         let mut other = good.clone();
         other[0] = ROUTER_SOLICIT;
-        assert_eq!(RouterAdvert::decode(&other), Err(DecodeError::Icmpv6Type(133)));
+        assert_eq!(
+            RouterAdvert::decode(&other),
+            Err(DecodeError::Icmpv6Type(133))
+        );
         let mut long_prefix = good;
         long_prefix[HEADER + 8 + 2] = 129;
         assert!(RouterAdvert::decode(&long_prefix).is_err());
