@@ -1,12 +1,14 @@
 //! IPv6 end to end, in the dual-stack lab (`examples/lab.toml`): routed, no NAT66. One topology
-//! for issue 18's acceptance 1-3: an IPv6 sweep from the internet finds exactly the declared
+//! for issue 18's acceptance 1-4: an IPv6 sweep from the internet finds exactly the declared
 //! openings; the private hosts take their default route from the gateway's router
 //! advertisements, reach the internet under their own addresses, and the egress rule blocks
-//! tcp/25; an IPv6 opening reaches its host's port and no other. Last, on SIGTERM the gateway's
-//! final advertisement (router lifetime 0) takes the hosts' default route away.
+//! tcp/25; an IPv6 opening reaches its host's port and no other; the domain router routes by SNI
+//! and Host on the IPv6 VIP to an IPv6 backend (`curl -6`, `openssl s_client`). Last, on SIGTERM
+//! the gateway's final advertisement (router lifetime 0) takes the hosts' default route away.
 
 use kawaii_testkit::lab::{self, INTERNET6, LAB_TOML, PUBLIC_VIP6, VM1_6, VM2_6};
-use kawaii_testkit::{Host, wait_for};
+use kawaii_testkit::services::{self_signed, tls_subject};
+use kawaii_testkit::{Host, wait_for, wait_tcp};
 use std::path::Path;
 use std::time::Duration;
 
@@ -37,10 +39,26 @@ fn addresses6(h: &Host) -> Vec<String> {
         .collect()
 }
 
+/// The lab plus a domain route to vm1's IPv6 address (the router beside the lab's forwards).
+fn config() -> String {
+    format!(
+        r#"{LAB_TOML}
+[router]
+https_port = 8443
+http_port = 8080
+
+[[routes]]
+domain = "v6.example.com"
+https = ["[{VM1_6}]:443"]
+http = ["[{VM1_6}]:80"]
+"#
+    )
+}
+
 #[test]
 fn ipv6_is_routed_filtered_and_advertised() {
     let kawaii = Path::new(env!("CARGO_BIN_EXE_kawaii"));
-    let (mut topo, g) = lab::start("v6", kawaii, LAB_TOML).unwrap_or_else(|e| panic!("lab: {e}"));
+    let (mut topo, g) = lab::start("v6", kawaii, &config()).unwrap_or_else(|e| panic!("lab: {e}"));
     let log = |topo: &mut kawaii_testkit::Topology| g.kawaii.log(topo);
 
     // 2. The hosts' IPv6 default route comes from the advertisements of the zone's link-local
@@ -89,9 +107,12 @@ fn ipv6_is_routed_filtered_and_advertised() {
     );
 
     // 1. Sweep of the gateway's IPv6 VIP: the ingress rules (both families) open tcp 22 and 80
-    // and udp 5353 on it, nothing else.
-    let ports = "1-1024,5353,51820";
-    assert_eq!(scan(&g, PUBLIC_VIP6, "tcp", ports), vec![22, 80]);
+    // and udp 5353 on it, the domain router its listeners, nothing else.
+    let ports = "1-1024,5353,8080,8443,51820";
+    assert_eq!(
+        scan(&g, PUBLIC_VIP6, "tcp", ports),
+        vec![22, 80, 8080, 8443]
+    );
     assert_eq!(scan(&g, PUBLIC_VIP6, "udp", ports), vec![5353]);
     // 3. The openings of the private hosts' own addresses: exactly the declared port each.
     assert_eq!(scan(&g, VM1_6, "tcp", ports), vec![80]);
@@ -107,6 +128,44 @@ fn ipv6_is_routed_filtered_and_advertised() {
         body.contains(&format!("hello from vm1, you are {INTERNET6}:")),
         "{body}"
     );
+
+    // 4. The domain router on the IPv6 VIP: Host and SNI routing to vm1's IPv6 address.
+    let (crt, key) = self_signed(topo.dir(), "v6.example.com");
+    topo.spawn(
+        &g.vm1,
+        "vm1-tls6",
+        &[
+            "openssl", "s_server", "-6", "-quiet", "-www", "-accept", "443", "-cert", &crt, "-key",
+            &key,
+        ],
+    )
+    .expect("s_server");
+    let backend = format!("[{VM1_6}]:443").parse().expect("addr");
+    wait_tcp(&g.vm1, backend, Duration::from_secs(10)).expect("TLS backend up");
+    let body = g
+        .internet
+        .run(&[
+            "curl",
+            "-6",
+            "-gs",
+            "-m",
+            "3",
+            "-H",
+            "Host: v6.example.com",
+            &format!("http://[{PUBLIC_VIP6}]:8080/"),
+        ])
+        .unwrap_or_default();
+    assert!(
+        body.contains("hello from vm1"),
+        "{body}\n{}",
+        log(&mut topo)
+    );
+    let subject = tls_subject(
+        &g.internet,
+        &format!("[{PUBLIC_VIP6}]:8443"),
+        "v6.example.com",
+    );
+    assert!(subject.contains("CN = v6.example.com"), "{subject:?}");
 
     // SIGTERM: the final advertisement (router lifetime 0) takes the default route away.
     topo.proc(g.kawaii.proc).stop(Duration::from_secs(10));
