@@ -3,7 +3,7 @@
 //! Each returns the typed value or a reason without a path; the caller attaches the path.
 
 use crate::error::Errors;
-use ipnet::{Ipv4Net, Ipv6Net};
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -224,16 +224,37 @@ pub(super) fn ip(s: &str) -> Result<IpAddr, String> {
 
 /// An IPv6 network in CIDR form; a bare address means /128. Host bits must be zero.
 pub fn cidr6(s: &str) -> Result<Ipv6Net, String> {
+    match network(s, true)? {
+        IpNet::V6(n) => Ok(n),
+        IpNet::V4(_) => Err(not_a_network(s, true)),
+    }
+}
+
+fn not_a_network(s: &str, v6: bool) -> String {
     let s = s.trim();
-    let bad = || format!("{s:?} is not an IPv6 CIDR (like 2001:db8:1::/64)");
-    let net: Ipv6Net = if s.contains('/') {
-        s.parse().map_err(|_| bad())?
+    if v6 {
+        format!("{s:?} is not an IPv6 CIDR (like 2001:db8:1::/64)")
     } else {
-        Ipv6Net::from(s.parse::<Ipv6Addr>().map_err(|_| bad())?)
+        format!("{s:?} is not an IPv4 CIDR (like 10.1.0.0/24)")
+    }
+}
+
+/// A network of the family `v6` names in CIDR form; a bare address is a host network. Host bits
+/// must be zero.
+fn network(s: &str, v6: bool) -> Result<IpNet, String> {
+    let t = s.trim();
+    let bad = || not_a_network(s, v6);
+    let net: IpNet = if t.contains('/') {
+        t.parse().map_err(|_| bad())?
+    } else {
+        IpNet::from(t.parse::<IpAddr>().map_err(|_| bad())?)
     };
+    if net.addr().is_ipv6() != v6 {
+        return Err(bad());
+    }
     if net.trunc() != net {
         return Err(format!(
-            "{s:?} has host bits set; did you mean {}?",
+            "{t:?} has host bits set; did you mean {}?",
             net.trunc()
         ));
     }
@@ -264,23 +285,10 @@ pub fn is_link_local(a: Ipv6Addr) -> bool {
 
 /// A network in CIDR form; a bare address means /32. Host bits must be zero.
 pub fn cidr(s: &str) -> Result<Ipv4Net, String> {
-    let s = s.trim();
-    let net: Ipv4Net = if s.contains('/') {
-        s.parse()
-            .map_err(|_| format!("{s:?} is not an IPv4 CIDR (like 10.1.0.0/24)"))?
-    } else {
-        let ip: Ipv4Addr = s
-            .parse()
-            .map_err(|_| format!("{s:?} is not an IPv4 CIDR (like 10.1.0.0/24)"))?;
-        Ipv4Net::from(ip)
-    };
-    if net.trunc() != net {
-        return Err(format!(
-            "{s:?} has host bits set; did you mean {}?",
-            net.trunc()
-        ));
+    match network(s, false)? {
+        IpNet::V4(n) => Ok(n),
+        IpNet::V6(_) => Err(not_a_network(s, false)),
     }
-    Ok(net)
 }
 
 /// An address with its prefix (`203.0.113.10/24`): host bits allowed, must not be the network.
