@@ -6,7 +6,7 @@ use kawaii_testkit::api::Api;
 use kawaii_testkit::lab;
 use kawaii_testkit::serve::{Serve, ServeOptions};
 use kawaii_testkit::services::{self_signed as cert, tls_subject as subject};
-use kawaii_testkit::{Host, Topology, wait_for, wait_tcp};
+use kawaii_testkit::{Topology, wait_for, wait_tcp};
 use serde_json::json;
 use std::path::Path;
 use std::time::Duration;

@@ -8,6 +8,7 @@
 //!   `<rule>/rate` or `<rule>/conn`;
 //! - the conntrack guard: while the daemon observes the table past the public side's share, new
 //!   public flows are dropped (`conntrack-guard`) and private egress keeps the rest.
+//!
 //! The SYN proxy and the per-source limits hold on IPv4; IPv6 openings pass the guard only.
 
 use crate::nft::{Chain, Meter};
