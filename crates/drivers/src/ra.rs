@@ -2,12 +2,17 @@
 //! bound to the private interface and the zone's link-local VIP. It advertises at once (a
 //! takeover), then a few times quickly, then every interval, and answers router solicitations.
 //! When the plan drops it (the VIP went to a sibling) or on shutdown it sends a final
-//! advertisement with router lifetime 0 (RFC 4861 §6.2.5), so hosts drop it as their router.
+//! advertisement with router lifetime 0 (RFC 4861 §6.2.5), so hosts drop it as their router
+//! (without HA; with HA the link-local VIP moves on to a sibling, see [`Advertiser::withdraw`]).
+//! Starting to hold a zone is announced by unsolicited neighbour advertisements of its IPv6
+//! VIPs (RFC 4861 §7.2.6), with each of the first advertisements.
 
 use crate::{Applied, ApplyFuture, Driver, DriverError, DriverName};
 use kawaii_plan::Plan;
 use kawaii_plan::ra::{Advertiser, PREFERRED_LIFETIME_S, VALID_LIFETIME_S};
-use kawaii_vrrp::ra::{ALL_NODES, ALL_ROUTERS, HOP_LIMIT, PrefixInfo, RouterAdvert};
+use kawaii_vrrp::ra::{
+    ALL_NODES, ALL_ROUTERS, HOP_LIMIT, NeighborAdvert, PrefixInfo, RouterAdvert,
+};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -148,6 +153,26 @@ fn send(sock: &Socket, ra: &RouterAdvert, source: Ipv6Addr, index: u32) {
     }
 }
 
+/// Unsolicited neighbour advertisements of `a`'s VIPs: on the private interface through `lan`
+/// (from the link-local VIP), elsewhere from a socket of that interface bound to the VIP.
+fn announce(a: &Advertiser, lan: &Socket, index: u32) {
+    for (dev, target) in &a.neighbours {
+        let na = NeighborAdvert::takeover(*target, mac(dev), true);
+        let sent = if *dev == a.interface {
+            let to = SockAddr::from(SocketAddrV6::new(ALL_NODES, 0, 0, index));
+            lan.send_to(&na.encode_checked(a.source, ALL_NODES), &to)
+        } else {
+            open(dev, *target).and_then(|(s, i)| {
+                let to = SockAddr::from(SocketAddrV6::new(ALL_NODES, 0, 0, i));
+                s.send_to(&na.encode_checked(*target, ALL_NODES), &to)
+            })
+        };
+        if let Err(e) = sent {
+            tracing::warn!(error = %e, interface = %dev, %target, "neighbour advertisement not sent");
+        }
+    }
+}
+
 /// One advertiser's life (a blocking thread, like the VRRP speaker's): advertise until `stop`,
 /// then withdraw.
 fn run(a: Advertiser, stop: Arc<AtomicBool>) {
@@ -169,6 +194,9 @@ fn run(a: Advertiser, stop: Arc<AtomicBool>) {
     while !stop.load(Ordering::Relaxed) {
         if Instant::now() >= next {
             send(&sock, &live, a.source, index);
+            if sent <= INITIAL {
+                announce(&a, &sock, index);
+            }
             sent += 1;
             next += if sent <= INITIAL {
                 INITIAL_INTERVAL
@@ -185,9 +213,13 @@ fn run(a: Advertiser, stop: Arc<AtomicBool>) {
             send(&sock, &live, a.source, index);
         }
     }
-    // RFC 4861 §6.2.5: no longer a router here.
-    send(&sock, &advert(&a, hw, 0), a.source, index);
-    tracing::info!(zone = %a.zone, source = %a.source, "withdrew IPv6 router (lifetime 0)");
+    if a.withdraw {
+        // RFC 4861 §6.2.5: no longer a router here.
+        send(&sock, &advert(&a, hw, 0), a.source, index);
+        tracing::info!(zone = %a.zone, source = %a.source, "withdrew IPv6 router (lifetime 0)");
+    } else {
+        tracing::info!(zone = %a.zone, source = %a.source, "stopped advertising (the VIP moves on)");
+    }
 }
 
 impl Driver for RouterAdverts {

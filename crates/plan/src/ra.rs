@@ -31,6 +31,14 @@ pub struct Advertiser {
     pub slaac: bool,
     pub router_lifetime_s: u16,
     pub interval_s: u16,
+    /// Send a final advertisement with router lifetime 0 when this advertiser stops: without
+    /// HA only. With HA the link-local VIP moves to a sibling, which advertises it at once with
+    /// its own link-layer address; a withdrawal from the old holder would take the hosts'
+    /// default route away from the new one.
+    pub withdraw: bool,
+    /// The zone's IPv6 VIPs, `(interface, address)`, announced by unsolicited neighbour
+    /// advertisements when this node starts holding them (RFC 4861 §7.2.6).
+    pub neighbours: Vec<(String, Ipv6Addr)>,
 }
 
 /// The advertisers node `z` runs: one per zone whose VIPs it holds, if it has an IPv6 gateway.
@@ -41,14 +49,25 @@ pub fn plan(d: &Desired, z: &ZoneSpec, observed: &crate::Observed) -> Vec<Advert
     crate::vrrp::owned(d, z, observed)
         .into_iter()
         .filter(|o| o.private_vip6.is_some())
-        .map(|o| Advertiser {
-            zone: o.name.clone(),
-            interface: z.private_interface.clone(),
-            source: o.link_local_vip6,
-            prefix,
-            slaac: d.slaac,
-            router_lifetime_s: ROUTER_LIFETIME_S,
-            interval_s: INTERVAL_S,
+        .map(|o| {
+            let lan = |a: Ipv6Addr| (z.private_interface.clone(), a);
+            let mut neighbours = vec![lan(o.link_local_vip6)];
+            neighbours.extend(o.private_vip6.map(|v| lan(v.addr())));
+            neighbours.extend(
+                o.public_vip6
+                    .map(|v| (z.public_interface.clone(), v.addr())),
+            );
+            Advertiser {
+                zone: o.name.clone(),
+                interface: z.private_interface.clone(),
+                source: o.link_local_vip6,
+                prefix,
+                slaac: d.slaac,
+                router_lifetime_s: ROUTER_LIFETIME_S,
+                interval_s: INTERVAL_S,
+                withdraw: d.ha.is_none(),
+                neighbours,
+            }
         })
         .collect()
 }

@@ -1,8 +1,10 @@
 //! Router advertisements and solicitations (RFC 4861 §4.1, §4.2, §4.6), sans-I/O: what the
 //! holder of a zone's link-local VIP sends on the private link so that hosts take their default
 //! route (and, with SLAAC, their addresses) from it. A withdrawal is the same advertisement with
-//! router lifetime 0 (RFC 4861 §6.2.5). The ICMPv6 checksum covers the IPv6 pseudo-header
-//! (RFC 4443 §2.3); raw ICMPv6 sockets fill it in, [`RouterAdvert::encode_checked`] does it here.
+//! router lifetime 0 (RFC 4861 §6.2.5). Unsolicited neighbour advertisements (§4.4, §7.2.6)
+//! tell the link that a VIP moved to a new holder, as gratuitous ARP does for IPv4. The ICMPv6
+//! checksum covers the IPv6 pseudo-header (RFC 4443 §2.3); raw ICMPv6 sockets fill it in,
+//! `encode_checked` does it here.
 
 use crate::error::{DecodeError, EncodeError};
 use std::net::Ipv6Addr;
@@ -11,6 +13,9 @@ use std::net::Ipv6Addr;
 pub const ROUTER_SOLICIT: u8 = 133;
 /// ICMPv6 type of a router advertisement.
 pub const ROUTER_ADVERT: u8 = 134;
+/// ICMPv6 type of a neighbour advertisement.
+pub const NEIGHBOR_ADVERT: u8 = 136;
+const OPT_TARGET_LL: u8 = 2;
 /// All-nodes multicast: where unsolicited advertisements go (RFC 4861 §6.2.4).
 pub const ALL_NODES: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1);
 /// All-routers multicast: where hosts solicit.
@@ -199,6 +204,108 @@ impl RouterAdvert {
             return Err(DecodeError::Checksum { got, computed });
         }
         Ok(ra)
+    }
+}
+
+/// A neighbour advertisement (RFC 4861 §4.4); unsolicited on a takeover: `solicited` false,
+/// `override_` true, sent to all-nodes (§7.2.6).
+///
+/// ```text
+///  0                   1                   2                   3
+///  0 1 2 3 4 5 6 7 8 9 0 1 2 3 4 5 6 7 8 9 0 1 2 3 4 5 6 7 8 9 0 1
+/// +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
+/// |     Type      |     Code      |          Checksum             |
+/// +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
+/// |R|S|O|                     Reserved                            |
+/// +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
+/// |                       Target Address (128 bits)               |
+/// +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
+/// |   Options ...
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NeighborAdvert {
+    /// R: the sender is a router.
+    pub router: bool,
+    /// S: an answer to a solicitation (never in an unsolicited one).
+    pub solicited: bool,
+    /// O: replace the cached link-layer address.
+    pub override_: bool,
+    pub target: Ipv6Addr,
+    /// The target's link-layer address (the new holder's).
+    pub target_link_layer: Option<[u8; 6]>,
+}
+
+impl NeighborAdvert {
+    /// The unsolicited advertisement of a VIP `target` now at `mac`.
+    pub fn takeover(target: Ipv6Addr, mac: Option<[u8; 6]>, router: bool) -> NeighborAdvert {
+        NeighborAdvert {
+            router,
+            solicited: false,
+            override_: true,
+            target,
+            target_link_layer: mac,
+        }
+    }
+
+    /// The message with a zero checksum (a raw ICMPv6 socket computes it on send).
+    pub fn encode(&self) -> Vec<u8> {
+        let flags = u8::from(self.router) << 7
+            | u8::from(self.solicited) << 6
+            | u8::from(self.override_) << 5;
+        let mut out = vec![NEIGHBOR_ADVERT, 0, 0, 0, flags, 0, 0, 0];
+        out.extend_from_slice(&self.target.octets());
+        if let Some(mac) = self.target_link_layer {
+            out.extend_from_slice(&[OPT_TARGET_LL, 1]);
+            out.extend_from_slice(&mac);
+        }
+        out
+    }
+
+    /// The message with its checksum for `src` -> `dst`.
+    pub fn encode_checked(&self, src: Ipv6Addr, dst: Ipv6Addr) -> Vec<u8> {
+        let mut out = self.encode();
+        let sum = icmpv6_checksum(&out, src, dst);
+        out[2..4].copy_from_slice(&sum.to_be_bytes());
+        out
+    }
+
+    /// Parses a neighbour advertisement (checksum not checked); unknown options are skipped.
+    pub fn decode(bytes: &[u8]) -> Result<NeighborAdvert, DecodeError> {
+        const FIXED: usize = 24;
+        if bytes.len() < FIXED {
+            return Err(DecodeError::Incomplete {
+                needed: FIXED,
+                got: bytes.len(),
+            });
+        }
+        if bytes[0] != NEIGHBOR_ADVERT {
+            return Err(DecodeError::Icmpv6Type(bytes[0]));
+        }
+        if bytes[1] != 0 {
+            return Err(DecodeError::Ndp("ICMPv6 code is not 0"));
+        }
+        let mut target = [0; 16];
+        target.copy_from_slice(&bytes[8..FIXED]);
+        let target = Ipv6Addr::from(target);
+        // RFC 4861 §7.1.2: the target is not multicast.
+        if target.is_multicast() {
+            return Err(DecodeError::Ndp("target address is multicast"));
+        }
+        let mut na = NeighborAdvert {
+            router: bytes[4] & 0x80 != 0,
+            solicited: bytes[4] & 0x40 != 0,
+            override_: bytes[4] & 0x20 != 0,
+            target,
+            target_link_layer: None,
+        };
+        for (kind, body) in options(&bytes[FIXED..])? {
+            if kind == OPT_TARGET_LL && body.len() >= 6 {
+                let mut mac = [0; 6];
+                mac.copy_from_slice(&body[..6]);
+                na.target_link_layer = Some(mac);
+            }
+        }
+        Ok(na)
     }
 }
 
@@ -418,6 +525,36 @@ mod tests {
         let mut long_prefix = good;
         long_prefix[HEADER + 8 + 2] = 129;
         assert!(RouterAdvert::decode(&long_prefix).is_err());
+    }
+
+    /// An unsolicited neighbour advertisement for fe80::1 at 00:00:5e:00:02:33, by hand
+    /// (RFC 4861 §4.4): R and O set, S clear, the target link-layer address option.
+    const NA_BYTES: [u8; 32] = [
+        0x88, 0x00, 0x00, 0x00, // type 136, code 0, checksum
+        0xa0, 0x00, 0x00, 0x00, // R, O
+        0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x01, // target fe80::1
+        0x02, 0x01, 0x00, 0x00, 0x5e, 0x00, 0x02, 0x33, // target link-layer address
+    ];
+
+    #[test]
+    fn neighbour_advertisements_encode_and_decode() {
+        let mac = [0x00, 0x00, 0x5e, 0x00, 0x02, 0x33];
+        let na = NeighborAdvert::takeover(LL, Some(mac), true);
+        assert_eq!(na.encode(), NA_BYTES);
+        let checked = na.encode_checked(LL, ALL_NODES);
+        assert_eq!(
+            &checked[2..4],
+            &reference_checksum(&NA_BYTES, LL, ALL_NODES).to_be_bytes()
+        );
+        assert_eq!(NeighborAdvert::decode(&checked), Ok(na));
+        for n in 0..NA_BYTES.len() {
+            let r = NeighborAdvert::decode(&NA_BYTES[..n]);
+            assert_eq!(r.is_ok(), n == 24, "{n}: {r:?}");
+        }
+        let mut multicast = NA_BYTES;
+        multicast[8] = 0xff;
+        assert!(NeighborAdvert::decode(&multicast).is_err());
+        assert!(NeighborAdvert::decode(&SLAAC_BYTES).is_err());
     }
 
     #[test]
