@@ -173,17 +173,9 @@ fn announce(a: &Advertiser, lan: &Socket, index: u32) {
     }
 }
 
-/// One advertiser's life (a blocking thread, like the VRRP speaker's): advertise until `stop`,
-/// then withdraw.
-fn run(a: Advertiser, stop: Arc<AtomicBool>) {
-    let sock = match open(&a.interface, a.source) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!(error = %e, interface = %a.interface, source = %a.source, "cannot open the router advertisement socket");
-            return;
-        }
-    };
-    let (sock, index) = sock;
+/// One advertiser's life (a blocking thread, like the VRRP speaker's) on its open socket:
+/// advertise until `stop`, then withdraw.
+fn run(a: Advertiser, sock: Socket, index: u32, stop: Arc<AtomicBool>) {
     let hw = mac(&a.interface);
     let live = advert(&a, hw, a.router_lifetime_s);
     tracing::info!(zone = %a.zone, interface = %a.interface, source = %a.source, prefix = %a.prefix, slaac = a.slaac, "advertising as IPv6 router");
@@ -234,47 +226,47 @@ impl Driver for RouterAdverts {
                 .iter()
                 .map(|a| ((a.interface.clone(), a.source), a))
                 .collect();
-            let (gone, started) = {
-                let mut running = self
-                    .running
-                    .lock()
-                    .map_err(|_| DriverError::transient("router advertisement state poisoned"))?;
+            let poisoned = || DriverError::transient("router advertisement state poisoned");
+            // Those no longer planned (or planned otherwise) stop first.
+            let gone: Vec<Running> = {
+                let mut running = self.running.lock().map_err(|_| poisoned())?;
                 let stale: Vec<(String, Ipv6Addr)> = running
                     .iter()
                     .filter(|(k, r)| wanted.get(*k).is_none_or(|w| **w != r.plan))
                     .map(|(k, _)| k.clone())
                     .collect();
-                let gone: Vec<Running> = stale.iter().filter_map(|k| running.remove(k)).collect();
-                let mut started = 0;
-                for (k, a) in &wanted {
-                    if running.contains_key(k) {
-                        continue;
-                    }
-                    let stop = Arc::new(AtomicBool::new(false));
-                    let (plan, flag) = ((*a).clone(), stop.clone());
-                    let thread = std::thread::Builder::new()
-                        .name(format!("ra-{}", a.interface))
-                        .spawn(move || run(plan, flag))
-                        .map_err(|e| {
-                            DriverError::transient_from("starting a router advertiser", e)
-                        })?;
-                    running.insert(
-                        k.clone(),
-                        Running {
-                            plan: (*a).clone(),
-                            stop,
-                            thread,
-                        },
-                    );
-                    started += 1;
-                }
-                (gone, started)
+                stale.iter().filter_map(|k| running.remove(k)).collect()
             };
             for r in gone {
                 r.end().await;
             }
-            if started > 0 {
-                tracing::debug!(started, "router advertisers started");
+            // Then the new ones: a socket that cannot be opened (the interface is not there
+            // yet) fails the apply, which the reconcile loop retries.
+            let mut running = self.running.lock().map_err(|_| poisoned())?;
+            for (k, a) in &wanted {
+                if running.contains_key(k) {
+                    continue;
+                }
+                let (sock, index) = open(&a.interface, a.source).map_err(|e| {
+                    DriverError::transient_from(
+                        format!("router advertisements on {} from {}", a.interface, a.source),
+                        e,
+                    )
+                })?;
+                let stop = Arc::new(AtomicBool::new(false));
+                let (plan, flag) = ((*a).clone(), stop.clone());
+                let thread = std::thread::Builder::new()
+                    .name(format!("ra-{}", a.interface))
+                    .spawn(move || run(plan, sock, index, flag))
+                    .map_err(|e| DriverError::transient_from("starting a router advertiser", e))?;
+                running.insert(
+                    k.clone(),
+                    Running {
+                        plan: (*a).clone(),
+                        stop,
+                        thread,
+                    },
+                );
             }
             Ok(Applied::quiet())
         })
