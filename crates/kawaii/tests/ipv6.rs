@@ -3,7 +3,8 @@
 //! openings; the private hosts take their default route from the gateway's router
 //! advertisements, reach the internet under their own addresses, and the egress rule blocks
 //! tcp/25; an IPv6 opening reaches its host's port and no other; the domain router routes by SNI
-//! and Host on the IPv6 VIP to an IPv6 backend (`curl -6`, `openssl s_client`). Last, on SIGTERM
+//! and Host on the IPv6 VIP to an IPv6 backend (`curl -6`, `openssl s_client`), through the
+//! IPv6 SYN proxy. Last, on SIGTERM
 //! the gateway's final advertisement (router lifetime 0) takes the hosts' default route away.
 
 use kawaii_testkit::lab::{self, INTERNET6, LAB_TOML, PUBLIC_VIP6, VM1_6, VM2_6};
@@ -166,6 +167,17 @@ fn ipv6_is_routed_filtered_and_advertised() {
         "v6.example.com",
     );
     assert!(subject.contains("CN = v6.example.com"), "{subject:?}");
+    // The connections to the IPv6 VIP went through the SYN proxy (its counter moved).
+    let proxy =
+        g.gw.run(&["nft", "list", "chain", "inet", "kawaii", "input-synproxy"])
+            .expect("nft");
+    let proxied = proxy
+        .lines()
+        .find(|l| l.contains("comment \"synproxy6\""))
+        .and_then(|l| l.split("counter packets ").nth(1))
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|n| n.parse::<u64>().ok());
+    assert!(proxied.is_some_and(|n| n > 0), "{proxy}");
 
     // SIGTERM: the final advertisement (router lifetime 0) takes the default route away.
     topo.proc(g.kawaii.proc).stop(Duration::from_secs(10));

@@ -258,7 +258,7 @@ fn flood_sysctls(d: &Desired, z: &ZoneSpec) -> Vec<Sysctl> {
     let router_ports = crate::router::plan(d, Some(z))
         .map(|r| r.ports())
         .unwrap_or_default();
-    crate::flood::sysctls(d, &router_ports)
+    crate::flood::sysctls(d, &router_ports, z.public_vip6.is_some())
         .into_iter()
         .map(|(key, value)| Sysctl {
             key: key.to_string(),

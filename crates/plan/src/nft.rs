@@ -115,12 +115,18 @@ pub struct Meter {
     pub size: u32,
     /// Idle elements expire after this (`1m`); None: elements go when their state empties.
     pub timeout: Option<&'static str>,
+    /// Keyed by IPv6 source addresses (else IPv4).
+    pub v6: bool,
 }
 
 impl Meter {
     fn render(&self, out: &mut String) {
         let _ = writeln!(out, "\tset {} {{", self.name);
-        let _ = writeln!(out, "\t\ttype ipv4_addr");
+        let _ = writeln!(
+            out,
+            "\t\ttype {}",
+            if self.v6 { "ipv6_addr" } else { "ipv4_addr" }
+        );
         let _ = writeln!(out, "\t\tsize {}", self.size);
         match self.timeout {
             Some(t) => {
@@ -747,7 +753,7 @@ pub fn render(d: &Desired, z: &ZoneSpec, observed: &crate::Observed) -> Table {
     });
 
     // Flood protections: their rules go right after `established` in input and forward.
-    let flood = crate::flood::plan(d, &wan, &vips, &router_ports, observed);
+    let flood = crate::flood::plan(d, &wan, &vips, vips6.as_deref(), &router_ports, observed);
     input.rules.splice(1..1, flood.input_head);
     forward.rules.splice(1..1, flood.forward_head);
 
