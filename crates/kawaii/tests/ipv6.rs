@@ -4,8 +4,8 @@
 //! advertisements, reach the internet under their own addresses, and the egress rule blocks
 //! tcp/25; an IPv6 opening reaches its host's port and no other; the domain router routes by SNI
 //! and Host on the IPv6 VIP to an IPv6 backend (`curl -6`, `openssl s_client`), through the
-//! IPv6 SYN proxy. Last, on SIGTERM
-//! the gateway's final advertisement (router lifetime 0) takes the hosts' default route away.
+//! IPv6 SYN proxy. Last, on SIGTERM the gateway's final advertisement (router lifetime 0)
+//! takes the hosts' default route away.
 
 use kawaii_testkit::lab::{self, INTERNET6, LAB_TOML, PUBLIC_VIP6, VM1_6, VM2_6};
 use kawaii_testkit::services::{self_signed, tls_subject};
