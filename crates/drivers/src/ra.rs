@@ -9,9 +9,9 @@
 
 use crate::{Applied, ApplyFuture, Driver, DriverError, DriverName};
 use kawaii_plan::Plan;
-use kawaii_plan::ra::{Advertiser, PREFERRED_LIFETIME_S, VALID_LIFETIME_S};
+use kawaii_plan::ra::{Advertiser, PREFERRED_LIFETIME_S, RouterPreference, VALID_LIFETIME_S};
 use kawaii_vrrp::ra::{
-    ALL_NODES, ALL_ROUTERS, HOP_LIMIT, NeighborAdvert, PrefixInfo, RouterAdvert,
+    ALL_NODES, ALL_ROUTERS, HOP_LIMIT, NeighborAdvert, Preference, PrefixInfo, RouterAdvert,
 };
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use std::collections::BTreeMap;
@@ -87,6 +87,11 @@ pub fn advert(a: &Advertiser, mac: Option<[u8; 6]>, lifetime: u16) -> RouterAdve
     RouterAdvert {
         cur_hop_limit: 64,
         router_lifetime: lifetime,
+        preference: match a.preference {
+            RouterPreference::High => Preference::High,
+            RouterPreference::Medium => Preference::Medium,
+            RouterPreference::Low => Preference::Low,
+        },
         source_link_layer: mac,
         prefixes: vec![PrefixInfo {
             prefix: a.prefix.network(),

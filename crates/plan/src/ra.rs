@@ -17,6 +17,15 @@ pub const INTERVAL_S: u16 = 30;
 pub const VALID_LIFETIME_S: u32 = 86_400;
 pub const PREFERRED_LIFETIME_S: u32 = 14_400;
 
+/// RFC 4191 default router preference.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RouterPreference {
+    Low,
+    Medium,
+    High,
+}
+
 /// One advertising interface as the driver runs it.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 pub struct Advertiser {
@@ -31,6 +40,11 @@ pub struct Advertiser {
     pub slaac: bool,
     pub router_lifetime_s: u16,
     pub interval_s: u16,
+    /// RFC 4191 default router preference: the first zone with an IPv6 gateway is preferred
+    /// (`high`), the others are `low`, so that every host leaves through the zone the upstream
+    /// routes `private_subnet6` to (the first zone's `public_vip6`), wherever it is held, and
+    /// its answers come back the same way. One zone alone: `medium`.
+    pub preference: RouterPreference,
     /// Send a final advertisement with router lifetime 0 when this advertiser stops: without
     /// HA only. With HA the link-local VIP moves to a sibling, which advertises it at once with
     /// its own link-layer address; a withdrawal from the old holder would take the hosts'
@@ -45,6 +59,17 @@ pub struct Advertiser {
 pub fn plan(d: &Desired, z: &ZoneSpec, observed: &crate::Observed) -> Vec<Advertiser> {
     let Some(prefix) = d.private_subnet6 else {
         return Vec::new();
+    };
+    let v6_zones: Vec<&str> = d
+        .zones
+        .iter()
+        .filter(|o| o.private_vip6.is_some())
+        .map(|o| o.name.as_str())
+        .collect();
+    let preference = |zone: &str| match v6_zones.as_slice() {
+        [_] => RouterPreference::Medium,
+        [first, ..] if *first == zone => RouterPreference::High,
+        _ => RouterPreference::Low,
     };
     crate::vrrp::owned(d, z, observed)
         .into_iter()
@@ -65,6 +90,7 @@ pub fn plan(d: &Desired, z: &ZoneSpec, observed: &crate::Observed) -> Vec<Advert
                 slaac: d.slaac,
                 router_lifetime_s: ROUTER_LIFETIME_S,
                 interval_s: INTERVAL_S,
+                preference: preference(&o.name),
                 withdraw: d.ha.is_none(),
                 neighbours,
             }
@@ -139,6 +165,10 @@ private_vip6 = "2001:db8:1::2"
                 "fe80::2".parse().expect("ip")
             ]
         );
+        // The first zone is the preferred IPv6 router (the upstream routes the prefix to it).
+        let prefs: Vec<RouterPreference> =
+            plan(&d, b, &both).iter().map(|a| a.preference).collect();
+        assert_eq!(prefs, [RouterPreference::High, RouterPreference::Low]);
         // Holding none: silent.
         let none = crate::Observed {
             vip_zones: Some(Default::default()),

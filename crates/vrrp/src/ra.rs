@@ -58,7 +58,35 @@ pub struct PrefixInfo {
     pub preferred_lifetime: u32,
 }
 
-/// A router advertisement (RFC 4861 §4.2).
+/// Default router preference (RFC 4191 §2.2), the `Prf` bits of a router advertisement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Preference {
+    Low,
+    #[default]
+    Medium,
+    High,
+}
+
+impl Preference {
+    fn bits(self) -> u8 {
+        match self {
+            Preference::High => 0b01,
+            Preference::Medium => 0b00,
+            Preference::Low => 0b11,
+        }
+    }
+
+    /// RFC 4191 §2.2: the reserved value 10 is treated as medium.
+    fn from_bits(b: u8) -> Preference {
+        match b & 0b11 {
+            0b01 => Preference::High,
+            0b11 => Preference::Low,
+            _ => Preference::Medium,
+        }
+    }
+}
+
+/// A router advertisement (RFC 4861 §4.2, with RFC 4191's preference).
 ///
 /// ```text
 ///  0                   1                   2                   3
@@ -66,7 +94,7 @@ pub struct PrefixInfo {
 /// +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
 /// |     Type      |     Code      |          Checksum             |
 /// +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
-/// | Cur Hop Limit |M|O|  Reserved |       Router Lifetime         |
+/// | Cur Hop Limit |M|O|H|Prf|Resvd|       Router Lifetime         |
 /// +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
 /// |                         Reachable Time                        |
 /// +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
@@ -81,6 +109,8 @@ pub struct RouterAdvert {
     pub cur_hop_limit: u8,
     pub managed: bool,
     pub other_config: bool,
+    /// Which default router hosts prefer (RFC 4191).
+    pub preference: Preference,
     /// Seconds this router is a default router; 0: it is not (a withdrawal).
     pub router_lifetime: u16,
     /// Milliseconds; 0: unspecified.
@@ -97,7 +127,11 @@ impl RouterAdvert {
     pub fn encode(&self) -> Result<Vec<u8>, EncodeError> {
         let mut out = Vec::with_capacity(HEADER + 8 + 8 + 32 * self.prefixes.len());
         out.extend_from_slice(&[ROUTER_ADVERT, 0, 0, 0, self.cur_hop_limit]);
-        out.push(u8::from(self.managed) << 7 | u8::from(self.other_config) << 6);
+        out.push(
+            u8::from(self.managed) << 7
+                | u8::from(self.other_config) << 6
+                | self.preference.bits() << 3,
+        );
         out.extend_from_slice(&self.router_lifetime.to_be_bytes());
         out.extend_from_slice(&self.reachable_time.to_be_bytes());
         out.extend_from_slice(&self.retrans_timer.to_be_bytes());
@@ -151,6 +185,7 @@ impl RouterAdvert {
             cur_hop_limit: bytes[4],
             managed: bytes[5] & 0x80 != 0,
             other_config: bytes[5] & 0x40 != 0,
+            preference: Preference::from_bits(bytes[5] >> 3),
             router_lifetime: u16::from_be_bytes([bytes[6], bytes[7]]),
             reachable_time: be32(&bytes[8..12]),
             retrans_timer: be32(&bytes[12..16]),
@@ -459,6 +494,30 @@ mod tests {
         assert!(
             RouterAdvert::decode_checked(&bytes, "fe80::2".parse().expect("ip"), ALL_NODES)
                 .is_err()
+        );
+    }
+
+    #[test]
+    fn preference_is_in_the_flags_byte() {
+        for (p, byte) in [
+            (Preference::High, 0x08),
+            (Preference::Medium, 0x00),
+            (Preference::Low, 0x18),
+        ] {
+            let ra = RouterAdvert {
+                preference: p,
+                ..slaac()
+            };
+            let bytes = ra.encode().expect("encode");
+            assert_eq!(bytes[5], byte);
+            assert_eq!(RouterAdvert::decode(&bytes).expect("decode").preference, p);
+        }
+        // The reserved value (10) reads as medium.
+        let mut bytes = slaac().encode().expect("encode");
+        bytes[5] = 0x10;
+        assert_eq!(
+            RouterAdvert::decode(&bytes).expect("decode").preference,
+            Preference::Medium
         );
     }
 
