@@ -103,40 +103,17 @@ mod tests {
     use super::*;
     use kawaii_model::{Format, Gateway, validate};
 
-    fn desired(extra: &str) -> Desired {
-        let text = format!(
-            r#"[gateway]
-private_subnet = "10.1.0.0/24"
-private_subnet6 = "2001:db8:1::/64"
-{extra}
-[[zones]]
-name = "a"
-public_interface = "wan0"
-private_interface = "lan0"
-public_vip = "203.0.113.10/24"
-public_gateway = "203.0.113.1"
-private_vip = "10.1.0.1"
-private_address = "10.1.0.251"
-private_vip6 = "2001:db8:1::1"
-
-[[zones]]
-name = "b"
-public_interface = "wan0"
-private_interface = "lan0"
-public_vip = "203.0.113.20/24"
-public_gateway = "203.0.113.1"
-private_vip = "10.1.0.2"
-private_address = "10.1.0.252"
-private_vip6 = "2001:db8:1::2"
-"#
-        );
+    /// Two dual-stack zones (SLAAC on), or with `slaac = false`.
+    fn desired(slaac: bool) -> Desired {
+        let text = include_str!("../testdata/ha/two-zones-dual-stack/config.toml");
+        let text = text.replace("slaac = true", &format!("slaac = {slaac}"));
         let g = Gateway::parse(&text, Format::Toml).expect("parses");
         validate(&g).expect("valid").desired
     }
 
     #[test]
     fn one_advertiser_per_held_zone_from_its_link_local_vip() {
-        let d = desired("");
+        let d = desired(false);
         let b = &d.zones[1];
         // Nothing observed: the node's own zone.
         let own = plan(&d, b, &crate::Observed::default());
@@ -150,11 +127,12 @@ private_vip6 = "2001:db8:1::2"
             [
                 ("lan0".to_string(), "fe80::2".parse().expect("ip")),
                 ("lan0".to_string(), "2001:db8:1::2".parse().expect("ip")),
+                ("wan0".to_string(), "2001:db8:ff::20".parse().expect("ip")),
             ]
         );
         // Holding both zones (a sibling is down): both advertise, each from its own address.
         let both = crate::Observed {
-            vip_zones: Some(["a".to_string(), "b".to_string()].into()),
+            vip_zones: Some(["zone-a".to_string(), "zone-b".to_string()].into()),
             ..crate::Observed::default()
         };
         let sources: Vec<Ipv6Addr> = plan(&d, b, &both).iter().map(|a| a.source).collect();
@@ -179,7 +157,7 @@ private_vip6 = "2001:db8:1::2"
 
     #[test]
     fn slaac_is_announced_when_asked() {
-        let d = desired("slaac = true");
+        let d = desired(true);
         assert!(plan(&d, &d.zones[0], &crate::Observed::default())[0].slaac);
     }
 }

@@ -42,8 +42,8 @@ pub enum DecodeError {
     /// The IPv4 protocol field is not 112.
     #[error("IPv4 protocol {0} is not VRRP (112)")]
     Protocol(u8),
-    /// Not the ICMPv6 message expected (a router advertisement is type 134).
-    #[error("ICMPv6 type {0} is not a router advertisement (134)")]
+    /// Not the ICMPv6 message expected (router advertisement 134, neighbour advertisement 136).
+    #[error("ICMPv6 type {0} is not the neighbour discovery message expected")]
     Icmpv6Type(u8),
     /// A malformed neighbour discovery message or option (RFC 4861 §4.6).
     #[error("malformed neighbour discovery message: {0}")]

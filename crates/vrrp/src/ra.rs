@@ -168,18 +168,7 @@ impl RouterAdvert {
     /// Parses an ICMPv6 router advertisement (checksum not checked: see [`Self::decode_checked`]).
     /// Unknown options are skipped (RFC 4861 §4.6); a zero-length option is an error.
     pub fn decode(bytes: &[u8]) -> Result<RouterAdvert, DecodeError> {
-        if bytes.len() < HEADER {
-            return Err(DecodeError::Incomplete {
-                needed: HEADER,
-                got: bytes.len(),
-            });
-        }
-        if bytes[0] != ROUTER_ADVERT {
-            return Err(DecodeError::Icmpv6Type(bytes[0]));
-        }
-        if bytes[1] != 0 {
-            return Err(DecodeError::Ndp("ICMPv6 code is not 0"));
-        }
+        fixed_part(bytes, ROUTER_ADVERT, HEADER)?;
         let be32 = |b: &[u8]| u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
         let mut ra = RouterAdvert {
             cur_hop_limit: bytes[4],
@@ -307,18 +296,7 @@ impl NeighborAdvert {
     /// Parses a neighbour advertisement (checksum not checked); unknown options are skipped.
     pub fn decode(bytes: &[u8]) -> Result<NeighborAdvert, DecodeError> {
         const FIXED: usize = 24;
-        if bytes.len() < FIXED {
-            return Err(DecodeError::Incomplete {
-                needed: FIXED,
-                got: bytes.len(),
-            });
-        }
-        if bytes[0] != NEIGHBOR_ADVERT {
-            return Err(DecodeError::Icmpv6Type(bytes[0]));
-        }
-        if bytes[1] != 0 {
-            return Err(DecodeError::Ndp("ICMPv6 code is not 0"));
-        }
+        fixed_part(bytes, NEIGHBOR_ADVERT, FIXED)?;
         let mut target = [0; 16];
         target.copy_from_slice(&bytes[8..FIXED]);
         let target = Ipv6Addr::from(target);
@@ -342,6 +320,23 @@ impl NeighborAdvert {
         }
         Ok(na)
     }
+}
+
+/// Checks an ND message's fixed part: at least `len` bytes, ICMPv6 type `kind`, code 0.
+fn fixed_part(bytes: &[u8], kind: u8, len: usize) -> Result<(), DecodeError> {
+    if bytes.len() < len {
+        return Err(DecodeError::Incomplete {
+            needed: len,
+            got: bytes.len(),
+        });
+    }
+    if bytes[0] != kind {
+        return Err(DecodeError::Icmpv6Type(bytes[0]));
+    }
+    if bytes[1] != 0 {
+        return Err(DecodeError::Ndp("ICMPv6 code is not 0"));
+    }
+    Ok(())
 }
 
 /// Whether `bytes` is a router solicitation (RFC 4861 §4.1: type 133, code 0, 8 bytes or more,
