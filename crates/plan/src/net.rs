@@ -147,6 +147,14 @@ pub fn plan(d: &Desired, z: &ZoneSpec, observed: &crate::Observed) -> NetPlan {
         interface: Some(z.public_interface.clone()),
         source,
     }];
+    // A global IPv6 next hop is on-link through the VIP's prefix, also while a sibling holds
+    // the VIP (an IPv4 backup has its fixed address for that; an IPv6 one may have none).
+    if let (Some(gw6), Some(vip6)) = (z.public_gateway6, z.public_vip6)
+        && !kawaii_model::valid::is_link_local(gw6)
+        && vip6.contains(&gw6)
+    {
+        routes.push(RouteEntry::onto(vip6.trunc(), &z.public_interface));
+    }
     if let Some(gw6) = z.public_gateway6 {
         let source6 = held
             .iter()

@@ -148,6 +148,40 @@ fn wait_http(host: &Host, ip: &str, timeout: Duration) -> Result<()> {
     wait_tcp(host, addr, timeout)
 }
 
+/// A switch that floods multicast: neighbour discovery and advertisements reach every port
+/// (there is no MLD querier on the lab's links).
+fn flood_multicast(switch: &Host) -> Result<()> {
+    switch
+        .run(&[
+            "ip",
+            "link",
+            "set",
+            "br0",
+            "type",
+            "bridge",
+            "mcast_snooping",
+            "0",
+        ])
+        .map(drop)
+}
+
+/// The region router's IPv6 side towards the gateway(s): 2001:db8:ff::1 on eth1, and the
+/// private prefix routed (no NAT66) to the (first) zone's IPv6 VIP.
+fn router6(router: &Host) -> Result<()> {
+    addr6(router, "eth1", "2001:db8:ff::1/64")?;
+    router
+        .run(&[
+            "ip",
+            "-6",
+            "route",
+            "add",
+            PRIVATE_SUBNET6,
+            "via",
+            PUBLIC_VIP6,
+        ])
+        .map(drop)
+}
+
 /// `cidr` (IPv6) on `ifname`, usable at once (no duplicate address detection).
 fn addr6(h: &Host, ifname: &str, cidr: &str) -> Result<()> {
     h.run(&["ip", "addr", "add", cidr, "dev", ifname, "nodad"])
@@ -197,17 +231,7 @@ pub fn build(t: &mut Topology, opts: &LabOptions) -> Result<GatewayLab> {
     let gw = t.host("gw")?;
     let lan = t.switch("lan")?;
     if ipv6 {
-        // Neighbour discovery and advertisements reach every port (no MLD querier here).
-        lan.run(&[
-            "ip",
-            "link",
-            "set",
-            "br0",
-            "type",
-            "bridge",
-            "mcast_snooping",
-            "0",
-        ])?;
+        flood_multicast(&lan)?;
     } else {
         for h in [&gw, &lan] {
             h.ipv4_only()?;
@@ -217,17 +241,7 @@ pub fn build(t: &mut Topology, opts: &LabOptions) -> Result<GatewayLab> {
     t.plug(&gw, "lan0", &lan)?;
     router.addr("eth1", "203.0.113.1/24")?;
     if ipv6 {
-        addr6(&router, "eth1", "2001:db8:ff::1/64")?;
-        // The private prefix is routed (no NAT66) to the gateway's IPv6 VIP.
-        router.run(&[
-            "ip",
-            "-6",
-            "route",
-            "add",
-            PRIVATE_SUBNET6,
-            "via",
-            PUBLIC_VIP6,
-        ])?;
+        router6(&router)?;
     }
     let v6 = |a: &str| ipv6.then(|| format!("{a}/64"));
     let vm1 = private_host(
@@ -328,6 +342,32 @@ pub const VM_B: &str = "10.1.0.40";
 /// The instances' own fixed addresses (host-configured; the VRRP sources).
 pub const GW_A_PRIVATE: &str = "10.1.0.251";
 pub const GW_B_PRIVATE: &str = "10.1.0.252";
+/// Dual-stack HA lab ([`dual_stack_ha`]): zone-a's IPv6 VIP (the upstream routes the private
+/// prefix to it), zone-b's, and the hosts' own IPv6 addresses.
+pub const ZONE_A_PUBLIC_VIP6: &str = PUBLIC_VIP6;
+pub const ZONE_B_PUBLIC_VIP6: &str = "2001:db8:ff::20";
+pub const VM_A6: &str = "2001:db8:1::10";
+pub const VM_B6: &str = "2001:db8:1::40";
+
+/// `config` (see [`ha_config`]) made dual-stack: the routed prefix 2001:db8:1::/64 with SLAAC,
+/// each zone's IPv6 VIPs (zone-a 2001:db8:ff::10 and 2001:db8:1::1, zone-b ...::20 and ::2),
+/// the region router as IPv6 upstream. [`build_ha`] then builds the IPv6 side too.
+pub fn dual_stack_ha(config: &str) -> String {
+    let zone6 = |v4: &str, n: u8| {
+        format!(
+            "{v4}\npublic_vip6 = \"2001:db8:ff::{n}0/64\"\npublic_gateway6 = \"2001:db8:ff::1\"\nprivate_vip6 = \"2001:db8:1::{n}\""
+        )
+    };
+    let a = format!("private_vip = \"{ZONE_A_PRIVATE_VIP}\"");
+    let b = format!("private_vip = \"{ZONE_B_PRIVATE_VIP}\"");
+    config
+        .replace(
+            "private_subnet = \"10.1.0.0/24\"",
+            "private_subnet = \"10.1.0.0/24\"\nprivate_subnet6 = \"2001:db8:1::/64\"\nslaac = true",
+        )
+        .replace(&a, &zone6(&a, 1))
+        .replace(&b, &zone6(&b, 2))
+}
 
 /// The two-zone lab's config: `advert_interval_cs` and `preempt_delay` as given.
 pub fn ha_config(advert_interval_cs: u16, preempt_delay: &str) -> String {
@@ -444,16 +484,27 @@ pub fn has_address(host: &Host, ip: &str) -> bool {
 /// each zone's VIPs are held by its home instance.
 pub fn build_ha(t: &mut Topology, opts: &HaLabOptions) -> Result<HaLab> {
     let svc = t.svc()?;
-    let (internet, router) = region(t, &svc, false)?;
+    let ipv6 = std::fs::read_to_string(&opts.config)
+        .map(|c| c.contains("private_subnet6"))
+        .unwrap_or(false);
+    let (internet, router) = region(t, &svc, ipv6)?;
     let public = t.switch("pub")?;
     let lan = t.switch("lan")?;
     let gw_a = t.host("gw-a")?;
     let gw_b = t.host("gw-b")?;
-    for h in [&public, &lan, &gw_a, &gw_b] {
-        h.ipv4_only()?;
+    if ipv6 {
+        flood_multicast(&public)?;
+        flood_multicast(&lan)?;
+    } else {
+        for h in [&public, &lan, &gw_a, &gw_b] {
+            h.ipv4_only()?;
+        }
     }
     t.plug(&router, "eth1", &public)?;
     router.addr("eth1", "203.0.113.1/24")?;
+    if ipv6 {
+        router6(&router)?;
+    }
     for (h, wan, lan_ip) in [
         (&gw_a, "203.0.113.11/24", "10.1.0.251/24"),
         (&gw_b, "203.0.113.21/24", "10.1.0.252/24"),
@@ -465,8 +516,23 @@ pub fn build_ha(t: &mut Topology, opts: &HaLabOptions) -> Result<HaLab> {
         // Removing a VIP must never take the fixed address with it.
         h.run(&["sysctl", "-qw", "net.ipv4.conf.all.promote_secondaries=1"])?;
     }
-    let vm_a = private_host(t, "vm-a", &lan, "10.1.0.10/24", ZONE_A_PRIVATE_VIP, None)?;
-    let vm_b = private_host(t, "vm-b", &lan, "10.1.0.40/24", ZONE_B_PRIVATE_VIP, None)?;
+    let v6 = |a: &str| ipv6.then(|| format!("{a}/64"));
+    let vm_a = private_host(
+        t,
+        "vm-a",
+        &lan,
+        "10.1.0.10/24",
+        ZONE_A_PRIVATE_VIP,
+        v6(VM_A6).as_deref(),
+    )?;
+    let vm_b = private_host(
+        t,
+        "vm-b",
+        &lan,
+        "10.1.0.40/24",
+        ZONE_B_PRIVATE_VIP,
+        v6(VM_B6).as_deref(),
+    )?;
     let etcd = if opts.etcd {
         let mgmt = t.switch("mgmt")?;
         let etcd = crate::etcd::start(t, &mgmt, &[ETCD_IP])?;
