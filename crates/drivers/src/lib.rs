@@ -12,6 +12,7 @@ mod ipsec_vici;
 pub mod netlink;
 pub mod nftables;
 pub mod pipes;
+pub mod ra;
 pub mod router;
 pub mod secret_file;
 mod tool;
@@ -38,6 +39,7 @@ pub enum DriverName {
     Pipes,
     Ipsec,
     Conntrackd,
+    RouterAdverts,
 }
 
 impl DriverName {
@@ -50,6 +52,7 @@ impl DriverName {
             DriverName::Pipes => "pipes",
             DriverName::Ipsec => "ipsec",
             DriverName::Conntrackd => "conntrackd",
+            DriverName::RouterAdverts => "router-adverts",
         }
     }
 }

@@ -46,7 +46,7 @@ async fn addresses_of(dev: &str) -> Result<BTreeSet<IpNet>, DriverError> {
     let mut out = BTreeSet::new();
     for link in v.as_array().into_iter().flatten() {
         for a in link["addr_info"].as_array().into_iter().flatten() {
-            if a["family"] == "inet"
+            if (a["family"] == "inet" || a["family"] == "inet6")
                 && let (Some(ip), Some(len)) = (a["local"].as_str(), a["prefixlen"].as_u64())
                 && let (Ok(ip), Ok(len)) = (ip.parse::<IpAddr>(), u8::try_from(len))
                 && let Ok(net) = IpNet::new(ip, len)
@@ -96,14 +96,36 @@ fn kernel_route(r: &serde_json::Value) -> Option<KernelRoute> {
     })
 }
 
+/// kawaii's routes of both families.
 async fn our_routes() -> Result<Vec<KernelRoute>, DriverError> {
-    let text = tool::run("ip", &["-j", "route", "show", "proto", RT_PROTO], None).await?;
+    let mut out = Vec::new();
+    for (family, v6) in [("-4", false), ("-6", true)] {
+        let text = tool::run(
+            "ip",
+            &["-j", family, "route", "show", "proto", RT_PROTO],
+            None,
+        )
+        .await?;
+        out.extend(kernel_routes(&text, v6)?);
+    }
+    Ok(out)
+}
+
+/// The routes of one family's `ip -j route show` output. An IPv6 default route is named `::/0`
+/// for `route del` (a bare `default` would be the IPv4 one).
+fn kernel_routes(json: &str, v6: bool) -> Result<Vec<KernelRoute>, DriverError> {
     let v: serde_json::Value =
-        serde_json::from_str(&text).map_err(|e| DriverError::transient_from("ip -j", e))?;
+        serde_json::from_str(json).map_err(|e| DriverError::transient_from("ip -j", e))?;
     Ok(v.as_array()
         .into_iter()
         .flatten()
         .filter_map(kernel_route)
+        .map(|mut k| {
+            if v6 && k.dst == "default" {
+                k.dst = "::/0".into();
+            }
+            k
+        })
         .collect())
 }
 
@@ -241,7 +263,14 @@ impl Driver for Netlink {
                     addresses_of(&a.interface).await?;
                 }
                 if !present(a) {
-                    batch.push_str(&format!("addr add {a}\n"));
+                    // A floating IPv6 address is usable at once (no duplicate detection):
+                    // VRRP decides who holds it.
+                    let nodad = if a.address.addr().is_ipv6() {
+                        " nodad"
+                    } else {
+                        ""
+                    };
+                    batch.push_str(&format!("addr add {a}{nodad}\n"));
                     added.push(a.address.addr());
                 }
             }
@@ -364,6 +393,32 @@ mod tests {
         let other_dev =
             RouteEntry::onto("10.8.0.5/32".parse::<IpNet>().expect("net"), "kawaii-wg1");
         assert!(!same(&other_dev, have[2].route.as_ref().expect("parses")));
+    }
+
+    /// `ip -j -6 route show proto 177`: the IPv6 default route is deleted as `::/0`, and it is
+    /// the planned route via the link-local upstream router with the VIP as source.
+    #[test]
+    fn ipv6_routes_read_back_and_delete_by_their_family() {
+        let have = kernel_routes(
+            r#"[{"dst":"default","gateway":"fe80::ff:1","dev":"wan0","protocol":"177","prefsrc":"2001:db8:ff::10","metric":1024,"flags":[],"pref":"medium"}]"#,
+            true,
+        )
+        .expect("json");
+        assert_eq!(have[0].dst, "::/0");
+        let planned = RouteEntry {
+            destination: Destination::Default,
+            via: Some("fe80::ff:1".parse().expect("ip")),
+            interface: Some("wan0".into()),
+            source: Some("2001:db8:ff::10".parse().expect("ip")),
+        };
+        assert!(same(&planned, have[0].route.as_ref().expect("parses")));
+        let v4 = kernel_routes(
+            r#"[{"dst":"default","gateway":"203.0.113.1","dev":"wan0"}]"#,
+            false,
+        )
+        .expect("json");
+        assert_eq!(v4[0].dst, "default");
+        assert!(!same(&planned, v4[0].route.as_ref().expect("parses")));
     }
 
     /// A route with kawaii's protocol number that does not parse is kept by its text, so that

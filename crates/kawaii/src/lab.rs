@@ -183,12 +183,13 @@ Try:
   kawaii lab exec vm2 curl -s http://203.0.113.10/           # hairpin: vm2 -> public VIP -> vm1
   kawaii lab exec gw kawaii status                           # the daemon's view, rule counters
   kawaii lab exec gw kawaii get ingress-rules
-  kawaii lab exec gw nft list table inet kawaii{vpn}
+  kawaii lab exec gw nft list table inet kawaii{vpn}{ipv6}
   edit {cfg} — kawaii applies it live
   kawaii lab down
 {ui}"#,
         ui = ui_hint("gw", &lab.state.join("admin.token")),
         cfg = cfg.display(),
+        ipv6 = if dual_stack(&cfg) { IPV6_TRY } else { "" },
         vpn = if laptop.is_some() {
             "
   kawaii lab exec laptop curl -s http://10.1.0.10/          # VPN: laptop -> WireGuard -> vm1
@@ -203,6 +204,23 @@ Try:
     topo.keep();
     Ok(ExitCode::SUCCESS)
 }
+
+/// Whether the lab's config is dual-stack (the testkit then builds the IPv6 side too).
+fn dual_stack(cfg: &Path) -> bool {
+    std::fs::read_to_string(cfg).is_ok_and(|c| c.contains("private_subnet6"))
+}
+
+/// The dual-stack lab's IPv6 side and what to try on it (routed: no NAT66).
+const IPV6_TRY: &str = "
+
+IPv6 (routed, no NAT66): internet 2001:db8:64::10, gw public VIP 2001:db8:ff::10, gateway
+2001:db8:1::1 and fe80::1 (router advertisements, SLAAC), vm1 2001:db8:1::10, vm2 2001:db8:1::11
+  kawaii lab exec vm1 ip -6 route show default              # IPv6: default route from the gateway's RA
+  kawaii lab exec vm1 curl -gs http://[2001:db8:64::10]/    # IPv6 egress: the internet sees vm1's own address
+  kawaii lab exec vm1 curl -gs -m 3 http://[2001:db8:64::10]:25/   # IPv6 tcp/25 blocked by the egress rule (times out)
+  kawaii lab exec internet curl -gs http://[2001:db8:1::10]/       # IPv6 opening tcp/80 -> vm1 (no DNAT)
+  kawaii lab exec internet sh -c 'echo hi | socat -t2 - UDP6:[2001:db8:1::11]:5353'   # IPv6 opening udp/5353 -> vm2
+  kawaii lab exec gw nft list chain inet kawaii ingress6";
 
 pub fn status() -> anyhow::Result<ExitCode> {
     let r = read_record()?;

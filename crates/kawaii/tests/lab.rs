@@ -53,6 +53,10 @@ fn lab_up_commands_and_down() {
         text.contains("kawaii lab exec laptop"),
         "the lab shows the VPN: {text}"
     );
+    assert!(
+        text.contains("IPv6") && text.contains("curl -gs http://[2001:db8:1::10]/"),
+        "the lab shows IPv6 next to IPv4: {text}"
+    );
     for (cmd, comment) in &commands {
         // The printed commands are shell lines: run them the way a user would paste them.
         let line = format!("{} lab exec {cmd}", env!("CARGO_BIN_EXE_kawaii"));
@@ -87,6 +91,12 @@ fn lab_up_commands_and_down() {
         }
         if comment.contains("-> vm2") {
             assert!(stdout.contains("vm2 got hi"), "{stdout}");
+        }
+        if comment.contains("vm1's own address") {
+            assert!(stdout.contains("you are 2001:db8:1:"), "{stdout}");
+        }
+        if comment.contains("from the gateway's RA") {
+            assert!(stdout.contains("via fe80::1"), "{stdout}");
         }
     }
     let status = kawaii(&["lab", "status"]);

@@ -5,7 +5,8 @@
 use kawaii_testkit::api::Api;
 use kawaii_testkit::lab;
 use kawaii_testkit::serve::{Serve, ServeOptions};
-use kawaii_testkit::{Host, Topology, wait_for, wait_tcp};
+use kawaii_testkit::services::{self_signed as cert, tls_subject as subject};
+use kawaii_testkit::{Topology, wait_for, wait_tcp};
 use serde_json::json;
 use std::path::Path;
 use std::time::Duration;
@@ -14,31 +15,6 @@ const KAWAII: &str = env!("CARGO_BIN_EXE_kawaii");
 
 /// A zone with three domain routes (exact, wildcard, default).
 const CONFIG: &str = include_str!("testdata/router.toml");
-
-fn cert(dir: &std::path::Path, name: &str) -> (String, String) {
-    let key = dir.join(format!("{name}.key"));
-    let crt = dir.join(format!("{name}.crt"));
-    let mut openssl = std::process::Command::new("openssl");
-    openssl
-        .args([
-            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj",
-        ])
-        .arg(format!("/CN={name}"))
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&crt);
-    kawaii_testkit::output(openssl, None).unwrap_or_else(|e| panic!("{e}"));
-    (crt.to_string_lossy().into(), key.to_string_lossy().into())
-}
-
-/// The certificate subject a TLS client sees for `name` through the router.
-fn subject(host: &Host, addr: &str, name: &str) -> String {
-    let script = format!(
-        "openssl s_client -connect {addr} -servername {name} </dev/null 2>/dev/null | openssl x509 -noout -subject"
-    );
-    host.sh(&script).unwrap_or_default()
-}
 
 #[test]
 fn sni_and_host_routing_on_the_public_vip() {

@@ -347,7 +347,7 @@ mod tests {
         let got = errors(text);
         let zone = |f: &str| format!("zones[0].{f}: missing field `{f}` (line 8, column 1)");
         let mut want = vec![
-            "gateway.nmae: unknown field `nmae`, expected one of `name`, `private_subnet`, `egress_policy` (line 3, column 1)".to_string(),
+            "gateway.nmae: unknown field `nmae`, expected one of `name`, `private_subnet`, `private_subnet6`, `slaac`, `egress_policy` (line 3, column 1)".to_string(),
             "ingress_rules[0].ports: invalid type: integer `22`, expected a string (line 6, column 1)".to_string(),
         ];
         for f in [

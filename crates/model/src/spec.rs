@@ -88,6 +88,14 @@ pub struct GatewaySettings {
     /// The project's private subnet (CIDR), e.g. `10.1.0.0/24`. Absent on an edge node.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub private_subnet: Option<String>,
+    /// The project's routed IPv6 prefix, e.g. `2001:db8:1::/64` (no NAT66: private hosts leave
+    /// with their own addresses). Router advertisements announce it on the private side.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub private_subnet6: Option<String>,
+    /// With `private_subnet6`: the router advertisements let private hosts configure their
+    /// own addresses in it (SLAAC; the prefix must then be a /64).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub slaac: bool,
     /// `accept` or `drop`; `egress_rules` are the exceptions to it.
     #[serde(default = "default_accept")]
     pub egress_policy: String,
@@ -98,6 +106,8 @@ impl Default for GatewaySettings {
         GatewaySettings {
             name: default_name(),
             private_subnet: None,
+            private_subnet6: None,
+            slaac: false,
             egress_policy: default_accept(),
         }
     }
@@ -174,6 +184,25 @@ pub struct Zone {
     /// `private_subnet`); whoever holds the zone's VIPs SNATs them to this zone's public VIP.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub private_hosts: Option<String>,
+    /// This zone's public IPv6 VIP with its prefix, e.g. `2001:db8:ff::10/64`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_vip6: Option<String>,
+    /// The IPv6 upstream next hop (global or link-local); required with `public_vip6`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_gateway6: Option<String>,
+    /// This zone's global IPv6 gateway address in `private_subnet6` (its prefix comes from it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub private_vip6: Option<String>,
+    /// The virtual router's link-local address on the private side (RFC 5798 §5.2.9: its
+    /// first IPv6 address): the source of router advertisements. Default `fe80::1`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link_local_vip6: Option<String>,
+    /// HA: this zone's instance's own fixed IPv6 address on `public_interface` (host-configured).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_address6: Option<String>,
+    /// HA: this zone's instance's own fixed IPv6 address on `private_interface` (host-configured).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub private_address6: Option<String>,
 }
 
 /// `[ha]`: VRRPv3 timing and transport, shared by every zone's virtual router.
@@ -208,8 +237,9 @@ pub struct IngressRule {
     /// Stable id, assigned when created (`ingress-1`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
-    #[serde(default = "default_any")]
-    pub source: String,
+    /// Who may connect: an IPv4 or an IPv6 network; absent: everyone, over both families.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
     #[serde(default = "default_tcp")]
     pub protocol: String,
     pub ports: String,
@@ -249,8 +279,9 @@ pub struct IngressSettings {
 pub struct EgressRule {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
-    #[serde(default = "default_any")]
-    pub destination: String,
+    /// Where to: an IPv4 or an IPv6 network; absent: everywhere, over both families.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destination: Option<String>,
     #[serde(default = "default_tcp")]
     pub protocol: String,
     pub ports: String,
@@ -264,7 +295,8 @@ pub struct EgressRule {
 pub struct NatRule {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
-    /// The private host's address.
+    /// The private host's address: IPv4 (DNAT from the public VIP) or IPv6 in
+    /// `private_subnet6` (routed: the host's own address is opened, no DNAT).
     pub destination: String,
     #[serde(default = "default_tcp")]
     pub protocol: String,
@@ -458,9 +490,6 @@ fn default_mutual() -> String {
 }
 fn default_listen() -> String {
     "127.0.0.1:7780".into()
-}
-fn default_any() -> String {
-    "0.0.0.0/0".into()
 }
 fn default_tcp() -> String {
     "tcp".into()
@@ -751,7 +780,7 @@ mod tests {
     fn rule(ports: &str) -> EgressRule {
         EgressRule {
             id: None,
-            destination: "0.0.0.0/0".into(),
+            destination: None,
             protocol: "tcp".into(),
             ports: ports.into(),
             description: None,
@@ -820,7 +849,7 @@ mod tests {
     fn ingress(ports: &str) -> IngressRule {
         IngressRule {
             id: None,
-            source: "0.0.0.0/0".into(),
+            source: None,
             protocol: "tcp".into(),
             ports: ports.into(),
             description: None,

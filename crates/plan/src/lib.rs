@@ -9,6 +9,7 @@ pub mod net;
 pub mod netmap;
 pub mod nft;
 pub mod pipes;
+pub mod ra;
 pub mod router;
 pub mod vrrp;
 pub mod wireguard;
@@ -40,6 +41,8 @@ pub struct Plan {
     pub wireguard: Option<wireguard::WgPlan>,
     /// TCP pipes (empty: none).
     pub pipes: Vec<pipes::PipePlan>,
+    /// IPv6 router advertisements on the private side (empty: no IPv6 or no VIP held).
+    pub ra: Vec<ra::Advertiser>,
 }
 
 #[cfg(test)]
@@ -184,5 +187,6 @@ pub fn plan_with(d: &Desired, zone: Option<&str>, observed: &Observed) -> Result
         conntrackd: z.and_then(|z| conntrackd::plan(d, z, observed)),
         wireguard,
         pipes: pipes::plan(d),
+        ra: z.map(|z| ra::plan(d, z, observed)).unwrap_or_default(),
     })
 }

@@ -147,6 +147,28 @@ pub fn plan(d: &Desired, z: &ZoneSpec, observed: &crate::Observed) -> NetPlan {
         interface: Some(z.public_interface.clone()),
         source,
     }];
+    // A global IPv6 next hop is on-link through the VIP's prefix, also while a sibling holds
+    // the VIP (an IPv4 backup has its fixed address for that; an IPv6 one may have none).
+    if let (Some(gw6), Some(vip6)) = (z.public_gateway6, z.public_vip6)
+        && !kawaii_model::valid::is_link_local(gw6)
+        && vip6.contains(&gw6)
+    {
+        routes.push(RouteEntry::onto(vip6.trunc(), &z.public_interface));
+    }
+    if let Some(gw6) = z.public_gateway6 {
+        let source6 = held
+            .iter()
+            .any(|h| h.name == z.name)
+            .then_some(z.public_vip6)
+            .flatten()
+            .map(|v| IpAddr::V6(v.addr()));
+        routes.push(RouteEntry {
+            destination: Destination::Default,
+            via: Some(IpAddr::V6(gw6)),
+            interface: Some(z.public_interface.clone()),
+            source: source6,
+        });
+    }
     // Peered subnets: routed (never NATed) via the other project's gateway; the kernel picks
     // the interface that reaches `via`.
     for p in &d.vpc_peerings {
@@ -177,23 +199,22 @@ pub fn plan(d: &Desired, z: &ZoneSpec, observed: &crate::Observed) -> NetPlan {
         key: k.into(),
         value: v.into(),
     };
+    let ipv6 = d.private_subnet6.is_some() || z.public_vip6.is_some();
+    let ipv6_sysctls = if ipv6 {
+        vec![
+            sys("net.ipv6.conf.all.forwarding", "1"),
+            sys("net.ipv6.conf.all.accept_redirects", "0"),
+            sys("net.ipv6.conf.default.accept_redirects", "0"),
+        ]
+    } else {
+        Vec::new()
+    };
     NetPlan {
         // The VIPs of every zone this node holds, on this node's own interfaces; and where a
         // tunnel shows the office a local alias, the alias of its zone's private VIP.
         addresses: crate::vrrp::owned(d, z, observed)
             .into_iter()
-            .flat_map(|o| {
-                [
-                    Address {
-                        interface: z.public_interface.clone(),
-                        address: o.public_vip.into(),
-                    },
-                    Address {
-                        interface: z.private_interface.clone(),
-                        address: o.private_vip.into(),
-                    },
-                ]
-            })
+            .flat_map(|o| vips(o, z))
             .chain(alias_addresses(d, z, &held))
             .collect(),
         absent: match &d.ha {
@@ -203,18 +224,7 @@ pub fn plan(d: &Desired, z: &ZoneSpec, observed: &crate::Observed) -> NetPlan {
                 d.zones
                     .iter()
                     .filter(|o| !held.iter().any(|h| h.name == o.name))
-                    .flat_map(|o| {
-                        [
-                            Address {
-                                interface: z.public_interface.clone(),
-                                address: o.public_vip.into(),
-                            },
-                            Address {
-                                interface: z.private_interface.clone(),
-                                address: o.private_vip.into(),
-                            },
-                        ]
-                    })
+                    .flat_map(|o| vips(o, z))
                     .collect()
             }
         },
@@ -227,6 +237,7 @@ pub fn plan(d: &Desired, z: &ZoneSpec, observed: &crate::Observed) -> NetPlan {
             sys("net.ipv4.conf.default.accept_redirects", "0"),
         ]
         .into_iter()
+        .chain(ipv6_sysctls)
         .chain(flood_sysctls(d, z))
         .collect(),
     }
@@ -252,12 +263,33 @@ fn alias_addresses<'a>(
     })
 }
 
+/// Zone `o`'s VIPs on the interfaces of this node's zone `z`: public and private, and their
+/// IPv6 twins with the link-local VIP (the router advertisements' source).
+fn vips(o: &ZoneSpec, z: &ZoneSpec) -> Vec<Address> {
+    let public = |address: IpNet| Address {
+        interface: z.public_interface.clone(),
+        address,
+    };
+    let private = |address: IpNet| Address {
+        interface: z.private_interface.clone(),
+        address,
+    };
+    let mut out = vec![public(o.public_vip.into()), private(o.private_vip.into())];
+    out.extend(o.public_vip6.map(|v| public(v.into())));
+    if let Some(v) = o.private_vip6 {
+        out.push(private(v.into()));
+        let ll = ipnet::Ipv6Net::new(o.link_local_vip6, 64).expect("64 is a valid prefix length");
+        out.push(private(ll.into()));
+    }
+    out
+}
+
 /// The conntrack settings of the flood protections (see [`crate::flood`]).
 fn flood_sysctls(d: &Desired, z: &ZoneSpec) -> Vec<Sysctl> {
     let router_ports = crate::router::plan(d, Some(z))
         .map(|r| r.ports())
         .unwrap_or_default();
-    crate::flood::sysctls(d, &router_ports)
+    crate::flood::sysctls(d, &router_ports, z.public_vip6.is_some())
         .into_iter()
         .map(|(key, value)| Sysctl {
             key: key.to_string(),

@@ -4,17 +4,23 @@
 //! - nothing from the public side reaches the gateway or the private subnet unless an ingress
 //!   rule opens it; a forwarded port (tcp or udp, each as declared) is reachable only where an
 //!   ingress rule opens it, from outside and through the hairpin from inside;
-//! - SNAT to the zone's public VIP, explicitly.
+//! - SNAT to the zone's public VIP, explicitly;
+//! - IPv6 is routed, never translated (no NAT66): its openings and egress rules live in the
+//!   `ingress6` and `egress6` chains, and the ICMPv6 that IPv6 needs passes (RFC 4890: neighbour
+//!   discovery on the link, errors always, echo rate-limited). Rendered only where the zone or
+//!   the gateway has IPv6, so an IPv4-only table is unchanged.
 //!
 //! Every rule that decides carries a counter and a comment naming it (`ingress-1`, `egress-3`,
 //! `nat-2/ingress-1`, `drop`), which the metrics read back. Ingress and egress rules that overlap
 //! no other rule are elements of an interval set instead (one lookup, per-element counter and
 //! comment): the kernel's cost is per rule, not per element. The rest stay ordinary rules.
 
+use ipnet::IpNet;
 use kawaii_model::valid::{Consent, IpsecSpec, Policy, Protocol, Rule, ZoneSpec};
 use kawaii_model::{Desired, PortSet};
 use std::collections::{BTreeSet, HashMap};
 use std::fmt::Write;
+use std::net::IpAddr;
 
 pub const TABLE: &str = "kawaii";
 
@@ -40,13 +46,38 @@ fn l4(proto: Protocol, p: &PortSet) -> String {
     format!("{} dport {}", proto.as_str(), ports(p))
 }
 
-fn net_match(dir: &str, net: &ipnet::Ipv4Net) -> String {
-    if net.prefix_len() == 0 {
-        String::new()
-    } else {
-        format!("ip {dir} {net} ")
+/// `ip saddr 198.51.100.0/24 ` or `ip6 saddr 2001:db8::/32 `; nothing for a whole family (the
+/// chain it is in is of one family).
+fn net_match(dir: &str, net: &IpNet) -> String {
+    match net {
+        _ if net.prefix_len() == 0 => String::new(),
+        IpNet::V4(n) => format!("ip {dir} {n} "),
+        IpNet::V6(n) => format!("ip6 {dir} {n} "),
     }
 }
+
+/// The rules that apply to one family, each with its network in that family.
+fn project(rules: &[Rule], v6: bool) -> Vec<(IpNet, &Rule)> {
+    rules
+        .iter()
+        .filter_map(|r| {
+            let net = if v6 {
+                r.net.v6().map(IpNet::V6)
+            } else {
+                r.net.v4().map(IpNet::V4)
+            };
+            net.map(|n| (n, r))
+        })
+        .collect()
+}
+
+/// The ICMPv6 errors every IPv6 path needs (RFC 4890 §4.3.1, §4.4.1): never dropped.
+const ICMPV6_ERRORS: &str =
+    "icmpv6 type { destination-unreachable, packet-too-big, time-exceeded, parameter-problem }";
+/// Neighbour discovery and MLD, on the link only (hop limit 255 / link-local source).
+const ICMPV6_LINK: &str =
+    "icmpv6 type { nd-router-solicit, nd-neighbor-solicit, nd-neighbor-advert } ip6 hoplimit 255";
+const ICMPV6_MLD: &str = "ip6 saddr fe80::/10 icmpv6 type { mld-listener-query, mld-listener-report, mld-listener-done, mld2-listener-report }";
 
 /// One network, or an anonymous set of several.
 fn set(nets: &[ipnet::Ipv4Net]) -> String {
@@ -84,12 +115,18 @@ pub struct Meter {
     pub size: u32,
     /// Idle elements expire after this (`1m`); None: elements go when their state empties.
     pub timeout: Option<&'static str>,
+    /// Keyed by IPv6 source addresses (else IPv4).
+    pub v6: bool,
 }
 
 impl Meter {
     fn render(&self, out: &mut String) {
         let _ = writeln!(out, "\tset {} {{", self.name);
-        let _ = writeln!(out, "\t\ttype ipv4_addr");
+        let _ = writeln!(
+            out,
+            "\t\ttype {}",
+            if self.v6 { "ipv6_addr" } else { "ipv4_addr" }
+        );
         let _ = writeln!(out, "\t\tsize {}", self.size);
         match self.timeout {
             Some(t) => {
@@ -328,26 +365,36 @@ impl Table {
     }
 }
 
-/// A rule's set keys (`network . protocol . ports`), one per port range.
-fn elements(r: &Rule) -> impl Iterator<Item = String> + '_ {
-    r.ports.0.iter().map(|&(lo, hi)| {
+/// A rule's set keys (`network . protocol . ports`) in one family, one per port range.
+fn elements(net: IpNet, r: &Rule) -> impl Iterator<Item = String> + '_ {
+    r.ports.0.iter().map(move |&(lo, hi)| {
         let ports = if lo == hi {
             lo.to_string()
         } else {
             format!("{lo}-{hi}")
         };
-        format!("{} . {} . {ports}", r.net.trunc(), r.protocol.as_str())
+        format!("{} . {} . {ports}", net.trunc(), r.protocol.as_str())
     })
+}
+
+/// A network's address left-aligned in 128 bits (IPv4 in the top 32), so that one prefix
+/// arithmetic serves both families.
+fn aligned(net: &IpNet) -> u128 {
+    match net.trunc() {
+        IpNet::V4(n) => u128::from(u32::from(n.network())) << 96,
+        IpNet::V6(n) => u128::from(n.network()),
+    }
 }
 
 /// For each rule, true when none of its (network, protocol, port range) boxes intersects any
 /// other box, of another rule or its own: exactly these can be set elements (the kernel refuses
 /// or shadows overlapping intervals), and a packet that matches one matches no other rule, so
 /// order and counters stay as with one rule each. The others stay ordinary rules.
-fn disjoint(rules: &[Rule]) -> Vec<bool> {
+fn disjoint(rules: &[(IpNet, &Rule)]) -> Vec<bool> {
     // Networks are prefixes: two intersect only when one contains the other. Boxes are grouped
     // by (protocol, network); a group is compared with itself and with each of its ancestors.
-    type Key = (Protocol, u32, u8);
+    // All rules are of one family.
+    type Key = (Protocol, u128, u8);
     struct Group {
         /// (lo, hi, rule) sorted by lo, and the running maximum of hi.
         spans: Vec<(u16, u16, usize)>,
@@ -373,12 +420,8 @@ fn disjoint(rules: &[Rule]) -> Vec<bool> {
     }
     let mut ok = vec![true; rules.len()];
     let mut spans: HashMap<Key, Vec<(u16, u16, usize)>> = HashMap::new();
-    for (i, r) in rules.iter().enumerate() {
-        let key = (
-            r.protocol,
-            u32::from(r.net.trunc().addr()),
-            r.net.prefix_len(),
-        );
+    for (i, (net, r)) in rules.iter().enumerate() {
+        let key = (r.protocol, aligned(net), net.prefix_len());
         let g = spans.entry(key).or_default();
         g.extend(r.ports.0.iter().map(|&(lo, hi)| (lo, hi, i)));
     }
@@ -399,7 +442,7 @@ fn disjoint(rules: &[Rule]) -> Vec<bool> {
     let mut queries: HashMap<Key, Vec<(u16, u16, usize)>> = HashMap::new();
     for (&(proto, addr, len), g) in &groups {
         for l in 0..len {
-            let mask = if l == 0 { 0 } else { u32::MAX << (32 - l) };
+            let mask = if l == 0 { 0 } else { u128::MAX << (128 - l) };
             let up = (proto, addr & mask, l);
             let Some(a) = groups.get(&up) else {
                 continue;
@@ -443,6 +486,22 @@ pub fn render(d: &Desired, z: &ZoneSpec, observed: &crate::Observed) -> Table {
     };
     let private_vip = z.private_vip.addr();
     let private = d.private_subnet.unwrap_or(z.private_vip.trunc());
+    // IPv6: the public VIPs held (those of the held zones that have one), and the routed prefix.
+    let v6 = d.private_subnet6.is_some() || z.public_vip6.is_some();
+    let vips6: Vec<String> = if owned.is_empty() {
+        vec![z]
+    } else {
+        owned.clone()
+    }
+    .iter()
+    .filter_map(|o| o.public_vip6.map(|v| v.addr().to_string()))
+    .collect();
+    let vips6 = match vips6.as_slice() {
+        [] => None,
+        [one] => Some(one.clone()),
+        many => Some(format!("{{ {} }}", many.join(", "))),
+    };
+    let private6 = d.private_subnet6.or(z.private_vip6.map(|v| v.trunc()));
 
     // --- input: the gateway itself; openings live in `ingress`.
     let mut input = Chain::new(
@@ -450,6 +509,11 @@ pub fn render(d: &Desired, z: &ZoneSpec, observed: &crate::Observed) -> Table {
         Some("type filter hook input priority filter; policy drop;"),
     );
     input.rule("ct state established,related accept".into());
+    if v6 {
+        input.rule(format!("{ICMPV6_LINK} accept"));
+        input.rule(format!("{ICMPV6_MLD} accept"));
+        input.rule(format!("{ICMPV6_ERRORS} accept"));
+    }
     input.rule("ct state invalid counter drop comment \"invalid\"".into());
     input.rule("iif \"lo\" accept".into());
     input.rule(
@@ -458,7 +522,14 @@ pub fn render(d: &Desired, z: &ZoneSpec, observed: &crate::Observed) -> Table {
     );
     input
         .rule("meta l4proto icmp icmp type echo-request counter drop comment \"icmp-rate\"".into());
+    if v6 {
+        input.rule("icmpv6 type echo-request limit rate 20/second burst 50 packets accept".into());
+        input.rule("icmpv6 type echo-request counter drop comment \"icmpv6-rate\"".into());
+    }
     input.rule(format!("iifname {wan} ip daddr {vips} jump ingress"));
+    if let Some(vips6) = &vips6 {
+        input.rule(format!("iifname {wan} ip6 daddr {vips6} jump ingress6"));
+    }
     input.rule("jump services".into());
     input.rule("counter drop comment \"drop\"".into());
 
@@ -473,6 +544,12 @@ pub fn render(d: &Desired, z: &ZoneSpec, observed: &crate::Observed) -> Table {
             "ip daddr {vips} tcp dport {{ {} }} counter accept comment \"router\"",
             ports.join(", ")
         ));
+        if let Some(vips6) = &vips6 {
+            services.rule(format!(
+                "ip6 daddr {vips6} tcp dport {{ {} }} counter accept comment \"router6\"",
+                ports.join(", ")
+            ));
+        }
     }
     // VRRP (RFC 5798, IP protocol 112) from the sibling instances only.
     let siblings = crate::vrrp::siblings(d, z);
@@ -546,25 +623,9 @@ pub fn render(d: &Desired, z: &ZoneSpec, observed: &crate::Observed) -> Table {
         }
     }
 
-    // Every ingress rule accepts: the disjoint ones are one set lookup.
-    let mut ingress = Chain::new("ingress", None);
-    let mut ingress_set = Set::new("ingress", "ipv4_addr . inet_proto . inet_service");
-    ingress.rule("ip saddr . meta l4proto . th dport @ingress accept".into());
-    for (r, fits) in d.ingress_rules.iter().zip(disjoint(&d.ingress_rules)) {
-        if fits {
-            ingress_set.elements.extend(elements(r).map(|key| Element {
-                key,
-                rule: r.id.clone(),
-            }));
-            continue;
-        }
-        ingress.rule(format!(
-            "{}{} counter accept comment \"{}\"",
-            net_match("saddr", &r.net),
-            l4(r.protocol, &r.ports),
-            r.id
-        ));
-    }
+    // Every ingress rule accepts: the disjoint ones are one set lookup. One chain per family.
+    let (ingress, ingress_set) = rule_chain(&d.ingress_rules, "ingress", false, "accept");
+    let ingress6 = v6.then(|| rule_chain(&d.ingress_rules, "ingress6", true, "accept"));
 
     // --- forward: everything that crosses the gateway.
     let mut forward = Chain::new(
@@ -572,6 +633,13 @@ pub fn render(d: &Desired, z: &ZoneSpec, observed: &crate::Observed) -> Table {
         Some("type filter hook forward priority filter; policy drop;"),
     );
     forward.rule("ct state established,related accept".into());
+    if let Some(private6) = private6 {
+        forward.rule(format!("{ICMPV6_ERRORS} accept"));
+        // RFC 4890 §4.3.1: echo requests to the routed prefix pass, rate-limited.
+        forward.rule(format!(
+            "iifname {wan} ip6 daddr {private6} icmpv6 type echo-request limit rate 20/second burst 50 packets counter accept comment \"icmpv6-echo\""
+        ));
+    }
     // HA: answers of private hosts to VPN peers whose session is on a sibling are routed to
     // it, back out of the private interface. This node saw only that half of the flow, so
     // conntrack may call it invalid: it is let through before that check.
@@ -588,16 +656,19 @@ pub fn render(d: &Desired, z: &ZoneSpec, observed: &crate::Observed) -> Table {
     forward.rule("ct state invalid counter drop comment \"invalid\"".into());
     // Port forwards: reachable only where an ingress rule opens the port, from outside and
     // (hairpin) from inside.
+    // IPv6 openings are the hosts' own addresses, routed (no DNAT), from the public side.
     for n in &d.nat_rules {
-        for r in d
-            .ingress_rules
-            .iter()
-            .filter(|r| r.protocol == n.protocol && r.ports.intersects(&n.ports))
+        let lead = |source: String| match n.destination {
+            IpAddr::V4(d) => format!("ct status dnat {source}ip daddr {d}"),
+            IpAddr::V6(d) => format!("iifname {wan} {source}ip6 daddr {d}"),
+        };
+        for (net, r) in project(&d.ingress_rules, n.destination.is_ipv6())
+            .into_iter()
+            .filter(|(_, r)| r.protocol == n.protocol && r.ports.intersects(&n.ports))
         {
             forward.rule(format!(
-                "ct status dnat {}ip daddr {} {} {} counter accept comment \"{}/{}\"",
-                net_match("saddr", &r.net),
-                n.destination,
+                "{} {} {} counter accept comment \"{}/{}\"",
+                lead(net_match("saddr", &net)),
                 l4(n.protocol, &n.ports),
                 l4(r.protocol, &r.ports),
                 n.id,
@@ -738,38 +809,28 @@ pub fn render(d: &Desired, z: &ZoneSpec, observed: &crate::Observed) -> Table {
     forward.rule(format!(
         "iifname {lan} ip saddr {private} oifname {wan} jump egress"
     ));
+    if let Some(private6) = private6 {
+        forward.rule(format!(
+            "iifname {lan} ip6 saddr {private6} oifname {wan} jump egress6"
+        ));
+    }
     forward.rule("counter drop comment \"drop\"".into());
 
-    // --- egress: forwarded traffic from the private subnet to the public side.
-    let mut egress = Chain::new("egress", None);
+    // --- egress: forwarded traffic from the private subnet to the public side, per family.
     let (verdict, fallback) = match d.egress_policy {
         Policy::Accept => ("drop", "accept"),
         Policy::Drop => ("accept", "drop"),
     };
-    // Every egress rule has the same verdict: the disjoint ones are one set lookup.
-    let mut egress_set = Set::new("egress", "ipv4_addr . inet_proto . inet_service");
-    egress.rule(format!(
-        "ip daddr . meta l4proto . th dport @egress {verdict}"
-    ));
-    for (r, fits) in d.egress_rules.iter().zip(disjoint(&d.egress_rules)) {
-        if fits {
-            egress_set.elements.extend(elements(r).map(|key| Element {
-                key,
-                rule: r.id.clone(),
-            }));
-            continue;
-        }
-        egress.rule(format!(
-            "{}{} counter {verdict} comment \"{}\"",
-            net_match("daddr", &r.net),
-            l4(r.protocol, &r.ports),
-            r.id
-        ));
-    }
+    let (mut egress, egress_set) = rule_chain(&d.egress_rules, "egress", false, verdict);
     egress.rule(format!("counter {fallback} comment \"egress-policy\""));
+    let egress6 = private6.map(|_| {
+        let (mut c, set) = rule_chain(&d.egress_rules, "egress6", true, verdict);
+        c.rule(format!("counter {fallback} comment \"egress-policy\""));
+        (c, set)
+    });
 
     // Flood protections: their rules go right after `established` in input and forward.
-    let flood = crate::flood::plan(d, &wan, &vips, &router_ports, observed);
+    let flood = crate::flood::plan(d, &wan, &vips, vips6.as_deref(), &router_ports, observed);
     input.rules.splice(1..1, flood.input_head);
     forward.rules.splice(1..1, flood.forward_head);
 
@@ -778,7 +839,7 @@ pub fn render(d: &Desired, z: &ZoneSpec, observed: &crate::Observed) -> Table {
         "prerouting",
         Some("type nat hook prerouting priority dstnat; policy accept;"),
     );
-    for n in &d.nat_rules {
+    for n in d.nat_rules.iter().filter(|n| n.destination.is_ipv4()) {
         pre.rule(format!(
             "ip daddr {vips} {} dnat ip to {} comment \"{}\"",
             l4(n.protocol, &n.ports),
@@ -855,15 +916,21 @@ pub fn render(d: &Desired, z: &ZoneSpec, observed: &crate::Observed) -> Table {
         ));
     }
 
+    let mut chains = vec![input, ingress];
+    let mut sets = vec![ingress_set];
+    if let Some((c, set)) = ingress6 {
+        chains.push(c);
+        sets.push(set);
+    }
+    chains.extend([services, forward, egress]);
+    sets.push(egress_set);
+    if let Some((c, set)) = egress6 {
+        chains.push(c);
+        sets.push(set);
+    }
     Table {
-        chains: [
-            vec![input, ingress, services, forward, egress],
-            peer_chains,
-            vec![pre, post],
-            flood.chains,
-        ]
-        .concat(),
-        sets: vec![ingress_set, egress_set],
+        chains: [chains, peer_chains, vec![pre, post], flood.chains].concat(),
+        sets,
         meters: flood.meters,
     }
 }
@@ -903,31 +970,82 @@ fn ipsec_translated(
     }
 }
 
+/// The chain `name` (and its set, named alike) for one family's share of `rules`, each with
+/// `verdict`: the disjoint rules are one set lookup, the rest ordinary rules after it.
+fn rule_chain(rules: &[Rule], name: &str, v6: bool, verdict: &str) -> (Chain, Set) {
+    let (addr, dir) = match (v6, name.starts_with("ingress")) {
+        (false, true) => ("ip saddr", "saddr"),
+        (false, false) => ("ip daddr", "daddr"),
+        (true, true) => ("ip6 saddr", "saddr"),
+        (true, false) => ("ip6 daddr", "daddr"),
+    };
+    let key_type = if v6 { "ipv6_addr" } else { "ipv4_addr" };
+    let mut chain = Chain::new(name, None);
+    let mut set = Set::new(name, &format!("{key_type} . inet_proto . inet_service"));
+    chain.rule(format!(
+        "{addr} . meta l4proto . th dport @{name} {verdict}"
+    ));
+    let rules = project(rules, v6);
+    for (&(net, r), fits) in rules.iter().zip(disjoint(&rules)) {
+        if fits {
+            set.elements.extend(elements(net, r).map(|key| Element {
+                key,
+                rule: r.id.clone(),
+            }));
+            continue;
+        }
+        chain.rule(format!(
+            "{}{} counter {verdict} comment \"{}\"",
+            net_match(dir, &net),
+            l4(r.protocol, &r.ports),
+            r.id
+        ));
+    }
+    (chain, set)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use kawaii_model::valid::RuleNet;
 
     fn rule(net: &str, protocol: Protocol, ports: &[(u16, u16)]) -> Rule {
+        let net = match net {
+            "any" => RuleNet::Any,
+            n => match n.parse::<IpNet>().expect("net") {
+                IpNet::V4(n) => RuleNet::V4(n),
+                IpNet::V6(n) => RuleNet::V6(n),
+            },
+        };
         Rule {
             id: String::new(),
-            net: net.parse().expect("net"),
+            net,
             protocol,
             ports: PortSet(ports.to_vec()),
         }
     }
 
-    /// Every pair of boxes compared directly.
-    fn brute(rules: &[Rule]) -> Vec<bool> {
-        let boxes: Vec<(usize, &Rule, u16, u16)> = rules
+    /// Each family's verdicts, in rule order (the rules of the other family left out).
+    fn both(rules: &[Rule]) -> (Vec<bool>, Vec<bool>) {
+        (
+            disjoint(&project(rules, false)),
+            disjoint(&project(rules, true)),
+        )
+    }
+
+    /// Every pair of boxes of one family compared directly.
+    fn brute(rules: &[Rule], v6: bool) -> Vec<bool> {
+        let rules = project(rules, v6);
+        let boxes: Vec<(usize, IpNet, &Rule, u16, u16)> = rules
             .iter()
             .enumerate()
-            .flat_map(|(i, r)| r.ports.0.iter().map(move |&(lo, hi)| (i, r, lo, hi)))
+            .flat_map(|(i, &(n, r))| r.ports.0.iter().map(move |&(lo, hi)| (i, n, r, lo, hi)))
             .collect();
         let mut ok = vec![true; rules.len()];
         for (a, x) in boxes.iter().enumerate() {
             for y in &boxes[a + 1..] {
-                let nets = x.1.net.contains(&y.1.net) || y.1.net.contains(&x.1.net);
-                if x.1.protocol == y.1.protocol && nets && x.2 <= y.3 && y.2 <= x.3 {
+                let nets = x.1.contains(&y.1) || y.1.contains(&x.1);
+                if x.2.protocol == y.2.protocol && nets && x.3 <= y.4 && y.3 <= x.4 {
                     ok[x.0] = false;
                     ok[y.0] = false;
                 }
@@ -947,7 +1065,25 @@ mod tests {
             rule("192.0.2.0/24", Tcp, &[(5000, 5010), (5005, 5005)]),
             rule("192.0.2.0/24", Tcp, &[(5011, 5011)]),
         ];
-        assert_eq!(disjoint(&rules), [false, false, true, true, false, true]);
+        assert_eq!(both(&rules).0, [false, false, true, true, false, true]);
+    }
+
+    #[test]
+    fn a_rule_of_both_families_overlaps_in_each() {
+        use Protocol::Tcp;
+        let rules = [
+            rule("any", Tcp, &[(22, 22)]),
+            rule("198.51.100.0/24", Tcp, &[(22, 22)]),
+            rule("2001:db8:beef::/48", Tcp, &[(80, 80)]),
+            rule("2001:db8:beef:1::/64", Tcp, &[(80, 81)]),
+            rule("2001:db8::/32", Tcp, &[(443, 443)]),
+        ];
+        // IPv4: `any` and the /24 meet on 22. IPv6: `any` (::/0) meets nothing on 22; the /48
+        // and its /64 meet on 80; the /32 is alone on 443.
+        assert_eq!(
+            both(&rules),
+            (vec![false, false], vec![true, false, false, true])
+        );
     }
 
     #[test]
@@ -963,9 +1099,22 @@ mod tests {
         for _ in 0..300 {
             let rules: Vec<Rule> = (0..next(40) + 1)
                 .map(|_| {
-                    let len = [0, 8, 16, 24, 25, 32][next(6) as usize];
-                    let addr = (10u32 << 24) | ((next(4) as u32) << 16) | (next(4) as u32) << 7;
-                    let net = ipnet::Ipv4Net::new(addr.into(), len).expect("len").trunc();
+                    let net = match next(3) {
+                        0 => RuleNet::Any,
+                        1 => {
+                            let len = [0, 8, 16, 24, 25, 32][next(6) as usize];
+                            let addr =
+                                (10u32 << 24) | ((next(4) as u32) << 16) | (next(4) as u32) << 7;
+                            RuleNet::V4(ipnet::Ipv4Net::new(addr.into(), len).expect("len").trunc())
+                        }
+                        _ => {
+                            let len = [0, 32, 48, 56, 64, 121, 128][next(7) as usize];
+                            let addr = (0x2001_0db8_u128 << 96)
+                                | (u128::from(next(4) as u16) << 64)
+                                | u128::from(next(4) as u16) << 7;
+                            RuleNet::V6(ipnet::Ipv6Net::new(addr.into(), len).expect("len").trunc())
+                        }
+                    };
                     let ports: Vec<(u16, u16)> = (0..next(3) + 1)
                         .map(|_| {
                             let lo = next(60) as u16 + 1;
@@ -985,10 +1134,13 @@ mod tests {
                     }
                 })
                 .collect();
-            let ok = disjoint(&rules);
-            assert_eq!(ok, brute(&rules), "{rules:?}");
-            fits += ok.iter().filter(|&&b| b).count();
-            overlaps += ok.iter().filter(|&&b| !b).count();
+            let (ok4, ok6) = both(&rules);
+            assert_eq!(ok4, brute(&rules, false), "{rules:?}");
+            assert_eq!(ok6, brute(&rules, true), "{rules:?}");
+            for ok in [ok4, ok6] {
+                fits += ok.iter().filter(|&&b| b).count();
+                overlaps += ok.iter().filter(|&&b| !b).count();
+            }
         }
         // The cases exercise both outcomes.
         assert!(fits > 500 && overlaps > 500, "{fits} {overlaps}");

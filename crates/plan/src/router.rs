@@ -1,6 +1,8 @@
 //! The domain router's plan: listeners and route table, in the model's types. The driver turns
 //! it into `kawaii-proxy`'s config field by field; its JSON (the golden `router.json`) uses the
 //! proxy config's names, so the proxy reads every golden file too (a test in the driver).
+//! A zone with an IPv6 VIP gets IPv6 listeners (`https6`, `http6`) beside the IPv4 ones;
+//! backends may be of either family.
 
 use kawaii_model::Desired;
 use kawaii_model::valid::{Balance, HealthCheck, ProxyProtocol, ZoneSpec};
@@ -88,9 +90,15 @@ pub struct Timeouts {
 }
 
 impl RouterPlan {
-    /// The listener ports (for the firewall).
+    /// The listener ports (for the firewall), each once.
     pub fn ports(&self) -> Vec<u16> {
-        self.listeners.iter().map(|l| l.bind.port()).collect()
+        let mut out: Vec<u16> = Vec::new();
+        for p in self.listeners.iter().map(|l| l.bind.port()) {
+            if !out.contains(&p) {
+                out.push(p);
+            }
+        }
+        out
     }
 }
 
@@ -104,7 +112,7 @@ pub fn plan(d: &Desired, zone: Option<&ZoneSpec>) -> Option<RouterPlan> {
         .listen
         .or(zone.map(|z| IpAddr::V4(z.public_vip.addr())))
         .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
-    let listener = |name: &str, port: u16, protocol| Listener {
+    let listener = |name: &str, ip: IpAddr, port: u16, protocol| Listener {
         name: name.into(),
         bind: SocketAddr::new(ip, port),
         protocol,
@@ -112,11 +120,18 @@ pub fn plan(d: &Desired, zone: Option<&ZoneSpec>) -> Option<RouterPlan> {
         max_connections_per_source: r.max_connections_per_source,
         trusted_proxies: r.trusted_proxies.clone(),
     };
+    let mut listeners = vec![
+        listener("https", ip, r.https_port, ListenerKind::Tls),
+        listener("http", ip, r.http_port, ListenerKind::Http),
+    ];
+    // Dual-stack: the zone's IPv6 VIP too, unless the listeners are bound to one address.
+    if let (None, Some(v6)) = (r.listen, zone.and_then(|z| z.public_vip6)) {
+        let ip6 = IpAddr::V6(v6.addr());
+        listeners.push(listener("https6", ip6, r.https_port, ListenerKind::Tls));
+        listeners.push(listener("http6", ip6, r.http_port, ListenerKind::Http));
+    }
     Some(RouterPlan {
-        listeners: vec![
-            listener("https", r.https_port, ListenerKind::Tls),
-            listener("http", r.http_port, ListenerKind::Http),
-        ],
+        listeners,
         routes: d
             .routes
             .iter()

@@ -54,6 +54,12 @@ fn rendered_artefacts_match_golden_files() {
                 &(serde_json::to_string_pretty(router).expect("json") + "\n"),
             );
         }
+        if !plan.ra.is_empty() {
+            check_golden(
+                &case.join("ra.json"),
+                &(serde_json::to_string_pretty(&plan.ra).expect("json") + "\n"),
+            );
+        }
         if !plan.pipes.is_empty() {
             check_golden(
                 &case.join("pipes.json"),

@@ -9,11 +9,10 @@ use kawaii_plan::{Observed, plan_with};
 use kawaii_testkit::golden::{check_golden, nft_check};
 use std::path::Path;
 
-#[test]
-fn two_zones_follow_vip_ownership() {
-    let case = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/ha/two-zones");
-    let text = std::fs::read_to_string(case.join("config.toml")).expect("config");
-    let mut g = Gateway::parse(&text, Format::Toml).expect("parses");
+/// Plans `text` for zone-b's node as master of its own zone (`own/`) and of both (`both/`),
+/// checking each artefact against its golden file under `case`.
+fn check_ownership(case: &Path, text: &str) -> kawaii_model::Desired {
+    let mut g = Gateway::parse(text, Format::Toml).expect("parses");
     g.assign_rule_ids(&Gateway::default());
     let d = validate(&g).expect("valid").desired;
     for (dir, zones) in [("own", vec!["zone-b"]), ("both", vec!["zone-a", "zone-b"])] {
@@ -25,6 +24,12 @@ fn two_zones_follow_vip_ownership() {
         let nft = p.nftables.as_ref().expect("table").render();
         check_golden(&case.join(dir).join("nft.txt"), &nft);
         check_golden(&case.join(dir).join("routes.txt"), &p.net.render());
+        if !p.ra.is_empty() {
+            check_golden(
+                &case.join(dir).join("ra.json"),
+                &(serde_json::to_string_pretty(&p.ra).expect("json") + "\n"),
+            );
+        }
         check_golden(
             &case.join(dir).join("vrrp.txt"),
             &kawaii_plan::vrrp::render(&p.vrrp),
@@ -37,6 +42,14 @@ fn two_zones_follow_vip_ownership() {
         check_golden(&case.join(dir).join("ipsec.txt"), &ipsec.concat());
         nft_check(&nft).unwrap_or_else(|e| panic!("{e}"));
     }
+    d
+}
+
+#[test]
+fn two_zones_follow_vip_ownership() {
+    let case = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/ha/two-zones");
+    let text = std::fs::read_to_string(case.join("config.toml")).expect("config");
+    let d = check_ownership(&case, &text);
     // Holding only another zone's VIPs (own zone not yet won): the host's own choice of
     // source, since the own VIP is not there to leave from.
     let observed = Observed {
@@ -55,6 +68,16 @@ fn two_zones_follow_vip_ownership() {
     assert_eq!(p.net.addresses.len(), 3);
     assert!(p.net.render().contains("203.0.113.10/24"));
     assert!(p.net.render().contains("10.71.0.1/32 dev lan0"));
+}
+
+/// The same two zones dual-stack: each zone's IPv6 VIPs and link-local VIP follow its virtual
+/// router (addresses held, or removed when a sibling holds them), and the holder advertises
+/// each held zone from that zone's link-local VIP.
+#[test]
+fn two_zones_dual_stack_follow_vip_ownership() {
+    let case = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/ha/two-zones-dual-stack");
+    let text = std::fs::read_to_string(case.join("config.toml")).expect("config");
+    check_ownership(&case, &text);
 }
 
 /// HA with WireGuard: a peer whose freshest session is on the sibling is routed to it, and

@@ -7,6 +7,12 @@
 //!                                                         vm1 10.1.0.10 (web :80)   vm2 10.1.0.11 (udp echo :5353)
 //! ```
 //! The gateway namespace runs `kawaii serve`; the hosts run small Python services.
+//!
+//! When the config declares `private_subnet6` (as `examples/lab.toml` does) the lab is
+//! dual-stack: internet 2001:db8:64::10, the router 2001:db8:64::1 | 2001:db8:ff::1 (routing
+//! 2001:db8:1::/64 to the gateway's IPv6 VIP 2001:db8:ff::10), vm1 2001:db8:1::10 and vm2
+//! 2001:db8:1::11, both also taking an address and their default route from the gateway's
+//! router advertisements.
 
 use crate::serve::{Serve, ServeOptions};
 use crate::{Host, Result, Topology, wait_for, wait_tcp};
@@ -22,6 +28,12 @@ pub const INTERNET: &str = "198.51.100.10";
 pub const PUBLIC_VIP: &str = "203.0.113.10";
 pub const VM1: &str = "10.1.0.10";
 pub const VM2: &str = "10.1.0.11";
+pub const INTERNET6: &str = "2001:db8:64::10";
+pub const PUBLIC_VIP6: &str = "2001:db8:ff::10";
+pub const VM1_6: &str = "2001:db8:1::10";
+pub const VM2_6: &str = "2001:db8:1::11";
+/// The routed private prefix of a dual-stack lab.
+pub const PRIVATE_SUBNET6: &str = "2001:db8:1::/64";
 
 #[derive(Debug, Clone)]
 pub struct LabOptions {
@@ -94,18 +106,34 @@ pub fn start(tag: &str, kawaii: &Path, config: &str) -> Result<(Topology, Gatewa
 }
 
 /// The region's side of every lab: `internet` (198.51.100.10, HTTP on 80) and the `router`
-/// (198.51.100.1 | 203.0.113.1 on eth1, forwarding), IPv4 only.
-fn region(t: &mut Topology, svc: &str) -> Result<(Host, Host)> {
+/// (198.51.100.1 | 203.0.113.1 on eth1, forwarding); with `ipv6` also their IPv6 addresses.
+fn region(t: &mut Topology, svc: &str, ipv6: bool) -> Result<(Host, Host)> {
     let internet = t.host("internet")?;
     let router = t.host("router")?;
-    for h in [&internet, &router] {
-        h.ipv4_only()?;
+    if !ipv6 {
+        for h in [&internet, &router] {
+            h.ipv4_only()?;
+        }
     }
     t.link(&internet, "eth0", &router, "eth0")?;
     internet.addr("eth0", "198.51.100.10/24")?;
     internet.default_via("198.51.100.1")?;
     router.addr("eth0", "198.51.100.1/24")?;
     router.run(&["sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
+    if ipv6 {
+        addr6(&internet, "eth0", &format!("{INTERNET6}/64"))?;
+        internet.run(&[
+            "ip",
+            "-6",
+            "route",
+            "add",
+            "default",
+            "via",
+            "2001:db8:64::1",
+        ])?;
+        addr6(&router, "eth0", "2001:db8:64::1/64")?;
+        router.run(&["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"])?;
+    }
     t.spawn(
         &internet,
         "internet-http-80",
@@ -116,40 +144,122 @@ fn region(t: &mut Topology, svc: &str) -> Result<(Host, Host)> {
 
 /// Waits until port 80 of `ip` (an address of `host`) accepts connections.
 fn wait_http(host: &Host, ip: &str, timeout: Duration) -> Result<()> {
-    let addr = std::net::SocketAddr::new(ip.parse().expect("an IPv4 address"), 80);
+    let addr = std::net::SocketAddr::new(ip.parse().expect("an IP address"), 80);
     wait_tcp(host, addr, timeout)
 }
 
-/// A private host on the lab's switch: `cidr` on eth0, default route via `gateway`.
+/// A switch that floods multicast: neighbour discovery and advertisements reach every port
+/// (there is no MLD querier on the lab's links).
+fn flood_multicast(switch: &Host) -> Result<()> {
+    switch
+        .run(&[
+            "ip",
+            "link",
+            "set",
+            "br0",
+            "type",
+            "bridge",
+            "mcast_snooping",
+            "0",
+        ])
+        .map(drop)
+}
+
+/// The region router's IPv6 side towards the gateway(s): 2001:db8:ff::1 on eth1, and the
+/// private prefix routed (no NAT66) to the (first) zone's IPv6 VIP.
+fn router6(router: &Host) -> Result<()> {
+    addr6(router, "eth1", "2001:db8:ff::1/64")?;
+    router
+        .run(&[
+            "ip",
+            "-6",
+            "route",
+            "add",
+            PRIVATE_SUBNET6,
+            "via",
+            PUBLIC_VIP6,
+        ])
+        .map(drop)
+}
+
+/// `cidr` (IPv6) on `ifname`, usable at once (no duplicate address detection).
+fn addr6(h: &Host, ifname: &str, cidr: &str) -> Result<()> {
+    h.run(&["ip", "addr", "add", cidr, "dev", ifname, "nodad"])
+        .map(drop)
+}
+
+/// A private host on the lab's switch: `cidr` on eth0, default route via `gateway`; with an
+/// IPv6 address `cidr6`, it also takes an address and its IPv6 default route from router
+/// advertisements.
 fn private_host(
     t: &mut Topology,
     name: &str,
     lan: &Host,
     cidr: &str,
     gateway: &str,
+    cidr6: Option<&str>,
 ) -> Result<Host> {
     let h = t.host(name)?;
-    h.ipv4_only()?;
+    if cidr6.is_none() {
+        h.ipv4_only()?;
+    } else {
+        // Before the link comes up: the host solicits and listens for advertisements.
+        h.run(&[
+            "sysctl",
+            "-qw",
+            "net.ipv6.conf.default.accept_ra=1",
+            "net.ipv6.conf.default.autoconf=1",
+            "net.ipv6.conf.default.accept_dad=0",
+        ])?;
+    }
     t.plug(&h, "eth0", lan)?;
     h.addr("eth0", cidr)?;
     h.default_via(gateway)?;
+    if let Some(c) = cidr6 {
+        addr6(&h, "eth0", c)?;
+    }
     Ok(h)
 }
 
 /// Builds the topology, starts the services and kawaii, and waits until the table is applied.
 pub fn build(t: &mut Topology, opts: &LabOptions) -> Result<GatewayLab> {
     let svc = t.svc()?;
-    let (internet, router) = region(t, &svc)?;
+    let ipv6 = std::fs::read_to_string(&opts.config)
+        .map(|c| c.contains("private_subnet6"))
+        .unwrap_or(false);
+    let (internet, router) = region(t, &svc, ipv6)?;
     let gw = t.host("gw")?;
     let lan = t.switch("lan")?;
-    for h in [&gw, &lan] {
-        h.ipv4_only()?;
+    if ipv6 {
+        flood_multicast(&lan)?;
+    } else {
+        for h in [&gw, &lan] {
+            h.ipv4_only()?;
+        }
     }
     t.link(&router, "eth1", &gw, "wan0")?;
     t.plug(&gw, "lan0", &lan)?;
     router.addr("eth1", "203.0.113.1/24")?;
-    let vm1 = private_host(t, "vm1", &lan, "10.1.0.10/24", "10.1.0.1")?;
-    let vm2 = private_host(t, "vm2", &lan, "10.1.0.11/24", "10.1.0.1")?;
+    if ipv6 {
+        router6(&router)?;
+    }
+    let v6 = |a: &str| ipv6.then(|| format!("{a}/64"));
+    let vm1 = private_host(
+        t,
+        "vm1",
+        &lan,
+        "10.1.0.10/24",
+        "10.1.0.1",
+        v6(VM1_6).as_deref(),
+    )?;
+    let vm2 = private_host(
+        t,
+        "vm2",
+        &lan,
+        "10.1.0.11/24",
+        "10.1.0.1",
+        v6(VM2_6).as_deref(),
+    )?;
 
     for port in ["443", "25"] {
         t.spawn(
@@ -180,6 +290,10 @@ pub fn build(t: &mut Topology, opts: &LabOptions) -> Result<GatewayLab> {
     let timeout = Duration::from_secs(20);
     wait_http(&internet, INTERNET, timeout)?;
     wait_http(&vm1, VM1, timeout)?;
+    if ipv6 {
+        wait_http(&internet, INTERNET6, timeout)?;
+        wait_http(&vm1, VM1_6, timeout)?;
+    }
     let gw2 = gw.clone();
     wait_for(timeout, "kawaii to apply its table", || {
         gw2.exec(&["nft", "list", "table", "inet", "kawaii"])
@@ -228,6 +342,32 @@ pub const VM_B: &str = "10.1.0.40";
 /// The instances' own fixed addresses (host-configured; the VRRP sources).
 pub const GW_A_PRIVATE: &str = "10.1.0.251";
 pub const GW_B_PRIVATE: &str = "10.1.0.252";
+/// Dual-stack HA lab ([`dual_stack_ha`]): zone-a's IPv6 VIP (the upstream routes the private
+/// prefix to it), zone-b's, and the hosts' own IPv6 addresses.
+pub const ZONE_A_PUBLIC_VIP6: &str = PUBLIC_VIP6;
+pub const ZONE_B_PUBLIC_VIP6: &str = "2001:db8:ff::20";
+pub const VM_A6: &str = "2001:db8:1::10";
+pub const VM_B6: &str = "2001:db8:1::40";
+
+/// `config` (see [`ha_config`]) made dual-stack: the routed prefix 2001:db8:1::/64 with SLAAC,
+/// each zone's IPv6 VIPs (zone-a 2001:db8:ff::10 and 2001:db8:1::1, zone-b ...::20 and ::2),
+/// the region router as IPv6 upstream. [`build_ha`] then builds the IPv6 side too.
+pub fn dual_stack_ha(config: &str) -> String {
+    let zone6 = |v4: &str, n: u8| {
+        format!(
+            "{v4}\npublic_vip6 = \"2001:db8:ff::{n}0/64\"\npublic_gateway6 = \"2001:db8:ff::1\"\nprivate_vip6 = \"2001:db8:1::{n}\""
+        )
+    };
+    let a = format!("private_vip = \"{ZONE_A_PRIVATE_VIP}\"");
+    let b = format!("private_vip = \"{ZONE_B_PRIVATE_VIP}\"");
+    config
+        .replace(
+            "private_subnet = \"10.1.0.0/24\"",
+            "private_subnet = \"10.1.0.0/24\"\nprivate_subnet6 = \"2001:db8:1::/64\"\nslaac = true",
+        )
+        .replace(&a, &zone6(&a, 1))
+        .replace(&b, &zone6(&b, 2))
+}
 
 /// The two-zone lab's config: `advert_interval_cs` and `preempt_delay` as given.
 pub fn ha_config(advert_interval_cs: u16, preempt_delay: &str) -> String {
@@ -394,16 +534,27 @@ pub fn has_address(host: &Host, ip: &str) -> bool {
 /// each zone's VIPs are held by its home instance.
 pub fn build_ha(t: &mut Topology, opts: &HaLabOptions) -> Result<HaLab> {
     let svc = t.svc()?;
-    let (internet, router) = region(t, &svc)?;
+    let ipv6 = std::fs::read_to_string(&opts.config)
+        .map(|c| c.contains("private_subnet6"))
+        .unwrap_or(false);
+    let (internet, router) = region(t, &svc, ipv6)?;
     let public = t.switch("pub")?;
     let lan = t.switch("lan")?;
     let gw_a = t.host("gw-a")?;
     let gw_b = t.host("gw-b")?;
-    for h in [&public, &lan, &gw_a, &gw_b] {
-        h.ipv4_only()?;
+    if ipv6 {
+        flood_multicast(&public)?;
+        flood_multicast(&lan)?;
+    } else {
+        for h in [&public, &lan, &gw_a, &gw_b] {
+            h.ipv4_only()?;
+        }
     }
     t.plug(&router, "eth1", &public)?;
     router.addr("eth1", "203.0.113.1/24")?;
+    if ipv6 {
+        router6(&router)?;
+    }
     for (h, wan, lan_ip) in [
         (&gw_a, "203.0.113.11/24", "10.1.0.251/24"),
         (&gw_b, "203.0.113.21/24", "10.1.0.252/24"),
@@ -415,8 +566,23 @@ pub fn build_ha(t: &mut Topology, opts: &HaLabOptions) -> Result<HaLab> {
         // Removing a VIP must never take the fixed address with it.
         h.run(&["sysctl", "-qw", "net.ipv4.conf.all.promote_secondaries=1"])?;
     }
-    let vm_a = private_host(t, "vm-a", &lan, "10.1.0.10/24", ZONE_A_PRIVATE_VIP)?;
-    let vm_b = private_host(t, "vm-b", &lan, "10.1.0.40/24", ZONE_B_PRIVATE_VIP)?;
+    let v6 = |a: &str| ipv6.then(|| format!("{a}/64"));
+    let vm_a = private_host(
+        t,
+        "vm-a",
+        &lan,
+        "10.1.0.10/24",
+        ZONE_A_PRIVATE_VIP,
+        v6(VM_A6).as_deref(),
+    )?;
+    let vm_b = private_host(
+        t,
+        "vm-b",
+        &lan,
+        "10.1.0.40/24",
+        ZONE_B_PRIVATE_VIP,
+        v6(VM_B6).as_deref(),
+    )?;
     let etcd = if opts.etcd {
         let mgmt = t.switch("mgmt")?;
         let etcd = crate::etcd::start(t, &mgmt, &[ETCD_IP])?;

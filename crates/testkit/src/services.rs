@@ -1,4 +1,5 @@
-//! Real services for test hosts: nginx serving one page.
+//! Real services for test hosts: nginx serving one page; self-signed certificates for TLS
+//! backends (`openssl s_server`) and what a TLS client sees of them.
 
 use crate::{Host, KitError, Result, Topology, wait_tcp};
 use std::time::Duration;
@@ -34,4 +35,31 @@ pub fn nginx(t: &mut Topology, host: &Host, ip: &str, page: &str) -> Result<usiz
         Duration::from_secs(10),
     )?;
     Ok(i)
+}
+
+/// A self-signed certificate for `name` in `dir` (`NAME.crt`, `NAME.key`); their paths.
+pub fn self_signed(dir: &std::path::Path, name: &str) -> (String, String) {
+    let key = dir.join(format!("{name}.key"));
+    let crt = dir.join(format!("{name}.crt"));
+    let mut openssl = std::process::Command::new("openssl");
+    openssl
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj",
+        ])
+        .arg(format!("/CN={name}"))
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&crt);
+    crate::output(openssl, None).unwrap_or_else(|e| panic!("{e}"));
+    (crt.to_string_lossy().into(), key.to_string_lossy().into())
+}
+
+/// The certificate subject a TLS client in `host` sees for `name` at `addr` (`ip:port`, an
+/// IPv6 address in brackets).
+pub fn tls_subject(host: &Host, addr: &str, name: &str) -> String {
+    let script = format!(
+        "openssl s_client -connect {addr} -servername {name} </dev/null 2>/dev/null | openssl x509 -noout -subject"
+    );
+    host.sh(&script).unwrap_or_default()
 }

@@ -23,12 +23,47 @@ import sys
 import threading
 
 
+def _peer(addr):
+    """A client's address as itself: an IPv4 client of a dual-stack socket without ::ffff:."""
+    return addr[0].removeprefix("::ffff:")
+
+
+def _dual(server_class):
+    """`server_class` listening on both families where the host has IPv6, else IPv4 only."""
+
+    class Dual(server_class):
+        address_family = socket.AF_INET6
+
+        def server_bind(self):
+            self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+            super().server_bind()
+
+    def make(port, handler):
+        try:
+            return Dual(("::", port), handler)
+        except OSError:
+            return server_class(("0.0.0.0", port), handler)
+
+    return make
+
+
+def _dual_udp(port):
+    try:
+        s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        s.bind(("::", port))
+    except OSError:
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.bind(("0.0.0.0", port))
+    return s
+
+
 def http_server(name, port):
     class Handler(http.server.BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
         def do_GET(self):
-            body = f"hello from {name}, you are {self.client_address[0]}:{self.client_address[1]}\n".encode()
+            body = f"hello from {name}, you are {_peer(self.client_address)}:{self.client_address[1]}\n".encode()
             self.send_response(200)
             self.send_header("Content-Type", "text/plain")
             self.send_header("Content-Length", str(len(body)))
@@ -36,14 +71,14 @@ def http_server(name, port):
             self.wfile.write(body)
 
         def log_message(self, fmt, *args):
-            sys.stderr.write(f"{self.client_address[0]} {fmt % args}\n")
+            sys.stderr.write(f"{_peer(self.client_address)} {fmt % args}\n")
             sys.stderr.flush()
 
     class Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
         daemon_threads = True
         allow_reuse_address = True
 
-    Server(("0.0.0.0", port), Handler).serve_forever()
+    _dual(Server)(port, Handler).serve_forever()
 
 
 def tcp_echo(port):
@@ -63,11 +98,23 @@ def tcp_echo(port):
 
 
 def udp_echo(name, port):
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.bind(("0.0.0.0", port))
+    s = _dual_udp(port)
+    v6 = s.family == socket.AF_INET6
+    if v6:
+        # Answer from the address asked (a host with several IPv6 addresses would otherwise
+        # pick its own source, which a connected client ignores).
+        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVPKTINFO, 1)
     while True:
-        data, addr = s.recvfrom(65535)
-        s.sendto(f"{name} got {data.decode(errors='replace').strip()} from {addr[0]}:{addr[1]}\n".encode(), addr)
+        data, anc, _, addr = s.recvmsg(65535, socket.CMSG_SPACE(20))
+        reply = f"{name} got {data.decode(errors='replace').strip()} from {_peer(addr)}:{addr[1]}\n".encode()
+        info = [
+            (level, kind, value)
+            for level, kind, value in anc
+            if v6 and level == socket.IPPROTO_IPV6 and kind == socket.IPV6_PKTINFO
+        ]
+        if addr[0].startswith("::ffff:"):
+            info = []
+        s.sendmsg([reply], info, 0, addr)
 
 
 def stream(host, port, stopfile):
@@ -133,13 +180,14 @@ def _udp_reachable(s):
 
 def scan(host, proto, ports, timeout=1.5):
     pending = {}
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
     for p in ports:
         if proto == "tcp":
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s = socket.socket(family, socket.SOCK_STREAM)
             s.setblocking(False)
             s.connect_ex((host, p))
         else:
-            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            s = socket.socket(family, socket.SOCK_DGRAM)
             s.connect((host, p))
             s.setblocking(False)
             s.send(b"probe")

@@ -42,6 +42,12 @@ pub enum DecodeError {
     /// The IPv4 protocol field is not 112.
     #[error("IPv4 protocol {0} is not VRRP (112)")]
     Protocol(u8),
+    /// Not the ICMPv6 message expected (router advertisement 134, neighbour advertisement 136).
+    #[error("ICMPv6 type {0} is not the neighbour discovery message expected")]
+    Icmpv6Type(u8),
+    /// A malformed neighbour discovery message or option (RFC 4861 §4.6).
+    #[error("malformed neighbour discovery message: {0}")]
+    Ndp(&'static str),
 }
 
 /// Why an advert cannot be put on the wire.
@@ -53,6 +59,9 @@ pub enum EncodeError {
     /// VRID 0 is not a virtual router.
     #[error("virtual router id 0 is invalid")]
     Vrid,
+    /// An IPv6 prefix is at most 128 bits long.
+    #[error("prefix length {0} is over 128")]
+    PrefixLength(u8),
 }
 
 /// Why a virtual router configuration is rejected.

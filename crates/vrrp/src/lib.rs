@@ -1,7 +1,8 @@
 //! VRRPv3 (RFC 5798) for IPv4, sans-I/O: the advertisement codec ([`packet`]), the per-virtual-
 //! router state machine ([`router`]) and gratuitous ARP frames ([`arp`]). No sockets, no clocks,
 //! no randomness: the driver in `kawaii-drivers` feeds received bytes and `Instant`s in and applies
-//! the returned [`Action`]s.
+//! the returned [`Action`]s. The IPv6 side of holding a zone's VIPs: router advertisements from
+//! its link-local VIP ([`ra`]).
 //!
 //! Driver loop, per virtual router:
 //! 1. `decode_datagram(raw)` on each datagram from the raw socket; apply [`check_ttl`] unless the
@@ -12,6 +13,7 @@
 pub mod arp;
 pub mod error;
 pub mod packet;
+pub mod ra;
 pub mod router;
 
 pub use arp::{gratuitous_arp, gratuitous_arp_with_target_hw, virtual_mac};

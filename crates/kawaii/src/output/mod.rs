@@ -69,6 +69,8 @@ enum Fmt {
     PeerRules,
     /// A tagged reason: `{"reason": "preempted", "master": "10.0.0.2"}`.
     Reason,
+    /// A rule's network: absent means every address of both families, `any`.
+    Net,
 }
 
 /// One column: its header, the field it shows (`a.b` for nested), and whether only `-o wide`
@@ -151,7 +153,7 @@ fn typed<T: serde::de::DeserializeOwned + serde::Serialize>(
 
 const RULE_COLUMNS: [Col; 5] = [
     col("ID", "id", Fmt::Text),
-    col("DESTINATION", "destination", Fmt::Text),
+    col("DESTINATION", "destination", Fmt::Net),
     col("PROTOCOL", "protocol", Fmt::Text),
     col("PORTS", "ports", Fmt::Text),
     col("DESCRIPTION", "description", Fmt::Text),
@@ -167,7 +169,7 @@ pub const KINDS: &[Kind] = &[
         typed: typed::<kawaii_model::IngressRule>,
         columns: &[
             col("ID", "id", Fmt::Text),
-            col("SOURCE", "source", Fmt::Text),
+            col("SOURCE", "source", Fmt::Net),
             col("PROTOCOL", "protocol", Fmt::Text),
             col("PORTS", "ports", Fmt::Text),
             wide("RATE-LIMIT", "rate_limit", Fmt::Text),
@@ -480,6 +482,7 @@ fn text(v: &Value) -> String {
 
 fn cell(v: &Value, fmt: Fmt, now_ms: u64) -> String {
     match (fmt, v) {
+        (Fmt::Net, Value::Null) => "any".into(),
         (_, Value::Null) => "<none>".into(),
         (Fmt::Count, Value::Array(a)) => a.len().to_string(),
         (Fmt::AgeMs, Value::Number(n)) => n

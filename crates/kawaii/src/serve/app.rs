@@ -10,7 +10,7 @@ use crate::metrics::{
 use anyhow::Context;
 use kawaii_api::ApiState;
 use kawaii_drivers::{
-    Driver, conntrack, conntrackd, consent, ipsec, netlink, nftables, pipes, router, vrrp,
+    Driver, conntrack, conntrackd, consent, ipsec, netlink, nftables, pipes, ra, router, vrrp,
     wireguard,
 };
 use kawaii_store::Store;
@@ -50,6 +50,8 @@ pub struct App {
     pub conntrackd: Arc<conntrackd::Conntrackd>,
     /// The conntrack table's fill and the public-side guard.
     pub conntrack: Arc<conntrack::Guard>,
+    /// IPv6 router advertisements; withdrawn on shutdown.
+    pub ra: Arc<ra::RouterAdverts>,
     pub wakes: Wakes,
     /// Why each VPC peering (by name) failed to apply, as the last reconcile pass found.
     pub peering_errors: std::sync::RwLock<
@@ -91,9 +93,11 @@ impl App {
         api.set_env_check(Arc::new(move |g| {
             crate::config::machine(g, zone.as_deref())
         }));
+        let ra = Arc::new(ra::RouterAdverts::new());
         let drivers: Vec<Arc<dyn Driver>> = vec![
             wireguard.clone(),
             Arc::new(netlink::Netlink::new()),
+            ra.clone(),
             Arc::new(nftables::Nftables::new()),
             conntrackd.clone(),
             router.clone(),
@@ -116,6 +120,7 @@ impl App {
             vrrp,
             conntrackd,
             conntrack,
+            ra,
             wakes,
             peering_errors: Default::default(),
             ready_timeout: std::sync::RwLock::new(kawaii_model::valid::DEFAULT_READY_TIMEOUT),

@@ -118,6 +118,8 @@ async fn daemon(settings: Settings) -> anyhow::Result<ExitCode> {
     if tokio::time::timeout(TASKS_END, reconcile).await.is_err() {
         warn!("the last reconcile pass did not finish in time");
     }
+    // IPv6 hosts drop this node as their router (a final advertisement, lifetime 0).
+    app.ra.shutdown().await;
     stop.cancel();
     // Drain the proxies: no new connections, established ones get time to finish.
     tokio::join!(app.router.drain(DRAIN), app.pipes.drain(DRAIN));

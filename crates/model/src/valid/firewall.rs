@@ -1,20 +1,22 @@
 //! Filter and NAT rules: `[[ingress_rules]]`, `[[egress_rules]]`, `[[nat_rules]]` (port
 //! forwards inside the private subnet, never two on one port, warned when no ingress rule opens
 //! them), and the rules inside peerings, IPsec connections and VPN peers.
+//! A gateway rule names one family's network, or none and then applies to both; a port
+//! forward to an IPv6 host (routed, no NAT66) is an opening of that host's port.
 
-use super::primitives::{Protocol, cidr, ipv4, protocol};
+use super::primitives::{Protocol, RuleNet, cidr, ip, protocol, rule_net};
 use crate::error::Errors;
 use crate::ports::PortSet;
 use crate::spec::{Gateway, PeerRule};
-use ipnet::Ipv4Net;
-use std::net::Ipv4Addr;
+use ipnet::{Ipv4Net, Ipv6Net};
+use std::net::IpAddr;
 
 /// A filter rule: who, what protocol, which ports.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rule {
     pub id: String,
-    /// Source (ingress) or destination (egress) network.
-    pub net: Ipv4Net,
+    /// Source (ingress) or destination (egress) network, of one family or both.
+    pub net: RuleNet,
     pub protocol: Protocol,
     pub ports: PortSet,
 }
@@ -22,7 +24,8 @@ pub struct Rule {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NatForward {
     pub id: String,
-    pub destination: Ipv4Addr,
+    /// IPv4: DNAT from the public VIP to it; IPv6: the host's own address, opened (no NAT).
+    pub destination: IpAddr,
     pub protocol: Protocol,
     pub ports: PortSet,
 }
@@ -44,7 +47,7 @@ pub(super) fn check_filters(g: &Gateway, e: &mut Errors) -> (Vec<Rule>, Vec<Rule
         g.ingress_rules.iter().map(|r| {
             (
                 r.id.as_deref(),
-                r.source.as_str(),
+                r.source.as_deref(),
                 r.protocol.as_str(),
                 r.ports.as_str(),
                 "source",
@@ -57,7 +60,7 @@ pub(super) fn check_filters(g: &Gateway, e: &mut Errors) -> (Vec<Rule>, Vec<Rule
         g.egress_rules.iter().map(|r| {
             (
                 r.id.as_deref(),
-                r.destination.as_str(),
+                r.destination.as_deref(),
                 r.protocol.as_str(),
                 r.ports.as_str(),
                 "destination",
@@ -71,20 +74,38 @@ pub(super) fn check_filters(g: &Gateway, e: &mut Errors) -> (Vec<Rule>, Vec<Rule
 pub(super) fn check_nat(
     g: &Gateway,
     private_subnet: Option<Ipv4Net>,
+    private_subnet6: Option<Ipv6Net>,
     ingress_rules: &[Rule],
     e: &mut Errors,
 ) -> Vec<NatForward> {
     let mut nat_rules = Vec::new();
     for (i, r) in g.nat_rules.iter().enumerate() {
         let p = format!("nat_rules[{i}]");
-        let dest = e.check(format!("{p}.destination"), ipv4(&r.destination));
-        if let (Some(d), Some(net)) = (dest, private_subnet)
-            && !net.contains(&d)
-        {
-            e.push(
-                format!("{p}.destination"),
-                format!("{d} is not in the private subnet {net}"),
-            );
+        let dest = e.check(format!("{p}.destination"), ip(&r.destination));
+        match dest {
+            Some(IpAddr::V4(d)) => {
+                if let Some(net) = private_subnet
+                    && !net.contains(&d)
+                {
+                    e.push(
+                        format!("{p}.destination"),
+                        format!("{d} is not in the private subnet {net}"),
+                    );
+                }
+            }
+            Some(IpAddr::V6(d)) => match private_subnet6 {
+                Some(net) if !net.contains(&d) => e.push(
+                    format!("{p}.destination"),
+                    format!("{d} is not in the private subnet {net}"),
+                ),
+                Some(_) => {}
+                None if g.gateway.private_subnet6.is_none() => e.push(
+                    format!("{p}.destination"),
+                    format!("{d} is IPv6 but gateway.private_subnet6 is not declared"),
+                ),
+                None => {}
+            },
+            None => {}
         }
         let proto = e.check(format!("{p}.protocol"), protocol(&r.protocol));
         let ports = e.check(format!("{p}.ports"), PortSet::parse(&r.ports));
@@ -101,7 +122,11 @@ pub(super) fn check_nat(
     for (i, n) in nat_rules.iter().enumerate() {
         let opened = ingress_rules
             .iter()
-            .any(|r| r.protocol == n.protocol && n.ports.intersects(&r.ports));
+            .filter(|r| r.protocol == n.protocol && n.ports.intersects(&r.ports))
+            .any(|r| match n.destination {
+                IpAddr::V4(_) => r.net.v4().is_some(),
+                IpAddr::V6(_) => r.net.v6().is_some(),
+            });
         if !opened {
             e.warn(
                 format!("nat_rules[{i}]"),
@@ -113,10 +138,16 @@ pub(super) fn check_nat(
             );
         }
     }
-    // Two forwards of the same port would race.
+    // Two forwards of one public port would race; IPv6 openings (no DNAT) only repeat each
+    // other on the same host.
     for (i, a) in nat_rules.iter().enumerate() {
         for b in &nat_rules[..i] {
-            if a.protocol == b.protocol && a.ports.intersects(&b.ports) {
+            let same_host = a.destination.is_ipv4() || a.destination == b.destination;
+            if a.destination.is_ipv4() == b.destination.is_ipv4()
+                && same_host
+                && a.protocol == b.protocol
+                && a.ports.intersects(&b.ports)
+            {
                 e.push(
                     format!("nat_rules[{i}].ports"),
                     format!(
@@ -133,14 +164,20 @@ pub(super) fn check_nat(
 }
 
 /// One rule as written: id, network, protocol, ports, and the network's field name.
-type RuleIn<'a> = (Option<&'a str>, &'a str, &'a str, &'a str, &'static str);
+type RuleIn<'a> = (
+    Option<&'a str>,
+    Option<&'a str>,
+    &'a str,
+    &'a str,
+    &'static str,
+);
 
 fn rules<'a>(e: &mut Errors, kind: &str, items: impl Iterator<Item = RuleIn<'a>>) -> Vec<Rule> {
     let mut out = Vec::new();
     let prefix = kind.trim_end_matches("_rules");
     for (i, (id, net, proto, ports, net_field)) in items.enumerate() {
         let p = format!("{kind}[{i}]");
-        let net = e.check(format!("{p}.{net_field}"), cidr(net));
+        let net = e.check(format!("{p}.{net_field}"), rule_net(net));
         let proto = e.check(format!("{p}.protocol"), protocol(proto));
         let ports = e.check(format!("{p}.ports"), PortSet::parse(ports));
         if let (Some(net), Some(protocol), Some(ports)) = (net, proto, ports) {

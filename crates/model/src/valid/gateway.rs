@@ -1,14 +1,16 @@
 //! `[[zones]]` and `[ha]`: each zone's interfaces, VIPs and upstream gateway, and, with HA
 //! (several zones or an `[ha]` section), the VRRP settings, each instance's own address, distinct
-//! VRIDs and non-overlapping `private_hosts`.
+//! VRIDs and non-overlapping `private_hosts`. The IPv6 twins (`public_vip6`, `private_vip6`,
+//! the link-local VIP, the instance's own IPv6 addresses) are checked against
+//! `private_subnet6` and each other's family.
 
-use super::primitives::{cidr, cidr_host, ifname, ipv4, unique};
+use super::primitives::{cidr, cidr_host, cidr6_host, ifname, ipv4, ipv6, is_link_local, unique};
 use crate::duration;
 use crate::error::Errors;
 use crate::spec::{Gateway, Zone};
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,6 +28,25 @@ pub struct ZoneSpec {
     pub vrid: u8,
     /// HA: the private instances whose gateway is this zone's private VIP.
     pub private_hosts: Option<Ipv4Net>,
+    /// IPv6: the zone's public VIP and upstream next hop (both or neither).
+    pub public_vip6: Option<Ipv6Net>,
+    pub public_gateway6: Option<Ipv6Addr>,
+    /// IPv6: the zone's global gateway address, with `private_subnet6`'s prefix.
+    pub private_vip6: Option<Ipv6Net>,
+    /// IPv6: the virtual router's link-local address on the private side (RA source).
+    pub link_local_vip6: Ipv6Addr,
+    /// HA, IPv6: the instance's own fixed addresses (host-configured).
+    pub public_address6: Option<Ipv6Addr>,
+    pub private_address6: Option<Ipv6Addr>,
+}
+
+/// The link-local VIP of the first zone's virtual router unless told otherwise; zone `i`'s
+/// default is `fe80::1` + `i`, so that the zones' routers stay distinct on a shared link.
+pub const DEFAULT_LINK_LOCAL_VIP6: Ipv6Addr = Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 1);
+
+fn default_link_local_vip6(index: usize) -> Ipv6Addr {
+    let last = u16::try_from(index + 1).unwrap_or(u16::MAX);
+    Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, last)
 }
 
 /// Multi-zone HA, typed. Present when the config has several zones or an `[ha]` section.
@@ -46,17 +67,46 @@ pub const DEFAULT_ADVERT_INTERVAL_CS: u16 = 5;
 /// Default VRID of zone `i` is `DEFAULT_VRID_BASE + i`.
 pub const DEFAULT_VRID_BASE: u32 = 51;
 
-/// The zones, then HA over them; `private_subnet` is the parsed `gateway.private_subnet`.
+/// The zones, then HA over them; `private_subnet` and `private_subnet6` are the parsed
+/// `gateway.private_subnet` and `gateway.private_subnet6`.
 pub(super) fn check_zones(
     g: &Gateway,
     private_subnet: Option<Ipv4Net>,
+    private_subnet6: Option<Ipv6Net>,
     e: &mut Errors,
 ) -> (Vec<ZoneSpec>, Option<HaSpec>) {
     let mut zones = Vec::new();
     unique(e, "zones", g.zones.iter().map(|z| z.name.as_str()), "name");
+    // The valid link-local VIPs of the zones with an IPv6 private side.
+    let mut link_locals: Vec<(usize, Ipv6Addr)> = Vec::new();
     for (i, z) in g.zones.iter().enumerate() {
         let p = format!("zones[{i}]");
-        if let Some(z) = check_zone(z, i, &p, private_subnet, e) {
+        let v6 = check_zone6(
+            z,
+            i,
+            &p,
+            private_subnet6,
+            g.gateway.private_subnet6.is_some(),
+            e,
+        );
+        if let (Some(ll), Some(_)) = (v6.link_local_vip6, &z.private_vip6) {
+            if let Some((other, _)) = link_locals.iter().find(|(_, a)| *a == ll) {
+                e.push(
+                    format!("{p}.link_local_vip6"),
+                    format!(
+                        "{ll} is already zones[{other}]'s link-local VIP (hosts could not tell the routers apart)"
+                    ),
+                );
+            }
+            link_locals.push((i, ll));
+        }
+        if let Some(mut z) = check_zone(z, i, &p, private_subnet, e) {
+            z.public_vip6 = v6.public_vip6;
+            z.public_gateway6 = v6.public_gateway6;
+            z.private_vip6 = v6.private_vip6;
+            z.link_local_vip6 = v6.link_local_vip6.unwrap_or(z.link_local_vip6);
+            z.public_address6 = v6.public_address6;
+            z.private_address6 = v6.private_address6;
             zones.push(z);
         }
     }
@@ -231,5 +281,147 @@ fn check_zone(
         private_address,
         vrid,
         private_hosts,
+        public_vip6: None,
+        public_gateway6: None,
+        private_vip6: None,
+        link_local_vip6: default_link_local_vip6(index),
+        public_address6: None,
+        private_address6: None,
     })
+}
+
+/// A zone's IPv6 fields, typed (None where absent or invalid).
+struct Zone6 {
+    public_vip6: Option<Ipv6Net>,
+    public_gateway6: Option<Ipv6Addr>,
+    private_vip6: Option<Ipv6Net>,
+    /// None: written but invalid.
+    link_local_vip6: Option<Ipv6Addr>,
+    public_address6: Option<Ipv6Addr>,
+    private_address6: Option<Ipv6Addr>,
+}
+
+/// The IPv6 twins of a zone's addresses. `declared6`: the document names `private_subnet6`
+/// (parsed into `private6` when valid).
+fn check_zone6(
+    z: &Zone,
+    index: usize,
+    p: &str,
+    private6: Option<Ipv6Net>,
+    declared6: bool,
+    e: &mut Errors,
+) -> Zone6 {
+    let addr = |e: &mut Errors, field: &str, v: &Option<String>| {
+        v.as_deref()
+            .and_then(|s| e.check(format!("{p}.{field}"), ipv6(s)))
+    };
+    let public_vip6 = z
+        .public_vip6
+        .as_deref()
+        .and_then(|s| e.check(format!("{p}.public_vip6"), cidr6_host(s)));
+    let public_gateway6 = addr(e, "public_gateway6", &z.public_gateway6);
+    match (&z.public_vip6, &z.public_gateway6) {
+        (Some(_), None) => e.push(
+            format!("{p}.public_gateway6"),
+            "is required with public_vip6 (the IPv6 upstream next hop)",
+        ),
+        (None, Some(_)) => e.push(
+            format!("{p}.public_vip6"),
+            "is required with public_gateway6",
+        ),
+        _ => {}
+    }
+    if let (Some(vip), Some(gw)) = (public_vip6, public_gateway6)
+        && !vip.contains(&gw)
+        && !is_link_local(gw)
+    {
+        e.warn(
+            format!("{p}.public_gateway6"),
+            format!(
+                "{gw} is outside {} and not link-local; it must be reachable on-link",
+                vip.trunc()
+            ),
+        );
+    }
+    let private_ip6 = addr(e, "private_vip6", &z.private_vip6);
+    let private_vip6 = match (private_ip6, private6) {
+        (Some(ip), Some(net)) if net.contains(&ip) && ip != net.network() => {
+            Ipv6Net::new(ip, net.prefix_len()).ok()
+        }
+        (Some(ip), Some(net)) => {
+            e.push(
+                format!("{p}.private_vip6"),
+                format!("{ip} is not a host address in the private subnet {net}"),
+            );
+            None
+        }
+        (Some(_), None) if !declared6 => {
+            e.push(
+                format!("{p}.private_vip6"),
+                "needs gateway.private_subnet6 (the routed IPv6 prefix it belongs to)",
+            );
+            None
+        }
+        _ => None,
+    };
+    if declared6 && z.private_vip6.is_none() {
+        e.push(
+            format!("{p}.private_vip6"),
+            "is required when gateway.private_subnet6 is declared (the zone's IPv6 gateway address)",
+        );
+    }
+    let link_local_vip6 = match z.link_local_vip6.as_deref() {
+        None => Some(default_link_local_vip6(index)),
+        Some(s) => match e.check(format!("{p}.link_local_vip6"), ipv6(s)) {
+            Some(a) if is_link_local(a) => Some(a),
+            Some(a) => {
+                e.push(
+                    format!("{p}.link_local_vip6"),
+                    format!("{a} is not a link-local address (fe80::/10)"),
+                );
+                None
+            }
+            None => None,
+        },
+    };
+    let public_address6 = addr(e, "public_address6", &z.public_address6);
+    if let (Some(a), Some(vip)) = (public_address6, public_vip6)
+        && a == vip.addr()
+    {
+        e.push(
+            format!("{p}.public_address6"),
+            "must differ from public_vip6 (the VIP floats)",
+        );
+    }
+    if public_address6.is_some() && z.public_vip6.is_none() {
+        e.push(format!("{p}.public_address6"), "needs public_vip6");
+    }
+    let private_address6 = addr(e, "private_address6", &z.private_address6);
+    if let Some(a) = private_address6 {
+        match private6 {
+            Some(net) if !net.contains(&a) => e.push(
+                format!("{p}.private_address6"),
+                format!("{a} is not in the private subnet {net}"),
+            ),
+            None if !declared6 => e.push(
+                format!("{p}.private_address6"),
+                "needs gateway.private_subnet6",
+            ),
+            _ => {}
+        }
+        if Some(a) == private_ip6 {
+            e.push(
+                format!("{p}.private_address6"),
+                "must differ from private_vip6 (the VIP floats)",
+            );
+        }
+    }
+    Zone6 {
+        public_vip6,
+        public_gateway6,
+        private_vip6,
+        link_local_vip6,
+        public_address6,
+        private_address6,
+    }
 }

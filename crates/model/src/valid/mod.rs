@@ -17,26 +17,34 @@ mod wireguard;
 
 pub use api::{ApiSpec, DEFAULT_READY_TIMEOUT, Role, TokenSpec, sha256_hex};
 pub use firewall::{NatForward, PeerRuleSpec, Rule};
-pub use gateway::{DEFAULT_ADVERT_INTERVAL_CS, DEFAULT_VRID_BASE, HaSpec, ZoneSpec};
+pub use gateway::{
+    DEFAULT_ADVERT_INTERVAL_CS, DEFAULT_LINK_LOCAL_VIP6, DEFAULT_VRID_BASE, HaSpec, ZoneSpec,
+};
 pub use ingress::{DEFAULT_PUBLIC_CONNTRACK_PERCENT, IngressSpec, Limits, Rate, RateUnit};
 pub use ipsec::{
     DH_GROUPS, DpdAction, Encryption, Integrity, IpsecSpec, Phase, PskSource, StartAction,
 };
 pub use peering::{Consent, PeeringSpec};
 pub use pipes::PipeSpec;
-pub use primitives::{Policy, Protocol, cidr, domain, host_port, map_net};
+pub use primitives::{
+    Policy, Protocol, RuleNet, cidr, cidr6, domain, host_port, is_link_local, map_net,
+};
 pub use router::{Balance, HealthCheck, ProxyProtocol, RouteSpec, RouterSpec};
 pub use wireguard::{KeySource, WgPeerSpec, WireGuardSpec, wg_key};
 
 use crate::error::{Errors, FieldError, Invalid};
 use crate::spec::Gateway;
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 
 /// The typed desired state: what the planner consumes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Desired {
     pub name: String,
     pub private_subnet: Option<Ipv4Net>,
+    /// The routed IPv6 prefix of the private side (no NAT66).
+    pub private_subnet6: Option<Ipv6Net>,
+    /// Router advertisements carry `private_subnet6` for SLAAC.
+    pub slaac: bool,
     pub egress_policy: Policy,
     pub api: ApiSpec,
     pub zones: Vec<ZoneSpec>,
@@ -89,15 +97,41 @@ fn check_gateway(g: &Gateway, e: &mut Errors) -> Option<Desired> {
         .private_subnet
         .as_deref()
         .and_then(|s| e.check("gateway.private_subnet", cidr(s)));
+    let private_subnet6 = g
+        .gateway
+        .private_subnet6
+        .as_deref()
+        .and_then(|s| e.check("gateway.private_subnet6", cidr6(s)));
+    if let Some(n) = private_subnet6
+        && (is_link_local(n.network()) || n.network().is_multicast())
+    {
+        e.push(
+            "gateway.private_subnet6",
+            format!("{n} is not a global prefix"),
+        );
+    }
+    match (g.gateway.slaac, private_subnet6) {
+        (true, Some(n)) if n.prefix_len() != 64 => e.push(
+            "gateway.slaac",
+            format!(
+                "needs a /64 private_subnet6 (SLAAC addresses are 64-bit interface ids), not /{}",
+                n.prefix_len()
+            ),
+        ),
+        (true, None) if g.gateway.private_subnet6.is_none() => {
+            e.push("gateway.slaac", "needs gateway.private_subnet6")
+        }
+        _ => {}
+    }
     let egress_policy = e.check(
         "gateway.egress_policy",
         primitives::policy(&g.gateway.egress_policy),
     );
     let api = api::check_api(&g.api, e);
-    let (zones, ha) = gateway::check_zones(g, private_subnet, e);
+    let (zones, ha) = gateway::check_zones(g, private_subnet, private_subnet6, e);
     let (ingress_rules, egress_rules) = firewall::check_filters(g, e);
     let ingress = ingress::check_ingress(g, e);
-    let nat_rules = firewall::check_nat(g, private_subnet, &ingress_rules, e);
+    let nat_rules = firewall::check_nat(g, private_subnet, private_subnet6, &ingress_rules, e);
     let vpc_peerings = peering::check_peerings(g, e);
     let ipsec = ipsec::check_ipsecs(g, &zones, e);
     let wireguard = g
@@ -111,6 +145,8 @@ fn check_gateway(g: &Gateway, e: &mut Errors) -> Option<Desired> {
     Some(Desired {
         name: g.gateway.name.clone(),
         private_subnet,
+        private_subnet6,
+        slaac: g.gateway.slaac,
         egress_policy: egress_policy?,
         api: api?,
         zones,

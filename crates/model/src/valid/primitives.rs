@@ -3,9 +3,10 @@
 //! Each returns the typed value or a reason without a path; the caller attaches the path.
 
 use crate::error::Errors;
-use ipnet::Ipv4Net;
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Protocol {
@@ -49,6 +50,73 @@ pub fn map_net(net: Ipv4Net, from: Ipv4Net, to: Ipv4Net) -> Ipv4Net {
     let host = u32::from(net.network()) & !u32::from(from.netmask());
     let addr = u32::from(to.network()) | host;
     Ipv4Net::new(addr.into(), net.prefix_len()).unwrap_or(to)
+}
+
+/// The addresses a filter rule matches: one family's network, or (the network left out)
+/// every address of both families.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RuleNet {
+    Any,
+    V4(Ipv4Net),
+    V6(Ipv6Net),
+}
+
+impl RuleNet {
+    /// The IPv4 network the rule matches, if it applies to IPv4 (`Any`: 0.0.0.0/0).
+    pub fn v4(self) -> Option<Ipv4Net> {
+        match self {
+            RuleNet::Any => Some(Ipv4Net::default()),
+            RuleNet::V4(n) => Some(n),
+            RuleNet::V6(_) => None,
+        }
+    }
+    /// The IPv6 network the rule matches, if it applies to IPv6 (`Any`: ::/0).
+    pub fn v6(self) -> Option<Ipv6Net> {
+        match self {
+            RuleNet::Any => Some(Ipv6Net::default()),
+            RuleNet::V6(n) => Some(n),
+            RuleNet::V4(_) => None,
+        }
+    }
+    /// Whether some address is matched by both.
+    pub fn meets(self, other: RuleNet) -> bool {
+        let v4 = match (self.v4(), other.v4()) {
+            (Some(a), Some(b)) => a.contains(&b) || b.contains(&a),
+            _ => false,
+        };
+        let v6 = match (self.v6(), other.v6()) {
+            (Some(a), Some(b)) => a.contains(&b) || b.contains(&a),
+            _ => false,
+        };
+        v4 || v6
+    }
+}
+
+impl fmt::Display for RuleNet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RuleNet::Any => f.write_str("any"),
+            RuleNet::V4(n) => write!(f, "{n}"),
+            RuleNet::V6(n) => write!(f, "{n}"),
+        }
+    }
+}
+
+/// A rule's network as written: absent is both families; otherwise an IPv4 or an IPv6 CIDR.
+pub(super) fn rule_net(s: Option<&str>) -> Result<RuleNet, String> {
+    let Some(s) = s else {
+        return Ok(RuleNet::Any);
+    };
+    let t = s.trim();
+    if t.contains(':') {
+        cidr6(s).map(RuleNet::V6)
+    } else if t.parse::<Ipv4Net>().is_ok() || t.parse::<Ipv4Addr>().is_ok() {
+        cidr(s).map(RuleNet::V4)
+    } else {
+        Err(format!(
+            "{s:?} is not an IPv4 or IPv6 CIDR (like 10.1.0.0/24 or 2001:db8::/32)"
+        ))
+    }
 }
 
 /// A route domain: lowercase DNS name, `*.` only as the whole first label, or `*` (default).
@@ -164,25 +232,86 @@ pub(super) fn ipv4(s: &str) -> Result<Ipv4Addr, String> {
         .map_err(|_| format!("{s:?} is not an IPv4 address"))
 }
 
-/// A network in CIDR form; a bare address means /32. Host bits must be zero.
-pub fn cidr(s: &str) -> Result<Ipv4Net, String> {
+pub(super) fn ipv6(s: &str) -> Result<Ipv6Addr, String> {
+    s.trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not an IPv6 address"))
+}
+
+/// An IPv4 or an IPv6 address.
+pub(super) fn ip(s: &str) -> Result<IpAddr, String> {
+    s.trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not an IPv4 or IPv6 address"))
+}
+
+/// An IPv6 network in CIDR form; a bare address means /128. Host bits must be zero.
+pub fn cidr6(s: &str) -> Result<Ipv6Net, String> {
+    match network(s, true)? {
+        IpNet::V6(n) => Ok(n),
+        IpNet::V4(_) => Err(not_a_network(s, true)),
+    }
+}
+
+fn not_a_network(s: &str, v6: bool) -> String {
     let s = s.trim();
-    let net: Ipv4Net = if s.contains('/') {
-        s.parse()
-            .map_err(|_| format!("{s:?} is not an IPv4 CIDR (like 10.1.0.0/24)"))?
+    if v6 {
+        format!("{s:?} is not an IPv6 CIDR (like 2001:db8:1::/64)")
     } else {
-        let ip: Ipv4Addr = s
-            .parse()
-            .map_err(|_| format!("{s:?} is not an IPv4 CIDR (like 10.1.0.0/24)"))?;
-        Ipv4Net::from(ip)
+        format!("{s:?} is not an IPv4 CIDR (like 10.1.0.0/24)")
+    }
+}
+
+/// A network of the family `v6` names in CIDR form; a bare address is a host network. Host bits
+/// must be zero.
+fn network(s: &str, v6: bool) -> Result<IpNet, String> {
+    let t = s.trim();
+    let bad = || not_a_network(s, v6);
+    let net: IpNet = if t.contains('/') {
+        t.parse().map_err(|_| bad())?
+    } else {
+        IpNet::from(t.parse::<IpAddr>().map_err(|_| bad())?)
     };
+    if net.addr().is_ipv6() != v6 {
+        return Err(bad());
+    }
     if net.trunc() != net {
         return Err(format!(
-            "{s:?} has host bits set; did you mean {}?",
+            "{t:?} has host bits set; did you mean {}?",
             net.trunc()
         ));
     }
     Ok(net)
+}
+
+/// An IPv6 address with its prefix (`2001:db8:ff::10/64`): a global host address, not the
+/// subnet-router anycast (all-zero host) address.
+pub(super) fn cidr6_host(s: &str) -> Result<Ipv6Net, String> {
+    let net: Ipv6Net = s.trim().parse().map_err(|_| {
+        format!("{s:?} is not an IPv6 address with prefix (like 2001:db8:ff::10/64)")
+    })?;
+    if net.prefix_len() < 127 && net.addr() == net.network() {
+        return Err(format!(
+            "{s:?} is the subnet-router anycast address, not a host"
+        ));
+    }
+    if is_link_local(net.addr()) {
+        return Err(format!("{s:?} is link-local; a VIP needs a global address"));
+    }
+    Ok(net)
+}
+
+/// Whether `a` is in fe80::/10.
+pub fn is_link_local(a: Ipv6Addr) -> bool {
+    a.segments()[0] & 0xffc0 == 0xfe80
+}
+
+/// A network in CIDR form; a bare address means /32. Host bits must be zero.
+pub fn cidr(s: &str) -> Result<Ipv4Net, String> {
+    match network(s, false)? {
+        IpNet::V4(n) => Ok(n),
+        IpNet::V6(_) => Err(not_a_network(s, false)),
+    }
 }
 
 /// An address with its prefix (`203.0.113.10/24`): host bits allowed, must not be the network.

@@ -74,13 +74,15 @@ pub(super) fn check_routing(
         }
     }
     let router = check_router(g.router.as_ref().cloned().unwrap_or_default(), e);
-    // The router's ports on the public VIP cannot also be forwarded.
+    // The router's ports on the public VIP cannot also be forwarded (IPv6 openings are the
+    // hosts' own addresses, not the VIP).
     if let Some(router) = &router
         && !g.routes.is_empty()
     {
         for (i, n) in nat_rules.iter().enumerate() {
             for port in [router.https_port, router.http_port] {
-                if n.protocol == Protocol::Tcp && n.ports.contains(port) {
+                if n.destination.is_ipv4() && n.protocol == Protocol::Tcp && n.ports.contains(port)
+                {
                     e.push(
                         format!("nat_rules[{i}].ports"),
                         format!("tcp {port} is the domain router's listener (routes are declared); forward another port or move the router ([router] https_port/http_port)"),
