@@ -112,8 +112,8 @@ impl Lab {
         format!(
             "# nft\n{}\n# addresses\n{}\n# routes\n{}\n# wireguard\n{}\n# charon\n{}",
             canonical_nft(&nft),
-            sorted(&addrs),
-            sorted(&routes),
+            sorted(&without_kernel_link_locals(&addrs)),
+            sorted(&without_kernel_link_locals(&routes)),
             sorted(&wg),
             conns.trim()
         )
@@ -176,6 +176,33 @@ fn mask_counters(nft: &str) -> String {
             }
         }
         out += &words.join(" ");
+        out.push('\n');
+    }
+    out
+}
+
+/// The text without the IPv6 link-local addresses the kernel gives every interface it creates
+/// (EUI-64 or random: four groups after `fe80::`), and without the routes that name one. Kawaii's
+/// own link-local VIPs (`fe80::1`) stay.
+fn without_kernel_link_locals(text: &str) -> String {
+    let kernel = |w: &str| {
+        w.strip_prefix("fe80::")
+            .map(|rest| rest.split('/').next().unwrap_or("").split(':').count() == 4)
+            .unwrap_or(false)
+    };
+    let mut out = String::new();
+    for line in text.lines() {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        // A route to or from one of them goes; an interface line keeps its other addresses.
+        if words.iter().any(|w| kernel(w))
+            && !line.contains("UP")
+            && !line.contains("UNKNOWN")
+            && !line.contains("DOWN")
+        {
+            continue;
+        }
+        let kept: Vec<&str> = words.into_iter().filter(|w| !kernel(w)).collect();
+        out += &kept.join(" ");
         out.push('\n');
     }
     out
