@@ -198,6 +198,20 @@ async fn mutate<T: Send + 'static>(
     expected: Option<u64>,
     change: impl Fn(&mut Gateway) -> Result<T, ApiError> + Send + 'static,
 ) -> Result<(u64, T), ApiError> {
+    let (rev, out, _) = mutate_committed(state, caller, action, expected, change).await?;
+    Ok((rev, out))
+}
+
+/// [`mutate`], also answering the document as committed (ids and addresses assigned): what a
+/// write reports must come from its own revision, not from a later read that concurrent
+/// writes may have changed.
+async fn mutate_committed<T: Send + 'static>(
+    state: &ApiState,
+    caller: &Caller,
+    action: String,
+    expected: Option<u64>,
+    change: impl Fn(&mut Gateway) -> Result<T, ApiError> + Send + 'static,
+) -> Result<(u64, T, Gateway), ApiError> {
     let store = state.store.clone();
     let caller = caller.clone();
     blocking(move || {
@@ -219,7 +233,7 @@ async fn mutate<T: Send + 'static>(
                 action: action.clone(),
             };
             match store.commit(Some(expected.unwrap_or(snap.revision)), &doc, &actor) {
-                Ok(rev) => return Ok((rev, out)),
+                Ok(rev) => return Ok((rev, out, doc)),
                 Err(kawaii_store::StoreError::Stale { .. }) if expected.is_none() => continue,
                 Err(e) => return Err(e.into()),
             }
@@ -598,7 +612,7 @@ async fn create_item<C: Collection>(
 ) -> Result<Response, ApiError> {
     let item: C = parse_body(&body)?;
     let expected = if_match(headers)?;
-    let (rev, (index, created)) = mutate(
+    let (rev, (index, created), committed) = mutate_committed(
         state,
         caller,
         format!("POST {path}"),
@@ -619,9 +633,8 @@ async fn create_item<C: Collection>(
     )
     .await?;
     let () = created;
-    // Read back what was stored (with its assigned id).
-    let snap = snapshot(state).await?;
-    let stored = C::items(&snap.gateway).get(index).cloned();
+    // What this write stored, with its assigned id.
+    let stored = C::items(&committed).get(index).cloned();
     let mut resp = with_revision(rev, StatusCode::CREATED, &stored);
     if let Some(Ok(loc)) = stored
         .and_then(|s| s.key())
@@ -652,7 +665,7 @@ async fn replace_item<C: Collection>(
     item.set_key(&key);
     let expected = if_match(headers)?;
     let k2 = key.clone();
-    let (rev, ()) = mutate(
+    let (rev, (), committed) = mutate_committed(
         state,
         caller,
         format!("PUT {path}/{key}"),
@@ -668,8 +681,7 @@ async fn replace_item<C: Collection>(
         },
     )
     .await?;
-    let snap = snapshot(state).await?;
-    let stored = C::items(&snap.gateway)
+    let stored = C::items(&committed)
         .iter()
         .find(|i| i.key().as_deref() == Some(key.as_str()))
         .cloned();
