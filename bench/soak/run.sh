@@ -290,9 +290,9 @@ kill "$IPERF" 2>/dev/null || true
 for p in "${LOADS[@]}" "$IPERF"; do wait "$p" 2>/dev/null || true; done
 
 echo "== loads done in ${T_LOAD}s${incomplete:+ (stopped at MAX_SECONDS=$MAX_SECONDS: INCOMPLETE)}"
-read -r w_ok w_failed w_secs w_status < "$DIR/writer.out" || true
+read -r w_ok w_failed w_secs w_status w_wrong < "$DIR/writer.out" || true
 echo "  API writes: ${w_ok:-?} answered, ${w_failed:-?} not 2xx, ${w_secs:-?} s" \
-     "($(awk -v n="${w_ok:-0}" -v s="${w_secs:-0}" 'BEGIN {printf "%.0f", (s > 0 ? n / s : 0)}') writes/s; statuses ${w_status:-?})"
+     "($(awk -v n="${w_ok:-0}" -v s="${w_secs:-0}" 'BEGIN {printf "%.0f", (s > 0 ? n / s : 0)}') writes/s; statuses ${w_status:-?}; POSTs answered with another or no rule: ${w_wrong:-?})"
 [ -s "$DIR/writer.err" ] && { echo "  writer stderr:"; tail -5 "$DIR/writer.err" | sed 's/^/    /'; }
 for n in $(printf '%s\n' "${!WRK[@]}" | sort); do
   awk -v n="$n" '/requests in/ {r = $1; d = $5} /Requests\/sec/ {s = $2}

@@ -9,7 +9,7 @@ while the store, the audit trail and the reconcile loop see every write. Once TO
 have been answered, PROGRESS_FILE.done is created; the writers go on (the load stays steady
 while the other loads finish) until STOP_FILE exists. Every second "<answered> <failed>" is
 written to PROGRESS_FILE; at the end one line on stdout:
-"<answered> <failed> <seconds> <status counts>".
+"<answered> <failed> <seconds> <status counts> <POSTs answered with another or no rule>".
 """
 import http.client
 import json
@@ -55,6 +55,25 @@ class Writer:
             if not 200 <= status < 300:
                 self.shared["failed"] += 1
 
+    def created_id(self, body, port):
+        """The id of the rule this writer's POST created. A build before the fix of concurrent
+        creates may answer null or another writer's rule: then the rule is looked up by its
+        port, so that it is still deleted and the document stays small."""
+        try:
+            rule = json.loads(body)
+            if rule["ports"] == str(port):
+                return rule["id"]
+        except (ValueError, TypeError, KeyError):
+            pass
+        with self.shared["lock"]:
+            self.shared["wrong_answers"] += 1
+        st, listing = self.call("GET", "/v1/ingress-rules")
+        if st == 200:
+            for rule in json.loads(listing):
+                if rule.get("ports") == str(port):
+                    return rule["id"]
+        return None
+
     def run(self):
         # Distinct ports per writer, so that two writers never create the same rule.
         i = 0
@@ -68,10 +87,8 @@ class Writer:
             self.count(st)
             if st != 201:
                 continue
-            try:
-                rid = json.loads(body)["id"]
-            except (ValueError, TypeError, KeyError):
-                print("POST answered 201 without an id:", body[:200], file=sys.stderr)
+            rid = self.created_id(body, port)
+            if rid is None:
                 continue
             st, _ = self.call("PUT", "/v1/ingress-rules/" + rid,
                               {"protocol": "tcp", "ports": str(port + 1), "description": "soak"})
@@ -82,7 +99,8 @@ class Writer:
 
 def main():
     token, total, writers, progress, stop = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5]
-    shared = {"lock": threading.Lock(), "answered": 0, "failed": 0, "status": {}, "stop": False}
+    shared = {"lock": threading.Lock(), "answered": 0, "failed": 0, "status": {}, "stop": False,
+              "wrong_answers": 0}
     threads = [threading.Thread(target=Writer(token, k, shared).run, daemon=True)
                for k in range(writers)]
     t0 = time.time()
@@ -107,7 +125,8 @@ def main():
         time.sleep(1)
     report()
     statuses = ",".join("%s:%d" % kv for kv in sorted(shared["status"].items()))
-    print(shared["answered"], shared["failed"], "%.1f" % (time.time() - t0), statuses)
+    print(shared["answered"], shared["failed"], "%.1f" % (time.time() - t0), statuses,
+          shared["wrong_answers"])
 
 
 if __name__ == "__main__":
