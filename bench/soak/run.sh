@@ -89,15 +89,7 @@ x() { local n=$1; shift; ip netns exec "$P-$n" "$@"; }
 
 # --- topology: gw (wan0 on the "up" bridge, lan0 to vm), the clients and lap on the bridge -------
 for n in "${NSS[@]}"; do ip netns add "$P-$n"; ip -n "$P-$n" link set lo up; done
-ip -n "$P-up" link add br0 type bridge
-ip -n "$P-up" link set br0 up
-ip -n "$P-up" addr add 203.0.113.1/24 dev br0
-plug() { # ns ifname
-  ip link add "$P-$1" type veth peer name "$2" netns "$P-$1"
-  ip link set "$P-$1" netns "$P-up"
-  ip -n "$P-up" link set "$P-$1" master br0 up
-  ip -n "$P-$1" link set "$2" up
-}
+upstream_bridge
 plug gw wan0; plug lap eth0
 ip -n "$P-lap" addr add 203.0.113.30/24 dev eth0
 ip link add "$P-lan" type veth peer name eth0 netns "$P-vm"
