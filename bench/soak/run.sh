@@ -10,10 +10,12 @@
 #   - VPN traffic: iperf3 at VPN_RATE from a laptop (wireguard-go) through the gateway's
 #     WireGuard to a private host, for the whole run.
 # Every load goes on until all of them have reached their count, so the load is the same over
-# the whole window; then they stop together. The pass line: after warm-up (the first WARMUP % of the load window), RSS and the fd count are
-# flat within +-TOLERANCE % (bench/soak/analyze.py: the drift of a least-squares line over the
-# span, relative to the mean). Then the loads stop and, after SETTLE seconds, the idle fd count
-# and RSS are compared with the idle ones before the load.
+# the whole window; then they stop together. The pass line (bench/soak/analyze.py): after
+# warm-up (the first WARMUP % of the load window) RSS is flat within +-TOLERANCE % (the drift of
+# a least-squares line over the span, relative to the mean), and the fd count once the loads
+# have stopped and SETTLE seconds passed is within +-TOLERANCE % of the idle count before the
+# load (under load it is mostly the connections in flight at that instant; its drift is
+# printed too).
 #
 #   sudo bench/soak/run.sh                                  # the numbers: 100k writes, 1M connections
 #   sudo WRITES=10000 CONNS=100000 bench/soak/run.sh        # a short run (a few minutes)
@@ -197,6 +199,8 @@ x lap ping -q -c 5 -i 0.2 -w 10 10.1.0.10 >/dev/null ||
 
 # --- sampling -------------------------------------------------------------------------------------
 rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$KP/status"; }
+# anonymous (heap) and file-backed (mapped files: binary, SQLite's shared memory) parts of RSS
+rss_parts() { awk '/^RssAnon:/ {a = $2} /^RssFile:/ {f = $2} END {print a "," f}' "/proc/$KP/status"; }
 fd_count() { find "/proc/$KP/fd" -mindepth 1 -maxdepth 1 | wc -l; }
 # fds by kind: socket, pipe, anon_inode:<kind>, file
 fd_kinds() {
@@ -211,7 +215,7 @@ router_conns() {
 vpn_bytes() { x lap wg show "$LAPIF" transfer | awk '{s += $2 + $3} END {printf "%d", s}'; }
 writes_done() { cut -d' ' -f1 "$DIR/writes.progress" 2>/dev/null || echo 0; }
 
-echo "phase,t,rss_kib,fds,writes,conns,vpn_mib" > "$CSV"
+echo "phase,t,rss_kib,fds,writes,conns,vpn_mib,anon_kib,file_kib" > "$CSV"
 C0=$(router_conns)
 V0=$(vpn_bytes)
 T0=$(date +%s.%N)
@@ -220,10 +224,11 @@ sample() { # phase
   t=$(awk -v a="$T0" -v b="$(date +%s.%N)" 'BEGIN {printf "%.1f", b - a}')
   r=$(rss_kib); f=$(fd_count); w=$(writes_done)
   c=$(( $(router_conns) - C0 )); v=$(( ($(vpn_bytes) - V0) / 1048576 ))
-  echo "$1,$t,$r,$f,$w,$c,$v" >> "$CSV"
+  echo "$1,$t,$r,$f,$w,$c,$v,$(rss_parts)" >> "$CSV"
   printf '%-6s t=%6ss  RSS %7s KiB  fds %5s  | writes %7s/%s  conns %8s/%s  vpn %6s MiB  | %s\n' \
     "$1" "$t" "$r" "$f" "$w" "$WRITES" "$c" "$CONNS" "$v" "$(fd_kinds)"
 }
+sample idle
 IDLE_RSS=$(rss_kib); IDLE_FDS=$(fd_count); IDLE_KINDS=$(fd_kinds)
 echo "== idle before the load: RSS $IDLE_RSS KiB, $IDLE_FDS fds ($IDLE_KINDS)"
 
