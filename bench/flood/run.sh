@@ -35,14 +35,7 @@ cleanup() {
 trap cleanup EXIT
 for n in gw up cli att vm; do ip netns add "$P-$n"; ip -n "$P-$n" link set lo up; done
 # "up": the upstream segment (a bridge) with the gateway's wan, the client and the attacker.
-ip -n "$P-up" link add br0 type bridge; ip -n "$P-up" link set br0 up
-ip -n "$P-up" addr add 203.0.113.1/24 dev br0
-plug() { # ns ifname
-  ip link add "$P-$1" type veth peer name "$2" netns "$P-$1"
-  ip link set "$P-$1" netns "$P-up"
-  ip -n "$P-up" link set "$P-$1" master br0 up
-  ip -n "$P-$1" link set "$2" up
-}
+upstream_bridge
 plug gw wan0; plug cli eth0; plug att eth0
 ip -n "$P-cli" addr add 203.0.113.20/24 dev eth0
 ip -n "$P-att" addr add 203.0.113.66/24 dev eth0

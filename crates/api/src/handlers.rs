@@ -215,6 +215,20 @@ async fn mutate<T: Send + 'static>(
     expected: Option<u64>,
     change: impl Fn(&mut Gateway) -> Result<T, ApiError> + Send + 'static,
 ) -> Result<(u64, T, Vec<FieldError>), ApiError> {
+    let (rev, out, warnings, _) = mutate_committed(state, caller, action, expected, change).await?;
+    Ok((rev, out, warnings))
+}
+
+/// [`mutate`], also answering the document as committed (ids and addresses assigned): what a
+/// write reports must come from its own revision, not from a later read that concurrent
+/// writes may have changed.
+async fn mutate_committed<T: Send + 'static>(
+    state: &ApiState,
+    caller: &Caller,
+    action: String,
+    expected: Option<u64>,
+    change: impl Fn(&mut Gateway) -> Result<T, ApiError> + Send + 'static,
+) -> Result<(u64, T, Vec<FieldError>, Gateway), ApiError> {
     let store = state.store.clone();
     let caller = caller.clone();
     let env_check = state.env_check();
@@ -242,7 +256,7 @@ async fn mutate<T: Send + 'static>(
                     if let Some(check) = &env_check {
                         warnings.extend(check(&doc));
                     }
-                    return Ok((rev, out, warnings));
+                    return Ok((rev, out, warnings, doc));
                 }
                 Err(kawaii_store::StoreError::Stale { .. }) if expected.is_none() => continue,
                 Err(e) => return Err(e.into()),
@@ -638,7 +652,7 @@ async fn create_item<C: Collection>(
 ) -> Result<Response, ApiError> {
     let item: C = parse_body(&body)?;
     let expected = if_match(headers)?;
-    let (rev, (index, created), warnings) = mutate(
+    let (rev, (index, created), warnings, committed) = mutate_committed(
         state,
         caller,
         format!("POST {path}"),
@@ -659,9 +673,8 @@ async fn create_item<C: Collection>(
     )
     .await?;
     let () = created;
-    // Read back what was stored (with its assigned id).
-    let snap = snapshot(state).await?;
-    let stored = C::items(&snap.gateway)
+    // What this write stored, with its assigned id.
+    let stored = C::items(&committed)
         .get(index)
         .cloned()
         .ok_or_else(|| ApiError::Internal(format!("the new {} was not stored", C::WHAT)))?;
@@ -700,7 +713,7 @@ async fn replace_item<C: Collection>(
     item.set_key(&key);
     let expected = if_match(headers)?;
     let k2 = key.clone();
-    let (rev, (), warnings) = mutate(
+    let (rev, (), warnings, committed) = mutate_committed(
         state,
         caller,
         format!("PUT {path}/{key}"),
@@ -716,8 +729,7 @@ async fn replace_item<C: Collection>(
         },
     )
     .await?;
-    let snap = snapshot(state).await?;
-    let stored = C::items(&snap.gateway)
+    let stored = C::items(&committed)
         .iter()
         .find(|i| i.key().as_deref() == Some(key.as_str()))
         .cloned()
