@@ -2,20 +2,29 @@
 
 mod client;
 mod config;
+mod docs;
 mod keys;
 mod lab;
 mod metrics;
 mod serve;
 mod store_url;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 use std::process::ExitCode;
+
+/// `kawaii --version`: the package version and the git commit it was built from (build.rs).
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("KAWAII_GIT_COMMIT"),
+    ")"
+);
 
 #[derive(Debug, Parser)]
 #[command(
     name = "kawaii",
-    version,
+    version = VERSION,
     about = "A project's private network gateway"
 )]
 struct Cli {
@@ -51,8 +60,11 @@ enum Command {
     },
     /// Validate a config file: prints every error (exit 1) or only warnings (exit 0).
     Check {
-        #[arg(long, short)]
-        config: PathBuf,
+        /// The config file (also accepted as a plain argument: `kawaii check FILE`).
+        #[arg(long, short, required_unless_present = "file", conflicts_with = "file")]
+        config: Option<PathBuf>,
+        #[arg(value_name = "FILE")]
+        file: Option<PathBuf>,
     },
     /// Print what would be applied, without applying it.
     Render {
@@ -108,6 +120,13 @@ enum Command {
     },
     /// Convert a drop-in config format to native TOML.
     Import { file: PathBuf },
+    /// Write the man pages and the bash, zsh and fish completions (for packaging).
+    #[command(hide = true)]
+    GenerateDocs {
+        /// Directory to write `man/*.1` and `completions/{kawaii.bash,_kawaii,kawaii.fish}` in.
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// The demo topology in network namespaces (never touches the root namespace).
     Lab {
         #[command(subcommand)]
@@ -272,7 +291,11 @@ fn main() -> ExitCode {
             };
             store_url::copy(&side(&from), &side(&to), &state, force)
         }
-        Command::Check { config } => config::check(&config),
+        Command::Check { config, file } => match config.or(file) {
+            Some(path) => config::check(&path),
+            None => Err(anyhow::anyhow!("check: name the config file")),
+        },
+        Command::GenerateDocs { out } => docs::generate(Cli::command(), &out),
         Command::Render { config, zone, what } => client::render(&config, zone.as_deref(), what),
         Command::Import { file } => config::import(&file),
         Command::Lab {

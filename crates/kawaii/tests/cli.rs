@@ -214,3 +214,32 @@ fn serve_refuses_an_undeclared_zone_before_writing_state() {
         "colours in a log that is not a terminal: {err}"
     );
 }
+
+#[test]
+fn version_names_the_release_and_the_commit() {
+    let out = kawaii(&["--version"]);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    let expected = Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_else(|| "unknown".to_string());
+    let commit = std::env::var("KAWAII_GIT_COMMIT").unwrap_or(expected);
+    assert_eq!(
+        text.trim(),
+        format!("kawaii {} (commit {commit})", env!("CARGO_PKG_VERSION"))
+    );
+}
+
+#[test]
+fn check_takes_the_file_as_an_argument_too() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/gateway.toml");
+    let out = kawaii(&["check", example]);
+    assert!(out.status.success(), "{out:?}");
+    let out = kawaii(&["check"]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+}
