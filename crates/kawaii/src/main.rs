@@ -6,6 +6,7 @@ mod docs;
 mod keys;
 mod lab;
 mod metrics;
+mod sd_notify;
 mod serve;
 mod store_url;
 
