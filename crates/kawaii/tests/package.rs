@@ -284,3 +284,145 @@ fn the_package_lints_clean_installs_verifies_and_purges() {
     );
     println!("package test took {:?}", started.elapsed());
 }
+
+/// The Containerfile's instructions, continuation lines joined, comments dropped.
+fn instructions(text: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut current = String::new();
+    for line in text.lines() {
+        let line = line.trim();
+        if line.starts_with('#') || (line.is_empty() && current.is_empty()) {
+            continue;
+        }
+        match line.strip_suffix('\\') {
+            Some(head) => current.push_str(head),
+            None => {
+                current.push_str(line);
+                let joined = std::mem::take(&mut current);
+                if let Some((op, rest)) = joined.trim().split_once(char::is_whitespace) {
+                    out.push((op.to_ascii_uppercase(), rest.trim().to_string()));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Builds the image where a builder works (podman, buildah, or docker with a daemon); otherwise
+/// a structural lint: known instructions, pinned and named stages, `COPY --from` a declared
+/// stage, apt in one layer without recommends and without its lists, exec-form entry point, and
+/// the runtime stage installing every package the .deb depends on.
+#[test]
+fn containerfile_builds_or_lints_clean() {
+    let repo = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+    let text = std::fs::read_to_string(format!("{repo}/Containerfile")).expect("Containerfile");
+    let builder = ["podman", "buildah", "docker"].into_iter().find(|b| {
+        Command::new(b)
+            .arg("info")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    });
+    if let Some(b) = builder {
+        let sub = if b == "buildah" { "bud" } else { "build" };
+        run(Command::new(b)
+            .args([sub, "-f", "Containerfile", "-t", "kawaii-test", "."])
+            .current_dir(repo));
+        return;
+    }
+    let ins = instructions(&text);
+    const KNOWN: &[&str] = &[
+        "FROM",
+        "RUN",
+        "COPY",
+        "ARG",
+        "ENV",
+        "WORKDIR",
+        "VOLUME",
+        "STOPSIGNAL",
+        "ENTRYPOINT",
+        "CMD",
+        "LABEL",
+        "EXPOSE",
+        "USER",
+    ];
+    let mut stages: Vec<String> = Vec::new();
+    let mut runtime_runs = String::new();
+    for (op, rest) in &ins {
+        assert!(KNOWN.contains(&op.as_str()), "unknown instruction {op}");
+        match op.as_str() {
+            "FROM" => {
+                let words: Vec<&str> = rest.split_whitespace().collect();
+                let image = words[0];
+                let tag = image.rsplit_once(':').map(|(_, t)| t).unwrap_or("");
+                assert!(
+                    !tag.is_empty() && tag != "latest",
+                    "unpinned base image {image}"
+                );
+                assert!(
+                    words.len() == 3 && words[1].eq_ignore_ascii_case("AS"),
+                    "stage without a name: FROM {rest}"
+                );
+                stages.push(words[2].to_string());
+                runtime_runs.clear();
+            }
+            "COPY" => {
+                if let Some(from) = rest.strip_prefix("--from=") {
+                    let stage = from.split_whitespace().next().unwrap_or("");
+                    assert!(
+                        stages[..stages.len() - 1].iter().any(|s| s == stage),
+                        "COPY --from={stage}: no earlier stage has that name"
+                    );
+                }
+                assert!(!rest.contains("http://") && !rest.contains("https://"));
+            }
+            "RUN" => {
+                if rest.contains("apt-get install") {
+                    assert!(
+                        rest.contains("apt-get update"),
+                        "install without update: {rest}"
+                    );
+                    assert!(rest.contains("--no-install-recommends"), "{rest}");
+                    assert!(rest.contains("rm -rf /var/lib/apt/lists/*"), "{rest}");
+                }
+                assert!(!rest.contains("sudo "), "{rest}");
+                runtime_runs.push_str(rest);
+                runtime_runs.push(' ');
+            }
+            "ENTRYPOINT" | "CMD" => {
+                let parsed: Vec<String> = serde_json::from_str(rest)
+                    .unwrap_or_else(|e| panic!("{op} not in exec form ({e}): {rest}"));
+                assert!(!parsed.is_empty());
+            }
+            _ => {}
+        }
+    }
+    assert!(stages.len() >= 2, "a build stage and a small runtime stage");
+    assert!(
+        !runtime_runs.contains("cargo"),
+        "the runtime stage builds nothing"
+    );
+    // The runtime has what the .deb depends on.
+    let manifest = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml"))
+        .expect("manifest");
+    let depends = manifest
+        .lines()
+        .find_map(|l| l.strip_prefix("depends = \""))
+        .expect("package.metadata.deb depends")
+        .trim_end_matches('"');
+    for pkg in depends
+        .split(',')
+        .map(str::trim)
+        .filter(|p| !p.starts_with('$'))
+    {
+        assert!(
+            runtime_runs.split_whitespace().any(|w| w == pkg),
+            "the runtime stage does not install {pkg}"
+        );
+    }
+    let last = ins.last().expect("instructions");
+    assert_eq!(last.0, "CMD");
+    assert!(
+        ins.iter()
+            .any(|(op, rest)| op == "ENTRYPOINT" && rest.contains("/usr/bin/kawaii"))
+    );
+}
