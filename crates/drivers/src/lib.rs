@@ -15,6 +15,7 @@ pub mod secret_file;
 mod tool;
 pub mod vrrp;
 pub mod wg_sync;
+pub mod wire;
 pub mod wireguard;
 
 use kawaii_plan::Plan;

@@ -58,6 +58,10 @@ enum Command {
         state: PathBuf,
         #[command(flatten)]
         store: StoreOpts,
+        /// Rolling upgrades: speak (and read) only the previous release's version of every
+        /// message between instances.
+        #[arg(long, hide = true, env = "KAWAII_SPEAK_PREVIOUS")]
+        speak_previous: bool,
     },
     /// Validate a config file: prints every error (exit 1) or only warnings (exit 0).
     Check {
@@ -258,7 +262,11 @@ fn main() -> ExitCode {
             zone,
             state,
             store,
-        } => serve::run(config, zone, state, store.args(&store.store)),
+            speak_previous,
+        } => {
+            kawaii_drivers::wire::speak_previous(speak_previous);
+            serve::run(config, zone, state, store.args(&store.store))
+        }
         Command::Store {
             command:
                 StoreCommand::Copy {

@@ -76,6 +76,9 @@ async fn daemon(settings: Settings) -> anyhow::Result<ExitCode> {
     {
         warn!(%e, "cannot turn connection tracking on before the store connects");
     }
+    if kawaii_drivers::wire::speaking_previous() {
+        info!("speaking the previous release's version of every message between instances");
+    }
     let (wakes, wake_rx) = Wakes::channel();
     let app = App::build(settings, wakes).await?;
     start(&app).await?;
