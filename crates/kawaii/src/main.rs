@@ -60,7 +60,13 @@ enum Command {
         store: StoreOpts,
         /// Rolling upgrades: speak (and read) only the previous release's version of every
         /// message between instances.
-        #[arg(long, hide = true, env = "KAWAII_SPEAK_PREVIOUS")]
+        #[arg(
+            long,
+            hide = true,
+            env = "KAWAII_SPEAK_PREVIOUS",
+            action = clap::ArgAction::SetTrue,
+            value_parser = clap::builder::BoolishValueParser::new()
+        )]
         speak_previous: bool,
     },
     /// Validate a config file: prints every error (exit 1) or only warnings (exit 0).
