@@ -426,3 +426,56 @@ fn containerfile_builds_or_lints_clean() {
             .any(|(op, rest)| op == "ENTRYPOINT" && rest.contains("/usr/bin/kawaii"))
     );
 }
+
+/// The daemon's side of the unit, on the config the package ships: `READY=1` on the
+/// `NOTIFY_SOCKET` once the first pass applied (the API answers by then), `WATCHDOG=1` every half
+/// `WATCHDOG_USEC`, a reload on SIGHUP, and `STOPPING=1` on SIGTERM.
+#[test]
+fn serve_tells_systemd_ready_pings_the_watchdog_and_reloads_on_sighup() {
+    use kawaii_testkit::serve::{Node, ServeOptions};
+    use std::os::unix::net::UnixDatagram;
+    assert!(kawaii_testkit::can_run(), "end-to-end tests need root");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("notify");
+    let sock = UnixDatagram::bind(&path).expect("bind");
+    sock.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .expect("timeout");
+    let recv = || {
+        let mut buf = [0u8; 512];
+        let n = sock.recv(&mut buf).expect("a notification in time");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    let config = include_str!("../debian/gateway.toml");
+    let mut opts = ServeOptions::new(env!("CARGO_BIN_EXE_kawaii"));
+    opts.env = vec![
+        ("NOTIFY_SOCKET".into(), path.to_string_lossy().into_owned()),
+        ("WATCHDOG_USEC".into(), "200000".into()),
+    ];
+    let mut node = Node::start("pkg-notify", config, &opts).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(recv(), "READY=1\nSTATUS=first reconcile applied");
+    for _ in 0..3 {
+        assert_eq!(recv(), "WATCHDOG=1");
+    }
+    let pid = node.serve.pid(&mut node.topo).to_string();
+    run(Command::new("kill").args(["-HUP", &pid]));
+    wait_for_log(&mut node, "SIGHUP: reloading the config file");
+    run(Command::new("kill").args(["-TERM", &pid]));
+    loop {
+        match recv().as_str() {
+            "WATCHDOG=1" => continue,
+            last => break assert_eq!(last, "STOPPING=1"),
+        }
+    }
+}
+
+fn wait_for_log(node: &mut kawaii_testkit::serve::Node, what: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !node.log().contains(what) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no {what:?} in:\n{}",
+            node.log()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
