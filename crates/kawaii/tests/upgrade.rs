@@ -136,7 +136,7 @@ fn zones_a_release_apart_fail_over_both_ways_and_wireguard_peers_follow() {
         start_b: false,
         etcd: false,
     };
-    let ha = lab::build_ha(&mut topo, &opts).unwrap_or_else(|e| panic!("lab: {e}"));
+    let mut ha = lab::build_ha(&mut topo, &opts).unwrap_or_else(|e| panic!("lab: {e}"));
     let old = HaLabOptions {
         env: vec![
             ("KAWAII_LOG".into(), "info".into()),
