@@ -110,6 +110,20 @@ fn etcd_store_of_schema_1_is_migrated_and_a_newer_one_refused_untouched() {
     drop(etcd);
 }
 
+/// A zone's daemon is SIGKILLed and its links cut; waits until `taker` holds `vip`.
+fn zone_dies(topo: &mut Topology, proc: usize, gw: &Host, (taker, vip): (&Host, &str)) {
+    topo.proc(proc).kill();
+    for dev in ["wan0", "lan0"] {
+        gw.run(&["ip", "link", "set", dev, "down"]).expect("link");
+    }
+    wait_for(
+        Duration::from_secs(20),
+        &format!("{} to take {vip}", taker.name),
+        || lab::has_address(taker, vip).then_some(()),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+}
+
 #[test]
 fn zones_a_release_apart_fail_over_both_ways_and_wireguard_peers_follow() {
     assert!(kawaii_testkit::can_run(), "end-to-end tests need root");
@@ -197,14 +211,12 @@ fn zones_a_release_apart_fail_over_both_ways_and_wireguard_peers_follow() {
     std::thread::sleep(Duration::from_millis(1500));
 
     // 1. Zone A (N) dies: zone B (N-1) takes its VIPs and calls its peer over.
-    topo.proc(ha.kawaii_a.proc).kill();
-    for dev in ["wan0", "lan0"] {
-        gw_a.run(&["ip", "link", "set", dev, "down"]).expect("link");
-    }
-    wait_for(settle, "zone-b (N-1) to take zone A's VIP", || {
-        lab::has_address(&gw_b, lab::ZONE_A_PUBLIC_VIP).then_some(())
-    })
-    .unwrap_or_else(|e| panic!("{e}"));
+    zone_dies(
+        &mut topo,
+        ha.kawaii_a.proc,
+        &gw_a,
+        (&gw_b, lab::ZONE_A_PUBLIC_VIP),
+    );
     wait_for(settle, "laptop on zone B after zone A failed", || {
         on(&wg1, "kwup0", lab::ZONE_B_PUBLIC_VIP).then_some(())
     })
@@ -228,14 +240,12 @@ fn zones_a_release_apart_fail_over_both_ways_and_wireguard_peers_follow() {
     })
     .unwrap_or_else(|e| panic!("{e}"));
     std::thread::sleep(Duration::from_millis(1500));
-    topo.proc(zone_b.proc).kill();
-    for dev in ["wan0", "lan0"] {
-        gw_b.run(&["ip", "link", "set", dev, "down"]).expect("link");
-    }
-    wait_for(settle, "zone A (N) to take zone B's VIP", || {
-        lab::has_address(&gw_a, lab::ZONE_B_PUBLIC_VIP).then_some(())
-    })
-    .unwrap_or_else(|e| panic!("{e}"));
+    zone_dies(
+        &mut topo,
+        zone_b.proc,
+        &gw_b,
+        (&gw_a, lab::ZONE_B_PUBLIC_VIP),
+    );
     wait_for(settle, "laptop2 on zone A after zone B failed", || {
         on(&wg2, "kwup1", lab::ZONE_A_PUBLIC_VIP).then_some(())
     })

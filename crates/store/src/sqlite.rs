@@ -79,18 +79,7 @@ impl SqliteStore {
 }
 
 /// Schema 1, as the first release created it (no version recorded).
-const BASE: &str = "CREATE TABLE IF NOT EXISTS state (
-         revision INTEGER PRIMARY KEY,
-         document TEXT NOT NULL,
-         at TEXT NOT NULL);
-     CREATE TABLE IF NOT EXISTS audit (
-         id INTEGER PRIMARY KEY AUTOINCREMENT,
-         at TEXT NOT NULL,
-         revision INTEGER NOT NULL,
-         actor TEXT NOT NULL,
-         action TEXT NOT NULL,
-         changes TEXT NOT NULL);
-     CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);";
+const BASE: &str = include_str!("sqlite-schema-1.sql");
 
 /// `MIGRATIONS[i]` takes schema `i + 1` to `i + 2`. A new store is [`BASE`] and all of them,
 /// so a new store and a migrated one are the same.
@@ -506,8 +495,10 @@ mod tests {
         let db = dir.path().join("kawaii.db");
         {
             let conn = Connection::open(&db).expect("create a schema-1 store");
-            conn.execute_batch(include_str!("../testdata/sqlite-schema-1.sql"))
-                .expect("schema 1");
+            // As the first release opened it: WAL, then its tables.
+            conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;")
+                .expect("wal");
+            conn.execute_batch(BASE).expect("schema 1");
             let doc =
                 Secret::reveal(|| serde_json::to_string(&with_psk("old-secret"))).expect("json");
             conn.execute(
@@ -614,8 +605,7 @@ mod tests {
     fn a_new_store_is_the_same_as_a_migrated_one() {
         let fresh = SqliteStore::in_memory().expect("fresh");
         let conn = Connection::open_in_memory().expect("old");
-        conn.execute_batch(include_str!("../testdata/sqlite-schema-1.sql"))
-            .expect("schema 1");
+        conn.execute_batch(BASE).expect("schema 1");
         let migrated = SqliteStore::init(conn, None).expect("migrated");
         // Tables and their columns (the stored DDL text keeps each file's whitespace).
         let ddl = |s: &SqliteStore| -> Vec<String> {

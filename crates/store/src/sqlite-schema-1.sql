@@ -1,8 +1,6 @@
--- The SQLite store as kawaii 0.1.0 (before schema versions) created it, verbatim: a store
--- written by that release must be migrated by every later one (tests in src/sqlite.rs).
-PRAGMA journal_mode = WAL;
-PRAGMA synchronous = FULL;
-PRAGMA busy_timeout = 5000;
+-- Schema 1: the SQLite store as kawaii 0.1.0 (before schema versions) created it, verbatim.
+-- Frozen: a new store is this and every migration in sqlite.rs, and a store the first release
+-- wrote must keep migrating (tests in sqlite.rs).
 CREATE TABLE IF NOT EXISTS state (
     revision INTEGER PRIMARY KEY,
     document TEXT NOT NULL,
