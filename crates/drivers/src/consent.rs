@@ -38,6 +38,10 @@ pub const DEAD: Duration = Duration::from_millis(1200);
 const MAX_SKEW_MS: u64 = 30_000;
 const MAGIC: &[u8; 4] = b"KWPH";
 const LEN: usize = 64;
+/// The hello versions this build reads (byte 4). A later layout adds its version here and
+/// keeps reading the previous one, so gateways a release apart keep their consent during a
+/// rolling upgrade (see [`crate::wire`]).
+pub const VERSIONS: std::ops::RangeInclusive<u8> = 1..=1;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Op {
@@ -77,7 +81,7 @@ impl Message {
     pub fn encode(&self, key: &[u8]) -> [u8; LEN] {
         let mut b = [0u8; LEN];
         b[..4].copy_from_slice(MAGIC);
-        b[4] = 1;
+        b[4] = crate::wire::newest(VERSIONS);
         b[5] = self.op as u8;
         b[6..14].copy_from_slice(&self.time_ms.to_be_bytes());
         b[14..22].copy_from_slice(&self.nonce.to_be_bytes());
@@ -95,7 +99,7 @@ impl Message {
         if b.len() != LEN || &b[..4] != MAGIC {
             return Err(ConsentError::NotHello);
         }
-        if b[4] != 1 {
+        if !VERSIONS.contains(&b[4]) {
             return Err(ConsentError::Malformed);
         }
         let op = match b[5] {

@@ -18,6 +18,7 @@ pub mod secret_file;
 mod tool;
 pub mod vrrp;
 pub mod wg_sync;
+pub mod wire;
 pub mod wireguard;
 
 use kawaii_plan::Plan;

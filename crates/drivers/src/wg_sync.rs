@@ -17,6 +17,11 @@
 //!  | KWES | 2 | unix ms (u64) |  N   | N x (key 32 | ip 4 | port 2 | age ms 4 | home ip 4) | HMAC 32 |
 //!  +------+---+---------------+------+-------------------------------------------+----------+
 //! ```
+//!
+//! Version 1 (0.1.0 before peers came home) has no home field (42-byte entries). Both are read;
+//! each sibling is answered in the newest version it spoke ([`Seen::version_for`]), so zones a
+//! release apart keep their peers across a failover during a rolling upgrade (see
+//! [`crate::wire`]).
 
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
@@ -28,9 +33,13 @@ pub const PORT: u16 = kawaii_plan::WG_SYNC_PORT;
 pub const INTERVAL: Duration = Duration::from_millis(500);
 pub const MAX_SKEW: Duration = Duration::from_secs(60);
 const MAGIC: &[u8; 4] = b"KWES";
-const VERSION: u8 = 2;
+/// The versions this build reads and speaks: 1 (no home field) and 2.
+pub const VERSIONS: std::ops::RangeInclusive<u8> = 1..=2;
 const HEADER: usize = 15;
-const ENTRY: usize = 46;
+/// Entry length per version.
+fn entry_len(version: u8) -> usize {
+    if version >= 2 { 46 } else { 42 }
+}
 const TAG: usize = 32;
 /// At most this many peers per message (one datagram stays under 64 KiB).
 pub const MAX_ENTRIES: usize = 1400;
@@ -79,11 +88,12 @@ fn mac(key: &[u8; 32]) -> Hmac<Sha256> {
     <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC takes keys of any length")
 }
 
-pub fn encode(m: &Message, key: &[u8; 32]) -> Vec<u8> {
+/// Encodes `m` in `version` (one of [`VERSIONS`]; version 1 leaves the homes out).
+pub fn encode(m: &Message, key: &[u8; 32], version: u8) -> Vec<u8> {
     let entries = &m.entries[..m.entries.len().min(MAX_ENTRIES)];
-    let mut out = Vec::with_capacity(HEADER + entries.len() * ENTRY + TAG);
+    let mut out = Vec::with_capacity(HEADER + entries.len() * entry_len(version) + TAG);
     out.extend_from_slice(MAGIC);
-    out.push(VERSION);
+    out.push(version);
     out.extend_from_slice(&m.sent_ms.to_be_bytes());
     out.extend_from_slice(&(entries.len() as u16).to_be_bytes());
     for e in entries {
@@ -92,7 +102,9 @@ pub fn encode(m: &Message, key: &[u8; 32]) -> Vec<u8> {
         out.extend_from_slice(&e.endpoint.port().to_be_bytes());
         let age = u32::try_from(e.handshake_age.as_millis()).unwrap_or(u32::MAX);
         out.extend_from_slice(&age.to_be_bytes());
-        out.extend_from_slice(&e.home.unwrap_or(Ipv4Addr::UNSPECIFIED).octets());
+        if version >= 2 {
+            out.extend_from_slice(&e.home.unwrap_or(Ipv4Addr::UNSPECIFIED).octets());
+        }
     }
     let mut h = mac(key);
     h.update(&out);
@@ -100,19 +112,22 @@ pub fn encode(m: &Message, key: &[u8; 32]) -> Vec<u8> {
     out
 }
 
-pub fn decode(b: &[u8], key: &[u8; 32]) -> Result<Message, DecodeError> {
+/// Decodes a message of any version in [`VERSIONS`]; returns its version too.
+pub fn decode(b: &[u8], key: &[u8; 32]) -> Result<(u8, Message), DecodeError> {
     if b.len() < HEADER + TAG {
         return Err(DecodeError::Truncated);
     }
     if &b[..4] != MAGIC {
         return Err(DecodeError::BadMagic);
     }
-    if b[4] != VERSION {
-        return Err(DecodeError::Version(b[4]));
+    let version = b[4];
+    if !VERSIONS.contains(&version) {
+        return Err(DecodeError::Version(version));
     }
+    let entry = entry_len(version);
     let n = usize::from(u16::from_be_bytes([b[13], b[14]]));
-    if b.len() != HEADER + n * ENTRY + TAG {
-        return Err(if b.len() < HEADER + n * ENTRY + TAG {
+    if b.len() != HEADER + n * entry + TAG {
+        return Err(if b.len() < HEADER + n * entry + TAG {
             DecodeError::Truncated
         } else {
             DecodeError::Length
@@ -125,14 +140,17 @@ pub fn decode(b: &[u8], key: &[u8; 32]) -> Result<Message, DecodeError> {
     let mut sent = [0u8; 8];
     sent.copy_from_slice(&b[5..13]);
     let entries = body[HEADER..]
-        .chunks_exact(ENTRY)
+        .chunks_exact(entry)
         .map(|c| {
             let mut public_key = [0u8; 32];
             public_key.copy_from_slice(&c[..32]);
             let ip = Ipv4Addr::new(c[32], c[33], c[34], c[35]);
             let port = u16::from_be_bytes([c[36], c[37]]);
             let age = u32::from_be_bytes([c[38], c[39], c[40], c[41]]);
-            let home = Ipv4Addr::new(c[42], c[43], c[44], c[45]);
+            let home = match c.get(42..46) {
+                Some(h) => Ipv4Addr::new(h[0], h[1], h[2], h[3]),
+                None => Ipv4Addr::UNSPECIFIED,
+            };
             Entry {
                 public_key,
                 endpoint: SocketAddrV4::new(ip, port),
@@ -141,10 +159,13 @@ pub fn decode(b: &[u8], key: &[u8; 32]) -> Result<Message, DecodeError> {
             }
         })
         .collect();
-    Ok(Message {
-        sent_ms: u64::from_be_bytes(sent),
-        entries,
-    })
+    Ok((
+        version,
+        Message {
+            sent_ms: u64::from_be_bytes(sent),
+            entries,
+        },
+    ))
 }
 
 fn unix_ms(t: SystemTime) -> u64 {
@@ -160,6 +181,8 @@ pub struct Seen {
     last: HashMap<Ipv4Addr, u64>,
     /// Per peer: where a sibling last had a session with it.
     peers: HashMap<[u8; 32], Report>,
+    /// The version each sibling last spoke.
+    spoken: HashMap<Ipv4Addr, u8>,
 }
 
 /// One sibling's latest word about one peer.
@@ -175,15 +198,20 @@ pub struct Report {
 }
 
 impl Seen {
-    /// Takes a datagram from `from` received at `now`; returns why it was refused.
+    /// Takes a datagram from `from` received at `now`, read in versions up to `newest` (see
+    /// [`crate::wire`]); returns why it was refused.
     pub fn accept(
         &mut self,
         from: Ipv4Addr,
         b: &[u8],
         key: &[u8; 32],
         now: SystemTime,
+        newest: u8,
     ) -> Result<usize, String> {
-        let m = decode(b, key).map_err(|e| e.to_string())?;
+        let (version, m) = decode(b, key).map_err(|e| e.to_string())?;
+        if version > newest {
+            return Err(DecodeError::Version(version).to_string());
+        }
         let now_ms = unix_ms(now);
         let skew = u64::try_from(MAX_SKEW.as_millis()).unwrap_or(u64::MAX);
         if m.sent_ms.abs_diff(now_ms) > skew {
@@ -193,6 +221,7 @@ impl Seen {
             return Err("replayed or reordered".into());
         }
         self.last.insert(from, m.sent_ms);
+        self.spoken.insert(from, version);
         let sent = UNIX_EPOCH + Duration::from_millis(m.sent_ms);
         for e in &m.entries {
             let at = sent.checked_sub(e.handshake_age).unwrap_or(UNIX_EPOCH);
@@ -210,6 +239,14 @@ impl Seen {
             }
         }
         Ok(m.entries.len())
+    }
+
+    /// The version to speak to `sibling`: the one it last spoke, else `newest` (a sibling one
+    /// release behind drops our first messages, and is answered in its version once heard).
+    pub fn version_for(&self, sibling: Ipv4Addr, newest: u8) -> u8 {
+        self.spoken
+            .get(&sibling)
+            .map_or(newest, |v| (*v).min(newest))
     }
 
     /// What a sibling last said about `key`, if its handshake is younger than `fresh` at `now`.
@@ -247,15 +284,25 @@ mod tests {
     fn round_trip_and_every_prefix_fails() {
         let key = sync_key(&[1; 32]);
         let m = msg(1_700_000_000_000);
-        let b = encode(&m, &key);
-        assert_eq!(b.len(), HEADER + 2 * ENTRY + TAG);
-        assert_eq!(decode(&b, &key), Ok(m));
-        for n in 0..b.len() {
-            assert!(decode(&b[..n], &key).is_err(), "prefix {n}");
+        for version in VERSIONS {
+            let b = encode(&m, &key, version);
+            assert_eq!(b.len(), HEADER + 2 * entry_len(version) + TAG);
+            let mut expect = m.clone();
+            if version == 1 {
+                // Version 1 carries no homes.
+                expect.entries.iter_mut().for_each(|e| e.home = None);
+            }
+            assert_eq!(decode(&b, &key), Ok((version, expect)));
+            for n in 0..b.len() {
+                assert!(decode(&b[..n], &key).is_err(), "v{version} prefix {n}");
+            }
+            let mut longer = b.clone();
+            longer.push(0);
+            assert_eq!(decode(&longer, &key), Err(DecodeError::Length));
         }
-        let mut longer = b.clone();
-        longer.push(0);
-        assert_eq!(decode(&longer, &key), Err(DecodeError::Length));
+        let mut future = encode(&m, &key, 2);
+        future[4] = 3;
+        assert_eq!(decode(&future, &key), Err(DecodeError::Version(3)));
     }
 
     #[test]
@@ -263,14 +310,14 @@ mod tests {
         let key = sync_key(&[1; 32]);
         let other = sync_key(&[2; 32]);
         let now = SystemTime::now();
-        let b = encode(&msg(unix_ms(now)), &other);
+        let b = encode(&msg(unix_ms(now)), &other, 2);
         let mut seen = Seen::default();
         let from = Ipv4Addr::new(10, 1, 0, 251);
-        assert!(seen.accept(from, &b, &key, now).is_err());
-        let mut flipped = encode(&msg(unix_ms(now)), &key);
+        assert!(seen.accept(from, &b, &key, now, 2).is_err());
+        let mut flipped = encode(&msg(unix_ms(now)), &key, 2);
         flipped[20] ^= 1;
         assert_eq!(
-            seen.accept(from, &flipped, &key, now),
+            seen.accept(from, &flipped, &key, now, 2),
             Err("authentication failed".into())
         );
         assert_eq!(seen.report(&[7; 32], now, Duration::from_secs(180)), None);
@@ -282,12 +329,12 @@ mod tests {
         let now = SystemTime::now();
         let from = Ipv4Addr::new(10, 1, 0, 251);
         let mut seen = Seen::default();
-        let b = encode(&msg(unix_ms(now)), &key);
-        assert_eq!(seen.accept(from, &b, &key, now), Ok(2));
-        assert!(seen.accept(from, &b, &key, now).is_err(), "replay");
-        let old = encode(&msg(unix_ms(now) - 120_000), &key);
+        let b = encode(&msg(unix_ms(now)), &key, 2);
+        assert_eq!(seen.accept(from, &b, &key, now, 2), Ok(2));
+        assert!(seen.accept(from, &b, &key, now, 2).is_err(), "replay");
+        let old = encode(&msg(unix_ms(now) - 120_000), &key, 2);
         assert!(
-            seen.accept(Ipv4Addr::new(10, 1, 0, 252), &old, &key, now)
+            seen.accept(Ipv4Addr::new(10, 1, 0, 252), &old, &key, now, 2)
                 .is_err()
         );
         let fresh = Duration::from_secs(60);
@@ -302,5 +349,46 @@ mod tests {
             .report(&[9; 32], now, Duration::from_secs(180))
             .expect("within 180 s");
         assert_eq!(r.home, Some(Ipv4Addr::new(10, 1, 0, 251)), "home carried");
+    }
+
+    /// Rolling upgrade: a version-1 datagram, laid out by hand as the first release sent it,
+    /// is read; each sibling is answered in the version it spoke; an instance held at the
+    /// previous version refuses version 2.
+    #[test]
+    fn version_1_is_read_and_each_sibling_answered_in_its_own_version() {
+        let key = sync_key(&[1; 32]);
+        let now = SystemTime::now();
+        let sent = unix_ms(now);
+        let mut v1 = Vec::new();
+        v1.extend_from_slice(b"KWES");
+        v1.push(1);
+        v1.extend_from_slice(&sent.to_be_bytes());
+        v1.extend_from_slice(&1u16.to_be_bytes());
+        v1.extend_from_slice(&[7; 32]);
+        v1.extend_from_slice(&[192, 0, 2, 2]);
+        v1.extend_from_slice(&40000u16.to_be_bytes());
+        v1.extend_from_slice(&1500u32.to_be_bytes());
+        let mut h = mac(&key);
+        h.update(&v1);
+        v1.extend_from_slice(&h.finalize().into_bytes());
+        let (old, new) = (Ipv4Addr::new(10, 1, 0, 251), Ipv4Addr::new(10, 1, 0, 252));
+        let mut seen = Seen::default();
+        assert_eq!(seen.version_for(old, 2), 2, "unheard: the newest");
+        assert_eq!(seen.accept(old, &v1, &key, now, 2), Ok(1));
+        let r = seen
+            .report(&[7; 32], now, Duration::from_secs(60))
+            .expect("v1 report");
+        assert_eq!(
+            (r.endpoint, r.home),
+            ("192.0.2.2:40000".parse().expect("addr"), None)
+        );
+        let v2 = encode(&msg(sent + 1), &key, 2);
+        assert_eq!(seen.accept(new, &v2, &key, now, 2), Ok(2));
+        assert_eq!((seen.version_for(old, 2), seen.version_for(new, 2)), (1, 2));
+        // Held at the previous version: version 2 is refused, and nobody is spoken to in it.
+        let mut held = Seen::default();
+        assert!(held.accept(new, &v2, &key, now, 1).is_err());
+        assert_eq!(held.version_for(new, 1), 1);
+        assert_eq!(crate::wire::newest_with(VERSIONS, true), 1);
     }
 }

@@ -384,8 +384,15 @@ impl WireGuard {
                         .duration_since(std::time::UNIX_EPOCH)
                         .map(|d| d.as_millis() as u64)
                         .unwrap_or(0);
-                    let datagram = wg_sync::encode(&Message { sent_ms, entries }, &key);
+                    let message = Message { sent_ms, entries };
+                    let newest = crate::wire::newest(wg_sync::VERSIONS);
                     for sib in &addresses {
+                        // Each sibling in the newest version it spoke (rolling upgrades).
+                        let version = self
+                            .seen
+                            .lock()
+                            .map_or(newest, |seen| seen.version_for(*sib, newest));
+                        let datagram = wg_sync::encode(&message, &key, version);
                         let _ = s.send_to(&datagram, (*sib, wg_sync::PORT)).await;
                     }
                 }
@@ -395,7 +402,13 @@ impl WireGuard {
                         continue;
                     }
                     if let Ok(mut seen) = self.seen.lock()
-                        && let Err(why) = seen.accept(*from.ip(), &buf[..n], &key, SystemTime::now())
+                        && let Err(why) = seen.accept(
+                            *from.ip(),
+                            &buf[..n],
+                            &key,
+                            SystemTime::now(),
+                            crate::wire::newest(wg_sync::VERSIONS),
+                        )
                     {
                         warn!(from = %from, %why, "wireguard endpoint sync message dropped");
                     }

@@ -2,21 +2,31 @@
 
 mod client;
 mod config;
+mod docs;
 mod keys;
 mod lab;
 mod metrics;
 mod output;
+mod sd_notify;
 mod serve;
 mod store_url;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 use std::process::ExitCode;
+
+/// `kawaii --version`: the package version and the git commit it was built from (build.rs).
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("KAWAII_GIT_COMMIT"),
+    ")"
+);
 
 #[derive(Debug, Parser)]
 #[command(
     name = "kawaii",
-    version,
+    version = VERSION,
     about = "A project's private network gateway"
 )]
 struct Cli {
@@ -90,6 +100,16 @@ enum Command {
         state: PathBuf,
         #[command(flatten)]
         store: StoreOpts,
+        /// Rolling upgrades: speak (and read) only the previous release's version of every
+        /// message between instances.
+        #[arg(
+            long,
+            hide = true,
+            env = "KAWAII_SPEAK_PREVIOUS",
+            action = clap::ArgAction::SetTrue,
+            value_parser = clap::builder::BoolishValueParser::new()
+        )]
+        speak_previous: bool,
     },
     /// Validate a config file: prints every error (exit 1) or only warnings (exit 0).
     Check {
@@ -184,6 +204,13 @@ enum Command {
     Import {
         /// A kiagateway TOML, a Cloud-Gateway conf.yaml, or a native file.
         file: PathBuf,
+    },
+    /// Write the man pages and the bash, zsh and fish completions (for packaging).
+    #[command(hide = true)]
+    GenerateDocs {
+        /// Directory to write `man/*.1` and `completions/{kawaii.bash,_kawaii,kawaii.fish}` in.
+        #[arg(long)]
+        out: PathBuf,
     },
     /// The demo topology in network namespaces (never touches the root namespace).
     Lab {
@@ -321,7 +348,11 @@ fn main() -> ExitCode {
             zone,
             state,
             store,
-        } => serve::run(config, zone, state, store.args(&store.store)),
+            speak_previous,
+        } => {
+            kawaii_drivers::wire::speak_previous(speak_previous);
+            serve::run(config, zone, state, store.args(&store.store))
+        }
         Command::Store {
             command:
                 StoreCommand::Copy {
@@ -357,6 +388,7 @@ fn main() -> ExitCode {
         }
         Command::Check { file, local, zone } => config::check(&file.path(), local, zone.as_deref()),
         Command::Render { file, zone, what } => client::render(&file.path(), zone.as_deref(), what),
+        Command::GenerateDocs { out } => docs::generate(Cli::command(), &out),
         Command::Import { file } => config::import(&file),
         Command::Lab {
             command: LabCommand::Up { config, zones },

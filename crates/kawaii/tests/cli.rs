@@ -420,3 +420,23 @@ fn client_applies_stdin_says_unchanged_and_explains_token_errors() {
         .expect("status | head -1");
     assert_eq!(head.lines().count(), 1, "{head}");
 }
+
+#[test]
+fn version_names_the_release_and_the_commit() {
+    let out = kawaii(&["--version"]);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    let expected = Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_else(|| "unknown".to_string());
+    let commit = std::env::var("KAWAII_GIT_COMMIT").unwrap_or(expected);
+    assert_eq!(
+        text.trim(),
+        format!("kawaii {} (commit {commit})", env!("CARGO_PKG_VERSION"))
+    );
+}

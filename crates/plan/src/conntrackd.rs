@@ -11,6 +11,12 @@ use std::collections::BTreeSet;
 use std::fmt::Write;
 use std::net::Ipv4Addr;
 
+/// The version of the sync settings below (transport, port, group, modes): the instances of a
+/// gateway must agree on them, so a release that changes them bumps this, and keeps rendering
+/// the previous settings while a sibling still speaks them (rolling upgrades; conntrackd's own
+/// messages carry conntrackd's protocol version). Rendered at the top of `conntrackd.conf`.
+pub const SETTINGS_VERSION: u8 = 1;
+
 /// UDP port of the sync (unicast and multicast alike).
 pub const SYNC_PORT: u16 = 3780;
 /// Multicast group of the sync with three or more zones (the firewall admits the siblings only).
@@ -100,8 +106,8 @@ pub fn socket_path(dir: &str) -> String {
 
 /// `conntrackd.conf` for this plan; `dir` holds its lock file, socket and log.
 pub fn render(p: &SyncPlan, dir: &str) -> String {
-    let mut out = String::from(
-        "# Written by kawaii for the conntrackd it runs; rewritten (and conntrackd restarted) when it changes.\nSync {\n",
+    let mut out = format!(
+        "# Written by kawaii for the conntrackd it runs; rewritten (and conntrackd restarted) when it changes.\n# kawaii conntrack-sync settings v{SETTINGS_VERSION}\nSync {{\n",
     );
     let source = p.source;
     let dev = &p.interface;

@@ -6,6 +6,8 @@
 //! PREFIX/revision          the document's revision, "1", "2", ... (what If-Match compares)
 //! PREFIX/audit/<rev:020>   one audit entry per revision, written in the same transaction
 //! PREFIX/meta/<key>        metadata (the config file's hash)
+//! PREFIX/schema            the schema version (`schema.rs`); none: schema 1, or an empty store
+//! PREFIX/backup/schema-N/  document and revision as they were before migrating from schema N
 //! ```
 //!
 //! Reads never wait for etcd: a task on the store's own runtime keeps the last state in memory
@@ -17,6 +19,7 @@
 //! an unreachable store answers [`StoreError::Unavailable`] within [`CALL_TIMEOUT`].
 
 use crate::audit::{AuditEntry, redacted_changes};
+use crate::schema::{self, SCHEMA};
 use crate::{Actor, Export, Snapshot, Store, StoreError, StoreHealth, files, now_rfc3339};
 use etcd_client::{
     Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, SortOrder, SortTarget, Txn,
@@ -81,6 +84,7 @@ struct Keys {
     revision: String,
     audit: String,
     meta: String,
+    schema: String,
 }
 
 impl Keys {
@@ -91,6 +95,7 @@ impl Keys {
             revision: format!("{root}revision"),
             audit: format!("{root}audit/"),
             meta: format!("{root}meta/"),
+            schema: format!("{root}schema"),
             root,
         }
     }
@@ -220,6 +225,7 @@ impl EtcdStore {
                 break;
             }
         }
+        let connected = first.is_ok();
         match first {
             Ok(snap) => info!(
                 endpoints = ?inner.opts.endpoints,
@@ -232,6 +238,10 @@ impl EtcdStore {
                 inner.set_down(&e);
             }
             Err(e) => return Err(e),
+        }
+        if connected {
+            let i = inner.clone();
+            store.call(async move { i.ensure_schema().await })?;
         }
         if let Some(rt) = &store.rt {
             rt.spawn(inner.sync_loop());
@@ -556,6 +566,73 @@ impl Inner {
         Ok(self.snapshot())
     }
 
+    /// Refuses a store of a newer schema (writing nothing); migrates an older one in one
+    /// transaction that also keeps a backup copy of the document, guarded against writers. An
+    /// empty store gets its schema with its first document.
+    async fn ensure_schema(&self) -> Result<(), StoreError> {
+        for _ in 0..5 {
+            let r = self
+                .txn(Txn::new().and_then([
+                    TxnOp::get(self.keys.schema.as_str(), None),
+                    TxnOp::get(self.keys.revision.as_str(), None),
+                    TxnOp::get(self.keys.document.as_str(), None),
+                ]))
+                .await?;
+            let value = |i: usize| -> Option<Vec<u8>> {
+                match r.op_responses().get(i) {
+                    Some(TxnOpResponse::Get(g)) => g.kvs().first().map(|kv| kv.value().to_vec()),
+                    _ => None,
+                }
+            };
+            let (schema_value, revision, document) = (value(0), value(1), value(2));
+            let found = match (&schema_value, &revision) {
+                (Some(v), _) => std::str::from_utf8(v)
+                    .ok()
+                    .and_then(|v| v.parse::<u32>().ok())
+                    .ok_or_else(|| corrupt(format!("{} is not a number", self.keys.schema)))?,
+                (None, None) => return Ok(()),
+                (None, Some(_)) => 1,
+            };
+            schema::check(found, &format!("etcd prefix {}", self.keys.root))?;
+            if found == SCHEMA {
+                return Ok(());
+            }
+            let schema_guard = match &schema_value {
+                None => Compare::version(self.keys.schema.as_str(), CompareOp::Equal, 0),
+                Some(v) => Compare::value(self.keys.schema.as_str(), CompareOp::Equal, v.clone()),
+            };
+            let revision = revision.unwrap_or_default();
+            let backup = format!("{}backup/schema-{found}/", self.keys.root);
+            let mut ops = vec![TxnOp::put(
+                format!("{backup}revision"),
+                revision.clone(),
+                None,
+            )];
+            if let Some(doc) = document {
+                ops.push(TxnOp::put(format!("{backup}document"), doc, None));
+            }
+            // 1 -> 2: the version is recorded (documents are format 1 either way).
+            ops.push(TxnOp::put(
+                self.keys.schema.as_str(),
+                SCHEMA.to_string(),
+                None,
+            ));
+            let txn = Txn::new()
+                .when([
+                    schema_guard,
+                    Compare::value(self.keys.revision.as_str(), CompareOp::Equal, revision),
+                ])
+                .and_then(ops);
+            if self.txn(txn).await?.succeeded() {
+                info!(prefix = %self.keys.root, from = found, to = SCHEMA, %backup, "store schema migrated");
+                return Ok(());
+            }
+        }
+        Err(StoreError::Io(
+            "the schema migration kept racing with writers; try again".into(),
+        ))
+    }
+
     async fn commit(
         &self,
         expected: Option<u64>,
@@ -615,6 +692,13 @@ impl Inner {
             }
             if ops.is_empty() {
                 return Ok(base.snap.revision);
+            }
+            if base.snap.revision == 0 {
+                ops.push(TxnOp::put(
+                    self.keys.schema.as_str(),
+                    SCHEMA.to_string(),
+                    None,
+                ));
             }
             let guard = if base.snap.revision == 0 {
                 Compare::version(self.keys.revision.as_str(), CompareOp::Equal, 0)
@@ -752,9 +836,12 @@ impl Inner {
                 None,
             ));
         }
-        if !ops.is_empty() {
-            self.txn(Txn::new().and_then(ops)).await?;
-        }
+        ops.push(TxnOp::put(
+            self.keys.schema.as_str(),
+            SCHEMA.to_string(),
+            None,
+        ));
+        self.txn(Txn::new().and_then(ops)).await?;
         self.full_read(true).await?;
         Ok(())
     }

@@ -10,6 +10,7 @@
 mod audit;
 mod etcd;
 pub mod files;
+pub mod schema;
 mod sqlite;
 pub use sqlite::now_rfc3339;
 
@@ -47,6 +48,16 @@ pub enum StoreError {
     /// The disk (or the etcd quota) is full: the write was rolled back, nothing changed.
     #[error("no space left for the write: {0}")]
     Full(String),
+    /// The store was written by a newer kawaii; it was left as it is.
+    #[error(
+        "{store} has schema {found}, written by a newer kawaii; this kawaii {} reads up to schema {supported}. Upgrade kawaii, or restore the backup the upgrade kept; nothing was changed",
+        env!("CARGO_PKG_VERSION")
+    )]
+    TooNew {
+        store: String,
+        found: u32,
+        supported: u32,
+    },
 }
 
 /// Who made a change and how, for the audit trail.

@@ -3,14 +3,16 @@
 //! the most exercised there is (see docs/architecture.md).
 
 use crate::audit::{AuditEntry, redacted_changes};
+use crate::schema::{self, DOCUMENT_FORMAT, SCHEMA};
 use crate::{Actor, Export, Snapshot, Store, StoreError, StoreHealth};
 use kawaii_model::{Format, Gateway, Secret};
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Mutex;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::watch;
+use tracing::info;
 
 #[derive(Debug)]
 pub struct SqliteStore {
@@ -45,13 +47,14 @@ fn opening(db: &Path, e: StoreError) -> StoreError {
 impl SqliteStore {
     /// Opens (creating if needed) `DIR/kawaii.db`. The directory is made 0700 and its files
     /// 0600 (the database holds secrets in clear); SQLite gives its `-wal` and `-shm` files the
-    /// database file's mode.
+    /// database file's mode. A store of an older schema is copied to
+    /// `kawaii.db.schema-N.bak` and migrated; one of a newer schema is refused untouched.
     pub fn open(dir: &Path) -> Result<SqliteStore, StoreError> {
         crate::files::secure_dir(dir)?;
         let db = dir.join("kawaii.db");
         crate::files::create_private(&db)?;
         let conn = Connection::open(&db).map_err(|e| opening(&db, io(e)))?;
-        let store = Self::init(conn).map_err(|e| opening(&db, e))?;
+        let store = Self::init(conn, Some(&db)).map_err(|e| opening(&db, e))?;
         // The WAL and shm files exist now; a umask or an older version may have made them wider.
         crate::files::secure_dir(dir)?;
         Ok(store)
@@ -59,28 +62,26 @@ impl SqliteStore {
 
     /// A store that lives in memory only (tests, `kawaii render`).
     pub fn in_memory() -> Result<SqliteStore, StoreError> {
-        Self::init(Connection::open_in_memory().map_err(io)?)
+        Self::init(Connection::open_in_memory().map_err(io)?, None)
     }
 
-    fn init(conn: Connection) -> Result<SqliteStore, StoreError> {
-        conn.execute_batch(
-            "PRAGMA journal_mode = WAL;
-             PRAGMA synchronous = FULL;
-             PRAGMA busy_timeout = 5000;
-             CREATE TABLE IF NOT EXISTS state (
-                 revision INTEGER PRIMARY KEY,
-                 document TEXT NOT NULL,
-                 at TEXT NOT NULL);
-             CREATE TABLE IF NOT EXISTS audit (
-                 id INTEGER PRIMARY KEY AUTOINCREMENT,
-                 at TEXT NOT NULL,
-                 revision INTEGER NOT NULL,
-                 actor TEXT NOT NULL,
-                 action TEXT NOT NULL,
-                 changes TEXT NOT NULL);
-             CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);",
-        )
-        .map_err(io)?;
+    fn init(mut conn: Connection, file: Option<&Path>) -> Result<SqliteStore, StoreError> {
+        conn.busy_timeout(Duration::from_secs(5)).map_err(io)?;
+        let name = file.map_or_else(|| "the in-memory store".into(), |f| f.display().to_string());
+        // Nothing is written before the schema is known to be ours or older.
+        let found = schema_of(&conn)?;
+        schema::check(found, &name)?;
+        conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;")
+            .map_err(io)?;
+        if found < SCHEMA {
+            if let (Some(file), true) = (file, found > 0) {
+                backup(&conn, file, found)?;
+            }
+            migrate(&mut conn, &name)?;
+            if found > 0 {
+                info!(store = %name, from = found, to = SCHEMA, "store schema migrated");
+            }
+        }
         let store = SqliteStore {
             conn: Mutex::new(conn),
             notify: watch::channel(0).0,
@@ -97,12 +98,86 @@ impl SqliteStore {
     }
 }
 
-fn read_current(conn: &Connection) -> Result<Snapshot, StoreError> {
-    let row: Option<(u64, String)> = conn
+/// Schema 1, as the first release created it (no version recorded).
+const BASE: &str = include_str!("sqlite-schema-1.sql");
+
+/// `MIGRATIONS[i]` takes schema `i + 1` to `i + 2`. A new store is [`BASE`] and all of them,
+/// so a new store and a migrated one are the same.
+const MIGRATIONS: &[&str] = &[
+    // 1 -> 2: each document records its format (rows written before are format 1).
+    "ALTER TABLE state ADD COLUMN format INTEGER NOT NULL DEFAULT 1;",
+];
+const _: () = assert!(MIGRATIONS.len() as u32 + 1 == SCHEMA);
+
+/// The recorded version (`PRAGMA user_version`); without one, 1 if the first layout's tables
+/// are there, else 0 (an empty database).
+fn schema_of(conn: &Connection) -> Result<u32, StoreError> {
+    let version: u32 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(io)?;
+    if version > 0 {
+        return Ok(version);
+    }
+    let tables: u32 = conn
         .query_row(
-            "SELECT revision, document FROM state ORDER BY revision DESC LIMIT 1",
+            "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'state'",
             [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
+            |r| r.get(0),
+        )
+        .map_err(io)?;
+    Ok(u32::from(tables > 0))
+}
+
+/// A consistent copy of the whole store, `kawaii.db.schema-N.bak` (0600), kept after the
+/// migration.
+fn backup(conn: &Connection, file: &Path, found: u32) -> Result<(), StoreError> {
+    let name = format!(
+        "{}.schema-{found}.bak",
+        file.file_name()
+            .map_or("kawaii.db".into(), |n| n.to_string_lossy())
+    );
+    let copy = file.with_file_name(name);
+    match std::fs::remove_file(&copy) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(StoreError::Io(format!("{}: {e}", copy.display()))),
+    }
+    crate::files::create_private(&copy)?;
+    let target = copy.to_string_lossy().into_owned();
+    conn.execute("VACUUM INTO ?1", params![target])
+        .map_err(io)?;
+    info!(backup = %copy.display(), schema = found, "store copied before its migration");
+    Ok(())
+}
+
+/// Brings the store to [`SCHEMA`] in one transaction (all migrations and the new version, or
+/// nothing).
+fn migrate(conn: &mut Connection, name: &str) -> Result<(), StoreError> {
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(io)?;
+    // Read again under the write lock: another process may have got there first.
+    let found = schema_of(&tx)?;
+    schema::check(found, name)?;
+    if found == SCHEMA {
+        return Ok(());
+    }
+    if found == 0 {
+        tx.execute_batch(BASE).map_err(io)?;
+    }
+    for step in &MIGRATIONS[found.max(1) as usize - 1..] {
+        tx.execute_batch(step).map_err(io)?;
+    }
+    tx.pragma_update(None, "user_version", SCHEMA).map_err(io)?;
+    tx.commit().map_err(io)
+}
+
+fn read_current(conn: &Connection) -> Result<Snapshot, StoreError> {
+    let row: Option<(u64, String, u32)> = conn
+        .query_row(
+            "SELECT revision, document, format FROM state ORDER BY revision DESC LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )
         .optional()
         .map_err(io)?;
@@ -111,7 +186,8 @@ fn read_current(conn: &Connection) -> Result<Snapshot, StoreError> {
             revision: 0,
             gateway: Gateway::default(),
         }),
-        Some((revision, doc)) => {
+        Some((revision, doc, format)) => {
+            schema::check_document(format)?;
             let gateway = Gateway::parse(&doc, Format::Json)
                 .map_err(|e| StoreError::Corrupt(e.to_string()))?;
             Ok(Snapshot { revision, gateway })
@@ -177,8 +253,8 @@ impl Store for SqliteStore {
         let revision = cur.revision + 1;
         let at = now_rfc3339();
         tx.execute(
-            "INSERT INTO state (revision, document, at) VALUES (?1, ?2, ?3)",
-            params![revision, stored, at],
+            "INSERT INTO state (revision, document, at, format) VALUES (?1, ?2, ?3, ?4)",
+            params![revision, stored, at, DOCUMENT_FORMAT],
         )
         .map_err(io)?;
         // Keep a bounded history of full documents; the audit trail keeps every change.
@@ -303,8 +379,13 @@ impl Store for SqliteStore {
             .map_err(io)?;
         if data.snapshot.revision > 0 {
             tx.execute(
-                "INSERT INTO state (revision, document, at) VALUES (?1, ?2, ?3)",
-                params![data.snapshot.revision, stored, now_rfc3339()],
+                "INSERT INTO state (revision, document, at, format) VALUES (?1, ?2, ?3, ?4)",
+                params![
+                    data.snapshot.revision,
+                    stored,
+                    now_rfc3339(),
+                    DOCUMENT_FORMAT
+                ],
             )
             .map_err(io)?;
         }
@@ -421,5 +502,159 @@ mod tests {
             "ipsec[name=\"ACME Office\"].pre_shared_key"
         );
         assert!(now_rfc3339().starts_with("20"));
+    }
+
+    fn sha(path: &Path) -> Vec<u8> {
+        std::fs::read(path).expect("read store file")
+    }
+
+    /// Migration 1 -> 2: a store written by the first release (its exact DDL, a document and an
+    /// audit entry in it) opens with everything kept, a backup copy beside it, and takes new
+    /// revisions in the new schema.
+    #[test]
+    fn migrates_schema_1_with_a_backup_in_one_step() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = dir.path().join("kawaii.db");
+        {
+            let conn = Connection::open(&db).expect("create a schema-1 store");
+            // As the first release opened it: WAL, then its tables.
+            conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;")
+                .expect("wal");
+            conn.execute_batch(BASE).expect("schema 1");
+            let doc =
+                Secret::reveal(|| serde_json::to_string(&with_psk("old-secret"))).expect("json");
+            conn.execute(
+                "INSERT INTO state (revision, document, at) VALUES (7, ?1, '2026-01-01T00:00:00Z')",
+                params![doc],
+            )
+            .expect("document");
+            conn.execute(
+                "INSERT INTO audit (at, revision, actor, action, changes) VALUES ('2026-01-01T00:00:00Z', 7, 'ops', 'PUT /v1/gateway', '[]')",
+                [],
+            )
+            .expect("audit");
+            conn.execute(
+                "INSERT INTO meta (key, value) VALUES ('file_sha256', 'abc')",
+                [],
+            )
+            .expect("meta");
+        }
+        let s = SqliteStore::open(dir.path()).expect("open migrates");
+        let cur = s.current().expect("current");
+        assert_eq!(cur.revision, 7);
+        assert_eq!(cur.gateway, with_psk("old-secret"));
+        assert_eq!(s.audit(10).expect("audit").len(), 1);
+        assert_eq!(
+            s.get_meta("file_sha256").expect("meta").as_deref(),
+            Some("abc")
+        );
+        assert_eq!(
+            s.commit(Some(7), &with_psk("new-secret"), &actor())
+                .expect("commit"),
+            8
+        );
+        let (version, format): (u32, u32) = {
+            let conn = s.lock();
+            (
+                conn.query_row("PRAGMA user_version", [], |r| r.get(0))
+                    .expect("version"),
+                conn.query_row("SELECT format FROM state WHERE revision = 8", [], |r| {
+                    r.get(0)
+                })
+                .expect("format"),
+            )
+        };
+        assert_eq!((version, format), (SCHEMA, DOCUMENT_FORMAT));
+        // The backup is the old store, private, readable by the old layout.
+        let bak = dir.path().join("kawaii.db.schema-1.bak");
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&bak)
+            .expect("backup kept")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let old = Connection::open(&bak).expect("open backup");
+        let rev: u64 = old
+            .query_row("SELECT MAX(revision) FROM state", [], |r| r.get(0))
+            .expect("backup revision");
+        let version: u32 = old
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .expect("v");
+        assert_eq!((rev, version), (7, 0));
+        drop(s);
+        // Opening again migrates nothing and takes no new backup.
+        std::fs::remove_file(&bak).expect("remove backup");
+        let s = SqliteStore::open(dir.path()).expect("reopen");
+        assert_eq!(s.current().expect("current").revision, 8);
+        assert!(!bak.exists());
+    }
+
+    /// A store of a newer schema (a later kawaii wrote it) is refused, and its file is left
+    /// byte for byte as it was.
+    #[test]
+    fn refuses_a_newer_schema_and_changes_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let s = SqliteStore::open(dir.path()).expect("open");
+            s.commit(None, &with_psk("k-secret"), &actor())
+                .expect("commit");
+        }
+        let db = dir.path().join("kawaii.db");
+        {
+            let conn = Connection::open(&db).expect("open");
+            conn.pragma_update(None, "user_version", SCHEMA + 1)
+                .expect("bump");
+            conn.execute("ALTER TABLE state ADD COLUMN later TEXT", [])
+                .expect("later column");
+        }
+        let before = sha(&db);
+        let e = SqliteStore::open(dir.path()).expect_err("newer schema refused");
+        assert!(
+            matches!(e, StoreError::TooNew { found, supported: SCHEMA, .. } if found == SCHEMA + 1),
+            "{e}"
+        );
+        assert!(e.to_string().contains(&db.display().to_string()), "{e}");
+        assert_eq!(sha(&db), before, "the refused store was changed");
+        let baks = std::fs::read_dir(dir.path())
+            .expect("dir")
+            .filter_map(Result::ok)
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".bak"))
+            .count();
+        assert_eq!(baks, 0);
+    }
+
+    #[test]
+    fn a_new_store_is_the_same_as_a_migrated_one() {
+        let fresh = SqliteStore::in_memory().expect("fresh");
+        let conn = Connection::open_in_memory().expect("old");
+        conn.execute_batch(BASE).expect("schema 1");
+        let migrated = SqliteStore::init(conn, None).expect("migrated");
+        // Tables and their columns (the stored DDL text keeps each file's whitespace).
+        let ddl = |s: &SqliteStore| -> Vec<String> {
+            let conn = s.lock();
+            let mut stmt = conn
+                .prepare(
+                    "SELECT m.name, p.name, p.type, p.\"notnull\", p.dflt_value, p.pk
+                     FROM sqlite_master m JOIN pragma_table_info(m.name) p
+                     WHERE m.type = 'table' ORDER BY m.name, p.cid",
+                )
+                .expect("prepare");
+            stmt.query_map([], |r| {
+                Ok(format!(
+                    "{}.{} {} {} {:?} {}",
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, i64>(3)?,
+                    r.get::<_, Option<String>>(4)?,
+                    r.get::<_, i64>(5)?
+                ))
+            })
+            .expect("query")
+            .collect::<Result<_, _>>()
+            .expect("rows")
+        };
+        assert!(ddl(&fresh).iter().any(|c| c.starts_with("state.format ")));
+        assert_eq!(ddl(&fresh), ddl(&migrated));
     }
 }

@@ -76,13 +76,18 @@ async fn daemon(settings: Settings) -> anyhow::Result<ExitCode> {
     {
         warn!(%e, "cannot turn connection tracking on before the store connects");
     }
+    if kawaii_drivers::wire::speaking_previous() {
+        info!("speaking the previous release's version of every message between instances");
+    }
     let (wakes, wake_rx) = Wakes::channel();
     let app = App::build(settings, wakes).await?;
     start(&app).await?;
 
     let stop = CancellationToken::new();
     app.api.set_live_details(status::live(&app));
-    let reconcile = tokio::spawn(reconcile::run(app.clone(), wake_rx));
+    // systemd (Type=notify): READY=1 after the first applied pass, then watchdog pings.
+    let systemd = Arc::new(crate::sd_notify::Systemd::from_env());
+    let reconcile = tokio::spawn(reconcile::run(app.clone(), wake_rx, systemd.clone()));
     let reload = Arc::new(Notify::new());
     let consent = app.consent.clone();
     let endpoint_sync = app.wakes.notifier(Wake::EndpointSync);
@@ -98,6 +103,10 @@ async fn daemon(settings: Settings) -> anyhow::Result<ExitCode> {
             ha::Timers::default(),
         )),
         tokio::spawn(status::refresh(app.clone(), stop.clone())),
+        tokio::spawn({
+            let (systemd, stop) = (systemd.clone(), stop.clone());
+            async move { systemd.watchdog(stop).await }
+        }),
         tokio::spawn(files::watch(app.clone(), reload.clone(), stop.clone())),
         tokio::spawn({
             let (guard, stop) = (app.conntrack.clone(), stop.clone());
@@ -108,6 +117,7 @@ async fn daemon(settings: Settings) -> anyhow::Result<ExitCode> {
 
     wait_for_stop(&reload).await?;
     info!("stopping");
+    systemd.stopping();
     // HA: resign every virtual router first (priority 0: a backup takes over after Skew_Time);
     // the loop's last pass then takes the VIPs off this node's interfaces.
     if !app.vrrp.status().is_empty() {

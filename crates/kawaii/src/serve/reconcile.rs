@@ -6,6 +6,7 @@
 use super::app::App;
 use super::apply::{Outcome, Reconciler};
 use super::wake::{Wake, WakeReceiver, reasons};
+use crate::sd_notify::Systemd;
 use kawaii_model::Desired;
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -18,8 +19,9 @@ const FIRST_RETRY: Duration = Duration::from_millis(250);
 const FIRST_RETRY_REJECTED: Duration = Duration::from_secs(2);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
-/// Runs passes until a pass woken by [`Wake::Shutdown`] is done, or every sender is gone.
-pub async fn run(app: Arc<App>, mut wakes: WakeReceiver) {
+/// Runs passes until a pass woken by [`Wake::Shutdown`] is done, or every sender is gone; tells
+/// systemd it is ready after the first applied pass.
+pub async fn run(app: Arc<App>, mut wakes: WakeReceiver, systemd: Arc<Systemd>) {
     let mut reconciler = Reconciler::new(app.drivers.clone());
     let mut backoff: Option<Duration> = None;
     app.wakes.send(Wake::Start);
@@ -38,7 +40,10 @@ pub async fn run(app: Arc<App>, mut wakes: WakeReceiver) {
         }
         let outcome = pass(&app, &mut reconciler).await;
         backoff = match outcome {
-            Outcome::Applied => None,
+            Outcome::Applied => {
+                systemd.ready();
+                None
+            }
             Outcome::Transient => Some(next(backoff, FIRST_RETRY)),
             Outcome::Rejected => Some(next(backoff, FIRST_RETRY_REJECTED)),
         };
