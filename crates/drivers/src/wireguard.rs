@@ -562,5 +562,4 @@ mod tests {
     fn hex_bytes(k: &[u8]) -> String {
         k.iter().map(|b| format!("{b:02x}")).collect()
     }
-
 }

@@ -24,11 +24,22 @@ impl Role {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct TokenSpec {
     pub name: String,
     pub role: Role,
     pub sha256: [u8; 32],
+}
+
+/// The hash is treated as a secret (it identifies the token): `Debug` redacts it.
+impl std::fmt::Debug for TokenSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenSpec")
+            .field("name", &self.name)
+            .field("role", &self.role)
+            .field("sha256", &crate::secret::REDACTED)
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
