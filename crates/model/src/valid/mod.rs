@@ -15,7 +15,7 @@ mod primitives;
 mod router;
 mod wireguard;
 
-pub use api::{ApiSpec, Role, TokenSpec, sha256_hex};
+pub use api::{ApiLimits, ApiSpec, ApiTls, Role, TokenSpec, sha256_hex};
 pub use firewall::{NatForward, PeerRuleSpec, Rule};
 pub use gateway::{DEFAULT_ADVERT_INTERVAL_CS, DEFAULT_VRID_BASE, HaSpec, ZoneSpec};
 pub use ingress::{DEFAULT_PUBLIC_CONNTRACK_PERCENT, IngressSpec, Limits, Rate, RateUnit};
