@@ -90,8 +90,10 @@ pub fn router(state: ApiState) -> axum::Router {
         state.clone(),
         require_token,
     ));
+    let body_limit = usize::try_from(state.limits().max_body_bytes).unwrap_or(usize::MAX);
     v1.merge(open)
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
+        .layer(axum::extract::DefaultBodyLimit::max(body_limit))
         .layer(Extension(spec))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -105,8 +107,16 @@ async fn count_requests(
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    let method = req.method().to_string();
+    // A bounded label set: any other method (sent before authentication) is "other".
+    let method = match req.method().as_str() {
+        m @ ("GET" | "HEAD" | "POST" | "PUT" | "PATCH" | "DELETE" | "OPTIONS") => m,
+        _ => "other",
+    }
+    .to_string();
     let resp = next.run(req).await;
+    if resp.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        state.count_limited("body");
+    }
     state
         .requests
         .get_or_create(&ReqLabels {
@@ -209,10 +219,8 @@ async fn mutate<T: Send + 'static>(
             let out = change(&mut doc)?;
             doc.prepare_commit(&snap.gateway);
             validate(&doc).map_err(|e| ApiError::Invalid(e.0))?;
-            if doc.api.tokens != snap.gateway.api.tokens
-                || doc.api.token_file != snap.gateway.api.token_file
-            {
-                caller.require(Role::Admin, "change API tokens")?;
+            if doc.api != snap.gateway.api {
+                caller.require(Role::Admin, "change [api]")?;
             }
             let actor = Actor {
                 name: caller.name.clone(),
@@ -458,7 +466,13 @@ async fn readyz(State(state): State<ApiState>) -> (StatusCode, String) {
 
 /// Prometheus metrics (OpenMetrics text).
 #[utoipa::path(get, path = "/metrics", tag = "ops", responses((status = 200, description = "OK", body = String)))]
-async fn metrics(State(state): State<ApiState>) -> Result<Response, ApiError> {
+async fn metrics(
+    State(state): State<ApiState>,
+    req: axum::extract::Request,
+) -> Result<Response, ApiError> {
+    if state.metrics_auth() {
+        crate::auth::authenticate(&state, &req)?;
+    }
     let mut out = String::new();
     prometheus_client::encoding::text::encode(&mut out, &state.registry)
         .map_err(|e| ApiError::Internal(e.to_string()))?;

@@ -30,6 +30,8 @@ struct Cli {
     /// Bearer token for the client commands (default: the daemon's bootstrap token file, if readable).
     #[arg(long, global = true, env = "KAWAII_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    #[command(flatten)]
+    tls: client::TlsOptions,
     #[command(subcommand)]
     command: Command,
 }
@@ -293,9 +295,9 @@ fn main() -> ExitCode {
         Command::Wg {
             command: WgCommand::Pubkey,
         } => keys::pubkey(),
-        command => {
-            let api = client::Api::new(&cli.api, cli.token);
-            match command {
+        command => match client::Api::new(&cli.api, cli.token, &cli.tls) {
+            Err(e) => Err(e),
+            Ok(api) => match command {
                 Command::Get { kind, name, output } => {
                     api.get(kind.as_deref(), name.as_deref(), output)
                 }
@@ -307,8 +309,8 @@ fn main() -> ExitCode {
                     command: PeerCommand::Showconf { name, output },
                 } => api.showconf(&name, output),
                 _ => unreachable!("handled above"),
-            }
-        }
+            },
+        },
     };
     match result {
         Ok(code) => code,

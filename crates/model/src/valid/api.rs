@@ -183,12 +183,27 @@ fn check_limits(a: &ApiSettings, e: &mut Errors) -> Option<ApiLimits> {
         None => Some(default),
         Some(n) if n >= min => Some(n),
         Some(n) => {
-            e.push(format!("api.{field}"), format!("{n} is below the minimum {min}"));
+            e.push(
+                format!("api.{field}"),
+                format!("{n} is below the minimum {min}"),
+            );
             None
         }
     };
-    let max_connections = count(e, "max_connections", a.max_connections, d.max_connections, 1);
-    let max_body_bytes = count(e, "max_body_bytes", a.max_body_bytes, d.max_body_bytes, 1024);
+    let max_connections = count(
+        e,
+        "max_connections",
+        a.max_connections,
+        d.max_connections,
+        1,
+    );
+    let max_body_bytes = count(
+        e,
+        "max_body_bytes",
+        a.max_body_bytes,
+        d.max_body_bytes,
+        1024,
+    );
     // hyper reads heads in a buffer of at least 8 KiB.
     let max_header_bytes = count(
         e,
@@ -198,12 +213,8 @@ fn check_limits(a: &ApiSettings, e: &mut Errors) -> Option<ApiLimits> {
         8192,
     );
     let rate_limit = count(e, "rate_limit", a.rate_limit, d.rate_limit, 1);
-    let header_timeout = positive_duration(
-        e,
-        "api.header_timeout",
-        &a.header_timeout,
-        d.header_timeout,
-    );
+    let header_timeout =
+        positive_duration(e, "api.header_timeout", &a.header_timeout, d.header_timeout);
     let idle_timeout = positive_duration(e, "api.idle_timeout", &a.idle_timeout, d.idle_timeout);
     Some(ApiLimits {
         max_connections: max_connections?,
