@@ -366,104 +366,21 @@ async fn failed_logins_methods_metrics_auth_and_the_api_section() {
     assert_eq!(code, 200, "{text}");
 }
 
-/// A CA, a server certificate for 127.0.0.1 and a client certificate, made by `openssl`.
+/// The PKI's files as `[api]` names them.
 struct Pki {
-    dir: tempfile::TempDir,
+    pki: kawaii_testkit::tls::Pki,
+    _dir: tempfile::TempDir,
 }
 
 impl Pki {
     fn new() -> Pki {
         let dir = tempfile::tempdir().expect("tempdir");
-        let run = |args: &[&str]| {
-            let out = std::process::Command::new("openssl")
-                .args(args)
-                .current_dir(dir.path())
-                .output()
-                .expect("run openssl");
-            assert!(
-                out.status.success(),
-                "openssl {args:?}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        };
-        let ec = [
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-        ];
-        run(&[
-            &["req", "-x509"][..],
-            &ec,
-            &[
-                "-keyout",
-                "ca.key",
-                "-out",
-                "ca.pem",
-                "-days",
-                "1",
-                "-subj",
-                "/CN=kawaii test CA",
-            ],
-        ]
-        .concat());
-        for (name, ext) in [
-            (
-                "server",
-                "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
-            ),
-            ("client", "extendedKeyUsage=clientAuth\n"),
-        ] {
-            std::fs::write(dir.path().join(format!("{name}.ext")), ext).expect("ext");
-            let (key, csr, pem, extf) = (
-                format!("{name}.key"),
-                format!("{name}.csr"),
-                format!("{name}.pem"),
-                format!("{name}.ext"),
-            );
-            run(&[
-                &["req"][..],
-                &ec,
-                &[
-                    "-keyout",
-                    &key,
-                    "-out",
-                    &csr,
-                    "-subj",
-                    &format!("/CN={name}"),
-                ],
-            ]
-            .concat());
-            run(&[
-                "x509",
-                "-req",
-                "-in",
-                &csr,
-                "-CA",
-                "ca.pem",
-                "-CAkey",
-                "ca.key",
-                "-CAcreateserial",
-                "-out",
-                &pem,
-                "-days",
-                "1",
-                "-extfile",
-                &extf,
-            ]);
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(
-                dir.path().join(&key),
-                std::fs::Permissions::from_mode(0o600),
-            )
-            .expect("chmod");
-        }
-        Pki { dir }
+        let pki = kawaii_testkit::tls::Pki::new(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+        Pki { pki, _dir: dir }
     }
 
     fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
+        self.pki.path(name)
     }
 
     fn tls(&self, client_ca: bool) -> ApiTls {

@@ -137,7 +137,7 @@ pub struct ApiSettings {
     /// Request head limit in bytes, default 16 KiB (431 beyond).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_header_bytes: Option<u32>,
-    /// Requests per second per token, default 50, bursts of twice that (429 beyond).
+    /// Requests per second per token, default 100, bursts of twice that (429 beyond).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_limit: Option<u32>,
     /// Deadline for a request head (and the TLS handshake), default `10s`.

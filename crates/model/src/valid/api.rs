@@ -81,7 +81,7 @@ impl Default for ApiLimits {
             max_connections: 256,
             max_body_bytes: 1 << 20,
             max_header_bytes: 16 << 10,
-            rate_limit: 50,
+            rate_limit: 100,
             header_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
         }
