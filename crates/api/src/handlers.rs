@@ -595,6 +595,41 @@ async fn get_item<C: Collection>(state: &ApiState, key: String) -> Result<Respon
     Ok(with_revision(snap.revision, StatusCode::OK, item))
 }
 
+/// Fuzzing entry: every request-body parser of the handlers on `body` (the gateway document
+/// with or without its revision envelope, each collection's item), and the validation and plan
+/// a commit would run on what parses. Nothing is stored. Panics only on a bug.
+pub fn fuzz_bodies(body: &str) {
+    fn item<C: Collection>(body: &str) {
+        if let Ok(it) = parse_body::<C>(body) {
+            let mut g = Gateway::default();
+            g.gateway.private_subnet = Some("10.1.0.0/24".into());
+            if let Ok(items) = C::items_mut(&mut g) {
+                items.push(it);
+            }
+            g.prepare_commit(&Gateway::default());
+            if let Ok(r) = validate(&g) {
+                let _ = kawaii_plan::plan(&r.desired, None);
+            }
+        }
+    }
+    if let Ok((_, doc)) = unwrap_envelope(body)
+        && let Ok(mut g) = Gateway::parse(&doc, Format::Json)
+    {
+        g.prepare_commit(&Gateway::default());
+        if let Ok(r) = validate(&g) {
+            let _ = kawaii_plan::plan(&r.desired, None);
+        }
+    }
+    item::<IngressRule>(body);
+    item::<EgressRule>(body);
+    item::<NatRule>(body);
+    item::<VpcPeering>(body);
+    item::<Ipsec>(body);
+    item::<Pipe>(body);
+    item::<Route>(body);
+    item::<WgPeer>(body);
+}
+
 fn parse_body<C: Collection>(body: &str) -> Result<C, ApiError> {
     let mut de = serde_json::Deserializer::from_str(body);
     serde_path_to_error::deserialize(&mut de).map_err(|e| {

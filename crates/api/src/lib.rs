@@ -15,7 +15,7 @@ mod ui;
 
 pub use auth::{Caller, hash_token};
 pub use error::ApiError;
-pub use handlers::{GatewayView, router, urlencode};
+pub use handlers::{GatewayView, fuzz_bodies, router, urlencode};
 pub use server::{serve, tls_acceptor};
 pub use state::{
     ApiState, Details, DriverStatus, ErrorKind, LimitLabels, LiveDetails, OnWrite, Status,
