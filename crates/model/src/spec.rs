@@ -40,11 +40,27 @@ pub struct Gateway {
     /// Multi-zone HA (VRRPv3) settings; see docs/ha.md.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ha: Option<HaSettings>,
+    /// How long the audit trail is kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store: Option<StoreSettings>,
     /// Kept by the server: the highest rule id given so far per kind (`ingress`, `egress`,
     /// `nat`), so that a deleted rule's id is never given to another rule. A document sent
     /// without it keeps the stored one.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub rule_ids: std::collections::BTreeMap<String, u64>,
+}
+
+/// `[store]`: the audit trail's retention. Older entries, and all but the newest
+/// `audit_max_entries`, are pruned (at start and hourly).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct StoreSettings {
+    /// Default `90d`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audit_retention: Option<String>,
+    /// Default 100000.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audit_max_entries: Option<u64>,
 }
 
 /// `[router]`: the domain router's listeners, limits and timeouts (all optional).

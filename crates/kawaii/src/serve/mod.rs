@@ -7,6 +7,7 @@
 mod api_server;
 mod app;
 mod apply;
+mod audit;
 mod files;
 mod ha;
 mod reconcile;
@@ -98,6 +99,7 @@ async fn daemon(settings: Settings) -> anyhow::Result<ExitCode> {
             ha::Timers::default(),
         )),
         tokio::spawn(status::refresh(app.clone(), stop.clone())),
+        tokio::spawn(audit::prune(app.clone(), stop.clone())),
         tokio::spawn(files::watch(app.clone(), reload.clone(), stop.clone())),
         tokio::spawn({
             let (guard, stop) = (app.conntrack.clone(), stop.clone());

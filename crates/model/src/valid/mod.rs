@@ -13,6 +13,7 @@ mod peering;
 mod pipes;
 mod primitives;
 mod router;
+mod store;
 mod wireguard;
 
 pub use api::{ApiLimits, ApiSpec, ApiTls, Role, TokenSpec, sha256_hex};
@@ -26,6 +27,7 @@ pub use peering::{Consent, PeeringSpec};
 pub use pipes::PipeSpec;
 pub use primitives::{Policy, Protocol, cidr, domain, host_port};
 pub use router::{Balance, HealthCheck, ProxyProtocol, RouteSpec, RouterSpec};
+pub use store::StoreSpec;
 pub use wireguard::{KeySource, WgPeerSpec, WireGuardSpec, wg_key};
 
 use crate::error::{Errors, FieldError, Invalid};
@@ -53,6 +55,7 @@ pub struct Desired {
     pub router: RouterSpec,
     /// None: no VRRP (one zone, no `[ha]`): the zone's VIPs are always held.
     pub ha: Option<HaSpec>,
+    pub store: StoreSpec,
 }
 
 /// A valid document's typed form and the warnings it earned.
@@ -107,6 +110,7 @@ fn check_gateway(g: &Gateway, e: &mut Errors) -> Option<Desired> {
     check_overlaps(private_subnet, wireguard.as_ref(), &vpc_peerings, &ipsec, e);
     let pipes = pipes::check_pipes(g, wireguard.as_ref(), e);
     let (routes, router) = router::check_routing(g, &nat_rules, e);
+    let store = store::check_store(g, e);
 
     Some(Desired {
         name: g.gateway.name.clone(),
@@ -125,6 +129,7 @@ fn check_gateway(g: &Gateway, e: &mut Errors) -> Option<Desired> {
         routes,
         router: router?,
         ha,
+        store: store?,
     })
 }
 
