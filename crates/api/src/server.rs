@@ -123,8 +123,8 @@ pub async fn serve(
     }
     drop(listener);
     let _ = closing.send(true);
-    let all = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);
-    let _ = tokio::time::timeout(Duration::from_secs(5), slots.acquire_many(all)).await;
+    let all = slots.acquire_many(limits.max_connections);
+    let _ = tokio::time::timeout(Duration::from_secs(5), all).await;
     info!("API listener closed");
 }
 

@@ -11,7 +11,7 @@ impl Rng {
         Rng(seed | 1)
     }
 
-    pub fn next(&mut self) -> u64 {
+    pub fn word(&mut self) -> u64 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
         self.0 ^= self.0 >> 27;
@@ -20,7 +20,7 @@ impl Rng {
 
     /// Uniform-ish in `0..n` (`n` > 0).
     pub fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
+        (self.word() % n as u64) as usize
     }
 }
 
@@ -30,7 +30,7 @@ const INTERESTING: [u8; 9] = [0, 1, 0x7f, 0x80, 0xff, b'\n', b'"', b'[', b'='];
 pub fn next(rng: &mut Rng, corpus: &[Vec<u8>]) -> Vec<u8> {
     if rng.below(16) == 0 {
         let n = rng.below(512);
-        return (0..n).map(|_| rng.next() as u8).collect();
+        return (0..n).map(|_| rng.word() as u8).collect();
     }
     let mut d = corpus[rng.below(corpus.len())].clone();
     for _ in 0..=rng.below(8) {
@@ -41,15 +41,15 @@ pub fn next(rng: &mut Rng, corpus: &[Vec<u8>]) -> Vec<u8> {
 
 fn edit(rng: &mut Rng, d: &mut Vec<u8>, corpus: &[Vec<u8>]) {
     if d.is_empty() {
-        d.push(rng.next() as u8);
+        d.push(rng.word() as u8);
         return;
     }
     let at = rng.below(d.len());
     match rng.below(9) {
         0 => d[at] ^= 1 << rng.below(8),
-        1 => d[at] = rng.next() as u8,
+        1 => d[at] = rng.word() as u8,
         2 => d[at] = INTERESTING[rng.below(INTERESTING.len())],
-        3 => d.insert(at, rng.next() as u8),
+        3 => d.insert(at, rng.word() as u8),
         4 => {
             let n = rng.below(d.len() - at).max(1);
             d.drain(at..at + n);
