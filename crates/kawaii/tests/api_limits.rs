@@ -50,18 +50,12 @@ impl std::io::Write for Sink {
 
 fn state(limits: ApiLimits, metrics_auth: bool) -> ApiState {
     log();
-    let store = Arc::new(kawaii_store::SqliteStore::in_memory().expect("store"));
-    let mut g = kawaii_model::Gateway::parse(
+    let g = kawaii_model::Gateway::parse(
         "[gateway]\nname = \"acme\"\nprivate_subnet = \"10.1.0.0/24\"\n",
         kawaii_model::Format::Toml,
     )
     .expect("doc");
-    g.prepare_commit(&kawaii_model::Gateway::default());
-    let actor = kawaii_store::Actor {
-        name: "test".into(),
-        action: "seed".into(),
-    };
-    kawaii_store::Store::commit(store.as_ref(), None, &g, &actor).expect("commit");
+    let store = Arc::new(kawaii_store::SqliteStore::in_memory_with(&g).expect("store"));
     let state = ApiState::new(store, prometheus_client::registry::Registry::default());
     state.set_tokens(
         [

@@ -75,21 +75,18 @@ fn assert_clean_but(surface: &str, text: &str, allowed: Option<&str>) {
     }
 }
 
+/// `testdata/api-gateway.toml` (three tokens, an IPsec connection) with the markers filled in,
+/// and a WireGuard device with an inline key, a peer with a PSK, and a peering with a
+/// `consent_key`.
 fn config(ipsec_psk: &str) -> String {
     let [(_, admin), (_, operator), (_, viewer)] = TOKENS;
+    let base = include_str!("testdata/api-gateway.toml")
+        .replace("@admin@", &sha(admin))
+        .replace("@operator@", &sha(operator))
+        .replace("@viewer@", &sha(viewer))
+        .replace("@psk@", ipsec_psk);
     format!(
-        r#"[gateway]
-name = "acme"
-private_subnet = "10.1.0.0/24"
-
-[api]
-listen = "127.0.0.1:7780"
-tokens = [
-  {{ name = "ops", role = "admin", sha256 = "{}" }},
-  {{ name = "dev", role = "operator", sha256 = "{}" }},
-  {{ name = "ro", role = "viewer", sha256 = "{}" }},
-]
-
+        r#"{base}
 [wireguard]
 listen_port = 51820
 address = "10.8.0.1/24"
@@ -105,22 +102,7 @@ name = "marvelous"
 subnet = "10.2.0.0/24"
 via = "203.0.113.50"
 consent_key = "{CONSENT}"
-
-[[ipsec]]
-name = "ACME Office"
-remote_peer = "198.51.100.8"
-remote_subnet = "172.16.1.0/24"
-pre_shared_key = "{ipsec_psk}"
-phase1_dh_group_number = 14
-phase1_integrity_algorithm = "SHA256"
-phase1_encryption_algorithm = "AES256"
-phase2_dh_group_number = 14
-phase2_integrity_algorithm = "SHA256"
-phase2_encryption_algorithm = "AES256"
 "#,
-        sha(admin),
-        sha(operator),
-        sha(viewer),
         B64.encode(WG_KEY),
         B64.encode(PEER_PSK),
     )

@@ -42,6 +42,20 @@ impl SqliteStore {
         Self::init(Connection::open_in_memory().map_err(io)?)
     }
 
+    /// An in-memory store holding `gateway` as revision 1, committed as a first commit would
+    /// be (rule ids and VPN addresses filled in) by the actor `seed`.
+    pub fn in_memory_with(gateway: &Gateway) -> Result<SqliteStore, StoreError> {
+        let store = Self::in_memory()?;
+        let mut g = gateway.clone();
+        g.prepare_commit(&Gateway::default());
+        let actor = Actor {
+            name: "seed".into(),
+            action: "seed".into(),
+        };
+        store.commit(None, &g, &actor)?;
+        Ok(store)
+    }
+
     fn init(conn: Connection) -> Result<SqliteStore, StoreError> {
         conn.execute_batch(
             "PRAGMA journal_mode = WAL;
