@@ -48,6 +48,15 @@ pub fn hash_token(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()
 }
 
+/// The table entry for a bearer token `token` named after its role (tests, the bootstrap).
+pub fn token_spec(role: Role, token: &str) -> kawaii_model::valid::TokenSpec {
+    kawaii_model::valid::TokenSpec {
+        name: format!("{role:?}").to_lowercase(),
+        role,
+        sha256: hash_token(token),
+    }
+}
+
 /// Middleware for `/v1`: resolves the bearer token to a [`Caller`] within its request rate;
 /// writes need operator.
 pub(crate) async fn require_token(

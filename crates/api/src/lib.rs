@@ -13,7 +13,7 @@ mod server;
 mod state;
 mod ui;
 
-pub use auth::{Caller, hash_token};
+pub use auth::{Caller, hash_token, token_spec};
 pub use error::ApiError;
 pub use handlers::{GatewayView, fuzz_bodies, router, urlencode};
 pub use server::{serve, tls_acceptor};

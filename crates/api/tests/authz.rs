@@ -4,8 +4,8 @@
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use kawaii_api::{ApiState, hash_token};
-use kawaii_model::valid::{Role, TokenSpec};
+use kawaii_api::ApiState;
+use kawaii_model::valid::Role;
 use std::sync::Arc;
 use tower::ServiceExt;
 
@@ -59,11 +59,7 @@ preshared_key = "{PEER_PSK}"
     state.set_tokens(
         TOKENS
             .iter()
-            .map(|(t, role)| TokenSpec {
-                name: format!("{role:?}").to_lowercase(),
-                role: *role,
-                sha256: hash_token(t),
-            })
+            .map(|(t, role)| kawaii_api::token_spec(*role, t))
             .collect(),
     );
     kawaii_api::router(state)

@@ -4,8 +4,8 @@
 //! logged without the token and counted; a bounded method label; `metrics_auth`; only an admin
 //! changes `[api]`.
 
-use kawaii_api::{ApiState, hash_token};
-use kawaii_model::valid::{ApiLimits, ApiTls, Role, TokenSpec};
+use kawaii_api::ApiState;
+use kawaii_model::valid::{ApiLimits, ApiTls, Role};
 use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -64,11 +64,7 @@ fn state(limits: ApiLimits, metrics_auth: bool) -> ApiState {
             (ADMIN, Role::Admin),
         ]
         .iter()
-        .map(|(t, role)| TokenSpec {
-            name: format!("{role:?}").to_lowercase(),
-            role: *role,
-            sha256: hash_token(t),
-        })
+        .map(|(t, role)| kawaii_api::token_spec(*role, t))
         .collect(),
     );
     state.set_policy(metrics_auth, limits);
