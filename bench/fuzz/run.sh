@@ -1,25 +1,28 @@
 #!/usr/bin/env bash
-# Runs every cargo-fuzz target of kawaii-sniff (ClientHello, HTTP head, PROXY v1/v2) for a fixed
-# number of iterations and prints one summary line per target. Not in CI.
+# Runs every cargo-fuzz target of kawaii-fuzz (ClientHello, HTTP head, PROXY v1/v2, VRRP advert,
+# endpoint sync, consent hello, TUN offload, TOML config, drop-ins, API bodies) for a fixed number
+# of iterations and prints one summary line per target. The suite runs the same targets for a
+# bounded time on stable (crates/fuzz/tests/bounded.rs); this is the long run.
 #
-#   bench/fuzz/run.sh                 # every target, 1M runs each
+#   bench/fuzz/run.sh                 # every target, 10M runs each
 #   RUNS=100000 bench/fuzz/run.sh http_host
 #
-# Env: RUNS (iterations per target, default 1000000), SANITIZER (address | none, default address),
+# Env: RUNS (iterations per target, default 10000000), SANITIZER (address | none, default address),
 # MAX_LEN (libFuzzer -max_len, default 4096), CARGO_TARGET_DIR (default /work/target-fuzz),
 # WORK (corpus/artifact/log dir, default /work/scratch/fuzz).
 #
 # Needs cargo-fuzz (`cargo install cargo-fuzz`). The toolchain is stable; cargo-fuzz passes
 # nightly-only flags (-Zsanitizer, -Cpasses=sancov-module), so the build runs with
-# RUSTC_BOOTSTRAP=1. The seed corpus in crates/sniff/fuzz/corpus/<target> (the captured
-# testdata/*.bin) is only read: new inputs go to $WORK/corpus/<target>, crashes to
+# RUSTC_BOOTSTRAP=1. The seed corpus in crates/fuzz/corpus/<target> (captured packets, example
+# configs and bodies) is only read: new inputs go to $WORK/corpus/<target>, crashes to
 # $WORK/artifacts/<target>/. Exit status is non-zero if any target crashed or did not finish.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
-FUZZ="$ROOT/crates/sniff/fuzz"
-RUNS=${RUNS:-1000000}
+FUZZ="$ROOT/crates/fuzz/fuzz"
+CORPUS="$ROOT/crates/fuzz/corpus"
+RUNS=${RUNS:-10000000}
 SANITIZER=${SANITIZER:-address}
 MAX_LEN=${MAX_LEN:-4096}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/work/target-fuzz}
@@ -44,7 +47,7 @@ for t in "${TARGETS[@]}"; do
   touch "$WORK/$t.stamp"
   start=$(date +%s.%N)
   set +e
-  cargo fuzz run -O --sanitizer "$SANITIZER" "$t" "$WORK/corpus/$t" "$FUZZ/corpus/$t" -- \
+  cargo fuzz run -O --sanitizer "$SANITIZER" "$t" "$WORK/corpus/$t" "$CORPUS/$t" -- \
     -runs="$RUNS" -max_len="$MAX_LEN" -print_final_stats=1 \
     -artifact_prefix="$WORK/artifacts/$t/" >"$log" 2>&1
   rc=$?

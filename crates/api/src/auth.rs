@@ -48,12 +48,43 @@ pub fn hash_token(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()
 }
 
-/// Middleware for `/v1`: resolves the bearer token to a [`Caller`]; writes need operator.
+/// The table entry for a bearer token `token` named after its role (tests, the bootstrap).
+pub fn token_spec(role: Role, token: &str) -> kawaii_model::valid::TokenSpec {
+    kawaii_model::valid::TokenSpec {
+        name: format!("{role:?}").to_lowercase(),
+        role,
+        sha256: hash_token(token),
+    }
+}
+
+/// Middleware for `/v1`: resolves the bearer token to a [`Caller`] within its request rate;
+/// writes need operator.
 pub(crate) async fn require_token(
     State(state): State<ApiState>,
     mut req: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
+    let caller = authenticate(&state, &req)?;
+    let method = req.method().clone();
+    if method != axum::http::Method::GET && method != axum::http::Method::HEAD {
+        caller.require(Role::Operator, &format!("{method} {}", req.uri().path()))?;
+    }
+    req.extensions_mut().insert(caller);
+    Ok(next.run(req).await)
+}
+
+/// The caller of `req`, within its token's request rate. Each failure is logged (without the
+/// token) and counted in `kawaii_api_auth_failures_total`.
+pub(crate) fn authenticate(state: &ApiState, req: &Request) -> Result<Caller, ApiError> {
+    let path = req.uri().path();
+    let fail = |reason: &'static str| {
+        tracing::warn!(reason, path, "API authentication failed");
+        state
+            .auth_failures
+            .get_or_create(&crate::state::ReasonLabels { reason })
+            .inc();
+        ApiError::Unauthorized
+    };
     let presented = req
         .headers()
         .get(axum::http::header::AUTHORIZATION)
@@ -63,7 +94,7 @@ pub(crate) async fn require_token(
                 .or_else(|| v.strip_prefix("bearer "))
         })
         .map(str::trim)
-        .ok_or(ApiError::Unauthorized)?;
+        .ok_or_else(|| fail("missing"))?;
     let hash = hash_token(presented);
     let tokens = state.tokens();
     // Compare against every token, without stopping early, so timing says nothing.
@@ -76,11 +107,11 @@ pub(crate) async fn require_token(
             });
         }
     }
-    let caller = found.ok_or(ApiError::Unauthorized)?;
-    let method = req.method().clone();
-    if method != axum::http::Method::GET && method != axum::http::Method::HEAD {
-        caller.require(Role::Operator, &format!("{method} {}", req.uri().path()))?;
+    let caller = found.ok_or_else(|| fail("unknown"))?;
+    if let Err(retry_after) = state.take_request(&caller.name) {
+        state.count_limited("rate");
+        tracing::warn!(token = %caller.name, path, "API request rate exceeded");
+        return Err(ApiError::TooManyRequests { retry_after });
     }
-    req.extensions_mut().insert(caller);
-    Ok(next.run(req).await)
+    Ok(caller)
 }

@@ -30,6 +30,12 @@ pub enum ApiError {
     /// The store has no room for the write (507): nothing changed.
     #[error("{0}")]
     Full(String),
+    /// This token sent more than its rate allows; try again after the given seconds.
+    #[error("too many requests; try again in {retry_after} s")]
+    TooManyRequests { retry_after: u64 },
+    /// The API cannot be served as configured (a TLS file is missing or unreadable).
+    #[error("{0}")]
+    Setup(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -66,7 +72,8 @@ impl IntoResponse for ApiError {
             ApiError::PreconditionRequired => StatusCode::PRECONDITION_REQUIRED,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Full(_) => StatusCode::INSUFFICIENT_STORAGE,
-            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Setup(_) | ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         let details = match &self {
             ApiError::Invalid(d) => d.clone(),
@@ -80,7 +87,15 @@ impl IntoResponse for ApiError {
         if status.is_server_error() {
             tracing::error!(%error, "API request failed");
         }
+        let retry_after = match &self {
+            ApiError::TooManyRequests { retry_after } => Some(*retry_after),
+            _ => None,
+        };
         let mut resp = (status, Json(ErrorBody { error, details })).into_response();
+        if let Some(secs) = retry_after {
+            resp.headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, secs.into());
+        }
         if status == StatusCode::UNAUTHORIZED {
             resp.headers_mut().insert(
                 "www-authenticate",

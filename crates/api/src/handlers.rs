@@ -107,8 +107,10 @@ pub fn router(state: ApiState) -> axum::Router {
         state.clone(),
         require_token,
     ));
+    let body_limit = usize::try_from(state.limits().max_body_bytes).unwrap_or(usize::MAX);
     v1.merge(open)
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
+        .layer(axum::extract::DefaultBodyLimit::max(body_limit))
         .layer(Extension(spec))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -122,8 +124,16 @@ async fn count_requests(
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    let method = req.method().to_string();
+    // A bounded label set: any other method (sent before authentication) is "other".
+    let method = match req.method().as_str() {
+        m @ ("GET" | "HEAD" | "POST" | "PUT" | "PATCH" | "DELETE" | "OPTIONS") => m,
+        _ => "other",
+    }
+    .to_string();
     let resp = next.run(req).await;
+    if resp.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        state.count_limited("body");
+    }
     state
         .requests
         .get_or_create(&ReqLabels {
@@ -241,10 +251,8 @@ async fn mutate_committed<T: Send + 'static>(
             let out = change(&mut doc)?;
             doc.prepare_commit(&snap.gateway);
             let report = validate(&doc).map_err(|e| ApiError::Invalid(e.0))?;
-            if doc.api.tokens != snap.gateway.api.tokens
-                || doc.api.token_file != snap.gateway.api.token_file
-            {
-                caller.require(Role::Admin, "change API tokens")?;
+            if doc.api != snap.gateway.api {
+                caller.require(Role::Admin, "change [api]")?;
             }
             let actor = Actor {
                 name: caller.name.clone(),
@@ -512,7 +520,13 @@ async fn readyz(State(state): State<ApiState>) -> (StatusCode, String) {
 
 /// Prometheus metrics (OpenMetrics text).
 #[utoipa::path(get, path = "/metrics", tag = "ops", responses((status = 200, description = "OK", body = String)))]
-async fn metrics(State(state): State<ApiState>) -> Result<Response, ApiError> {
+async fn metrics(
+    State(state): State<ApiState>,
+    req: axum::extract::Request,
+) -> Result<Response, ApiError> {
+    if state.metrics_auth() {
+        crate::auth::authenticate(&state, &req)?;
+    }
     let mut out = String::new();
     prometheus_client::encoding::text::encode(&mut out, &state.registry)
         .map_err(|e| ApiError::Internal(e.to_string()))?;
@@ -633,6 +647,41 @@ async fn get_item<C: Collection>(state: &ApiState, key: String) -> Result<Respon
         .find(|i| i.key().as_deref() == Some(key.as_str()))
         .ok_or_else(|| ApiError::NotFound(format!("no {} {key:?}", C::WHAT)))?;
     Ok(with_revision(snap.revision, StatusCode::OK, item))
+}
+
+/// Fuzzing entry: every request-body parser of the handlers on `body` (the gateway document
+/// with or without its revision envelope, each collection's item), and the validation and plan
+/// a commit would run on what parses. Nothing is stored. Panics only on a bug.
+pub fn fuzz_bodies(body: &str) {
+    fn item<C: Collection>(body: &str) {
+        if let Ok(it) = parse_body::<C>(body) {
+            let mut g = Gateway::default();
+            g.gateway.private_subnet = Some("10.1.0.0/24".into());
+            if let Ok(items) = C::items_mut(&mut g) {
+                items.push(it);
+            }
+            g.prepare_commit(&Gateway::default());
+            if let Ok(r) = validate(&g) {
+                let _ = kawaii_plan::plan(&r.desired, None);
+            }
+        }
+    }
+    if let Ok((_, doc)) = unwrap_envelope(body)
+        && let Ok(mut g) = Gateway::parse(&doc, Format::Json)
+    {
+        g.prepare_commit(&Gateway::default());
+        if let Ok(r) = validate(&g) {
+            let _ = kawaii_plan::plan(&r.desired, None);
+        }
+    }
+    item::<IngressRule>(body);
+    item::<EgressRule>(body);
+    item::<NatRule>(body);
+    item::<VpcPeering>(body);
+    item::<Ipsec>(body);
+    item::<Pipe>(body);
+    item::<Route>(body);
+    item::<WgPeer>(body);
 }
 
 fn parse_body<C: Collection>(body: &str) -> Result<C, ApiError> {

@@ -9,11 +9,15 @@
 mod auth;
 mod error;
 mod handlers;
+mod server;
 mod state;
 mod ui;
 
-pub use auth::{Caller, hash_token};
+pub use auth::{Caller, hash_token, token_spec};
 pub use error::ApiError;
-pub use handlers::{GatewayView, router, urlencode};
-pub use state::{ApiState, Details, DriverStatus, ErrorKind, LiveDetails, OnWrite, Status};
+pub use handlers::{GatewayView, fuzz_bodies, router, urlencode};
+pub use server::{serve, tls_acceptor};
+pub use state::{
+    ApiState, Details, DriverStatus, ErrorKind, LimitLabels, LiveDetails, OnWrite, Status,
+};
 pub use ui::{StatusEvent, StoreState, Whoami, status_event};

@@ -1,7 +1,10 @@
 //! Shared state of the API: the store, the token table, the observed status and the metrics.
 
-use kawaii_model::valid::TokenSpec;
+use kawaii_model::valid::{ApiLimits, TokenSpec};
 use kawaii_store::Store;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 use serde::Serialize;
 use std::sync::{Arc, RwLock};
@@ -151,6 +154,36 @@ pub struct ApiState {
         crate::handlers::ReqLabels,
         prometheus_client::metrics::counter::Counter,
     >,
+    policy: Arc<RwLock<Policy>>,
+    /// Per token name: the request budget left and when it was last refilled.
+    buckets: Arc<std::sync::Mutex<std::collections::HashMap<String, Bucket>>>,
+    pub(crate) auth_failures: Family<ReasonLabels, Counter>,
+    pub(crate) limited: Family<LimitLabels, Counter>,
+}
+
+/// `[api]` settings the handlers apply at each request.
+#[derive(Debug, Clone, Copy, Default)]
+struct Policy {
+    metrics_auth: bool,
+    limits: ApiLimits,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    budget: f64,
+    at: std::time::Instant,
+}
+
+/// Why an authentication failed: `missing` (no bearer token) or `unknown` (no such token).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct ReasonLabels {
+    pub(crate) reason: &'static str,
+}
+
+/// Which limit refused: `connections`, `rate`, `body`, `header_timeout`, `idle_timeout`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LimitLabels {
+    pub limit: &'static str,
 }
 
 impl std::fmt::Debug for ApiState {
@@ -166,8 +199,20 @@ impl ApiState {
         let requests = prometheus_client::metrics::family::Family::default();
         registry.register(
             "kawaii_api_requests",
-            "API requests by method and status code",
+            "API requests by method (GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS or other) and status code",
             requests.clone(),
+        );
+        let auth_failures = Family::default();
+        registry.register(
+            "kawaii_api_auth_failures",
+            "Requests refused for a missing or unknown bearer token",
+            auth_failures.clone(),
+        );
+        let limited = Family::default();
+        registry.register(
+            "kawaii_api_limited",
+            "Connections or requests refused or closed by an [api] limit",
+            limited.clone(),
         );
         ApiState {
             store,
@@ -181,6 +226,57 @@ impl ApiState {
             wg_public_key: Arc::default(),
             registry: Arc::new(registry),
             requests,
+            policy: Arc::default(),
+            buckets: Arc::default(),
+            auth_failures,
+            limited,
+        }
+    }
+
+    /// Applies `[api] metrics_auth` and the limits the handlers enforce (the rate and the body
+    /// size); the listener applies the others.
+    pub fn set_policy(&self, metrics_auth: bool, limits: ApiLimits) {
+        if let Ok(mut p) = self.policy.write() {
+            *p = Policy {
+                metrics_auth,
+                limits,
+            };
+        }
+    }
+
+    pub fn metrics_auth(&self) -> bool {
+        self.policy.read().map(|p| p.metrics_auth).unwrap_or(true)
+    }
+
+    pub fn limits(&self) -> ApiLimits {
+        self.policy.read().map(|p| p.limits).unwrap_or_default()
+    }
+
+    /// Counts one refusal by `limit` in `kawaii_api_limited_total`.
+    pub fn count_limited(&self, limit: &'static str) {
+        self.limited.get_or_create(&LimitLabels { limit }).inc();
+    }
+
+    /// Takes one request from `token`'s budget (a token bucket of `rate_limit` per second,
+    /// holding twice that). Err: seconds until one request is allowed again.
+    pub(crate) fn take_request(&self, token: &str) -> Result<(), u64> {
+        let rate = f64::from(self.limits().rate_limit.max(1));
+        let burst = 2.0 * rate;
+        let now = std::time::Instant::now();
+        let Ok(mut buckets) = self.buckets.lock() else {
+            return Ok(());
+        };
+        let b = buckets.entry(token.to_string()).or_insert(Bucket {
+            budget: burst,
+            at: now,
+        });
+        b.budget = (b.budget + now.duration_since(b.at).as_secs_f64() * rate).min(burst);
+        b.at = now;
+        if b.budget >= 1.0 {
+            b.budget -= 1.0;
+            Ok(())
+        } else {
+            Err(((1.0 - b.budget) / rate).ceil().max(1.0) as u64)
         }
     }
 

@@ -4,8 +4,8 @@
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use kawaii_api::{ApiState, hash_token};
-use kawaii_model::valid::{Role, TokenSpec};
+use kawaii_api::ApiState;
+use kawaii_model::valid::Role;
 use std::sync::Arc;
 use tower::ServiceExt;
 
@@ -40,7 +40,6 @@ fn rank(r: Role) -> u8 {
 const PEER_PSK: &str = "b2N0ZXRzLXRoYXQtbXVzdC1uZXZlci1sZWFrLTQyIT0=";
 
 fn app() -> axum::Router {
-    let store = Arc::new(kawaii_store::SqliteStore::in_memory().expect("store"));
     let doc = format!(
         r#"[gateway]
 name = "acme"
@@ -53,23 +52,14 @@ public_key = "GY5aT1N9dTR/nJnT1N2f4ClZWVj0jOAld0r8ysWLyjg="
 preshared_key = "{PEER_PSK}"
 "#
     );
-    let mut g = kawaii_model::Gateway::parse(&doc, kawaii_model::Format::Toml).expect("doc");
-    g.prepare_commit(&kawaii_model::Gateway::default());
-    let actor = kawaii_store::Actor {
-        name: "test".into(),
-        action: "seed".into(),
-    };
-    kawaii_store::Store::commit(store.as_ref(), None, &g, &actor).expect("commit");
+    let g = kawaii_model::Gateway::parse(&doc, kawaii_model::Format::Toml).expect("doc");
+    let store = Arc::new(kawaii_store::SqliteStore::in_memory_with(&g).expect("store"));
     let state = ApiState::new(store, prometheus_client::registry::Registry::default());
     state.set_wg_public_key(Some("HIgo9xNzJMWLKASShiTqIybxZ0U3wGLiUeJ1PKf8ykw=".into()));
     state.set_tokens(
         TOKENS
             .iter()
-            .map(|(t, role)| TokenSpec {
-                name: format!("{role:?}").to_lowercase(),
-                role: *role,
-                sha256: hash_token(t),
-            })
+            .map(|(t, role)| kawaii_api::token_spec(*role, t))
             .collect(),
     );
     kawaii_api::router(state)

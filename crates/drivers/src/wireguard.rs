@@ -69,11 +69,22 @@ pub struct DeviceStatus {
 }
 
 /// HA endpoint-sync settings from the plan.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 struct SyncConfig {
     key: [u8; 32],
     siblings: Vec<kawaii_plan::wireguard::Sibling>,
     me: Option<kawaii_plan::wireguard::Sibling>,
+}
+
+/// The HMAC key is derived from the gateway's private key: it never leaves in `Debug`.
+impl std::fmt::Debug for SyncConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SyncConfig")
+            .field("key", &kawaii_model::secret::REDACTED)
+            .field("siblings", &self.siblings)
+            .field("me", &self.me)
+            .finish()
+    }
 }
 
 #[derive(Default)]
@@ -543,5 +554,25 @@ mod tests {
         let err = load_key(p).expect_err("garbage refused");
         assert!(err.contains("not a WireGuard private key") && !err.contains("not a key at all"));
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn the_sync_key_stays_out_of_debug() {
+        let key = [0xAB; 32];
+        let c = SyncConfig {
+            key,
+            siblings: Vec::new(),
+            me: None,
+        };
+        let shown = format!("{c:?}");
+        assert!(shown.contains("(redacted)"), "{shown}");
+        for leak in [hex_bytes(&key), format!("{:?}", key), b64(&key)] {
+            assert!(!shown.contains(&leak), "{shown}");
+        }
+        assert!(!shown.contains("171"), "{shown}");
+    }
+
+    fn hex_bytes(k: &[u8]) -> String {
+        k.iter().map(|b| format!("{b:02x}")).collect()
     }
 }

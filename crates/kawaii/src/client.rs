@@ -164,18 +164,73 @@ fn print_warnings(body: &str) {
     }
 }
 
+/// How the client commands reach an API served over TLS (`--api https://...`).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct TlsOptions {
+    /// PEM CA certificate(s) that signed the API's certificate (default: the public web roots).
+    #[arg(long, global = true, env = "KAWAII_CA_CERT")]
+    pub ca_cert: Option<PathBuf>,
+    /// PEM client certificate, for an API with `[api] client_ca_file`.
+    #[arg(
+        long,
+        global = true,
+        env = "KAWAII_CLIENT_CERT",
+        requires = "client_key"
+    )]
+    pub client_cert: Option<PathBuf>,
+    /// PEM private key of `--client-cert`.
+    #[arg(
+        long,
+        global = true,
+        env = "KAWAII_CLIENT_KEY",
+        requires = "client_cert"
+    )]
+    pub client_key: Option<PathBuf>,
+}
+
+impl TlsOptions {
+    fn config(&self) -> anyhow::Result<ureq::tls::TlsConfig> {
+        use ureq::tls::{Certificate, ClientCert, PemItem, PrivateKey, RootCerts, TlsConfig};
+        let read = |p: &Path| std::fs::read(p).with_context(|| format!("{}", p.display()));
+        let mut tls = TlsConfig::builder();
+        if let Some(ca) = &self.ca_cert {
+            let pem = read(ca)?;
+            let certs: Vec<Certificate<'static>> = ureq::tls::parse_pem(&pem)
+                .filter_map(|item| match item {
+                    Ok(PemItem::Certificate(c)) => Some(c),
+                    _ => None,
+                })
+                .collect();
+            if certs.is_empty() {
+                bail!("--ca-cert {}: no PEM certificate in it", ca.display());
+            }
+            tls = tls.root_certs(RootCerts::new_with_certs(&certs));
+        }
+        if let (Some(cert), Some(key)) = (&self.client_cert, &self.client_key) {
+            let chain = Certificate::from_pem(&read(cert)?)
+                .with_context(|| format!("--client-cert {}", cert.display()))?;
+            let key = PrivateKey::from_pem(&read(key)?).map_err(|_| {
+                anyhow::anyhow!("--client-key {}: no PEM private key", key.display())
+            })?;
+            tls = tls.client_cert(Some(ClientCert::new_with_certs(&[chain], key)));
+        }
+        Ok(tls.build())
+    }
+}
+
 impl Api {
-    pub fn new(base: &str, token: Token) -> Api {
+    pub fn new(base: &str, token: Token, tls: &TlsOptions) -> anyhow::Result<Api> {
         let agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_global(Some(Duration::from_secs(30)))
+            .tls_config(tls.config()?)
             .build()
             .into();
-        Api {
+        Ok(Api {
             base: base.trim_end_matches('/').to_string(),
             token,
             agent,
-        }
+        })
     }
 
     fn call(

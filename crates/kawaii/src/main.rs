@@ -38,6 +38,8 @@ struct Cli {
     /// default: the daemon's bootstrap token file STATE/admin.token, if readable].
     #[arg(long, value_name = "TOKEN")]
     token: Option<String>,
+    #[command(flatten)]
+    tls: client::TlsOptions,
     #[command(subcommand)]
     command: Command,
 }
@@ -57,14 +59,18 @@ struct ClientOpts {
 impl ClientOpts {
     /// The API, with the flags given after the command first, then those before it, then the
     /// environment.
-    fn api(self, before: (Option<String>, Option<String>)) -> client::Api {
+    fn api(
+        self,
+        before: (Option<String>, Option<String>),
+        tls: &client::TlsOptions,
+    ) -> anyhow::Result<client::Api> {
         let base = self
             .api
             .or(before.0)
             .or_else(|| std::env::var("KAWAII_API").ok())
             .unwrap_or_else(|| "http://127.0.0.1:7780".into());
         let token = client::Token::find(self.token.or(before.1));
-        client::Api::new(&base, token)
+        client::Api::new(&base, token, tls)
     }
 }
 
@@ -342,6 +348,7 @@ fn main() -> ExitCode {
     quiet_on_closed_pipe();
     let cli = Cli::parse();
     let before = (cli.api, cli.token);
+    let tls = cli.tls;
     let result = match cli.command {
         Command::Serve {
             config,
@@ -414,16 +421,24 @@ fn main() -> ExitCode {
             output,
             client,
         } => client
-            .api(before)
-            .get(kind.as_deref(), name.as_deref(), output),
-        Command::Apply { file, client } => client.api(before).apply(&file),
-        Command::Delete { kind, name, client } => client.api(before).delete(&kind, name.as_deref()),
-        Command::Status { output, client } => client.api(before).status(output),
+            .api(before, &tls)
+            .and_then(|api| api.get(kind.as_deref(), name.as_deref(), output)),
+        Command::Apply { file, client } => {
+            client.api(before, &tls).and_then(|api| api.apply(&file))
+        }
+        Command::Delete { kind, name, client } => client
+            .api(before, &tls)
+            .and_then(|api| api.delete(&kind, name.as_deref())),
+        Command::Status { output, client } => {
+            client.api(before, &tls).and_then(|api| api.status(output))
+        }
         Command::Audit {
             limit,
             output,
             client,
-        } => client.api(before).audit(limit, output),
+        } => client
+            .api(before, &tls)
+            .and_then(|api| api.audit(limit, output)),
         Command::Peer {
             command:
                 PeerCommand::Showconf {
@@ -431,7 +446,9 @@ fn main() -> ExitCode {
                     output,
                     client,
                 },
-        } => client.api(before).showconf(&name, output),
+        } => client
+            .api(before, &tls)
+            .and_then(|api| api.showconf(&name, output)),
     };
     match result {
         Ok(code) => code,

@@ -516,3 +516,42 @@ fn status_page_and_event_stream() {
         assert_ne!(pair[0], pair[1], "a repeated event");
     }
 }
+
+/// Only an admin may set `[api]`; when one turns TLS on, the daemon rebinds its address over
+/// HTTPS at once, with the certificate a CA made here signed; plain HTTP gets no answer.
+#[test]
+fn an_admin_turns_on_tls_and_the_listener_follows() {
+    let (node, [admin, operator, _, _]) = node("api-tls");
+    let pki = kawaii_testkit::tls::Pki::new(&node.topo.dir().join("pki"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let r = admin.get("/v1/gateway");
+    let rev = r.etag().expect("ETag");
+    let mut doc = r.json()["gateway"].clone();
+    let file = |name: &str| json!(pki.path(name).to_string_lossy());
+    doc["api"]["tls_cert_file"] = file("server.pem");
+    doc["api"]["tls_key_file"] = file("server.key");
+    let r = operator.put_if_match("/v1/gateway", &doc, rev);
+    assert_eq!(r.status, 403, "{}", r.body);
+    let r = admin.put_if_match("/v1/gateway", &doc, rev);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let ca = pki.path("ca.pem");
+    let https = |path: &str| {
+        node.host.exec(&[
+            "curl",
+            "-sS",
+            "--max-time",
+            "3",
+            "--cacert",
+            &ca.to_string_lossy(),
+            &format!("https://127.0.0.1:7780{path}"),
+        ])
+    };
+    wait_for(Duration::from_secs(10), "the API over HTTPS", || {
+        https("/healthz")
+            .ok()
+            .filter(|o| o.status.success())
+            .map(drop)
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(admin.get("/healthz").status, 0, "plain HTTP still answered");
+}

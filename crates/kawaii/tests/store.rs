@@ -1005,3 +1005,40 @@ fn etcd_user_from_the_auth_file_is_limited_to_its_prefix() {
     assert!(err.contains("permission denied"), "{err}");
     assert!(!err.contains(password), "{err}");
 }
+
+/// `[store]` retention prunes the shared audit trail: after a restart (the daemon prunes at
+/// start, then hourly) only the newest `audit_max_entries` remain, and writes go on.
+#[test]
+fn the_shared_audit_trail_is_pruned_to_its_retention() {
+    let mut s = Shared::new("st-prune", &[("acme", "kawaii/acme")]);
+    let config = light_config("acme") + "\n[store]\naudit_max_entries = 3\n";
+    std::fs::write(&s.gws[0].config, config).expect("config");
+    s.start(0);
+    for port in 2000..2006 {
+        let r = add_rule(&s, 0, port, None);
+        assert_eq!(r.status, 201, "{}", r.body);
+    }
+    let entries = |s: &Shared| -> Vec<u64> {
+        let r = s.call(0, "GET", "/v1/audit?limit=100", None, &[]);
+        assert_eq!(r.status, 200, "{}", r.body);
+        r.json()
+            .as_array()
+            .expect("a list")
+            .iter()
+            .filter_map(|e| e["revision"].as_u64())
+            .collect()
+    };
+    assert!(entries(&s).len() >= 6, "{:?}", entries(&s));
+    s.kill9(0);
+    s.start(0);
+    let newest = s.revision(0);
+    let kept = wait_for(Duration::from_secs(10), "the pruned trail", || {
+        let e = entries(&s);
+        (e.len() == 3).then_some(e)
+    })
+    .unwrap_or_else(|e| panic!("{e}: {:?}\n{}", entries(&s), s.log(0)));
+    assert_eq!(kept, [newest, newest - 1, newest - 2]);
+    assert!(s.log(0).contains("audit trail pruned"), "{}", s.log(0));
+    assert_eq!(add_rule(&s, 0, 2100, None).status, 201);
+    assert_eq!(entries(&s).len(), 4);
+}

@@ -87,7 +87,7 @@ struct CgConf {
     kind: String,
     name: String,
     public_key: Option<String>,
-    private_key: String,
+    private_key: Secret,
     #[serde(default)]
     peers: Vec<CgPeer>,
     #[serde(default)]
@@ -200,7 +200,7 @@ pub fn cloud_gateway(text: &str) -> Option<Result<Gateway, ModelError>> {
             listen_port: if client { 0 } else { CLOUD_GATEWAY_PORT },
             address: format!("{}/24", cloud_gateway_address(&own_key)),
             private_key_file: None,
-            private_key: Some(Secret::new(c.private_key)),
+            private_key: Some(c.private_key),
             peers,
         }),
         pipes,
@@ -251,7 +251,9 @@ pub struct KiloMeta {
     pub managed_fields: Option<yaml_serde::Value>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// `Debug` redacts the preshared key (written by hand below); only `kilo_peer(_, true)` puts
+/// the real key in, for the export that asks for it.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct KiloPeerSpec {
     #[serde(default, rename = "allowedIPs")]
@@ -263,6 +265,21 @@ pub struct KiloPeerSpec {
     pub preshared_key: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<KiloEndpoint>,
+}
+
+impl std::fmt::Debug for KiloPeerSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KiloPeerSpec")
+            .field("allowed_ips", &self.allowed_ips)
+            .field("public_key", &self.public_key)
+            .field("persistent_keepalive", &self.persistent_keepalive)
+            .field(
+                "preshared_key",
+                &self.preshared_key.as_ref().map(|_| crate::secret::REDACTED),
+            )
+            .field("endpoint", &self.endpoint)
+            .finish()
+    }
 }
 
 /// `endpoint: {dnsOrIP: {dns|ip}, port}` (older manifests: `{ip, port}`).

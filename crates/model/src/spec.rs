@@ -41,11 +41,27 @@ pub struct Gateway {
     /// Multi-zone HA (VRRPv3) settings; see docs/ha.md.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ha: Option<HaSettings>,
+    /// How long the audit trail is kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store: Option<StoreSettings>,
     /// Kept by the server: the highest rule id given so far per kind (`ingress`, `egress`,
     /// `nat`), so that a deleted rule's id is never given to another rule. A document sent
     /// without it keeps the stored one.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub rule_ids: std::collections::BTreeMap<String, u64>,
+}
+
+/// `[store]`: the audit trail's retention. Older entries, and all but the newest
+/// `audit_max_entries`, are pruned (at start and hourly).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct StoreSettings {
+    /// Default `90d`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audit_retention: Option<String>,
+    /// Default 100000.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audit_max_entries: Option<u64>,
 }
 
 /// `[router]`: the domain router's listeners, limits and timeouts (all optional).
@@ -128,6 +144,39 @@ pub struct ApiSettings {
     /// reconcile pass running) before `/readyz` answers 503; default "30s".
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ready_timeout: Option<String>,
+    /// PEM certificate chain; with `tls_key_file` the API serves HTTPS only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_cert_file: Option<String>,
+    /// PEM private key of `tls_cert_file` (refused unless only its owner may read it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_key_file: Option<String>,
+    /// PEM CA certificates: clients must present a certificate one of them signed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_ca_file: Option<String>,
+    /// Serve plain HTTP on an address other than loopback (e.g. behind a TLS proxy).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub allow_plain_http: bool,
+    /// `/metrics` requires a bearer token (any role).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub metrics_auth: bool,
+    /// Open connections at once, default 256; more are closed at accept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_connections: Option<u32>,
+    /// Request body limit in bytes, default 1 MiB (413 beyond).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_body_bytes: Option<u32>,
+    /// Request head limit in bytes, default 16 KiB (431 beyond).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_header_bytes: Option<u32>,
+    /// Requests per second per token, default 100, bursts of twice that (429 beyond).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<u32>,
+    /// Deadline for a request head (and the TLS handshake), default `10s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header_timeout: Option<String>,
+    /// No byte either way for this long closes a connection, default `60s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_timeout: Option<String>,
 }
 
 impl Default for ApiSettings {
@@ -137,6 +186,17 @@ impl Default for ApiSettings {
             tokens: Vec::new(),
             token_file: None,
             ready_timeout: None,
+            tls_cert_file: None,
+            tls_key_file: None,
+            client_ca_file: None,
+            allow_plain_http: false,
+            metrics_auth: false,
+            max_connections: None,
+            max_body_bytes: None,
+            max_header_bytes: None,
+            rate_limit: None,
+            header_timeout: None,
+            idle_timeout: None,
         }
     }
 }

@@ -35,6 +35,8 @@ pub enum ErrorKind {
     BadProxyHeader,
     ListenerLimit,
     SourceLimit,
+    /// The process's connection budget (from its open-file limit) was spent.
+    ConnectionBudget,
     AcceptFailed,
     ConnectFailed,
     ConnectTimeout,
@@ -45,7 +47,7 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
-    pub const ALL: [ErrorKind; 18] = [
+    pub const ALL: [ErrorKind; 19] = [
         Self::NoSni,
         Self::UnknownName,
         Self::NotTls,
@@ -57,6 +59,7 @@ impl ErrorKind {
         Self::BadProxyHeader,
         Self::ListenerLimit,
         Self::SourceLimit,
+        Self::ConnectionBudget,
         Self::AcceptFailed,
         Self::ConnectFailed,
         Self::ConnectTimeout,
@@ -79,6 +82,7 @@ impl ErrorKind {
             Self::BadProxyHeader => "bad_proxy_header",
             Self::ListenerLimit => "listener_limit",
             Self::SourceLimit => "source_limit",
+            Self::ConnectionBudget => "connection_budget",
             Self::AcceptFailed => "accept_failed",
             Self::ConnectFailed => "connect_failed",
             Self::ConnectTimeout => "connect_timeout",
@@ -92,7 +96,7 @@ impl ErrorKind {
 
 /// One atomic counter per [`ErrorKind`].
 #[derive(Debug, Default)]
-pub(crate) struct ErrorCounters([std::sync::atomic::AtomicU64; 18]);
+pub(crate) struct ErrorCounters([std::sync::atomic::AtomicU64; 19]);
 
 impl ErrorCounters {
     pub(crate) fn inc(&self, kind: ErrorKind) {

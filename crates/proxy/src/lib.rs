@@ -8,6 +8,7 @@
 //! `kawaii-sniff`; this crate is the tokio side.
 
 mod backend;
+pub mod budget;
 pub mod config;
 mod conn;
 mod copy;
@@ -32,6 +33,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::info;
 
+pub use budget::ConnBudget;
 pub use config::{
     Balance, Cidr, HealthCheck, HealthCheckKind, ListenerConfig, ListenerProtocol,
     ProxyProtocolVersion, RouteConfig, RouterConfig, Timeouts,
@@ -69,6 +71,8 @@ pub(crate) struct Inner {
     pub pipes: copy::PipePool,
     pub metrics: Option<metrics::Metrics>,
     pub max_head: usize,
+    /// Shared with the pipes: connections this process may hold (see [`budget`]).
+    pub budget: Arc<ConnBudget>,
     shut: AtomicBool,
 }
 
@@ -95,6 +99,15 @@ impl DomainRouter {
 
     /// Like [`DomainRouter::new`] with a cap on HTTP request heads (431 beyond it).
     pub fn with_max_head(registry: Option<&mut Registry>, max_head: usize) -> Self {
+        Self::with_budget(registry, max_head, ConnBudget::process())
+    }
+
+    /// Like [`DomainRouter::with_max_head`] with a connection budget of its own (tests).
+    pub fn with_budget(
+        registry: Option<&mut Registry>,
+        max_head: usize,
+        budget: Arc<ConnBudget>,
+    ) -> Self {
         let inner = Inner {
             tables: RwLock::new(Arc::new(Tables::default())),
             listeners: tokio::sync::Mutex::new(HashMap::new()),
@@ -103,6 +116,7 @@ impl DomainRouter {
             pipes: copy::PipePool::default(),
             metrics: registry.map(metrics::Metrics::register),
             max_head,
+            budget,
             shut: AtomicBool::new(false),
         };
         Self {

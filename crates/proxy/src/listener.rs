@@ -1,7 +1,7 @@
 //! Listening sockets: accept loop, connection limits and accept-error backoff.
 //!
 //! Contract: one task per listener accepts until its `stop` token fires, refuses connections over
-//! the listener or per-source limit at once (closing them), backs off on EMFILE-like errors
+//! the process's connection budget, the listener or the per-source limit at once (closing them), backs off on EMFILE-like errors
 //! instead of spinning, and hands every other connection to [`crate::conn::handle`] as a task
 //! tracked for draining.
 
@@ -122,6 +122,7 @@ impl ListenerShared {
 pub(crate) struct ConnSlot {
     listener: Arc<ListenerShared>,
     source: Option<IpAddr>,
+    _ticket: Option<crate::budget::Ticket>,
 }
 
 impl ConnSlot {
@@ -209,10 +210,18 @@ pub(crate) async fn accept_loop(
         if let Some(m) = &shared.metrics {
             m.active.inc();
         }
+        let ticket = inner.budget.take(&settings.name);
+        let over_budget = ticket.is_none();
         let mut slot = ConnSlot {
             listener: shared.clone(),
             source: None,
+            _ticket: ticket,
         };
+        if over_budget {
+            shared.error(&inner, ErrorKind::ConnectionBudget);
+            drop(stream);
+            continue;
+        }
         if settings
             .max_connections
             .is_some_and(|max| prev >= u64::from(max))

@@ -5,7 +5,8 @@
 //! target or timeout applies to new connections while established ones keep theirs; a changed
 //! listen address rebinds without cutting established connections; a removed pipe stops
 //! listening and its connections close. Other pipes' connections are never touched. If any new
-//! address cannot be bound nothing changes.
+//! address cannot be bound nothing changes. A connection over the process's connection budget
+//! (shared with the router, see [`crate::budget`]) is closed at accept.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -20,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
+use crate::budget::ConnBudget;
 use crate::copy::{self, End, Meter, PipePool};
 use crate::error::{ErrorCounters, ErrorKind, ProxyError};
 
@@ -81,19 +83,27 @@ struct Running {
 
 type Index = Vec<(Arc<RwLock<PipeConfig>>, Arc<Stats>)>;
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Inner {
     running: tokio::sync::Mutex<HashMap<String, Running>>,
     /// What status reads without waiting for an apply in progress.
     index: RwLock<Index>,
     pool: PipePool,
     tracker: TaskTracker,
+    /// Shared with the router: connections this process may hold.
+    budget: Arc<ConnBudget>,
 }
 
 /// The pipes of one node. Cheap to clone; all methods take `&self`.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Pipes {
     inner: Arc<Inner>,
+}
+
+impl Default for Pipes {
+    fn default() -> Pipes {
+        Pipes::with_budget(ConnBudget::process())
+    }
 }
 
 fn bind(addr: SocketAddr) -> Result<TcpListener, ProxyError> {
@@ -103,6 +113,19 @@ fn bind(addr: SocketAddr) -> Result<TcpListener, ProxyError> {
 impl Pipes {
     pub fn new() -> Pipes {
         Pipes::default()
+    }
+
+    /// Pipes with a connection budget of their own (tests).
+    pub fn with_budget(budget: Arc<ConnBudget>) -> Pipes {
+        Pipes {
+            inner: Arc::new(Inner {
+                running: tokio::sync::Mutex::default(),
+                index: RwLock::default(),
+                pool: PipePool::default(),
+                tracker: TaskTracker::default(),
+                budget,
+            }),
+        }
     }
 
     /// Makes `want` the set of pipes (see the module doc).
@@ -213,11 +236,17 @@ impl Pipes {
                 let snapshot = cfg.read().map(|c| c.clone());
                 let Ok(c) = snapshot else { continue };
                 stats.connections.fetch_add(1, Relaxed);
+                let Some(ticket) = inner.budget.take(&c.name) else {
+                    stats.errors.inc(ErrorKind::ConnectionBudget);
+                    drop(client);
+                    continue;
+                };
                 let (inner2, stats2, stop) = (inner.clone(), stats.clone(), conns.clone());
                 inner.tracker.spawn(async move {
                     stats2.active.fetch_add(1, Relaxed);
                     let end = serve(&inner2.pool, client, &c, &stats2, &stop).await;
                     stats2.active.fetch_sub(1, Relaxed);
+                    drop(ticket);
                     match end {
                         Ok((up, down)) => {
                             debug!(pipe = %c.name, %peer, up, down, "pipe connection closed");
@@ -393,6 +422,46 @@ mod tests {
         assert_eq!(st.len(), 1);
         assert_eq!(st[0].connections, 2);
         assert_eq!(st[0].bytes_in, 4);
+    }
+
+    /// Connections over the budget are closed at accept and counted; the held ones go on.
+    #[tokio::test]
+    async fn the_connection_budget_is_shared_and_refusals_counted() {
+        let target = server(b"T:").await;
+        let l = free_port();
+        let budget = ConnBudget::new(1);
+        let pipes = Pipes::with_budget(budget.clone());
+        pipes
+            .apply(vec![pipe("p", l, target)])
+            .await
+            .expect("apply");
+        let mut held = TcpStream::connect(l).await.expect("connect");
+        held.write_all(b"held").await.expect("write");
+        let ok = tokio::time::timeout(Duration::from_secs(2), async {
+            while budget.in_use() == 0 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await;
+        assert!(ok.is_ok(), "the held connection took no ticket");
+        let mut over = TcpStream::connect(l).await.expect("connect");
+        let mut got = Vec::new();
+        let _ = over.read_to_end(&mut got).await;
+        assert!(got.is_empty(), "served over the budget");
+        assert_eq!(
+            pipes.status()[0].errors.get(&ErrorKind::ConnectionBudget),
+            Some(&1)
+        );
+        held.shutdown().await.expect("shutdown");
+        let mut got = Vec::new();
+        held.read_to_end(&mut got).await.expect("read");
+        assert_eq!(got, b"T:held");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let mut again = TcpStream::connect(l).await.expect("connect");
+        again.shutdown().await.expect("shutdown");
+        let mut got = Vec::new();
+        again.read_to_end(&mut got).await.expect("read");
+        assert_eq!(got, b"T:", "no recovery");
     }
 
     #[tokio::test]

@@ -22,8 +22,8 @@ use crate::audit::{AuditEntry, redacted_changes};
 use crate::schema::{self, SCHEMA};
 use crate::{Actor, Export, Snapshot, Store, StoreError, StoreHealth, files, now_rfc3339};
 use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, SortOrder, SortTarget, Txn,
-    TxnOp, TxnOpResponse, TxnResponse, WatchOptions, WatchResponse,
+    Client, Compare, CompareOp, ConnectOptions, DeleteOptions, EventType, GetOptions, SortOrder,
+    SortTarget, Txn, TxnOp, TxnOpResponse, TxnResponse, WatchOptions, WatchResponse,
 };
 use kawaii_model::{Format, Gateway, Secret};
 use std::collections::BTreeMap;
@@ -765,6 +765,74 @@ impl Inner {
         Ok(out)
     }
 
+    /// The oldest entries go: those past the newest `keep`, then those written before `before`
+    /// (keys follow revisions, so both are a prefix of the key range): one range delete.
+    async fn prune_audit(&self, before: String, keep: usize) -> Result<usize, StoreError> {
+        let prefix = self.keys.audit.clone();
+        let mut end = prefix.clone().into_bytes();
+        if let Some(last) = end.last_mut() {
+            *last += 1;
+        }
+        let counted = self
+            .txn(Txn::new().and_then([TxnOp::get(
+                prefix.as_str(),
+                Some(GetOptions::new().with_prefix().with_count_only()),
+            )]))
+            .await?;
+        let total = counted
+            .op_responses()
+            .iter()
+            .find_map(|op| match op {
+                TxnOpResponse::Get(g) => Some(usize::try_from(g.count()).unwrap_or(0)),
+                _ => None,
+            })
+            .unwrap_or(0);
+        let over = total.saturating_sub(keep);
+        const BATCH: i64 = 500;
+        let (mut doomed, mut last): (usize, Option<Vec<u8>>) = (0, None);
+        let mut from = prefix.clone().into_bytes();
+        'walk: loop {
+            let opts = GetOptions::new()
+                .with_range(end.clone())
+                .with_sort(SortTarget::Key, SortOrder::Ascend)
+                .with_limit(BATCH);
+            let r = self
+                .txn(Txn::new().and_then([TxnOp::get(from.clone(), Some(opts))]))
+                .await?;
+            let mut seen = 0;
+            for op in r.op_responses() {
+                let TxnOpResponse::Get(get) = op else {
+                    continue;
+                };
+                for kv in get.kvs() {
+                    seen += 1;
+                    let e: AuditEntry = serde_json::from_slice(kv.value()).map_err(corrupt)?;
+                    if doomed >= over && e.at.as_str() >= before.as_str() {
+                        break 'walk;
+                    }
+                    doomed += 1;
+                    last = Some(kv.key().to_vec());
+                }
+            }
+            match &last {
+                Some(k) if seen == BATCH as usize => {
+                    from = k.clone();
+                    from.push(0);
+                }
+                _ => break,
+            }
+        }
+        if let Some(mut k) = last {
+            k.push(0);
+            self.txn(Txn::new().and_then([TxnOp::delete(
+                prefix.as_str(),
+                Some(DeleteOptions::new().with_range(k)),
+            )]))
+            .await?;
+        }
+        Ok(doomed)
+    }
+
     async fn set_meta(&self, key: String, value: String) -> Result<(), StoreError> {
         let r = self
             .txn(Txn::new().and_then([TxnOp::put(
@@ -1059,6 +1127,11 @@ impl Store for EtcdStore {
     fn audit(&self, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
         let i = self.inner.clone();
         self.call(async move { i.audit(limit).await })
+    }
+
+    fn prune_audit(&self, before: &str, keep: usize) -> Result<usize, StoreError> {
+        let (i, before) = (self.inner.clone(), before.to_string());
+        self.call(async move { i.prune_audit(before, keep).await })
     }
 
     fn get_meta(&self, key: &str) -> Result<Option<String>, StoreError> {

@@ -12,7 +12,7 @@ mod etcd;
 pub mod files;
 pub mod schema;
 mod sqlite;
-pub use sqlite::now_rfc3339;
+pub use sqlite::{now_rfc3339, rfc3339};
 
 pub use audit::{AuditEntry, Change, diff, redacted_changes};
 pub use etcd::{EtcdOptions, EtcdStore, EtcdTls};
@@ -125,6 +125,9 @@ pub trait Store: Send + Sync + 'static {
     }
     /// The newest `limit` audit entries, newest first.
     fn audit(&self, limit: usize) -> Result<Vec<AuditEntry>, StoreError>;
+    /// Deletes the audit entries written before `before` (RFC 3339 UTC, see [`rfc3339`]) and
+    /// all but the newest `keep`; returns how many it deleted.
+    fn prune_audit(&self, before: &str, keep: usize) -> Result<usize, StoreError>;
     fn get_meta(&self, key: &str) -> Result<Option<String>, StoreError>;
     fn set_meta(&self, key: &str, value: &str) -> Result<(), StoreError>;
     /// Notified with the new revision after every commit (for etcd: every revision synced,

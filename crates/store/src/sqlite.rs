@@ -65,6 +65,20 @@ impl SqliteStore {
         Self::init(Connection::open_in_memory().map_err(io)?, None)
     }
 
+    /// An in-memory store holding `gateway` as revision 1, committed as a first commit would
+    /// be (rule ids and VPN addresses filled in) by the actor `seed`.
+    pub fn in_memory_with(gateway: &Gateway) -> Result<SqliteStore, StoreError> {
+        let store = Self::in_memory()?;
+        let mut g = gateway.clone();
+        g.prepare_commit(&Gateway::default());
+        let actor = Actor {
+            name: "seed".into(),
+            action: "seed".into(),
+        };
+        store.commit(None, &g, &actor)?;
+        Ok(store)
+    }
+
     fn init(mut conn: Connection, file: Option<&Path>) -> Result<SqliteStore, StoreError> {
         conn.busy_timeout(Duration::from_secs(5)).map_err(io)?;
         let name = file.map_or_else(|| "the in-memory store".into(), |f| f.display().to_string());
@@ -197,7 +211,12 @@ fn read_current(conn: &Connection) -> Result<Snapshot, StoreError> {
 
 /// RFC 3339 UTC timestamp, second precision, without a date crate.
 pub fn now_rfc3339() -> String {
-    let secs = SystemTime::now()
+    rfc3339(SystemTime::now())
+}
+
+/// `t` as RFC 3339 UTC, second precision (the audit trail's `at`: these sort as the times do).
+pub fn rfc3339(t: SystemTime) -> String {
+    let secs = t
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
@@ -272,6 +291,17 @@ impl Store for SqliteStore {
         drop(conn);
         self.notify.send_replace(revision);
         Ok(revision)
+    }
+
+    fn prune_audit(&self, before: &str, keep: usize) -> Result<usize, StoreError> {
+        let conn = self.lock();
+        // The subquery is NULL (nothing matches) while there are at most `keep` entries.
+        conn.execute(
+            "DELETE FROM audit WHERE at < ?1 OR id <= \
+             (SELECT id FROM audit ORDER BY id DESC LIMIT 1 OFFSET ?2)",
+            params![before, i64::try_from(keep).unwrap_or(i64::MAX)],
+        )
+        .map_err(io)
     }
 
     fn audit(&self, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
@@ -451,6 +481,44 @@ mod tests {
             remote_alias: None,
         });
         g
+    }
+
+    /// The oldest entries go: past the newest `keep`, or written before the cutoff.
+    #[test]
+    fn audit_pruning_keeps_the_newest_and_the_recent() {
+        let s = SqliteStore::in_memory().expect("store");
+        for i in 0..6 {
+            s.commit(None, &with_psk(&format!("psk-number-{i}")), &actor())
+                .expect("commit");
+        }
+        let revisions = |s: &SqliteStore| -> Vec<u64> {
+            s.audit(100)
+                .expect("audit")
+                .iter()
+                .map(|e| e.revision)
+                .collect()
+        };
+        assert_eq!(revisions(&s), [6, 5, 4, 3, 2, 1]);
+        let long_ago = rfc3339(UNIX_EPOCH + std::time::Duration::from_secs(86400));
+        assert_eq!(long_ago, "1970-01-02T00:00:00Z");
+        assert_eq!(s.prune_audit(&long_ago, 100).expect("prune"), 0);
+        assert_eq!(s.prune_audit(&long_ago, 4).expect("prune"), 2);
+        assert_eq!(revisions(&s), [6, 5, 4, 3]);
+        // Back-date two entries: the age rule takes them, the count rule is already met.
+        s.lock()
+            .execute(
+                "UPDATE audit SET at = '2001-01-01T00:00:00Z' WHERE revision <= 4",
+                [],
+            )
+            .expect("back-date");
+        let cutoff = rfc3339(SystemTime::now() - std::time::Duration::from_secs(90 * 86400));
+        assert_eq!(s.prune_audit(&cutoff, 100).expect("prune"), 2);
+        assert_eq!(revisions(&s), [6, 5]);
+        // The document and its revision are untouched; new entries keep coming.
+        assert_eq!(s.current().expect("current").revision, 6);
+        s.commit(None, &with_psk("psk-number-7"), &actor())
+            .expect("commit");
+        assert_eq!(revisions(&s), [7, 6, 5]);
     }
 
     #[test]

@@ -18,6 +18,7 @@ use ipnet::IpNet;
 
 pub use device::{DEFAULT_MTU, UAPI_DIR, WgDevice};
 pub use key::{PublicKey, SecretKey, decode_key, encode_key};
+pub use offload::fuzz_offload;
 pub use tun::OFFLOAD_ENV;
 
 /// Settings of the interface itself.

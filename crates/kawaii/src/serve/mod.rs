@@ -7,6 +7,7 @@
 mod api_server;
 mod app;
 mod apply;
+mod audit;
 mod files;
 mod ha;
 mod reconcile;
@@ -107,6 +108,7 @@ async fn daemon(settings: Settings) -> anyhow::Result<ExitCode> {
             let (systemd, stop) = (systemd.clone(), stop.clone());
             async move { systemd.watchdog(stop).await }
         }),
+        tokio::spawn(audit::prune(app.clone(), stop.clone())),
         tokio::spawn(files::watch(app.clone(), reload.clone(), stop.clone())),
         tokio::spawn({
             let (guard, stop) = (app.conntrack.clone(), stop.clone());

@@ -13,9 +13,10 @@ mod peering;
 mod pipes;
 mod primitives;
 mod router;
+mod store;
 mod wireguard;
 
-pub use api::{ApiSpec, DEFAULT_READY_TIMEOUT, Role, TokenSpec, sha256_hex};
+pub use api::{ApiLimits, ApiSpec, ApiTls, DEFAULT_READY_TIMEOUT, Role, TokenSpec, sha256_hex};
 pub use firewall::{NatForward, PeerRuleSpec, Rule};
 pub use gateway::{
     DEFAULT_ADVERT_INTERVAL_CS, DEFAULT_LINK_LOCAL_VIP6, DEFAULT_VRID_BASE, HaSpec, ZoneSpec,
@@ -30,6 +31,7 @@ pub use primitives::{
     Policy, Protocol, RuleNet, cidr, cidr6, domain, host_port, is_link_local, map_net,
 };
 pub use router::{Balance, HealthCheck, ProxyProtocol, RouteSpec, RouterSpec};
+pub use store::StoreSpec;
 pub use wireguard::{KeySource, WgPeerSpec, WireGuardSpec, wg_key};
 
 use crate::error::{Errors, FieldError, Invalid};
@@ -61,6 +63,7 @@ pub struct Desired {
     pub router: RouterSpec,
     /// None: no VRRP (one zone, no `[ha]`): the zone's VIPs are always held.
     pub ha: Option<HaSpec>,
+    pub store: StoreSpec,
 }
 
 /// A valid document's typed form and the warnings it earned.
@@ -141,6 +144,7 @@ fn check_gateway(g: &Gateway, e: &mut Errors) -> Option<Desired> {
     check_overlaps(private_subnet, wireguard.as_ref(), &vpc_peerings, &ipsec, e);
     let pipes = pipes::check_pipes(g, wireguard.as_ref(), e);
     let (routes, router) = router::check_routing(g, &nat_rules, e);
+    let store = store::check_store(g, e);
 
     Some(Desired {
         name: g.gateway.name.clone(),
@@ -161,6 +165,7 @@ fn check_gateway(g: &Gateway, e: &mut Errors) -> Option<Desired> {
         routes,
         router: router?,
         ha,
+        store: store?,
     })
 }
 

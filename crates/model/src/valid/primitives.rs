@@ -336,6 +336,28 @@ pub(super) fn port(v: u32) -> Result<u16, String> {
         .ok_or_else(|| format!("{v} is not a port (1-65535)"))
 }
 
+/// An optional duration (`"5s"`, `"10m"`) longer than zero, `default` when absent.
+pub fn positive_duration(
+    e: &mut Errors,
+    path: &str,
+    v: &Option<String>,
+    default: std::time::Duration,
+) -> Option<std::time::Duration> {
+    match v {
+        None => Some(default),
+        Some(s) => e.check(
+            path,
+            crate::duration::parse(s).and_then(|d| {
+                if d.is_zero() {
+                    Err("must be longer than 0".into())
+                } else {
+                    Ok(d)
+                }
+            }),
+        ),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

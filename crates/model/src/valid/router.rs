@@ -4,7 +4,6 @@
 
 use super::firewall::NatForward;
 use super::primitives::{Protocol, domain, port, unique};
-use crate::duration;
 use crate::error::Errors;
 use crate::spec::{Gateway, Route, RouterSettings};
 use std::net::{IpAddr, SocketAddr};
@@ -190,18 +189,8 @@ fn check_router(r: RouterSettings, e: &mut Errors) -> Option<RouterSpec> {
             ),
         }
     }
-    let dur = |e: &mut Errors, field: &str, v: &Option<String>, default: Duration| match v {
-        None => Some(default),
-        Some(s) => e.check(
-            format!("router.{field}"),
-            duration::parse(s).and_then(|d| {
-                if d.is_zero() {
-                    Err("must be longer than 0".into())
-                } else {
-                    Ok(d)
-                }
-            }),
-        ),
+    let dur = |e: &mut Errors, field: &str, v: &Option<String>, default: Duration| {
+        super::primitives::positive_duration(e, &format!("router.{field}"), v, default)
     };
     let header_timeout = dur(
         e,
