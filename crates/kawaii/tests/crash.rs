@@ -193,6 +193,15 @@ fn without_kernel_link_locals(text: &str) -> String {
     let mut out = String::new();
     for line in text.lines() {
         let words: Vec<&str> = line.split_whitespace().collect();
+        // The kernel's own IPv6 link routes (`anycast fe80::`, `fe80::/64`, `multicast ff00::/8`)
+        // come and go with the interfaces' link-local addresses.
+        if words
+            .first()
+            .is_some_and(|w| matches!(*w, "anycast" | "multicast" | "fe80::/64"))
+            && !line.contains("fe80::1 ")
+        {
+            continue;
+        }
         // A route to or from one of them goes; an interface line keeps its other addresses.
         if words.iter().any(|w| kernel(w))
             && !line.contains("UP")
