@@ -242,7 +242,10 @@ async fn mutate_committed<T: Send + 'static>(
     let store = state.store.clone();
     let caller = caller.clone();
     let env_check = state.env_check();
+    let writes = state.writes.clone();
     blocking(move || {
+        // A poisoned lock only means another write panicked; the store itself is consistent.
+        let _one_at_a_time = writes.lock().unwrap_or_else(|p| p.into_inner());
         for _ in 0..5 {
             // Read through to a shared store: a change bases on its current revision, not on
             // this instance's copy, which may lag behind a write made through another one.

@@ -159,6 +159,9 @@ pub struct ApiState {
     buckets: Arc<std::sync::Mutex<std::collections::HashMap<String, Bucket>>>,
     pub(crate) auth_failures: Family<ReasonLabels, Counter>,
     pub(crate) limited: Family<LimitLabels, Counter>,
+    /// This instance's writes one at a time: they never race each other for a revision (only
+    /// writes through other instances of a shared store do, and they are retried).
+    pub(crate) writes: Arc<std::sync::Mutex<()>>,
 }
 
 /// `[api]` settings the handlers apply at each request.
@@ -230,6 +233,7 @@ impl ApiState {
             buckets: Arc::default(),
             auth_failures,
             limited,
+            writes: Arc::new(std::sync::Mutex::new(())),
         }
     }
 

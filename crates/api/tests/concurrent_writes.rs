@@ -83,6 +83,14 @@ async fn creates_and_replaces_answer_their_own_item() {
         role: kawaii_model::valid::Role::Operator,
         sha256: kawaii_api::hash_token(TOKEN),
     }]);
+    // The writers hammer the API far beyond the per-token default rate on purpose.
+    state.set_policy(
+        false,
+        kawaii_model::valid::ApiLimits {
+            rate_limit: 1_000_000,
+            ..Default::default()
+        },
+    );
     let app = kawaii_api::router(state);
     let writers: Vec<_> = (0..4)
         .map(|k| tokio::spawn(writer(app.clone(), k, 40)))
