@@ -54,7 +54,12 @@ pub fn parse(text: &str, format: Format) -> Result<Parsed, FieldError> {
         }
     };
     let mut placeholders: Vec<(Vec<Seg>, usize)> = Vec::new();
+    // Each mistake is fixed once: one that comes back (a fix that did not change what
+    // deserialization sees) ends the pass instead of repeating forever.
+    let mut removed: Vec<(Vec<Seg>, String)> = Vec::new();
+    let mut passes = 0;
     loop {
+        passes += 1;
         let e = match serde_path_to_error::deserialize::<_, Gateway>(&tree) {
             Ok(gateway) => {
                 return Ok(Parsed {
@@ -95,14 +100,20 @@ pub fn parse(text: &str, format: Format) -> Result<Parsed, FieldError> {
             let at = spans.and_then(|text| span_of(text, &path));
             errors.push(at_position(FieldError::new(rendered, reason.clone()), at));
         }
-        let done = match fix {
-            Fix::Fill => {
-                placeholders.push((path.clone(), 0));
-                set(&mut tree, &path, placeholder(0))
-            }
-            Fix::Remove => set(&mut tree, &path, None),
-        };
-        if !done || errors.len() >= MAX_STRUCTURAL {
+        let repeated =
+            matches!(fix, Fix::Remove) && removed.iter().any(|(p, r)| *p == path && *r == reason);
+        let done = !repeated
+            && match fix {
+                Fix::Fill => {
+                    placeholders.push((path.clone(), 0));
+                    set(&mut tree, &path, placeholder(0))
+                }
+                Fix::Remove => {
+                    removed.push((path.clone(), reason.clone()));
+                    set(&mut tree, &path, None)
+                }
+            };
+        if !done || errors.len() >= MAX_STRUCTURAL || passes > 4 * MAX_STRUCTURAL {
             return Ok(give_up(errors, &path, &reason, spans));
         }
     }
