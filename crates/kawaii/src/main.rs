@@ -257,6 +257,13 @@ struct StoreOpts {
     /// `sqlite` (the file in --state), `etcd://HOST:PORT[,HOST:PORT]/PREFIX` or `etcds://...`.
     #[arg(long, env = "KAWAII_STORE", default_value = "sqlite")]
     store: String,
+    #[command(flatten)]
+    access: StoreAccess,
+}
+
+/// How to reach an etcd store: its TLS and credentials (ignored for sqlite).
+#[derive(Debug, clap::Args)]
+struct StoreAccess {
     /// CA certificate (PEM) that signed the etcd servers' certificates (etcds://).
     #[arg(long)]
     store_ca: Option<PathBuf>,
@@ -271,7 +278,7 @@ struct StoreOpts {
     store_auth_file: Option<PathBuf>,
 }
 
-impl StoreOpts {
+impl StoreAccess {
     fn args(&self, url: &str) -> store_url::StoreArgs {
         store_url::StoreArgs {
             url: url.to_string(),
@@ -300,18 +307,9 @@ enum StoreCommand {
         /// The state directory a plain `sqlite` URL means.
         #[arg(long, default_value = "/var/lib/kawaii")]
         state: PathBuf,
-        /// CA certificate (PEM) of the etcd side(s) (etcds://).
-        #[arg(long)]
-        store_ca: Option<PathBuf>,
-        /// Client certificate (PEM) for the etcd side(s).
-        #[arg(long)]
-        store_cert: Option<PathBuf>,
-        /// Client private key (PEM) for the etcd side(s).
-        #[arg(long)]
-        store_key: Option<PathBuf>,
-        /// File holding the etcd `USER:PASSWORD`.
-        #[arg(long)]
-        store_auth_file: Option<PathBuf>,
+        /// TLS and credentials of the etcd side(s).
+        #[command(flatten)]
+        access: StoreAccess,
     },
 }
 
@@ -358,7 +356,7 @@ fn main() -> ExitCode {
             speak_previous,
         } => {
             kawaii_drivers::wire::speak_previous(speak_previous);
-            serve::run(config, zone, state, store.args(&store.store))
+            serve::run(config, zone, state, store.access.args(&store.store))
         }
         Command::Store {
             command:
@@ -367,28 +365,16 @@ fn main() -> ExitCode {
                     to,
                     force,
                     state,
-                    store_ca,
-                    store_cert,
-                    store_key,
-                    store_auth_file,
+                    access,
                 },
         } => {
-            let opts = StoreOpts {
-                store: String::new(),
-                store_ca,
-                store_cert,
-                store_key,
-                store_auth_file,
-            };
             // TLS and credentials go to the etcd side(s) only.
             let side = |url: &str| {
+                let args = access.args(url);
                 if url.starts_with("etcd") {
-                    opts.args(url)
+                    args
                 } else {
-                    store_url::StoreArgs {
-                        url: url.to_string(),
-                        ..Default::default()
-                    }
+                    args.without_access()
                 }
             };
             store_url::copy(&side(&from), &side(&to), &state, force)

@@ -109,6 +109,16 @@ pub fn parse_auth(text: &str) -> Result<(String, Secret), String> {
     }
 }
 
+impl StoreArgs {
+    /// The same URL with no TLS files or credentials (the sqlite side of a copy).
+    pub fn without_access(self) -> Self {
+        StoreArgs {
+            url: self.url,
+            ..Default::default()
+        }
+    }
+}
+
 /// Opens the store `args` names. `state` is the state directory (the SQLite file, the etcd
 /// cache); `cache`: whether an etcd store keeps its cache there (`serve` does, `store copy`
 /// does not).

@@ -1100,15 +1100,6 @@ impl Store for EtcdStore {
         self.call(async move { i.full_read(false).await })
     }
 
-    fn commit(
-        &self,
-        expected: Option<u64>,
-        gateway: &Gateway,
-        actor: &Actor,
-    ) -> Result<u64, StoreError> {
-        self.commit_with_meta(expected, gateway, actor, &[])
-    }
-
     fn commit_with_meta(
         &self,
         expected: Option<u64>,

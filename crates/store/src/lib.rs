@@ -107,22 +107,19 @@ pub trait Store: Send + Sync + 'static {
         expected: Option<u64>,
         gateway: &Gateway,
         actor: &Actor,
-    ) -> Result<u64, StoreError>;
-    /// [`Store::commit`] and metadata writes that belong to it (the config file's hash), in
-    /// one transaction where the backend has them.
+    ) -> Result<u64, StoreError> {
+        self.commit_with_meta(expected, gateway, actor, &[])
+    }
+    /// [`Store::commit`] and metadata writes that belong to it (the config file's hash), in one
+    /// transaction: both land or neither does. The metadata is written even when the document
+    /// is unchanged.
     fn commit_with_meta(
         &self,
         expected: Option<u64>,
         gateway: &Gateway,
         actor: &Actor,
         meta: &[(&str, &str)],
-    ) -> Result<u64, StoreError> {
-        let rev = self.commit(expected, gateway, actor)?;
-        for (k, v) in meta {
-            self.set_meta(k, v)?;
-        }
-        Ok(rev)
-    }
+    ) -> Result<u64, StoreError>;
     /// The newest `limit` audit entries, newest first.
     fn audit(&self, limit: usize) -> Result<Vec<AuditEntry>, StoreError>;
     /// Deletes the audit entries written before `before` (RFC 3339 UTC, see [`rfc3339`]) and

@@ -239,16 +239,20 @@ pub fn rfc3339(t: SystemTime) -> String {
     )
 }
 
+const SET_META: &str =
+    "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = ?2";
+
 impl Store for SqliteStore {
     fn current(&self) -> Result<Snapshot, StoreError> {
         read_current(&self.lock())
     }
 
-    fn commit(
+    fn commit_with_meta(
         &self,
         expected: Option<u64>,
         gateway: &Gateway,
         actor: &Actor,
+        meta: &[(&str, &str)],
     ) -> Result<u64, StoreError> {
         let mut conn = self.lock();
         let tx = conn.transaction().map_err(io)?;
@@ -261,7 +265,11 @@ impl Store for SqliteStore {
                 current: cur.revision,
             });
         }
+        for (key, value) in meta {
+            tx.execute(SET_META, params![key, value]).map_err(io)?;
+        }
         if cur.gateway == *gateway && cur.revision > 0 {
+            tx.commit().map_err(io)?;
             return Ok(cur.revision);
         }
         let stored = Secret::reveal(|| serde_json::to_string(gateway))
@@ -349,10 +357,7 @@ impl Store for SqliteStore {
 
     fn set_meta(&self, key: &str, value: &str) -> Result<(), StoreError> {
         self.lock()
-            .execute(
-                "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = ?2",
-                params![key, value],
-            )
+            .execute(SET_META, params![key, value])
             .map(|_| ())
             .map_err(io)
     }

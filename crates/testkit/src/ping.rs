@@ -14,10 +14,17 @@ pub fn reply_times(out: &str) -> Vec<f64> {
 
 /// The longest gap between two replies in `ping -D` output, and the number of replies.
 pub fn longest_gap(out: &str) -> (Duration, usize) {
+    longest_gap_until(out, None)
+}
+
+/// [`longest_gap`], also counting the silence from the last reply to `end` (a [`unix_now`]
+/// time), so an outage that lasts until the pinger is stopped is not missed.
+pub fn longest_gap_until(out: &str, end: Option<f64>) -> (Duration, usize) {
     let times = reply_times(out);
     let gap = times
         .windows(2)
         .map(|w| w[1] - w[0])
+        .chain(end.zip(times.last()).map(|(end, last)| end - last))
         .fold(0.0_f64, f64::max);
     (Duration::from_secs_f64(gap), times.len())
 }
@@ -48,13 +55,14 @@ pub fn start(
     t.spawn(host, name, &args)
 }
 
-/// Stops a pinger from [`start`] (SIGINT, as Ctrl-C) and returns the longest gap and the
-/// reply count.
+/// Stops a pinger from [`start`] (SIGINT, as Ctrl-C) and returns the longest gap, the silence
+/// before the stop included, and the reply count.
 pub fn stop(t: &mut Topology, ping: usize) -> (Duration, usize) {
     let p = t.proc(ping);
+    let end = unix_now();
     p.signal("INT");
     p.wait_exit(Duration::from_secs(2));
-    longest_gap(&p.output())
+    longest_gap_until(&p.output(), Some(end))
 }
 
 #[cfg(test)]
@@ -78,5 +86,14 @@ mod tests {
         assert_eq!(replies, 4);
         assert!((gap.as_secs_f64() - 0.25).abs() < 1e-6, "{gap:?}");
         assert_eq!(longest_gap(""), (Duration::ZERO, 0));
+    }
+
+    #[test]
+    fn an_outage_lasting_until_the_stop_counts() {
+        let (gap, _) = longest_gap_until(OUT, Some(1765000001.370000));
+        assert!((gap.as_secs_f64() - 1.0).abs() < 1e-6, "{gap:?}");
+        let (gap, _) = longest_gap_until(OUT, Some(1765000000.380000));
+        assert!((gap.as_secs_f64() - 0.25).abs() < 1e-6, "{gap:?}");
+        assert_eq!(longest_gap_until("", Some(1.0)), (Duration::ZERO, 0));
     }
 }
