@@ -90,9 +90,9 @@ mod tests {
 
     #[test]
     fn an_outage_lasting_until_the_stop_counts() {
-        let (gap, _) = longest_gap_until(OUT, Some(1765000001.370000));
+        let (gap, _) = longest_gap_until(OUT, Some(1_765_000_001.37));
         assert!((gap.as_secs_f64() - 1.0).abs() < 1e-6, "{gap:?}");
-        let (gap, _) = longest_gap_until(OUT, Some(1765000000.380000));
+        let (gap, _) = longest_gap_until(OUT, Some(1_765_000_000.38));
         assert!((gap.as_secs_f64() - 0.25).abs() < 1e-6, "{gap:?}");
         assert_eq!(longest_gap_until("", Some(1.0)), (Duration::ZERO, 0));
     }
