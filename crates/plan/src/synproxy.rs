@@ -24,6 +24,7 @@
 use crate::nft::Chain;
 
 /// One family's proxied side, as rendered by [`crate::flood`].
+#[derive(Debug)]
 pub struct Proxied<'a> {
     /// `ip` or `ip6`.
     pub family: &'static str,
@@ -48,13 +49,13 @@ pub fn output_raw(families: &[Proxied], forwards: &[(String, String, String)]) -
     for f in families {
         let six = if f.family == "ip6" { "6" } else { "" };
         raw.rule(format!(
-            "{fam} saddr {vips} tcp sport {ports} {SYNACK} tcp window 0 notrack comment \"synproxy-synack{six}\"",
+            "{fam} saddr {vips} tcp sport {ports} {SYNACK} tcp window 0 counter notrack comment \"synproxy-synack{six}\"",
             fam = f.family,
             vips = f.vips,
             ports = f.ports,
         ));
         raw.rule(format!(
-            "{fam} daddr {vips} tcp dport {ports} {ACK} fib saddr type != local notrack comment \"synproxy-ack{six}\"",
+            "{fam} daddr {vips} tcp dport {ports} {ACK} fib saddr type != local counter notrack comment \"synproxy-ack{six}\"",
             fam = f.family,
             vips = f.vips,
             ports = f.ports,
@@ -92,8 +93,11 @@ mod tests {
         let c = output_raw(&fams, &[("80".into(), "10.1.0.10".into(), "nat-1".into())]);
         assert_eq!(c.rules.len(), 5);
         assert!(c.rules[0].starts_with("ip saddr 203.0.113.10 tcp sport { 80, 443 }"));
-        assert!(c.rules[0].contains("tcp window 0 notrack"));
-        assert!(c.rules[3].contains("fib saddr type != local notrack comment \"synproxy-ack6\""));
+        assert!(c.rules[0].contains("tcp window 0 counter notrack"));
+        assert!(
+            c.rules[3]
+                .contains("fib saddr type != local counter notrack comment \"synproxy-ack6\"")
+        );
         assert_eq!(
             c.rules[4],
             "ip daddr 203.0.113.10 tcp dport 80 tcp flags & (fin | syn | rst | ack) == ack fib saddr type != local ip daddr set 10.1.0.10 comment \"nat-1\""
