@@ -296,6 +296,11 @@ async fn one_way(way: Way<'_>, pool: &PipePool) -> Result<(), WayError> {
                 }
                 (way.count)(n as u64);
                 if last {
+                    // The poller's "closed" is a reset too: then these bytes were not the
+                    // last of an answer, and the reset (still pending) is the end.
+                    if let Ok(Some(e)) = way.src.take_error() {
+                        return Err(way.at_src(e));
+                    }
                     way.activity.eof(way.dst, way.down);
                     return Ok(());
                 }
