@@ -101,8 +101,8 @@ ip -n "$P-vm" link set eth0 up
 ip -n "$P-vm" addr add 10.1.0.10/24 dev eth0
 ip -n "$P-vm" route add default via 10.1.0.1
 # wrk closes first, so each client's ports wait 60 s in TIME_WAIT: 64k ports make ~1000
-# connections/s per client address, hence several clients. (Not tcp_tw_reuse: a port reused
-# while the gateway still holds the previous connection in TIME_WAIT hangs, see README.)
+# connections/s per client address, hence several clients. (Not tcp_tw_reuse: it hung through
+# the SYN proxy before that was fixed, see README; kept off so runs compare with earlier ones.)
 # `ip netns exec` bind-mounts /etc/netns/<ns>/hosts over /etc/hosts: a client resolves the
 # routed name to the public VIP, and wrk sends it as SNI and Host.
 for i in $(seq "$CLIENTS"); do

@@ -5,8 +5,15 @@
   hold HOST PORT COUNT SECONDS     COUNT concurrent connections to an echo service, held open
   chat HOST PORT SECONDS           one connection to an echo service, a line every 50 ms
   egress URL SECONDS               new HTTP requests to URL (private egress), one every 100 ms
+  churn HOST PORT NAME COUNT CONCURRENCY DEADLINE BUDGET
+                                   COUNT short HTTP/1.0 GETs (Host: NAME), one new connection
+                                   each, CONCURRENCY at a time; one that has not read its whole
+                                   answer DEADLINE seconds after its connect started fails; no
+                                   new connection starts after BUDGET seconds
 """
+import errno
 import json
+import selectors
 import socket
 import sys
 import time
@@ -107,6 +114,81 @@ def egress(url, seconds):
     print(json.dumps({"ok": ok, "fail": fail}), flush=True)
 
 
+def churn(host, port, name, count, concurrency, deadline, budget):
+    """Non-blocking: a stalled connection does not hold the others back. Counts the local ports
+    used more than once (the reuse the test wants) and the slowest connection."""
+    sel = selectors.DefaultSelector()
+    request = f"GET / HTTP/1.0\r\nHost: {name}\r\n\r\n".encode()
+    started, ok, errors, slowest, stalled = 0, 0, {}, 0.0, []
+    ports, reused = set(), 0
+
+    def fail(kind):
+        errors[kind] = errors.get(kind, 0) + 1
+
+    def start():
+        nonlocal started, reused
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.setblocking(False)
+        started += 1
+        err = s.connect_ex((host, port))
+        if err not in (0, errno.EINPROGRESS):
+            fail(errno.errorcode.get(err, str(err)))
+            s.close()
+            return
+        local = s.getsockname()[1]
+        reused += local in ports
+        ports.add(local)
+        sel.register(s, selectors.EVENT_WRITE, {"t0": time.monotonic(), "got": b"", "port": local})
+
+    def finish(key, kind=None):
+        nonlocal ok, slowest
+        st = key.data
+        sel.unregister(key.fileobj)
+        key.fileobj.close()
+        took = time.monotonic() - st["t0"]
+        if kind is None and b"hello from" in st["got"]:
+            ok += 1
+            slowest = max(slowest, took)
+        else:
+            fail(kind or "short reply")
+            if len(stalled) < 10:
+                stalled.append({"port": st["port"], "after_ms": round(took * 1000), "got": len(st["got"])})
+
+    t_begin = time.monotonic()
+    while (started < count and time.monotonic() - t_begin < budget) or sel.get_map():
+        while (started < count and time.monotonic() - t_begin < budget
+               and len(sel.get_map()) < concurrency):
+            start()
+        now = time.monotonic()
+        for key in list(sel.get_map().values()):
+            if now - key.data["t0"] > deadline:
+                finish(key, "stalled")
+        for key, mask in sel.select(timeout=0.05):
+            s = key.fileobj
+            try:
+                if mask & selectors.EVENT_WRITE:
+                    err = s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                    if err:
+                        finish(key, errno.errorcode.get(err, str(err)))
+                        continue
+                    s.sendall(request)
+                    sel.modify(s, selectors.EVENT_READ, key.data)
+                    continue
+                part = s.recv(4096)
+                if part:
+                    key.data["got"] += part
+                else:
+                    finish(key)
+            except OSError as e:
+                finish(key, type(e).__name__)
+    elapsed = time.monotonic() - t_begin
+    print(json.dumps({
+        "ok": ok, "count": count, "started": started, "errors": errors, "reused_ports": reused,
+        "distinct_ports": len(ports), "slowest_ms": round(slowest * 1000),
+        "per_second": round(started / elapsed), "stalled": stalled,
+    }), flush=True)
+
+
 if __name__ == "__main__":
     mode, args = sys.argv[1], sys.argv[2:]
     if mode == "legit":
@@ -119,3 +201,6 @@ if __name__ == "__main__":
         chat(args[0], int(args[1]), float(args[2]))
     elif mode == "egress":
         egress(args[0], float(args[1]))
+    elif mode == "churn":
+        churn(args[0], int(args[1]), args[2], int(args[3]), int(args[4]), float(args[5]),
+              float(args[6]))

@@ -167,6 +167,8 @@ struct Public {
     v6: bool,
     /// `iifname "wan0" ip daddr 203.0.113.10`
     public: String,
+    /// `203.0.113.10` (or an anonymous set)
+    vips: String,
     sp_ports: Option<String>,
 }
 
@@ -187,12 +189,14 @@ pub fn plan(
     let mut families = vec![Public {
         v6: false,
         public: format!("iifname {wan} ip daddr {vips}"),
+        vips: vips.to_string(),
         sp_ports: proxied(synproxy_ports(d, router_ports)),
     }];
     if let Some(vips6) = vips6 {
         families.push(Public {
             v6: true,
             public: format!("iifname {wan} ip6 daddr {vips6}"),
+            vips: vips6.to_string(),
             sp_ports: proxied(openings(d, router_ports, true)),
         });
     }
@@ -327,6 +331,18 @@ pub fn plan(
         p.chains.push(proxy);
         // The SYN synproxy sends on to the backend leaves from this host, to the VIP: the
         // forwards' DNAT is repeated in the nat output hook.
+        // The packets synproxy forges from this host, kept out of conntrack (see
+        // `crate::synproxy`); the forged ACK of a forward is DNAT'd there too.
+        let forged: Vec<crate::synproxy::Proxied> = families
+            .iter()
+            .filter_map(|f| {
+                Some(crate::synproxy::Proxied {
+                    family: if f.v6 { "ip6" } else { "ip" },
+                    vips: &f.vips,
+                    ports: f.sp_ports.as_deref()?,
+                })
+            })
+            .collect();
         let mut out = Chain::new(
             "output-nat",
             Some("type nat hook output priority -100; policy accept;"),
@@ -334,6 +350,7 @@ pub fn plan(
         // (With connection sync the forwards are not proxied: nothing to repeat; nor when
         // IPv4 has nothing proxied.)
         let proxied = !synced(d) && families[0].sp_ports.is_some();
+        let mut forwards = Vec::new();
         for n in d
             .nat_rules
             .iter()
@@ -349,7 +366,10 @@ pub fn plan(
                 n.id
             );
             out.rule(rule);
+            forwards.push((port_set(&spans), n.destination.to_string(), n.id.clone()));
         }
+        p.chains
+            .push(crate::synproxy::output_raw(&forged, &forwards));
         if !out.rules.is_empty() {
             p.chains.push(out);
         }

@@ -11,6 +11,7 @@ pub mod nft;
 pub mod pipes;
 pub mod ra;
 pub mod router;
+pub mod synproxy;
 pub mod vrrp;
 pub mod wireguard;
 

@@ -204,15 +204,28 @@ pub(crate) async fn handle(
         Ok((end, backend, up, down)) => {
             let outcome = match end {
                 End::Closed => "closed",
+                End::ResetAfterResponse(_) => "reset_after_response",
                 End::Idle => "idle_timeout",
                 End::Stopped => "shutdown_abort",
-                End::Error => "io_error",
+                End::Error(..) => "io_error",
             };
             let kind = match end {
                 End::Closed => None,
+                End::ResetAfterResponse(side) => {
+                    // Counted apart: not an error (see `End::ResetAfterResponse`).
+                    if let Some(m) = &inner.metrics {
+                        m.reset_after_response(&route.domain, side.as_str());
+                    }
+                    None
+                }
                 End::Idle => Some(ErrorKind::IdleTimeout),
                 End::Stopped => Some(ErrorKind::ShutdownAbort),
-                End::Error => Some(ErrorKind::Io),
+                End::Error(side, errno) => {
+                    debug!(client = %client_addr, route = %route.domain, backend = %backend.addr,
+                        side = side.as_str(), errno = errno.unwrap_or(0),
+                        "proxied connection ended by an I/O error");
+                    Some(ErrorKind::Io)
+                }
             };
             if let Some(kind) = kind {
                 route_error(&inner, &route, Some(&backend), kind);

@@ -68,9 +68,32 @@ impl PipePool {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum End {
     Closed,
+    /// A peer reset the connection (ECONNRESET, EPIPE) after the backend's answer had been
+    /// passed on whole, its FIN included: nothing the client asked for was lost. Typical: a
+    /// TLS client's close_notify relayed to a backend that had closed already, which answers
+    /// it with a reset; or a client closing with bytes unread. Not an error. The side is the
+    /// socket that failed.
+    ResetAfterResponse(Side),
     Idle,
     Stopped,
-    Error,
+    /// An I/O error: on which socket (`Side`) and its errno, for the log.
+    Error(Side, Option<i32>),
+}
+
+/// Which socket of a forwarded connection failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Side {
+    Client,
+    Backend,
+}
+
+impl Side {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Side::Client => "client",
+            Side::Backend => "backend",
+        }
+    }
 }
 
 /// Counters updated while bytes move (route and backend stats).
@@ -84,6 +107,8 @@ struct Activity {
     last_ms: AtomicU64,
     /// Set by the first direction that reaches EOF.
     one_done: AtomicBool,
+    /// Set once the backend's FIN has been passed on to the client (its answer is whole).
+    answered: AtomicBool,
 }
 
 impl Activity {
@@ -98,7 +123,10 @@ impl Activity {
     /// `src` reached EOF: pass the half-close on to `dst`, unless the other direction is done
     /// already. Then both sockets are read to EOF and about to be closed, and close(2) sends
     /// the FIN itself: one syscall less per connection.
-    fn eof(&self, dst: &TcpStream) {
+    fn eof(&self, dst: &TcpStream, down: bool) {
+        if down {
+            self.answered.store(true, Relaxed);
+        }
         if !self.one_done.swap(true, Relaxed) {
             let _ = socket2::SockRef::from(dst).shutdown(Shutdown::Write);
         }
@@ -118,6 +146,7 @@ pub(crate) async fn forward(
         origin: Instant::now(),
         last_ms: AtomicU64::new(0),
         one_done: AtomicBool::new(false),
+        answered: AtomicBool::new(false),
     };
     let up = AtomicU64::new(0);
     let down = AtomicU64::new(0);
@@ -137,6 +166,7 @@ pub(crate) async fn forward(
                 Way {
                     src: client,
                     dst: backend,
+                    down: false,
                     count: &count_up,
                     activity: &activity,
                 },
@@ -146,6 +176,7 @@ pub(crate) async fn forward(
                 Way {
                     src: backend,
                     dst: client,
+                    down: true,
                     count: &count_down,
                     activity: &activity,
                 },
@@ -163,11 +194,35 @@ pub(crate) async fn forward(
         }
     };
     let end = tokio::select! {
-        r = both => if r.is_ok() { End::Closed } else { End::Error },
+        r = both => match r {
+            Ok(_) => End::Closed,
+            Err(e) => ended_by(&e, activity.answered.load(Relaxed)),
+        },
         () = idle_watch => End::Idle,
         () = stop.cancelled() => End::Stopped,
     };
     (end, up.load(Relaxed), down.load(Relaxed))
+}
+
+/// How an I/O error `e` of [`one_way`] ends the connection; `answered`: the backend's FIN had
+/// been passed on.
+fn ended_by(e: &WayError, answered: bool) -> End {
+    let reset = matches!(
+        e.error.kind(),
+        io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe
+    );
+    if reset && answered {
+        End::ResetAfterResponse(e.side)
+    } else {
+        End::Error(e.side, e.error.raw_os_error())
+    }
+}
+
+/// An error of one direction, with the socket it came from.
+#[derive(Debug)]
+struct WayError {
+    side: Side,
+    error: io::Error,
 }
 
 /// Reads smaller than this stay on the copy path; a read that fills it marks the direction as
@@ -188,45 +243,80 @@ std::thread_local! {
 struct Way<'a> {
     src: &'a TcpStream,
     dst: &'a TcpStream,
+    /// Backend to client.
+    down: bool,
     count: &'a (dyn Fn(u64) + Sync),
     activity: &'a Activity,
+}
+
+impl Way<'_> {
+    /// An error reading from `src`.
+    fn at_src(&self, error: io::Error) -> WayError {
+        let side = if self.down {
+            Side::Backend
+        } else {
+            Side::Client
+        };
+        WayError { side, error }
+    }
+    /// An error writing to `dst`.
+    fn at_dst(&self, error: io::Error) -> WayError {
+        let side = if self.down {
+            Side::Client
+        } else {
+            Side::Backend
+        };
+        WayError { side, error }
+    }
 }
 
 /// Small messages (request heads, TLS handshakes, short responses) are cheaper through a
 /// userspace buffer: one recv(2) and one send(2), where splice needs two calls and a pipe.
 /// A read that fills the buffer is taken as a bulk transfer, and that direction switches to
 /// splice(2) on Linux (unless the descriptors refuse it).
-async fn one_way(way: Way<'_>, pool: &PipePool) -> io::Result<()> {
+async fn one_way(way: Way<'_>, pool: &PipePool) -> Result<(), WayError> {
     loop {
-        let ready = way.src.ready(Interest::READABLE).await?;
+        let ready = way
+            .src
+            .ready(Interest::READABLE)
+            .await
+            .map_err(|e| way.at_src(e))?;
         match copy_once(way.src, way.dst, ready.is_read_closed()) {
             Ok(Step::Eof) => {
                 // Half-close: the peer sent FIN; pass it on and let the other direction finish.
-                way.activity.eof(way.dst);
+                way.activity.eof(way.dst, way.down);
                 return Ok(());
             }
             Ok(Step::Moved { n, rest, last }) => {
                 way.activity.touch();
                 if let Some(rest) = rest {
-                    write_all(way.dst, &rest, way.activity).await?;
+                    write_all(way.dst, &rest, way.activity)
+                        .await
+                        .map_err(|e| way.at_dst(e))?;
                 }
                 (way.count)(n as u64);
                 if last {
-                    way.activity.eof(way.dst);
+                    // The poller's "closed" is a reset too: then these bytes were not the
+                    // last of an answer, and the reset (still pending) is the end.
+                    if let Ok(Some(e)) = way.src.take_error() {
+                        return Err(way.at_src(e));
+                    }
+                    way.activity.eof(way.dst, way.down);
                     return Ok(());
                 }
                 if n == COPY_BUF {
                     break;
                 }
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            Err(e) => return Err(e),
+            Err((_, e)) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err((at_dst, e)) if at_dst => return Err(way.at_dst(e)),
+            Err((_, e)) => return Err(way.at_src(e)),
         }
     }
     #[cfg(target_os = "linux")]
     {
         match splice_one_way(way, pool).await {
-            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {}
+            Err(e) if e.error.raw_os_error() == Some(libc::EINVAL) => {}
             other => return other,
         }
     }
@@ -253,10 +343,11 @@ enum Step {
 /// short has drained everything before the FIN, so these bytes are the last: they are sent
 /// with MSG_MORE and the half-close that follows leaves in the same segment (one packet and
 /// one EOF read fewer per connection for a short answer).
-fn copy_once(src: &TcpStream, dst: &TcpStream, fin_seen: bool) -> io::Result<Step> {
+/// An error comes with `true` when it was the write to `dst`.
+fn copy_once(src: &TcpStream, dst: &TcpStream, fin_seen: bool) -> Result<Step, (bool, io::Error)> {
     COPY.with(|buf| {
         let mut buf = buf.borrow_mut();
-        let n = src.try_read(&mut buf)?;
+        let n = src.try_read(&mut buf).map_err(|e| (false, e))?;
         if n == 0 {
             return Ok(Step::Eof);
         }
@@ -269,7 +360,7 @@ fn copy_once(src: &TcpStream, dst: &TcpStream, fin_seen: bool) -> io::Result<Ste
         let sent = match sent {
             Ok(m) => m,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
-            Err(e) => return Err(e),
+            Err(e) => return Err((true, e)),
         };
         Ok(Step::Moved {
             n,
@@ -311,18 +402,18 @@ async fn write_all(dst: &TcpStream, mut bytes: &[u8], activity: &Activity) -> io
 /// splice(2) src → pipe → dst. A pipe is held only while its bytes are not yet written out.
 /// Returns EINVAL before moving any byte if the descriptors do not support splice.
 #[cfg(target_os = "linux")]
-async fn splice_one_way(way: Way<'_>, pool: &PipePool) -> io::Result<()> {
+async fn splice_one_way(way: Way<'_>, pool: &PipePool) -> Result<(), WayError> {
     use crate::splice::splice;
     loop {
-        way.src.readable().await?;
-        let pipe = pool.get()?;
+        way.src.readable().await.map_err(|e| way.at_src(e))?;
+        let pipe = pool.get().map_err(|e| way.at_src(e))?;
         let n = match way.src.try_io(Interest::READABLE, || {
             splice(way.src.as_fd(), pipe.write.as_fd(), CHUNK)
         }) {
             Ok(0) => {
                 pool.put(pipe);
                 // Half-close: the peer sent FIN; pass it on and let the other direction finish.
-                way.activity.eof(way.dst);
+                way.activity.eof(way.dst, way.down);
                 return Ok(());
             }
             Ok(n) => n,
@@ -332,23 +423,23 @@ async fn splice_one_way(way: Way<'_>, pool: &PipePool) -> io::Result<()> {
             }
             Err(e) => {
                 pool.put(pipe);
-                return Err(e);
+                return Err(way.at_src(e));
             }
         };
         let mut left = n;
         while left > 0 {
-            way.dst.writable().await?;
+            way.dst.writable().await.map_err(|e| way.at_dst(e))?;
             match way.dst.try_io(Interest::WRITABLE, || {
                 splice(pipe.read.as_fd(), way.dst.as_fd(), left)
             }) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(0) => return Err(way.at_dst(io::ErrorKind::WriteZero.into())),
                 Ok(m) => {
                     left -= m;
                     way.activity.touch();
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 // The pipe still holds bytes: it is closed (dropped), never pooled.
-                Err(e) => return Err(e),
+                Err(e) => return Err(way.at_dst(e)),
             }
         }
         pool.put(pipe);
@@ -358,118 +449,26 @@ async fn splice_one_way(way: Way<'_>, pool: &PipePool) -> io::Result<()> {
 
 /// The portable path for bulk: a per-connection buffer, held only while this direction is
 /// busy with a transfer that filled [`COPY_BUF`].
-async fn buffered_one_way(way: Way<'_>) -> io::Result<()> {
+async fn buffered_one_way(way: Way<'_>) -> Result<(), WayError> {
     let mut buf = vec![0u8; COPY_BUF];
     loop {
-        way.src.readable().await?;
+        way.src.readable().await.map_err(|e| way.at_src(e))?;
         let n = match way.src.try_read(&mut buf) {
             Ok(0) => {
-                way.activity.eof(way.dst);
+                way.activity.eof(way.dst, way.down);
                 return Ok(());
             }
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-            Err(e) => return Err(e),
+            Err(e) => return Err(way.at_src(e)),
         };
-        write_all(way.dst, &buf[..n], way.activity).await?;
+        write_all(way.dst, &buf[..n], way.activity)
+            .await
+            .map_err(|e| way.at_dst(e))?;
         (way.count)(n as u64);
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    use tokio::net::TcpListener;
-
-    struct NoMeter;
-    impl Meter for NoMeter {
-        fn to_backend(&self, _: u64) {}
-        fn to_client(&self, _: u64) {}
-    }
-
-    /// A connected pair whose receiving end has the smallest buffers the kernel allows, so
-    /// writes towards it stall quickly.
-    async fn tight_pair() -> (TcpStream, TcpStream) {
-        let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-        s.set_recv_buffer_size(1).unwrap();
-        s.bind(
-            &"127.0.0.1:0"
-                .parse::<std::net::SocketAddr>()
-                .unwrap()
-                .into(),
-        )
-        .unwrap();
-        s.listen(1).unwrap();
-        s.set_nonblocking(true).unwrap();
-        let l = TcpListener::from_std(s.into()).unwrap();
-        let c = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
-        socket2::SockRef::from(&c).set_send_buffer_size(1).unwrap();
-        let (d, _) = l.accept().await.unwrap();
-        (c, d)
-    }
-
-    /// (client, the proxy's end of it, the proxy's end towards a tight far end, that far end).
-    async fn two_connections() -> (TcpStream, TcpStream, TcpStream, TcpStream) {
-        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let client = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
-        let (src, _) = l.accept().await.unwrap();
-        let (dst, far) = tight_pair().await;
-        (client, src, dst, far)
-    }
-
-    fn start_forward(src: TcpStream, dst: TcpStream) -> tokio::task::JoinHandle<(End, u64, u64)> {
-        tokio::spawn(async move {
-            let (pool, stop) = (PipePool::default(), CancellationToken::new());
-            forward(&src, &dst, &pool, Duration::from_secs(10), &stop, &NoMeter).await
-        })
-    }
-
-    async fn read_to_eof(s: &mut TcpStream) -> Vec<u8> {
-        let mut got = Vec::new();
-        tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut got))
-            .await
-            .expect("EOF passed on in time")
-            .unwrap();
-        got
-    }
-
-    /// Small writes towards a reader that stalls: the copy path meets a full socket and keeps
-    /// what the destination did not take, and every byte arrives in order.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn bytes_a_full_destination_did_not_take_are_kept() {
-        let (mut client, src, dst, mut far) = two_connections().await;
-        let fwd = start_forward(src, dst);
-        let sent: Vec<u8> = (0..200_000u32).map(|i| (i % 241) as u8).collect();
-        for chunk in sent.chunks(1000) {
-            client.write_all(chunk).await.unwrap();
-            tokio::time::sleep(Duration::from_micros(300)).await;
-        }
-        client.shutdown().await.unwrap();
-        let got = read_to_eof(&mut far).await;
-        assert_eq!(got.len(), sent.len());
-        assert!(got == sent, "in order, nothing lost");
-        far.shutdown().await.unwrap();
-        let (end, up, _) = fwd.await.unwrap();
-        assert_eq!(end, End::Closed);
-        assert_eq!(up, sent.len() as u64);
-    }
-
-    /// Bytes and FIN already queued together: they are passed on as the last bytes, then EOF,
-    /// while the other direction keeps working until it ends too.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn last_bytes_and_fin_pass_on_together() {
-        let (mut client, src, dst, mut far) = two_connections().await;
-        client.write_all(b"last words").await.unwrap();
-        client.shutdown().await.unwrap();
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        let fwd = start_forward(src, dst);
-        assert_eq!(read_to_eof(&mut far).await, b"last words");
-        // The other way still works after the half-close.
-        far.write_all(b"reply").await.unwrap();
-        far.shutdown().await.unwrap();
-        assert_eq!(read_to_eof(&mut client).await, b"reply");
-        let (end, up, down) = fwd.await.unwrap();
-        assert_eq!((end, up, down), (End::Closed, 10, 5));
-    }
-}
+#[path = "copy_tests.rs"]
+mod tests;

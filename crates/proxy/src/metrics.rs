@@ -34,6 +34,13 @@ pub(crate) struct ErrorLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct ResetLabels {
+    pub route: String,
+    /// The peer that reset: `client` or `backend`.
+    pub side: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct ListenerLabels {
     pub listener: String,
 }
@@ -45,6 +52,7 @@ pub(crate) struct Metrics {
     bytes: Family<BytesLabels, Counter>,
     backend_up: Family<BackendLabels, Gauge>,
     errors: Family<ErrorLabels, Counter>,
+    resets_after_response: Family<ResetLabels, Counter>,
     accepted: Family<ListenerLabels, Counter>,
     listener_active: Family<ListenerLabels, Gauge>,
 }
@@ -90,6 +98,11 @@ impl Metrics {
             "errors",
             "Refused or failed connections by kind",
             m.errors.clone(),
+        );
+        r.register(
+            "resets_after_response",
+            "Proxied connections a peer reset after the backend's whole answer, FIN included, was passed on (not errors)",
+            m.resets_after_response.clone(),
         );
         r.register(
             "accepted_connections",
@@ -146,5 +159,13 @@ impl Metrics {
             kind: kind.as_str().to_owned(),
         };
         self.errors.get_or_create(&l).inc();
+    }
+
+    pub(crate) fn reset_after_response(&self, route: &str, side: &str) {
+        let l = ResetLabels {
+            route: route.to_owned(),
+            side: side.to_owned(),
+        };
+        self.resets_after_response.get_or_create(&l).inc();
     }
 }

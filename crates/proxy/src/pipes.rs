@@ -345,7 +345,8 @@ async fn serve(
         End::Closed => Ok((up, down)),
         End::Idle => Err(ErrorKind::IdleTimeout),
         End::Stopped => Err(ErrorKind::ShutdownAbort),
-        End::Error => Err(ErrorKind::Io),
+        // Pipes carry any protocol: "the target's answer" means nothing there.
+        End::Error(..) | End::ResetAfterResponse(_) => Err(ErrorKind::Io),
     }
 }
 

@@ -77,6 +77,9 @@ def http_server(name, port):
     class Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
         daemon_threads = True
         allow_reuse_address = True
+        # socketserver's default backlog is 5: a burst of short connections overflowed it (the
+        # final ACK dropped, the client waiting for the SYN-ACK's retransmission).
+        request_queue_size = 128
 
     _dual(Server)(port, Handler).serve_forever()
 
