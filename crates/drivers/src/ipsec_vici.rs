@@ -46,8 +46,8 @@ impl IkeConfig {
     /// The connection as charon loads it; `start_action` is what charon itself should do
     /// (the driver initiates on its own where it must).
     pub fn from_plan(c: &Connection, start_action: &'static str) -> BTreeMap<String, IkeConfig> {
-        let strs = |v: &[std::net::Ipv4Addr]| v.iter().map(ToString::to_string).collect();
-        let nets = |v: &[ipnet::Ipv4Net]| v.iter().map(ToString::to_string).collect();
+        let strs = |v: &[std::net::IpAddr]| v.iter().map(ToString::to_string).collect();
+        let nets = |v: &[ipnet::IpNet]| v.iter().map(ToString::to_string).collect();
         let child = ChildConfig {
             mode: "tunnel",
             local_ts: nets(&c.local_ts),
