@@ -263,4 +263,26 @@ mod tests {
         assert!(text.contains("172.16.1.0/24"));
         assert!(!text.contains("never-renders"));
     }
+
+    #[test]
+    fn load_conn_encodes_ipv6_addresses_and_both_families() {
+        let text = include_str!("../../plan/testdata/render/ipsec-ipv6/config.toml");
+        let g = kawaii_model::Gateway::parse(text, kawaii_model::Format::Toml).expect("parses");
+        let d = kawaii_model::validate(&g).expect("valid").desired;
+        let p = kawaii_plan::plan(&d, None).expect("plan");
+        let dual = p
+            .ipsec
+            .iter()
+            .find(|c| c.name == "Dual office")
+            .expect("conn");
+        let msg = IkeConfig::from_plan(dual, "none");
+        let ike = &msg[&dual.id];
+        assert_eq!(ike.local_addrs, ["2001:db8:ff::10"]);
+        assert_eq!(ike.remote_addrs, ["2001:db8:5::9"]);
+        assert_eq!(ike.remote.id, "2001:db8:5::9");
+        let child = &ike.children[&dual.id];
+        assert_eq!(child.local_ts, ["10.1.0.0/24", "2001:db8:1::/64"]);
+        assert_eq!(child.remote_ts, ["172.16.2.0/24", "2001:db8:a2::/64"]);
+        assert!(serde_vici::to_vec(&msg).is_ok());
+    }
 }
