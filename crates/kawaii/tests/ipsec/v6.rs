@@ -1,10 +1,11 @@
 //! The IPv6 twin of the site-to-site test (issue 18, acceptance 6): the dual-stack gateway lab
 //! and the dual-stack office (`office::build_dual`), IKE and ESP between 2001:db8:ff::10 and
 //! 2001:db8:5::8, the office's 2001:db8:a1::/64 tunnelled to 2001:db8:1::/64, routed both ways
-//! (no NAT66) and limited by the connection's ingress rule (tcp/22). Then the same tunnel
-//! carries both inner families.
+//! (no NAT66) and limited by the connection's ingress rule (tcp/22); a forged office source
+//! from the Internet is dropped. Then the same tunnel carries both inner families, and once it
+//! is down nothing reaches the office's prefix in clear.
 
-use super::{KAWAII, PSK, tail};
+use super::{KAWAII, PSK, WRONG, tail};
 use kawaii_testkit::api::Api;
 use kawaii_testkit::lab::{self, GatewayLab};
 use kawaii_testkit::office::{self, Office, OfficeConn};
@@ -291,9 +292,35 @@ fn ipsec6_site_to_site_over_ipv6() {
         "tcp/80 over IPv4 from the office must be dropped"
     );
 
+    // Tunnel down (the office no longer takes our key): the office's prefix is not reached in
+    // clear through the IPv6 default route.
+    let mut wrong = office_conn(&both, &format!("10.1.0.0/24,{}", lab::PRIVATE_SUBNET6));
+    wrong.psk = WRONG.into();
+    s.office.load(&wrong).expect("office, wrong key");
+    let _ = s.office.terminate();
+    s.wait(
+        "tunnel down and its route gone",
+        Duration::from_secs(15),
+        |s| {
+            s.conn()["child_state"] != "INSTALLED"
+                && s.lab
+                    .gw
+                    .run(&["ip", "-6", "route", "show", "table", "220"])
+                    .is_ok_and(|r| !r.contains(office::OFFICE_SUBNET6))
+        },
+    );
+    let before = s.counter(&format!("ipsec-{id}-no-sa6"));
+    assert!(!s.vm1_to_office(), "the office answered without a tunnel");
+    assert!(
+        s.counter(&format!("ipsec-{id}-no-sa6")) > before,
+        "vm1's packets to the office were not dropped by ipsec-{id}-no-sa6"
+    );
+
     let mut logs = s.lab.kawaii.log(&mut s.topo);
     logs += &slurp(&s.lab.state.join("ipsec/charon.log"));
     logs += &s.office.log();
     logs += &s.api.status().to_string();
-    assert!(!logs.contains(PSK), "the PSK leaked");
+    for psk in [PSK, WRONG] {
+        assert!(!logs.contains(psk), "a PSK leaked");
+    }
 }
