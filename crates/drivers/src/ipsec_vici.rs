@@ -46,8 +46,8 @@ impl IkeConfig {
     /// The connection as charon loads it; `start_action` is what charon itself should do
     /// (the driver initiates on its own where it must).
     pub fn from_plan(c: &Connection, start_action: &'static str) -> BTreeMap<String, IkeConfig> {
-        let strs = |v: &[std::net::Ipv4Addr]| v.iter().map(ToString::to_string).collect();
-        let nets = |v: &[ipnet::Ipv4Net]| v.iter().map(ToString::to_string).collect();
+        let strs = |v: &[std::net::IpAddr]| v.iter().map(ToString::to_string).collect();
+        let nets = |v: &[ipnet::IpNet]| v.iter().map(ToString::to_string).collect();
         let child = ChildConfig {
             mode: "tunnel",
             local_ts: nets(&c.local_ts),
@@ -262,5 +262,27 @@ mod tests {
         assert!(text.contains("aes256-sha512-modp2048"));
         assert!(text.contains("172.16.1.0/24"));
         assert!(!text.contains("never-renders"));
+    }
+
+    #[test]
+    fn load_conn_encodes_ipv6_addresses_and_both_families() {
+        let text = include_str!("../../plan/testdata/render/ipsec-ipv6/config.toml");
+        let g = kawaii_model::Gateway::parse(text, kawaii_model::Format::Toml).expect("parses");
+        let d = kawaii_model::validate(&g).expect("valid").desired;
+        let p = kawaii_plan::plan(&d, None).expect("plan");
+        let dual = p
+            .ipsec
+            .iter()
+            .find(|c| c.name == "Dual office")
+            .expect("conn");
+        let msg = IkeConfig::from_plan(dual, "none");
+        let ike = &msg[&dual.id];
+        assert_eq!(ike.local_addrs, ["2001:db8:ff::10"]);
+        assert_eq!(ike.remote_addrs, ["2001:db8:5::9"]);
+        assert_eq!(ike.remote.id, "2001:db8:5::9");
+        let child = &ike.children[&dual.id];
+        assert_eq!(child.local_ts, ["10.1.0.0/24", "2001:db8:1::/64"]);
+        assert_eq!(child.remote_ts, ["172.16.2.0/24", "2001:db8:a2::/64"]);
+        assert!(serde_vici::to_vec(&msg).is_ok());
     }
 }

@@ -12,6 +12,10 @@ use std::time::{Duration, Instant};
 
 const KAWAII: &str = env!("CARGO_BIN_EXE_kawaii");
 
+/// The IPv6 twin (`ipsec6_*`): IPv6 outer and inner addresses, and a dual-stack office.
+#[path = "ipsec/v6.rs"]
+mod v6;
+
 const PSK: &str = "office-psk-never-in-any-log-1";
 const PSK2: &str = "office-psk-rotated-never-logged-2";
 const WRONG: &str = "office-psk-wrong-on-purpose-3";
@@ -495,6 +499,8 @@ fn offices_with_overlapping_subnets_through_aliases() {
             public: peer,
             router_if,
             lan: &[("192.168.1.1/24", "192.168.1.10/24")],
+            public6: None,
+            lan6: &[],
         };
         let o = office::build_at(&mut topo, &lab.router, &lab.svc, &place)
             .unwrap_or_else(|e| panic!("office {tag}: {e}"));

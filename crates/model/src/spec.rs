@@ -415,7 +415,10 @@ pub struct Ipsec {
     pub name: String,
     #[serde(default, skip_serializing_if = "Option::is_none", alias = "desc")]
     pub description: Option<String>,
+    /// The office's gateway, IPv4 or IPv6 (then the tunnel ends on the zone's `public_vip6`).
     pub remote_peer: String,
+    /// The office's subnets, one per family: `172.16.1.0/24`, `2001:db8:a1::/64`, or both
+    /// separated by a comma (one tunnel carrying both).
     pub remote_subnet: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pre_shared_key: Option<Secret>,

@@ -42,7 +42,10 @@ pub fn blame(d: &Desired, error: &str) -> Option<Culprit> {
         }
     }
     for (i, c) in d.ipsec.iter().enumerate() {
-        if names(&[c.remote_peer.to_string(), c.remote_subnet.to_string()]) {
+        let mut candidates = vec![c.remote_peer.to_string()];
+        candidates.extend(c.remote_subnet.map(|n| n.to_string()));
+        candidates.extend(c.remote_subnet6.map(|n| n.to_string()));
+        if names(&candidates) {
             return Some(Culprit {
                 path: format!("ipsec[{i}]"),
                 what: format!("IPsec connection {:?}", c.name),

@@ -1,14 +1,16 @@
 //! The swanctl connections kawaii loads into its charon: one IKEv2 connection with one CHILD
-//! SA per `[[ipsec]]` entry, from the zone's public VIP to the remote peer, tunnelling the
-//! private subnet (or its local alias) to the remote subnet. Pure; the PSK itself never appears
+//! SA per `[[ipsec]]` entry, from the zone's public VIP of the remote peer's family
+//! (`public_vip` or `public_vip6`) to the remote peer, tunnelling the private subnet (or its
+//! local alias) to the office's IPv4 subnet and `private_subnet6` to its IPv6 subnet: one pair
+//! of selectors per family the office has, in one CHILD SA. Pure; the PSK itself never appears
 //! in what renders.
 
-use ipnet::Ipv4Net;
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use kawaii_model::Desired;
 use kawaii_model::Secret;
 use kawaii_model::valid::{DpdAction, Encryption, Integrity, IpsecSpec, StartAction, ZoneSpec};
 use serde::Serialize;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::time::Duration;
 
 /// One connection as charon gets it over VICI (`load-conn` + `load-shared`).
@@ -18,13 +20,14 @@ pub struct Connection {
     pub id: String,
     /// The operator's name, any UTF-8.
     pub name: String,
-    pub local_addrs: Vec<Ipv4Addr>,
-    pub remote_addrs: Vec<Ipv4Addr>,
+    pub local_addrs: Vec<IpAddr>,
+    pub remote_addrs: Vec<IpAddr>,
     /// IKE identities: the addresses themselves.
     pub local_id: String,
     pub remote_id: String,
-    pub local_ts: Vec<Ipv4Net>,
-    pub remote_ts: Vec<Ipv4Net>,
+    /// Per family the office has, in the same order: IPv4 first, then IPv6.
+    pub local_ts: Vec<IpNet>,
+    pub remote_ts: Vec<IpNet>,
     /// Overlapping subnets: how the office sees our private subnet (then `local_ts`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub local_alias: Option<Ipv4Net>,
@@ -116,11 +119,35 @@ fn secs(d: Duration) -> u64 {
     d.as_secs().max(1)
 }
 
-/// One connection for one `[[ipsec]]` entry, from `vip` and `private`.
-pub fn connection(c: &IpsecSpec, vip: Ipv4Addr, private: Ipv4Net) -> Connection {
+/// The local ends of a connection's selectors: our IPv4 private subnet and `private_subnet6`.
+#[derive(Debug, Clone, Copy)]
+pub struct Local {
+    pub private: Option<Ipv4Net>,
+    pub private6: Option<Ipv6Net>,
+}
+
+/// The selector pairs (local, remote) of `c`, one per family both sides have: IPv4 first.
+/// Aliases: the office sees our subnet as the local alias and keeps its real subnet; the gateway
+/// translates both (see [`crate::netmap`]). IPv6 is never translated.
+pub fn selectors(c: &IpsecSpec, local: Local) -> Vec<(IpNet, IpNet)> {
+    let v4 = c
+        .remote_subnet
+        .zip(local.private)
+        .map(|(r, p)| (IpNet::V4(c.local_alias.unwrap_or(p)), IpNet::V4(r)));
+    let v6 = c
+        .remote_subnet6
+        .zip(local.private6)
+        .map(|(r, p)| (IpNet::V6(p), IpNet::V6(r)));
+    v4.into_iter().chain(v6).collect()
+}
+
+/// One connection for one `[[ipsec]]` entry, from `vip` (of the remote peer's family) and the
+/// local subnets.
+pub fn connection(c: &IpsecSpec, vip: IpAddr, local: Local) -> Connection {
     let ike_life = secs(c.phase1.lifetime);
     // The IKE SA is rekeyed at 90% of its lifetime; the rest is the margin before it ends.
     let over_time = (ike_life / 10).max(1);
+    let ts = selectors(c, local);
     Connection {
         id: crate::ipsec_id(&c.name),
         name: c.name.clone(),
@@ -128,10 +155,8 @@ pub fn connection(c: &IpsecSpec, vip: Ipv4Addr, private: Ipv4Net) -> Connection 
         remote_addrs: vec![c.remote_peer],
         local_id: vip.to_string(),
         remote_id: c.remote_peer.to_string(),
-        // Aliases: the office sees our subnet as the local alias and keeps its real subnet; the
-        // gateway translates both (see [`crate::netmap`]).
-        local_ts: vec![c.local_alias.unwrap_or(private)],
-        remote_ts: vec![c.remote_subnet],
+        local_ts: ts.iter().map(|t| t.0).collect(),
+        remote_ts: ts.iter().map(|t| t.1).collect(),
         local_alias: c.local_alias,
         remote_alias: c.remote_alias,
         proposals: vec![proposal(&c.phase1)],
@@ -168,18 +193,30 @@ pub fn home<'a>(d: &'a Desired, c: &IpsecSpec) -> Option<&'a ZoneSpec> {
     }
 }
 
+/// The public VIP of `home` that talks to `c`'s peer: of the peer's family (validation makes
+/// sure an IPv6 peer's zone has `public_vip6`).
+pub fn local_vip(c: &IpsecSpec, home: &ZoneSpec) -> Option<IpAddr> {
+    match c.remote_peer {
+        IpAddr::V4(_) => Some(IpAddr::V4(home.public_vip.addr())),
+        IpAddr::V6(_) => home.public_vip6.map(|v| IpAddr::V6(v.addr())),
+    }
+}
+
 /// Every connection this node must load: those whose home zone's VIPs it holds (with HA the
-/// holder changes on failover, and the new one initiates), from that zone's public VIP.
+/// holder changes on failover, and the new one initiates), from that zone's public VIP. A
+/// connection with no selector pair (no local subnet of the office's families) is left out.
 pub fn plan(d: &Desired, z: &ZoneSpec, observed: &crate::Observed) -> Vec<Connection> {
-    let Some(private) = d.private_subnet else {
-        return Vec::new();
+    let local = Local {
+        private: d.private_subnet,
+        private6: d.private_subnet6,
     };
     let held = crate::vrrp::owned(d, z, observed);
     d.ipsec
         .iter()
         .filter_map(|c| {
             let home = home(d, c).filter(|h| held.iter().any(|o| o.name == h.name))?;
-            Some(connection(c, home.public_vip.addr(), private))
+            let conn = connection(c, local_vip(c, home)?, local);
+            (!conn.local_ts.is_empty()).then_some(conn)
         })
         .collect()
 }
@@ -273,7 +310,7 @@ phase2_encryption_algorithm = "CAMELLIA128"
         assert_eq!(c.id, crate::ipsec_id("ACME Office"));
         assert_eq!(c.proposals, vec!["aes256-sha512-modp2048"]);
         assert_eq!(c.esp_proposals, vec!["camellia128-sha1-modp1536"]);
-        assert_eq!(c.local_addrs, vec![Ipv4Addr::new(203, 0, 113, 10)]);
+        assert_eq!(c.local_addrs, vec![IpAddr::from([203, 0, 113, 10])]);
         assert_eq!(c.local_ts[0].to_string(), "10.1.0.0/24");
         assert_eq!(c.remote_ts[0].to_string(), "172.16.1.0/24");
         assert_eq!((c.child_rekey_time, c.child_life_time), (3600, 5400));

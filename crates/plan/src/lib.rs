@@ -5,6 +5,7 @@ pub mod blame;
 pub mod conntrackd;
 pub mod flood;
 pub mod ipsec;
+pub mod ipsec6;
 pub mod net;
 pub mod netmap;
 pub mod nft;

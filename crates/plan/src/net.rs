@@ -187,12 +187,22 @@ pub fn plan(d: &Desired, z: &ZoneSpec, observed: &crate::Observed) -> NetPlan {
             && !held.iter().any(|h| h.name == home.name)
         {
             // Aliased: our hosts address the alias; the home instance translates it.
-            routes.push(RouteEntry {
-                destination: c.remote_seen().into(),
-                via: Some(IpAddr::V4(home.private_vip.addr())),
-                interface: Some(z.private_interface.clone()),
-                source: None,
-            });
+            if let Some(seen) = c.remote_seen() {
+                routes.push(RouteEntry {
+                    destination: seen.into(),
+                    via: Some(IpAddr::V4(home.private_vip.addr())),
+                    interface: Some(z.private_interface.clone()),
+                    source: None,
+                });
+            }
+            if let (Some(r6), Some(vip6)) = (c.remote_subnet6, home.private_vip6) {
+                routes.push(RouteEntry {
+                    destination: r6.into(),
+                    via: Some(IpAddr::V6(vip6.addr())),
+                    interface: Some(z.private_interface.clone()),
+                    source: None,
+                });
+            }
         }
     }
     let sys = |k: &str, v: &str| Sysctl {

@@ -45,18 +45,20 @@ pub struct Tunnel {
 
 impl Tunnel {
     /// The translated view of `c`, or None when neither side is translated and its real subnet
-    /// overlaps no other connection's (the plain rules then tell it apart).
+    /// overlaps no other connection's (the plain rules then tell it apart), or when the office
+    /// has no IPv4 subnet (IPv6 is never translated).
     pub fn of(d: &Desired, c: &IpsecSpec, private: Ipv4Net) -> Option<Tunnel> {
+        let real = c.remote_subnet?;
         let shares_subnet = d.ipsec.iter().any(|o| {
             o.name != c.name
-                && (o.remote_subnet.contains(&c.remote_subnet.network())
-                    || c.remote_subnet.contains(&o.remote_subnet.network()))
+                && o.remote_subnet
+                    .is_some_and(|o| o.contains(&real.network()) || real.contains(&o.network()))
         });
         (c.aliased() || shares_subnet).then(|| Tunnel {
             private,
             local: c.local_alias.unwrap_or(private),
-            seen: c.remote_seen(),
-            real: c.remote_subnet,
+            seen: c.remote_alias.unwrap_or(real),
+            real,
         })
     }
 

@@ -42,7 +42,7 @@ fn ports(p: &PortSet) -> String {
     }
 }
 
-fn l4(proto: Protocol, p: &PortSet) -> String {
+pub(crate) fn l4(proto: Protocol, p: &PortSet) -> String {
     format!("{} dport {}", proto.as_str(), ports(p))
 }
 
@@ -576,7 +576,7 @@ pub fn render(d: &Desired, z: &ZoneSpec, observed: &crate::Observed) -> Table {
             crate::CONSENT_PORT
         ));
     }
-    for c in &d.ipsec {
+    for c in d.ipsec.iter().filter(|c| c.remote_peer.is_ipv4()) {
         let id = crate::ipsec_id(&c.name);
         services.rule(format!(
             "ip saddr {} udp dport {{ 500, 4500 }} counter accept comment \"ipsec-{id}-ike\"",
@@ -587,6 +587,7 @@ pub fn render(d: &Desired, z: &ZoneSpec, observed: &crate::Observed) -> Table {
             c.remote_peer
         ));
     }
+    crate::ipsec6::services(d, &mut services);
 
     // WireGuard: the tunnel's UDP port, from anywhere (peers roam); on the VPN side only the
     // pipes' ports.
@@ -745,25 +746,25 @@ pub fn render(d: &Desired, z: &ZoneSpec, observed: &crate::Observed) -> Table {
             ipsec_translated(&mut forward, c, &t, &wan, &id);
             continue;
         }
+        let Some(remote) = c.remote_subnet else {
+            continue;
+        };
         // Never in clear: without an SA (tunnel down, or a failover not yet re-established)
         // the remote subnet is not reached through the default route. kernel-libipsec sends
         // tunnelled traffic through its own interface; with XFRM the route carries the SA.
         forward.rule(format!(
-            "ip saddr {private} ip daddr {} oifname {wan} rt ipsec missing counter drop comment \"ipsec-{id}-no-sa\"",
-            c.remote_subnet
+            "ip saddr {private} ip daddr {remote} oifname {wan} rt ipsec missing counter drop comment \"ipsec-{id}-no-sa\""
         ));
         forward.rule(format!(
-            "ip saddr {private} ip daddr {} counter accept comment \"ipsec-{id}-out\"",
-            c.remote_subnet
+            "ip saddr {private} ip daddr {remote} counter accept comment \"ipsec-{id}-out\""
         ));
-        if c.ingress_rules.is_empty() {
+        if c.ingress_open() {
             forward.rule(format!(
-                "ip saddr {} ip daddr {private} counter accept comment \"ipsec-{id}-in\"",
-                c.remote_subnet
+                "ip saddr {remote} ip daddr {private} counter accept comment \"ipsec-{id}-in\""
             ));
         }
         for (i, r) in c.ingress_rules.iter().enumerate() {
-            let src = r.source.unwrap_or(c.remote_subnet);
+            let src = r.source.unwrap_or(remote);
             let dst = r.destination.unwrap_or(private);
             forward.rule(format!(
                 "ip saddr {src} ip daddr {dst} {} counter accept comment \"ipsec-{id}-in-{}\"",
@@ -772,6 +773,7 @@ pub fn render(d: &Desired, z: &ZoneSpec, observed: &crate::Observed) -> Table {
             ));
         }
     }
+    crate::ipsec6::forward(d, private6, &wan, &mut forward);
     // VPN peers: from their own addresses only, to the private subnet (or what their ingress
     // rules allow); with allow_internet also out to the public side, filtered like egress.
     let mut vpn_snat = Vec::new();
@@ -885,10 +887,11 @@ pub fn render(d: &Desired, z: &ZoneSpec, observed: &crate::Observed) -> Table {
                 }
             }
             Some(_) => {}
-            None => post.rule(format!(
-                "ip saddr {private} ip daddr {} return",
-                c.remote_subnet
-            )),
+            None => {
+                if let Some(remote) = c.remote_subnet {
+                    post.rule(format!("ip saddr {private} ip daddr {remote} return"));
+                }
+            }
         }
     }
     // HA: a held zone's own private instances leave with that zone's public VIP.
@@ -954,7 +957,7 @@ fn ipsec_translated(
         "{out} oifname {wan} rt ipsec missing counter drop comment \"ipsec-{id}-no-sa\""
     ));
     forward.rule(format!("{out} counter accept comment \"ipsec-{id}-out\""));
-    if c.ingress_rules.is_empty() {
+    if c.ingress_open() {
         forward.rule(format!(
             "{} counter accept comment \"ipsec-{id}-in\"",
             t.in_match(None)

@@ -4,7 +4,13 @@
 //!  router eth2 ── office eth0 198.51.100.8/32 (own charon, kernel-libipsec)
 //!                 office eth1 172.16.1.1/24, 172.16.2.1/24 ── ohost 172.16.1.10, 172.16.2.10
 //! ```
-//! [`build_at`] puts an office elsewhere (several offices, overlapping LANs).
+//! [`build_at`] puts an office elsewhere (several offices, overlapping LANs). [`build_dual`]
+//! builds the same office dual-stack (for a gateway lab that is dual-stack too):
+//!
+//! ```text
+//!  router eth2 2001:db8:5::1/64 ── office eth0 2001:db8:5::8/64
+//!                                  office eth1 2001:db8:a1::1/64 ── ohost 2001:db8:a1::10/64
+//! ```
 //! The office's charon is independent of kawaii: its own `strongswan.conf`, VICI socket and
 //! private `/run`, configured with a hand-written `swanctl.conf` loaded by `swanctl`.
 
@@ -17,6 +23,10 @@ pub const OFFICE_HOST: &str = "172.16.1.10";
 /// The office host's address in the second office subnet (for remote-subnet changes).
 pub const OFFICE_HOST_2: &str = "172.16.2.10";
 pub const CHARON: &str = "/usr/lib/ipsec/charon";
+/// The dual-stack office ([`build_dual`]): its public IPv6 address, LAN prefix and host.
+pub const OFFICE_PUBLIC6: &str = "2001:db8:5::8";
+pub const OFFICE_SUBNET6: &str = "2001:db8:a1::/64";
+pub const OFFICE_HOST6: &str = "2001:db8:a1::10";
 
 /// What the office's side of the tunnel looks like.
 #[derive(Debug, Clone)]
@@ -37,6 +47,8 @@ pub struct Office {
     pub host: Host,
     /// The office's public address (its IKE identity).
     pub public: String,
+    /// Its public IPv6 address (the IKE identity towards an IPv6 `remote_peer`), if dual-stack.
+    pub public6: Option<String>,
     pub dir: PathBuf,
     /// Index of the office charon in the topology.
     pub charon: usize,
@@ -81,6 +93,11 @@ pub struct Place<'a> {
     pub public: &'a str,
     pub router_if: &'a str,
     pub lan: &'a [(&'a str, &'a str)],
+    /// IPv6 (None: an IPv4-only office): the router's and the office's public addresses on
+    /// their link, with prefix.
+    pub public6: Option<(&'a str, &'a str)>,
+    /// The IPv6 LAN, like `lan`.
+    pub lan6: &'a [(&'a str, &'a str)],
 }
 
 /// The office of the IPsec tests: 198.51.100.8 behind the router's eth2, two subnets.
@@ -93,6 +110,16 @@ pub const OFFICE: Place<'static> = Place {
         ("172.16.1.1/24", "172.16.1.10/24"),
         ("172.16.2.1/24", "172.16.2.10/24"),
     ],
+    public6: None,
+    lan6: &[],
+};
+
+/// [`OFFICE`], dual-stack: also 2001:db8:5::8 (on the router's eth2 link) and the LAN
+/// 2001:db8:a1::/64.
+pub const OFFICE_DUAL: Place<'static> = Place {
+    public6: Some(("2001:db8:5::1/64", "2001:db8:5::8/64")),
+    lan6: &[("2001:db8:a1::1/64", "2001:db8:a1::10/64")],
+    ..OFFICE
 };
 
 /// Adds the office and its host behind `router`, starts the office charon (no connection yet)
@@ -101,12 +128,30 @@ pub fn build(t: &mut Topology, router: &Host, svc: &str) -> Result<Office> {
     build_at(t, router, svc, &OFFICE)
 }
 
+/// [`build`], dual-stack ([`OFFICE_DUAL`]); the router must forward IPv6 (a dual-stack lab's
+/// does).
+pub fn build_dual(t: &mut Topology, router: &Host, svc: &str) -> Result<Office> {
+    build_at(t, router, svc, &OFFICE_DUAL)
+}
+
+/// `cidr` (IPv6) on `ifname`, usable at once (no duplicate address detection).
+fn addr6(h: &Host, ifname: &str, cidr: &str) -> Result<()> {
+    h.run(&["ip", "addr", "add", cidr, "dev", ifname, "nodad"])
+        .map(drop)
+}
+
+fn host_part(cidr: &str) -> &str {
+    cidr.split('/').next().unwrap_or(cidr)
+}
+
 /// [`build`] at `place`: its host's HTTP service answers as `place.host`.
 pub fn build_at(t: &mut Topology, router: &Host, svc: &str, place: &Place) -> Result<Office> {
     let office = t.host(place.name)?;
     let host = t.host(place.host)?;
-    for h in [&office, &host] {
-        h.ipv4_only()?;
+    if place.public6.is_none() {
+        for h in [&office, &host] {
+            h.ipv4_only()?;
+        }
     }
     t.link(router, place.router_if, &office, "eth0")?;
     t.link(&office, "eth1", &host, "eth0")?;
@@ -121,7 +166,28 @@ pub fn build_at(t: &mut Topology, router: &Host, svc: &str, place: &Place) -> Re
     }
     office.run(&["sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
     if let Some((gw, _)) = place.lan.first() {
-        host.default_via(gw.split('/').next().unwrap_or(gw))?;
+        host.default_via(host_part(gw))?;
+    }
+    if let Some((router6, office6)) = place.public6 {
+        addr6(router, place.router_if, router6)?;
+        addr6(&office, "eth0", office6)?;
+        office.run(&[
+            "ip",
+            "-6",
+            "route",
+            "add",
+            "default",
+            "via",
+            host_part(router6),
+        ])?;
+        office.run(&["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"])?;
+        for (gw, h) in place.lan6 {
+            addr6(&office, "eth1", gw)?;
+            addr6(&host, "eth0", h)?;
+        }
+        if let Some((gw, _)) = place.lan6.first() {
+            host.run(&["ip", "-6", "route", "add", "default", "via", host_part(gw)])?;
+        }
     }
     t.spawn(
         &host,
@@ -171,6 +237,7 @@ pub fn build_at(t: &mut Topology, router: &Host, svc: &str, place: &Place) -> Re
         office,
         host,
         public: place.public.to_string(),
+        public6: place.public6.map(|(_, o)| host_part(o).to_string()),
         dir,
         charon,
         svc: svc.to_string(),
@@ -182,9 +249,14 @@ impl Office {
         format!("unix://{}", self.dir.join("charon.vici").display())
     }
 
-    /// Writes the office's `swanctl.conf` and loads it (connections and secrets replaced).
+    /// Writes the office's `swanctl.conf` and loads it (connections and secrets replaced). The
+    /// office talks IKE from its address of `c.remote_peer`'s family.
     pub fn load(&self, c: &OfficeConn) -> Result<()> {
         let file = self.dir.join("swanctl.conf");
+        let me = match (c.remote_peer.contains(':'), &self.public6) {
+            (true, Some(v6)) => v6,
+            _ => &self.public,
+        };
         let text = format!(
             r#"connections {{
     kawaii {{
@@ -219,7 +291,6 @@ secrets {{
     }}
 }}
 "#,
-            me = self.public,
             peer = c.remote_peer,
             ike = c.ike_proposal,
             esp = c.esp_proposal,

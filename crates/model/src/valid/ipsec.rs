@@ -1,16 +1,18 @@
 //! `[[ipsec]]`: site-to-site IKEv2 connections. Unique names (spaces allowed), a declared zone,
 //! exactly one PSK source, supported DH groups and algorithms per phase, durations with
-//! `rekey` shorter than the phase-2 lifetime, and the DPD and start actions.
+//! `rekey` shorter than the phase-2 lifetime, and the DPD and start actions. The addresses of
+//! either family (outer and inner) are checked in [`super::ipsec_net`].
 
-use super::firewall::{PeerRuleSpec, peer_rules};
+use super::firewall::PeerRuleSpec;
 use super::gateway::ZoneSpec;
-use super::primitives::{alias, cidr, ipv4, map_net, name, unique};
+use super::ipsec_net::{self, PeerRule6};
+use super::primitives::{alias, cidr, map_net, name, unique};
 use crate::duration;
 use crate::error::Errors;
 use crate::secret::Secret;
-use crate::spec::{Gateway, Ipsec};
-use ipnet::Ipv4Net;
-use std::net::Ipv4Addr;
+use crate::spec::{Gateway, Ipsec, PeerRule};
+use ipnet::{Ipv4Net, Ipv6Net};
+use std::net::IpAddr;
 use std::time::Duration;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,8 +66,13 @@ pub enum PskSource {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IpsecSpec {
     pub name: String,
-    pub remote_peer: Ipv4Addr,
-    pub remote_subnet: Ipv4Net,
+    /// IPv4: the tunnel ends on the zone's `public_vip`; IPv6: on its `public_vip6`.
+    pub remote_peer: IpAddr,
+    /// The office's IPv4 subnet (local selector: the private subnet or `local_alias`).
+    pub remote_subnet: Option<Ipv4Net>,
+    /// The office's IPv6 subnet (local selector: `private_subnet6`); routed, never translated.
+    /// At least one of the two is present.
+    pub remote_subnet6: Option<Ipv6Net>,
     pub psk: PskSource,
     pub phase1: Phase,
     pub phase2: Phase,
@@ -73,7 +80,10 @@ pub struct IpsecSpec {
     pub dpd_action: DpdAction,
     pub start_action: StartAction,
     pub rekey: Duration,
+    /// The ingress rules that apply to IPv4 (those naming IPv4 addresses or none).
     pub ingress_rules: Vec<PeerRuleSpec>,
+    /// The ingress rules that apply to IPv6 (those naming IPv6 addresses or none).
+    pub ingress_rules6: Vec<PeerRule6>,
     /// The zone whose public VIP terminates the tunnel; None: the first zone.
     pub zone: Option<String>,
     /// How our private subnet appears to the office (the local traffic selector); None: as it is.
@@ -83,9 +93,15 @@ pub struct IpsecSpec {
 }
 
 impl IpsecSpec {
-    /// The office's subnet as our hosts address it: its alias, or the subnet itself.
-    pub fn remote_seen(&self) -> Ipv4Net {
-        self.remote_alias.unwrap_or(self.remote_subnet)
+    /// The office's IPv4 subnet as our hosts address it: its alias, or the subnet itself.
+    pub fn remote_seen(&self) -> Option<Ipv4Net> {
+        self.remote_alias.or(self.remote_subnet)
+    }
+
+    /// No ingress rules at all: the office's subnets reach the whole private side. Otherwise
+    /// each family gets only what its rules allow (a family without rules: nothing).
+    pub fn ingress_open(&self) -> bool {
+        self.ingress_rules.is_empty() && self.ingress_rules6.is_empty()
     }
 
     /// Whether either side of the tunnel is translated.
@@ -94,20 +110,35 @@ impl IpsecSpec {
     }
 }
 
-pub(super) fn check_ipsecs(g: &Gateway, zones: &[ZoneSpec], e: &mut Errors) -> Vec<IpsecSpec> {
+/// `private_subnet6`: the parsed `gateway.private_subnet6` (the IPv6 selectors' local side).
+pub(super) fn check_ipsecs(
+    g: &Gateway,
+    zones: &[ZoneSpec],
+    private_subnet6: Option<Ipv6Net>,
+    e: &mut Errors,
+) -> Vec<IpsecSpec> {
     let mut ipsec = Vec::new();
+    let mut nets6 = Vec::new();
     unique(e, "ipsec", g.ipsec.iter().map(|c| c.name.as_str()), "name");
     for (i, c) in g.ipsec.iter().enumerate() {
         let p = format!("ipsec[{i}]");
-        if let Some(z) = &c.zone
-            && !zones.iter().any(|s| &s.name == z)
-        {
-            e.push(format!("{p}.zone"), format!("{z:?} is not a declared zone"));
-        }
-        if let Some(c) = check_ipsec(c, &p, e) {
+        let home = match &c.zone {
+            Some(z) => {
+                let home = zones.iter().find(|s| &s.name == z);
+                if home.is_none() {
+                    e.push(format!("{p}.zone"), format!("{z:?} is not a declared zone"));
+                }
+                home
+            }
+            None => zones.first(),
+        };
+        let six = (private_subnet6, g.gateway.private_subnet6.is_some());
+        if let Some(c) = check_ipsec(c, &p, home, six, e) {
+            nets6.push((i, c.remote_subnet6));
             ipsec.push(c);
         }
     }
+    ipsec_net::check_overlaps6(&nets6, e);
     ipsec
 }
 
@@ -178,9 +209,12 @@ fn check_psk(c: &Ipsec, p: &str, e: &mut Errors) -> Option<PskSource> {
 }
 
 /// With a remote alias, rules name the office's hosts as our hosts see them: inside the alias.
-fn alias_rules(rules: &[PeerRuleSpec], alias: Ipv4Net, real: Ipv4Net, p: &str, e: &mut Errors) {
+/// (IPv6 sources are never translated; bad sources were reported already.)
+fn alias_rules(rules: &[PeerRule], alias: Ipv4Net, real: Ipv4Net, p: &str, e: &mut Errors) {
     for (i, r) in rules.iter().enumerate() {
-        let Some(src) = r.source else { continue };
+        let Some(Ok(src)) = r.source.as_deref().map(cidr) else {
+            continue;
+        };
         if alias.contains(&src) {
             continue;
         }
@@ -198,10 +232,17 @@ fn alias_rules(rules: &[PeerRuleSpec], alias: Ipv4Net, real: Ipv4Net, p: &str, e
     }
 }
 
-fn check_ipsec(c: &Ipsec, p: &str, e: &mut Errors) -> Option<IpsecSpec> {
+/// `six`: the parsed `private_subnet6` and whether the document declares one.
+fn check_ipsec(
+    c: &Ipsec,
+    p: &str,
+    home: Option<&ZoneSpec>,
+    six: (Option<Ipv6Net>, bool),
+    e: &mut Errors,
+) -> Option<IpsecSpec> {
     name(&c.name, &format!("{p}.name"), e);
-    let remote_peer = e.check(format!("{p}.remote_peer"), ipv4(&c.remote_peer));
-    let remote_subnet = e.check(format!("{p}.remote_subnet"), cidr(&c.remote_subnet));
+    let remote_peer = ipsec_net::remote_peer(c, p, home, e);
+    let remote = ipsec_net::remote_subnets(c, p, six.0, six.1, e);
     let psk = check_psk(c, p, e);
     let dur =
         |e: &mut Errors, field: &str, v: &str| e.check(format!("{p}.{field}"), duration::parse(v));
@@ -272,7 +313,13 @@ fn check_ipsec(c: &Ipsec, p: &str, e: &mut Errors) -> Option<IpsecSpec> {
             )),
         },
     );
-    let ingress_rules = peer_rules(&c.ingress_rules, &format!("{p}.ingress_rules"), e);
+    let (ingress_rules, ingress_rules6) =
+        ipsec_net::ingress_rules(&c.ingress_rules, &format!("{p}.ingress_rules"), remote, e);
+    let remote_subnet = remote.and_then(|r| r.0);
+    let has_v4 = remote.is_none_or(|r| r.0.is_some());
+    if !ipsec_net::aliases_fit(c, p, has_v4, e) {
+        return None;
+    }
     let local_alias = alias(c.local_alias.as_deref(), &format!("{p}.local_alias"), e)?;
     let remote_alias = alias(c.remote_alias.as_deref(), &format!("{p}.remote_alias"), e)?;
     if let (Some(a), Some(r)) = (remote_alias, remote_subnet)
@@ -286,13 +333,14 @@ fn check_ipsec(c: &Ipsec, p: &str, e: &mut Errors) -> Option<IpsecSpec> {
         );
     }
     if let (Some(a), Some(r)) = (remote_alias, remote_subnet) {
-        alias_rules(&ingress_rules, a, r, &format!("{p}.ingress_rules"), e);
+        alias_rules(&c.ingress_rules, a, r, &format!("{p}.ingress_rules"), e);
     }
     Some(IpsecSpec {
         zone: c.zone.clone(),
         name: c.name.clone(),
         remote_peer: remote_peer?,
-        remote_subnet: remote_subnet?,
+        remote_subnet,
+        remote_subnet6: remote?.1,
         psk: psk?,
         phase1: phase1?,
         phase2: phase2?,
@@ -301,6 +349,7 @@ fn check_ipsec(c: &Ipsec, p: &str, e: &mut Errors) -> Option<IpsecSpec> {
         start_action: start_action?,
         rekey: rekey?,
         ingress_rules,
+        ingress_rules6,
         local_alias,
         remote_alias,
     })

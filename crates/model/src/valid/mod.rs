@@ -9,6 +9,7 @@ mod firewall;
 mod gateway;
 mod ingress;
 mod ipsec;
+mod ipsec_net;
 mod peering;
 mod pipes;
 mod primitives;
@@ -25,6 +26,7 @@ pub use ingress::{DEFAULT_PUBLIC_CONNTRACK_PERCENT, IngressSpec, Limits, Rate, R
 pub use ipsec::{
     DH_GROUPS, DpdAction, Encryption, Integrity, IpsecSpec, Phase, PskSource, StartAction,
 };
+pub use ipsec_net::PeerRule6;
 pub use peering::{Consent, PeeringSpec};
 pub use pipes::PipeSpec;
 pub use primitives::{
@@ -136,7 +138,7 @@ fn check_gateway(g: &Gateway, e: &mut Errors) -> Option<Desired> {
     let ingress = ingress::check_ingress(g, e);
     let nat_rules = firewall::check_nat(g, private_subnet, private_subnet6, &ingress_rules, e);
     let vpc_peerings = peering::check_peerings(g, e);
-    let ipsec = ipsec::check_ipsecs(g, &zones, e);
+    let ipsec = ipsec::check_ipsecs(g, &zones, private_subnet6, e);
     let wireguard = g
         .wireguard
         .as_ref()
@@ -207,13 +209,10 @@ fn check_overlaps(
         }
     }
     for (i, c) in ipsec.iter().enumerate() {
-        match c.remote_alias {
-            Some(a) => nets.push((format!("ipsec[{i}].remote_alias"), a, "")),
-            None => nets.push((
-                format!("ipsec[{i}].remote_subnet"),
-                c.remote_subnet,
-                IPSEC_HINT,
-            )),
+        match (c.remote_alias, c.remote_subnet) {
+            (Some(a), _) => nets.push((format!("ipsec[{i}].remote_alias"), a, "")),
+            (None, Some(r)) => nets.push((format!("ipsec[{i}].remote_subnet"), r, IPSEC_HINT)),
+            (None, None) => {}
         }
         if let Some(a) = c.local_alias {
             local_aliases.push((format!("ipsec[{i}].local_alias"), a));
@@ -254,11 +253,18 @@ fn check_tunnel_subnets(
 ) {
     let overlap = |a: &Ipv4Net, b: &Ipv4Net| a.contains(&b.network()) || b.contains(&a.network());
     for (i, c) in ipsec.iter().enumerate() {
+        // Aliases translate IPv4 only: an IPv6-only office has none.
+        let Some(c_subnet) = c.remote_subnet else {
+            continue;
+        };
         for (j, d) in ipsec[..i].iter().enumerate() {
+            let Some(d_subnet) = d.remote_subnet else {
+                continue;
+            };
             // Without any remote alias the overlap is already reported as such.
             let aliased = c.remote_alias.is_some() || d.remote_alias.is_some();
             if aliased
-                && overlap(&c.remote_subnet, &d.remote_subnet)
+                && overlap(&c_subnet, &d_subnet)
                 && c.local_alias.is_none()
                 && d.local_alias.is_none()
             {
@@ -268,7 +274,7 @@ fn check_tunnel_subnets(
                         "is required: remote_subnet {} overlaps ipsec[{j}].remote_subnet ({}), \
                          and the two tunnels need distinct traffic selectors; give one of them \
                          a local_alias",
-                        c.remote_subnet, d.remote_subnet
+                        c_subnet, d_subnet
                     ),
                 );
             }
@@ -281,14 +287,13 @@ fn check_tunnel_subnets(
             wireguard.map(|w| ("wireguard.address", w.address.trunc())),
         ];
         for (pb, b) in ours.into_iter().flatten() {
-            if overlap(&c.remote_subnet, &b) {
+            if overlap(&c_subnet, &b) {
                 e.push(
                     format!("ipsec[{i}].remote_subnet"),
                     format!(
-                        "{} overlaps {b} ({pb}): an office's real subnet is routed into the tunnel, \
+                        "{c_subnet} overlaps {b} ({pb}): an office's real subnet is routed into the tunnel, \
                          so it cannot be one the gateway routes itself, even with remote_alias \
-                         (see docs/ipsec.md, overlapping networks)",
-                        c.remote_subnet
+                         (see docs/ipsec.md, overlapping networks)"
                     ),
                 );
             }
