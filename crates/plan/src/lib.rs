@@ -8,6 +8,7 @@ pub mod ipsec;
 pub mod net;
 pub mod netmap;
 pub mod nft;
+mod peering;
 pub mod pipes;
 pub mod ra;
 pub mod router;
