@@ -478,7 +478,7 @@ fn counted_like(gw: &Gw, prefix: &str, suffix: &str) -> u64 {
 
 /// The IPv6 twin: acme (10.1.0.0/24 + 2001:db8:1::/64) and marvelous (10.2.0.0/24 +
 /// 2001:db8:2::/64) peer as dual-stack neighbours on a backbone that also carries IPv6
-/// (2001:db8:ff::/64). Until marvelous declares the mirror, acme lets no IPv6 packet cross
+/// (2001:db8:ff::/64) and drops every IPv4 hello. Until marvelous declares the mirror, acme lets no IPv6 packet cross
 /// either way (not even the echo requests RFC 4890 lets in from elsewhere) and counts them;
 /// once it does, the hellos travel over IPv6, ping and TCP work both ways with real addresses
 /// (no NAT66); a drop policy whose exception names a1's IPv6 address opens that port to a1 over
@@ -488,7 +488,13 @@ fn ipv6_peering_over_an_ipv6_backbone_with_consent() {
     assert!(kawaii_testkit::can_run(), "end-to-end tests need root");
     let mut t = Topology::new("vpc6").expect("topology");
     let svc = t.svc().expect("svc.py");
-    let (_bb, acme, marv, _, a1, m1) = pair(&mut t);
+    let (bb, acme, marv, _, a1, m1) = pair(&mut t);
+    // The backbone switch carries no IPv4 hello: consent can only travel over IPv6.
+    bb.run_input(
+        &["nft", "-f", "-"],
+        "table bridge hellos {\n chain forward {\n  type filter hook forward priority 0; policy accept;\n  ether type ip udp dport 7781 counter drop\n }\n}\n",
+    )
+    .expect("bridge filter");
     let nodad = |h: &Host, a: &str| {
         h.run(&["ip", "addr", "add", a, "dev", "eth0", "nodad"])
             .unwrap_or_else(|e| panic!("{e}"));
@@ -602,9 +608,12 @@ fn ipv6_peering_over_an_ipv6_backbone_with_consent() {
         peering(p)
     };
     declare_mirror(&mut t, &a, &m, &mirror(json!({"policy": "accept"})));
+    let ipv4_hellos = bb
+        .run(&["nft", "list", "table", "bridge", "hellos"])
+        .expect("nft");
     assert!(
-        counted_like(&a, "peering-marvelous-", "-hello6") > 0,
-        "acme heard marvelous's hellos over IPv6"
+        ipv4_hellos.contains("packets 0 "),
+        "a dual-stack peering's hellos go over IPv6 only: {ipv4_hellos}"
     );
     let st = a.api.status();
     let p = &st["details"]["vpc_peerings"][0];
