@@ -15,18 +15,18 @@
 //! time, for stamps and the skew window); only [`Consent::run`] and [`Consent::set_intents`] read
 //! the clocks, so the tests run on fixed times.
 //!
-//! ```text
-//!  0      4    5    6              14             22         27         32                 64
-//!  | KWPH | v1 | op | unix time ms | random nonce | from/len  | to/len    | HMAC-SHA256 (32) |
-//! ```
+//! Dual stack: a peering with IPv6 subnets says so in its hellos (version 2, [`hello`]) and
+//! sends them to the peer's IPv6 backbone address; one consent covers both families. The
+//! hellos of an IPv4-only peering stay version 1 over IPv4, as before.
 
-use hmac::{Hmac, Mac};
-use ipnet::Ipv4Net;
+mod hello;
+
+pub use hello::{ConsentError, Message, Nets6, Op, VERSIONS};
+use ipnet::{Ipv4Net, Ipv6Net};
 use kawaii_model::Secret;
 use serde::Serialize;
-use sha2::Sha256;
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tracing::{debug, info, warn};
@@ -36,110 +36,6 @@ pub const INTERVAL: Duration = Duration::from_millis(300);
 /// Silence after which an active peering is `down`.
 pub const DEAD: Duration = Duration::from_millis(1200);
 const MAX_SKEW_MS: u64 = 30_000;
-const MAGIC: &[u8; 4] = b"KWPH";
-const LEN: usize = 64;
-/// The hello versions this build reads (byte 4). A later layout adds its version here and
-/// keeps reading the previous one, so gateways a release apart keep their consent during a
-/// rolling upgrade (see [`crate::wire`]).
-pub const VERSIONS: std::ops::RangeInclusive<u8> = 1..=1;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Op {
-    Hello = 1,
-    Withdraw = 2,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Message {
-    pub op: Op,
-    pub time_ms: u64,
-    pub nonce: u64,
-    /// The sender's private subnet as the receiver sees it (the sender's `local_alias`, if any).
-    pub from: Ipv4Net,
-    /// The subnet the sender peers with, as the sender sees it (ours or our alias, if it
-    /// mirrors us).
-    pub to: Ipv4Net,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ConsentError {
-    #[error("not a kawaii peering hello")]
-    NotHello,
-    #[error("malformed hello")]
-    Malformed,
-    #[error("bad authentication code")]
-    BadMac,
-}
-
-fn mac(key: &[u8], data: &[u8]) -> [u8; 32] {
-    let mut m = <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC takes keys of any length");
-    m.update(data);
-    m.finalize().into_bytes().into()
-}
-
-impl Message {
-    pub fn encode(&self, key: &[u8]) -> [u8; LEN] {
-        let mut b = [0u8; LEN];
-        b[..4].copy_from_slice(MAGIC);
-        b[4] = crate::wire::newest(VERSIONS);
-        b[5] = self.op as u8;
-        b[6..14].copy_from_slice(&self.time_ms.to_be_bytes());
-        b[14..22].copy_from_slice(&self.nonce.to_be_bytes());
-        b[22..26].copy_from_slice(&self.from.addr().octets());
-        b[26] = self.from.prefix_len();
-        b[27..31].copy_from_slice(&self.to.addr().octets());
-        b[31] = self.to.prefix_len();
-        let m = mac(key, &b[..32]);
-        b[32..].copy_from_slice(&m);
-        b
-    }
-
-    /// Parses the unauthenticated header (to find the peering), without trusting it.
-    pub fn peek(b: &[u8]) -> Result<Message, ConsentError> {
-        if b.len() != LEN || &b[..4] != MAGIC {
-            return Err(ConsentError::NotHello);
-        }
-        if !VERSIONS.contains(&b[4]) {
-            return Err(ConsentError::Malformed);
-        }
-        let op = match b[5] {
-            1 => Op::Hello,
-            2 => Op::Withdraw,
-            _ => return Err(ConsentError::Malformed),
-        };
-        let u64_at = |i: usize| {
-            let mut a = [0u8; 8];
-            a.copy_from_slice(&b[i..i + 8]);
-            u64::from_be_bytes(a)
-        };
-        let net = |i: usize| {
-            let ip = Ipv4Addr::new(b[i], b[i + 1], b[i + 2], b[i + 3]);
-            Ipv4Net::new(ip, b[i + 4]).map_err(|_| ConsentError::Malformed)
-        };
-        Ok(Message {
-            op,
-            time_ms: u64_at(6),
-            nonce: u64_at(14),
-            from: net(22)?,
-            to: net(27)?,
-        })
-    }
-
-    /// Parses and checks the authentication code under `key`.
-    pub fn decode(b: &[u8], key: &[u8]) -> Result<Message, ConsentError> {
-        let m = Message::peek(b)?;
-        let want = mac(key, &b[..32]);
-        // Constant time is not critical for a MAC check on a one-shot datagram, but cheap.
-        let diff = want
-            .iter()
-            .zip(&b[32..])
-            .fold(0u8, |acc, (a, c)| acc | (a ^ c));
-        if diff != 0 {
-            return Err(ConsentError::BadMac);
-        }
-        Ok(m)
-    }
-}
 
 /// One peering this gateway declares with mutual consent.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -152,6 +48,10 @@ pub struct Intent {
     pub local_alias: Option<Ipv4Net>,
     /// The peer's subnet as we see it (its alias, if it has one).
     pub theirs: Ipv4Net,
+    /// Dual stack: the peer's IPv6 backbone address, our IPv6 subnet and the peer's.
+    pub via6: Option<Ipv6Addr>,
+    pub ours6: Option<Ipv6Net>,
+    pub theirs6: Option<Ipv6Net>,
     pub key: Secret,
 }
 
@@ -159,6 +59,35 @@ impl Intent {
     /// Our subnet as the peer sees it: what the hellos say we are.
     pub fn ours_seen(&self) -> Ipv4Net {
         self.local_alias.unwrap_or(self.ours)
+    }
+
+    /// The IPv6 pair our hellos carry (ours, theirs), for a dual-stack peering.
+    fn nets6(&self) -> Option<Nets6> {
+        Some(Nets6 {
+            from: self.ours6?,
+            to: self.theirs6?,
+        })
+    }
+
+    /// Whether `other` declares the same peering on the wire (same peer, same subnets).
+    fn same_peering(&self, other: &Intent) -> bool {
+        self.name == other.name
+            && self.via == other.via
+            && self.via6 == other.via6
+            && self.theirs == other.theirs
+            && self.ours_seen() == other.ours_seen()
+            && self.nets6() == other.nets6()
+    }
+
+    /// Whether `m`, from `src`, is the mirror of this intent: from one of the peer's backbone
+    /// addresses, naming its subnets and ours as we declared them, in both families.
+    fn mirrored_by(&self, src: IpAddr, m: &Message) -> bool {
+        let from_peer = src == IpAddr::V4(self.via) || Some(src) == self.via6.map(IpAddr::V6);
+        let mirror6 = m.v6.map(|n| Nets6 {
+            from: n.to,
+            to: n.from,
+        });
+        from_peer && self.theirs == m.from && self.ours_seen() == m.to && self.nets6() == mirror6
     }
 }
 
@@ -174,6 +103,13 @@ pub struct PeeringStatus {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<String>)]
     pub local_alias: Option<Ipv4Net>,
+    /// Dual stack: the peer's IPv6 subnet, and ours.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub subnet6: Option<Ipv6Net>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub local_subnet6: Option<Ipv6Net>,
     /// `pending` (we declared, they did not), `active`, `down` (they stopped answering), or
     /// `failed` (its route or rules could not be applied: `error` says why).
     pub state: &'static str,
@@ -199,6 +135,8 @@ struct Inner {
     peers: BTreeMap<String, Peer>,
     /// Peerings removed here, to be told: (intent, withdraws left to send).
     leaving: Vec<(Intent, u8)>,
+    /// The newest hello version spoken and read (1 with `--speak-previous`).
+    newest: u8,
 }
 
 /// The consent speaker: fed the intents by the reconcile loop, tells it when consent changes.
@@ -231,7 +169,10 @@ impl Consent {
     /// `changed` is called whenever the set of consented peerings changes.
     pub fn new(changed: crate::Changed) -> Arc<Consent> {
         Arc::new(Consent {
-            inner: Mutex::new(Inner::default()),
+            inner: Mutex::new(Inner {
+                newest: crate::wire::newest(VERSIONS),
+                ..Inner::default()
+            }),
             changed,
         })
     }
@@ -250,12 +191,7 @@ impl Consent {
         let mut g = self.lock();
         let old = std::mem::take(&mut g.intents);
         for o in old {
-            if !intents.iter().any(|n| {
-                n.name == o.name
-                    && n.via == o.via
-                    && n.theirs == o.theirs
-                    && n.ours_seen() == o.ours_seen()
-            }) {
+            if !intents.iter().any(|n| n.same_peering(&o)) {
                 g.leaving.push((o.clone(), 3));
                 g.peers.remove(&o.name);
             }
@@ -293,6 +229,8 @@ impl Consent {
                     subnet: i.theirs,
                     local_subnet: i.ours,
                     local_alias: i.local_alias,
+                    subnet6: i.theirs6,
+                    local_subnet6: i.ours6,
                     state: p.state,
                     since: p.since,
                     error: None,
@@ -304,17 +242,19 @@ impl Consent {
     /// Handles one datagram from `src`, received at `now` (monotonic) and `wall` (Unix time).
     /// Returns whether consent changed.
     fn receive(&self, src: SocketAddr, data: &[u8], now: Instant, wall: SystemTime) -> bool {
-        let SocketAddr::V4(src) = src else {
-            return false;
-        };
+        let src = SocketAddr::new(src.ip().to_canonical(), src.port());
         let Ok(head) = Message::peek(data) else {
             return false;
         };
         let mut g = self.lock();
+        if head.version() > g.newest {
+            debug!(%src, version = head.version(), "hello of a newer version than spoken ignored");
+            return false;
+        }
         let Some(intent) = g
             .intents
             .iter()
-            .find(|i| i.via == *src.ip() && i.theirs == head.from && i.ours_seen() == head.to)
+            .find(|i| i.mirrored_by(src.ip(), &head))
             .cloned()
         else {
             debug!(%src, "hello matching no declared peering ignored");
@@ -377,24 +317,33 @@ impl Consent {
         port: u16,
         now: Instant,
         wall: SystemTime,
-    ) -> (Vec<(SocketAddr, [u8; LEN])>, bool) {
+    ) -> (Vec<(SocketAddr, Vec<u8>)>, bool) {
         let mut g = self.lock();
         let mut out = Vec::new();
+        let newest = g.newest;
+        // A dual-stack peering's hellos go over IPv6 (version 2); an IPv4-only one's, or one
+        // held to the previous version, over IPv4 (version 1, without the IPv6 pair, which
+        // a dual-stack mirror then does not accept).
         let msg = |op, i: &Intent| {
-            Message {
+            let m = Message {
                 op,
                 time_ms: unix_ms(wall),
                 nonce: nonce(wall),
                 from: i.ours_seen(),
                 to: i.theirs,
-            }
-            .encode(i.key.expose().as_bytes())
+                v6: i.nets6().filter(|_| newest >= 2),
+            };
+            let to = match (m.v6, i.via6) {
+                (Some(_), Some(via6)) => SocketAddr::from((via6, port)),
+                _ => SocketAddr::from((i.via, port)),
+            };
+            (to, m.encode(i.key.expose().as_bytes()))
         };
         for i in &g.intents {
-            out.push((SocketAddr::from((i.via, port)), msg(Op::Hello, i)));
+            out.push(msg(Op::Hello, i));
         }
         for (i, left) in &mut g.leaving {
-            out.push((SocketAddr::from((i.via, port)), msg(Op::Withdraw, i)));
+            out.push(msg(Op::Withdraw, i));
             *left -= 1;
         }
         g.leaving.retain(|(_, left)| *left > 0);
@@ -402,7 +351,8 @@ impl Consent {
         (out, changed)
     }
 
-    /// Runs the speaker on `port` until `stop` is cancelled.
+    /// Runs the speaker on `port` (IPv4, and IPv6 where the host has it) until `stop` is
+    /// cancelled.
     pub async fn run(self: Arc<Self>, port: u16, stop: tokio_util::sync::CancellationToken) {
         let sock = loop {
             match tokio::net::UdpSocket::bind(("0.0.0.0", port)).await {
@@ -416,14 +366,29 @@ impl Consent {
                 }
             }
         };
+        // IPv6 beside it (IPv6-only, so both can hold the port); bound again when a hello
+        // must go over IPv6 and it is missing.
+        let mut sock6 = bind6(port)
+            .inspect_err(|e| debug!(port, error = %e, "no IPv6 peering hello socket yet"))
+            .ok();
         let mut tick = tokio::time::interval(INTERVAL);
-        let mut buf = [0u8; 512];
+        let (mut buf, mut buf6) = ([0u8; 512], [0u8; 512]);
         loop {
             tokio::select! {
                 _ = tick.tick() => {
                     let (out, changed) = self.tick(port, Instant::now(), SystemTime::now());
                     for (to, m) in out {
-                        if let Err(e) = sock.send_to(&m, to).await {
+                        if to.is_ipv6() && sock6.is_none() {
+                            sock6 = bind6(port)
+                                .inspect_err(|e| warn!(port, error = %e, "cannot bind the IPv6 peering hello port"))
+                                .ok();
+                        }
+                        let sent = match (to, &sock6) {
+                            (SocketAddr::V6(_), Some(s6)) => s6.send_to(&m, to).await,
+                            (SocketAddr::V6(_), None) => continue,
+                            (SocketAddr::V4(_), _) => sock.send_to(&m, to).await,
+                        };
+                        if let Err(e) = sent {
                             debug!(%to, error = %e, "hello not sent");
                         }
                     }
@@ -438,10 +403,32 @@ impl Consent {
                         (self.changed)();
                     }
                 }
+                r = async {
+                    match &sock6 {
+                        Some(s6) => s6.recv_from(&mut buf6).await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    if let Ok((n, src)) = r
+                        && self.receive(src, &buf6[..n], Instant::now(), SystemTime::now())
+                    {
+                        (self.changed)();
+                    }
+                }
                 _ = stop.cancelled() => return,
             }
         }
     }
+}
+
+/// The IPv6 hello socket on `port`, IPv6 only (the IPv4 one holds the port for IPv4).
+fn bind6(port: u16) -> std::io::Result<tokio::net::UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let s = Socket::new(Domain::IPV6, Type::DGRAM, Some(Protocol::UDP))?;
+    s.set_only_v6(true)?;
+    s.set_nonblocking(true)?;
+    s.bind(&SocketAddr::from((Ipv6Addr::UNSPECIFIED, port)).into())?;
+    tokio::net::UdpSocket::from_std(s.into())
 }
 
 /// A hello's nonce from the time it is sent.
@@ -455,221 +442,4 @@ fn nonce(wall: SystemTime) -> u64 {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn intent(key: &str) -> Intent {
-        Intent {
-            name: "marvelous".into(),
-            via: Ipv4Addr::new(198, 51, 100, 2),
-            ours: "10.1.0.0/24".parse().expect("net"),
-            local_alias: None,
-            theirs: "10.2.0.0/24".parse().expect("net"),
-            key: Secret::new(key),
-        }
-    }
-
-    fn hello_from_them(key: &str, time_ms: u64) -> Vec<u8> {
-        let i = intent(key);
-        Message {
-            op: Op::Hello,
-            time_ms,
-            nonce: 7,
-            from: i.theirs,
-            to: i.ours,
-        }
-        .encode(key.as_bytes())
-        .to_vec()
-    }
-
-    #[test]
-    fn codec_round_trip_and_every_prefix() {
-        let b = hello_from_them("k", 42);
-        let m = Message::decode(&b, b"k").expect("valid");
-        assert_eq!((m.op, m.time_ms, m.nonce), (Op::Hello, 42, 7));
-        assert_eq!(Message::decode(&b, b"other"), Err(ConsentError::BadMac));
-        for n in 0..b.len() {
-            assert!(Message::decode(&b[..n], b"k").is_err());
-        }
-    }
-
-    /// A fixed wall clock: 2027-01-15 08:00:00 UTC.
-    fn t0() -> SystemTime {
-        UNIX_EPOCH + Duration::from_secs(1_800_000_000)
-    }
-
-    fn ms(t: SystemTime) -> u64 {
-        unix_ms(t)
-    }
-
-    #[test]
-    fn consent_needs_a_valid_mirror_hello_and_fades() {
-        let c = Consent::new(Arc::new(|| {}));
-        c.set_intents_at(vec![intent("shared-secret-123456")], t0());
-        let src: SocketAddr = "198.51.100.2:7781".parse().expect("addr");
-        let now = Instant::now();
-        let wall = t0() + Duration::from_millis(300);
-        // Forged: wrong key; wrong source; replay.
-        assert!(!c.receive(
-            src,
-            &hello_from_them("guessed-key-000000", ms(wall)),
-            now,
-            wall
-        ));
-        assert!(!c.receive(
-            "198.51.100.66:7781".parse().expect("addr"),
-            &hello_from_them("shared-secret-123456", ms(wall)),
-            now,
-            wall
-        ));
-        assert!(c.consented().is_empty());
-        let t = ms(wall);
-        assert!(c.receive(src, &hello_from_them("shared-secret-123456", t), now, wall));
-        assert_eq!(c.consented().len(), 1);
-        assert_eq!(c.status()[0].since, 1_800_000_000);
-        assert!(
-            !c.receive(src, &hello_from_them("shared-secret-123456", t), now, wall),
-            "replay"
-        );
-        // Silence: down.
-        let mut g = c.lock();
-        assert!(Consent::settle(
-            &mut g,
-            now + DEAD + Duration::from_millis(1),
-            wall + DEAD + Duration::from_millis(1)
-        ));
-        assert_eq!(g.peers["marvelous"].state, "down");
-    }
-
-    /// A hello recorded before this process declared the peering (say, before a restart) is a
-    /// replay even inside the clock-skew window; the peer's next hello counts.
-    #[test]
-    fn a_hello_from_before_the_declaration_is_refused() {
-        let c = Consent::new(Arc::new(|| {}));
-        let captured = hello_from_them("shared-secret-123456", ms(t0()) - 5_000);
-        c.set_intents_at(vec![intent("shared-secret-123456")], t0());
-        let src: SocketAddr = "198.51.100.2:7781".parse().expect("addr");
-        let now = Instant::now();
-        let wall = t0() + Duration::from_millis(2);
-        assert!(
-            !c.receive(src, &captured, now, wall),
-            "replayed after a restart"
-        );
-        assert!(c.consented().is_empty());
-        assert!(c.receive(
-            src,
-            &hello_from_them("shared-secret-123456", ms(wall)),
-            now,
-            wall
-        ));
-        assert_eq!(c.consented().len(), 1);
-    }
-
-    /// At a given time, a genuine hello stamped more than 30 s from our clock, in the past or in
-    /// the future, is refused even though it is newer than the declaration; one inside the
-    /// window counts.
-    #[test]
-    fn a_hello_outside_the_skew_window_is_refused() {
-        let c = Consent::new(Arc::new(|| {}));
-        c.set_intents_at(vec![intent("shared-secret-123456")], t0());
-        let src: SocketAddr = "198.51.100.2:7781".parse().expect("addr");
-        let now = Instant::now();
-        let wall = t0() + Duration::from_secs(60);
-        let key = "shared-secret-123456";
-        let stale = ms(wall) - MAX_SKEW_MS - 1;
-        assert!(stale > ms(t0()), "newer than the declaration");
-        assert!(
-            !c.receive(src, &hello_from_them(key, stale), now, wall),
-            "too old"
-        );
-        let future = ms(wall) + MAX_SKEW_MS + 1;
-        assert!(
-            !c.receive(src, &hello_from_them(key, future), now, wall),
-            "from the future"
-        );
-        assert!(c.consented().is_empty());
-        assert!(c.receive(
-            src,
-            &hello_from_them(key, ms(wall) - MAX_SKEW_MS),
-            now,
-            wall
-        ));
-        assert_eq!(c.consented().len(), 1);
-    }
-
-    /// Overlapping subnets: both sides are 10.1.0.0/24. Our hellos say we are our alias, and
-    /// only a hello that agrees on both aliases counts (not one naming the real subnets).
-    #[test]
-    fn aliased_hellos_carry_the_aliases_and_must_agree() {
-        let c = Consent::new(Arc::new(|| {}));
-        let key = "shared-secret-123456";
-        let mut i = intent(key);
-        i.local_alias = Some("10.201.0.0/24".parse().expect("net"));
-        i.theirs = "10.202.0.0/24".parse().expect("net");
-        c.set_intents_at(vec![i.clone()], t0());
-        let wall = t0() + Duration::from_millis(300);
-        let (out, _) = c.tick(7781, Instant::now(), wall);
-        let m = Message::decode(&out[0].1, key.as_bytes()).expect("signed");
-        assert_eq!((m.from, m.to), (i.local_alias.expect("alias"), i.theirs));
-        let src: SocketAddr = "198.51.100.2:7781".parse().expect("addr");
-        let hello = |from: &str, to: &str, t: u64| {
-            Message {
-                op: Op::Hello,
-                time_ms: t,
-                nonce: 1,
-                from: from.parse().expect("net"),
-                to: to.parse().expect("net"),
-            }
-            .encode(key.as_bytes())
-        };
-        let now = Instant::now();
-        assert!(
-            !c.receive(
-                src,
-                &hello("10.202.0.0/24", "10.1.0.0/24", ms(wall)),
-                now,
-                wall
-            ),
-            "the peer does not see us as our alias"
-        );
-        assert!(c.consented().is_empty());
-        assert!(c.receive(
-            src,
-            &hello("10.202.0.0/24", "10.201.0.0/24", ms(wall) + 1),
-            now,
-            wall
-        ));
-        let st = &c.status()[0];
-        assert_eq!(
-            (st.subnet, st.local_subnet, st.local_alias),
-            (i.theirs, i.ours, i.local_alias)
-        );
-    }
-
-    /// Each beat says hello to every declared peering with the wall time it is given, and a
-    /// removed peering is told three times with a withdraw.
-    #[test]
-    fn a_tick_stamps_its_hellos_and_withdraws_with_the_time_given() {
-        let c = Consent::new(Arc::new(|| {}));
-        let key = "shared-secret-123456";
-        c.set_intents_at(vec![intent(key)], t0());
-        let wall = t0() + Duration::from_secs(1);
-        let (out, changed) = c.tick(7781, Instant::now(), wall);
-        assert!(!changed);
-        assert_eq!(out.len(), 1);
-        assert_eq!(out[0].0, "198.51.100.2:7781".parse().expect("addr"));
-        let m = Message::decode(&out[0].1, key.as_bytes()).expect("signed");
-        assert_eq!((m.op, m.time_ms), (Op::Hello, ms(wall)));
-        c.set_intents_at(Vec::new(), wall);
-        for beat in 1..=4u64 {
-            let wall = wall + Duration::from_millis(300 * beat);
-            let (out, _) = c.tick(7781, Instant::now(), wall);
-            if beat <= 3 {
-                let m = Message::decode(&out[0].1, key.as_bytes()).expect("signed");
-                assert_eq!((out.len(), m.op, m.time_ms), (1, Op::Withdraw, ms(wall)));
-            } else {
-                assert!(out.is_empty(), "withdrawn three times, then silent");
-            }
-        }
-    }
-}
+mod tests;

@@ -129,17 +129,19 @@ pub fn wg_sync(data: &[u8]) {
     }
 }
 
-/// The VPC peering consent hello, as it arrives and with a valid tag over its first 32 bytes:
-/// it decodes exactly when its header parses, and re-encodes to the same bytes.
+/// The VPC peering consent hello, as it arrives and with a valid tag over the body of the
+/// version its byte 4 names (32 bytes for version 1, 66 for version 2's IPv6 pair): it decodes
+/// exactly when its header parses, and re-encodes to the same bytes.
 pub fn consent_hello(data: &[u8]) {
     use kawaii_drivers::consent::{ConsentError, Message};
     let _ = Message::peek(data);
     let _ = Message::decode(data, &KEY);
-    let mut signed = [0u8; 64];
-    let n = data.len().min(32);
+    let body = if data.get(4) == Some(&2) { 66 } else { 32 };
+    let mut signed = vec![0u8; body];
+    let n = data.len().min(body);
     signed[..n].copy_from_slice(&data[..n]);
-    let mac = tag(&signed[..32]);
-    signed[32..].copy_from_slice(&mac);
+    let mac = tag(&signed);
+    signed.extend_from_slice(&mac);
     match (Message::peek(&signed), Message::decode(&signed, &KEY)) {
         (Ok(p), Ok(m)) => {
             assert_eq!(p, m);

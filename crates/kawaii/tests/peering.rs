@@ -1,6 +1,7 @@
 //! VPC peering between two projects' gateways on a backbone, end to end: mutual consent enforced
 //! (and unforgeable), policies with exceptions, removal and loss of the other side, and a
-//! one-sided peering to a plain router.
+//! one-sided peering to a plain router; overlapping subnets through aliases; and the IPv6 twin
+//! (issue 18, acceptance 8): dual-stack peers over an IPv6 backbone, consent enforced on IPv6.
 
 use kawaii_testkit::api::Api;
 use kawaii_testkit::serve::{Serve, ServeOptions};
@@ -442,4 +443,226 @@ fn overlapping_subnets_peer_through_aliases() {
         (peering_state(&a) == "pending").then_some(())
     })
     .expect("pending");
+}
+
+/// A dual-stack gateway: `gw_config` plus the routed IPv6 prefix `subnet6` (its gateway
+/// address `::1`) and the IPv6 VIP `vip6` on the backbone.
+fn gw_config6(name: &str, v4: (&str, &str, &str), subnet6: &str, vip6: &str) -> String {
+    let (subnet, vip, private_vip) = v4;
+    let prefix = subnet6.trim_end_matches("/64");
+    gw_config(name, subnet, vip, private_vip).replacen(
+        &format!("private_subnet = \"{subnet}\"\n"),
+        &format!("private_subnet = \"{subnet}\"\nprivate_subnet6 = \"{subnet6}\"\n"),
+        1,
+    ) + &format!(
+        "public_vip6 = \"{vip6}/64\"\npublic_gateway6 = \"2001:db8:ff::fe\"\nprivate_vip6 = \"{prefix}1\"\n"
+    )
+}
+
+/// The packets counted by the rule whose comment starts with `prefix` and ends with `suffix`
+/// (a peering's rules carry its id: `peering-<name>-<hash>-...`).
+fn counted_like(gw: &Gw, prefix: &str, suffix: &str) -> u64 {
+    let s = gw.api.status();
+    s["details"]["rules"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|r| {
+            r["rule"]
+                .as_str()
+                .is_some_and(|c| c.starts_with(prefix) && c.ends_with(suffix))
+        })
+        .filter_map(|r| r["packets"].as_u64())
+        .sum()
+}
+
+/// The IPv6 twin: acme (10.1.0.0/24 + 2001:db8:1::/64) and marvelous (10.2.0.0/24 +
+/// 2001:db8:2::/64) peer as dual-stack neighbours on a backbone that also carries IPv6
+/// (2001:db8:ff::/64) and drops every IPv4 hello. Until marvelous declares the mirror, acme lets no IPv6 packet cross
+/// either way (not even the echo requests RFC 4890 lets in from elsewhere) and counts them;
+/// once it does, the hellos travel over IPv6, ping and TCP work both ways with real addresses
+/// (no NAT66); a drop policy whose exception names a1's IPv6 address opens that port to a1 over
+/// IPv6 only; withdrawing the mirror stops IPv6 traffic again.
+#[test]
+fn ipv6_peering_over_an_ipv6_backbone_with_consent() {
+    assert!(kawaii_testkit::can_run(), "end-to-end tests need root");
+    let mut t = Topology::new("vpc6").expect("topology");
+    let svc = t.svc().expect("svc.py");
+    let (bb, acme, marv, _, a1, m1) = pair(&mut t);
+    // The backbone switch carries no IPv4 hello: consent can only travel over IPv6.
+    bb.run_input(
+        &["nft", "-f", "-"],
+        "table bridge hellos {\n chain forward {\n  type filter hook forward priority 0; policy accept;\n  ether type ip udp dport 7781 counter drop\n }\n}\n",
+    )
+    .expect("bridge filter");
+    let nodad = |h: &Host, a: &str| {
+        h.run(&["ip", "addr", "add", a, "dev", "eth0", "nodad"])
+            .unwrap_or_else(|e| panic!("{e}"));
+    };
+    for (h, v4, v6, gw4, gw6) in [
+        (
+            &a1,
+            "10.1.0.10/24",
+            "2001:db8:1::10/64",
+            "10.1.0.1",
+            "2001:db8:1::1",
+        ),
+        (
+            &m1,
+            "10.2.0.10/24",
+            "2001:db8:2::10/64",
+            "10.2.0.1",
+            "2001:db8:2::1",
+        ),
+    ] {
+        sh_all(
+            h,
+            &[
+                &format!("ip addr add {v4} dev eth0"),
+                &format!("ip route add default via {gw4}"),
+            ],
+        );
+        nodad(h, v6);
+        sh_all(h, &[&format!("ip -6 route add default via {gw6}")]);
+    }
+    for port in ["80", "443", "22"] {
+        t.spawn(
+            &m1,
+            &format!("m1-{port}"),
+            &["python3", &svc, "http", "m1", port],
+        )
+        .expect("m1");
+    }
+    t.spawn(&a1, "a1-80", &["python3", &svc, "http", "a1", "80"])
+        .expect("a1");
+    let dual = "subnet6 = \"2001:db8:2::/64\"\nvia6 = \"2001:db8:ff::2\"\n";
+    let acme_cfg = gw_config6(
+        "acme",
+        ("10.1.0.0/24", "198.51.100.1", "10.1.0.1"),
+        "2001:db8:1::/64",
+        "2001:db8:ff::1",
+    ) + &format!(
+        "[[vpc_peerings]]\nname = \"marvelous\"\nsubnet = \"10.2.0.0/24\"\nvia = \"198.51.100.2\"\n{dual}policy = \"accept\"\nconsent_key = \"{KEY}\"\n"
+    );
+    let a = start(&mut t, &acme, &acme_cfg);
+    let m = start(
+        &mut t,
+        &marv,
+        &gw_config6(
+            "marvelous",
+            ("10.2.0.0/24", "198.51.100.2", "10.2.0.1"),
+            "2001:db8:2::/64",
+            "2001:db8:ff::2",
+        ),
+    );
+    wait_tcp(
+        &m1,
+        "[2001:db8:2::10]:22".parse().expect("addr"),
+        Duration::from_secs(10),
+    )
+    .expect("m1 up");
+    let (a1_6, m1_6) = ("2001:db8:1::10", "2001:db8:2::10");
+    let web = |h: &Host, ip: &str, port: u16| h.curl(&format!("http://[{ip}]:{port}/"), "1");
+
+    // Before the mirror: acme declared, marvelous did not. Nothing crosses: acme's hosts do
+    // not reach marvelous's, and what marvelous forwards to acme's prefix (a route by hand,
+    // as a careless neighbour would add) is dropped by acme and counted as pending.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(peering_state(&a), "pending");
+    assert!(web(&a1, m1_6, 80).is_none(), "acme -> marvelous over IPv6");
+    assert!(!a1.pings(m1_6), "acme pings marvelous over IPv6");
+    marv.run(&[
+        "ip",
+        "-6",
+        "route",
+        "add",
+        "2001:db8:1::/64",
+        "via",
+        "2001:db8:ff::1",
+    ])
+    .expect("route by hand");
+    let before = counted_like(&a, "peering-marvelous-", "-pending");
+    assert!(web(&m1, a1_6, 80).is_none(), "marvelous -> acme over IPv6");
+    assert!(!m1.pings(a1_6), "marvelous pings acme over IPv6");
+    wait_for(Duration::from_secs(5), "pending drops counted", || {
+        (counted_like(&a, "peering-marvelous-", "-pending") > before).then_some(())
+    })
+    .expect("acme drops and counts the IPv6 traffic of the peering without consent");
+    marv.run(&[
+        "ip",
+        "-6",
+        "route",
+        "del",
+        "2001:db8:1::/64",
+        "via",
+        "2001:db8:ff::1",
+    ])
+    .expect("route by hand removed");
+
+    // marvelous declares the dual-stack mirror: both active, the hellos over IPv6.
+    let mirror = |extra: Value| {
+        let mut p = json!({"subnet6": "2001:db8:1::/64", "via6": "2001:db8:ff::1"});
+        if let (Some(p), Some(extra)) = (p.as_object_mut(), extra.as_object()) {
+            p.extend(extra.clone());
+        }
+        peering(p)
+    };
+    declare_mirror(&mut t, &a, &m, &mirror(json!({"policy": "accept"})));
+    let ipv4_hellos = bb
+        .run(&["nft", "list", "table", "bridge", "hellos"])
+        .expect("nft");
+    assert!(
+        ipv4_hellos.contains("packets 0 "),
+        "a dual-stack peering's hellos go over IPv6 only: {ipv4_hellos}"
+    );
+    let st = a.api.status();
+    let p = &st["details"]["vpc_peerings"][0];
+    assert_eq!(
+        (&p["subnet6"], &p["local_subnet6"]),
+        (&json!("2001:db8:2::/64"), &json!("2001:db8:1::/64")),
+        "{p}"
+    );
+    let body = wait_for(Duration::from_secs(2), "acme -> marvelous", || {
+        web(&a1, m1_6, 80)
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}\n{}", a.serve.log(&mut t), m.serve.log(&mut t)));
+    assert!(
+        body.contains("hello from m1") && body.contains(&format!("you are {a1_6}:")),
+        "routed with its own address (no NAT66): {body}"
+    );
+    let body = web(&m1, a1_6, 80).expect("marvelous -> acme");
+    assert!(body.contains(&format!("you are {m1_6}:")), "{body}");
+    assert!(a1.pings(m1_6) && m1.pings(a1_6), "ping both ways");
+
+    // marvelous: policy drop; the exception is a1's IPv6 address on tcp/443, so a1 reaches
+    // :443 over IPv6 only, and :22 not at all.
+    let r = m.api.put(
+        "/v1/vpc-peerings/acme",
+        &mirror(json!({"policy": "drop", "ingress_rules": [
+            {"source": "2001:db8:1::10/128", "protocol": "tcp", "ports": "443"}]})),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    wait_for(Duration::from_secs(2), "policy drop", || {
+        web(&a1, m1_6, 22).is_none().then_some(())
+    })
+    .expect("22 refused");
+    assert!(web(&a1, m1_6, 443).is_some(), "443 is a1's IPv6 exception");
+    assert!(
+        a1.curl("http://10.2.0.10:443/", "1").is_none(),
+        "the exception names IPv6: IPv4 falls to the drop policy"
+    );
+    assert!(!a1.pings(m1_6), "ping is not an exception");
+
+    // marvelous withdraws: IPv6 traffic stops within 2 s, acme shows pending.
+    let r = m.api.delete("/v1/vpc-peerings/acme");
+    assert_eq!(r.status, 200, "{}", r.body);
+    wait_for(Duration::from_secs(2), "cut", || {
+        web(&a1, m1_6, 443).is_none().then_some(())
+    })
+    .expect("cut within 2 s");
+    wait_for(Duration::from_secs(2), "acme pending", || {
+        (peering_state(&a) == "pending").then_some(())
+    })
+    .expect("pending");
+    assert!(!a1.pings(m1_6), "no IPv6 ping once withdrawn");
 }

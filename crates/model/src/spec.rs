@@ -386,6 +386,12 @@ pub struct VpcPeering {
     pub subnet: String,
     /// The other project's gateway on the shared backbone.
     pub via: String,
+    /// Dual stack: the other project's IPv6 subnet, routed as it is (no NAT66). With `via6`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subnet6: Option<String>,
+    /// Dual stack: the other project's gateway on the IPv6 backbone (the hellos go there).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub via6: Option<String>,
     /// `accept` or `drop` (default); the rules are the exceptions.
     #[serde(default = "default_drop")]
     pub policy: String,

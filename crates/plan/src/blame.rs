@@ -33,7 +33,10 @@ pub fn blame(d: &Desired, error: &str) -> Option<Culprit> {
         .collect();
     let names = |candidates: &[String]| candidates.iter().any(|c| words.contains(&c.as_str()));
     for (i, p) in d.vpc_peerings.iter().enumerate() {
-        if names(&[p.via.to_string(), p.subnet.to_string()]) {
+        let mut own = vec![p.via.to_string(), p.subnet.to_string()];
+        own.extend(p.via6.map(|a| a.to_string()));
+        own.extend(p.subnet6.map(|n| n.to_string()));
+        if names(&own) {
             return Some(Culprit {
                 path: format!("vpc_peerings[{i}]"),
                 what: format!("vpc peering {:?}", p.name),

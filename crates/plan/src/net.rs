@@ -178,6 +178,15 @@ pub fn plan(d: &Desired, z: &ZoneSpec, observed: &crate::Observed) -> NetPlan {
             interface: None,
             source: None,
         });
+        // Dual stack: the IPv6 subnet through the peer's IPv6 backbone address.
+        if let (Some(subnet6), Some(via6)) = (p.subnet6, p.via6) {
+            routes.push(RouteEntry {
+                destination: subnet6.into(),
+                via: Some(IpAddr::V6(via6)),
+                interface: None,
+                source: None,
+            });
+        }
     }
     // HA: a tunnel terminated by another zone's instance is reached through that zone's
     // private VIP (it follows the tunnel on failover), never through the default route.

@@ -16,7 +16,7 @@
 //! comment): the kernel's cost is per rule, not per element. The rest stay ordinary rules.
 
 use ipnet::IpNet;
-use kawaii_model::valid::{Consent, IpsecSpec, Policy, Protocol, Rule, ZoneSpec};
+use kawaii_model::valid::{IpsecSpec, Policy, Protocol, Rule, ZoneSpec};
 use kawaii_model::{Desired, PortSet};
 use std::collections::{BTreeSet, HashMap};
 use std::fmt::Write;
@@ -564,17 +564,8 @@ pub fn render(d: &Desired, z: &ZoneSpec, observed: &crate::Observed) -> Table {
     if let Some(sync) = crate::conntrackd::plan(d, z, observed) {
         services.rule(crate::conntrackd::nft_rule(&sync));
     }
-    for p in d
-        .vpc_peerings
-        .iter()
-        .filter(|p| p.consent == Consent::Mutual)
-    {
-        let id = crate::ipsec_id(&p.name);
-        services.rule(format!(
-            "ip saddr {} udp dport {} counter accept comment \"peering-{id}-hello\"",
-            p.via,
-            crate::CONSENT_PORT
-        ));
+    for r in crate::peering::hellos(d) {
+        services.rule(r);
     }
     for c in d.ipsec.iter().filter(|c| c.remote_peer.is_ipv4()) {
         let id = crate::ipsec_id(&c.name);
@@ -638,7 +629,8 @@ pub fn render(d: &Desired, z: &ZoneSpec, observed: &crate::Observed) -> Table {
         forward.rule(format!("{ICMPV6_ERRORS} accept"));
         // RFC 4890 §4.3.1: echo requests to the routed prefix pass, rate-limited.
         forward.rule(format!(
-            "iifname {wan} ip6 daddr {private6} icmpv6 type echo-request limit rate 20/second burst 50 packets counter accept comment \"icmpv6-echo\""
+            "iifname {wan} ip6 daddr {private6} {}icmpv6 type echo-request limit rate 20/second burst 50 packets counter accept comment \"icmpv6-echo\"",
+            crate::peering::not_from6(d)
         ));
     }
     // HA: answers of private hosts to VPN peers whose session is on a sibling are routed to
@@ -687,56 +679,10 @@ pub fn render(d: &Desired, z: &ZoneSpec, observed: &crate::Observed) -> Table {
         ));
     }
     // VPC peerings forward only once consented (or with consent "none"); their policy and
-    // rules live in a chain per direction.
-    let mut peer_chains = Vec::new();
-    for p in &d.vpc_peerings {
-        let id = crate::ipsec_id(&p.name);
-        if p.consent == Consent::Mutual && !observed.consented_peerings.contains(&p.name) {
-            // No consent (yet): nothing crosses in either direction, not even as egress.
-            forward.rule(format!(
-                "ip daddr {} counter drop comment \"peering-{id}-pending\"",
-                p.subnet
-            ));
-            forward.rule(format!(
-                "ip saddr {} counter drop comment \"peering-{id}-pending\"",
-                p.subnet
-            ));
-            continue;
-        }
-        forward.rule(format!(
-            "ip saddr {private} ip daddr {} jump peering-{id}-out",
-            p.subnet
-        ));
-        forward.rule(format!(
-            "ip saddr {} ip daddr {private} jump peering-{id}-in",
-            p.subnet
-        ));
-        let (verdict, fallback) = match p.policy {
-            Policy::Accept => ("drop", "accept"),
-            Policy::Drop => ("accept", "drop"),
-        };
-        for (dir, rules) in [("in", &p.ingress_rules), ("out", &p.egress_rules)] {
-            let mut c = Chain::new(&format!("peering-{id}-{dir}"), None);
-            for (i, r) in rules.iter().enumerate() {
-                let src = r
-                    .source
-                    .map(|n| format!("ip saddr {n} "))
-                    .unwrap_or_default();
-                let dst = r
-                    .destination
-                    .map(|n| format!("ip daddr {n} "))
-                    .unwrap_or_default();
-                c.rule(format!(
-                    "{src}{dst}{} counter {verdict} comment \"peering-{id}-{dir}-{}\"",
-                    l4(r.protocol, &r.ports),
-                    i + 1
-                ));
-            }
-            c.rule(format!(
-                "counter {fallback} comment \"peering-{id}-{dir}-policy\""
-            ));
-            peer_chains.push(c);
-        }
+    // rules live in a chain per direction (`peering.rs`).
+    let (peer_rules, peer_chains) = crate::peering::forward(d, private, observed);
+    for r in peer_rules {
+        forward.rule(r);
     }
     // Site-to-site: the private subnet reaches each remote subnet; the remote subnet reaches
     // what the connection's ingress rules allow (default: the whole private subnet). No NAT.

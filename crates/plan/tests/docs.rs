@@ -1,6 +1,6 @@
-//! The operator guides' overlapping-networks examples run: every complete gateway document
-//! (a ```toml block with a `[gateway]` table) in those sections validates, plans, passes the real
-//! `nft -c`, and renders the translation rules the guide quotes.
+//! The operator guides' overlapping-networks examples (and VPC peering's IPv6 ones) run: every
+//! complete gateway document (a ```toml block with a `[gateway]` table) in those sections
+//! validates, plans, passes the real `nft -c`, and renders the rules the guide quotes.
 
 use kawaii_model::{Format, Gateway, validate};
 use kawaii_testkit::golden::nft_check;
@@ -27,7 +27,12 @@ fn examples(doc: &str, heading: &str) -> Vec<String> {
 
 /// Each example's rendered ruleset (its peerings consented), checked by `nft -c`.
 fn rendered(doc: &str) -> Vec<String> {
-    let blocks = examples(doc, "Overlapping networks");
+    rendered_in(doc, "Overlapping networks")
+}
+
+/// [`rendered`] for the examples of section `heading`.
+fn rendered_in(doc: &str, heading: &str) -> Vec<String> {
+    let blocks = examples(doc, heading);
     assert!(!blocks.is_empty(), "{doc}: no example");
     blocks
         .iter()
@@ -84,5 +89,31 @@ fn ipsec_overlap_example_runs() {
         "ip saddr 192.168.1.0/24 ct original ip daddr 10.72.0.0/24 tcp dport { 22, 80 } counter accept",
     ] {
         assert!(nft[0].contains(want), "missing {want:?} in\n{}", nft[0]);
+    }
+}
+
+#[test]
+fn vpc_peering_ipv6_example_runs() {
+    let nft = rendered_in("vpc-peering.md", "IPv6");
+    assert_eq!(nft.len(), 2, "acme and marvelous");
+    for (doc, want) in [
+        (
+            &nft[0],
+            "ip6 saddr 2001:db8:1::/64 ip6 daddr 2001:db8:2::/64 jump peering-marvelous-5c3003-out",
+        ),
+        (
+            &nft[0],
+            "ip6 saddr 2001:db8:ff::2 udp dport 7781 counter accept comment \"peering-marvelous-5c3003-hello6\"",
+        ),
+        (
+            &nft[1],
+            "ip6 saddr 2001:db8:1::10/128 tcp dport 443 counter accept",
+        ),
+        (
+            &nft[1],
+            "ip6 saddr != { 2001:db8:1::/64 } icmpv6 type echo-request",
+        ),
+    ] {
+        assert!(doc.contains(want), "missing {want:?} in\n{doc}");
     }
 }

@@ -207,6 +207,8 @@ pub const KINDS: &[Kind] = &[
             col("NAME", "name", Fmt::Text),
             col("SUBNET", "subnet", Fmt::Text),
             col("VIA", "via", Fmt::Text),
+            wide("SUBNET6", "subnet6", Fmt::Text),
+            wide("VIA6", "via6", Fmt::Text),
             col("POLICY", "policy", Fmt::Text),
             col("CONSENT", "consent", Fmt::Text),
             wide("INGRESS-RULES", "ingress_rules", Fmt::PeerRules),
@@ -683,6 +685,8 @@ const SECTIONS: &[Section] = &[
             col("ERROR", "error", Fmt::Text),
             wide("LOCAL-SUBNET", "local_subnet", Fmt::Text),
             wide("LOCAL-ALIAS", "local_alias", Fmt::Text),
+            wide("SUBNET6", "subnet6", Fmt::Text),
+            wide("LOCAL-SUBNET6", "local_subnet6", Fmt::Text),
         ],
     },
     Section {

@@ -366,6 +366,8 @@ fn full_status() -> Value {
                 subnet: "10.201.0.0/24".parse().expect("net"),
                 local_subnet: "10.1.0.0/24".parse().expect("net"),
                 local_alias: Some("10.200.0.0/24".parse().expect("net")),
+                subnet6: Some("2001:db8:2::/64".parse().expect("net")),
+                local_subnet6: Some("2001:db8:1::/64".parse().expect("net")),
                 state: "active",
                 since: NOW - 7_200,
                 error: None,

@@ -216,6 +216,8 @@ fn failed_peering(
         subnet: p.subnet,
         local_subnet: d.private_subnet?,
         local_alias: p.local_alias,
+        subnet6: p.subnet6,
+        local_subnet6: p.subnet6.and(d.private_subnet6),
         state: "failed",
         since: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -239,6 +241,10 @@ fn consent_intents(d: &Desired) -> Vec<kawaii_drivers::consent::Intent> {
                 // Aliased: the hellos say how each side sees the other, so both agree on it.
                 local_alias: p.local_alias,
                 theirs: p.subnet,
+                // Dual stack: one consent covers both families; the hellos go over IPv6.
+                via6: p.via6,
+                ours6: p.subnet6.and(d.private_subnet6),
+                theirs6: p.subnet6,
                 key: p.consent_key.clone()?,
             })
         })

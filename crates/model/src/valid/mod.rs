@@ -27,7 +27,7 @@ pub use ipsec::{
     DH_GROUPS, DpdAction, Encryption, Integrity, IpsecSpec, Phase, PskSource, StartAction,
 };
 pub use ipsec_net::PeerRule6;
-pub use peering::{Consent, PeeringSpec};
+pub use peering::{Consent, PeeringRule, PeeringSpec};
 pub use pipes::PipeSpec;
 pub use primitives::{
     Policy, Protocol, RuleNet, cidr, cidr6, domain, host_port, is_link_local, map_net,
@@ -137,7 +137,7 @@ fn check_gateway(g: &Gateway, e: &mut Errors) -> Option<Desired> {
     let (ingress_rules, egress_rules) = firewall::check_filters(g, e);
     let ingress = ingress::check_ingress(g, e);
     let nat_rules = firewall::check_nat(g, private_subnet, private_subnet6, &ingress_rules, e);
-    let vpc_peerings = peering::check_peerings(g, e);
+    let vpc_peerings = peering::check_peerings(g, private_subnet6, e);
     let ipsec = ipsec::check_ipsecs(g, &zones, private_subnet6, e);
     let wireguard = g
         .wireguard
