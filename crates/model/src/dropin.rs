@@ -465,6 +465,20 @@ spec:
         assert_eq!(original, ours, "the Peer object comes back as it went in");
     }
 
+    /// A peer with allocated addresses of both families shows both as its allowed IPs.
+    #[test]
+    fn kilo_peer_of_an_allocated_dual_stack_peer() {
+        let mut p = kilo_peers(SEED)
+            .expect("recognised")
+            .expect("valid")
+            .remove(0);
+        p.allowed_ips.clear();
+        p.address = Some("10.8.0.2".into());
+        p.address6 = Some("fd00:8::2".into());
+        let k = kilo_peer(&p, false);
+        assert_eq!(k.spec.allowed_ips, ["10.8.0.2/32", "fd00:8::2/128"]);
+    }
+
     #[test]
     fn kilo_documents_endpoints_and_errors() {
         let two = format!(
