@@ -178,7 +178,7 @@ pub fn plan_with(d: &Desired, zone: Option<&str>, observed: &Observed) -> Result
         }));
         net.routes.extend(wireguard::routes(w));
         if let Some(z) = z {
-            wireguard::route_to_siblings(w, &z.private_interface, observed, &mut net.routes);
+            wireguard::route_to_siblings(d, w, &z.private_interface, observed, &mut net.routes);
         }
     }
     Ok(Plan {

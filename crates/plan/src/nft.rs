@@ -654,6 +654,9 @@ pub fn render(d: &Desired, z: &ZoneSpec, observed: &crate::Observed) -> Table {
             "iifname {lan} oifname {lan} ip daddr {} counter accept comment \"vpn-via-sibling\"",
             set(&vpn)
         ));
+        forward
+            .rules
+            .extend(crate::wireguard::firewall::via_sibling6(w, &lan));
     }
     forward.rule("ct state invalid counter drop comment \"invalid\"".into());
     // Port forwards: reachable only where an ingress rule opens the port, from outside and

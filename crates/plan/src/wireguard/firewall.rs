@@ -7,6 +7,7 @@
 use crate::nft::{l4, quote};
 use ipnet::{Ipv4Net, Ipv6Net};
 use kawaii_model::Desired;
+use kawaii_model::valid::WgPeerSpec;
 use kawaii_model::valid::{WireGuardSpec, is_unique_local};
 use std::fmt::Display;
 
@@ -110,4 +111,19 @@ pub(crate) fn forward(
         }
     }
     out
+}
+
+/// HA, IPv6: answers of private hosts to VPN peers whose session is on a sibling, routed back
+/// out of the private interface (`lan`, quoted) to it; see `vpn-via-sibling` for IPv4.
+pub(crate) fn via_sibling6(w: &WireGuardSpec, lan: &str) -> Option<String> {
+    let mut vpn: Vec<Ipv6Net> = w.address6.map(|a| a.trunc()).into_iter().collect();
+    vpn.extend(w.peers.iter().flat_map(WgPeerSpec::routed6));
+    // An anonymous interval set refuses overlapping elements.
+    let vpn = Ipv6Net::aggregate(&vpn);
+    (!vpn.is_empty()).then(|| {
+        format!(
+            "iifname {lan} oifname {lan} ip6 daddr {} counter accept comment \"vpn6-via-sibling\"",
+            set(&vpn)
+        )
+    })
 }

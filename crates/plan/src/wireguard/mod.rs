@@ -16,6 +16,7 @@ use kawaii_model::valid::KeySource;
 use kawaii_model::{Desired, Secret};
 use serde::Serialize;
 use std::fmt::Write;
+use std::net::{IpAddr, Ipv4Addr};
 
 /// What the WireGuard driver makes true.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -163,24 +164,39 @@ pub fn routes(w: &WgPlan) -> Vec<crate::RouteEntry> {
 
 /// HA: a peer whose session lives on a sibling is reached through that sibling: its addresses
 /// are routed to the sibling's private address (replacing the route onto the interface), so an
-/// answer from a private host behind this zone goes where the peer's session is. IPv4 only:
-/// the siblings are known by their IPv4 private addresses, so a peer's IPv6 stays routed here.
+/// answer from a private host behind this zone goes where the peer's session is. Its IPv6
+/// addresses go to the sibling's `private_address6` (the sibling is known by its IPv4 private
+/// address; without an IPv6 one they stay routed to the local device).
 pub fn route_to_siblings(
+    d: &Desired,
     w: &WgPlan,
     private_interface: &str,
     observed: &crate::Observed,
     routes: &mut Vec<crate::RouteEntry>,
 ) {
+    let address6 = |v4: Ipv4Addr| {
+        d.zones
+            .iter()
+            .find(|z| z.private_address == Some(v4))
+            .and_then(|z| z.private_address6)
+    };
     for p in &w.peers {
         let Some(sibling) = observed.wg_elsewhere.get(&p.public_key) else {
             continue;
         };
-        for n in p.allowed_ips.iter().filter(|n| matches!(n, IpNet::V4(_))) {
+        for n in &p.allowed_ips {
+            let via = match n {
+                IpNet::V4(_) => IpAddr::V4(*sibling),
+                IpNet::V6(_) => match address6(*sibling) {
+                    Some(a) => IpAddr::V6(a),
+                    None => continue,
+                },
+            };
             let destination = crate::Destination::from(*n);
             routes.retain(|r| r.destination != destination);
             routes.push(crate::RouteEntry {
                 destination,
-                via: Some(std::net::IpAddr::V4(*sibling)),
+                via: Some(via),
                 interface: Some(private_interface.to_string()),
                 source: None,
             });
@@ -211,6 +227,49 @@ preshared_key = "FpCyhws9cxwWoV4xELtfJvjJN+zQVRPISllRWgeopVE="
         let mut g = Gateway::parse(&text, Format::Toml).expect("parses");
         g.prepare_commit(&Gateway::default());
         validate(&g).expect("valid").desired
+    }
+
+    /// HA: a peer served by a sibling has its IPv4 routed to the sibling's private address and
+    /// its IPv6 to the sibling's private_address6.
+    #[test]
+    fn a_peer_on_a_sibling_is_routed_there_in_both_families() {
+        let text = kawaii_testkit::configs::two_zones("acme")
+            .replace(
+                "private_subnet = \"10.1.0.0/24\"",
+                "private_subnet = \"10.1.0.0/24\"\nprivate_subnet6 = \"2001:db8:1::/64\"",
+            )
+            .replace(
+                "private_address = \"10.1.0.251\"",
+                "private_address = \"10.1.0.251\"\nprivate_vip6 = \"2001:db8:1::1\"\nprivate_address6 = \"2001:db8:1::251\"",
+            )
+            .replace(
+                "private_address = \"10.1.0.252\"",
+                "private_address = \"10.1.0.252\"\nprivate_vip6 = \"2001:db8:1::2\"\nprivate_address6 = \"2001:db8:1::252\"",
+            )
+            + "[ha]\n[wireguard]\naddress = \"10.8.0.1/24\"\naddress6 = \"fd00:8::1/64\"\nprivate_key_file = \"/k\"\n[[wireguard.peers]]\nname = \"alice\"\npublic_key = \"GY5aT1N9dTR/nJnT1N2f4ClZWVj0jOAld0r8ysWLyjg=\"\n";
+        let mut g = Gateway::parse(&text, Format::Toml).expect("parses");
+        g.prepare_commit(&Gateway::default());
+        let d = validate(&g).expect("valid").desired;
+        let mut observed = crate::Observed::default();
+        observed.wg_elsewhere.insert(
+            "GY5aT1N9dTR/nJnT1N2f4ClZWVj0jOAld0r8ysWLyjg=".into(),
+            Ipv4Addr::new(10, 1, 0, 252),
+        );
+        let plan = crate::plan_with(&d, Some("zone-a"), &observed).expect("plan");
+        let text = plan.net.render();
+        assert!(
+            text.contains("route 10.8.0.2/32 via 10.1.0.252 dev lan0\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("route fd00:8::2/128 via 2001:db8:1::252 dev lan0\n"),
+            "{text}"
+        );
+        let nft = plan.nftables.expect("table").render();
+        assert!(
+            nft.contains("ip6 daddr fd00:8::/64 counter accept comment \"vpn6-via-sibling\""),
+            "{nft}"
+        );
     }
 
     #[test]
