@@ -394,13 +394,17 @@ async fn get_status(State(state): State<ApiState>) -> Json<Status> {
 struct ShowconfQuery {
     /// `wireguard` (a wg-quick file, the default), `json` or `yaml` (a Kilo `Peer` object).
     format: Option<String>,
+    /// `ipv4` (the default) or `ipv6`: which of this zone's public VIPs the wg-quick file's
+    /// `Endpoint` is (the other one is a comment).
+    endpoint: Option<String>,
 }
 
 /// The configuration a VPN peer applies to reach this gateway (`kawaii peer showconf`). The
 /// peer's preshared key, if any, is included only for operators and admins.
 #[utoipa::path(get, path = "/v1/wireguard/peers/{key}/config", tag = "wireguard-peers", params(("key" = String, Path), ShowconfQuery),
     responses((status = 200, description = "The configuration, as text/plain (wireguard) or a Kilo Peer object (json, yaml)"),
-        (status = 400, description = "Unknown format", body = ErrorBody), (status = 404, description = "No such peer", body = ErrorBody),
+        (status = 400, description = "Unknown format or endpoint family", body = ErrorBody), (status = 404, description = "No such peer", body = ErrorBody),
+        (status = 409, description = "No address yet, or no IPv6 endpoint (the zone has no public_vip6)", body = ErrorBody),
         (status = 503, description = "The WireGuard device is not running", body = ErrorBody)))]
 async fn peer_config(
     State(state): State<ApiState>,
@@ -415,6 +419,16 @@ async fn peer_config(
             format!("{format:?} is not one of wireguard, json, yaml"),
         )]));
     }
+    let ipv6 = match q.endpoint.as_deref() {
+        None | Some("ipv4") => false,
+        Some("ipv6") => true,
+        Some(other) => {
+            return Err(ApiError::Invalid(vec![FieldError::new(
+                "endpoint",
+                format!("{other:?} is not one of ipv4, ipv6"),
+            )]));
+        }
+    };
     let snap = snapshot(&state).await?;
     let report = validate(&snap.gateway).map_err(|e| ApiError::Internal(e.to_string()))?;
     let d = &report.desired;
@@ -435,8 +449,13 @@ async fn peer_config(
             })?;
             let zone_name = state.status().zone;
             let zone = d.zones.iter().find(|z| Some(&z.name) == zone_name.as_ref());
-            let conf = kawaii_plan::wireguard::peer_conf(d, zone, &key, &public_key)
+            let mut conf = kawaii_plan::wireguard::peer_conf(d, zone, &key, &public_key)
                 .map_err(|e| ApiError::Conflict(e.to_string()))?;
+            if ipv6 {
+                conf = conf
+                    .over_ipv6()
+                    .map_err(|e| ApiError::Conflict(e.to_string()))?;
+            }
             return Ok((
                 [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
                 conf.render(with_secrets),

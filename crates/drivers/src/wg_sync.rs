@@ -13,42 +13,53 @@
 //!
 //! ```text
 //!  0      4   5              13     15
-//!  +------+---+---------------+------+-------------------------------------------+----------+
-//!  | KWES | 2 | unix ms (u64) |  N   | N x (key 32 | ip 4 | port 2 | age ms 4 | home ip 4) | HMAC 32 |
-//!  +------+---+---------------+------+-------------------------------------------+----------+
+//!  +------+---+---------------+------+--------------------------------------------+----------+
+//!  | KWES | 3 | unix ms (u64) |  N   | N x (key 32 | ip 16 | port 2 | age ms 4 | home ip 4) | HMAC 32 |
+//!  +------+---+---------------+------+--------------------------------------------+----------+
 //! ```
 //!
-//! Version 1 (0.1.0 before peers came home) has no home field (42-byte entries). Both are read;
-//! each sibling is answered in the newest version it spoke ([`Seen::version_for`]), so zones a
-//! release apart keep their peers across a failover during a rolling upgrade (see
-//! [`crate::wire`]).
+//! The endpoint's address is IPv6, an IPv4 endpoint as an IPv4-mapped one (`::ffff:a.b.c.d`,
+//! RFC 4291 §2.5.5.2). Version 2 (before IPv6 endpoints) has a 4-byte IPv4 address (46-byte
+//! entries), version 1 (0.1.0 before peers came home) no home field either (42 bytes). All are
+//! read; each sibling is answered in the newest version it spoke ([`Seen::version_for`]), so
+//! zones a release apart keep their peers across a failover during a rolling upgrade (see
+//! [`crate::wire`]). Spoken in version 1 or 2, peers at an IPv6 endpoint are left out.
 
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub const PORT: u16 = kawaii_plan::WG_SYNC_PORT;
 pub const INTERVAL: Duration = Duration::from_millis(500);
 pub const MAX_SKEW: Duration = Duration::from_secs(60);
 const MAGIC: &[u8; 4] = b"KWES";
-/// The versions this build reads and speaks: 1 (no home field) and 2.
-pub const VERSIONS: std::ops::RangeInclusive<u8> = 1..=2;
+/// The versions this build reads and speaks: 1 (no home field), 2 (IPv4 endpoints only) and 3.
+pub const VERSIONS: std::ops::RangeInclusive<u8> = 1..=3;
 const HEADER: usize = 15;
 /// Entry length per version.
 fn entry_len(version: u8) -> usize {
-    if version >= 2 { 46 } else { 42 }
+    match version {
+        ..=1 => 42,
+        2 => 46,
+        _ => 58,
+    }
+}
+/// Length of the endpoint address per version.
+fn ip_len(version: u8) -> usize {
+    if version >= 3 { 16 } else { 4 }
 }
 const TAG: usize = 32;
-/// At most this many peers per message (one datagram stays under 64 KiB).
-pub const MAX_ENTRIES: usize = 1400;
+/// At most this many peers per message (one datagram stays under 64 KiB in every version).
+pub const MAX_ENTRIES: usize = 1100;
 
 /// One peer as the sender sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Entry {
     pub public_key: [u8; 32],
-    pub endpoint: SocketAddrV4,
+    /// IPv4 or IPv6 (an IPv4-mapped IPv6 address is kept as IPv4).
+    pub endpoint: SocketAddr,
     /// Time since the sender's last handshake with the peer.
     pub handshake_age: Duration,
     /// The sibling the sender took this peer over from, if it did.
@@ -88,9 +99,20 @@ fn mac(key: &[u8; 32]) -> Hmac<Sha256> {
     <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC takes keys of any length")
 }
 
-/// Encodes `m` in `version` (one of [`VERSIONS`]; version 1 leaves the homes out).
+/// The endpoint's address as one family: an IPv4-mapped IPv6 address is IPv4.
+fn canonical(ip: IpAddr) -> IpAddr {
+    ip.to_canonical()
+}
+
+/// Encodes `m` in `version` (one of [`VERSIONS`]; version 1 leaves the homes out, versions 1
+/// and 2 the peers at an IPv6 endpoint).
 pub fn encode(m: &Message, key: &[u8; 32], version: u8) -> Vec<u8> {
-    let entries = &m.entries[..m.entries.len().min(MAX_ENTRIES)];
+    let entries: Vec<&Entry> = m
+        .entries
+        .iter()
+        .filter(|e| version >= 3 || canonical(e.endpoint.ip()).is_ipv4())
+        .take(MAX_ENTRIES)
+        .collect();
     let mut out = Vec::with_capacity(HEADER + entries.len() * entry_len(version) + TAG);
     out.extend_from_slice(MAGIC);
     out.push(version);
@@ -98,7 +120,11 @@ pub fn encode(m: &Message, key: &[u8; 32], version: u8) -> Vec<u8> {
     out.extend_from_slice(&(entries.len() as u16).to_be_bytes());
     for e in entries {
         out.extend_from_slice(&e.public_key);
-        out.extend_from_slice(&e.endpoint.ip().octets());
+        match (canonical(e.endpoint.ip()), version >= 3) {
+            (IpAddr::V4(ip), false) => out.extend_from_slice(&ip.octets()),
+            (IpAddr::V4(ip), true) => out.extend_from_slice(&ip.to_ipv6_mapped().octets()),
+            (IpAddr::V6(ip), _) => out.extend_from_slice(&ip.octets()),
+        }
         out.extend_from_slice(&e.endpoint.port().to_be_bytes());
         let age = u32::try_from(e.handshake_age.as_millis()).unwrap_or(u32::MAX);
         out.extend_from_slice(&age.to_be_bytes());
@@ -125,6 +151,7 @@ pub fn decode(b: &[u8], key: &[u8; 32]) -> Result<(u8, Message), DecodeError> {
         return Err(DecodeError::Version(version));
     }
     let entry = entry_len(version);
+    let ip = ip_len(version);
     let n = usize::from(u16::from_be_bytes([b[13], b[14]]));
     if b.len() != HEADER + n * entry + TAG {
         return Err(if b.len() < HEADER + n * entry + TAG {
@@ -144,16 +171,20 @@ pub fn decode(b: &[u8], key: &[u8; 32]) -> Result<(u8, Message), DecodeError> {
         .map(|c| {
             let mut public_key = [0u8; 32];
             public_key.copy_from_slice(&c[..32]);
-            let ip = Ipv4Addr::new(c[32], c[33], c[34], c[35]);
-            let port = u16::from_be_bytes([c[36], c[37]]);
-            let age = u32::from_be_bytes([c[38], c[39], c[40], c[41]]);
-            let home = match c.get(42..46) {
+            let (addr, rest) = c[32..].split_at(ip);
+            let addr = match <[u8; 16]>::try_from(addr) {
+                Ok(v6) => canonical(IpAddr::V6(Ipv6Addr::from(v6))),
+                Err(_) => IpAddr::V4(Ipv4Addr::new(addr[0], addr[1], addr[2], addr[3])),
+            };
+            let port = u16::from_be_bytes([rest[0], rest[1]]);
+            let age = u32::from_be_bytes([rest[2], rest[3], rest[4], rest[5]]);
+            let home = match rest.get(6..10) {
                 Some(h) => Ipv4Addr::new(h[0], h[1], h[2], h[3]),
                 None => Ipv4Addr::UNSPECIFIED,
             };
             Entry {
                 public_key,
-                endpoint: SocketAddrV4::new(ip, port),
+                endpoint: SocketAddr::new(addr, port),
                 handshake_age: Duration::from_millis(u64::from(age)),
                 home: (!home.is_unspecified()).then_some(home),
             }
@@ -230,7 +261,7 @@ impl Seen {
                 self.peers.insert(
                     e.public_key,
                     Report {
-                        endpoint: SocketAddr::V4(e.endpoint),
+                        endpoint: e.endpoint,
                         at,
                         from,
                         home: e.home,
@@ -300,9 +331,53 @@ mod tests {
             longer.push(0);
             assert_eq!(decode(&longer, &key), Err(DecodeError::Length));
         }
-        let mut future = encode(&m, &key, 2);
-        future[4] = 3;
-        assert_eq!(decode(&future, &key), Err(DecodeError::Version(3)));
+        let mut future = encode(&m, &key, 3);
+        future[4] = 4;
+        assert_eq!(decode(&future, &key), Err(DecodeError::Version(4)));
+    }
+
+    /// Version 3 carries IPv6 endpoints (and IPv4 ones as IPv4-mapped addresses, read back as
+    /// IPv4); speaking version 2 to a sibling a release behind leaves the IPv6 peers out.
+    #[test]
+    fn ipv6_endpoints_travel_in_version_3_only() {
+        let key = sync_key(&[1; 32]);
+        let mut m = msg(1_700_000_000_000);
+        m.entries.push(Entry {
+            public_key: [8; 32],
+            endpoint: "[2001:db8::5]:51820".parse().expect("addr"),
+            handshake_age: Duration::from_millis(300),
+            home: Some(Ipv4Addr::new(10, 1, 0, 252)),
+        });
+        let b = encode(&m, &key, 3);
+        assert_eq!(b.len(), HEADER + 3 * 58 + TAG);
+        // The first entry's address: ::ffff:192.0.2.2.
+        assert_eq!(
+            &b[HEADER + 32..HEADER + 48],
+            &[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 192, 0, 2, 2]
+        );
+        assert_eq!(decode(&b, &key), Ok((3, m.clone())));
+        for n in 0..b.len() {
+            assert!(decode(&b[..n], &key).is_err(), "v3 prefix {n}");
+        }
+        // An IPv4-mapped endpoint (as a dual-stack socket reports one) is an IPv4 one.
+        let mut mapped = m.clone();
+        mapped.entries[0].endpoint = "[::ffff:192.0.2.2]:40000".parse().expect("addr");
+        assert_eq!(encode(&mapped, &key, 3), b);
+        assert_eq!(encode(&mapped, &key, 2), encode(&msg(m.sent_ms), &key, 2));
+        let (v, old) = decode(&encode(&m, &key, 2), &key).expect("v2");
+        assert_eq!((v, old), (2, msg(m.sent_ms)), "the IPv6 peer left out");
+        // A sibling reading it keeps the IPv6 endpoint for the takeover.
+        let now = UNIX_EPOCH + Duration::from_millis(m.sent_ms);
+        let mut seen = Seen::default();
+        assert_eq!(
+            seen.accept(Ipv4Addr::new(10, 1, 0, 251), &b, &key, now, 3),
+            Ok(3)
+        );
+        let r = seen
+            .report(&[8; 32], now, Duration::from_secs(60))
+            .expect("reported");
+        assert_eq!(r.endpoint, "[2001:db8::5]:51820".parse().expect("addr"));
+        assert_eq!(seen.version_for(Ipv4Addr::new(10, 1, 0, 251), 3), 3);
     }
 
     #[test]
@@ -389,6 +464,6 @@ mod tests {
         let mut held = Seen::default();
         assert!(held.accept(new, &v2, &key, now, 1).is_err());
         assert_eq!(held.version_for(new, 1), 1);
-        assert_eq!(crate::wire::newest_with(VERSIONS, true), 1);
+        assert_eq!(crate::wire::newest_with(VERSIONS, true), 2);
     }
 }

@@ -139,7 +139,7 @@ async fn peer_config(p: &WgPeerPlan) -> Result<PeerConfig, DriverError> {
     Ok(PeerConfig {
         public_key,
         preshared_key,
-        allowed_ips: p.allowed_ips.iter().map(|n| ipnet::IpNet::V4(*n)).collect(),
+        allowed_ips: p.allowed_ips.clone(),
         endpoint,
         persistent_keepalive: p.persistent_keepalive,
     })
@@ -374,10 +374,9 @@ impl WireGuard {
                             .iter()
                             .filter_map(|p| {
                                 let age = now.duration_since(p.last_handshake?).ok()?;
-                                let std::net::SocketAddr::V4(ep) = p.endpoint? else { return None };
                                 (age < FRESH).then_some(Entry {
                                     public_key: p.public_key,
-                                    endpoint: ep,
+                                    endpoint: p.endpoint?,
                                     handshake_age: age,
                                     home: guests.get(&p.public_key).copied(),
                                 })

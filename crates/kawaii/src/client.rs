@@ -431,7 +431,13 @@ impl Api {
         Ok(ExitCode::SUCCESS)
     }
 
-    pub fn showconf(&self, name: &str, output: ShowconfOutput) -> anyhow::Result<ExitCode> {
+    /// `ipv6`: the zone's IPv6 VIP as `Endpoint`.
+    pub fn showconf(
+        &self,
+        name: &str,
+        output: ShowconfOutput,
+        ipv6: bool,
+    ) -> anyhow::Result<ExitCode> {
         let format = match output {
             ShowconfOutput::Wireguard => "wireguard",
             ShowconfOutput::Json => "json",
@@ -440,8 +446,9 @@ impl Api {
         let r = self.ok(
             "GET",
             &format!(
-                "/v1/wireguard/peers/{}/config?format={format}",
-                urlencode(name)
+                "/v1/wireguard/peers/{}/config?format={format}{}",
+                urlencode(name),
+                if ipv6 { "&endpoint=ipv6" } else { "" }
             ),
             None,
             None,

@@ -322,6 +322,9 @@ enum PeerCommand {
         /// `wireguard` (wg-quick), or a Kilo `Peer` as JSON or YAML.
         #[arg(short, long, value_enum, default_value = "wireguard")]
         output: ShowconfOutput,
+        /// The zone's IPv6 VIP as `Endpoint` (for a peer that reaches the gateway over IPv6).
+        #[arg(long)]
+        ipv6: bool,
         #[command(flatten)]
         client: ClientOpts,
     },
@@ -430,11 +433,12 @@ fn main() -> ExitCode {
                 PeerCommand::Showconf {
                     name,
                     output,
+                    ipv6,
                     client,
                 },
         } => client
             .api(before, &tls)
-            .and_then(|api| api.showconf(&name, output)),
+            .and_then(|api| api.showconf(&name, output, ipv6)),
     };
     match result {
         Ok(code) => code,

@@ -408,3 +408,184 @@ fn a_key_file_others_can_read_stops_the_daemon_with_one_line() {
     );
     assert!(!err.contains(&key), "the key itself never appears: {err}");
 }
+
+/// The VPN's IPv6 subnet in the dual-stack test: global, routed to the gateway (no NAT66).
+const VPN6: &str = "2001:db8:8::/64";
+
+/// A laptop on the region router's side that has only IPv6 outside: `net` is its /64 there
+/// (the router takes `::1`, the laptop `::2`), its default route through the router.
+fn laptop6(topo: &mut Topology, router: &Host, name: &str, router_if: &str, net: &str) -> Host {
+    let host = topo.host(name).expect("host");
+    topo.link(router, router_if, &host, "eth0").expect("link");
+    let (r, h) = (format!("{net}1/64"), format!("{net}2/64"));
+    router
+        .run(&["ip", "addr", "add", &r, "dev", router_if, "nodad"])
+        .expect("router side");
+    host.run(&["ip", "addr", "add", &h, "dev", "eth0", "nodad"])
+        .expect("laptop address");
+    host.run(&[
+        "ip",
+        "-6",
+        "route",
+        "add",
+        "default",
+        "via",
+        &format!("{net}1"),
+    ])
+    .expect("laptop default route");
+    host
+}
+
+/// Issue 18, acceptance 5: VPN laptops that reach the gateway at its IPv6 VIP, configured
+/// only from `kawaii peer showconf --ipv6` (wireguard-go), with both inner families: alice
+/// reaches vm1's IPv4 and IPv6 addresses (which see her VPN addresses); bob's full tunnel
+/// leaves masqueraded over IPv4 and routed under his own address over IPv6, where the egress
+/// rule still blocks tcp/25. Their outer IPv4 does not exist: everything crossed IPv6.
+#[test]
+fn vpn_over_ipv6_with_both_inner_families_from_showconf() {
+    let keys = || keypair().expect("wg genkey");
+    let (gw_key, (alice_key, alice_pub), (bob_key, bob_pub)) = (keys().0, keys(), keys());
+    assert!(
+        kawaii_testkit::can_run(),
+        "end-to-end tests need root and iproute2"
+    );
+    let mut topo = Topology::new("vpn6").expect("topology");
+    let key_file = topo.dir().join("wg.key");
+    write_secret(&key_file, &gw_key, 0o600).expect("key file");
+    let wg = lab::wireguard_toml(
+        &key_file.to_string_lossy(),
+        &[
+            ("alice", &alice_pub, ""),
+            ("bob", &bob_pub, "allow_internet = true\n"),
+        ],
+    )
+    .replace(
+        "address = \"10.8.0.1/24\"\n",
+        "address = \"10.8.0.1/24\"\naddress6 = \"2001:db8:8::1/64\"\n",
+    );
+    let config = lab::LAB_TOML.to_string() + &wg;
+    let opts = LabOptions::new(&topo, KAWAII, &config).expect("config");
+    let lab = lab::build(&mut topo, &opts).unwrap_or_else(|e| panic!("lab: {e}"));
+    // The upstream routes the VPN's IPv6 prefix to the gateway, as it does the private one.
+    lab.router
+        .run(&["ip", "-6", "route", "add", VPN6, "via", lab::PUBLIC_VIP6])
+        .expect("route the VPN prefix");
+    let router = lab.router.clone();
+    let alice = laptop6(&mut topo, &router, "alice", "eth2", "2001:db8:65::");
+    let bob = laptop6(&mut topo, &router, "bob", "eth3", "2001:db8:66::");
+    let api = lab.api();
+    let token = lab.kawaii.token().expect("bootstrap token");
+    let mut v = Vpn {
+        topo,
+        lab,
+        api,
+        token,
+        alice,
+        bob,
+    };
+    v.wait_wireguard_driver("the wireguard driver");
+
+    // 1. alice: both allocated addresses, the private and VPN subnets of both families, and
+    // the zone's IPv6 VIP as the endpoint (the IPv4 one as a comment).
+    let conf = v.cli(&["peer", "showconf", "alice", "--ipv6"]);
+    for line in [
+        "Address = 10.8.0.2/32, 2001:db8:8::2/128",
+        "Endpoint = [2001:db8:ff::10]:51820",
+        "# Endpoint = 203.0.113.10:51820  (IPv4)",
+        "AllowedIPs = 10.1.0.0/24, 10.8.0.0/24, 2001:db8:1::/64, 2001:db8:8::/64",
+    ] {
+        assert!(conf.lines().any(|l| l == line), "{line:?} in {conf}");
+    }
+    let alice = v.alice.clone();
+    v.client(&alice, "kwa6", &conf, &alice_key);
+    let page = v.fetch(&alice, &format!("http://{}/", lab::VM1));
+    assert!(
+        page.starts_with("hello from vm1, you are 10.8.0.2:"),
+        "vm1 sees alice's IPv4 VPN address: {page}"
+    );
+    let page = v.fetch(&alice, &format!("http://[{}]/", lab::VM1_6));
+    assert!(
+        page.starts_with("hello from vm1, you are 2001:db8:8::2:"),
+        "vm1 sees alice's IPv6 VPN address (routed, no NAT66): {page}"
+    );
+    for target in [lab::VM1, lab::VM1_6] {
+        alice
+            .run(&["ping", "-c", "3", "-i", "0.2", "-W", "2", target])
+            .unwrap_or_else(|e| panic!("ping {target} through the tunnel: {e}"));
+    }
+    // The gateway's own ports stay closed over IPv6 too; vm1 answers behind it.
+    let scan = |h: &Host, target: &str, ports: &str| {
+        let svc = v.lab.svc.clone();
+        h.run(&["python3", &svc, "scan", target, "tcp", ports])
+            .expect("scan")
+    };
+    assert_eq!(scan(&alice, "2001:db8:8::1", "1-1024,7780,7781").trim(), "");
+    assert_eq!(scan(&alice, lab::VM1_6, "79-81").trim(), "79\n80\n81");
+    // The session came over IPv6: alice has no IPv4 outside the tunnel at all.
+    let show = v.wg_show("").expect("wg show");
+    assert!(show.contains(&format!("peer: {alice_pub}")), "{show}");
+    assert!(
+        show.contains("endpoint: [2001:db8:65::2]:"),
+        "alice's endpoint is her IPv6 address: {show}"
+    );
+    assert!(
+        show.contains("allowed ips: 10.8.0.2/32, 2001:db8:8::2/128"),
+        "{show}"
+    );
+    let routes4 = alice.run(&["ip", "-4", "route"]).expect("routes");
+    assert!(
+        !routes4.contains("default") && !routes4.contains("eth0"),
+        "no IPv4 outside: {routes4}"
+    );
+
+    // 2. bob: a full tunnel of both families. IPv4 leaves masqueraded to the public VIP; IPv6
+    // leaves routed under his own VPN address, filtered by the egress rules (tcp/25 blocked).
+    let conf = v.cli(&["peer", "showconf", "bob", "--ipv6"]);
+    assert!(
+        conf.lines().any(|l| l == "AllowedIPs = 0.0.0.0/0, ::/0"),
+        "{conf}"
+    );
+    let bob = v.bob.clone();
+    v.client(&bob, "kwb6", &conf, &bob_key);
+    let seen = v.fetch(&bob, &format!("http://[{}]/", lab::INTERNET6));
+    assert!(
+        seen.starts_with("hello from internet, you are 2001:db8:8::3:"),
+        "bob's own IPv6 address, no NAT66: {seen}"
+    );
+    let seen = v.fetch(&bob, &format!("http://{}/", lab::INTERNET));
+    assert!(seen.contains("you are 203.0.113.10:"), "{seen}");
+    assert!(
+        bob.curl(&format!("http://[{}]:25/", lab::INTERNET6), "2")
+            .is_none(),
+        "the egress rule tcp/25 applies to the IPv6 full tunnel"
+    );
+    let seen = v.fetch(&bob, &format!("http://[{}]/", lab::VM1_6));
+    assert!(
+        seen.starts_with("hello from vm1, you are 2001:db8:8::3:"),
+        "{seen}"
+    );
+
+    // 3. Bad IPv6 input names the field (an address6 outside the subnet is not an error: like
+    // an IPv4 one, a wish that cannot be granted gets the lowest free address instead).
+    let r = v.api.post(
+        "/v1/wireguard/peers",
+        &json!({"name": "mallory", "public_key": keypair().expect("keys").1, "address6": "10.8.0.5"}),
+    );
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(
+        r.body.contains("wireguard.peers[2].address6") && r.body.contains("is an IPv4 address"),
+        "{}",
+        r.body
+    );
+    let r = v.api.post(
+        "/v1/wireguard/peers",
+        &json!({"name": "mallory", "public_key": keypair().expect("keys").1, "address6": "2001:db8:9::5"}),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(r.json()["address6"], "2001:db8:8::4", "{}", r.body);
+    let log = v.log();
+    assert!(
+        !log.contains(&alice_key) && !log.contains(&bob_key),
+        "no private key in the log"
+    );
+}

@@ -169,6 +169,7 @@ pub fn cloud_gateway(text: &str) -> Option<Result<Gateway, ModelError>> {
             public_key: p.public_key.clone(),
             allowed_ips: vec![format!("{}/32", cloud_gateway_address(&p.public_key))],
             address: None,
+            address6: None,
             preshared_key: None,
             // A client keeps its way through NAT open and lets the server learn where it is.
             persistent_keepalive: (client && p.endpoint.is_some()).then_some(25),
@@ -199,6 +200,7 @@ pub fn cloud_gateway(text: &str) -> Option<Result<Gateway, ModelError>> {
             interface: "kawaii-wg0".into(),
             listen_port: if client { 0 } else { CLOUD_GATEWAY_PORT },
             address: format!("{}/24", cloud_gateway_address(&own_key)),
+            address6: None,
             private_key_file: None,
             private_key: Some(c.private_key),
             peers,
@@ -353,6 +355,7 @@ pub fn kilo_peers(text: &str) -> Option<Result<Vec<WgPeer>, ModelError>> {
             public_key: k.spec.public_key,
             allowed_ips: k.spec.allowed_ips,
             address: None,
+            address6: None,
             preshared_key: k.spec.preshared_key.map(Secret::new),
             persistent_keepalive: k.spec.persistent_keepalive,
             endpoint,
@@ -367,7 +370,9 @@ pub fn kilo_peers(text: &str) -> Option<Result<Vec<WgPeer>, ModelError>> {
 /// preshared key is included only when `with_secrets`.
 pub fn kilo_peer(p: &WgPeer, with_secrets: bool) -> KiloPeer {
     let allowed_ips = if p.allowed_ips.is_empty() {
-        p.address.iter().map(|a| format!("{a}/32")).collect()
+        let v4 = p.address.iter().map(|a| format!("{a}/32"));
+        v4.chain(p.address6.iter().map(|a| format!("{a}/128")))
+            .collect()
     } else {
         p.allowed_ips.clone()
     };
@@ -458,6 +463,20 @@ spec:
         let original: yaml_serde::Value = yaml_serde::from_str(SEED).expect("yaml");
         let ours: yaml_serde::Value = yaml_serde::from_str(&text).expect("yaml");
         assert_eq!(original, ours, "the Peer object comes back as it went in");
+    }
+
+    /// A peer with allocated addresses of both families shows both as its allowed IPs.
+    #[test]
+    fn kilo_peer_of_an_allocated_dual_stack_peer() {
+        let mut p = kilo_peers(SEED)
+            .expect("recognised")
+            .expect("valid")
+            .remove(0);
+        p.allowed_ips.clear();
+        p.address = Some("10.8.0.2".into());
+        p.address6 = Some("fd00:8::2".into());
+        let k = kilo_peer(&p, false);
+        assert_eq!(k.spec.allowed_ips, ["10.8.0.2/32", "fd00:8::2/128"]);
     }
 
     #[test]

@@ -14,6 +14,7 @@ pub mod ports;
 pub mod secret;
 pub mod spec;
 pub mod valid;
+mod vpn6;
 
 pub use error::{FieldError, Invalid, ModelError};
 pub use ports::PortSet;

@@ -474,6 +474,10 @@ pub struct WireGuard {
     pub listen_port: u32,
     /// The VPN subnet with the gateway's address in it, e.g. `10.8.0.1/24`.
     pub address: String,
+    /// The VPN's IPv6 subnet with the gateway's address in it, e.g. `fd00:8::1/64` (optional;
+    /// routed, no NAT66).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address6: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub private_key_file: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -495,6 +499,9 @@ pub struct WgPeer {
     /// here is honoured if it is free).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub address: Option<String>,
+    /// The same for IPv6, from `wireguard.address6`'s subnet (when it is set).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address6: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub preshared_key: Option<Secret>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -759,6 +766,7 @@ impl Gateway {
             }
             wg.peers[i].address = next.map(|ip| ip.to_string());
         }
+        crate::vpn6::assign(wg, old.wireguard.as_ref());
     }
 
     /// Gives every rule without an id one: the id of an identical rule in `old` if there is one,

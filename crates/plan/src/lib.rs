@@ -175,9 +175,13 @@ pub fn plan_with(d: &Desired, zone: Option<&str>, observed: &Observed) -> Result
             interface: w.interface.clone(),
             address: w.address.into(),
         });
+        net.addresses.extend(w.address6.map(|a| Address {
+            interface: w.interface.clone(),
+            address: a.into(),
+        }));
         net.routes.extend(wireguard::routes(w));
         if let Some(z) = z {
-            wireguard::route_to_siblings(w, &z.private_interface, observed, &mut net.routes);
+            wireguard::route_to_siblings(d, w, &z.private_interface, observed, &mut net.routes);
         }
     }
     Ok(Plan {

@@ -218,7 +218,9 @@ pub fn plan(d: &Desired, z: &ZoneSpec, observed: &crate::Observed) -> NetPlan {
         key: k.into(),
         value: v.into(),
     };
-    let ipv6 = d.private_subnet6.is_some() || z.public_vip6.is_some();
+    let ipv6 = d.private_subnet6.is_some()
+        || z.public_vip6.is_some()
+        || d.wireguard.as_ref().is_some_and(|w| w.address6.is_some());
     let ipv6_sysctls = if ipv6 {
         vec![
             sys("net.ipv6.conf.all.forwarding", "1"),

@@ -93,7 +93,7 @@ fn set(nets: &[ipnet::Ipv4Net]) -> String {
     }
 }
 
-fn quote(s: &str) -> String {
+pub(crate) fn quote(s: &str) -> String {
     // Interface names are validated (no quotes, no spaces); comments are our own ids.
     format!("\"{}\"", s.replace('"', ""))
 }
@@ -487,7 +487,9 @@ pub fn render(d: &Desired, z: &ZoneSpec, observed: &crate::Observed) -> Table {
     let private_vip = z.private_vip.addr();
     let private = d.private_subnet.unwrap_or(z.private_vip.trunc());
     // IPv6: the public VIPs held (those of the held zones that have one), and the routed prefix.
-    let v6 = d.private_subnet6.is_some() || z.public_vip6.is_some();
+    let v6 = d.private_subnet6.is_some()
+        || z.public_vip6.is_some()
+        || d.wireguard.as_ref().is_some_and(|w| w.address6.is_some());
     let vips6: Vec<String> = if owned.is_empty() {
         vec![z]
     } else {
@@ -645,6 +647,9 @@ pub fn render(d: &Desired, z: &ZoneSpec, observed: &crate::Observed) -> Table {
             "iifname {lan} oifname {lan} ip daddr {} counter accept comment \"vpn-via-sibling\"",
             set(&vpn)
         ));
+        forward
+            .rules
+            .extend(crate::wireguard::firewall::via_sibling6(w, &lan));
     }
     forward.rule("ct state invalid counter drop comment \"invalid\"".into());
     // Port forwards: reachable only where an ingress rule opens the port, from outside and
@@ -722,38 +727,8 @@ pub fn render(d: &Desired, z: &ZoneSpec, observed: &crate::Observed) -> Table {
     crate::ipsec6::forward(d, private6, &wan, &mut forward);
     // VPN peers: from their own addresses only, to the private subnet (or what their ingress
     // rules allow); with allow_internet also out to the public side, filtered like egress.
-    let mut vpn_snat = Vec::new();
-    if let Some(w) = &d.wireguard {
-        let wg = quote(&w.interface);
-        for p in &w.peers {
-            let routed = p.routed();
-            if routed.is_empty() {
-                continue;
-            }
-            let id = format!("vpn-{}", crate::ipsec_id(&p.name));
-            let src = set(&routed);
-            if p.ingress_rules.is_empty() {
-                forward.rule(format!(
-                    "iifname {wg} ip saddr {src} ip daddr {private} counter accept comment \"{id}\""
-                ));
-            }
-            for (i, r) in p.ingress_rules.iter().enumerate() {
-                let from = r.source.map_or(src.clone(), |n| n.to_string());
-                let to = r.destination.unwrap_or(private);
-                forward.rule(format!(
-                    "iifname {wg} ip saddr {from} ip daddr {to} {} counter accept comment \"{id}-{}\"",
-                    l4(r.protocol, &r.ports),
-                    i + 1
-                ));
-            }
-            if p.allow_internet {
-                forward.rule(format!(
-                    "iifname {wg} ip saddr {src} oifname {wan} jump egress"
-                ));
-                vpn_snat.push((src, id));
-            }
-        }
-    }
+    let vpn = crate::wireguard::firewall::forward(d, &wan, private, private6);
+    forward.rules.extend(vpn.rules);
     forward.rule(format!(
         "iifname {lan} ip saddr {private} oifname {wan} jump egress"
     ));
@@ -771,7 +746,7 @@ pub fn render(d: &Desired, z: &ZoneSpec, observed: &crate::Observed) -> Table {
     };
     let (mut egress, egress_set) = rule_chain(&d.egress_rules, "egress", false, verdict);
     egress.rule(format!("counter {fallback} comment \"egress-policy\""));
-    let egress6 = private6.map(|_| {
+    let egress6 = (private6.is_some() || vpn.egress6).then(|| {
         let (mut c, set) = rule_chain(&d.egress_rules, "egress6", true, verdict);
         c.rule(format!("counter {fallback} comment \"egress-policy\""));
         (c, set)
@@ -858,8 +833,8 @@ pub fn render(d: &Desired, z: &ZoneSpec, observed: &crate::Observed) -> Table {
     post.rule(format!(
         "oifname {wan} ip saddr {private} snat ip to {snat} comment \"egress-snat\""
     ));
-    // Full-tunnel VPN peers leave like the private subnet.
-    for (src, id) in vpn_snat {
+    // Full-tunnel VPN peers leave like the private subnet (IPv4; IPv6 is routed).
+    for (src, id) in vpn.snat {
         post.rule(format!(
             "oifname {wan} ip saddr {src} snat ip to {snat} comment \"{id}-snat\""
         ));

@@ -86,7 +86,12 @@ fn rendered_artefacts_match_golden_files() {
                 )
                 .expect("showconf");
                 let file = format!("showconf-{}.conf", p.name.replace(' ', "-"));
-                check_golden(&case.join(file), &conf.render(true));
+                check_golden(&case.join(&file), &conf.render(true));
+                // With an IPv6 VIP, also the file for a peer that comes over IPv6.
+                if let Ok(six) = conf.over_ipv6() {
+                    let file = file.replace(".conf", "-ipv6.conf");
+                    check_golden(&case.join(file), &six.render(true));
+                }
             }
         }
     }

@@ -247,7 +247,8 @@ impl WireguardGo {
 
     /// Configured from a `kawaii peer showconf` text only, the way Kilo's guide does it:
     /// `wg setconf` with the file minus its `Address` line, the peer's own private key, then
-    /// the address and a route for each other `AllowedIPs` entry.
+    /// the addresses and a route for each other `AllowedIPs` entry, of either family (an
+    /// IPv6 `Endpoint` is `[addr]:port`).
     pub fn from_showconf(
         t: &mut Topology,
         host: &Host,
@@ -274,17 +275,28 @@ impl WireguardGo {
         go.wg(&["setconf", ifname, &conf.to_string_lossy()])?;
         go.set_private_key(private_key)?;
         for a in &address {
-            host.addr(ifname, a)?;
+            let mut args = vec!["ip", "addr", "add", a.as_str(), "dev", ifname];
+            if a.contains(':') {
+                args.push("nodad");
+            }
+            host.run(&args)?;
         }
         host.run(&["ip", "link", "set", ifname, "up"])?;
-        // A full tunnel (0.0.0.0/0) must not swallow the way to the endpoint itself: pin it to
-        // the current route first (what wg-quick does with policy routing).
+        // A full tunnel (0.0.0.0/0, ::/0) must not swallow the way to the endpoint itself: pin
+        // it to the current route first (what wg-quick does with policy routing).
         let endpoint = showconf
             .lines()
             .find_map(|l| l.strip_prefix("Endpoint = "))
             .and_then(|e| e.rsplit_once(':'))
-            .map(|(ip, _)| ip.to_string());
-        if let Some(ep) = endpoint.filter(|_| allowed.iter().any(|n| n == "0.0.0.0/0")) {
+            .map(|(ip, _)| ip.trim_start_matches('[').trim_end_matches(']').to_string());
+        let everything = |ep: &String| {
+            if ep.contains(':') {
+                "::/0"
+            } else {
+                "0.0.0.0/0"
+            }
+        };
+        if let Some(ep) = endpoint.filter(|ep| allowed.iter().any(|n| n == everything(ep))) {
             let via = host.run(&["ip", "-o", "route", "get", &ep])?;
             let words: Vec<&str> = via.split_whitespace().collect();
             let after = |k: &str| {
@@ -294,13 +306,18 @@ impl WireguardGo {
                     .and_then(|i| words.get(i + 1))
             };
             if let (Some(gw), Some(dev)) = (after("via"), after("dev")) {
-                let ep = format!("{ep}/32");
+                let ep = format!("{ep}/{}", if ep.contains(':') { 128 } else { 32 });
                 host.run(&["ip", "route", "replace", &ep, "via", gw, "dev", dev])?;
             }
         }
         for net in allowed.iter().filter(|n| !address.contains(n)) {
-            let net = if net == "0.0.0.0/0" { "default" } else { net };
-            host.run(&["ip", "route", "replace", net, "dev", ifname])?;
+            let (family, net) = match net.as_str() {
+                "0.0.0.0/0" => ("-4", "default"),
+                "::/0" => ("-6", "default"),
+                n if n.contains(':') => ("-6", n),
+                n => ("-4", n),
+            };
+            host.run(&["ip", family, "route", "replace", net, "dev", ifname])?;
         }
         Ok(go)
     }

@@ -16,6 +16,7 @@ mod primitives;
 mod router;
 mod store;
 mod wireguard;
+mod wireguard6;
 
 pub use api::{ApiLimits, ApiSpec, ApiTls, DEFAULT_READY_TIMEOUT, Role, TokenSpec, sha256_hex};
 pub use firewall::{NatForward, PeerRuleSpec, Rule};
@@ -35,6 +36,7 @@ pub use primitives::{
 pub use router::{Balance, HealthCheck, ProxyProtocol, RouteSpec, RouterSpec};
 pub use store::StoreSpec;
 pub use wireguard::{KeySource, WgPeerSpec, WireGuardSpec, wg_key};
+pub use wireguard6::{free_addresses, is_unique_local};
 
 use crate::error::{Errors, FieldError, Invalid};
 use crate::spec::Gateway;
@@ -144,6 +146,7 @@ fn check_gateway(g: &Gateway, e: &mut Errors) -> Option<Desired> {
         .as_ref()
         .and_then(|w| wireguard::check_wireguard(w, g.zones.is_empty(), e));
     check_overlaps(private_subnet, wireguard.as_ref(), &vpc_peerings, &ipsec, e);
+    wireguard6::check_overlap6(private_subnet6, wireguard.as_ref(), e);
     let pipes = pipes::check_pipes(g, wireguard.as_ref(), e);
     let (routes, router) = router::check_routing(g, &nat_rules, e);
     let store = store::check_store(g, e);

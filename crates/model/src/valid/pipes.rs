@@ -50,7 +50,7 @@ pub(super) fn check_pipes(
                 continue;
             };
             if let Some(spec) = w.peers.iter().find(|p| p.name == peer)
-                && !spec.allowed_ips.is_empty()
+                && spec.explicit()
                 && spec.vpn_address(w.address.trunc()).is_none()
             {
                 e.push(

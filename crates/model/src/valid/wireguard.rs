@@ -1,26 +1,36 @@
 //! `[wireguard]`: the VPN device (interface, listen port, the gateway's own address and key) and
 //! its peers: unique names and keys, allowed IPs or an allocated address inside the VPN subnet,
 //! no two peers routing one address, and a free address left for each peer still waiting for one.
+//! Dual-stack: with `address6` the VPN has an IPv6 subnet too (routed, no NAT66): peers without
+//! allowed IPs get an address of each family, and allowed IPs may mix families.
 
 use super::firewall::{PeerRuleSpec, peer_rules};
-use super::primitives::{cidr, cidr_host, ifname, name, unique};
+use super::primitives::{
+    RuleNet, cidr_host, cidr6_host, ifname, is_link_local, name, rule_net, unique,
+};
+use super::wireguard6::{check_address6, check_routing6, warn_internet6};
 use crate::error::Errors;
 use crate::secret::Secret;
 use crate::spec::{WgPeer, WireGuard};
 use base64::Engine;
-use ipnet::Ipv4Net;
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WgPeerSpec {
     pub name: String,
     pub public_key: [u8; 32],
-    /// As written; empty means "allocate one from the VPN subnet".
+    /// The IPv4 allowed IPs as written; with `allowed_ips6` empty too: "allocate addresses
+    /// from the VPN subnets".
     pub allowed_ips: Vec<Ipv4Net>,
-    /// The allocated VPN address (only when `allowed_ips` is empty); None: not allocated yet
+    /// The IPv6 allowed IPs as written.
+    pub allowed_ips6: Vec<Ipv6Net>,
+    /// The allocated VPN address (only without allowed IPs); None: not allocated yet
     /// (a document before its first commit).
     pub address: Option<Ipv4Addr>,
+    /// The allocated IPv6 VPN address (only without allowed IPs, with `wireguard.address6`).
+    pub address6: Option<Ipv6Addr>,
     pub preshared_key: Option<Secret>,
     pub persistent_keepalive: Option<u16>,
     pub endpoint: Option<String>,
@@ -38,13 +48,34 @@ impl WgPeerSpec {
             .or_else(|| hosts().next().map(Ipv4Net::addr))
     }
 
-    /// What is routed to this peer: its allowed IPs, or its allocated address as a /32.
+    /// Whether the peer has allowed IPs of its own (of either family), i.e. no allocation.
+    pub fn explicit(&self) -> bool {
+        !self.allowed_ips.is_empty() || !self.allowed_ips6.is_empty()
+    }
+
+    /// What IPv4 is routed to this peer: its allowed IPs, or its allocated address as a /32.
     pub fn routed(&self) -> Vec<Ipv4Net> {
-        if self.allowed_ips.is_empty() {
-            self.address.map(Ipv4Net::from).into_iter().collect()
-        } else {
+        if self.explicit() {
             self.allowed_ips.clone()
+        } else {
+            self.address.map(Ipv4Net::from).into_iter().collect()
         }
+    }
+
+    /// What IPv6 is routed to this peer: its allowed IPs, or its allocated address as a /128.
+    pub fn routed6(&self) -> Vec<Ipv6Net> {
+        if self.explicit() {
+            self.allowed_ips6.clone()
+        } else {
+            self.address6.map(Ipv6Net::from).into_iter().collect()
+        }
+    }
+
+    /// Both families of [`WgPeerSpec::routed`], IPv4 first.
+    pub fn routed_all(&self) -> Vec<IpNet> {
+        let v4 = self.routed().into_iter().map(IpNet::V4);
+        v4.chain(self.routed6().into_iter().map(IpNet::V6))
+            .collect()
     }
 }
 
@@ -60,6 +91,8 @@ pub struct WireGuardSpec {
     pub listen_port: u16,
     /// The gateway's own address inside the VPN subnet, with the subnet's prefix.
     pub address: Ipv4Net,
+    /// The same in the VPN's IPv6 subnet, if it has one.
+    pub address6: Option<Ipv6Net>,
     pub private_key: Option<KeySource>,
     pub peers: Vec<WgPeerSpec>,
 }
@@ -90,6 +123,10 @@ pub(super) fn check_wireguard(w: &WireGuard, edge: bool, e: &mut Errors) -> Opti
             }),
     );
     let address = e.check("wireguard.address", cidr_host(&w.address));
+    let address6 = w
+        .address6
+        .as_deref()
+        .and_then(|a| e.check("wireguard.address6", vpn_address6(a)));
     let private_key = match (&w.private_key, &w.private_key_file) {
         (Some(_), Some(_)) => {
             e.push(
@@ -120,25 +157,52 @@ pub(super) fn check_wireguard(w: &WireGuard, edge: bool, e: &mut Errors) -> Opti
     let mut peers = Vec::new();
     let mut keys: BTreeMap<[u8; 32], &str> = BTreeMap::new();
     for (i, peer) in w.peers.iter().enumerate() {
-        if let Some(spec) = check_peer(peer, i, address, &mut keys, e) {
+        let gw = Gateway {
+            address,
+            address6,
+            declared6: w.address6.is_some(),
+        };
+        if let Some(spec) = check_peer(peer, i, &gw, &mut keys, e) {
             peers.push(spec);
         }
     }
     check_routing(w, &peers, address, e);
+    check_routing6(w, &peers, address6, e);
+    warn_internet6(w, address6, e);
     Some(WireGuardSpec {
         interface: w.interface.clone(),
         listen_port: listen_port?,
         address: address?,
+        address6,
         private_key,
         peers,
     })
 }
 
-/// Peer `i`; `keys` holds the public keys of the peers before it; `address` is the gateway's.
+/// The gateway's VPN addresses, as far as they are valid (`declared6`: `address6` was written).
+pub(super) struct Gateway {
+    pub address: Option<Ipv4Net>,
+    pub address6: Option<Ipv6Net>,
+    pub declared6: bool,
+}
+
+/// `wireguard.address6`: an address with its prefix in a unique local or global prefix.
+fn vpn_address6(s: &str) -> Result<Ipv6Net, String> {
+    if let Ok(n) = s.trim().parse::<Ipv6Net>()
+        && (is_link_local(n.addr()) || n.addr().is_multicast())
+    {
+        return Err(format!(
+            "{s:?} is not a unicast prefix for a VPN (like fd00:8::1/64 or a global one)"
+        ));
+    }
+    cidr6_host(s)
+}
+
+/// Peer `i`; `keys` holds the public keys of the peers before it; `gw` the gateway's addresses.
 fn check_peer<'a>(
     peer: &'a WgPeer,
     i: usize,
-    address: Option<Ipv4Net>,
+    gw: &Gateway,
     keys: &mut BTreeMap<[u8; 32], &'a str>,
     e: &mut Errors,
 ) -> Option<WgPeerSpec> {
@@ -153,10 +217,12 @@ fn check_peer<'a>(
             format!("is already the key of peer {other:?}"),
         );
     }
-    let mut ips = Vec::new();
+    let (mut ips, mut ips6) = (Vec::new(), Vec::new());
     for (j, ip) in peer.allowed_ips.iter().enumerate() {
-        if let Some(n) = e.check(format!("{p}.allowed_ips[{j}]"), cidr(ip)) {
-            ips.push(n);
+        match e.check(format!("{p}.allowed_ips[{j}]"), rule_net(Some(ip))) {
+            Some(RuleNet::V4(n)) => ips.push(n),
+            Some(RuleNet::V6(n)) => ips6.push(n),
+            Some(RuleNet::Any) | None => {}
         }
     }
     if let Some(k) = &peer.preshared_key
@@ -192,9 +258,12 @@ fn check_peer<'a>(
                     .strip_suffix("/32")
                     .unwrap_or(a.trim())
                     .parse::<Ipv4Addr>()
-                    .map_err(|_| format!("{a:?} is not an IPv4 address")),
+                    .map_err(|_| match a.contains(':') {
+                        true => format!("{a:?} is an IPv6 address; it goes in address6"),
+                        false => format!("{a:?} is not an IPv4 address"),
+                    }),
             );
-            match (ip, address) {
+            match (ip, gw.address) {
                 (Some(ip), Some(gw)) if !gw.trunc().contains(&ip) => {
                     e.push(
                         format!("{p}.address"),
@@ -206,11 +275,17 @@ fn check_peer<'a>(
             }
         }
     };
+    let vpn_address6 = peer
+        .address6
+        .as_deref()
+        .and_then(|a| check_address6(peer, a, &p, gw, e));
     Some(WgPeerSpec {
         name: peer.name.clone(),
         public_key: key?,
         allowed_ips: ips,
+        allowed_ips6: ips6,
         address: vpn_address,
+        address6: vpn_address6,
         preshared_key: peer.preshared_key.clone(),
         persistent_keepalive: keepalive,
         endpoint: peer.endpoint.clone(),
@@ -232,10 +307,10 @@ fn check_routing(w: &WireGuard, peers: &[WgPeerSpec], address: Option<Ipv4Net>, 
                     .iter()
                     .find(|nb| na.contains(&nb.network()) || nb.contains(&na.network()))
                 {
-                    let field = if a.allowed_ips.is_empty() {
-                        "address"
-                    } else {
+                    let field = if a.explicit() {
                         "allowed_ips"
+                    } else {
+                        "address"
                     };
                     e.push(
                         format!("wireguard.peers[{}].{field}", index(&a.name)),
@@ -269,7 +344,7 @@ fn check_routing(w: &WireGuard, peers: &[WgPeerSpec], address: Option<Ipv4Net>, 
         .count();
     for peer in peers
         .iter()
-        .filter(|p| p.allowed_ips.is_empty() && p.address.is_none())
+        .filter(|p| !p.explicit() && p.address.is_none())
     {
         if free == 0 {
             e.push(
