@@ -469,6 +469,23 @@ vrrp_instance zone_a6 {{
         .expect("keepalived")
 }
 
+/// SIGKILLs keepalived `name` (spawned as proc `index`): its VRRP child, which speaks for it
+/// (pid from its pid file; it would resign with priority 0 if only its parent died), then the
+/// parent (before it restarts the child).
+fn kill_keepalived(ha: &mut Ha, index: usize, name: &str) {
+    let pidfile = ha.topo.dir().join(format!("{name}-vrrp.pid"));
+    let pid = std::fs::read_to_string(&pidfile).unwrap_or_default();
+    let pid = pid.trim();
+    assert!(
+        pid.parse::<u32>().is_ok(),
+        "keepalived's VRRP child pid in {pidfile:?}: {pid:?}"
+    );
+    let _ = std::process::Command::new("kill")
+        .args(["-KILL", pid])
+        .status();
+    ha.topo.proc(index).kill();
+}
+
 /// Issue 18, item 7: keepalived's IPv6 VRRP and kawaii's IPv6 virtual router of zone A agree
 /// on the master both ways (the higher priority wins, the other backs off), and the IPv6 VIPs
 /// move when the master dies.
@@ -516,7 +533,7 @@ fn keepalived_ipv6_and_kawaii_agree_on_the_master() {
     assert!(!has_address6(&gw_a, vip6), "kawaii stays backup");
 
     // keepalived (the master) dies: kawaii takes the IPv6 VIPs after Master_Down_Interval.
-    ha.topo.proc(strong).kill();
+    kill_keepalived(&mut ha, strong, "keepalived-200");
     wait6(&gw_a, true, "kawaii to take over from the dead keepalived");
     let r = zone_a6(&ha);
     assert_eq!(r["state"], "master", "{r}");

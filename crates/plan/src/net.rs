@@ -156,7 +156,8 @@ pub fn plan(d: &Desired, z: &ZoneSpec, observed: &crate::Observed) -> NetPlan {
         routes.push(RouteEntry::onto(vip6.trunc(), &z.public_interface));
     }
     if let Some(gw6) = z.public_gateway6 {
-        let source6 = held
+        // The IPv6 VIPs follow the zone's IPv6 virtual router.
+        let source6 = crate::vrrp::owned6(d, z, observed)
             .iter()
             .any(|h| h.name == z.name)
             .then_some(z.public_vip6)
