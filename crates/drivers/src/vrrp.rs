@@ -251,6 +251,26 @@ impl Speaker {
     }
 }
 
+/// Where `i`'s IPv6 VIPs live: the link-local VIP and `private_vip6` on the private interface,
+/// `public_vip6` (third, if any) on the public one.
+fn neighbours6(i: &Instance) -> Vec<(String, Ipv6Addr)> {
+    let Some(v6) = &i.v6 else {
+        return Vec::new();
+    };
+    v6.addresses
+        .iter()
+        .enumerate()
+        .map(|(n, a)| {
+            let dev = if n < 2 {
+                &i.interface
+            } else {
+                &i.public_interface
+            };
+            (dev.clone(), *a)
+        })
+        .collect()
+}
+
 /// A virtual router by family and VRID.
 type Key = (Family, u8);
 
@@ -502,7 +522,15 @@ impl Thread {
                         }
                     }
                 }
-                Action::TakeVips { .. } | Action::ReleaseVips { .. } => changed = true,
+                Action::TakeVips { .. } => {
+                    if family == Family::Ipv6
+                        && let Some(r) = self.routers.get(&key)
+                    {
+                        crate::ra::announce_takeover(&neighbours6(&r.instance));
+                    }
+                    changed = true;
+                }
+                Action::ReleaseVips { .. } => changed = true,
                 Action::StateChanged { from, to, reason } => {
                     if let Some(r) = self.routers.get_mut(&key) {
                         info!(zone = %r.instance.zone, vrid, family = family.label(), ?from, ?to, ?reason, "VRRP transition");
