@@ -296,7 +296,14 @@ struct Thread {
     sync_ready: bool,
     /// A state changed and is not published yet.
     dirty: bool,
+    /// The instances last configured: the IPv6 routers retry with them until their interface
+    /// has a (settled) link-local address.
+    configured: Vec<Instance>,
+    retried: Instant,
 }
+
+/// How often the IPv6 routers look for their source address while they have none.
+const RETRY6: Duration = Duration::from_millis(100);
 
 fn unix_ms() -> u64 {
     SystemTime::now()
@@ -317,6 +324,8 @@ impl Thread {
             healthy: true,
             sync_ready: false,
             dirty: false,
+            configured: Vec::new(),
+            retried: Instant::now(),
         }
     }
 
@@ -331,6 +340,14 @@ impl Thread {
             if snapshot.elapsed() >= Duration::from_secs(1) {
                 snapshot = Instant::now();
                 self.status();
+            }
+            // IPv6 routers still without a source (the link just came up) try again.
+            if self.v6.is_none()
+                && self.retried.elapsed() >= RETRY6
+                && self.configured.iter().any(|i| i.v6.is_some())
+            {
+                self.retried = Instant::now();
+                self.configure(self.configured.clone());
             }
             // Commands first.
             loop {
@@ -637,6 +654,7 @@ impl Thread {
     }
 
     fn configure(&mut self, list: Vec<Instance>) {
+        self.configured.clone_from(&list);
         // The IPv4 socket follows the (interface, source) of the instances; the IPv6 one the
         // interface and its link-local address (or the unicast source).
         let want4 = list
@@ -657,7 +675,7 @@ impl Thread {
         let want6 = match want6 {
             Some((dev, Ok(src))) => Some((dev, IpAddr::V6(src))),
             Some((dev, Err(error))) => {
-                warn!(%error, dev = %dev, "VRRP (IPv6) has no source yet; retrying on the next apply");
+                warn!(%error, dev = %dev, "VRRP (IPv6) has no source yet; retrying");
                 None
             }
             None => None,

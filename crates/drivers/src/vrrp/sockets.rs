@@ -59,7 +59,7 @@ pub fn open6(dev: &str, source: Ipv6Addr) -> std::io::Result<Pair> {
     let hops = u32::from(kawaii_vrrp::HOP_LIMIT);
     let tx = Socket::new(Domain::IPV6, Type::RAW, protocol())?;
     tx.bind_device(Some(dev.as_bytes()))?;
-    // A link-local address still in DAD cannot be bound otherwise; it is the interface's own.
+    // The unicast source (private_address6) may still be in DAD; it is the interface's own.
     tx.set_freebind_v6(true)?;
     let scope = if io6::is_link_local(&source) {
         index
@@ -86,13 +86,21 @@ pub fn open6(dev: &str, source: Ipv6Addr) -> std::io::Result<Pair> {
 }
 
 /// The source of IPv6 adverts on `dev`: its own link-local address (RFC 5798 §5.1.2.1), never
-/// one of `vips` (the link-local VIPs, which move between instances).
+/// one of `vips` (the link-local VIPs, which move between instances), and not while duplicate
+/// address detection still runs on it (a tentative address sends nothing: siblings would not
+/// hear this router, and both would be master). Right after the link comes up that takes about
+/// a second.
 pub fn link_local_source(dev: &str, vips: &[Ipv6Addr]) -> std::io::Result<Ipv6Addr> {
     io6::link_locals(dev)?
         .into_iter()
+        .filter(|(_, tentative)| !tentative)
         .map(|(a, _)| a)
         .find(|a| !vips.contains(a))
-        .ok_or_else(|| std::io::Error::other(format!("{dev} has no link-local address yet")))
+        .ok_or_else(|| {
+            std::io::Error::other(format!(
+                "{dev} has no link-local address yet (or it is still tentative)"
+            ))
+        })
 }
 
 /// Sends `bytes` from the pair's source to `dst`.
