@@ -243,17 +243,39 @@ fn ipv6_follows_the_zone_on_failure_and_preemption() {
     })
     .unwrap_or_else(|e| panic!("{e}"));
 
-    // Per zone an IPv4 and an IPv6 virtual router, with the same priorities.
-    let (routers, st) = Ha::vrrp(&ha.lab.kawaii_a);
-    assert_eq!(routers.len(), 4, "{st}");
-    assert!(
-        routers.iter().any(|r| r["zone"] == "zone-a"
-            && r["family"] == "ipv6"
-            && r["state"] == "master"
-            && r["priority"] == 150
-            && r["vips"][0] == "fe80::1"),
-        "{st}"
-    );
+    // Per zone an IPv4 and an IPv6 virtual router, with the same priorities. The IPv6 ones
+    // start once the new links' link-local addresses have passed DAD (about a second), so
+    // zone-a's may still be taking its zone back from zone-b's instance.
+    wait_for(
+        Duration::from_secs(10),
+        "zone-a's IPv6 router master on gw-a",
+        || {
+            let (routers, _) = Ha::vrrp(&ha.lab.kawaii_a);
+            (routers.len() == 4
+                && routers.iter().any(|r| {
+                    r["zone"] == "zone-a"
+                        && r["family"] == "ipv6"
+                        && r["state"] == "master"
+                        && r["priority"] == 150
+                        && r["vips"][0] == "fe80::1"
+                }))
+            .then_some(())
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}: {}", Ha::vrrp(&ha.lab.kawaii_a).1));
+    wait_for(
+        Duration::from_secs(10),
+        "zone-a's IPv6 VIP on gw-a only",
+        || {
+            let on = |h: &Host| {
+                h.run(&["ip", "-o", "-6", "addr", "show"])
+                    .unwrap_or_default()
+                    .contains("2001:db8:1::1/64")
+            };
+            (on(&gw_a) && !on(&gw_b)).then_some(())
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
     let ping = ha.ping(&vm_a, "ping6-kill", lab::INTERNET6, "0.01");
     std::thread::sleep(Duration::from_millis(1000));
     ha.zone_a_dies(lab::ZONE_A_PRIVATE_VIP);
