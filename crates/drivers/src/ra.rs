@@ -178,6 +178,25 @@ fn announce(a: &Advertiser, lan: &Socket, index: u32) {
     }
 }
 
+/// Unsolicited neighbour advertisements of `targets` (interface, VIP) at once, each from a
+/// socket of its interface bound to the VIP itself (FREEBIND: the VIP may not be on the
+/// interface yet). The VRRP speaker sends them the moment a zone's IPv6 virtual router takes
+/// over, before the reconcile pass has put the VIPs on: hosts and the upstream forward to this
+/// node a pass earlier (it forwards what is not addressed to the VIPs themselves already). The
+/// advertiser sends them again once it runs.
+pub fn announce_takeover(targets: &[(String, Ipv6Addr)]) {
+    for (dev, target) in targets {
+        let na = NeighborAdvert::takeover(*target, mac(dev), true);
+        let sent = open(dev, *target).and_then(|(s, i)| {
+            let to = SockAddr::from(SocketAddrV6::new(ALL_NODES, 0, 0, i));
+            s.send_to(&na.encode_checked(*target, ALL_NODES), &to)
+        });
+        if let Err(e) = sent {
+            tracing::warn!(error = %e, interface = %dev, %target, "neighbour advertisement not sent");
+        }
+    }
+}
+
 /// One advertiser's life (a blocking thread, like the VRRP speaker's) on its open socket:
 /// advertise until `stop`, then withdraw.
 fn run(a: Advertiser, sock: Socket, index: u32, stop: Arc<AtomicBool>) {

@@ -1,7 +1,8 @@
 //! The VRRPv3 speaker: a dedicated OS thread (not the tokio runtime, so that a saturated runtime
-//! cannot delay adverts) that owns a raw IP socket (protocol 112) on the private interface, joins
-//! 224.0.0.18 there (or sends to unicast peers), feeds the pure `kawaii_vrrp` state machines and
-//! publishes which zones' VIPs this node holds. The daemon re-plans on every change (addresses,
+//! cannot delay adverts) that owns raw IP sockets (protocol 112) on the private interface, joins
+//! 224.0.0.18 and ff02::12 there (or sends to unicast peers), feeds the pure `kawaii_vrrp` state
+//! machines (per zone one for IPv4 and, with IPv6 VIPs, one for IPv6) and publishes which zones'
+//! VIPs this node holds, per family ([`Speaker::owned`], [`Speaker::owned6`]). The daemon re-plans on every change (addresses,
 //! SNAT, openings follow the VIPs) and then calls [`Speaker::announce`] for gratuitous ARP.
 //! Two inputs lower its priorities: data-plane health ([`Speaker::set_healthy`]) and, for
 //! instances planned with `sync_gate`, connection-state sync not ready yet
@@ -9,15 +10,18 @@
 //! from a live sibling (it still takes them when nobody else holds them).
 
 mod garp;
+mod io6;
+mod sockets;
 
 use kawaii_plan::vrrp::Instance;
 use kawaii_vrrp::{Action, AdvertInterval, Config, Input, VirtualRouter};
 pub use kawaii_vrrp::{Reason, State};
 use serde::Serialize;
-use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+use sockets::Pair;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::os::fd::AsRawFd;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
@@ -30,20 +34,44 @@ pub const UNHEALTHY_PENALTY: u8 = 80;
 pub const SYNC_HOLD_DIVISOR: u8 = 10;
 /// The longest the thread sleeps before checking its command queue.
 const MAX_WAIT: Duration = Duration::from_millis(20);
+/// Timers due this close together fire in one pass (as if at the later one): a zone's IPv4 and
+/// IPv6 routers, armed by the same master's adverts microseconds apart, change state together
+/// and are published in one update, so the daemon replans once for both families.
+const COALESCE: Duration = Duration::from_millis(2);
+
+/// The address family of a virtual router (RFC 5798 runs one per family, each with its own VRID
+/// space).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Family {
+    Ipv4,
+    Ipv6,
+}
+
+impl Family {
+    pub fn label(self) -> &'static str {
+        match self {
+            Family::Ipv4 => "ipv4",
+            Family::Ipv6 => "ipv6",
+        }
+    }
+}
 
 /// One virtual router's status, for `/v1/status` (details "vrrp") and `kawaii status`.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct RouterStatus {
     pub zone: String,
     pub vrid: u8,
+    /// IPv4 or IPv6: a zone with IPv6 VIPs has one virtual router per family.
+    pub family: Family,
     pub state: State,
     pub priority: u8,
     pub configured_priority: u8,
     /// This node's source address when master, else the master last heard.
     #[schema(value_type = Option<String>)]
-    pub master: Option<Ipv4Addr>,
+    pub master: Option<IpAddr>,
     #[schema(value_type = Vec<String>)]
-    pub vips: Vec<Ipv4Addr>,
+    pub vips: Vec<IpAddr>,
     /// Unix milliseconds of the last state change, and why.
     pub last_transition_ms: Option<u64>,
     pub last_reason: Option<Reason>,
@@ -76,22 +104,31 @@ struct Shared {
 pub struct Speaker {
     cmd: Mutex<mpsc::Sender<Cmd>>,
     owned: tokio::sync::watch::Receiver<BTreeSet<String>>,
+    owned6: tokio::sync::watch::Receiver<BTreeSet<String>>,
     shared: Arc<Shared>,
+}
+
+/// The senders of the held zones, IPv4 and IPv6 virtual routers apart.
+struct Owned {
+    v4: tokio::sync::watch::Sender<BTreeSet<String>>,
+    v6: tokio::sync::watch::Sender<BTreeSet<String>>,
 }
 
 impl Speaker {
     /// Starts the thread (idle until [`Speaker::configure`] gives it instances).
     pub fn start() -> std::io::Result<Speaker> {
         let (tx, rx) = mpsc::channel();
-        let (owned_tx, owned) = tokio::sync::watch::channel(BTreeSet::new());
+        let (v4, owned) = tokio::sync::watch::channel(BTreeSet::new());
+        let (v6, owned6) = tokio::sync::watch::channel(BTreeSet::new());
         let shared = Arc::new(Shared::default());
         let s = shared.clone();
         std::thread::Builder::new()
             .name("kawaii-vrrp".into())
-            .spawn(move || Thread::new(rx, owned_tx, s).run())?;
+            .spawn(move || Thread::new(rx, Owned { v4, v6 }, s).run())?;
         Ok(Speaker {
             cmd: Mutex::new(tx),
             owned,
+            owned6,
             shared,
         })
     }
@@ -134,9 +171,15 @@ impl Speaker {
         self.send(Cmd::SyncReady(ready));
     }
 
-    /// The zones whose VIPs this node holds; changes wake the daemon.
+    /// The zones whose (IPv4) VIPs this node holds; changes wake the daemon.
     pub fn owned(&self) -> tokio::sync::watch::Receiver<BTreeSet<String>> {
         self.owned.clone()
+    }
+
+    /// The zones whose IPv6 VIPs this node holds (master of their IPv6 virtual router). Updated
+    /// before [`Speaker::owned`] when both change together, so one wake sees both.
+    pub fn owned6(&self) -> tokio::sync::watch::Receiver<BTreeSet<String>> {
+        self.owned6.clone()
     }
 
     /// Gratuitous ARP for the VIPs of `zones` not yet announced since this node took them
@@ -208,29 +251,59 @@ impl Speaker {
     }
 }
 
+/// Where `i`'s IPv6 VIPs live: the link-local VIP and `private_vip6` on the private interface,
+/// `public_vip6` (third, if any) on the public one.
+fn neighbours6(i: &Instance) -> Vec<(String, Ipv6Addr)> {
+    let Some(v6) = &i.v6 else {
+        return Vec::new();
+    };
+    v6.addresses
+        .iter()
+        .enumerate()
+        .map(|(n, a)| {
+            let dev = if n < 2 {
+                &i.interface
+            } else {
+                &i.public_interface
+            };
+            (dev.clone(), *a)
+        })
+        .collect()
+}
+
+/// A virtual router by family and VRID.
+type Key = (Family, u8);
+
 struct Router {
     instance: Instance,
+    /// The advert source: the instance's IPv4 address, or the IPv6 one found for it.
+    source: IpAddr,
+    /// Where adverts go: unicast peers, else the family's multicast group.
+    dsts: Vec<IpAddr>,
+    vips: Vec<IpAddr>,
     vr: VirtualRouter,
     last: Option<(u64, Reason)>,
 }
 
-struct Sockets {
-    key: (String, Ipv4Addr),
-    /// Bound to the source address: sends adverts from it.
-    tx: Socket,
-    /// Bound to the interface only: receives multicast and unicast adverts.
-    rx: Socket,
-}
-
 struct Thread {
     cmd: mpsc::Receiver<Cmd>,
-    owned_tx: tokio::sync::watch::Sender<BTreeSet<String>>,
+    owned_tx: Owned,
     shared: Arc<Shared>,
-    routers: BTreeMap<u8, Router>,
-    sockets: Option<Sockets>,
+    routers: BTreeMap<Key, Router>,
+    v4: Option<Pair>,
+    v6: Option<Pair>,
     healthy: bool,
     sync_ready: bool,
+    /// A state changed and is not published yet.
+    dirty: bool,
+    /// The instances last configured: the IPv6 routers retry with them until their interface
+    /// has a (settled) link-local address.
+    configured: Vec<Instance>,
+    retried: Instant,
 }
+
+/// How often the IPv6 routers look for their source address while they have none.
+const RETRY6: Duration = Duration::from_millis(100);
 
 fn unix_ms() -> u64 {
     SystemTime::now()
@@ -239,42 +312,20 @@ fn unix_ms() -> u64 {
         .unwrap_or(0)
 }
 
-fn open(dev: &str, source: Ipv4Addr) -> std::io::Result<Sockets> {
-    let proto = Some(Protocol::from(i32::from(kawaii_vrrp::packet::IP_PROTOCOL)));
-    let tx = Socket::new(Domain::IPV4, Type::RAW, proto)?;
-    tx.bind_device(Some(dev.as_bytes()))?;
-    tx.bind(&SockAddr::from(SocketAddrV4::new(source, 0)))?;
-    tx.set_multicast_if_v4(&source)?;
-    tx.set_multicast_ttl_v4(u32::from(kawaii_vrrp::packet::TTL))?;
-    tx.set_ttl_v4(u32::from(kawaii_vrrp::packet::TTL))?;
-    tx.set_multicast_loop_v4(false)?;
-    // The send socket never reads: keep what it may queue small (the kernel's minimum).
-    tx.set_recv_buffer_size(0)?;
-    let rx = Socket::new(Domain::IPV4, Type::RAW, proto)?;
-    rx.bind_device(Some(dev.as_bytes()))?;
-    rx.join_multicast_v4(&kawaii_vrrp::packet::MULTICAST_GROUP, &source)?;
-    rx.set_multicast_loop_v4(false)?;
-    Ok(Sockets {
-        key: (dev.to_string(), source),
-        tx,
-        rx,
-    })
-}
-
 impl Thread {
-    fn new(
-        cmd: mpsc::Receiver<Cmd>,
-        owned_tx: tokio::sync::watch::Sender<BTreeSet<String>>,
-        shared: Arc<Shared>,
-    ) -> Thread {
+    fn new(cmd: mpsc::Receiver<Cmd>, owned_tx: Owned, shared: Arc<Shared>) -> Thread {
         Thread {
             cmd,
             owned_tx,
             shared,
             routers: BTreeMap::new(),
-            sockets: None,
+            v4: None,
+            v6: None,
             healthy: true,
             sync_ready: false,
+            dirty: false,
+            configured: Vec::new(),
+            retried: Instant::now(),
         }
     }
 
@@ -289,6 +340,14 @@ impl Thread {
             if snapshot.elapsed() >= Duration::from_secs(1) {
                 snapshot = Instant::now();
                 self.status();
+            }
+            // IPv6 routers still without a source (the link just came up) try again.
+            if self.v6.is_none()
+                && self.retried.elapsed() >= RETRY6
+                && self.configured.iter().any(|i| i.v6.is_some())
+            {
+                self.retried = Instant::now();
+                self.configure(self.configured.clone());
             }
             // Commands first.
             loop {
@@ -308,63 +367,125 @@ impl Thread {
                     }
                 }
             }
-            // Timers that are due.
+            // Timers that are due (or about to be: see COALESCE).
             let now = Instant::now();
-            let due: Vec<u8> = self
+            let due: Vec<(Key, Instant)> = self
                 .routers
                 .iter()
-                .filter(|(_, r)| r.vr.poll_at().is_some_and(|t| t <= now))
-                .map(|(v, _)| *v)
+                .filter_map(|(k, r)| Some((*k, r.vr.poll_at()?)))
+                .filter(|(_, t)| *t <= now + COALESCE)
                 .collect();
-            for vrid in due {
-                self.input(vrid, now, Input::Timer);
+            if due.iter().any(|(_, t)| *t <= now) {
+                for (key, at) in due {
+                    self.input(key, at.max(now), Input::Timer);
+                }
             }
+            self.flush();
             // Wait for an advert until the next timer (or MAX_WAIT).
             let next = self.routers.values().filter_map(|r| r.vr.poll_at()).min();
             let wait = next
                 .map(|t| t.saturating_duration_since(Instant::now()))
                 .unwrap_or(MAX_WAIT)
                 .clamp(Duration::from_micros(200), MAX_WAIT);
-            let Some(s) = &self.sockets else {
-                std::thread::sleep(wait);
-                continue;
-            };
-            if s.rx.set_read_timeout(Some(wait)).is_err() {
+            let fds: Vec<_> = [&self.v4, &self.v6]
+                .iter()
+                .map(|p| p.as_ref().map(|p| p.rx.as_raw_fd()))
+                .collect();
+            let open: Vec<_> = fds.iter().flatten().copied().collect();
+            if open.is_empty() {
                 std::thread::sleep(wait);
                 continue;
             }
-            let n = match (&s.rx).read(&mut buf) {
-                Ok(n) => n,
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    ) =>
-                {
-                    continue;
-                }
+            let ready = match io6::wait(&open, wait) {
+                Ok(r) => r,
                 Err(error) => {
-                    warn!(%error, "VRRP receive failed");
+                    warn!(%error, "VRRP wait failed");
                     std::thread::sleep(wait);
                     continue;
                 }
             };
-            self.received(&buf[..n]);
+            let mut ready = ready.into_iter();
+            let v4_ready = fds[0].is_some() && ready.next().unwrap_or(false);
+            let v6_ready = fds[1].is_some() && ready.next().unwrap_or(false);
+            if v4_ready {
+                self.drain4(&mut buf);
+            }
+            if v6_ready {
+                self.drain6(&mut buf);
+            }
+            self.flush();
         }
     }
 
-    fn received(&mut self, bytes: &[u8]) {
-        let r = match kawaii_vrrp::decode_datagram(bytes) {
+    /// Publishes the held zones if a state changed since the last time.
+    fn flush(&mut self) {
+        if std::mem::take(&mut self.dirty) {
+            self.publish();
+        }
+    }
+
+    /// Every queued IPv4 datagram.
+    fn drain4(&mut self, buf: &mut [u8]) {
+        loop {
+            let Some(p) = &self.v4 else { return };
+            match (&p.rx).read(buf) {
+                Ok(n) => {
+                    let r = kawaii_vrrp::decode_datagram(&buf[..n]);
+                    self.received(r);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+                Err(error) => {
+                    warn!(%error, "VRRP receive failed");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Every queued IPv6 datagram, with the destination and hop limit the kernel reported.
+    fn drain6(&mut self, buf: &mut [u8]) {
+        loop {
+            let Some(p) = &self.v6 else { return };
+            match io6::recv(&p.rx, buf) {
+                Ok(d) => {
+                    let r = kawaii_vrrp::decode_payload(&buf[..d.len], d.src, d.dst, d.hop_limit);
+                    self.received(r);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+                Err(error) => {
+                    debug!(%error, "VRRP (IPv6) datagram dropped");
+                }
+            }
+        }
+    }
+
+    fn received(&mut self, r: Result<kawaii_vrrp::Received, kawaii_vrrp::DecodeError>) {
+        let r = match r {
             Ok(r) => r,
             Err(error) => {
                 debug!(%error, "VRRP datagram dropped");
                 return;
             }
         };
-        let Some(router) = self.routers.get(&r.advert.vrid) else {
+        let family = if r.src.is_ipv4() {
+            Family::Ipv4
+        } else {
+            Family::Ipv6
+        };
+        let key = (family, r.advert.vrid);
+        let Some(router) = self.routers.get(&key) else {
             return;
         };
-        let peers = &router.instance.peers;
+        let peers: Vec<IpAddr> = match family {
+            Family::Ipv4 => router.instance.peers.iter().map(|p| (*p).into()).collect(),
+            Family::Ipv6 => router
+                .instance
+                .v6
+                .iter()
+                .flat_map(|v| &v.peers)
+                .map(|p| (*p).into())
+                .collect(),
+        };
         if peers.is_empty() {
             // RFC 5798 §7.1: TTL 255 proves the sender is on this link.
             if let Err(error) = kawaii_vrrp::check_ttl(r.ttl) {
@@ -375,9 +496,8 @@ impl Thread {
             debug!(src = %r.src, "VRRP advert from a non-peer dropped");
             return;
         }
-        let vrid = r.advert.vrid;
         self.input(
-            vrid,
+            key,
             Instant::now(),
             Input::AdvertReceived {
                 src: r.src,
@@ -386,33 +506,32 @@ impl Thread {
         );
     }
 
-    fn input(&mut self, vrid: u8, now: Instant, input: Input) {
-        let Some(router) = self.routers.get_mut(&vrid) else {
+    fn input(&mut self, key: Key, now: Instant, input: Input) {
+        let Some(router) = self.routers.get_mut(&key) else {
             return;
         };
         let actions = router.vr.handle(now, input);
-        self.apply(vrid, actions);
+        self.apply(key, actions);
     }
 
-    fn apply(&mut self, vrid: u8, actions: Vec<Action>) {
+    fn apply(&mut self, key: Key, actions: Vec<Action>) {
+        let (family, vrid) = key;
         let mut changed = false;
         for a in actions {
             match a {
                 Action::SendAdvert { advert } => {
-                    let Some(r) = self.routers.get(&vrid) else {
+                    let Some(r) = self.routers.get(&key) else {
                         continue;
                     };
-                    let Some(s) = &self.sockets else { continue };
-                    let dsts = if r.instance.peers.is_empty() {
-                        vec![kawaii_vrrp::packet::MULTICAST_GROUP]
-                    } else {
-                        r.instance.peers.clone()
+                    let pair = match family {
+                        Family::Ipv4 => &self.v4,
+                        Family::Ipv6 => &self.v6,
                     };
-                    for dst in dsts {
-                        match advert.encode(r.instance.source, dst) {
+                    let Some(s) = pair else { continue };
+                    for dst in &r.dsts {
+                        match advert.encode(r.source, *dst) {
                             Ok(bytes) => {
-                                let to = SockAddr::from(SocketAddrV4::new(dst, 0));
-                                if let Err(error) = s.tx.send_to(&bytes, &to) {
+                                if let Err(error) = sockets::send(s, &bytes, *dst) {
                                     debug!(%error, vrid, %dst, "VRRP send failed");
                                 }
                             }
@@ -420,10 +539,18 @@ impl Thread {
                         }
                     }
                 }
-                Action::TakeVips { .. } | Action::ReleaseVips { .. } => changed = true,
+                Action::TakeVips { .. } => {
+                    if family == Family::Ipv6
+                        && let Some(r) = self.routers.get(&key)
+                    {
+                        crate::ra::announce_takeover(&neighbours6(&r.instance));
+                    }
+                    changed = true;
+                }
+                Action::ReleaseVips { .. } => changed = true,
                 Action::StateChanged { from, to, reason } => {
-                    if let Some(r) = self.routers.get_mut(&vrid) {
-                        info!(zone = %r.instance.zone, vrid, ?from, ?to, ?reason, "VRRP transition");
+                    if let Some(r) = self.routers.get_mut(&key) {
+                        info!(zone = %r.instance.zone, vrid, family = family.label(), ?from, ?to, ?reason, "VRRP transition");
                         r.last = Some((unix_ms(), reason));
                     }
                     changed = true;
@@ -433,46 +560,54 @@ impl Thread {
         if changed {
             // The sync hold depends on the state (a master keeps its priority).
             self.reprioritize();
-            self.publish();
+            // Published once the pass over due timers or received adverts is done.
+            self.dirty = true;
         }
     }
 
     fn publish(&mut self) {
-        let owned: BTreeSet<String> = self
-            .routers
-            .values()
-            .filter(|r| r.vr.state() == State::Master)
-            .map(|r| r.instance.zone.clone())
-            .collect();
-        self.owned_tx.send_if_modified(|o| {
-            if *o != owned {
-                *o = owned;
-                true
-            } else {
-                false
-            }
-        });
+        self.dirty = false;
+        let held = |family: Family| -> BTreeSet<String> {
+            self.routers
+                .iter()
+                .filter(|((f, _), r)| *f == family && r.vr.state() == State::Master)
+                .map(|(_, r)| r.instance.zone.clone())
+                .collect()
+        };
+        let (owned, owned6) = (held(Family::Ipv4), held(Family::Ipv6));
+        // IPv6 first: the daemon wakes on either, and then reads both.
+        for (tx, set) in [(&self.owned_tx.v6, owned6), (&self.owned_tx.v4, owned)] {
+            tx.send_if_modified(|o| {
+                if *o != set {
+                    *o = set;
+                    true
+                } else {
+                    false
+                }
+            });
+        }
         self.status();
     }
 
     fn status(&self) {
         let list = self
             .routers
-            .values()
-            .map(|r| {
+            .iter()
+            .map(|((family, _), r)| {
                 let s = r.vr.status();
                 RouterStatus {
                     zone: r.instance.zone.clone(),
                     vrid: s.vrid,
+                    family: *family,
                     state: s.state,
                     priority: s.priority,
                     configured_priority: s.configured_priority,
                     master: if s.state == State::Master {
-                        Some(r.instance.source)
+                        Some(r.source)
                     } else {
                         s.master
                     },
-                    vips: r.instance.addresses.clone(),
+                    vips: r.vips.clone(),
                     last_transition_ms: r.last.map(|l| l.0),
                     last_reason: r.last.map(|l| l.1),
                     transitions: s.stats.master_transitions,
@@ -507,82 +642,162 @@ impl Thread {
     /// Tells every router whose priority should differ from what it advertises.
     fn reprioritize(&mut self) {
         let now = Instant::now();
-        let changes: Vec<(u8, u8)> = self
+        let changes: Vec<(Key, u8)> = self
             .routers
             .iter()
-            .map(|(v, r)| (*v, self.priority(r)))
-            .filter(|(v, p)| self.routers.get(v).is_some_and(|r| r.vr.priority() != *p))
+            .map(|(k, r)| (*k, self.priority(r)))
+            .filter(|(k, p)| self.routers.get(k).is_some_and(|r| r.vr.priority() != *p))
             .collect();
-        for (vrid, priority) in changes {
-            self.input(vrid, now, Input::PriorityChanged { priority });
+        for (key, priority) in changes {
+            self.input(key, now, Input::PriorityChanged { priority });
         }
     }
 
     fn configure(&mut self, list: Vec<Instance>) {
-        let wanted: BTreeMap<u8, Instance> = list.into_iter().map(|i| (i.vrid, i)).collect();
+        self.configured.clone_from(&list);
+        // The IPv4 socket follows the (interface, source) of the instances; the IPv6 one the
+        // interface and its link-local address (or the unicast source).
+        let want4 = list
+            .first()
+            .map(|i| (i.interface.clone(), IpAddr::V4(i.source)));
+        let ll_vips: Vec<Ipv6Addr> = list
+            .iter()
+            .filter_map(|i| i.v6.as_ref()?.addresses.first().copied())
+            .collect();
+        let want6 = list.iter().find_map(|i| {
+            let v6 = i.v6.as_ref()?;
+            let src = match v6.source {
+                Some(s) => Ok(s),
+                None => sockets::link_local_source(&i.interface, &ll_vips),
+            };
+            Some((i.interface.clone(), src))
+        });
+        let want6 = match want6 {
+            Some((dev, Ok(src))) => Some((dev, IpAddr::V6(src))),
+            Some((dev, Err(error))) => {
+                warn!(%error, dev = %dev, "VRRP (IPv6) has no source yet; retrying");
+                None
+            }
+            None => None,
+        };
+        let wanted: BTreeMap<Key, Router> = list
+            .iter()
+            .flat_map(|i| {
+                let v4 = want4
+                    .as_ref()
+                    .map(|(_, src)| ((Family::Ipv4, i.vrid), *src));
+                let v6 = want6
+                    .as_ref()
+                    .filter(|_| i.v6.is_some())
+                    .map(|(_, src)| ((Family::Ipv6, i.vrid), *src));
+                v4.into_iter()
+                    .chain(v6)
+                    .filter_map(|(k, src)| Self::router(i, k.0, src).map(|r| (k, r)))
+            })
+            .collect();
         // Stop what changed or went away.
-        let stale: Vec<u8> = self
+        let stale: Vec<Key> = self
             .routers
             .iter()
-            .filter(|(v, r)| wanted.get(v) != Some(&r.instance))
-            .map(|(v, _)| *v)
+            .filter(|(k, r)| {
+                wanted
+                    .get(k)
+                    .is_none_or(|w| w.instance != r.instance || w.source != r.source)
+            })
+            .map(|(k, _)| *k)
             .collect();
-        for vrid in stale {
-            self.input(vrid, Instant::now(), Input::Shutdown);
-            self.routers.remove(&vrid);
+        for key in stale {
+            self.input(key, Instant::now(), Input::Shutdown);
+            self.routers.remove(&key);
         }
-        // The socket follows the (interface, source) of the instances.
-        let key = wanted
-            .values()
-            .next()
-            .map(|i| (i.interface.clone(), i.source));
-        if self.sockets.as_ref().map(|s| &s.key) != key.as_ref() {
-            self.sockets = match &key {
-                Some((dev, src)) => match open(dev, *src) {
-                    Ok(s) => Some(s),
-                    Err(error) => {
-                        warn!(%error, dev = %dev, "VRRP socket failed; retrying on the next apply");
-                        None
-                    }
-                },
-                None => None,
+        Self::reopen(&mut self.v4, want4, |dev, src| match src {
+            IpAddr::V4(s) => sockets::open4(dev, s),
+            IpAddr::V6(_) => Err(std::io::Error::other("not IPv4")),
+        });
+        Self::reopen(&mut self.v6, want6, |dev, src| match src {
+            IpAddr::V6(s) => sockets::open6(dev, s),
+            IpAddr::V4(_) => Err(std::io::Error::other("not IPv6")),
+        });
+        for (key, router) in wanted {
+            let open = match key.0 {
+                Family::Ipv4 => self.v4.is_some(),
+                Family::Ipv6 => self.v6.is_some(),
             };
-        }
-        if self.sockets.is_none() {
-            self.publish();
-            return;
-        }
-        for (vrid, i) in wanted {
-            if self.routers.contains_key(&vrid) {
+            if !open || self.routers.contains_key(&key) {
                 continue;
             }
-            let config = Config {
-                vrid,
-                priority: i.priority,
-                primary_address: i.source,
-                addresses: i.addresses.clone(),
-                advert_interval: AdvertInterval::from_centis(i.advert_interval_cs)
-                    .unwrap_or_default(),
-                preempt: i.preempt,
-                preempt_delay: Duration::from_millis(i.preempt_delay_ms),
-            };
-            match VirtualRouter::new(config) {
-                Ok(vr) => {
-                    self.routers.insert(
-                        vrid,
-                        Router {
-                            instance: i.clone(),
-                            vr,
-                            last: None,
-                        },
-                    );
-                    self.input(vrid, Instant::now(), Input::Startup);
-                    self.reprioritize();
-                }
-                Err(error) => warn!(%error, vrid, zone = %i.zone, "VRRP instance rejected"),
-            }
+            self.routers.insert(key, router);
+            self.input(key, Instant::now(), Input::Startup);
+            self.reprioritize();
         }
         self.publish();
+    }
+
+    /// The socket pair `slot` holds, reopened if it is not for `want`'s (interface, source).
+    fn reopen(
+        slot: &mut Option<Pair>,
+        want: Option<(String, IpAddr)>,
+        open: impl Fn(&str, IpAddr) -> std::io::Result<Pair>,
+    ) {
+        if slot.as_ref().map(|s| &s.key) == want.as_ref() {
+            return;
+        }
+        *slot = match &want {
+            Some((dev, src)) => match open(dev, *src) {
+                Ok(s) => Some(s),
+                Err(error) => {
+                    warn!(%error, dev = %dev, %src, "VRRP socket failed; retrying on the next apply");
+                    None
+                }
+            },
+            None => None,
+        };
+    }
+
+    /// Instance `i`'s virtual router for `family`, advertising from `source`.
+    fn router(i: &Instance, family: Family, source: IpAddr) -> Option<Router> {
+        let (vips, dsts): (Vec<IpAddr>, Vec<IpAddr>) = match (family, &i.v6) {
+            (Family::Ipv4, _) => (
+                i.addresses.iter().map(|a| (*a).into()).collect(),
+                if i.peers.is_empty() {
+                    vec![kawaii_vrrp::packet::MULTICAST_GROUP.into()]
+                } else {
+                    i.peers.iter().map(|a| (*a).into()).collect()
+                },
+            ),
+            (Family::Ipv6, Some(v6)) => (
+                v6.addresses.iter().map(|a| (*a).into()).collect(),
+                if v6.peers.is_empty() {
+                    vec![kawaii_vrrp::MULTICAST_GROUP6.into()]
+                } else {
+                    v6.peers.iter().map(|a| (*a).into()).collect()
+                },
+            ),
+            (Family::Ipv6, None) => return None,
+        };
+        let config = Config {
+            vrid: i.vrid,
+            priority: i.priority,
+            primary_address: source,
+            addresses: vips.clone(),
+            advert_interval: AdvertInterval::from_centis(i.advert_interval_cs).unwrap_or_default(),
+            preempt: i.preempt,
+            preempt_delay: Duration::from_millis(i.preempt_delay_ms),
+        };
+        match VirtualRouter::new(config) {
+            Ok(vr) => Some(Router {
+                instance: i.clone(),
+                source,
+                dsts,
+                vips,
+                vr,
+                last: None,
+            }),
+            Err(error) => {
+                warn!(%error, vrid = i.vrid, zone = %i.zone, family = family.label(), "VRRP instance rejected");
+                None
+            }
+        }
     }
 
     fn health(&mut self, ok: bool) {
@@ -612,9 +827,9 @@ impl Thread {
     }
 
     fn stop_all(&mut self) {
-        let all: Vec<u8> = self.routers.keys().copied().collect();
-        for vrid in all {
-            self.input(vrid, Instant::now(), Input::Shutdown);
+        let all: Vec<Key> = self.routers.keys().copied().collect();
+        for key in all {
+            self.input(key, Instant::now(), Input::Shutdown);
         }
         self.routers.clear();
         self.publish();

@@ -84,17 +84,33 @@ pub fn proxy_protocol(data: &[u8]) {
     }
 }
 
-/// VRRPv3: the IP and advert decoders; a decoded advert re-encodes to the same message.
+/// VRRPv3 over IPv4 and IPv6: the IP and advert decoders; a decoded advert re-encodes to the
+/// same message.
 pub fn vrrp_advert(data: &[u8]) {
-    use kawaii_vrrp::{Advert, decode_datagram, parse_ipv4};
-    use std::net::Ipv4Addr;
+    use kawaii_vrrp::{
+        Advert, MULTICAST_GROUP6, decode_datagram, decode_datagram6, parse_ipv4, parse_ipv6,
+    };
+    use std::net::{Ipv4Addr, Ipv6Addr};
     let _ = parse_ipv4(data);
     let _ = decode_datagram(data);
+    let _ = parse_ipv6(data);
+    let _ = decode_datagram6(data);
     if let Ok(advert) = Advert::decode(data) {
         let (src, dst) = (Ipv4Addr::new(192, 0, 2, 1), Ipv4Addr::new(224, 0, 0, 18));
         let bytes = advert.encode(src, dst).expect("a decoded advert encodes");
         assert_eq!(bytes.len(), data.len());
         assert_eq!(Advert::decode_checked(&bytes, src, dst).ok(), Some(advert));
+    }
+    if let Ok(advert) = Advert::decode6(data) {
+        let src = Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 2);
+        let bytes = advert
+            .encode(src, MULTICAST_GROUP6)
+            .expect("a decoded advert encodes");
+        assert_eq!(bytes.len(), data.len());
+        assert_eq!(
+            Advert::decode_checked(&bytes, src, MULTICAST_GROUP6).ok(),
+            Some(advert)
+        );
     }
 }
 

@@ -103,7 +103,13 @@ pub(crate) struct VrrpMetrics(pub(crate) Arc<kawaii_drivers::vrrp::Speaker>);
 impl prometheus_client::collector::Collector for VrrpMetrics {
     fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         use kawaii_drivers::vrrp::{RouterStatus, State};
-        let labels = |r: &RouterStatus| [("zone", r.zone.clone()), ("vrid", r.vrid.to_string())];
+        let labels = |r: &RouterStatus| {
+            [
+                ("zone", r.zone.clone()),
+                ("vrid", r.vrid.to_string()),
+                ("family", r.family.label().to_string()),
+            ]
+        };
         let columns: &[Column<RouterStatus>] = &[
             (
                 "kawaii_vrrp_master_transitions",

@@ -137,6 +137,9 @@ pub struct Observed {
     /// HA: the zones whose virtual router this node is master of (so whose VIPs it holds).
     /// None: not observed (no VRRP running): the node's own zone's VIPs.
     pub vip_zones: Option<std::collections::BTreeSet<String>>,
+    /// HA: the zones whose IPv6 virtual router this node is master of (so whose IPv6 VIPs it
+    /// holds). None: as `vip_zones`.
+    pub vip6_zones: Option<std::collections::BTreeSet<String>>,
     /// HA: WireGuard peers (base64 public key) whose freshest session is on a sibling, with
     /// that sibling's private address (from the endpoint sync). Their addresses are routed to
     /// it, so that private hosts behind this zone reach VPN clients connected elsewhere.

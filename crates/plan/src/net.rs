@@ -156,7 +156,8 @@ pub fn plan(d: &Desired, z: &ZoneSpec, observed: &crate::Observed) -> NetPlan {
         routes.push(RouteEntry::onto(vip6.trunc(), &z.public_interface));
     }
     if let Some(gw6) = z.public_gateway6 {
-        let source6 = held
+        // The IPv6 VIPs follow the zone's IPv6 virtual router.
+        let source6 = crate::vrrp::owned6(d, z, observed)
             .iter()
             .any(|h| h.name == z.name)
             .then_some(z.public_vip6)
@@ -233,19 +234,33 @@ pub fn plan(d: &Desired, z: &ZoneSpec, observed: &crate::Observed) -> NetPlan {
     NetPlan {
         // The VIPs of every zone this node holds, on this node's own interfaces; and where a
         // tunnel shows the office a local alias, the alias of its zone's private VIP.
+        // The IPv6 VIPs follow the zone's IPv6 virtual router.
         addresses: crate::vrrp::owned(d, z, observed)
             .into_iter()
             .flat_map(|o| vips(o, z))
+            .chain(
+                crate::vrrp::owned6(d, z, observed)
+                    .into_iter()
+                    .flat_map(|o| vips6(o, z)),
+            )
             .chain(alias_addresses(d, z, &held))
             .collect(),
         absent: match &d.ha {
             None => Vec::new(),
             Some(_) => {
                 let held = crate::vrrp::owned(d, z, observed);
+                let held6 = crate::vrrp::owned6(d, z, observed);
+                let out = |h: &[&ZoneSpec], o: &ZoneSpec| !h.iter().any(|h| h.name == o.name);
                 d.zones
                     .iter()
-                    .filter(|o| !held.iter().any(|h| h.name == o.name))
+                    .filter(|o| out(&held, o))
                     .flat_map(|o| vips(o, z))
+                    .chain(
+                        d.zones
+                            .iter()
+                            .filter(|o| out(&held6, o))
+                            .flat_map(|o| vips6(o, z)),
+                    )
                     .collect()
             }
         },
@@ -284,9 +299,23 @@ fn alias_addresses<'a>(
     })
 }
 
-/// Zone `o`'s VIPs on the interfaces of this node's zone `z`: public and private, and their
-/// IPv6 twins with the link-local VIP (the router advertisements' source).
+/// Zone `o`'s IPv4 VIPs on the interfaces of this node's zone `z`: public and private.
 fn vips(o: &ZoneSpec, z: &ZoneSpec) -> Vec<Address> {
+    vec![
+        Address {
+            interface: z.public_interface.clone(),
+            address: o.public_vip.into(),
+        },
+        Address {
+            interface: z.private_interface.clone(),
+            address: o.private_vip.into(),
+        },
+    ]
+}
+
+/// Zone `o`'s IPv6 VIPs on the interfaces of this node's zone `z`: public and private, with the
+/// link-local VIP (the router advertisements' source).
+fn vips6(o: &ZoneSpec, z: &ZoneSpec) -> Vec<Address> {
     let public = |address: IpNet| Address {
         interface: z.public_interface.clone(),
         address,
@@ -295,7 +324,7 @@ fn vips(o: &ZoneSpec, z: &ZoneSpec) -> Vec<Address> {
         interface: z.private_interface.clone(),
         address,
     };
-    let mut out = vec![public(o.public_vip.into()), private(o.private_vip.into())];
+    let mut out = Vec::new();
     out.extend(o.public_vip6.map(|v| public(v.into())));
     if let Some(v) = o.private_vip6 {
         out.push(private(v.into()));

@@ -490,14 +490,11 @@ pub fn render(d: &Desired, z: &ZoneSpec, observed: &crate::Observed) -> Table {
     let v6 = d.private_subnet6.is_some()
         || z.public_vip6.is_some()
         || d.wireguard.as_ref().is_some_and(|w| w.address6.is_some());
-    let vips6: Vec<String> = if owned.is_empty() {
-        vec![z]
-    } else {
-        owned.clone()
-    }
-    .iter()
-    .filter_map(|o| o.public_vip6.map(|v| v.addr().to_string()))
-    .collect();
+    let owned6 = crate::vrrp::owned6(d, z, observed);
+    let vips6: Vec<String> = if owned6.is_empty() { vec![z] } else { owned6 }
+        .iter()
+        .filter_map(|o| o.public_vip6.map(|v| v.addr().to_string()))
+        .collect();
     let vips6 = match vips6.as_slice() {
         [] => None,
         [one] => Some(one.clone()),
@@ -560,6 +557,21 @@ pub fn render(d: &Desired, z: &ZoneSpec, observed: &crate::Observed) -> Table {
         services.rule(format!(
             "iifname {lan} ip saddr {{ {} }} ip protocol vrrp counter accept comment \"vrrp\"",
             s.join(", ")
+        ));
+    }
+    // VRRP over IPv6, for the zones' IPv6 virtual routers: the siblings advertise from their
+    // link-local addresses with hop limit 255 (RFC 5798 §5.1.2, §7.1: never routed), or, with
+    // unicast, from their private_address6.
+    if d.ha.is_some() && !siblings.is_empty() && d.zones.iter().any(|o| o.private_vip6.is_some()) {
+        let peers6: Vec<String> = crate::vrrp::sibling_zones(d, z)
+            .filter_map(|(s, _)| s.private_address6.map(|a| a.to_string()))
+            .collect();
+        let from = match (d.ha.as_ref().is_some_and(|h| h.unicast), peers6.as_slice()) {
+            (true, [_, ..]) => format!("{{ {} }}", peers6.join(", ")),
+            _ => "fe80::/10".to_string(),
+        };
+        services.rule(format!(
+            "iifname {lan} ip6 saddr {from} ip6 hoplimit 255 meta l4proto vrrp counter accept comment \"vrrp6\""
         ));
     }
     // Connection-state sync (conntrackd) from the sibling instances only.

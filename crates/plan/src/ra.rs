@@ -71,7 +71,7 @@ pub fn plan(d: &Desired, z: &ZoneSpec, observed: &crate::Observed) -> Vec<Advert
         [first, ..] if *first == zone => RouterPreference::High,
         _ => RouterPreference::Low,
     };
-    crate::vrrp::owned(d, z, observed)
+    crate::vrrp::owned6(d, z, observed)
         .into_iter()
         .filter(|o| o.private_vip6.is_some())
         .map(|o| {

@@ -1,12 +1,19 @@
 //! The VRRPv3 virtual routers this node takes part in: one per zone, holding that zone's private
 //! and public VIP. Priority 150 in the home zone, then 100, 90, ... in zone order after it, so
 //! every instance derives the same failover order. Empty without HA (one zone, no `[ha]`).
+//!
+//! A zone with IPv6 VIPs has a second virtual router, for IPv6 (RFC 5798 runs one per family,
+//! each family with its own VRID space: both use the zone's `vrid`). It holds the link-local
+//! VIP (first, as §5.2.9 requires), `private_vip6` and `public_vip6`, and runs with the IPv4
+//! router's priority, interval and preemption, so that among kawaii instances both routers of a
+//! zone elect the same master; it still speaks VRRPv3 over IPv6 on the wire, so a keepalived
+//! IPv6 instance sees a proper virtual router.
 
 use kawaii_model::Desired;
 use kawaii_model::valid::ZoneSpec;
 use serde::Serialize;
 use std::fmt::Write;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 /// Priority of an instance in its own zone's virtual router.
 pub const HOME_PRIORITY: u8 = 150;
@@ -34,6 +41,21 @@ pub struct Instance {
     /// Connection-state sync is on: until it has the siblings' flows, this node must not take
     /// VIPs from a live sibling (the speaker's `sync_ready` input holds its priority down).
     pub sync_gate: bool,
+    /// The zone's IPv6 virtual router (same VRID, priority and timers), if it has IPv6 VIPs.
+    pub v6: Option<Instance6>,
+}
+
+/// What the IPv6 virtual router of a zone adds to [`Instance`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Instance6 {
+    /// The advert source. `None`: the private interface's own link-local address, found at run
+    /// time (RFC 5798 §5.1.2.1), adverts to ff02::12. With unicast peers: this node's
+    /// `private_address6`.
+    pub source: Option<Ipv6Addr>,
+    /// Unicast peers (the siblings' `private_address6`); empty: multicast ff02::12.
+    pub peers: Vec<Ipv6Addr>,
+    /// The VIPs in advert order: the link-local VIP, `private_vip6`, then `public_vip6`.
+    pub addresses: Vec<Ipv6Addr>,
 }
 
 /// The priority `node` has in `zone`'s virtual router: 150 at home, then 100, 90, ... (at
@@ -58,6 +80,17 @@ pub fn plan(d: &Desired, z: &ZoneSpec) -> Vec<Instance> {
     let sibs = siblings(d, z);
     let sync_gate = ha.conntrack_sync && !sibs.is_empty();
     let peers: Vec<Ipv4Addr> = if ha.unicast { sibs } else { Vec::new() };
+    // IPv6 unicast: from this node's private_address6 to the siblings' (validation requires
+    // them with `unicast = true`); otherwise multicast from the link-local address.
+    let (source6, peers6) = match z.private_address6 {
+        Some(own) if ha.unicast => (
+            Some(own),
+            sibling_zones(d, z)
+                .filter_map(|(s, _)| s.private_address6)
+                .collect(),
+        ),
+        _ => (None, Vec::new()),
+    };
     d.zones
         .iter()
         .enumerate()
@@ -74,6 +107,14 @@ pub fn plan(d: &Desired, z: &ZoneSpec) -> Vec<Instance> {
             preempt: ha.preempt,
             preempt_delay_ms: u64::try_from(ha.preempt_delay.as_millis()).unwrap_or(u64::MAX),
             sync_gate,
+            v6: zone.private_vip6.map(|private6| Instance6 {
+                source: source6,
+                peers: peers6.clone(),
+                addresses: std::iter::once(zone.link_local_vip6)
+                    .chain(Some(private6.addr()))
+                    .chain(zone.public_vip6.map(|v| v.addr()))
+                    .collect(),
+            }),
         })
         .collect()
 }
@@ -100,6 +141,19 @@ pub fn owned<'a>(d: &'a Desired, z: &'a ZoneSpec, observed: &crate::Observed) ->
     match (&d.ha, &observed.vip_zones) {
         (Some(_), Some(zones)) => d.zones.iter().filter(|s| zones.contains(&s.name)).collect(),
         _ => vec![z],
+    }
+}
+
+/// The zones whose IPv6 VIPs this node holds: those whose IPv6 virtual router it is master of
+/// when observed, else the same as [`owned`].
+pub fn owned6<'a>(
+    d: &'a Desired,
+    z: &'a ZoneSpec,
+    observed: &crate::Observed,
+) -> Vec<&'a ZoneSpec> {
+    match (&d.ha, &observed.vip6_zones) {
+        (Some(_), Some(zones)) => d.zones.iter().filter(|s| zones.contains(&s.name)).collect(),
+        _ => owned(d, z, observed),
     }
 }
 
@@ -132,6 +186,27 @@ pub fn render(instances: &[Instance]) -> String {
                 ""
             }
         );
+        if let Some(v6) = &i.v6 {
+            let addrs: Vec<String> = v6.addresses.iter().map(Ipv6Addr::to_string).collect();
+            let peers = if v6.peers.is_empty() {
+                "multicast ff02::12".to_string()
+            } else {
+                let p: Vec<String> = v6.peers.iter().map(Ipv6Addr::to_string).collect();
+                format!("unicast {}", p.join(","))
+            };
+            let src = v6
+                .source
+                .map_or_else(|| "link-local".to_string(), |s| s.to_string());
+            let _ = writeln!(
+                out,
+                "vrrp6 zone {} vrid {} priority {} dev {} src {src} {peers} vips {}",
+                i.zone,
+                i.vrid,
+                i.priority,
+                i.interface,
+                addrs.join(","),
+            );
+        }
     }
     out
 }
@@ -178,6 +253,44 @@ mod tests {
         let d = desired(1);
         assert!(d.ha.is_none());
         assert!(plan(&d, &d.zones[0]).is_empty());
+    }
+
+    /// The two dual-stack zones of the HA goldens.
+    fn dual_stack() -> Desired {
+        let text = include_str!("../testdata/ha/two-zones-dual-stack/config.toml");
+        let g = kawaii_model::Gateway::parse(text, kawaii_model::Format::Toml).expect("toml");
+        kawaii_model::validate(&g).expect("valid").desired
+    }
+
+    #[test]
+    fn a_zone_with_ipv6_vips_has_an_ipv6_router_link_local_vip_first() {
+        let d = dual_stack();
+        let p = plan(&d, &d.zones[0]);
+        let v6 = p[0].v6.as_ref().expect("zone-a has IPv6 VIPs");
+        assert_eq!(v6.source, None, "the interface's link-local address");
+        assert!(v6.peers.is_empty());
+        let ll: Ipv6Addr = "fe80::1".parse().expect("ip");
+        assert_eq!(v6.addresses.first(), Some(&ll));
+        assert_eq!((p[0].vrid, p[0].priority), (51, 150));
+        assert!(render(&p).contains("vrrp6 zone zone-a vrid 51 priority 150 dev lan0 src link-local multicast ff02::12 vips fe80::1,"));
+    }
+
+    #[test]
+    fn ipv6_unicast_goes_between_the_private_address6() {
+        let mut d = dual_stack();
+        if let Some(ha) = d.ha.as_mut() {
+            ha.unicast = true;
+        }
+        let (a, b): (Ipv6Addr, Ipv6Addr) = (
+            "2001:db8:1::251".parse().expect("ip"),
+            "2001:db8:1::252".parse().expect("ip"),
+        );
+        d.zones[0].private_address6 = Some(a);
+        d.zones[1].private_address6 = Some(b);
+        let p = plan(&d, &d.zones[0]);
+        let v6 = p[1].v6.as_ref().expect("zone-b has IPv6 VIPs");
+        assert_eq!((v6.source, v6.peers.clone()), (Some(a), vec![b]));
+        assert!(render(&p).contains("src 2001:db8:1::251 unicast 2001:db8:1::252"));
     }
 
     #[test]

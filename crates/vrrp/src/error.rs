@@ -2,7 +2,7 @@
 //! why a virtual router configuration is rejected. All of them are "invalid input"; none is
 //! transient.
 
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 /// Why a received datagram or VRRP message was discarded (RFC 5798 §7.1).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -33,8 +33,9 @@ pub enum DecodeError {
     /// RFC 5798 §5.2.8: checksum over the pseudo-header and the message.
     #[error("bad checksum: packet has {got:#06x}, computed {computed:#06x}")]
     Checksum { got: u16, computed: u16 },
-    /// RFC 5798 §7.1: the IPv4 TTL must be 255 (proves the sender is on the link).
-    #[error("IPv4 TTL {0} is not 255")]
+    /// RFC 5798 §7.1: the IPv4 TTL or IPv6 hop limit must be 255 (proves the sender is on the
+    /// link).
+    #[error("TTL (hop limit) {0} is not 255")]
     Ttl(u8),
     /// The datagram is not a well-formed, unfragmented IPv4 packet.
     #[error("malformed IPv4 header: {0}")]
@@ -42,6 +43,13 @@ pub enum DecodeError {
     /// The IPv4 protocol field is not 112.
     #[error("IPv4 protocol {0} is not VRRP (112)")]
     Protocol(u8),
+    /// The datagram is not a well-formed IPv6 packet carrying VRRP directly (no extension
+    /// header, next header 112).
+    #[error("malformed IPv6 datagram: {0}")]
+    Ipv6(&'static str),
+    /// RFC 5798 §5.1.2.1: an advert over IPv6 comes from a link-local address.
+    #[error("IPv6 advert source {0} is not link-local")]
+    Source(std::net::Ipv6Addr),
     /// Not the ICMPv6 message expected (router advertisement 134, neighbour advertisement 136).
     #[error("ICMPv6 type {0} is not the neighbour discovery message expected")]
     Icmpv6Type(u8),
@@ -59,6 +67,9 @@ pub enum EncodeError {
     /// VRID 0 is not a virtual router.
     #[error("virtual router id 0 is invalid")]
     Vrid,
+    /// The source, the destination and every virtual address must be of one family.
+    #[error("{0} is not of the family of the advert's source")]
+    Family(IpAddr),
     /// An IPv6 prefix is at most 128 bits long.
     #[error("prefix length {0} is over 128")]
     PrefixLength(u8),
@@ -74,7 +85,13 @@ pub enum ConfigError {
     #[error("addresses: a virtual router needs 1 to 255 virtual addresses, not {0}")]
     AddressCount(usize),
     #[error("addresses: {0} is listed twice")]
-    DuplicateAddress(Ipv4Addr),
+    DuplicateAddress(IpAddr),
     #[error("primary_address: must be a unicast address, not {0}")]
-    PrimaryAddress(Ipv4Addr),
+    PrimaryAddress(IpAddr),
+    #[error("addresses: {0} is not of the family of primary_address")]
+    Family(IpAddr),
+    #[error(
+        "addresses: an IPv6 virtual router's first address must be its link-local address (RFC 5798 §5.2.9), not {0}"
+    )]
+    FirstNotLinkLocal(IpAddr),
 }

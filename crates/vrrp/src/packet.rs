@@ -1,8 +1,9 @@
-//! VRRPv3 advertisement codec for IPv4 (RFC 5798 §5): `Advert::decode`/`encode`, the checksum over
-//! the IPv4 pseudo-header (§5.2.8), and the receive checks of §7.1 that need the IPv4 header
-//! (`decode_datagram`, `check_ttl`). Decoding never panics, whatever the input.
+//! VRRPv3 advertisement codec (RFC 5798 §5): `Advert::decode`/`decode6`/`encode`, the checksum
+//! over the IPv4 or IPv6 pseudo-header (§5.2.8), and the receive checks of §7.1 that need the
+//! IPv4 header (`decode_datagram`, `check_ttl`); the IPv6 ones are in [`crate::packet6`].
+//! Decoding never panics, whatever the input.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -70,7 +71,7 @@ impl Default for AdvertInterval {
     }
 }
 
-/// A VRRPv3 ADVERTISEMENT for IPv4 (RFC 5798 §5.1, §5.2). Version (3) and type (1) are implied.
+/// A VRRPv3 ADVERTISEMENT (RFC 5798 §5.1, §5.2). Version (3) and type (1) are implied.
 ///
 /// ```text
 ///  0                   1                   2                   3
@@ -98,7 +99,9 @@ impl Default for AdvertInterval {
 /// ```
 ///
 /// Version = 3, Type = 1, rsvd = 0 on transmit and ignored on receipt, Max Adver Int in
-/// centiseconds, Count IPvX Addr >= 1, and here every address is IPv4 (4 bytes).
+/// centiseconds, Count IPvX Addr >= 1. Every address is of the family the advert travels in:
+/// IPv4 (4 bytes each) or IPv6 (16 bytes each, the virtual router's link-local address first,
+/// RFC 5798 §5.2.9).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Advert {
     /// Virtual Rtr ID, 1 to 255.
@@ -106,19 +109,38 @@ pub struct Advert {
     /// 255 = address owner, 1..=254 = backup priority, 0 = master resigns.
     pub priority: u8,
     pub max_advert_int: AdvertInterval,
-    pub addresses: Vec<Ipv4Addr>,
+    pub addresses: Vec<IpAddr>,
+}
+
+/// Wire length of one address of `a`'s family.
+const fn address_len(a: &IpAddr) -> usize {
+    match a {
+        IpAddr::V4(_) => 4,
+        IpAddr::V6(_) => 16,
+    }
 }
 
 impl Advert {
-    /// Wire length of this advert: `8 + 4 * addresses`.
+    /// Wire length of this advert: `8 + 4 * addresses` (IPv4) or `8 + 16 * addresses` (IPv6).
     pub fn wire_len(&self) -> usize {
-        HEADER_LEN + 4 * self.addresses.len()
+        HEADER_LEN + self.addresses.iter().map(address_len).sum::<usize>()
     }
 
-    /// Parses the VRRP message (the IPv4 payload) and checks what the message alone can prove:
+    /// Parses the VRRP message of an IPv4 datagram and checks what the message alone can prove:
     /// version, type, VRID, address count, exact length, non-zero interval. The checksum needs
     /// the IPv4 addresses: use [`Advert::decode_checked`] or [`decode_datagram`] on receive.
     pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        Self::decode_family(bytes, 4)
+    }
+
+    /// [`Advert::decode`] for the VRRP message of an IPv6 datagram (16-byte addresses). The
+    /// checksum needs the IPv6 addresses: use [`Advert::decode_checked`] or
+    /// [`crate::packet6::decode_payload`] on receive.
+    pub fn decode6(bytes: &[u8]) -> Result<Self, DecodeError> {
+        Self::decode_family(bytes, 16)
+    }
+
+    fn decode_family(bytes: &[u8], width: usize) -> Result<Self, DecodeError> {
         let Some(header) = bytes.first_chunk::<HEADER_LEN>() else {
             return Err(DecodeError::Incomplete {
                 needed: HEADER_LEN,
@@ -142,7 +164,7 @@ impl Advert {
         if count == 0 {
             return Err(DecodeError::NoAddresses);
         }
-        let expected = HEADER_LEN + 4 * count;
+        let expected = HEADER_LEN + width * count;
         if bytes.len() < expected {
             return Err(DecodeError::Incomplete {
                 needed: expected,
@@ -159,8 +181,11 @@ impl Advert {
         let max_advert_int =
             AdvertInterval::from_centis(centis).ok_or(DecodeError::ZeroInterval)?;
         let addresses = bytes[HEADER_LEN..]
-            .chunks_exact(4)
-            .map(|a| Ipv4Addr::new(a[0], a[1], a[2], a[3]))
+            .chunks_exact(width)
+            .map(|a| match <[u8; 16]>::try_from(a) {
+                Ok(v6) => IpAddr::V6(Ipv6Addr::from(v6)),
+                Err(_) => IpAddr::V4(Ipv4Addr::new(a[0], a[1], a[2], a[3])),
+            })
             .collect();
         Ok(Self {
             vrid,
@@ -170,18 +195,38 @@ impl Advert {
         })
     }
 
-    /// [`Advert::decode`], then the checksum over the pseudo-header of `src` -> `dst`.
-    pub fn decode_checked(bytes: &[u8], src: Ipv4Addr, dst: Ipv4Addr) -> Result<Self, DecodeError> {
-        let advert = Self::decode(bytes)?;
+    /// [`Advert::decode`] or [`Advert::decode6`] (by the family of `src`), then the checksum
+    /// over the pseudo-header of `src` -> `dst`.
+    pub fn decode_checked(
+        bytes: &[u8],
+        src: impl Into<IpAddr>,
+        dst: impl Into<IpAddr>,
+    ) -> Result<Self, DecodeError> {
+        let (src, dst) = (src.into(), dst.into());
+        let advert = match src {
+            IpAddr::V4(_) => Self::decode(bytes)?,
+            IpAddr::V6(_) => Self::decode6(bytes)?,
+        };
         verify_checksum(bytes, src, dst)?;
         Ok(advert)
     }
 
-    /// The VRRP message (IPv4 payload) to send from `src` to `dst` (the multicast group or a
-    /// unicast peer), checksum included.
-    pub fn encode(&self, src: Ipv4Addr, dst: Ipv4Addr) -> Result<Vec<u8>, EncodeError> {
+    /// The VRRP message (the IP payload) to send from `src` to `dst` (the multicast group or a
+    /// unicast peer), checksum included. `src`, `dst` and every address are of one family.
+    pub fn encode(
+        &self,
+        src: impl Into<IpAddr>,
+        dst: impl Into<IpAddr>,
+    ) -> Result<Vec<u8>, EncodeError> {
+        let (src, dst) = (src.into(), dst.into());
         if self.vrid == 0 {
             return Err(EncodeError::Vrid);
+        }
+        if let Some(other) = std::iter::once(&dst)
+            .chain(&self.addresses)
+            .find(|a| a.is_ipv4() != src.is_ipv4())
+        {
+            return Err(EncodeError::Family(*other));
         }
         let count = u8::try_from(self.addresses.len())
             .ok()
@@ -195,7 +240,10 @@ impl Advert {
         out.extend_from_slice(&(self.max_advert_int.centis() & INTERVAL_MASK).to_be_bytes());
         out.extend_from_slice(&[0, 0]);
         for address in &self.addresses {
-            out.extend_from_slice(&address.octets());
+            match address {
+                IpAddr::V4(a) => out.extend_from_slice(&a.octets()),
+                IpAddr::V6(a) => out.extend_from_slice(&a.octets()),
+            }
         }
         let sum = checksum(&out, src, dst);
         out[CHECKSUM_OFFSET..CHECKSUM_OFFSET + 2].copy_from_slice(&sum.to_be_bytes());
@@ -204,10 +252,12 @@ impl Advert {
 }
 
 /// The checksum field value for `message` sent from `src` to `dst` (RFC 5798 §5.2.8): the one's
-/// complement of the one's complement sum of the IPv4 pseudo-header (source, destination, zero,
-/// protocol 112, VRRP length) and the message, its checksum field counted as zero.
-pub fn checksum(message: &[u8], src: Ipv4Addr, dst: Ipv4Addr) -> u16 {
-    let mut sum = pseudo_header_sum(message.len(), src, dst);
+/// complement of the one's complement sum of the pseudo-header and the message, its checksum
+/// field counted as zero. The pseudo-header is IPv4's (source, destination, zero, protocol 112,
+/// VRRP length; RFC 768 style) or IPv6's (source, destination, 32-bit upper-layer length, zero,
+/// next header 112; RFC 8200 §8.1) by the family of `src`.
+pub fn checksum(message: &[u8], src: impl Into<IpAddr>, dst: impl Into<IpAddr>) -> u16 {
+    let mut sum = pseudo_header_sum(message.len(), src.into(), dst.into());
     for (i, pair) in message.chunks(2).enumerate() {
         if i * 2 == CHECKSUM_OFFSET {
             continue;
@@ -219,7 +269,12 @@ pub fn checksum(message: &[u8], src: Ipv4Addr, dst: Ipv4Addr) -> u16 {
 
 /// Checks the checksum of a received message: the sum over pseudo-header and message, checksum
 /// field included, must be all ones.
-pub fn verify_checksum(message: &[u8], src: Ipv4Addr, dst: Ipv4Addr) -> Result<(), DecodeError> {
+pub fn verify_checksum(
+    message: &[u8],
+    src: impl Into<IpAddr>,
+    dst: impl Into<IpAddr>,
+) -> Result<(), DecodeError> {
+    let (src, dst) = (src.into(), dst.into());
     let mut sum = pseudo_header_sum(message.len(), src, dst);
     for pair in message.chunks(2) {
         sum += u32::from(word(pair));
@@ -237,18 +292,20 @@ pub fn verify_checksum(message: &[u8], src: Ipv4Addr, dst: Ipv4Addr) -> Result<(
     })
 }
 
-fn pseudo_header_sum(len: usize, src: Ipv4Addr, dst: Ipv4Addr) -> u32 {
-    let [s0, s1, s2, s3] = src.octets();
-    let [d0, d1, d2, d3] = dst.octets();
-    // A VRRP message is at most 8 + 4 * 255 bytes, but a hostile length must not overflow either.
+fn pseudo_header_sum(len: usize, src: IpAddr, dst: IpAddr) -> u32 {
+    let octets = |a: IpAddr| match a {
+        IpAddr::V4(a) => a.octets().to_vec(),
+        IpAddr::V6(a) => a.octets().to_vec(),
+    };
+    // A VRRP message is at most 8 + 16 * 255 bytes, but a hostile length must not overflow
+    // either. Both pseudo-headers sum to the same thing for the length and the protocol: IPv4
+    // has them as two 16-bit words, IPv6 as a 32-bit length and a zero-padded next header.
     let len = u32::try_from(len).unwrap_or(u32::MAX);
-    u32::from(u16::from_be_bytes([s0, s1]))
-        + u32::from(u16::from_be_bytes([s2, s3]))
-        + u32::from(u16::from_be_bytes([d0, d1]))
-        + u32::from(u16::from_be_bytes([d2, d3]))
-        + u32::from(IP_PROTOCOL)
-        + (len >> 16)
-        + (len & 0xffff)
+    let mut sum = u32::from(IP_PROTOCOL) + (len >> 16) + (len & 0xffff);
+    for pair in octets(src).chunks(2).chain(octets(dst).chunks(2)) {
+        sum += u32::from(word(pair));
+    }
+    sum
 }
 
 fn word(pair: &[u8]) -> u16 {
@@ -329,13 +386,14 @@ pub fn parse_ipv4(bytes: &[u8]) -> Result<Ipv4Datagram<'_>, DecodeError> {
     })
 }
 
-/// An advert received in an IPv4 datagram, with the header fields the state machine and the
-/// TTL policy need.
+/// An advert received in an IPv4 or IPv6 datagram, with the header fields the state machine and
+/// the TTL (hop limit) policy need.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Received {
-    pub src: Ipv4Addr,
-    pub dst: Ipv4Addr,
-    /// Not checked here: apply [`check_ttl`] unless the peer is a routed unicast peer.
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    /// IPv4 TTL or IPv6 hop limit. Not checked here: apply [`check_ttl`] (both must be 255)
+    /// unless the peer is a routed unicast peer.
     pub ttl: u8,
     pub advert: Advert,
 }
@@ -350,8 +408,8 @@ pub fn decode_datagram(bytes: &[u8]) -> Result<Received, DecodeError> {
     }
     let advert = Advert::decode_checked(datagram.payload, datagram.src, datagram.dst)?;
     Ok(Received {
-        src: datagram.src,
-        dst: datagram.dst,
+        src: datagram.src.into(),
+        dst: datagram.dst.into(),
         ttl: datagram.ttl,
         advert,
     })
@@ -380,7 +438,7 @@ mod tests {
             vrid: 51,
             priority: 150,
             max_advert_int: AdvertInterval::from_centis(10).expect("10 cs is in range"),
-            addresses: vec![VIP1, VIP2],
+            addresses: vec![VIP1.into(), VIP2.into()],
         }
     }
 
@@ -582,7 +640,7 @@ mod tests {
         // None, or more than the 8-bit count field holds.
         for n in [0, 256] {
             let advert = Advert {
-                addresses: vec![VIP1; n],
+                addresses: vec![VIP1.into(); n],
                 ..master_advert()
             };
             assert_eq!(
@@ -591,7 +649,7 @@ mod tests {
             );
         }
         let full = Advert {
-            addresses: vec![VIP1; 255],
+            addresses: vec![VIP1.into(); 255],
             ..master_advert()
         };
         let bytes = full

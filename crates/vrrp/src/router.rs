@@ -3,7 +3,7 @@
 //! order; `poll_at` says when to call `handle(now, Input::Timer)` next.
 
 use std::collections::HashSet;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -19,10 +19,13 @@ pub struct Config {
     /// 1 to 254 for a backup-capable router; 255 only if this router owns `addresses`
     /// (it then starts as master and ignores every advert, RFC 5798 §6.4.1, §7.1).
     pub priority: u8,
-    /// This router's own address on the link: the advert source and the tie-breaker.
-    pub primary_address: Ipv4Addr,
-    /// The virtual addresses (VIPs), in the order they are advertised.
-    pub addresses: Vec<Ipv4Addr>,
+    /// This router's own address on the link: the advert source and the tie-breaker. Its family
+    /// is the virtual router's (RFC 5798 runs one virtual router per family); over IPv6 it is
+    /// the interface's link-local address (§5.1.2.1), or a global one for unicast peers.
+    pub primary_address: IpAddr,
+    /// The virtual addresses (VIPs), in the order they are advertised; over IPv6 the first is
+    /// the virtual router's link-local address (§5.2.9).
+    pub addresses: Vec<IpAddr>,
     /// Advertisement_Interval.
     pub advert_interval: AdvertInterval,
     /// Preempt_Mode: a higher-priority backup takes over from a lower-priority master.
@@ -50,10 +53,19 @@ impl Config {
             return Err(ConfigError::DuplicateAddress(*dup));
         }
         let p = self.primary_address;
-        if p.is_unspecified() || p.is_multicast() || p.is_broadcast() {
+        let broadcast = matches!(p, IpAddr::V4(v4) if v4.is_broadcast());
+        if p.is_unspecified() || p.is_multicast() || broadcast {
             return Err(ConfigError::PrimaryAddress(p));
         }
-        Ok(())
+        if let Some(other) = self.addresses.iter().find(|a| a.is_ipv4() != p.is_ipv4()) {
+            return Err(ConfigError::Family(*other));
+        }
+        match self.addresses.first() {
+            Some(IpAddr::V6(first)) if !crate::packet6::is_link_local(first) => {
+                Err(ConfigError::FirstNotLinkLocal(IpAddr::V6(*first)))
+            }
+            _ => Ok(()),
+        }
     }
 }
 
@@ -74,7 +86,7 @@ pub enum Input {
     /// The router stops (configuration removed, daemon stopping, interface down).
     Shutdown,
     /// A decoded advert that passed the packet checks of RFC 5798 §7.1 (TTL policy, checksum).
-    AdvertReceived { src: Ipv4Addr, advert: Advert },
+    AdvertReceived { src: IpAddr, advert: Advert },
     /// `poll_at()` has been reached; the time is the `now` given to `handle`.
     Timer,
     /// Health tracking changed this router's priority. Clamped to 1..=254; ignored by an
@@ -85,12 +97,13 @@ pub enum Input {
 /// What the driver must do, in the order given.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
-    /// Encode and send from `primary_address` to 224.0.0.18 (or each unicast peer).
+    /// Encode and send from `primary_address` to 224.0.0.18 or ff02::12 (or each unicast peer).
     SendAdvert { advert: Advert },
-    /// Add the VIPs to the interface, then broadcast gratuitous ARP for each of them.
-    TakeVips { addresses: Vec<Ipv4Addr> },
+    /// Add the VIPs to the interface, then announce them (gratuitous ARP for IPv4, unsolicited
+    /// neighbour advertisements for IPv6).
+    TakeVips { addresses: Vec<IpAddr> },
     /// Remove the VIPs from the interface.
-    ReleaseVips { addresses: Vec<Ipv4Addr> },
+    ReleaseVips { addresses: Vec<IpAddr> },
     /// For status, metrics and logs.
     StateChanged {
         from: State,
@@ -114,19 +127,19 @@ pub enum Reason {
     /// Backup -> Master: preemption; adverts from this lower-priority master were discarded.
     Preempted {
         #[schema(value_type = String)]
-        master: Ipv4Addr,
+        master: IpAddr,
         priority: u8,
     },
     /// Master -> Backup: an advert with a higher priority.
     HigherPriority {
         #[schema(value_type = String)]
-        master: Ipv4Addr,
+        master: IpAddr,
         priority: u8,
     },
     /// Master -> Backup: an advert with the same priority from a higher primary address.
     HigherAddress {
         #[schema(value_type = String)]
-        master: Ipv4Addr,
+        master: IpAddr,
     },
     /// Backup or Master -> Initialize.
     Shutdown,
@@ -154,7 +167,7 @@ pub struct Status {
     pub priority: u8,
     pub configured_priority: u8,
     /// This router when master; else the source of the last advert accepted or seen.
-    pub master: Option<Ipv4Addr>,
+    pub master: Option<IpAddr>,
     pub master_adver_interval: AdvertInterval,
     pub master_down_interval_ms: u64,
     pub stats: Stats,
@@ -185,7 +198,7 @@ pub struct VirtualRouter {
     preempt_after: Option<Instant>,
     /// Reason to give if the Master_Down_Timer fires.
     takeover: Reason,
-    master: Option<Ipv4Addr>,
+    master: Option<IpAddr>,
     stats: Stats,
 }
 
@@ -341,7 +354,7 @@ impl VirtualRouter {
         }
     }
 
-    fn receive(&mut self, now: Instant, src: Ipv4Addr, advert: &Advert, out: &mut Vec<Action>) {
+    fn receive(&mut self, now: Instant, src: IpAddr, advert: &Advert, out: &mut Vec<Action>) {
         if self.state == State::Initialize {
             return;
         }
@@ -367,7 +380,7 @@ impl VirtualRouter {
         }
     }
 
-    fn receive_as_backup(&mut self, now: Instant, src: Ipv4Addr, advert: &Advert) {
+    fn receive_as_backup(&mut self, now: Instant, src: IpAddr, advert: &Advert) {
         if advert.priority == PRIORITY_RESIGN {
             // RFC 5798 §6.4.2: the master resigns; take over after Skew_Time only.
             self.master = None;
@@ -395,7 +408,7 @@ impl VirtualRouter {
     fn receive_as_master(
         &mut self,
         now: Instant,
-        src: Ipv4Addr,
+        src: IpAddr,
         advert: &Advert,
         out: &mut Vec<Action>,
     ) {

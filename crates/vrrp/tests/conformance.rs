@@ -2,7 +2,7 @@
 //! LAN where adverts reach every other running router instantly.
 
 use std::collections::VecDeque;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
 use kawaii_vrrp::{
@@ -11,8 +11,8 @@ use kawaii_vrrp::{
 };
 
 const VRID: u8 = 51;
-const VIP: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
-const VIP_PRIVATE: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 1);
+const VIP: IpAddr = IpAddr::V4(Ipv4Addr::new(203, 0, 113, 10));
+const VIP_PRIVATE: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 1, 0, 1));
 
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
@@ -26,8 +26,8 @@ fn interval(centis: u16) -> AdvertInterval {
     AdvertInterval::from_centis(centis).expect("valid interval")
 }
 
-fn addr(last: u8) -> Ipv4Addr {
-    Ipv4Addr::new(192, 0, 2, last)
+fn addr(last: u8) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(192, 0, 2, last))
 }
 
 fn config(last: u8, priority: u8) -> Config {
@@ -555,16 +555,16 @@ fn config_is_validated() {
     );
     assert_eq!(
         bad(Config {
-            primary_address: Ipv4Addr::UNSPECIFIED,
+            primary_address: Ipv4Addr::UNSPECIFIED.into(),
             ..config(1, 100)
         }),
-        Some(ConfigError::PrimaryAddress(Ipv4Addr::UNSPECIFIED))
+        Some(ConfigError::PrimaryAddress(Ipv4Addr::UNSPECIFIED.into()))
     );
 }
 
 /// Routers on one simulated link; adverts reach every other running router after `latency`.
 struct Lan {
-    nodes: Vec<(Ipv4Addr, VirtualRouter, bool)>,
+    nodes: Vec<(IpAddr, VirtualRouter, bool)>,
     latency: Duration,
     in_flight: Vec<(Instant, usize, Input)>,
     t0: Instant,

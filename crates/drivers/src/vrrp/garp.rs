@@ -1,5 +1,5 @@
 //! Gratuitous ARP through an `AF_PACKET` socket, and real-time scheduling for the VRRP thread.
-//! The only unsafe code in kawaii-drivers: libc has no safe `sockaddr_ll` sendto nor
+//! Unsafe code (as in `io6.rs`): libc has no safe `sockaddr_ll` sendto nor
 //! `sched_setscheduler`; every call below checks its return value and owns its fd.
 #![allow(unsafe_code)]
 

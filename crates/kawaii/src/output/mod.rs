@@ -590,6 +590,7 @@ const SECTIONS: &[Section] = &[
         columns: &[
             col("ZONE", "zone", Fmt::Text),
             col("VRID", "vrid", Fmt::Text),
+            col("FAMILY", "family", Fmt::Text),
             col("STATE", "state", Fmt::Text),
             col("PRIORITY", "priority", Fmt::Text),
             col("MASTER", "master", Fmt::Text),

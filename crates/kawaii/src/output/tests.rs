@@ -229,6 +229,7 @@ fn full_status() -> Value {
                 vrrp::RouterStatus {
                     zone: "zone-a".into(),
                     vrid: 1,
+                    family: vrrp::Family::Ipv4,
                     state: vrrp::State::Master,
                     priority: 150,
                     configured_priority: 150,
@@ -244,6 +245,7 @@ fn full_status() -> Value {
                 vrrp::RouterStatus {
                     zone: "zone-b".into(),
                     vrid: 2,
+                    family: vrrp::Family::Ipv4,
                     state: vrrp::State::Backup,
                     priority: 100,
                     configured_priority: 100,

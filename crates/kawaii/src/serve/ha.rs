@@ -66,12 +66,22 @@ pub fn on_held_change(
 /// addresses, SNAT and openings follow it) and runs the policy's actions.
 pub async fn follow_vrrp(app: Arc<App>, stop: CancellationToken, timers: Timers) {
     let mut owned = app.vrrp.owned();
+    let mut owned6 = app.vrrp.owned6();
     let mut held = owned.borrow().clone();
     loop {
+        // The IPv6 virtual routers' held zones move the IPv6 VIPs (and the router
+        // advertisements): a change there replans too.
         tokio::select! {
             r = owned.changed() => if r.is_err() { break },
+            r = owned6.changed() => {
+                if r.is_err() { break }
+                owned6.borrow_and_update();
+                app.wakes.send(Wake::Vrrp);
+                continue;
+            },
             _ = stop.cancelled() => break,
         }
+        owned6.borrow_and_update();
         app.wakes.send(Wake::Vrrp);
         let now = owned.borrow().clone();
         let own = app.settings.zone.as_deref();

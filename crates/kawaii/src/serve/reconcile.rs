@@ -115,6 +115,12 @@ async fn pass_inner(app: &App, reconciler: &mut Reconciler) -> Outcome {
             .ha
             .is_some()
             .then(|| app.vrrp.owned().borrow().clone()),
+        // HA: the zones whose IPv6 VIPs it holds (their IPv6 virtual routers).
+        vip6_zones: report
+            .desired
+            .ha
+            .is_some()
+            .then(|| app.vrrp.owned6().borrow().clone()),
         conntrack_pressure: app.conntrack.engaged(),
     };
     let zone = app.settings.zone.as_deref();

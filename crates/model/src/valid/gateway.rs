@@ -175,6 +175,18 @@ fn check_ha(g: &Gateway, zones: &[ZoneSpec], e: &mut Errors) -> Option<HaSpec> {
     if let Some(i) = &h.sync_interface {
         e.check("ha.sync_interface", ifname(i));
     }
+    // IPv6 virtual routers with unicast adverts go between the instances' own IPv6 addresses
+    // (their link-local ones are not in the config).
+    if h.unicast && zones.iter().any(|z| z.private_vip6.is_some()) {
+        for (i, z) in zones.iter().enumerate() {
+            if z.private_address6.is_none() {
+                e.push(
+                    format!("zones[{i}].private_address6"),
+                    "is required with [ha] unicast = true and IPv6 VIPs: the IPv6 virtual router's unicast advert source and peer",
+                );
+            }
+        }
+    }
     Some(HaSpec {
         advert_interval_cs,
         preempt: h.preempt.unwrap_or(true),
