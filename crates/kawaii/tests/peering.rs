@@ -496,8 +496,7 @@ fn ipv6_peering_over_an_ipv6_backbone_with_consent() {
     )
     .expect("bridge filter");
     let nodad = |h: &Host, a: &str| {
-        h.run(&["ip", "addr", "add", a, "dev", "eth0", "nodad"])
-            .unwrap_or_else(|e| panic!("{e}"));
+        h.addr6("eth0", a).unwrap_or_else(|e| panic!("{e}"));
     };
     for (h, v4, v6, gw4, gw6) in [
         (
@@ -571,16 +570,8 @@ fn ipv6_peering_over_an_ipv6_backbone_with_consent() {
     assert_eq!(peering_state(&a), "pending");
     assert!(web(&a1, m1_6, 80).is_none(), "acme -> marvelous over IPv6");
     assert!(!a1.pings(m1_6), "acme pings marvelous over IPv6");
-    marv.run(&[
-        "ip",
-        "-6",
-        "route",
-        "add",
-        "2001:db8:1::/64",
-        "via",
-        "2001:db8:ff::1",
-    ])
-    .expect("route by hand");
+    marv.route6("2001:db8:1::/64", "2001:db8:ff::1")
+        .expect("route by hand");
     let before = counted_like(&a, "peering-marvelous-", "-pending");
     assert!(web(&m1, a1_6, 80).is_none(), "marvelous -> acme over IPv6");
     assert!(!m1.pings(a1_6), "marvelous pings acme over IPv6");

@@ -418,21 +418,10 @@ fn laptop6(topo: &mut Topology, router: &Host, name: &str, router_if: &str, net:
     let host = topo.host(name).expect("host");
     topo.link(router, router_if, &host, "eth0").expect("link");
     let (r, h) = (format!("{net}1/64"), format!("{net}2/64"));
-    router
-        .run(&["ip", "addr", "add", &r, "dev", router_if, "nodad"])
-        .expect("router side");
-    host.run(&["ip", "addr", "add", &h, "dev", "eth0", "nodad"])
-        .expect("laptop address");
-    host.run(&[
-        "ip",
-        "-6",
-        "route",
-        "add",
-        "default",
-        "via",
-        &format!("{net}1"),
-    ])
-    .expect("laptop default route");
+    router.addr6(router_if, &r).expect("router side");
+    host.addr6("eth0", &h).expect("laptop address");
+    host.route6("default", &format!("{net}1"))
+        .expect("laptop default route");
     host
 }
 

@@ -121,17 +121,9 @@ fn region(t: &mut Topology, svc: &str, ipv6: bool) -> Result<(Host, Host)> {
     router.addr("eth0", "198.51.100.1/24")?;
     router.run(&["sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
     if ipv6 {
-        addr6(&internet, "eth0", &format!("{INTERNET6}/64"))?;
-        internet.run(&[
-            "ip",
-            "-6",
-            "route",
-            "add",
-            "default",
-            "via",
-            "2001:db8:64::1",
-        ])?;
-        addr6(&router, "eth0", "2001:db8:64::1/64")?;
+        internet.addr6("eth0", &format!("{INTERNET6}/64"))?;
+        internet.route6("default", "2001:db8:64::1")?;
+        router.addr6("eth0", "2001:db8:64::1/64")?;
         router.run(&["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"])?;
     }
     t.spawn(
@@ -168,24 +160,8 @@ fn flood_multicast(switch: &Host) -> Result<()> {
 /// The region router's IPv6 side towards the gateway(s): 2001:db8:ff::1 on eth1, and the
 /// private prefix routed (no NAT66) to the (first) zone's IPv6 VIP.
 fn router6(router: &Host) -> Result<()> {
-    addr6(router, "eth1", "2001:db8:ff::1/64")?;
-    router
-        .run(&[
-            "ip",
-            "-6",
-            "route",
-            "add",
-            PRIVATE_SUBNET6,
-            "via",
-            PUBLIC_VIP6,
-        ])
-        .map(drop)
-}
-
-/// `cidr` (IPv6) on `ifname`, usable at once (no duplicate address detection).
-fn addr6(h: &Host, ifname: &str, cidr: &str) -> Result<()> {
-    h.run(&["ip", "addr", "add", cidr, "dev", ifname, "nodad"])
-        .map(drop)
+    router.addr6("eth1", "2001:db8:ff::1/64")?;
+    router.route6(PRIVATE_SUBNET6, PUBLIC_VIP6)
 }
 
 /// A private host on the lab's switch: `cidr` on eth0, default route via `gateway`; with an
@@ -216,7 +192,7 @@ fn private_host(
     h.addr("eth0", cidr)?;
     h.default_via(gateway)?;
     if let Some(c) = cidr6 {
-        addr6(&h, "eth0", c)?;
+        h.addr6("eth0", c)?;
     }
     Ok(h)
 }

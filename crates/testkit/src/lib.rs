@@ -118,6 +118,18 @@ impl Host {
             .map(drop)
     }
 
+    /// `cidr` (IPv6) on `ifname`, usable at once (no duplicate address detection).
+    pub fn addr6(&self, ifname: &str, cidr: &str) -> Result<()> {
+        self.run(&["ip", "addr", "add", cidr, "dev", ifname, "nodad"])
+            .map(drop)
+    }
+
+    /// An IPv6 route to `dest` (a prefix or `default`) via `gateway`.
+    pub fn route6(&self, dest: &str, gateway: &str) -> Result<()> {
+        self.run(&["ip", "-6", "route", "add", dest, "via", gateway])
+            .map(drop)
+    }
+
     /// IPv4 only: no IPv6 chatter (router solicitations, MLD) on this host's links.
     pub fn ipv4_only(&self) -> Result<()> {
         self.run(&[

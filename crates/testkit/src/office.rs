@@ -134,12 +134,6 @@ pub fn build_dual(t: &mut Topology, router: &Host, svc: &str) -> Result<Office> 
     build_at(t, router, svc, &OFFICE_DUAL)
 }
 
-/// `cidr` (IPv6) on `ifname`, usable at once (no duplicate address detection).
-fn addr6(h: &Host, ifname: &str, cidr: &str) -> Result<()> {
-    h.run(&["ip", "addr", "add", cidr, "dev", ifname, "nodad"])
-        .map(drop)
-}
-
 fn host_part(cidr: &str) -> &str {
     cidr.split('/').next().unwrap_or(cidr)
 }
@@ -169,21 +163,13 @@ pub fn build_at(t: &mut Topology, router: &Host, svc: &str, place: &Place) -> Re
         host.default_via(host_part(gw))?;
     }
     if let Some((router6, office6)) = place.public6 {
-        addr6(router, place.router_if, router6)?;
-        addr6(&office, "eth0", office6)?;
-        office.run(&[
-            "ip",
-            "-6",
-            "route",
-            "add",
-            "default",
-            "via",
-            host_part(router6),
-        ])?;
+        router.addr6(place.router_if, router6)?;
+        office.addr6("eth0", office6)?;
+        office.route6("default", host_part(router6))?;
         office.run(&["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"])?;
         for (gw, h) in place.lan6 {
-            addr6(&office, "eth1", gw)?;
-            addr6(&host, "eth0", h)?;
+            office.addr6("eth1", gw)?;
+            host.addr6("eth0", h)?;
         }
         if let Some((gw, _)) = place.lan6.first() {
             host.run(&["ip", "-6", "route", "add", "default", "via", host_part(gw)])?;

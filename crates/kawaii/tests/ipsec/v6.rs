@@ -220,15 +220,7 @@ fn ipsec6_site_to_site_over_ipv6() {
     let forged = "2001:db8:a1::99";
     s.lab
         .internet
-        .run(&[
-            "ip",
-            "addr",
-            "add",
-            &format!("{forged}/128"),
-            "dev",
-            "eth0",
-            "nodad",
-        ])
+        .addr6("eth0", &format!("{forged}/128"))
         .expect("forged address");
     let id = c["id"].as_str().expect("connection id").to_string();
     let before = s.counter(&format!("ipsec-{id}-forged6"));
