@@ -210,9 +210,9 @@ fd_kinds() {
 }
 router_conns() {
   x gw curl -s -m 5 http://127.0.0.1:7780/metrics |
-    awk '/^kawaii_router_connections_total/ {s += $NF} END {printf "%d", s}'
+    awk '/^kawaii_router_connections_total/ {s += $NF} END {printf "%.0f", s}'
 }
-vpn_bytes() { x lap wg show "$LAPIF" transfer | awk '{s += $2 + $3} END {printf "%d", s}'; }
+vpn_bytes() { x lap wg show "$LAPIF" transfer | awk '{s += $2 + $3} END {printf "%.0f", s}'; }
 writes_done() { cut -d' ' -f1 "$DIR/writes.progress" 2>/dev/null || echo 0; }
 
 echo "phase,t,rss_kib,fds,writes,conns,vpn_mib,anon_kib,file_kib" > "$CSV"
