@@ -24,7 +24,8 @@
 # VPN_RATE (iperf3 -b, 20M), INTERVAL (10), WARMUP (20), TOLERANCE (5), SETTLE (20),
 # MAX_SECONDS (3600: the loads are stopped there and the run is reported incomplete),
 # KAWAII (a kawaii binary; default: build the release one), CSV (where the samples are kept,
-# default /tmp/kawaii-soak-<pid>.csv), KEEP (non-empty: keep the work directory with the logs).
+# default /tmp/kawaii-soak-<pid>.csv), KEEP (non-empty: keep the work directory with the logs),
+# KAWAII_LOG (the gateway's log filter, default warn; e.g. warn,kawaii_proxy=debug).
 # Namespaces ksk<pid>-{gw,up,c1..cN,lap,vm}: nothing touches the root namespace; all of them and
 # every process started here are removed on exit, by pid.
 set -euo pipefail
@@ -67,6 +68,8 @@ for i in $(seq "$CLIENTS"); do NSS+=("c$i"); done
 PIDS=()
 cleanup() {
   local p n
+  # a second INT or TERM (an impatient Ctrl-C, a timeout's kill) must not cut the clean-up short
+  trap '' INT TERM
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
   # SIGTERM: kawaii drains for up to 10 s
   for _ in $(seq 60); do
@@ -170,7 +173,7 @@ public_key = "$LAP_PUB"
 allowed_ips = ["10.8.0.2/32"]
 CFG
 } > "$DIR/gw.toml"
-ip netns exec "$P-gw" env KAWAII_LOG=warn "$K" serve --config "$DIR/gw.toml" --state "$DIR/state" > "$DIR/kawaii.log" 2>&1 &
+ip netns exec "$P-gw" env KAWAII_LOG="${KAWAII_LOG:-warn}" "$K" serve --config "$DIR/gw.toml" --state "$DIR/state" > "$DIR/kawaii.log" 2>&1 &
 KP=$!
 PIDS+=($KP)
 up=""

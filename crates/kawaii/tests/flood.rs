@@ -10,6 +10,9 @@ use kawaii_testkit::{Host, Topology};
 use serde_json::Value;
 use std::time::{Duration, Instant};
 
+#[path = "support/nft.rs"]
+mod nft;
+
 const CLIENTS: &str = include_str!("flood_clients.py");
 const VIP: &str = "203.0.113.10";
 
@@ -121,19 +124,9 @@ impl Lab {
             .unwrap_or(0)
     }
 
-    /// A rule counter's packets, from `nft -j`, by the rule's comment.
+    /// A rule counter's packets in the gateway's table, by the rule's comment.
     fn counter(&self, comment: &str) -> u64 {
-        let text = self
-            .lab
-            .gw
-            .run(&["nft", "-j", "list", "table", "inet", "kawaii"])
-            .expect("nft list");
-        kawaii_drivers::nftables::parse_counters(&text)
-            .expect("counters")
-            .iter()
-            .filter(|r| r.rule == comment)
-            .map(|r| r.packets)
-            .sum()
+        nft::rule_packets(&self.lab.gw, comment)
     }
 
     fn metrics(&self) -> String {

@@ -12,6 +12,9 @@ use std::time::{Duration, Instant};
 
 const KAWAII: &str = env!("CARGO_BIN_EXE_kawaii");
 
+#[path = "support/nft.rs"]
+mod nft;
+
 /// The IPv6 twin (`ipsec6_*`): IPv6 outer and inner addresses, and a dual-stack office.
 #[path = "ipsec/v6.rs"]
 mod v6;
@@ -28,39 +31,15 @@ struct Site {
     api: Api,
 }
 
-fn ipsec_block(
-    psk: &str,
-    subnet: &str,
-    p1: (u32, &str, &str),
-    p2: (u32, &str, &str),
-    rules: bool,
-) -> String {
-    format!(
-        r#"
-[[ipsec]]
-name = "ACME Office"
-remote_peer = "198.51.100.8"
-remote_subnet = "{subnet}"
-pre_shared_key = "{psk}"
-phase1_dh_group_number = {}
-phase1_integrity_algorithm = "{}"
-phase1_encryption_algorithm = "{}"
-phase2_dh_group_number = {}
-phase2_integrity_algorithm = "{}"
-phase2_encryption_algorithm = "{}"
-{}
-"#,
-        p1.0,
-        p1.1,
-        p1.2,
-        p2.0,
-        p2.1,
-        p2.2,
-        if rules {
-            r#"ingress_rules = [{ protocol = "tcp", ports = "22" }]"#
-        } else {
-            ""
-        }
+fn ipsec_block(psk: &str, subnet: &str, p1: PhaseSpec, p2: PhaseSpec, rules: bool) -> String {
+    let rules = if rules { office::SSH_ONLY } else { "" };
+    office::ipsec_conn_toml(
+        "ACME Office",
+        office::OFFICE_PUBLIC,
+        subnet,
+        psk,
+        (p1, p2),
+        rules,
     )
 }
 

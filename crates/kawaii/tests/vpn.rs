@@ -88,7 +88,28 @@ impl Vpn {
     }
 }
 
-fn build(tag: &str) -> (Vpn, (String, String), (String, String)) {
+/// (private key, public key) of a VPN client.
+type Keys = (String, String);
+
+/// The lab with [`vpn_config`] and two IPv4-only laptops, alice and bob, on the router.
+fn build(tag: &str) -> (Vpn, Keys, Keys) {
+    build_with(tag, vpn_config, |topo, lab| {
+        let client = |topo: &mut Topology, name, router_side, cidr| {
+            lab::router_client(topo, &lab.router, name, router_side, cidr).expect(name)
+        };
+        let alice = client(topo, "alice", ("eth2", "192.0.2.1/25"), "192.0.2.2/25");
+        let bob = client(topo, "bob", ("eth3", "192.0.2.129/25"), "192.0.2.130/25");
+        (alice, bob)
+    })
+}
+
+/// The gateway lab with `config(key file, alice's public key, bob's)`, then the laptops that
+/// `laptops` plugs into it; returns once the WireGuard driver has applied.
+fn build_with(
+    tag: &str,
+    config: fn(&Path, &str, &str) -> String,
+    laptops: impl FnOnce(&mut Topology, &GatewayLab) -> (Host, Host),
+) -> (Vpn, Keys, Keys) {
     let keys = || keypair().expect("wg genkey");
     let (gw_key, alice_keys, bob_keys) = (keys().0, keys(), keys());
     assert!(
@@ -98,28 +119,12 @@ fn build(tag: &str) -> (Vpn, (String, String), (String, String)) {
     let mut topo = Topology::new(tag).expect("topology");
     let key_file = topo.dir().join("wg.key");
     write_secret(&key_file, &gw_key, 0o600).expect("key file");
-    let config = vpn_config(&key_file, &alice_keys.1, &bob_keys.1);
+    let config = config(&key_file, &alice_keys.1, &bob_keys.1);
     let opts = LabOptions::new(&topo, KAWAII, &config).expect("config");
     let lab = lab::build(&mut topo, &opts).unwrap_or_else(|e| panic!("lab: {e}"));
     let api = lab.api();
     let token = lab.kawaii.token().expect("bootstrap token");
-    // Two VPN clients on the public side of the region router.
-    let alice = lab::router_client(
-        &mut topo,
-        &lab.router,
-        "alice",
-        ("eth2", "192.0.2.1/25"),
-        "192.0.2.2/25",
-    )
-    .expect("alice");
-    let bob = lab::router_client(
-        &mut topo,
-        &lab.router,
-        "bob",
-        ("eth3", "192.0.2.129/25"),
-        "192.0.2.130/25",
-    )
-    .expect("bob");
+    let (alice, bob) = laptops(&mut topo, &lab);
     let mut v = Vpn {
         topo,
         lab,
@@ -412,17 +417,21 @@ fn a_key_file_others_can_read_stops_the_daemon_with_one_line() {
 /// The VPN's IPv6 subnet in the dual-stack test: global, routed to the gateway (no NAT66).
 const VPN6: &str = "2001:db8:8::/64";
 
-/// A laptop on the region router's side that has only IPv6 outside: `net` is its /64 there
-/// (the router takes `::1`, the laptop `::2`), its default route through the router.
-fn laptop6(topo: &mut Topology, router: &Host, name: &str, router_if: &str, net: &str) -> Host {
-    let host = topo.host(name).expect("host");
-    topo.link(router, router_if, &host, "eth0").expect("link");
-    let (r, h) = (format!("{net}1/64"), format!("{net}2/64"));
-    router.addr6(router_if, &r).expect("router side");
-    host.addr6("eth0", &h).expect("laptop address");
-    host.route6("default", &format!("{net}1"))
-        .expect("laptop default route");
-    host
+/// The IPv6 test's config: alice without `allowed_ips`, bob with a full tunnel, and the VPN's
+/// IPv6 prefix beside its IPv4 one.
+fn vpn6_config(key_file: &Path, alice: &str, bob: &str) -> String {
+    let wg = lab::wireguard_toml(
+        &key_file.to_string_lossy(),
+        &[
+            ("alice", alice, ""),
+            ("bob", bob, "allow_internet = true\n"),
+        ],
+    )
+    .replace(
+        "address = \"10.8.0.1/24\"\n",
+        "address = \"10.8.0.1/24\"\naddress6 = \"2001:db8:8::1/64\"\n",
+    );
+    lab::LAB_TOML.to_string() + &wg
 }
 
 /// Issue 18, acceptance 5: VPN laptops that reach the gateway at its IPv6 VIP, configured
@@ -432,47 +441,18 @@ fn laptop6(topo: &mut Topology, router: &Host, name: &str, router_if: &str, net:
 /// rule still blocks tcp/25. Their outer IPv4 does not exist: everything crossed IPv6.
 #[test]
 fn vpn_over_ipv6_with_both_inner_families_from_showconf() {
-    let keys = || keypair().expect("wg genkey");
-    let (gw_key, (alice_key, alice_pub), (bob_key, bob_pub)) = (keys().0, keys(), keys());
-    assert!(
-        kawaii_testkit::can_run(),
-        "end-to-end tests need root and iproute2"
-    );
-    let mut topo = Topology::new("vpn6").expect("topology");
-    let key_file = topo.dir().join("wg.key");
-    write_secret(&key_file, &gw_key, 0o600).expect("key file");
-    let wg = lab::wireguard_toml(
-        &key_file.to_string_lossy(),
-        &[
-            ("alice", &alice_pub, ""),
-            ("bob", &bob_pub, "allow_internet = true\n"),
-        ],
-    )
-    .replace(
-        "address = \"10.8.0.1/24\"\n",
-        "address = \"10.8.0.1/24\"\naddress6 = \"2001:db8:8::1/64\"\n",
-    );
-    let config = lab::LAB_TOML.to_string() + &wg;
-    let opts = LabOptions::new(&topo, KAWAII, &config).expect("config");
-    let lab = lab::build(&mut topo, &opts).unwrap_or_else(|e| panic!("lab: {e}"));
-    // The upstream routes the VPN's IPv6 prefix to the gateway, as it does the private one.
-    lab.router
-        .run(&["ip", "-6", "route", "add", VPN6, "via", lab::PUBLIC_VIP6])
-        .expect("route the VPN prefix");
-    let router = lab.router.clone();
-    let alice = laptop6(&mut topo, &router, "alice", "eth2", "2001:db8:65::");
-    let bob = laptop6(&mut topo, &router, "bob", "eth3", "2001:db8:66::");
-    let api = lab.api();
-    let token = lab.kawaii.token().expect("bootstrap token");
-    let mut v = Vpn {
-        topo,
-        lab,
-        api,
-        token,
-        alice,
-        bob,
-    };
-    v.wait_wireguard_driver("the wireguard driver");
+    let (mut v, (alice_key, alice_pub), (bob_key, _)) =
+        build_with("vpn6", vpn6_config, |topo, lab| {
+            // The upstream routes the VPN's IPv6 prefix to the gateway, as it does the private one.
+            lab.router
+                .route6(VPN6, lab::PUBLIC_VIP6)
+                .expect("route the VPN prefix");
+            let alice = lab::router_client6(topo, &lab.router, "alice", "eth2", "2001:db8:65::")
+                .expect("alice");
+            let bob = lab::router_client6(topo, &lab.router, "bob", "eth3", "2001:db8:66::")
+                .expect("bob");
+            (alice, bob)
+        });
 
     // 1. alice: both allocated addresses, the private and VPN subnets of both families, and
     // the zone's IPv6 VIP as the endpoint (the IPv4 one as a comment).

@@ -68,11 +68,17 @@ impl PipePool {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum End {
     Closed,
-    /// A peer reset the connection (ECONNRESET, EPIPE) after the backend's answer had been
-    /// passed on whole, its FIN included: nothing the client asked for was lost. Typical: a
-    /// TLS client's close_notify relayed to a backend that had closed already, which answers
-    /// it with a reset; or a client closing with bytes unread. Not an error. The side is the
-    /// socket that failed.
+    /// A peer reset the connection (ECONNRESET, EPIPE) once the exchange was over for the
+    /// client, so nothing it asked for was lost. Not an error. The side is the socket that
+    /// failed. The connection was over for the client when
+    /// - the backend's answer had been passed on whole, its FIN included; or
+    /// - part of an answer had reached the client, and then the client reset (it closed with
+    ///   bytes unread: a TLS client that does not wait for the backend's close_notify); or
+    /// - part of an answer had reached the client, the client then closed its side (its FIN
+    ///   passed on), and the backend reset: a TLS backend that had closed already answers the
+    ///   client's trailing close_notify so.
+    ///
+    /// A backend reset while the client still talks, or before any answer, stays an error.
     ResetAfterResponse(Side),
     Idle,
     Stopped,
@@ -109,6 +115,8 @@ struct Activity {
     one_done: AtomicBool,
     /// Set once the backend's FIN has been passed on to the client (its answer is whole).
     answered: AtomicBool,
+    /// Set once the client's FIN has been passed on to the backend (it has said all it will).
+    client_done: AtomicBool,
 }
 
 impl Activity {
@@ -126,6 +134,8 @@ impl Activity {
     fn eof(&self, dst: &TcpStream, down: bool) {
         if down {
             self.answered.store(true, Relaxed);
+        } else {
+            self.client_done.store(true, Relaxed);
         }
         if !self.one_done.swap(true, Relaxed) {
             let _ = socket2::SockRef::from(dst).shutdown(Shutdown::Write);
@@ -147,6 +157,7 @@ pub(crate) async fn forward(
         last_ms: AtomicU64::new(0),
         one_done: AtomicBool::new(false),
         answered: AtomicBool::new(false),
+        client_done: AtomicBool::new(false),
     };
     let up = AtomicU64::new(0);
     let down = AtomicU64::new(0);
@@ -196,7 +207,7 @@ pub(crate) async fn forward(
     let end = tokio::select! {
         r = both => match r {
             Ok(_) => End::Closed,
-            Err(e) => ended_by(&e, activity.answered.load(Relaxed)),
+            Err(e) => ended_by(&e, &activity, down.load(Relaxed) > 0),
         },
         () = idle_watch => End::Idle,
         () = stop.cancelled() => End::Stopped,
@@ -204,14 +215,20 @@ pub(crate) async fn forward(
     (end, up.load(Relaxed), down.load(Relaxed))
 }
 
-/// How an I/O error `e` of [`one_way`] ends the connection; `answered`: the backend's FIN had
-/// been passed on.
-fn ended_by(e: &WayError, answered: bool) -> End {
+/// How an I/O error `e` of [`one_way`] ends the connection (see [`End::ResetAfterResponse`]);
+/// `answer_begun`: some of the backend's bytes had reached the client.
+fn ended_by(e: &WayError, activity: &Activity, answer_begun: bool) -> End {
     let reset = matches!(
         e.error.kind(),
         io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe
     );
-    if reset && answered {
+    let over_for_client = activity.answered.load(Relaxed)
+        || answer_begun
+            && match e.side {
+                Side::Client => true,
+                Side::Backend => activity.client_done.load(Relaxed),
+            };
+    if reset && over_for_client {
         End::ResetAfterResponse(e.side)
     } else {
         End::Error(e.side, e.error.raw_os_error())

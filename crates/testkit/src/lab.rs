@@ -722,6 +722,23 @@ pub fn router_client(
     Ok(host)
 }
 
+/// A host with only IPv6 outside, on its own link to `router`: `{net}1/64` on the router's
+/// `router_if`, `{net}2/64` on the host's `eth0`, and its default route via the router.
+pub fn router_client6(
+    t: &mut Topology,
+    router: &Host,
+    name: &str,
+    router_if: &str,
+    net: &str,
+) -> Result<Host> {
+    let host = t.host(name)?;
+    t.link(router, router_if, &host, "eth0")?;
+    router.addr6(router_if, &format!("{net}1/64"))?;
+    host.addr6("eth0", &format!("{net}2/64"))?;
+    host.route6("default", &format!("{net}1"))?;
+    Ok(host)
+}
+
 /// `kawaii peer showconf PEER` run on `gw` (as soon as the gateway answers, within 15 s).
 pub fn showconf(gw: &Host, kawaii: &str, token: &str, peer: &str) -> Result<String> {
     wait_for(

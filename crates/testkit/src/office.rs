@@ -62,24 +62,55 @@ fn io(cmd: &str) -> impl FnOnce(std::io::Error) -> KitError + '_ {
     }
 }
 
+/// One phase of an `[[ipsec]]` connection: DH group number, integrity, encryption (the
+/// gateway's spelling, e.g. `(14, "SHA256", "AES256")`).
+pub type Phase<'a> = (u32, &'a str, &'a str);
+
+/// What [`build`]'s charon accepts by default: MODP2048, SHA256, AES256.
+pub const DEFAULT_PHASE: Phase<'static> = (14, "SHA256", "AES256");
+
+/// The ingress rule the site-to-site tests give a connection: tcp/22 only.
+pub const SSH_ONLY: &str = r#"ingress_rules = [{ protocol = "tcp", ports = "22" }]"#;
+
 /// The gateway's `[[ipsec]]` table for the office: connection `ACME Office` to
-/// [`OFFICE_PUBLIC`] for `172.16.1.0/24` with `psk`, AES256/SHA256/MODP2048 in both phases (what
-/// [`build`]'s charon accepts by default).
+/// [`OFFICE_PUBLIC`] for `172.16.1.0/24` with `psk`, [`DEFAULT_PHASE`] in both phases.
 pub fn ipsec_toml(psk: &str) -> String {
+    ipsec_conn_toml(
+        "ACME Office",
+        OFFICE_PUBLIC,
+        "172.16.1.0/24",
+        psk,
+        (DEFAULT_PHASE, DEFAULT_PHASE),
+        "",
+    )
+}
+
+/// A gateway `[[ipsec]]` table: connection `name` to `peer` for the office's `subnet` with
+/// `psk`, phases 1 and 2 as given, and `extra` lines (e.g. [`SSH_ONLY`]) at the end.
+pub fn ipsec_conn_toml(
+    name: &str,
+    peer: &str,
+    subnet: &str,
+    psk: &str,
+    (p1, p2): (Phase, Phase),
+    extra: &str,
+) -> String {
     format!(
         r#"
 [[ipsec]]
-name = "ACME Office"
-remote_peer = "{OFFICE_PUBLIC}"
-remote_subnet = "172.16.1.0/24"
+name = "{name}"
+remote_peer = "{peer}"
+remote_subnet = "{subnet}"
 pre_shared_key = "{psk}"
-phase1_dh_group_number = 14
-phase1_integrity_algorithm = "SHA256"
-phase1_encryption_algorithm = "AES256"
-phase2_dh_group_number = 14
-phase2_integrity_algorithm = "SHA256"
-phase2_encryption_algorithm = "AES256"
-"#
+phase1_dh_group_number = {}
+phase1_integrity_algorithm = "{}"
+phase1_encryption_algorithm = "{}"
+phase2_dh_group_number = {}
+phase2_integrity_algorithm = "{}"
+phase2_encryption_algorithm = "{}"
+{extra}
+"#,
+        p1.0, p1.1, p1.2, p2.0, p2.1, p2.2,
     )
 }
 

@@ -18,23 +18,13 @@ const CONN: &str = "/v1/ipsec/Office%20v6";
 const PROPOSAL: &str = "aes256-sha256-modp2048";
 
 fn config() -> String {
-    format!(
-        r#"
-[[ipsec]]
-name = "Office v6"
-remote_peer = "{peer}"
-remote_subnet = "{subnet}"
-pre_shared_key = "{PSK}"
-phase1_dh_group_number = 14
-phase1_integrity_algorithm = "SHA256"
-phase1_encryption_algorithm = "AES256"
-phase2_dh_group_number = 14
-phase2_integrity_algorithm = "SHA256"
-phase2_encryption_algorithm = "AES256"
-ingress_rules = [{{ protocol = "tcp", ports = "22" }}]
-"#,
-        peer = office::OFFICE_PUBLIC6,
-        subnet = office::OFFICE_SUBNET6,
+    office::ipsec_conn_toml(
+        "Office v6",
+        office::OFFICE_PUBLIC6,
+        office::OFFICE_SUBNET6,
+        PSK,
+        (office::DEFAULT_PHASE, office::DEFAULT_PHASE),
+        office::SSH_ONLY,
     )
 }
 
@@ -99,17 +89,7 @@ impl Site {
 
     /// A rule counter's packets in the gateway's table, by the rule's comment.
     fn counter(&self, comment: &str) -> u64 {
-        let text = self
-            .lab
-            .gw
-            .run(&["nft", "-j", "list", "table", "inet", "kawaii"])
-            .expect("nft list");
-        kawaii_drivers::nftables::parse_counters(&text)
-            .expect("counters")
-            .iter()
-            .filter(|r| r.rule == comment)
-            .map(|r| r.packets)
-            .sum()
+        super::nft::rule_packets(&self.lab.gw, comment)
     }
 
     fn wait(&mut self, what: &str, timeout: Duration, check: impl Fn(&Site) -> bool) -> Duration {
