@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Writes IPv6 datagrams with next header 112 (VRRP) seen on IFACE to DIR/v6-N.bin (Ethernet
-header stripped), up to COUNT of each distinct (source, priority): used by capture6.sh."""
+header stripped), up to COUNT of each distinct (source, priority): used by `FAMILY=6 capture.sh`."""
 import os
 import socket
 import sys
