@@ -490,6 +490,33 @@ fn vpn_over_ipv6_with_both_inner_families_from_showconf() {
     };
     assert_eq!(scan(&alice, "2001:db8:8::1", "1-1024,7780,7781").trim(), "");
     assert_eq!(scan(&alice, lab::VM1_6, "79-81").trim(), "79\n80\n81");
+    // An IPv6 ingress rule, applied live: IPv6 narrows to what it names, and IPv4, with no rule
+    // of its own, reaches nothing private. Without rules both are open again.
+    let mut peer = v.api.get("/v1/wireguard/peers/alice").json();
+    let set_rules = |peer: &mut serde_json::Value, rules: serde_json::Value| {
+        peer["ingress_rules"] = rules;
+        let r = v.api.put("/v1/wireguard/peers/alice", peer);
+        assert_eq!(r.status, 200, "{}", r.body);
+    };
+    let vm1_80 =
+        json!([{"destination": format!("{}/128", lab::VM1_6), "protocol": "tcp", "ports": "80"}]);
+    set_rules(&mut peer, vm1_80);
+    wait_for(
+        Duration::from_secs(10),
+        "alice's IPv6 rule in force",
+        || (scan(&alice, lab::VM1_6, "79-81").trim() == "80").then_some(()),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        scan(&alice, lab::VM1, "79-81").trim(),
+        "",
+        "no IPv4 rule: closed"
+    );
+    set_rules(&mut peer, json!([]));
+    wait_for(Duration::from_secs(10), "alice's rules gone", || {
+        (scan(&alice, lab::VM1, "79-81").trim() == "79\n80\n81").then_some(())
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
     // The session came over IPv6: alice has no IPv4 outside the tunnel at all.
     let show = v.wg_show("").expect("wg show");
     assert!(show.contains(&format!("peer: {alice_pub}")), "{show}");

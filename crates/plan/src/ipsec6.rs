@@ -61,13 +61,13 @@ fn tunnel(c: &IpsecSpec, p6: Ipv6Net, r6: Ipv6Net, wan: &str, forward: &mut Chai
             "ip6 saddr {r6} ip6 daddr {p6} counter accept comment \"ipsec-{id}-in6\""
         ));
     }
-    for (i, r) in c.ingress_rules6.iter().enumerate() {
+    for r in c.ingress_rules6.iter() {
         forward.rule(format!(
             "ip6 saddr {} ip6 daddr {} {} counter accept comment \"ipsec-{id}-in6-{}\"",
             r.source.unwrap_or(r6),
             r.destination.unwrap_or(p6),
             l4(r.protocol, &r.ports),
-            i + 1
+            r.index + 1
         ));
     }
 }

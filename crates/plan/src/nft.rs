@@ -726,13 +726,13 @@ pub fn render(d: &Desired, z: &ZoneSpec, observed: &crate::Observed) -> Table {
                 "ip saddr {remote} ip daddr {private} counter accept comment \"ipsec-{id}-in\""
             ));
         }
-        for (i, r) in c.ingress_rules.iter().enumerate() {
+        for r in c.ingress_rules.iter() {
             let src = r.source.unwrap_or(remote);
             let dst = r.destination.unwrap_or(private);
             forward.rule(format!(
                 "ip saddr {src} ip daddr {dst} {} counter accept comment \"ipsec-{id}-in-{}\"",
                 l4(r.protocol, &r.ports),
-                i + 1
+                r.index + 1
             ));
         }
     }
@@ -896,12 +896,12 @@ fn ipsec_translated(
             t.in_match(None)
         ));
     }
-    for (i, r) in c.ingress_rules.iter().enumerate() {
+    for r in c.ingress_rules.iter() {
         forward.rule(format!(
             "{} {} counter accept comment \"ipsec-{id}-in-{}\"",
             t.in_match(Some(r)),
             l4(r.protocol, &r.ports),
-            i + 1
+            r.index + 1
         ));
     }
 }

@@ -149,6 +149,7 @@ mod tests {
             destination: destination.map(|s| s.parse().expect("net")),
             protocol: kawaii_model::valid::Protocol::Tcp,
             ports: kawaii_model::PortSet::parse("443").expect("ports"),
+            index: 0,
         }
     }
 

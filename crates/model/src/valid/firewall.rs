@@ -4,10 +4,10 @@
 //! A gateway rule names one family's network, or none and then applies to both; a port
 //! forward to an IPv6 host (routed, no NAT66) is an opening of that host's port.
 
-use super::primitives::{Protocol, RuleNet, cidr, ip, protocol, rule_net};
+use super::primitives::{Protocol, RuleNet, ip, protocol, rule_net};
 use crate::error::Errors;
 use crate::ports::PortSet;
-use crate::spec::{Gateway, PeerRule};
+use crate::spec::Gateway;
 use ipnet::{Ipv4Net, Ipv6Net};
 use std::net::IpAddr;
 
@@ -30,14 +30,26 @@ pub struct NatForward {
     pub ports: PortSet,
 }
 
-/// A rule inside a peering or an IPsec connection, typed. `net` is the far side's network.
+/// A rule inside a VPN peer, an IPsec connection or a peering, typed: source and destination
+/// networks of the family `N` (None: any), protocol and ports. One type for the three
+/// capabilities and both families; the aliases name the views they use.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PeerRuleSpec {
-    pub source: Option<Ipv4Net>,
-    pub destination: Option<Ipv4Net>,
+pub struct NetRule<N> {
+    pub source: Option<N>,
+    pub destination: Option<N>,
     pub protocol: Protocol,
     pub ports: PortSet,
+    /// The rule's place in its list as written (0-based). Counters' comments number a rule by
+    /// it, so that a rule keeps its number in each family's view of a mixed list.
+    pub index: usize,
 }
+
+/// An IPv4 rule of a VPN peer or an IPsec connection.
+pub type PeerRuleSpec = NetRule<Ipv4Net>;
+/// An IPsec rule's IPv6 view: the office's IPv6 hosts (`source`) to ours.
+pub type PeerRule6 = NetRule<ipnet::Ipv6Net>;
+/// A rule of a peering: networks of one family (or none: both families).
+pub type PeeringRule = NetRule<ipnet::IpNet>;
 
 /// The gateway's ingress rules (by source) and egress rules (by destination).
 pub(super) fn check_filters(g: &Gateway, e: &mut Errors) -> (Vec<Rule>, Vec<Rule>) {
@@ -187,35 +199,6 @@ fn rules<'a>(e: &mut Errors, kind: &str, items: impl Iterator<Item = RuleIn<'a>>
             out.push(Rule {
                 id,
                 net,
-                protocol,
-                ports,
-            });
-        }
-    }
-    out
-}
-
-/// The rules of a peering, an IPsec connection or a VPN peer, at `p[i]`.
-pub(super) fn peer_rules(rules: &[PeerRule], p: &str, e: &mut Errors) -> Vec<PeerRuleSpec> {
-    let mut out = Vec::new();
-    for (i, r) in rules.iter().enumerate() {
-        let p = format!("{p}[{i}]");
-        let source = r
-            .source
-            .as_deref()
-            .and_then(|s| e.check(format!("{p}.source"), cidr(s)));
-        let destination = r
-            .destination
-            .as_deref()
-            .and_then(|s| e.check(format!("{p}.destination"), cidr(s)));
-        let proto = e.check(format!("{p}.protocol"), protocol(&r.protocol));
-        let ports = e.check(format!("{p}.ports"), PortSet::parse(&r.ports));
-        let ok = r.source.is_none() == source.is_none()
-            && r.destination.is_none() == destination.is_none();
-        if let (true, Some(protocol), Some(ports)) = (ok, proto, ports) {
-            out.push(PeerRuleSpec {
-                source,
-                destination,
                 protocol,
                 ports,
             });

@@ -3,9 +3,9 @@
 //! `rekey` shorter than the phase-2 lifetime, and the DPD and start actions. The addresses of
 //! either family (outer and inner) are checked in [`super::ipsec_net`].
 
-use super::firewall::PeerRuleSpec;
+use super::firewall::{PeerRule6, PeerRuleSpec};
 use super::gateway::ZoneSpec;
-use super::ipsec_net::{self, PeerRule6};
+use super::ipsec_net;
 use super::primitives::{alias, cidr, map_net, name, unique};
 use crate::duration;
 use crate::error::Errors;
@@ -313,8 +313,12 @@ fn check_ipsec(
             )),
         },
     );
-    let (ingress_rules, ingress_rules6) =
-        ipsec_net::ingress_rules(&c.ingress_rules, &format!("{p}.ingress_rules"), remote, e);
+    let (ingress_rules, ingress_rules6) = ipsec_net::ingress_rules(
+        &c.ingress_rules,
+        &format!("{p}.ingress_rules"),
+        ipsec_net::carried_by_ipsec(remote),
+        e,
+    );
     let remote_subnet = remote.and_then(|r| r.0);
     let has_v4 = remote.is_none_or(|r| r.0.is_some());
     if !ipsec_net::aliases_fit(c, p, has_v4, e) {

@@ -5,23 +5,14 @@
 //! `private_subnet6`, routed and never translated. Aliases are IPv4 prefix NAT only. Ingress rules
 //! name one family or none (then both), and are split into each family's view.
 
-use super::firewall::PeerRuleSpec;
+use super::firewall::{PeerRule6, PeerRuleSpec};
 use super::gateway::ZoneSpec;
-use super::primitives::{Protocol, RuleNet, ip, protocol, rule_net};
+use super::primitives::{RuleNet, ip, protocol, rule_net};
 use crate::error::Errors;
 use crate::ports::PortSet;
 use crate::spec::{Ipsec, PeerRule};
 use ipnet::{Ipv4Net, Ipv6Net};
 use std::net::IpAddr;
-
-/// An IPsec ingress rule's IPv6 view: the office's IPv6 hosts (`source`) to ours.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PeerRule6 {
-    pub source: Option<Ipv6Net>,
-    pub destination: Option<Ipv6Net>,
-    pub protocol: Protocol,
-    pub ports: PortSet,
-}
 
 /// `remote_peer`: an address of either family; an IPv6 one needs the home zone's `public_vip6`.
 pub(super) fn remote_peer(
@@ -141,15 +132,39 @@ pub(super) fn aliases_fit(c: &Ipsec, p: &str, has_v4: bool, e: &mut Errors) -> b
     ok
 }
 
-/// The ingress rules split by family: (the IPv4 view, the IPv6 view). A rule without addresses
-/// is in both; a rule naming an address of a family the tunnel does not carry is refused
-/// (`remote`: the tunnel's subnets, None when they are invalid themselves).
+/// What a tunnel carries, for its ingress rules: each family's far-side network (None: the
+/// family is not carried; `/0`: any source), and why a missing family is missing.
+pub(super) struct Carried<'a> {
+    pub v4: Option<Ipv4Net>,
+    pub v6: Option<Ipv6Net>,
+    /// Ends "X is IPv4 but ...", "X is IPv6 but ...".
+    pub no_v4: &'a str,
+    pub no_v6: &'a str,
+}
+
+/// An IPsec connection's: its `remote_subnet`s.
+pub(super) fn carried_by_ipsec(
+    remote: Option<(Option<Ipv4Net>, Option<Ipv6Net>)>,
+) -> Option<Carried<'static>> {
+    remote.map(|(v4, v6)| Carried {
+        v4,
+        v6,
+        no_v4: "remote_subnet names no IPv4 subnet",
+        no_v6: "remote_subnet names no IPv6 subnet",
+    })
+}
+
+/// The ingress rules of an IPsec connection or a VPN peer split by family: (the IPv4 view, the
+/// IPv6 view). A rule without addresses is in both; a rule naming an address of a family the
+/// tunnel does not carry is refused, and an IPv6 source must be inside what the tunnel
+/// carries (`carried`: None when that is invalid itself).
 pub(super) fn ingress_rules(
     rules: &[PeerRule],
     p: &str,
-    remote: Option<(Option<Ipv4Net>, Option<Ipv6Net>)>,
+    carried: Option<Carried>,
     e: &mut Errors,
 ) -> (Vec<PeerRuleSpec>, Vec<PeerRule6>) {
+    let remote = carried.as_ref().map(|c| (c.v4, c.v6));
     let (mut v4, mut v6) = (Vec::new(), Vec::new());
     for (i, r) in rules.iter().enumerate() {
         let p = format!("{p}[{i}]");
@@ -185,14 +200,20 @@ pub(super) fn ingress_rules(
             (Some(false), Some((None, _))) => {
                 e.push(
                     format!("{p}.{field}"),
-                    format!("{named} is IPv4 but remote_subnet names no IPv4 subnet"),
+                    format!(
+                        "{named} is IPv4 but {}",
+                        carried.as_ref().map_or("", |c| c.no_v4)
+                    ),
                 );
                 continue;
             }
             (Some(true), Some((_, None))) => {
                 e.push(
                     format!("{p}.{field}"),
-                    format!("{named} is IPv6 but remote_subnet names no IPv6 subnet"),
+                    format!(
+                        "{named} is IPv6 but {}",
+                        carried.as_ref().map_or("", |c| c.no_v6)
+                    ),
                 );
                 continue;
             }
@@ -213,6 +234,7 @@ pub(super) fn ingress_rules(
                 destination: dst.v4().filter(|_| dst != RuleNet::Any),
                 protocol,
                 ports: ports.clone(),
+                index: i,
             });
         }
         if family != Some(false) {
@@ -221,6 +243,7 @@ pub(super) fn ingress_rules(
                 destination: dst.v6().filter(|_| dst != RuleNet::Any),
                 protocol,
                 ports,
+                index: i,
             });
         }
     }

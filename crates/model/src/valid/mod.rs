@@ -19,7 +19,7 @@ mod wireguard;
 mod wireguard6;
 
 pub use api::{ApiLimits, ApiSpec, ApiTls, DEFAULT_READY_TIMEOUT, Role, TokenSpec, sha256_hex};
-pub use firewall::{NatForward, PeerRuleSpec, Rule};
+pub use firewall::{NatForward, NetRule, PeerRule6, PeerRuleSpec, PeeringRule, Rule};
 pub use gateway::{
     DEFAULT_ADVERT_INTERVAL_CS, DEFAULT_LINK_LOCAL_VIP6, DEFAULT_VRID_BASE, HaSpec, ZoneSpec,
 };
@@ -27,8 +27,7 @@ pub use ingress::{DEFAULT_PUBLIC_CONNTRACK_PERCENT, IngressSpec, Limits, Rate, R
 pub use ipsec::{
     DH_GROUPS, DpdAction, Encryption, Integrity, IpsecSpec, Phase, PskSource, StartAction,
 };
-pub use ipsec_net::PeerRule6;
-pub use peering::{Consent, PeeringRule, PeeringSpec};
+pub use peering::{Consent, PeeringSpec};
 pub use pipes::PipeSpec;
 pub use primitives::{
     Policy, Protocol, RuleNet, cidr, cidr6, domain, host_port, is_link_local, map_net,

@@ -5,9 +5,9 @@
 //! A rule names one family's networks, or none and then applies to both.
 
 use super::RuleNet;
+use super::firewall::PeeringRule;
 use super::primitives::{
-    Policy, Protocol, alias, cidr, ipv4, ipv6, is_link_local, name, policy, protocol, rule_net,
-    unique,
+    Policy, alias, cidr, ipv4, ipv6, is_link_local, name, policy, protocol, rule_net, unique,
 };
 use crate::error::Errors;
 use crate::ports::PortSet;
@@ -38,15 +38,6 @@ pub struct PeeringSpec {
     pub egress_rules: Vec<PeeringRule>,
     /// How our private subnet appears to this peer (1:1 prefix translation); None: as it is.
     pub local_alias: Option<Ipv4Net>,
-}
-
-/// A rule of a peering: networks of one family (or none: both families), protocol, ports.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PeeringRule {
-    pub source: Option<IpNet>,
-    pub destination: Option<IpNet>,
-    pub protocol: Protocol,
-    pub ports: PortSet,
 }
 
 pub(super) fn check_peerings(
@@ -201,6 +192,7 @@ fn peering_rules(rules: &[PeerRule], p: &str, has6: bool, e: &mut Errors) -> Vec
                 destination,
                 protocol,
                 ports,
+                index: i,
             });
         }
     }

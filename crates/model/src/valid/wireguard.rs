@@ -4,7 +4,7 @@
 //! Dual-stack: with `address6` the VPN has an IPv6 subnet too (routed, no NAT66): peers without
 //! allowed IPs get an address of each family, and allowed IPs may mix families.
 
-use super::firewall::{PeerRuleSpec, peer_rules};
+use super::firewall::{PeerRule6, PeerRuleSpec};
 use super::primitives::{
     RuleNet, cidr_host, cidr6_host, ifname, is_link_local, name, rule_net, unique,
 };
@@ -35,10 +35,19 @@ pub struct WgPeerSpec {
     pub persistent_keepalive: Option<u16>,
     pub endpoint: Option<String>,
     pub allow_internet: bool,
+    /// The ingress rules' IPv4 view (rules naming IPv4 networks, and those naming none).
     pub ingress_rules: Vec<PeerRuleSpec>,
+    /// Their IPv6 view (rules naming IPv6 networks, and those naming none).
+    pub ingress_rules6: Vec<PeerRule6>,
 }
 
 impl WgPeerSpec {
+    /// A peer without ingress rules reaches the whole private subnet of each family it is
+    /// routed; one rule of either family limits both to what the rules open.
+    pub fn open_to_private(&self) -> bool {
+        self.ingress_rules.is_empty() && self.ingress_rules6.is_empty()
+    }
+
     /// The one address a pipe dials on this peer: its allocated address, else its first /32
     /// inside the VPN `subnet`, else its first /32.
     pub fn vpn_address(&self, subnet: Ipv4Net) -> Option<Ipv4Addr> {
@@ -241,7 +250,20 @@ fn check_peer<'a>(
         ),
         None => None,
     };
-    let ingress_rules = peer_rules(&peer.ingress_rules, &format!("{p}.ingress_rules"), e);
+    // The families the peer is routed: its allowed IPs, or the addresses it is allocated.
+    let allocated = ips.is_empty() && ips6.is_empty();
+    let carried = super::ipsec_net::Carried {
+        v4: (!ips.is_empty() || allocated).then(Ipv4Net::default),
+        v6: (!ips6.is_empty() || allocated && gw.declared6).then(Ipv6Net::default),
+        no_v4: "the peer has no IPv4 address (its allowed_ips are IPv6 only)",
+        no_v6: "the peer has no IPv6 address (no IPv6 allowed_ips, and no wireguard.address6 to allocate one from)",
+    };
+    let (ingress_rules, ingress_rules6) = super::ipsec_net::ingress_rules(
+        &peer.ingress_rules,
+        &format!("{p}.ingress_rules"),
+        Some(carried),
+        e,
+    );
     let vpn_address = match &peer.address {
         None => None,
         Some(_) if !peer.allowed_ips.is_empty() => {
@@ -291,6 +313,7 @@ fn check_peer<'a>(
         endpoint: peer.endpoint.clone(),
         allow_internet: peer.allow_internet,
         ingress_rules,
+        ingress_rules6,
     })
 }
 

@@ -58,18 +58,18 @@ pub(crate) fn forward(
         if !routed.is_empty() {
             let id = format!("vpn-{name}");
             let src = set(&routed);
-            if p.ingress_rules.is_empty() {
+            if p.open_to_private() {
                 out.rules.push(format!(
                     "iifname {wg} ip saddr {src} ip daddr {private} counter accept comment \"{id}\""
                 ));
             }
-            for (i, r) in p.ingress_rules.iter().enumerate() {
+            for r in p.ingress_rules.iter() {
                 let from = r.source.map_or(src.clone(), |n| n.to_string());
                 let to = r.destination.unwrap_or(private);
                 out.rules.push(format!(
                     "iifname {wg} ip saddr {from} ip daddr {to} {} counter accept comment \"{id}-{}\"",
                     l4(r.protocol, &r.ports),
-                    i + 1
+                    r.index + 1
                 ));
             }
             if p.allow_internet {
@@ -86,20 +86,18 @@ pub(crate) fn forward(
         let id = format!("vpn6-{name}");
         let src = set(&routed6);
         if let Some(private6) = private6 {
-            if p.ingress_rules.is_empty() {
+            if p.open_to_private() {
                 out.rules.push(format!(
                     "iifname {wg} ip6 saddr {src} ip6 daddr {private6} counter accept comment \"{id}\""
                 ));
             }
-            // Rules naming an IPv4 source or destination are IPv4's only.
-            for (i, r) in p.ingress_rules.iter().enumerate() {
-                if r.source.is_some() || r.destination.is_some() {
-                    continue;
-                }
+            for r in p.ingress_rules6.iter() {
+                let from = r.source.map_or(src.clone(), |n| n.to_string());
+                let to = r.destination.unwrap_or(private6);
                 out.rules.push(format!(
-                    "iifname {wg} ip6 saddr {src} ip6 daddr {private6} {} counter accept comment \"{id}-{}\"",
+                    "iifname {wg} ip6 saddr {from} ip6 daddr {to} {} counter accept comment \"{id}-{}\"",
                     l4(r.protocol, &r.ports),
-                    i + 1
+                    r.index + 1
                 ));
             }
         }

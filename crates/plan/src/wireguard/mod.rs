@@ -229,10 +229,9 @@ preshared_key = "FpCyhws9cxwWoV4xELtfJvjJN+zQVRPISllRWgeopVE="
         validate(&g).expect("valid").desired
     }
 
-    /// HA: a peer served by a sibling has its IPv4 routed to the sibling's private address and
-    /// its IPv6 to the sibling's private_address6.
-    #[test]
-    fn a_peer_on_a_sibling_is_routed_there_in_both_families() {
+    /// Two dual-stack zones and a VPN with both families; peer alice (allocated addresses)
+    /// with `extra` lines.
+    fn dual_stack(extra: &str) -> Desired {
         let text = kawaii_testkit::configs::two_zones("acme")
             .replace(
                 "private_subnet = \"10.1.0.0/24\"",
@@ -246,10 +245,56 @@ preshared_key = "FpCyhws9cxwWoV4xELtfJvjJN+zQVRPISllRWgeopVE="
                 "private_address = \"10.1.0.252\"",
                 "private_address = \"10.1.0.252\"\nprivate_vip6 = \"2001:db8:1::2\"\nprivate_address6 = \"2001:db8:1::252\"",
             )
-            + "[ha]\n[wireguard]\naddress = \"10.8.0.1/24\"\naddress6 = \"fd00:8::1/64\"\nprivate_key_file = \"/k\"\n[[wireguard.peers]]\nname = \"alice\"\npublic_key = \"GY5aT1N9dTR/nJnT1N2f4ClZWVj0jOAld0r8ysWLyjg=\"\n";
+            + "[ha]\n[wireguard]\naddress = \"10.8.0.1/24\"\naddress6 = \"fd00:8::1/64\"\nprivate_key_file = \"/k\"\n[[wireguard.peers]]\nname = \"alice\"\npublic_key = \"GY5aT1N9dTR/nJnT1N2f4ClZWVj0jOAld0r8ysWLyjg=\"\n"
+            + extra;
         let mut g = Gateway::parse(&text, Format::Toml).expect("parses");
         g.prepare_commit(&Gateway::default());
-        let d = validate(&g).expect("valid").desired;
+        validate(&g).expect("valid").desired
+    }
+
+    /// A peer's ingress rules of both families: each family's rules open what they name (the
+    /// private subnet of the family where they name none), and no blanket access remains.
+    #[test]
+    fn a_peers_ipv6_rules_open_ipv6_destinations() {
+        let d = dual_stack(
+            "ingress_rules = [{ destination = \"2001:db8:1::10/128\", protocol = \"tcp\", ports = \"22\" }, { protocol = \"tcp\", ports = \"443\" }]\n",
+        );
+        let plan = crate::plan_with(&d, Some("zone-a"), &crate::Observed::default()).expect("plan");
+        let nft = plan.nftables.expect("table").render();
+        let line = |comment: &str| {
+            nft.lines()
+                .find(|l| l.contains(&format!("comment \"{comment}\"")))
+                .unwrap_or_else(|| panic!("no rule {comment} in\n{nft}"))
+                .to_string()
+        };
+        let ssh6 = line("vpn6-alice-a03907-1");
+        assert!(ssh6.contains("ip6 saddr fd00:8::2"), "{ssh6}");
+        assert!(
+            ssh6.contains("ip6 daddr 2001:db8:1::10/128 tcp dport 22 "),
+            "{ssh6}"
+        );
+        let https6 = line("vpn6-alice-a03907-2");
+        assert!(
+            https6.contains("ip6 daddr 2001:db8:1::/64 tcp dport 443 "),
+            "{https6}"
+        );
+        let https = line("vpn-alice-a03907-2");
+        assert!(
+            https.contains("ip daddr 10.1.0.0/24 tcp dport 443 "),
+            "{https}"
+        );
+        // The IPv6 rule has no IPv4 twin, and neither family keeps its blanket accept.
+        assert!(!nft.contains("\"vpn-alice-a03907-1\""), "{nft}");
+        assert!(!nft.contains("\"vpn-alice-a03907\""), "{nft}");
+        assert!(!nft.contains("\"vpn6-alice-a03907\""), "{nft}");
+        kawaii_testkit::golden::nft_check(&nft).expect("nft -c accepts the table");
+    }
+
+    /// HA: a peer served by a sibling has its IPv4 routed to the sibling's private address and
+    /// its IPv6 to the sibling's private_address6.
+    #[test]
+    fn a_peer_on_a_sibling_is_routed_there_in_both_families() {
+        let d = dual_stack("");
         let mut observed = crate::Observed::default();
         observed.wg_elsewhere.insert(
             "GY5aT1N9dTR/nJnT1N2f4ClZWVj0jOAld0r8ysWLyjg=".into(),

@@ -57,7 +57,7 @@ fn private_nets(d: &Desired) -> (Option<Ipv4Net>, Option<Ipv6Net>) {
 
 /// The subnets a peer may reach: the VPN subnet and the private subnet, narrowed to its
 /// ingress rules' destinations if it has some; everything with `allow_internet`. The same in
-/// IPv6 for a peer with IPv6 addresses (rules naming an IPv4 network are IPv4's only), where
+/// IPv6 for a peer with IPv6 addresses (each family narrowed by its own view of the rules), where
 /// the Internet (`::/0`) is reached only from a global VPN prefix (routed, no NAT66).
 fn reachable(d: &Desired, w: &WireGuardSpec, p: &WgPeerSpec) -> Vec<IpNet> {
     let (private, private6) = private_nets(d);
@@ -67,7 +67,7 @@ fn reachable(d: &Desired, w: &WireGuardSpec, p: &WgPeerSpec) -> Vec<IpNet> {
             nets.push(IpNet::V4(Ipv4Net::default()));
         } else {
             nets.push(IpNet::V4(w.address.trunc()));
-            if p.ingress_rules.is_empty() {
+            if p.open_to_private() {
                 nets.extend(private.map(IpNet::V4));
             } else {
                 nets.extend(
@@ -84,12 +84,15 @@ fn reachable(d: &Desired, w: &WireGuardSpec, p: &WgPeerSpec) -> Vec<IpNet> {
             nets.push(IpNet::V6(Ipv6Net::default()));
         } else {
             nets.extend(w.address6.map(|a| IpNet::V6(a.trunc())));
-            let both = p
-                .ingress_rules
-                .iter()
-                .any(|r| r.source.is_none() && r.destination.is_none());
-            if p.ingress_rules.is_empty() || both {
+            if p.open_to_private() {
                 nets.extend(private6.map(IpNet::V6));
+            } else {
+                nets.extend(
+                    p.ingress_rules6
+                        .iter()
+                        .filter_map(|r| r.destination.or(private6))
+                        .map(IpNet::V6),
+                );
             }
         }
     }
@@ -381,6 +384,32 @@ preshared_key = "FpCyhws9cxwWoV4xELtfJvjJN+zQVRPISllRWgeopVE="
         assert_eq!(
             nets(&conf),
             ["10.1.0.10/32", "10.8.0.0/24", "2001:db8:8::/64"]
+        );
+    }
+
+    #[test]
+    fn ipv6_rules_narrow_ipv6_and_close_ipv4() {
+        // An IPv6 destination narrows IPv6; IPv4 gets nothing private (a rule of either family
+        // ends the peer's blanket access to both).
+        let rule = "ingress_rules = [{ destination = \"2001:db8:1::10/128\", ports = \"22\" }]";
+        let d = desired(rule, Some("fd00:8::1/64"));
+        let conf = peer_conf(&d, None, "alice", GW_PUB).expect("conf");
+        assert_eq!(
+            nets(&conf),
+            ["10.8.0.0/24", "2001:db8:1::10/128", "fd00:8::/64"]
+        );
+        // One rule per family: each narrows its own.
+        let rules = "ingress_rules = [{ destination = \"2001:db8:1::10/128\", ports = \"22\" }, { destination = \"10.1.0.10/32\", ports = \"22\" }]";
+        let d = desired(rules, Some("fd00:8::1/64"));
+        let conf = peer_conf(&d, None, "alice", GW_PUB).expect("conf");
+        assert_eq!(
+            nets(&conf),
+            [
+                "10.1.0.10/32",
+                "10.8.0.0/24",
+                "2001:db8:1::10/128",
+                "fd00:8::/64"
+            ]
         );
     }
 }
