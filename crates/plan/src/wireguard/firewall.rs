@@ -1,13 +1,13 @@
 //! The VPN peers' forwarding rules, per family: from a peer's own addresses only, into the
 //! private subnet (or what its ingress rules allow). A full-tunnel peer's IPv4 Internet traffic is
 //! masqueraded to the zone's VIP; its IPv6 is routed (no NAT66) and only from a global VPN prefix,
-//! filtered by `egress6` like the private subnet's. An ingress rule that names an IPv4 network
-//! applies to IPv4 only; one that names none applies to both families.
+//! filtered by `egress6` like the private subnet's. An ingress rule that names a network of one
+//! family applies to that family only; one that names none applies to both families.
 
 use crate::nft::{l4, quote};
 use ipnet::{Ipv4Net, Ipv6Net};
 use kawaii_model::Desired;
-use kawaii_model::valid::WgPeerSpec;
+use kawaii_model::valid::{NetRule, WgPeerSpec};
 use kawaii_model::valid::{WireGuardSpec, is_unique_local};
 use std::fmt::Display;
 
@@ -30,6 +30,50 @@ fn set<T: Display>(nets: &[T]) -> String {
             let items: Vec<String> = many.iter().map(ToString::to_string).collect();
             format!("{{ {} }}", items.join(", "))
         }
+    }
+}
+
+/// One peer's way into the private subnet in one family: from its addresses `src` (an nft
+/// set) on the device `wg` (quoted), rules commented `id` (`vpn-<peer>`, `vpn6-<peer>`).
+struct Opening<'a> {
+    wg: &'a str,
+    /// `ip` or `ip6`.
+    family: &'a str,
+    src: &'a str,
+    id: &'a str,
+}
+
+impl Opening<'_> {
+    /// The whole `private` subnet when `open`, else what each rule opens (its source within
+    /// the peer's addresses, its destination within the private subnet, by default all of each).
+    fn private<N: Display + Copy>(
+        &self,
+        private: N,
+        open: bool,
+        rules: &[NetRule<N>],
+    ) -> Vec<String> {
+        let Opening {
+            wg,
+            family: f,
+            src,
+            id,
+        } = *self;
+        let mut out = Vec::new();
+        if open {
+            out.push(format!(
+                "iifname {wg} {f} saddr {src} {f} daddr {private} counter accept comment \"{id}\""
+            ));
+        }
+        for r in rules {
+            let from = r.source.map_or(src.to_string(), |n| n.to_string());
+            let to = r.destination.unwrap_or(private);
+            out.push(format!(
+                "iifname {wg} {f} saddr {from} {f} daddr {to} {} counter accept comment \"{id}-{}\"",
+                l4(r.protocol, &r.ports),
+                r.index + 1
+            ));
+        }
+        out
     }
 }
 
@@ -58,20 +102,14 @@ pub(crate) fn forward(
         if !routed.is_empty() {
             let id = format!("vpn-{name}");
             let src = set(&routed);
-            if p.open_to_private() {
-                out.rules.push(format!(
-                    "iifname {wg} ip saddr {src} ip daddr {private} counter accept comment \"{id}\""
-                ));
-            }
-            for r in p.ingress_rules.iter() {
-                let from = r.source.map_or(src.clone(), |n| n.to_string());
-                let to = r.destination.unwrap_or(private);
-                out.rules.push(format!(
-                    "iifname {wg} ip saddr {from} ip daddr {to} {} counter accept comment \"{id}-{}\"",
-                    l4(r.protocol, &r.ports),
-                    r.index + 1
-                ));
-            }
+            let opening = Opening {
+                wg: &wg,
+                family: "ip",
+                src: &src,
+                id: &id,
+            };
+            out.rules
+                .extend(opening.private(private, p.open_to_private(), &p.ingress_rules));
             if p.allow_internet {
                 out.rules.push(format!(
                     "iifname {wg} ip saddr {src} oifname {wan} jump egress"
@@ -86,20 +124,14 @@ pub(crate) fn forward(
         let id = format!("vpn6-{name}");
         let src = set(&routed6);
         if let Some(private6) = private6 {
-            if p.open_to_private() {
-                out.rules.push(format!(
-                    "iifname {wg} ip6 saddr {src} ip6 daddr {private6} counter accept comment \"{id}\""
-                ));
-            }
-            for r in p.ingress_rules6.iter() {
-                let from = r.source.map_or(src.clone(), |n| n.to_string());
-                let to = r.destination.unwrap_or(private6);
-                out.rules.push(format!(
-                    "iifname {wg} ip6 saddr {from} ip6 daddr {to} {} counter accept comment \"{id}-{}\"",
-                    l4(r.protocol, &r.ports),
-                    r.index + 1
-                ));
-            }
+            let opening = Opening {
+                wg: &wg,
+                family: "ip6",
+                src: &src,
+                id: &id,
+            };
+            out.rules
+                .extend(opening.private(private6, p.open_to_private(), &p.ingress_rules6));
         }
         if p.allow_internet && routed_internet6(w) {
             out.rules.push(format!(
