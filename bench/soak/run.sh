@@ -22,7 +22,7 @@
 #
 # Env: WRITES (100000), WRITERS (4), CONNS (1000000), HTTPS_SHARE (20), CLIENTS (4), WRK_CONNS (16),
 # VPN_RATE (iperf3 -b, 20M), INTERVAL (10), WARMUP (20), TOLERANCE (5), SETTLE (20),
-# MAX_SECONDS (3600: the loads are stopped there and the run is reported incomplete),
+# MAX_SECONDS (7200: the loads are stopped there and the run is reported incomplete),
 # KAWAII (a kawaii binary; default: build the release one), CSV (where the samples are kept,
 # default /tmp/kawaii-soak-<pid>.csv), KEEP (non-empty: keep the work directory with the logs),
 # KAWAII_LOG (the gateway's log filter, default warn; e.g. warn,kawaii_proxy=debug).
@@ -47,7 +47,7 @@ INTERVAL=${INTERVAL:-10}
 WARMUP=${WARMUP:-20}
 TOLERANCE=${TOLERANCE:-5}
 SETTLE=${SETTLE:-20}
-MAX_SECONDS=${MAX_SECONDS:-3600}
+MAX_SECONDS=${MAX_SECONDS:-7200}
 SYNPROXY=${SYNPROXY:-false}
 CSV=${CSV:-/tmp/kawaii-soak-$$.csv}
 if [ -n "${KAWAII:-}" ]; then
