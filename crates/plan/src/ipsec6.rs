@@ -5,7 +5,8 @@
 //! public interface outside any SA is dropped: the private prefix is routed from the Internet,
 //! so without this a forged source would pass as tunnel traffic.
 
-use crate::nft::{Chain, l4};
+use crate::nft::Chain;
+use crate::opening::Opening;
 use ipnet::Ipv6Net;
 use kawaii_model::Desired;
 use kawaii_model::valid::IpsecSpec;
@@ -56,19 +57,14 @@ fn tunnel(c: &IpsecSpec, p6: Ipv6Net, r6: Ipv6Net, wan: &str, forward: &mut Chai
     forward.rule(format!(
         "ip6 saddr {p6} ip6 daddr {r6} counter accept comment \"ipsec-{id}-out6\""
     ));
-    if c.ingress_open() {
-        forward.rule(format!(
-            "ip6 saddr {r6} ip6 daddr {p6} counter accept comment \"ipsec-{id}-in6\""
-        ));
-    }
-    for r in c.ingress_rules6.iter() {
-        forward.rule(format!(
-            "ip6 saddr {} ip6 daddr {} {} counter accept comment \"ipsec-{id}-in6-{}\"",
-            r.source.unwrap_or(r6),
-            r.destination.unwrap_or(p6),
-            l4(r.protocol, &r.ports),
-            r.index + 1
-        ));
+    let opening = Opening {
+        match_in: "",
+        family: "ip6",
+        src: &r6.to_string(),
+        id: &format!("ipsec-{id}-in6"),
+    };
+    for rule in opening.rules(p6, c.ingress_open(), &c.ingress_rules6) {
+        forward.rule(rule);
     }
 }
 

@@ -9,6 +9,7 @@ pub mod ipsec6;
 pub mod net;
 pub mod netmap;
 pub mod nft;
+mod opening;
 mod peering;
 pub mod pipes;
 pub mod ra;

@@ -15,6 +15,7 @@
 //! no other rule are elements of an interval set instead (one lookup, per-element counter and
 //! comment): the kernel's cost is per rule, not per element. The rest stay ordinary rules.
 
+use crate::opening::Opening;
 use ipnet::IpNet;
 use kawaii_model::valid::{IpsecSpec, Policy, Protocol, Rule, ZoneSpec};
 use kawaii_model::{Desired, PortSet};
@@ -721,19 +722,14 @@ pub fn render(d: &Desired, z: &ZoneSpec, observed: &crate::Observed) -> Table {
         forward.rule(format!(
             "ip saddr {private} ip daddr {remote} counter accept comment \"ipsec-{id}-out\""
         ));
-        if c.ingress_open() {
-            forward.rule(format!(
-                "ip saddr {remote} ip daddr {private} counter accept comment \"ipsec-{id}-in\""
-            ));
-        }
-        for r in c.ingress_rules.iter() {
-            let src = r.source.unwrap_or(remote);
-            let dst = r.destination.unwrap_or(private);
-            forward.rule(format!(
-                "ip saddr {src} ip daddr {dst} {} counter accept comment \"ipsec-{id}-in-{}\"",
-                l4(r.protocol, &r.ports),
-                r.index + 1
-            ));
+        let opening = Opening {
+            match_in: "",
+            family: "ip",
+            src: &remote.to_string(),
+            id: &format!("ipsec-{id}-in"),
+        };
+        for rule in opening.rules(private, c.ingress_open(), &c.ingress_rules) {
+            forward.rule(rule);
         }
     }
     crate::ipsec6::forward(d, private6, &wan, &mut forward);

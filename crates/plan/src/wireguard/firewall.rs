@@ -4,10 +4,11 @@
 //! filtered by `egress6` like the private subnet's. An ingress rule that names a network of one
 //! family applies to that family only; one that names none applies to both families.
 
-use crate::nft::{l4, quote};
+use crate::nft::quote;
+use crate::opening::Opening;
 use ipnet::{Ipv4Net, Ipv6Net};
 use kawaii_model::Desired;
-use kawaii_model::valid::{NetRule, WgPeerSpec};
+use kawaii_model::valid::WgPeerSpec;
 use kawaii_model::valid::{WireGuardSpec, is_unique_local};
 use std::fmt::Display;
 
@@ -33,50 +34,6 @@ fn set<T: Display>(nets: &[T]) -> String {
     }
 }
 
-/// One peer's way into the private subnet in one family: from its addresses `src` (an nft
-/// set) on the device `wg` (quoted), rules commented `id` (`vpn-<peer>`, `vpn6-<peer>`).
-struct Opening<'a> {
-    wg: &'a str,
-    /// `ip` or `ip6`.
-    family: &'a str,
-    src: &'a str,
-    id: &'a str,
-}
-
-impl Opening<'_> {
-    /// The whole `private` subnet when `open`, else what each rule opens (its source within
-    /// the peer's addresses, its destination within the private subnet, by default all of each).
-    fn private<N: Display + Copy>(
-        &self,
-        private: N,
-        open: bool,
-        rules: &[NetRule<N>],
-    ) -> Vec<String> {
-        let Opening {
-            wg,
-            family: f,
-            src,
-            id,
-        } = *self;
-        let mut out = Vec::new();
-        if open {
-            out.push(format!(
-                "iifname {wg} {f} saddr {src} {f} daddr {private} counter accept comment \"{id}\""
-            ));
-        }
-        for r in rules {
-            let from = r.source.map_or(src.to_string(), |n| n.to_string());
-            let to = r.destination.unwrap_or(private);
-            out.push(format!(
-                "iifname {wg} {f} saddr {from} {f} daddr {to} {} counter accept comment \"{id}-{}\"",
-                l4(r.protocol, &r.ports),
-                r.index + 1
-            ));
-        }
-        out
-    }
-}
-
 /// Whether full-tunnel peers' IPv6 can be routed to the Internet: the VPN's IPv6 subnet is
 /// global (a unique local one is not routed back, and there is no NAT66).
 pub fn routed_internet6(w: &WireGuardSpec) -> bool {
@@ -96,6 +53,7 @@ pub(crate) fn forward(
         return out;
     };
     let wg = quote(&w.interface);
+    let from_wg = format!("iifname {wg} ");
     for p in &w.peers {
         let name = crate::ipsec_id(&p.name);
         let routed = p.routed();
@@ -103,13 +61,13 @@ pub(crate) fn forward(
             let id = format!("vpn-{name}");
             let src = set(&routed);
             let opening = Opening {
-                wg: &wg,
+                match_in: &from_wg,
                 family: "ip",
                 src: &src,
                 id: &id,
             };
             out.rules
-                .extend(opening.private(private, p.open_to_private(), &p.ingress_rules));
+                .extend(opening.rules(private, p.open_to_private(), &p.ingress_rules));
             if p.allow_internet {
                 out.rules.push(format!(
                     "iifname {wg} ip saddr {src} oifname {wan} jump egress"
@@ -125,13 +83,13 @@ pub(crate) fn forward(
         let src = set(&routed6);
         if let Some(private6) = private6 {
             let opening = Opening {
-                wg: &wg,
+                match_in: &from_wg,
                 family: "ip6",
                 src: &src,
                 id: &id,
             };
             out.rules
-                .extend(opening.private(private6, p.open_to_private(), &p.ingress_rules6));
+                .extend(opening.rules(private6, p.open_to_private(), &p.ingress_rules6));
         }
         if p.allow_internet && routed_internet6(w) {
             out.rules.push(format!(
