@@ -1,18 +1,19 @@
-//! Reads the machine's [`Environment`] (interfaces, IPv4 connected prefixes, main-table routes)
-//! through `ip -j`, for `check --local` and `serve`'s environment warnings. Read only; the
+//! Reads the machine's [`Environment`] (interfaces, connected prefixes and main-table routes of
+//! both families) through `ip -j`, for `check --local` and `serve`'s environment warnings. Read only; the
 //! judgement is the model's (`kawaii_model::environment::check`).
 
 use crate::DriverError;
-use ipnet::Ipv4Net;
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use kawaii_model::environment::{EnvRoute, Environment};
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::process::Command;
 
 /// The current network namespace's interfaces, addresses and routes.
 pub fn read() -> Result<Environment, DriverError> {
     let addrs = ip(&["-j", "addr", "show"])?;
-    let routes = ip(&["-j", "-4", "route", "show", "table", "main"])?;
-    from_json(&addrs, &routes)
+    let routes4 = ip(&["-j", "-4", "route", "show", "table", "main"])?;
+    let routes6 = ip(&["-j", "-6", "route", "show", "table", "main"])?;
+    from_json(&addrs, &routes4, &routes6)
 }
 
 fn ip(args: &[&str]) -> Result<String, DriverError> {
@@ -30,8 +31,8 @@ fn ip(args: &[&str]) -> Result<String, DriverError> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// `ip -j addr show` and `ip -j -4 route show` output, typed.
-pub fn from_json(addrs: &str, routes: &str) -> Result<Environment, DriverError> {
+/// `ip -j addr show`, `ip -j -4 route show` and `ip -j -6 route show` output, typed.
+pub fn from_json(addrs: &str, routes4: &str, routes6: &str) -> Result<Environment, DriverError> {
     let parse = |text: &str| {
         serde_json::from_str::<serde_json::Value>(text)
             .map_err(|e| DriverError::transient_from("ip -j", e))
@@ -43,25 +44,31 @@ pub fn from_json(addrs: &str, routes: &str) -> Result<Environment, DriverError> 
         }
         for a in link["addr_info"].as_array().into_iter().flatten() {
             if let (Some(ip), Some(len)) = (a["local"].as_str(), a["prefixlen"].as_u64())
-                && let (Ok(ip), Ok(len)) = (ip.parse::<Ipv4Addr>(), u8::try_from(len))
-                && let Ok(net) = Ipv4Net::new(ip, len)
+                && let (Ok(ip), Ok(len)) = (ip.parse::<IpAddr>(), u8::try_from(len))
+                && let Ok(net) = IpNet::new(ip, len)
+                && a["scope"].as_str() != Some("link")
             {
                 env.connected.push(net.trunc());
             }
         }
     }
-    for r in parse(routes)?.as_array().into_iter().flatten() {
-        let dst = match r["dst"].as_str() {
-            Some("default") => Some(Ipv4Net::default()),
-            Some(d) if d.contains('/') => d.parse().ok(),
-            Some(d) => d.parse::<Ipv4Addr>().ok().map(Ipv4Net::from),
-            None => None,
-        };
-        if let Some(dst) = dst {
-            env.routes.push(EnvRoute {
-                dst,
-                on_link: r.get("gateway").is_none(),
-            });
+    for (text, default) in [
+        (routes4, IpNet::V4(Ipv4Net::default())),
+        (routes6, IpNet::V6(Ipv6Net::default())),
+    ] {
+        for r in parse(text)?.as_array().into_iter().flatten() {
+            let dst = match r["dst"].as_str() {
+                Some("default") => Some(default),
+                Some(d) if d.contains('/') => d.parse().ok(),
+                Some(d) => d.parse::<IpAddr>().ok().map(IpNet::from),
+                None => None,
+            };
+            if let Some(dst) = dst {
+                env.routes.push(EnvRoute {
+                    dst,
+                    on_link: r.get("gateway").is_none(),
+                });
+            }
         }
     }
     Ok(env)
@@ -73,25 +80,30 @@ mod tests {
 
     #[test]
     fn reads_iproute2_json() {
-        let addrs = r#"[{"ifindex":1,"ifname":"lo","addr_info":[{"family":"inet","local":"127.0.0.1","prefixlen":8}]},
-            {"ifindex":2,"ifname":"backbone0","addr_info":[{"family":"inet","local":"192.168.100.1","prefixlen":24},{"family":"inet6","local":"fe80::1","prefixlen":64}]}]"#;
-        let routes = r#"[{"dst":"default","gateway":"192.168.100.254","dev":"backbone0"},
+        let addrs = r#"[{"ifindex":1,"ifname":"lo","addr_info":[{"family":"inet","local":"127.0.0.1","prefixlen":8,"scope":"host"}]},
+            {"ifindex":2,"ifname":"backbone0","addr_info":[{"family":"inet","local":"192.168.100.1","prefixlen":24,"scope":"global"},{"family":"inet6","local":"2001:db8:bb::1","prefixlen":64,"scope":"global"},{"family":"inet6","local":"fe80::1","prefixlen":64,"scope":"link"}]}]"#;
+        let routes4 = r#"[{"dst":"default","gateway":"192.168.100.254","dev":"backbone0"},
             {"dst":"192.168.100.0/24","dev":"backbone0","protocol":"kernel","scope":"link"},
             {"dst":"10.9.9.9","dev":"backbone0","scope":"link"}]"#;
-        let env = from_json(addrs, routes).expect("parses");
+        let routes6 = r#"[{"dst":"2001:db8:bb::/64","dev":"backbone0","protocol":"kernel"},
+            {"dst":"default","gateway":"2001:db8:bb::fe","dev":"backbone0"}]"#;
+        let env = from_json(addrs, routes4, routes6).expect("parses");
         assert_eq!(
             env.interfaces.iter().collect::<Vec<_>>(),
             ["backbone0", "lo"]
         );
+        let nets = |list: &[&str]| -> Vec<IpNet> {
+            list.iter().map(|n| n.parse().expect("net")).collect()
+        };
+        // The link-local address is left out: it is on every link.
         assert_eq!(
             env.connected,
-            [
-                "127.0.0.0/8".parse::<Ipv4Net>().expect("net"),
-                "192.168.100.0/24".parse().expect("net")
-            ]
+            nets(&["127.0.0.0/8", "192.168.100.0/24", "2001:db8:bb::/64"])
         );
-        assert_eq!(env.routes.len(), 3);
-        assert!(!env.routes[0].on_link && env.routes[0].dst.prefix_len() == 0);
+        assert_eq!(env.routes.len(), 5);
+        assert!(!env.routes[0].on_link && env.routes[0].dst == nets(&["0.0.0.0/0"])[0]);
         assert!(env.routes[2].on_link && env.routes[2].dst.prefix_len() == 32);
+        assert!(env.routes[3].on_link && env.routes[3].dst == nets(&["2001:db8:bb::/64"])[0]);
+        assert!(!env.routes[4].on_link && env.routes[4].dst == nets(&["::/0"])[0]);
     }
 }

@@ -1,31 +1,32 @@
 //! The machine a document runs on, as far as `check --local` and `serve` look at it: interface
-//! names, connected prefixes and routes. Pure: the caller reads them from the kernel and hands
-//! them in; [`check`] returns warnings with the document's field paths.
+//! names, connected prefixes and routes, of both families. Pure: the caller reads them from the
+//! kernel and hands them in; [`check`] returns warnings with the document's field paths.
 //!
-//! A peering's `via` is a next hop, so it must lie on a directly attached network (a connected
-//! prefix, an on-link route, or a prefix kawaii itself adds: a VIP's, the VPN subnet); the
-//! kernel refuses any other with `Nexthop has invalid gateway`. An IPsec `remote_peer` needs
-//! any route at all, the zone's declared `public_gateway` (kawaii's default route) included.
+//! A peering's `via` (`via6`) is a next hop, so it must lie on a directly attached network (a
+//! connected prefix, an on-link route, or a prefix kawaii itself adds: a VIP's, the private
+//! subnet, the VPN subnet); the kernel refuses any other with `Nexthop has invalid gateway`. An
+//! IPsec `remote_peer` of either family needs any route at all of its family, the zone's
+//! declared `public_gateway` (`public_gateway6`: kawaii's default routes) included.
 
 use crate::error::FieldError;
 use crate::spec::Gateway;
-use ipnet::Ipv4Net;
+use ipnet::IpNet;
 use std::collections::BTreeSet;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 /// What the machine has.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Environment {
     pub interfaces: BTreeSet<String>,
-    /// Prefixes of the addresses configured on the interfaces.
-    pub connected: Vec<Ipv4Net>,
+    /// Prefixes of the addresses configured on the interfaces (link-local ones left out).
+    pub connected: Vec<IpNet>,
     pub routes: Vec<EnvRoute>,
 }
 
-/// One IPv4 route of the main table.
+/// One route of the main table, of either family.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EnvRoute {
-    pub dst: Ipv4Net,
+    pub dst: IpNet,
     /// No gateway: the destination is on the link (`ip route add 10.9.0.0/24 dev eth1`).
     pub on_link: bool,
 }
@@ -65,65 +66,78 @@ pub fn check(g: &Gateway, zone: Option<&str>, env: &Environment) -> Vec<FieldErr
         missing("ha.sync_interface".into(), s);
     }
 
-    // What kawaii adds itself counts as attached: the VIPs' prefixes, the VPN subnet.
-    let mut attached: Vec<Ipv4Net> = env.connected.iter().map(Ipv4Net::trunc).collect();
+    // What kawaii adds itself counts as attached: the VIPs' prefixes, the private and VPN
+    // subnets, in both families.
+    let mut attached: Vec<IpNet> = env.connected.iter().map(IpNet::trunc).collect();
     attached.extend(env.routes.iter().filter(|r| r.on_link).map(|r| r.dst));
-    let mut net = |s: &str| {
-        if let Ok(n) = s.parse::<Ipv4Net>() {
+    let mut net = |s: Option<&str>| {
+        if let Some(n) = s.and_then(|s| s.trim().parse::<IpNet>().ok()) {
             attached.push(n.trunc());
         }
     };
-    if let Some(s) = &g.gateway.private_subnet {
-        net(s);
-    }
+    net(g.gateway.private_subnet.as_deref());
+    net(g.gateway.private_subnet6.as_deref());
     for (_, z) in &zones {
-        net(&z.public_vip);
+        net(Some(&z.public_vip));
+        net(z.public_vip6.as_deref());
     }
     if let Some(w) = &g.wireguard {
-        net(&w.address);
+        net(Some(&w.address));
+        net(w.address6.as_deref());
     }
     attached.sort();
     attached.dedup();
-    let on_attached = |a: Ipv4Addr| attached.iter().any(|n| n.contains(&a));
-    let describe = |nets: &[Ipv4Net]| {
+    let on_attached = |a: IpAddr| attached.iter().any(|n| n.contains(&a));
+    let describe = |v6: bool| {
+        let nets: Vec<String> = attached
+            .iter()
+            .filter(|n| matches!(n, IpNet::V6(_)) == v6)
+            .map(ToString::to_string)
+            .collect();
         if nets.is_empty() {
             "none".to_string()
         } else {
-            nets.iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join(", ")
+            nets.join(", ")
         }
     };
     for (i, v) in g.vpc_peerings.iter().enumerate() {
-        let Ok(via) = v.via.parse::<Ipv4Addr>() else {
-            continue;
-        };
-        if !on_attached(via) {
-            out.push(FieldError::new(
-                format!("vpc_peerings[{i}].via"),
-                format!(
-                    "{via} is on no network attached to this machine (attached: {}); the next hop must be on a connected network (the backbone) or an on-link route",
-                    describe(&attached)
-                ),
-            ));
+        let hops = [("via", Some(v.via.as_str())), ("via6", v.via6.as_deref())];
+        for (field, hop) in hops {
+            let Some(via) = hop.and_then(|s| s.trim().parse::<IpAddr>().ok()) else {
+                continue;
+            };
+            if !on_attached(via) {
+                out.push(FieldError::new(
+                    format!("vpc_peerings[{i}].{field}"),
+                    format!(
+                        "{via} is on no network attached to this machine (attached: {}); the next hop must be on a connected network (the backbone) or an on-link route",
+                        describe(via.is_ipv6())
+                    ),
+                ));
+            }
         }
     }
-    let default_declared = zones
-        .iter()
-        .any(|(_, z)| z.public_gateway.parse::<Ipv4Addr>().is_ok());
     for (i, c) in g.ipsec.iter().enumerate() {
-        let Ok(peer) = c.remote_peer.parse::<Ipv4Addr>() else {
+        let Ok(peer) = c.remote_peer.trim().parse::<IpAddr>() else {
             continue;
         };
+        let default_declared = zones.iter().any(|(_, z)| match peer {
+            IpAddr::V4(_) => z.public_gateway.parse::<std::net::Ipv4Addr>().is_ok(),
+            IpAddr::V6(_) => z.public_gateway6.is_some(),
+        });
         let routed = default_declared
             || on_attached(peer)
             || env.routes.iter().any(|r| r.dst.contains(&peer));
         if !routed {
+            let gateway = if peer.is_ipv6() {
+                "public_gateway6"
+            } else {
+                "public_gateway"
+            };
             out.push(FieldError::new(
                 format!("ipsec[{i}].remote_peer"),
                 format!(
-                    "{peer} is reachable through no connected network or route of this machine, and no zone declares a public_gateway"
+                    "{peer} is reachable through no connected network or route of this machine, and no zone declares a {gateway}"
                 ),
             ));
         }
@@ -205,5 +219,58 @@ mod tests {
             on_link: false,
         });
         assert!(check(&doc(&ipsec("198.51.100.8")), None, &routed).is_empty());
+    }
+
+    fn env6() -> Environment {
+        let mut env = env();
+        env.connected
+            .push("2001:db8:bb::1/64".parse().expect("net"));
+        env
+    }
+
+    #[test]
+    fn a_via6_must_be_on_an_attached_ipv6_network() {
+        let got = check(
+            &doc(include_str!("../testdata/environment/peerings6.toml")),
+            None,
+            &env6(),
+        );
+        let paths: Vec<&str> = got.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(paths, ["vpc_peerings[2].via6"], "{got:?}");
+        assert!(got[0].reason.contains("2001:db8:cc::4"), "{got:?}");
+        // Only the IPv6 networks are listed for an IPv6 next hop.
+        assert!(got[0].reason.contains("2001:db8:bb::/64"), "{got:?}");
+        assert!(!got[0].reason.contains("192.168.100.0/24"), "{got:?}");
+    }
+
+    #[test]
+    fn an_ipv6_remote_peer_needs_an_ipv6_route_or_a_declared_gateway6() {
+        let ipsec =
+            |peer: &str| include_str!("../testdata/environment/ipsec.toml").replace("@peer@", peer);
+        let got = check(&doc(&ipsec("2001:db8:5::8")), None, &env6());
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert_eq!(got[0].path, "ipsec[0].remote_peer");
+        assert!(got[0].reason.contains("public_gateway6"), "{got:?}");
+        // An IPv4 default route does not carry IPv6.
+        let mut routed = env6();
+        routed.routes.push(EnvRoute {
+            dst: "0.0.0.0/0".parse().expect("net"),
+            on_link: false,
+        });
+        assert_eq!(check(&doc(&ipsec("2001:db8:5::8")), None, &routed).len(), 1);
+        routed.routes.push(EnvRoute {
+            dst: "::/0".parse().expect("net"),
+            on_link: false,
+        });
+        assert!(check(&doc(&ipsec("2001:db8:5::8")), None, &routed).is_empty());
+        assert!(check(&doc(&ipsec("2001:db8:bb::8")), None, &env6()).is_empty());
+        // A zone that declares its IPv6 upstream routes it.
+        let declared = include_str!("../testdata/environment/peerings6.toml").to_string()
+            + &ipsec("2001:db8:5::8").replace("[gateway]\nname = \"acme\"\n", "");
+        let got = check(&doc(&declared), None, &env6());
+        assert!(
+            got.iter().all(|e| e.path != "ipsec[0].remote_peer"),
+            "{got:?}"
+        );
     }
 }
