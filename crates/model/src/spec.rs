@@ -760,7 +760,7 @@ impl Gateway {
             }
         }
         for i in pending {
-            let next = subnet.hosts().find(|ip| free(*ip, &taken));
+            let next = crate::valid::free_addresses4(subnet, &taken).next();
             if let Some(ip) = next {
                 taken.push(Ipv4Net::from(ip));
             }

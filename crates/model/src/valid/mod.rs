@@ -34,6 +34,7 @@ pub use primitives::{
 };
 pub use router::{Balance, HealthCheck, ProxyProtocol, RouteSpec, RouterSpec};
 pub use store::StoreSpec;
+pub use wireguard::free_addresses4;
 pub use wireguard::{KeySource, WgPeerSpec, WireGuardSpec, wg_key};
 pub use wireguard6::{free_addresses, is_unique_local};
 
