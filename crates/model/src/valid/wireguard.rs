@@ -386,16 +386,37 @@ pub fn free_addresses4(subnet: Ipv4Net, taken: &[Ipv4Net]) -> impl Iterator<Item
             u32::from(subnet.broadcast()) - 1,
         ),
     };
-    let mut next = Some(first);
+    let span = |n: &Ipv4Net| {
+        (
+            u32::from(n.network()).into(),
+            u32::from(n.broadcast()).into(),
+        )
+    };
+    // Every value the walk yields lies in first..=last, so it fits an IPv4 address.
+    free_in(Some(first.into()), last.into(), taken, span).map(|c| Ipv4Addr::from(c as u32))
+}
+
+/// The integers `first..=last` that no span of `taken` (its lowest and highest value) holds,
+/// lowest first (none if `first` is None): the address walk of both families.
+pub(super) fn free_in<'a, N>(
+    first: Option<u128>,
+    last: u128,
+    taken: &'a [N],
+    span: impl Fn(&N) -> (u128, u128) + 'a,
+) -> impl Iterator<Item = u128> + 'a {
+    let mut next = first;
     std::iter::from_fn(move || {
         loop {
             let cur = next.filter(|c| *c <= last)?;
-            let ip = Ipv4Addr::from(cur);
-            match taken.iter().find(|n| n.contains(&ip)) {
-                Some(n) => next = u32::from(n.broadcast()).checked_add(1),
+            match taken
+                .iter()
+                .map(&span)
+                .find(|(lo, hi)| (*lo..=*hi).contains(&cur))
+            {
+                Some((_, hi)) => next = hi.checked_add(1),
                 None => {
                     next = cur.checked_add(1);
-                    return Some(ip);
+                    return Some(cur);
                 }
             }
         }

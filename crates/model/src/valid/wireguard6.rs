@@ -2,7 +2,7 @@
 //! IPv6 subnet (no overlaps, never the gateway's own address, a free address for each peer
 //! still waiting for one), and the subnet against the private side's routed prefix.
 
-use super::wireguard::{Gateway, WgPeerSpec, WireGuardSpec};
+use super::wireguard::{Gateway, WgPeerSpec, WireGuardSpec, free_in};
 use crate::error::Errors;
 use crate::spec::{WgPeer, WireGuard};
 use ipnet::Ipv6Net;
@@ -126,22 +126,10 @@ pub(super) fn check_routing6(
 /// The addresses of `subnet` after its subnet-router anycast address that no net of `taken`
 /// holds, lowest first.
 pub fn free_addresses(subnet: Ipv6Net, taken: &[Ipv6Net]) -> impl Iterator<Item = Ipv6Addr> + '_ {
-    let last = u128::from(subnet.broadcast());
-    let mut next = u128::from(subnet.network()).checked_add(1);
-    // A taken net is skipped as a whole (it may be half the subnet).
-    std::iter::from_fn(move || {
-        loop {
-            let cur = next.filter(|c| *c <= last)?;
-            let ip = Ipv6Addr::from(cur);
-            match taken.iter().find(|n| n.contains(&ip)) {
-                Some(n) => next = u128::from(n.broadcast()).checked_add(1),
-                None => {
-                    next = cur.checked_add(1);
-                    return Some(ip);
-                }
-            }
-        }
-    })
+    // After the subnet-router anycast address; none after the last address there is.
+    let first = u128::from(subnet.network()).checked_add(1);
+    let span = |n: &Ipv6Net| (n.network().into(), n.broadcast().into());
+    free_in(first, subnet.broadcast().into(), taken, span).map(Ipv6Addr::from)
 }
 
 /// The VPN's IPv6 subnet is routed to the device: it must not overlap the private side's.
@@ -187,4 +175,37 @@ pub(super) fn warn_internet6(w: &WireGuard, address6: Option<Ipv6Net>, e: &mut E
 /// Whether `a` is a unique local address (fc00::/7, RFC 4193).
 pub fn is_unique_local(a: Ipv6Addr) -> bool {
     a.segments()[0] & 0xfe00 == 0xfc00
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn net(s: &str) -> Ipv6Net {
+        s.parse().expect("net")
+    }
+
+    fn ip(s: &str) -> Ipv6Addr {
+        s.parse().expect("ip")
+    }
+
+    #[test]
+    fn free_addresses_start_after_the_anycast_address_and_skip_taken_nets_whole() {
+        let taken = [net("fd00:8::/65"), net("fd00:8::8000:0:0:1/128")];
+        let got: Vec<Ipv6Addr> = free_addresses(net("fd00:8::/64"), &taken).take(2).collect();
+        assert_eq!(got, [ip("fd00:8::8000:0:0:0"), ip("fd00:8::8000:0:0:2")]);
+        let all: Vec<Ipv6Addr> = free_addresses(net("fd00:8::/126"), &[]).collect();
+        assert_eq!(all, [ip("fd00:8::1"), ip("fd00:8::2"), ip("fd00:8::3")]);
+    }
+
+    #[test]
+    fn free_addresses_end_at_the_top_of_the_address_space() {
+        let top = net("ffff:ffff:ffff:ffff:ffff:ffff:ffff:fffe/127");
+        let all: Vec<Ipv6Addr> = free_addresses(top, &[]).collect();
+        assert_eq!(all, [ip("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff")]);
+        let last = net("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff/128");
+        assert_eq!(free_addresses(last, &[]).count(), 0);
+        let taken = [net("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff/128")];
+        assert_eq!(free_addresses(top, &taken).count(), 0);
+    }
 }
