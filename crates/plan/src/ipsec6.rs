@@ -6,7 +6,7 @@
 //! so without this a forged source would pass as tunnel traffic.
 
 use crate::nft::Chain;
-use crate::opening::Opening;
+use crate::opening::Site;
 use ipnet::Ipv6Net;
 use kawaii_model::Desired;
 use kawaii_model::valid::IpsecSpec;
@@ -50,22 +50,17 @@ fn tunnel(c: &IpsecSpec, p6: Ipv6Net, r6: Ipv6Net, wan: &str, forward: &mut Chai
     forward.rule(format!(
         "iifname {wan} meta secpath missing ip6 saddr {r6} counter drop comment \"ipsec-{id}-forged6\""
     ));
-    // Never in clear: without an SA the office's prefix would follow the IPv6 default route.
-    forward.rule(format!(
-        "ip6 saddr {p6} ip6 daddr {r6} oifname {wan} rt ipsec missing counter drop comment \"ipsec-{id}-no-sa6\""
-    ));
-    forward.rule(format!(
-        "ip6 saddr {p6} ip6 daddr {r6} counter accept comment \"ipsec-{id}-out6\""
-    ));
-    let opening = Opening {
-        match_in: "",
+    let site = Site {
         family: "ip6",
-        src: &r6.to_string(),
-        id: &format!("ipsec-{id}-in6"),
+        sfx: "6",
+        id: &id,
+        wan,
+        private: p6,
+        remote: r6,
     };
-    for rule in opening.rules(p6, c.ingress_open(), &c.ingress_rules6) {
-        forward.rule(rule);
-    }
+    forward
+        .rules
+        .extend(site.rules(c.ingress_open(), &c.ingress_rules6));
 }
 
 #[cfg(test)]

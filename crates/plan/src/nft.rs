@@ -15,7 +15,7 @@
 //! no other rule are elements of an interval set instead (one lookup, per-element counter and
 //! comment): the kernel's cost is per rule, not per element. The rest stay ordinary rules.
 
-use crate::opening::Opening;
+use crate::opening::Site;
 use ipnet::IpNet;
 use kawaii_model::valid::{IpsecSpec, Policy, Protocol, Rule, ZoneSpec};
 use kawaii_model::{Desired, PortSet};
@@ -713,24 +713,17 @@ pub fn render(d: &Desired, z: &ZoneSpec, observed: &crate::Observed) -> Table {
         let Some(remote) = c.remote_subnet else {
             continue;
         };
-        // Never in clear: without an SA (tunnel down, or a failover not yet re-established)
-        // the remote subnet is not reached through the default route. kernel-libipsec sends
-        // tunnelled traffic through its own interface; with XFRM the route carries the SA.
-        forward.rule(format!(
-            "ip saddr {private} ip daddr {remote} oifname {wan} rt ipsec missing counter drop comment \"ipsec-{id}-no-sa\""
-        ));
-        forward.rule(format!(
-            "ip saddr {private} ip daddr {remote} counter accept comment \"ipsec-{id}-out\""
-        ));
-        let opening = Opening {
-            match_in: "",
+        let site = Site {
             family: "ip",
-            src: &remote.to_string(),
-            id: &format!("ipsec-{id}-in"),
+            sfx: "",
+            id: &id,
+            wan: &wan,
+            private,
+            remote,
         };
-        for rule in opening.rules(private, c.ingress_open(), &c.ingress_rules) {
-            forward.rule(rule);
-        }
+        forward
+            .rules
+            .extend(site.rules(c.ingress_open(), &c.ingress_rules));
     }
     crate::ipsec6::forward(d, private6, &wan, &mut forward);
     // VPN peers: from their own addresses only, to the private subnet (or what their ingress

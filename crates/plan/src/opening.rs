@@ -52,3 +52,48 @@ impl Opening<'_> {
         out
     }
 }
+
+/// An IPsec connection's forwarding in one family, between the private subnet and the office's
+/// (`remote`): never in clear, the private subnet's way out through the tunnel, and the office's
+/// way in. Comments are `ipsec-{id}-no-sa{sfx}`, `-out{sfx}` and `-in{sfx}`.
+pub(crate) struct Site<'a, N> {
+    /// `ip` or `ip6`, and the comments' suffix: empty or `6`.
+    pub family: &'a str,
+    pub sfx: &'a str,
+    /// The connection's id (`crate::ipsec_id`) and the public interface.
+    pub id: &'a str,
+    pub wan: &'a str,
+    pub private: N,
+    pub remote: N,
+}
+
+impl<N: Display + Copy> Site<'_, N> {
+    /// The rules; `open` and `rules` are the connection's ingress, as for [`Opening::rules`].
+    pub fn rules(&self, open: bool, rules: &[NetRule<N>]) -> Vec<String> {
+        let Site {
+            family: f,
+            sfx,
+            id,
+            wan,
+            private: p,
+            remote: r,
+        } = *self;
+        // Without an SA (tunnel down, or a failover not yet re-established) the office's subnet
+        // would follow the default route. kernel-libipsec sends tunnelled traffic through its
+        // own interface; with XFRM the route carries the SA.
+        let mut out = vec![
+            format!(
+                "{f} saddr {p} {f} daddr {r} oifname {wan} rt ipsec missing counter drop comment \"ipsec-{id}-no-sa{sfx}\""
+            ),
+            format!("{f} saddr {p} {f} daddr {r} counter accept comment \"ipsec-{id}-out{sfx}\""),
+        ];
+        let opening = Opening {
+            match_in: "",
+            family: f,
+            src: &r.to_string(),
+            id: &format!("ipsec-{id}-in{sfx}"),
+        };
+        out.extend(opening.rules(p, open, rules));
+        out
+    }
+}
