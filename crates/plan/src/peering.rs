@@ -65,27 +65,25 @@ pub(crate) fn forward(
         if let (Some(ours), Some(theirs)) = (d.private_subnet6, p.subnet6) {
             pairs.push((IpNet::V6(ours), IpNet::V6(theirs)));
         }
-        if p.consent == Consent::Mutual && !observed.consented_peerings.contains(&p.name) {
-            // No consent (yet): nothing crosses in either direction, not even as egress.
-            for (_, theirs) in &pairs {
-                let f = family(theirs);
-                rules.push(format!(
-                    "{f} daddr {theirs} counter drop comment \"peering-{id}-pending\""
-                ));
-                rules.push(format!(
-                    "{f} saddr {theirs} counter drop comment \"peering-{id}-pending\""
-                ));
-            }
-            continue;
-        }
+        // No consent (yet): nothing crosses in either direction, not even as egress.
+        let pending =
+            p.consent == Consent::Mutual && !observed.consented_peerings.contains(&p.name);
         for (ours, theirs) in &pairs {
             let f = family(theirs);
-            rules.push(format!(
-                "{f} saddr {ours} {f} daddr {theirs} jump peering-{id}-out"
-            ));
-            rules.push(format!(
-                "{f} saddr {theirs} {f} daddr {ours} jump peering-{id}-in"
-            ));
+            rules.extend(if pending {
+                [
+                    format!("{f} daddr {theirs} counter drop comment \"peering-{id}-pending\""),
+                    format!("{f} saddr {theirs} counter drop comment \"peering-{id}-pending\""),
+                ]
+            } else {
+                [
+                    format!("{f} saddr {ours} {f} daddr {theirs} jump peering-{id}-out"),
+                    format!("{f} saddr {theirs} {f} daddr {ours} jump peering-{id}-in"),
+                ]
+            });
+        }
+        if pending {
+            continue;
         }
         let (verdict, fallback) = match p.policy {
             Policy::Accept => ("drop", "accept"),
