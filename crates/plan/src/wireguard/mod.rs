@@ -205,29 +205,54 @@ pub fn route_to_siblings(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use kawaii_model::{Format, Gateway, validate};
+pub(crate) mod fixture {
+    use kawaii_model::{Desired, Format, Gateway, validate};
 
-    fn desired(extra: &str) -> Desired {
+    /// Two zones; with `v6` dual-stack (zone-a only has an IPv6 VIP), the VPN on `address6`.
+    pub(crate) fn desired(extra: &str, v6: Option<&str>) -> Desired {
+        let mut zones = kawaii_testkit::configs::two_zones("acme");
+        let mut wg6 = String::new();
+        if let Some(address6) = v6 {
+            zones = zones
+                .replace(
+                    "private_subnet = \"10.1.0.0/24\"",
+                    "private_subnet = \"10.1.0.0/24\"\nprivate_subnet6 = \"2001:db8:1::/64\"",
+                )
+                .replace(
+                    "private_address = \"10.1.0.251\"",
+                    "private_address = \"10.1.0.251\"\npublic_vip6 = \"2001:db8:ff::10/64\"\npublic_gateway6 = \"2001:db8:ff::1\"\nprivate_vip6 = \"2001:db8:1::1\"",
+                )
+                .replace(
+                    "private_address = \"10.1.0.252\"",
+                    "private_address = \"10.1.0.252\"\nprivate_vip6 = \"2001:db8:1::2\"",
+                );
+            wg6 = format!("address6 = \"{address6}\"");
+        }
         let text = format!(
-            r#"{}
+            r#"{zones}
 [ha]
 [wireguard]
 address = "10.8.0.1/24"
+{wg6}
 private_key_file = "/etc/kawaii/wg.key"
 [[wireguard.peers]]
 name = "alice"
 public_key = "GY5aT1N9dTR/nJnT1N2f4ClZWVj0jOAld0r8ysWLyjg="
 preshared_key = "FpCyhws9cxwWoV4xELtfJvjJN+zQVRPISllRWgeopVE="
 {extra}
-"#,
-            kawaii_testkit::configs::two_zones("acme")
+"#
         );
         let mut g = Gateway::parse(&text, Format::Toml).expect("parses");
         g.prepare_commit(&Gateway::default());
         validate(&g).expect("valid").desired
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fixture::desired;
+    use kawaii_model::{Format, Gateway, validate};
 
     /// Two dual-stack zones and a VPN with both families; peer alice (allocated addresses)
     /// with `extra` lines.
@@ -319,7 +344,7 @@ preshared_key = "FpCyhws9cxwWoV4xELtfJvjJN+zQVRPISllRWgeopVE="
 
     #[test]
     fn rendered_device_never_shows_keys() {
-        let d = desired("");
+        let d = desired("", None);
         let w = plan(&d).expect("plan");
         let text = w.render();
         assert!(!text.contains("FpCyhws9"), "{text}");
