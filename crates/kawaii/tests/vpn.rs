@@ -417,8 +417,8 @@ fn a_key_file_others_can_read_stops_the_daemon_with_one_line() {
 /// The VPN's IPv6 subnet in the dual-stack test: global, routed to the gateway (no NAT66).
 const VPN6: &str = "2001:db8:8::/64";
 
-/// The IPv6 test's config: alice without `allowed_ips`, bob with a full tunnel, and the VPN's
-/// IPv6 prefix beside its IPv4 one.
+/// The IPv6 test's config: alice without `allowed_ips`, bob with a full tunnel, the VPN's
+/// IPv6 prefix beside its IPv4 one, and a pipe to vm1's web server on port 8080.
 fn vpn6_config(key_file: &Path, alice: &str, bob: &str) -> String {
     let wg = lab::wireguard_toml(
         &key_file.to_string_lossy(),
@@ -431,7 +431,11 @@ fn vpn6_config(key_file: &Path, alice: &str, bob: &str) -> String {
         "address = \"10.8.0.1/24\"\n",
         "address = \"10.8.0.1/24\"\naddress6 = \"2001:db8:8::1/64\"\n",
     );
-    lab::LAB_TOML.to_string() + &wg
+    let pipe = format!(
+        "\n[[pipes]]\nname = \"web\"\nport = 8080\nremote = \"{}:80\"\n",
+        lab::VM1
+    );
+    lab::LAB_TOML.to_string() + &wg + &pipe
 }
 
 /// Issue 18, acceptance 5: VPN laptops that reach the gateway at its IPv6 VIP, configured
@@ -481,6 +485,11 @@ fn vpn_over_ipv6_with_both_inner_families_from_showconf() {
         alice
             .run(&["ping", "-c", "3", "-i", "0.2", "-W", "2", target])
             .unwrap_or_else(|e| panic!("ping {target} through the tunnel: {e}"));
+    }
+    // The pipe (no `listen`) answers at the gateway's VPN address of either family.
+    for gw in ["10.8.0.1", "[2001:db8:8::1]"] {
+        let page = v.fetch(&alice, &format!("http://{gw}:8080/"));
+        assert!(page.starts_with("hello from vm1"), "pipe at {gw}: {page}");
     }
     // The gateway's own ports stay closed over IPv6 too; vm1 answers behind it.
     let scan = |h: &Host, target: &str, ports: &str| {

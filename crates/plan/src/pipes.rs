@@ -4,7 +4,7 @@
 
 use kawaii_model::Desired;
 use serde::Serialize;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
 /// How long a pipe waits for its target to accept.
@@ -31,15 +31,17 @@ fn host_port(host: &str, port: u16) -> String {
 }
 
 /// Every pipe of this node. Pipes through a peer that has no address yet (a document not
-/// committed) are left out.
+/// committed) are left out. A pipe without `listen` binds every address: of both families
+/// (one dual-stack socket) when the VPN has an IPv6 side, IPv4 only otherwise.
 pub fn plan(d: &Desired) -> Vec<PipePlan> {
+    let any = match d.wireguard.as_ref().and_then(|w| w.address6) {
+        Some(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+        None => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+    };
     d.pipes
         .iter()
         .filter_map(|p| {
-            let listen = SocketAddr::new(
-                p.listen.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
-                p.port,
-            );
+            let listen = SocketAddr::new(p.listen.unwrap_or(any), p.port);
             let via = p.peer.as_deref().filter(|peer| *peer != d.name);
             let target = match via {
                 None => host_port(&p.remote_host, p.remote_port),
@@ -57,4 +59,26 @@ pub fn plan(d: &Desired) -> Vec<PipePlan> {
             })
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wireguard::fixture::desired;
+
+    const PIPE: &str = "[[pipes]]\nname = \"db\"\nport = 5432\nremote = \"10.1.0.20:5432\"\n";
+
+    #[test]
+    fn a_pipe_without_listen_binds_both_families_when_the_vpn_has_ipv6() {
+        let listen = |v6| plan(&desired(PIPE, v6))[0].listen.to_string();
+        assert_eq!(listen(None), "0.0.0.0:5432");
+        assert_eq!(listen(Some("fd00:8::1/64")), "[::]:5432");
+        let bound = format!("{PIPE}listen = \"10.1.0.1\"\n");
+        assert_eq!(
+            plan(&desired(&bound, Some("fd00:8::1/64")))[0]
+                .listen
+                .to_string(),
+            "10.1.0.1:5432"
+        );
+    }
 }

@@ -157,6 +157,10 @@ pub(crate) fn bind(addr: SocketAddr) -> Result<TcpListener, ProxyError> {
     socket.set_reuse_address(true).map_err(err)?;
     socket.set_tcp_nodelay(true).map_err(err)?;
     socket.set_nonblocking(true).map_err(err)?;
+    // `[::]` means both families, whatever net.ipv6.bindv6only says.
+    if addr.is_ipv6() && addr.ip().is_unspecified() {
+        socket.set_only_v6(false).map_err(err)?;
+    }
     socket.bind(&addr.into()).map_err(err)?;
     socket.listen(4096).map_err(err)?;
     TcpListener::from_std(socket.into()).map_err(err)

@@ -388,6 +388,29 @@ mod tests {
             .expect("port")
     }
 
+    /// `[::]` is one socket for both families (the default of a dual-stack VPN's pipes).
+    #[tokio::test]
+    async fn a_pipe_on_the_ipv6_wildcard_serves_both_families() {
+        let target = server(b"T:").await;
+        let port = free_port().port();
+        let pipes = Pipes::new();
+        let any = SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, port));
+        pipes
+            .apply(vec![pipe("dual", any, target)])
+            .await
+            .expect("apply");
+        for from in ["127.0.0.1", "::1"] {
+            let to = SocketAddr::new(from.parse().expect("ip"), port);
+            let mut s = TcpStream::connect(to).await.expect("connect");
+            s.write_all(b"hi").await.expect("write");
+            s.shutdown().await.expect("shutdown");
+            let mut got = Vec::new();
+            s.read_to_end(&mut got).await.expect("read");
+            assert_eq!(got, b"T:hi", "through {to}");
+        }
+        pipes.shutdown(Duration::from_millis(100)).await;
+    }
+
     #[tokio::test]
     async fn half_close_both_ways_and_live_changes_spare_other_pipes() {
         let a = server(b"A:").await;
