@@ -10,6 +10,7 @@ mod gateway;
 mod ingress;
 mod ipsec;
 mod ipsec_net;
+mod overlap6;
 mod peering;
 mod pipes;
 mod primitives;
@@ -146,7 +147,13 @@ fn check_gateway(g: &Gateway, e: &mut Errors) -> Option<Desired> {
         .as_ref()
         .and_then(|w| wireguard::check_wireguard(w, g.zones.is_empty(), e));
     check_overlaps(private_subnet, wireguard.as_ref(), &vpc_peerings, &ipsec, e);
-    wireguard6::check_overlap6(private_subnet6, wireguard.as_ref(), e);
+    overlap6::check_between(
+        private_subnet6,
+        wireguard.as_ref(),
+        &vpc_peerings,
+        &ipsec,
+        e,
+    );
     let pipes = pipes::check_pipes(g, wireguard.as_ref(), e);
     let (routes, router) = router::check_routing(g, &nat_rules, e);
     let store = store::check_store(g, e);

@@ -1,8 +1,9 @@
 //! `[wireguard]` over IPv6: a peer's allocated `address6`, what the peers route in the VPN's
 //! IPv6 subnet (no overlaps, never the gateway's own address, a free address for each peer
-//! still waiting for one), and the subnet against the private side's routed prefix.
+//! still waiting for one), and the full tunnel's warning. The subnet against the other routed
+//! prefixes is `overlap6.rs`'s.
 
-use super::wireguard::{Gateway, WgPeerSpec, WireGuardSpec, free_in};
+use super::wireguard::{Gateway, WgPeerSpec, free_in};
 use crate::error::Errors;
 use crate::spec::{WgPeer, WireGuard};
 use ipnet::Ipv6Net;
@@ -130,24 +131,6 @@ pub fn free_addresses(subnet: Ipv6Net, taken: &[Ipv6Net]) -> impl Iterator<Item 
     let first = u128::from(subnet.network()).checked_add(1);
     let span = |n: &Ipv6Net| (n.network().into(), n.broadcast().into());
     free_in(first, subnet.broadcast().into(), taken, span).map(Ipv6Addr::from)
-}
-
-/// The VPN's IPv6 subnet is routed to the device: it must not overlap the private side's.
-pub(super) fn check_overlap6(
-    private_subnet6: Option<Ipv6Net>,
-    wireguard: Option<&WireGuardSpec>,
-    e: &mut Errors,
-) {
-    let (Some(p), Some(v)) = (private_subnet6, wireguard.and_then(|w| w.address6)) else {
-        return;
-    };
-    let v = v.trunc();
-    if p.contains(&v.network()) || v.contains(&p.network()) {
-        e.push(
-            "wireguard.address6",
-            format!("{v} overlaps {p} (gateway.private_subnet6)"),
-        );
-    }
 }
 
 /// Full tunnel over IPv6 is routed (no NAT66): from a unique local prefix it cannot work, so the
