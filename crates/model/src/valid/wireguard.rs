@@ -426,10 +426,19 @@ pub(super) fn free_in<'a, N>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::valid::free_addresses;
     use crate::{Format, Gateway as Doc, validate};
 
+    /// An address or a network of either family.
+    fn p<T: std::str::FromStr>(s: &str) -> T
+    where
+        T::Err: std::fmt::Debug,
+    {
+        s.parse().expect(s)
+    }
+
     fn net(s: &str) -> Ipv4Net {
-        s.parse().expect("net")
+        p(s)
     }
 
     #[test]
@@ -452,6 +461,26 @@ mod tests {
             free_addresses4(net("10.8.0.0/30"), &[net("10.8.0.0/30")]).count(),
             0
         );
+    }
+
+    #[test]
+    fn free_addresses_start_after_the_anycast_address_and_skip_taken_nets_whole() {
+        let ips = |v: &[&str]| -> Vec<Ipv6Addr> { v.iter().map(|s| p(s)).collect() };
+        let taken: [Ipv6Net; 2] = [p("fd00:8::/65"), p("fd00:8::8000:0:0:1/128")];
+        let got: Vec<Ipv6Addr> = free_addresses(p("fd00:8::/64"), &taken).take(2).collect();
+        assert_eq!(got, ips(&["fd00:8::8000:0:0:0", "fd00:8::8000:0:0:2"]));
+        let all: Vec<Ipv6Addr> = free_addresses(p("fd00:8::/126"), &[]).collect();
+        assert_eq!(all, ips(&["fd00:8::1", "fd00:8::2", "fd00:8::3"]));
+    }
+
+    #[test]
+    fn free_addresses_end_at_the_top_of_the_address_space() {
+        let top: Ipv6Net = p("ffff:ffff:ffff:ffff:ffff:ffff:ffff:fffe/127");
+        let last: Ipv6Net = p("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff/128");
+        let all: Vec<Ipv6Addr> = free_addresses(top, &[]).collect();
+        assert_eq!(all, [last.addr()]);
+        assert_eq!(free_addresses(last, &[]).count(), 0);
+        assert_eq!(free_addresses(top, &[last]).count(), 0);
     }
 
     /// Found by the 10M fuzz run of `config_toml`: a VPN subnet of a /2 took 24 s to validate

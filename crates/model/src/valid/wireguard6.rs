@@ -159,36 +159,3 @@ pub(super) fn warn_internet6(w: &WireGuard, address6: Option<Ipv6Net>, e: &mut E
 pub fn is_unique_local(a: Ipv6Addr) -> bool {
     a.segments()[0] & 0xfe00 == 0xfc00
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn net(s: &str) -> Ipv6Net {
-        s.parse().expect("net")
-    }
-
-    fn ip(s: &str) -> Ipv6Addr {
-        s.parse().expect("ip")
-    }
-
-    #[test]
-    fn free_addresses_start_after_the_anycast_address_and_skip_taken_nets_whole() {
-        let taken = [net("fd00:8::/65"), net("fd00:8::8000:0:0:1/128")];
-        let got: Vec<Ipv6Addr> = free_addresses(net("fd00:8::/64"), &taken).take(2).collect();
-        assert_eq!(got, [ip("fd00:8::8000:0:0:0"), ip("fd00:8::8000:0:0:2")]);
-        let all: Vec<Ipv6Addr> = free_addresses(net("fd00:8::/126"), &[]).collect();
-        assert_eq!(all, [ip("fd00:8::1"), ip("fd00:8::2"), ip("fd00:8::3")]);
-    }
-
-    #[test]
-    fn free_addresses_end_at_the_top_of_the_address_space() {
-        let top = net("ffff:ffff:ffff:ffff:ffff:ffff:ffff:fffe/127");
-        let all: Vec<Ipv6Addr> = free_addresses(top, &[]).collect();
-        assert_eq!(all, [ip("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff")]);
-        let last = net("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff/128");
-        assert_eq!(free_addresses(last, &[]).count(), 0);
-        let taken = [net("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff/128")];
-        assert_eq!(free_addresses(top, &taken).count(), 0);
-    }
-}
