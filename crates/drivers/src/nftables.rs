@@ -1,10 +1,12 @@
 //! The nftables driver: replaces the `inet kawaii` table in one transaction (`nft -f -`), never
 //! touching any other table, and reads the rule counters back (`nft -j list table`): those of
-//! commented rules, and those of set elements summed per rule (the element's comment).
+//! commented rules, and those of set elements summed per rule (the element's comment). Before it
+//! writes counting rules again (a replace, a refilled chain), it reads them and carries their
+//! values into the script, so counters only ever grow while the table lives.
 
 use crate::{Applied, ApplyFuture, Driver, DriverError, DriverName, tool};
 use kawaii_plan::Plan;
-use kawaii_plan::nft::Table;
+use kawaii_plan::nft::{Carried, Table};
 use serde::Serialize;
 use std::sync::Mutex;
 
@@ -32,10 +34,22 @@ impl Driver for Nftables {
                 return Ok(Applied::quiet());
             };
             let prev = self.last.lock().ok().and_then(|l| l.clone());
-            let script = match prev.as_ref().and_then(|p| table.patch_from(p)) {
+            // What is written again keeps the kernel's counts (a restart's first apply
+            // replaces the whole table): read them first, only when something counting is
+            // rewritten. Without them (no table yet, or the read failed) counting starts at 0.
+            let mut carried = Carried::default();
+            if table.rewrites_counters(prev.as_ref())
+                && let Ok(list) = counters().await
+            {
+                carried = carry(&list);
+            }
+            let script = match prev
+                .as_ref()
+                .and_then(|p| table.patch_carrying(p, &mut carried))
+            {
                 Some(patch) if patch.is_empty() => return Ok(Applied::quiet()),
                 Some(patch) => patch,
-                None => table.render(),
+                None => table.render_carrying(&mut carried),
             };
             // One `nft -f` input is one kernel transaction: on error nothing changes.
             let result = tool::run("nft", &["-f", "-"], Some(&script)).await;
@@ -78,6 +92,15 @@ pub struct RuleCounter {
     pub rule: String,
     pub packets: u64,
     pub bytes: u64,
+}
+
+/// The counters as values to carry into a rewrite, in the order they were read.
+pub fn carry(list: &[RuleCounter]) -> Carried {
+    let mut c = Carried::default();
+    for r in list {
+        c.push(&r.chain, &r.rule, r.packets, r.bytes);
+    }
+    c
 }
 
 /// Reads every commented counter of the table.
@@ -172,6 +195,39 @@ mod tests {
                 packets: 12,
                 bytes: 720
             }]
+        );
+    }
+
+    /// What was read goes back into the same rules when the table is written again.
+    #[test]
+    fn read_counters_are_carried_into_a_rewrite() {
+        let read = [("input", "ingress-1", 12, 720), ("input", "drop", 3, 180)];
+        let list: Vec<RuleCounter> = read
+            .iter()
+            .map(|&(chain, rule, packets, bytes)| RuleCounter {
+                chain: chain.into(),
+                rule: rule.into(),
+                packets,
+                bytes,
+            })
+            .collect();
+        let table = Table {
+            chains: vec![kawaii_plan::nft::Chain {
+                name: "input".into(),
+                hook: None,
+                rules: vec![
+                    "iifname \"wan0\" counter accept comment \"ingress-1\"".into(),
+                    "counter drop comment \"drop\"".into(),
+                ],
+            }],
+            ..Table::default()
+        };
+        let script = table.render_carrying(&mut carry(&list));
+        assert!(
+            script.contains(
+                "iifname \"wan0\" counter packets 12 bytes 720 accept comment \"ingress-1\""
+            ) && script.contains("counter packets 3 bytes 180 drop comment \"drop\""),
+            "{script}"
         );
     }
 

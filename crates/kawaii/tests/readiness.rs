@@ -1,5 +1,6 @@
 //! The operator's first hour in the lab: a rule's counter keeps its value across an unrelated
-//! change (a new peering), under the same chain label in status and metrics; a peering whose
+//! change (a new peering), under the same chain label in status and metrics, and across a
+//! restart of the daemon (which replaces the table whole); a peering whose
 //! next hop no connected network reaches is accepted with a warning, then `/readyz`, the status
 //! header and the peering's state say the gateway is degraded and name the peering, until it
 //! is removed.
@@ -9,6 +10,13 @@ use kawaii_testkit::wait_for;
 use serde_json::{Value, json};
 use std::path::Path;
 use std::time::Duration;
+
+/// The packets of `rule` in `/v1/status`, summed over the chains (and families) that have it.
+fn packets(status: &Value, rule: &str) -> u64 {
+    let rules = status["details"]["rules"].as_array().cloned();
+    let of_rule = rules.into_iter().flatten().filter(|r| r["rule"] == rule);
+    of_rule.map(|r| r["packets"].as_u64().unwrap_or(0)).sum()
+}
 
 /// The egress counter of `rule` in `/v1/status` (chain, packets).
 fn counter(status: &Value, rule: &str) -> Option<(String, u64)> {
@@ -28,7 +36,8 @@ fn counter(status: &Value, rule: &str) -> Option<(String, u64)> {
 fn counters_survive_unrelated_changes_and_readyz_names_a_failing_peering() {
     let kawaii = Path::new(env!("CARGO_BIN_EXE_kawaii"));
     let config = LAB_TOML.replace("[[zones]]", "[api]\nready_timeout = \"3s\"\n\n[[zones]]");
-    let (mut topo, l) = lab::start("rdy", kawaii, &config).unwrap_or_else(|e| panic!("lab: {e}"));
+    let (mut topo, mut l) =
+        lab::start("rdy", kawaii, &config).unwrap_or_else(|e| panic!("lab: {e}"));
     let api = l.api();
 
     // SMTP out is dropped by egress-1, a set element with its own counter.
@@ -137,4 +146,26 @@ fn counters_survive_unrelated_changes_and_readyz_names_a_failing_peering() {
     })
     .unwrap_or_else(|e| panic!("{e}"));
     assert!(api.status()["degraded"].is_null());
+
+    // A restart replaces the table whole; the kernel's counts are carried into the new one: a
+    // set element's (egress-1, SMTP dropped) and a chain rule's (egress-policy, vm1's web out).
+    assert!(l.vm1.curl("http://198.51.100.10/", "2").is_some());
+    let counted = wait_for(Duration::from_secs(10), "egress-policy counted", || {
+        let s = api.status();
+        let n = (packets(&s, "egress-1"), packets(&s, "egress-policy"));
+        (n.0 >= 3 && n.1 > 0).then_some(n)
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    topo.proc(l.kawaii.proc).stop(Duration::from_secs(5));
+    l.kawaii.restart(&mut topo).expect("restart");
+    l.kawaii
+        .wait_ready(Duration::from_secs(20))
+        .unwrap_or_else(|e| panic!("{e}\n{}", l.kawaii.log(&mut topo)));
+    std::thread::sleep(Duration::from_secs(3));
+    let s = api.status();
+    let now = (packets(&s, "egress-1"), packets(&s, "egress-policy"));
+    assert!(
+        now.0 >= counted.0 && now.1 >= counted.1,
+        "counts before the restart {counted:?}, after {now:?}"
+    );
 }

@@ -15,6 +15,7 @@ pub mod pipes;
 pub mod ra;
 pub mod router;
 pub mod synproxy;
+pub mod table;
 pub mod vrrp;
 pub mod wireguard;
 

@@ -4,6 +4,7 @@
 //! throwaway network namespace.
 
 use kawaii_model::{Format, Gateway, validate};
+use kawaii_plan::nft::Carried;
 use kawaii_testkit::golden::{check_golden, nft_check_file};
 use kawaii_testkit::{Host, Topology};
 use std::path::Path;
@@ -233,6 +234,64 @@ fn counters_survive_chains_and_meters_that_come_and_go() {
         nft.apply(&to.render());
         assert_eq!(patched, sorted(nft.list()), "{patch}");
     }
+}
+
+/// A restarted daemon replaces the table whole, and a change may refill a chain: with the
+/// kernel's counters carried into what is written again, both keep counting from where they
+/// were, and untouched chains keep theirs (values planted through the script, no traffic).
+#[test]
+fn carried_counters_survive_a_replace_and_a_refilled_chain() {
+    let text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/render/example/config.toml"),
+    )
+    .expect("config");
+    let table = |g: &Gateway| {
+        kawaii_plan::plan(&validate(g).expect("valid").desired, None)
+            .expect("plan")
+            .nftables
+            .expect("table")
+    };
+    let mut g = Gateway::parse(&text, Format::Toml).expect("parses");
+    g.assign_rule_ids(&Gateway::default());
+    let mut g2 = g.clone();
+    let mut extra = g2.egress_rules[0].clone();
+    extra.id = None;
+    extra.ports = "20-30".into();
+    g2.egress_rules.push(extra);
+    g2.assign_rule_ids(&g);
+    let (one, two) = (table(&g), table(&g2));
+    assert!(one.rewrites_counters(None), "a first apply replaces");
+    assert!(!one.rewrites_counters(Some(&one)), "nothing to write");
+    assert!(
+        two.rewrites_counters(Some(&one)),
+        "the egress chain is refilled"
+    );
+
+    let (_t, nft) = netns("carry");
+    nft.apply(&one.render());
+    let mut carried = Carried::default();
+    carried.push("input", "invalid", 7, 420);
+    carried.push("ingress", "ingress-1", 9, 540);
+    nft.apply(&one.render_carrying(&mut carried));
+    let invalid = "ct state invalid counter packets 7 bytes 420 drop comment \"invalid\"";
+    nft.assert_counted(invalid, "replace");
+    nft.assert_counted(
+        "0.0.0.0/0 . tcp . 22 counter packets 9 bytes 540 comment \"ingress-1\"",
+        "replace",
+    );
+    let mut carried = Carried::default();
+    carried.push("egress", "egress-policy", 4, 240);
+    let patch = two.patch_carrying(&one, &mut carried).expect("a patch");
+    nft.apply(&patch);
+    nft.assert_counted(
+        "counter packets 4 bytes 240 accept comment \"egress-policy\"",
+        &patch,
+    );
+    nft.assert_counted(invalid, &patch);
+    // The same table as without carrying, but for the values.
+    let patched = nft.list();
+    nft.apply(&two.render());
+    assert_eq!(patched, nft.list());
 }
 
 /// A throwaway network namespace (removed with the topology) to apply scripts in.
