@@ -624,6 +624,15 @@ fn ipv6_peering_over_an_ipv6_backbone_with_consent() {
     let body = web(&m1, a1_6, 80).expect("marvelous -> acme");
     assert!(body.contains(&format!("you are {m1_6}:")), "{body}");
     assert!(a1.pings(m1_6) && m1.pings(a1_6), "ping both ways");
+    // Every hello is counted (three a second), not only the first of the flow.
+    let hellos = wait_for(Duration::from_secs(6), "hellos counted", || {
+        let n = counted_like(&a, "peering-marvelous-", "-hello6");
+        (n >= 6).then_some(n)
+    });
+    assert!(
+        hellos.is_ok(),
+        "{hellos:?}: the hello6 counter stays near one"
+    );
 
     // marvelous: policy drop; the exception is a1's IPv6 address on tcp/443, so a1 reaches
     // :443 over IPv6 only, and :22 not at all.

@@ -313,9 +313,6 @@ pub fn render(d: &Desired, z: &ZoneSpec, observed: &crate::Observed) -> Table {
     if let Some(sync) = crate::conntrackd::plan(d, z, observed) {
         services.rule(crate::conntrackd::nft_rule(&sync));
     }
-    for r in crate::peering::hellos(d) {
-        services.rule(r);
-    }
     for c in d.ipsec.iter().filter(|c| c.remote_peer.is_ipv4()) {
         let id = crate::ipsec_id(&c.name);
         services.rule(format!(
@@ -491,6 +488,16 @@ pub fn render(d: &Desired, z: &ZoneSpec, observed: &crate::Observed) -> Table {
     let flood = crate::flood::plan(d, &wan, &vips, vips6.as_deref(), &router_ports, observed);
     input.rules.splice(1..1, flood.input_head);
     forward.rules.splice(1..1, flood.forward_head);
+    // Consent hellos ahead of everything, `established` included, so each one is counted.
+    let hellos = crate::peering::hellos(d);
+    if hellos.is_some() {
+        let jump = format!(
+            "udp dport {} jump {}",
+            crate::CONSENT_PORT,
+            crate::peering::HELLOS
+        );
+        input.rules.insert(0, jump);
+    }
 
     // --- NAT.
     let mut pre = Chain::new(
@@ -581,6 +588,7 @@ pub fn render(d: &Desired, z: &ZoneSpec, observed: &crate::Observed) -> Table {
         chains.push(c);
         sets.push(set);
     }
+    chains.extend(hellos);
     chains.extend([services, forward, egress]);
     sets.push(egress_set);
     if let Some((c, set)) = egress6 {

@@ -1,38 +1,44 @@
-//! VPC peerings in the `inet kawaii` table, both families. In `services`: the consent hellos,
-//! from the peer's backbone addresses only (`via`, and `via6` for a dual-stack peer). In
-//! `forward`, per peering: without consent (yet) drops of everything to and from its subnets,
-//! so nothing crosses in either direction; with it, jumps into its two chains
-//! (`peering-<id>-in`, `-out`), which hold its rules and its policy for both families. IPv6 is
-//! routed as it is (no NAT66); the IPv4 aliases are `netmap`'s.
+//! VPC peerings in the `inet kawaii` table, both families. In `hellos` (ahead of `input`'s
+//! established rule): the consent hellos, from the peer's backbone addresses only (`via`, and
+//! `via6` for a dual-stack peer). In `forward`, per peering: without consent (yet) drops of
+//! everything to and from its subnets, so nothing crosses in either direction; with it, jumps
+//! into its two chains (`peering-<id>-in`, `-out`), which hold its rules and its policy for both
+//! families. IPv6 is routed as it is (no NAT66); the IPv4 aliases are `netmap`'s.
 
 use crate::nft::{Chain, l4};
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use kawaii_model::Desired;
 use kawaii_model::valid::{Consent, PeeringRule, Policy};
 
-/// The `services` rules that let each mutual peering's hellos in.
-pub(crate) fn hellos(d: &Desired) -> Vec<String> {
-    let mut out = Vec::new();
+/// The `hellos` chain that lets each mutual peering's hellos in, from its backbone addresses
+/// only; None without a mutual peering. `input` jumps to it for UDP 7781 *before* accepting
+/// established flows, so its counters count every hello (three a second), not only the first
+/// packet of the flow conntrack then calls established.
+pub(crate) fn hellos(d: &Desired) -> Option<Chain> {
+    let mut chain = Chain::new(HELLOS, None);
     for p in d
         .vpc_peerings
         .iter()
         .filter(|p| p.consent == Consent::Mutual)
     {
         let id = crate::ipsec_id(&p.name);
-        out.push(format!(
+        chain.rule(format!(
             "ip saddr {} udp dport {} counter accept comment \"peering-{id}-hello\"",
             p.via,
             crate::CONSENT_PORT
         ));
         if let Some(via6) = p.via6 {
-            out.push(format!(
+            chain.rule(format!(
                 "ip6 saddr {via6} udp dport {} counter accept comment \"peering-{id}-hello6\"",
                 crate::CONSENT_PORT
             ));
         }
     }
-    out
+    (!chain.rules.is_empty()).then_some(chain)
 }
+
+/// The name of the hellos' chain.
+pub(crate) const HELLOS: &str = "hellos";
 
 /// The peered IPv6 subnets: the echo requests RFC 4890 lets into our routed prefix from
 /// anywhere do not come from them (their traffic follows the peering's consent and policy).
