@@ -133,6 +133,7 @@ pub fn up(config: Option<PathBuf>, zones: u8) -> anyhow::Result<ExitCode> {
 [wireguard]
 listen_port = 51820
 address = \"10.8.0.1/24\"
+address6 = \"fd00:8::1/64\"
 private_key_file = \"{DIR}/wg.key\"
 
 [[wireguard.peers]]
@@ -173,7 +174,7 @@ remote = \"{vm1}:80\"
         r#"
   internet 198.51.100.10 ── router ── gw (kawaii; public VIP 203.0.113.10, private VIP 10.1.0.1)
                                         └── lan ── vm1 10.1.0.10 (web :80), vm2 10.1.0.11 (udp echo :5353)
-  laptop 192.0.2.2 (wireguard-go, VPN 10.8.0.2) ── router    (default lab only)
+  laptop 192.0.2.2 (wireguard-go, VPN 10.8.0.2, fd00:8::2) ── router    (default lab only)
 
 Try:
   kawaii lab exec vm1 curl -s http://198.51.100.10/          # egress: the internet sees 203.0.113.10
@@ -193,6 +194,7 @@ Try:
         vpn = if laptop.is_some() {
             "
   kawaii lab exec laptop curl -s http://10.1.0.10/          # VPN: laptop -> WireGuard -> vm1
+  kawaii lab exec laptop curl -gs http://[2001:db8:1::10]/  # VPN over IPv6, routed: vm1 sees the laptop's fd00:8::2
   kawaii lab exec laptop curl -s http://10.8.0.1:8080/      # a pipe on the gateway -> vm1, VPN side only
   kawaii lab exec internet curl -s -m 3 http://203.0.113.10:8080/   # the pipe is blocked from the internet
   kawaii lab exec gw wg show kawaii-wg0                     # the laptop's handshake and transfer

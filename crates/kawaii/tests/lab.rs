@@ -86,6 +86,12 @@ fn lab_up_commands_and_down() {
                 "vm1 sees the VPN address: {stdout}"
             );
         }
+        if comment.contains("VPN over IPv6") {
+            assert!(
+                stdout.contains("you are fd00:8::2:"),
+                "vm1 sees the laptop's IPv6 VPN address: {stdout}"
+            );
+        }
         if comment.contains("handshake") {
             assert!(stdout.contains("latest handshake"), "{stdout}");
         }

@@ -274,6 +274,11 @@ impl WireguardGo {
         let conf = t.write(&format!("{ifname}.conf"), &stripped)?;
         go.wg(&["setconf", ifname, &conf.to_string_lossy()])?;
         go.set_private_key(private_key)?;
+        if address.iter().any(|a| a.contains(':')) {
+            // A host that is IPv4-only outside still speaks IPv6 inside the tunnel.
+            let on = format!("net.ipv6.conf.{ifname}.disable_ipv6=0");
+            host.run(&["sysctl", "-qw", &on])?;
+        }
         for a in &address {
             let mut args = vec!["ip", "addr", "add", a.as_str(), "dev", ifname];
             if a.contains(':') {
