@@ -196,6 +196,7 @@ Try:
   kawaii lab exec laptop curl -s http://10.1.0.10/          # VPN: laptop -> WireGuard -> vm1
   kawaii lab exec laptop curl -gs http://[2001:db8:1::10]/  # VPN over IPv6, routed: vm1 sees the laptop's fd00:8::2
   kawaii lab exec laptop curl -s http://10.8.0.1:8080/      # a pipe on the gateway -> vm1, VPN side only
+  kawaii lab exec laptop curl -gs http://[fd00:8::1]:8080/  # the same pipe over the VPN's IPv6 -> vm1
   kawaii lab exec internet curl -s -m 3 http://203.0.113.10:8080/   # the pipe is blocked from the internet
   kawaii lab exec gw wg show kawaii-wg0                     # the laptop's handshake and transfer
   kawaii lab exec gw kawaii peer showconf laptop            # what the laptop was configured from"
