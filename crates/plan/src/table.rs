@@ -5,6 +5,7 @@
 //! keeps counting from where the kernel was instead of from zero.
 
 use crate::nft::{TABLE, quote};
+use std::borrow::Cow;
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::fmt::Write;
 
@@ -31,9 +32,9 @@ impl Carried {
     /// `rule` with its counter's values, if it has a counter and a comment and a value is
     /// carried for them: `... counter accept comment "x"` becomes `... counter packets P bytes B
     /// accept comment "x"`.
-    pub(crate) fn rule(&mut self, chain: &str, rule: &str) -> String {
-        let Some(at) = rule.rfind(" comment \"") else {
-            return rule.to_string();
+    pub(crate) fn rule<'r>(&mut self, chain: &str, rule: &'r str) -> Cow<'r, str> {
+        let Some(at) = rule.rfind(" comment \"").filter(|_| !self.0.is_empty()) else {
+            return Cow::Borrowed(rule);
         };
         let comment = rule[at + 10..].trim_end_matches('"');
         let head = &rule[..at];
@@ -45,11 +46,13 @@ impl Carried {
         } else if head.starts_with("counter ") {
             "counter".len()
         } else {
-            return rule.to_string();
+            return Cow::Borrowed(rule);
         };
         match self.take(chain, comment) {
-            Some((p, b)) => format!("{} packets {p} bytes {b}{}", &rule[..end], &rule[end..]),
-            None => rule.to_string(),
+            Some((p, b)) => {
+                format!("{} packets {p} bytes {b}{}", &rule[..end], &rule[end..]).into()
+            }
+            None => Cow::Borrowed(rule),
         }
     }
 }
