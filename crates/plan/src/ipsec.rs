@@ -202,6 +202,26 @@ pub fn local_vip(c: &IpsecSpec, home: &ZoneSpec) -> Option<IpAddr> {
     }
 }
 
+/// Whether this node terminates `c`: it holds the public VIP of `c`'s home zone in the family
+/// of `c`'s remote peer (the tunnel's outer family; the IPv4 and IPv6 virtual routers are
+/// elected apart, so during a failover, or with a foreign VRRP peer in one family, the two
+/// holders can differ). The tunnel, its routes and its alias translation all follow this.
+pub fn terminated_here(
+    d: &Desired,
+    z: &ZoneSpec,
+    observed: &crate::Observed,
+    c: &IpsecSpec,
+) -> bool {
+    let Some(home) = home(d, c) else {
+        return false;
+    };
+    let held = match c.remote_peer {
+        IpAddr::V4(_) => crate::vrrp::owned(d, z, observed),
+        IpAddr::V6(_) => crate::vrrp::owned6(d, z, observed),
+    };
+    held.iter().any(|o| o.name == home.name)
+}
+
 /// Every connection this node must load: those whose home zone's VIPs it holds (with HA the
 /// holder changes on failover, and the new one initiates), from that zone's public VIP. A
 /// connection with no selector pair (no local subnet of the office's families) is left out.
@@ -210,11 +230,10 @@ pub fn plan(d: &Desired, z: &ZoneSpec, observed: &crate::Observed) -> Vec<Connec
         private: d.private_subnet,
         private6: d.private_subnet6,
     };
-    let held = crate::vrrp::owned(d, z, observed);
     d.ipsec
         .iter()
         .filter_map(|c| {
-            let home = home(d, c).filter(|h| held.iter().any(|o| o.name == h.name))?;
+            let home = home(d, c).filter(|_| terminated_here(d, z, observed, c))?;
             let conn = connection(c, local_vip(c, home)?, local);
             (!conn.local_ts.is_empty()).then_some(conn)
         })

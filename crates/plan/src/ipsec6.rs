@@ -97,5 +97,33 @@ mod tests {
             vec!["2001:db8:ff::10".parse::<std::net::IpAddr>().expect("ip")]
         );
         assert!(!both.net.render().contains("2001:db8:a1::/64 via"));
+
+        // The two families' virtual routers elect apart: the tunnel (over IPv6) follows
+        // zone-a's IPv6 VIP, not its IPv4 one, and so do the routes to the office's prefixes.
+        let split = |v4: &[&str], v6: &[&str]| Observed {
+            vip6_zones: held(v6).vip_zones,
+            ..held(v4)
+        };
+        let v4_only = plan_with(
+            &d,
+            Some("zone-b"),
+            &split(&["zone-a", "zone-b"], &["zone-b"]),
+        )
+        .expect("plan");
+        assert!(v4_only.ipsec.is_empty(), "zone-a's IPv6 VIP is elsewhere");
+        assert!(
+            v4_only
+                .net
+                .render()
+                .contains("route 2001:db8:a1::/64 via 2001:db8:1::1 dev lan0\n")
+        );
+        let v6_only = plan_with(
+            &d,
+            Some("zone-b"),
+            &split(&["zone-b"], &["zone-a", "zone-b"]),
+        )
+        .expect("plan");
+        assert_eq!(v6_only.ipsec.len(), 1, "this node holds zone-a's IPv6 VIP");
+        assert!(!v6_only.net.render().contains("2001:db8:a1::/64 via"));
     }
 }

@@ -194,7 +194,7 @@ pub fn plan(d: &Desired, z: &ZoneSpec, observed: &crate::Observed) -> NetPlan {
     for c in &d.ipsec {
         if let Some(home) = crate::ipsec::home(d, c)
             && d.ha.is_some()
-            && !held.iter().any(|h| h.name == home.name)
+            && !crate::ipsec::terminated_here(d, z, observed, c)
         {
             // Aliased: our hosts address the alias; the home instance translates it.
             if let Some(seen) = c.remote_seen() {

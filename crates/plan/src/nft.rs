@@ -420,7 +420,7 @@ pub fn render(d: &Desired, z: &ZoneSpec, observed: &crate::Observed) -> Table {
     }
     // Aliases: a flow that should reach one was translated in prerouting; what is still
     // addressed to an alias here matched no peering's or office's translation.
-    let aliases = crate::netmap::aliases(d, |c| holds_tunnel(d, c, &owned));
+    let aliases = crate::netmap::aliases(d, |c| crate::ipsec::terminated_here(d, z, observed, c));
     if !aliases.is_empty() {
         forward.rule(format!(
             "ip daddr {} counter drop comment \"alias-unowned\"",
@@ -541,7 +541,7 @@ pub fn render(d: &Desired, z: &ZoneSpec, observed: &crate::Observed) -> Table {
     for c in &d.ipsec {
         let id = crate::ipsec_id(&c.name);
         match crate::netmap::Tunnel::of(d, c, private) {
-            Some(t) if holds_tunnel(d, c, &owned) => {
+            Some(t) if crate::ipsec::terminated_here(d, z, observed, c) => {
                 for r in t.dnat(&id) {
                     pre.rule(r);
                 }
@@ -600,11 +600,6 @@ pub fn render(d: &Desired, z: &ZoneSpec, observed: &crate::Observed) -> Table {
         sets,
         meters: flood.meters,
     }
-}
-
-/// Whether this node holds the zone that terminates `c` (so translates its aliases).
-fn holds_tunnel(d: &Desired, c: &IpsecSpec, owned: &[&ZoneSpec]) -> bool {
-    crate::ipsec::home(d, c).is_some_and(|h| owned.iter().any(|o| o.name == h.name))
 }
 
 /// The forward rules of a translated IPsec connection: matched by the addresses the flow was
