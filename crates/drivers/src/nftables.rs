@@ -1,8 +1,8 @@
 //! The nftables driver: replaces the `inet kawaii` table in one transaction (`nft -f -`), never
 //! touching any other table, and reads the rule counters back (`nft -j list table`): those of
-//! commented rules, and those of set elements summed per rule (the element's comment). Before it
-//! writes counting rules again (a replace, a refilled chain), it reads them and carries their
-//! values into the script, so counters only ever grow while the table lives.
+//! commented rules, and those of set elements summed per rule (the element's comment). When it
+//! writes counting rules again (a replace, a refilled chain), it carries their counts into the
+//! script, so a restart or a change does not reset them.
 
 use crate::{Applied, ApplyFuture, Driver, DriverError, DriverName, tool};
 use kawaii_plan::Plan;
@@ -15,11 +15,53 @@ pub struct Nftables {
     /// The table last applied successfully: the next apply patches only the chains that changed
     /// (or does nothing when none did).
     last: Mutex<Option<Table>>,
+    /// The counters as last read ([`Nftables::read_counters`], every 2 s and after changes):
+    /// what a patch that refills chains carries into them, without a read on the way.
+    recent: Mutex<Vec<RuleCounter>>,
+    /// Held by an apply and by a read: a read never falls between an apply's choice of counts
+    /// and its transaction, so no count is shown that a carried value then undercuts, and the
+    /// counters `/metrics` shows never go down while the table lives (Prometheus would take a
+    /// drop for a reset).
+    io: tokio::sync::Mutex<()>,
 }
 
 impl Nftables {
     pub fn new() -> Nftables {
         Nftables::default()
+    }
+
+    /// Reads every commented counter of the table, and keeps them for the next patch.
+    pub async fn read_counters(&self) -> Result<Vec<RuleCounter>, DriverError> {
+        let _io = self.io.lock().await;
+        self.read_held().await
+    }
+
+    /// [`Nftables::read_counters`] with `io` held by the caller.
+    async fn read_held(&self) -> Result<Vec<RuleCounter>, DriverError> {
+        let list = counters().await?;
+        if let Ok(mut r) = self.recent.lock() {
+            r.clone_from(&list);
+        }
+        Ok(list)
+    }
+
+    /// The counts to write into what this apply writes again (`io` held). A replace (a restart's first
+    /// apply, or after a failure) reads the kernel first: nothing else is waiting on it. A
+    /// patch that refills chains uses the last read (at most 2 s old) and so costs no `nft`
+    /// run on the way of an API change; what those rules counted since is lost.
+    async fn carried(&self, table: &Table, prev: Option<&Table>) -> Carried {
+        let patchable = prev.is_some_and(|p| table.patch_from(p).is_some());
+        if !patchable {
+            return self
+                .read_held()
+                .await
+                .map(|l| carry(&l))
+                .unwrap_or_default();
+        }
+        if !table.rewrites_counters(prev) {
+            return Carried::default();
+        }
+        self.recent.lock().map(|r| carry(&r)).unwrap_or_default()
     }
 }
 
@@ -33,16 +75,11 @@ impl Driver for Nftables {
             let Some(table) = &plan.nftables else {
                 return Ok(Applied::quiet());
             };
+            let _io = self.io.lock().await;
             let prev = self.last.lock().ok().and_then(|l| l.clone());
-            // What is written again keeps the kernel's counts (a restart's first apply
-            // replaces the whole table): read them first, only when something counting is
-            // rewritten. Without them (no table yet, or the read failed) counting starts at 0.
-            let mut carried = Carried::default();
-            if table.rewrites_counters(prev.as_ref())
-                && let Ok(list) = counters().await
-            {
-                carried = carry(&list);
-            }
+            // What is written again keeps its counts (a restart's first apply replaces the
+            // whole table). Without them (no table yet, or the read failed) it starts at 0.
+            let mut carried = self.carried(table, prev.as_ref()).await;
             let script = match prev
                 .as_ref()
                 .and_then(|p| table.patch_carrying(p, &mut carried))
@@ -228,6 +265,47 @@ mod tests {
                 "iifname \"wan0\" counter packets 12 bytes 720 accept comment \"ingress-1\""
             ) && script.contains("counter packets 3 bytes 180 drop comment \"drop\""),
             "{script}"
+        );
+    }
+
+    /// A patch that refills a chain carries the counts read last, without an `nft` run; one
+    /// that rewrites nothing counting carries nothing.
+    #[tokio::test]
+    async fn a_patch_carries_the_last_read_counts() {
+        let chain = |rules: &[&str]| Table {
+            chains: vec![kawaii_plan::nft::Chain {
+                name: "forward".into(),
+                hook: None,
+                rules: rules.iter().map(|r| r.to_string()).collect(),
+            }],
+            ..Table::default()
+        };
+        let before = chain(&["counter drop comment \"drop\""]);
+        let after = chain(&[
+            "ip daddr 10.9.0.0/24 counter accept comment \"vpn-x\"",
+            "counter drop comment \"drop\"",
+        ]);
+        let nft = Nftables::new();
+        if let Ok(mut r) = nft.recent.lock() {
+            *r = vec![RuleCounter {
+                chain: "forward".into(),
+                rule: "drop".into(),
+                packets: 5,
+                bytes: 300,
+            }];
+        }
+        let mut carried = nft.carried(&after, Some(&before)).await;
+        let patch = after
+            .patch_carrying(&before, &mut carried)
+            .expect("a patch");
+        assert!(
+            patch.contains("counter packets 5 bytes 300 drop comment \"drop\""),
+            "{patch}"
+        );
+        let mut none = nft.carried(&before, Some(&before)).await;
+        assert_eq!(
+            before.patch_carrying(&before, &mut none).as_deref(),
+            Some("")
         );
     }
 

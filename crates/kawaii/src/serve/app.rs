@@ -70,7 +70,8 @@ impl App {
         let metrics = DaemonMetrics::default();
         let mut registry = Registry::default();
         metrics.register(&mut registry);
-        let counters = Arc::new(RuleCounters::default());
+        let nft = Arc::new(nftables::Nftables::new());
+        let counters = Arc::new(RuleCounters::new(nft.clone()));
         registry.register_collector(Box::new(counters.clone()));
         let router = Arc::new(router::Router::new(&mut registry));
         let ipsec = Arc::new(ipsec::Ipsec::new(&settings.state_dir));
@@ -98,7 +99,7 @@ impl App {
             wireguard.clone(),
             Arc::new(netlink::Netlink::new()),
             ra.clone(),
-            Arc::new(nftables::Nftables::new()),
+            nft,
             conntrackd.clone(),
             router.clone(),
             pipes.clone(),

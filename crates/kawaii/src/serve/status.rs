@@ -5,7 +5,7 @@
 use super::app::App;
 use crate::metrics::{COUNTER, family};
 use kawaii_api::{ApiState, Details};
-use kawaii_drivers::nftables::RuleCounter;
+use kawaii_drivers::nftables::{Nftables, RuleCounter};
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -17,6 +17,8 @@ const REFRESH: Duration = Duration::from_secs(2);
 /// The nftables rule counters, read back from the kernel; exported on `/metrics` and in status.
 #[derive(Debug, Default)]
 pub struct RuleCounters {
+    /// The driver that reads them (and keeps the last read for its next patch).
+    nftables: Arc<Nftables>,
     rules: RwLock<Vec<RuleCounter>>,
     /// A read-back after an apply is running; `wanted` asks it for one more.
     running: AtomicBool,
@@ -24,6 +26,13 @@ pub struct RuleCounters {
 }
 
 impl RuleCounters {
+    pub fn new(nftables: Arc<Nftables>) -> RuleCounters {
+        RuleCounters {
+            nftables,
+            ..RuleCounters::default()
+        }
+    }
+
     /// Refreshes in the background after an apply. Requests made while one runs, or within a
     /// second of its start, coalesce into one more read after that, so a burst of changes does
     /// not run an `nft list` per change (each competes with the next apply for the CPU).
@@ -50,7 +59,7 @@ impl RuleCounters {
     }
 
     async fn refresh(&self, api: &ApiState) {
-        let Ok(list) = kawaii_drivers::nftables::counters().await else {
+        let Ok(list) = self.nftables.read_counters().await else {
             return;
         };
         api.update_status(|s| s.details.rules = Some(list.clone()));
