@@ -375,24 +375,27 @@ mod tests {
         c.push("input", "invalid", 7, 420);
         c.push("forward", "drop", 3, 180);
         c.push("forward", "drop", 0, 0);
-        assert_eq!(
-            c.rule("input", "ct state invalid counter drop comment \"invalid\""),
-            "ct state invalid counter packets 7 bytes 420 drop comment \"invalid\""
-        );
-        // Taken once: a second rule of that name (or a second apply) gets nothing more.
-        assert_eq!(
-            c.rule("input", "ct state invalid counter drop comment \"invalid\""),
-            "ct state invalid counter drop comment \"invalid\""
-        );
-        // Rules that share a comment take their values in order; zero is left unwritten.
-        assert_eq!(
-            c.rule("forward", "counter drop comment \"drop\""),
-            "counter packets 3 bytes 180 drop comment \"drop\""
-        );
-        assert_eq!(
-            c.rule("forward", "counter drop comment \"drop\""),
-            "counter drop comment \"drop\""
-        );
+        let invalid = "ct state invalid counter drop comment \"invalid\"";
+        let drop = "counter drop comment \"drop\"";
+        // Taken once: a second rule of that name (or a second apply) gets nothing more. Rules
+        // that share a comment take their values in order; zero is left unwritten.
+        let want = [
+            (
+                "input",
+                invalid,
+                "ct state invalid counter packets 7 bytes 420 drop comment \"invalid\"",
+            ),
+            ("input", invalid, invalid),
+            (
+                "forward",
+                drop,
+                "counter packets 3 bytes 180 drop comment \"drop\"",
+            ),
+            ("forward", drop, drop),
+        ];
+        for (chain, rule, carried) in want {
+            assert_eq!(c.rule(chain, rule), carried);
+        }
         // Another chain's rule of that name, a rule without a counter, or without a comment.
         c.push("input", "nat-1", 5, 5);
         for rule in [

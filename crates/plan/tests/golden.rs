@@ -4,7 +4,7 @@
 //! throwaway network namespace.
 
 use kawaii_model::{Format, Gateway, validate};
-use kawaii_plan::nft::Carried;
+use kawaii_plan::nft::{Carried, Table};
 use kawaii_testkit::golden::{check_golden, nft_check_file};
 use kawaii_testkit::{Host, Topology};
 use std::path::Path;
@@ -142,10 +142,9 @@ fn golden_rulesets_pass_nft_check() {
     }
 }
 
-/// A rule that starts or stops overlapping another moves between the set and the chain; the
-/// patch, applied for real after the old table, gives the same table as the new one whole.
-#[test]
-fn patches_move_rules_between_set_and_chain() {
+/// The example's table, and the same with an egress rule that overlaps egress-1 (tcp 20-30):
+/// both rules move from the egress set into the egress chain.
+fn example_and_an_overlapping_egress_rule() -> (Table, Table) {
     let text = std::fs::read_to_string(
         Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/render/example/config.toml"),
     )
@@ -164,7 +163,14 @@ fn patches_move_rules_between_set_and_chain() {
     extra.ports = "20-30".into();
     g2.egress_rules.push(extra);
     g2.assign_rule_ids(&g);
-    let (one, two) = (table(&g), table(&g2));
+    (table(&g), table(&g2))
+}
+
+/// A rule that starts or stops overlapping another moves between the set and the chain; the
+/// patch, applied for real after the old table, gives the same table as the new one whole.
+#[test]
+fn patches_move_rules_between_set_and_chain() {
+    let (one, two) = example_and_an_overlapping_egress_rule();
     let patch = two.patch_from(&one).expect("same layout");
     assert!(
         patch.contains("delete element inet kawaii egress { 0.0.0.0/0 . tcp . 25 }")
@@ -241,25 +247,7 @@ fn counters_survive_chains_and_meters_that_come_and_go() {
 /// were, and untouched chains keep theirs (values planted through the script, no traffic).
 #[test]
 fn carried_counters_survive_a_replace_and_a_refilled_chain() {
-    let text = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/render/example/config.toml"),
-    )
-    .expect("config");
-    let table = |g: &Gateway| {
-        kawaii_plan::plan(&validate(g).expect("valid").desired, None)
-            .expect("plan")
-            .nftables
-            .expect("table")
-    };
-    let mut g = Gateway::parse(&text, Format::Toml).expect("parses");
-    g.assign_rule_ids(&Gateway::default());
-    let mut g2 = g.clone();
-    let mut extra = g2.egress_rules[0].clone();
-    extra.id = None;
-    extra.ports = "20-30".into();
-    g2.egress_rules.push(extra);
-    g2.assign_rule_ids(&g);
-    let (one, two) = (table(&g), table(&g2));
+    let (one, two) = example_and_an_overlapping_egress_rule();
     assert!(one.rewrites_counters(None), "a first apply replaces");
     assert!(!one.rewrites_counters(Some(&one)), "nothing to write");
     assert!(
