@@ -45,10 +45,10 @@ impl Nftables {
         Ok(list)
     }
 
-    /// The counts to write into what this apply writes again (`io` held). A replace (a restart's first
-    /// apply, or after a failure) reads the kernel first: nothing else is waiting on it. A
-    /// patch that refills chains uses the last read (at most 2 s old) and so costs no `nft`
-    /// run on the way of an API change; what those rules counted since is lost.
+    /// The counts to write into what this apply writes again (`io` held). A replace (a
+    /// restart's first apply, or after a failure) reads the kernel first: nothing else is
+    /// waiting on it. A patch that refills chains uses the last read (at most 2 s old) and so
+    /// costs no `nft` run on the way of an API change; what those rules counted since is lost.
     async fn carried(&self, table: &Table, prev: Option<&Table>) -> Carried {
         let patchable = prev.is_some_and(|p| table.patch_from(p).is_some());
         if !patchable {
