@@ -9,7 +9,7 @@ use kawaii_model::valid::ZoneSpec;
 use serde::Serialize;
 use std::collections::BTreeSet;
 use std::fmt::Write;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// The version of the sync settings below (transport, port, group, modes): the instances of a
 /// gateway must agree on them, so a release that changes them bumps this, and keeps rendering
@@ -46,11 +46,12 @@ pub struct SyncPlan {
     pub siblings: Vec<Ipv4Addr>,
     pub transport: Transport,
     /// Flows whose original or reply source is one of these are the gateway's own and are not
-    /// synced: loopback, every zone's VIPs, every instance's own addresses, the VPN address.
-    /// Never the private subnet: egress flows are sourced there. The filter runs in userspace:
-    /// conntrackd's kernel-side filter also matches the original destination, so ignoring the
-    /// VIPs there drops every port-forwarded flow (measured with conntrack-tools 1.4.7).
-    pub ignore: Vec<Ipv4Addr>,
+    /// synced: loopback, every zone's VIPs, every instance's own addresses, the VPN address, in
+    /// both families (IPv4 first). Never the private subnet: egress flows are sourced there. The
+    /// filter runs in userspace: conntrackd's kernel-side filter also matches the original
+    /// destination, so ignoring the VIPs there drops every port-forwarded flow (measured with
+    /// conntrack-tools 1.4.7).
+    pub ignore: Vec<IpAddr>,
     /// The zones whose VIPs this node holds now (a zone gained is a takeover: the driver puts
     /// the flows it injected into its own cache, so a sibling that returns gets them back).
     pub held_zones: BTreeSet<String>,
@@ -68,15 +69,25 @@ pub fn plan(d: &Desired, z: &ZoneSpec, observed: &crate::Observed) -> Option<Syn
             group: MULTICAST_GROUP,
         },
     };
-    let mut ignore: BTreeSet<Ipv4Addr> = BTreeSet::from([Ipv4Addr::LOCALHOST]);
+    let mut ignore: BTreeSet<IpAddr> =
+        BTreeSet::from([Ipv4Addr::LOCALHOST.into(), Ipv6Addr::LOCALHOST.into()]);
     for s in &d.zones {
-        ignore.insert(s.public_vip.addr());
-        ignore.insert(s.private_vip.addr());
-        ignore.extend(s.public_address);
-        ignore.extend(s.private_address);
+        let v4 = [s.public_vip.addr(), s.private_vip.addr()];
+        let v4 = v4
+            .into_iter()
+            .chain(s.public_address)
+            .chain(s.private_address);
+        ignore.extend(v4.map(IpAddr::V4));
+        let vips6 = [s.public_vip6, s.private_vip6].map(|v| v.map(|n| n.addr()));
+        // The shared link-local VIP only where the zone routes IPv6.
+        let link_local = s.private_vip6.map(|_| s.link_local_vip6);
+        let v6 = vips6.into_iter().flatten().chain(link_local);
+        let v6 = v6.chain(s.public_address6).chain(s.private_address6);
+        ignore.extend(v6.map(IpAddr::V6));
     }
     if let Some(w) = &d.wireguard {
-        ignore.insert(w.address.addr());
+        ignore.insert(w.address.addr().into());
+        ignore.extend(w.address6.map(|a| IpAddr::V6(a.addr())));
     }
     Some(SyncPlan {
         interface: ha
@@ -139,9 +150,10 @@ pub fn render(p: &SyncPlan, dir: &str) -> String {
         socket_path(dir)
     );
     for a in &p.ignore {
-        let _ = writeln!(out, "            IPv4_address {a}");
+        let family = if a.is_ipv4() { "IPv4" } else { "IPv6" };
+        let _ = writeln!(out, "            {family}_address {a}");
     }
-    out.push_str("            IPv6_address ::1\n        }\n    }\n}\n");
+    out.push_str("        }\n    }\n}\n");
     out
 }
 
@@ -210,6 +222,28 @@ mod tests {
         assert!(p.ignore.contains(&"10.1.0.100".parse().expect("ip")));
         assert!(!p.ignore.contains(&"10.1.0.0".parse().expect("ip")));
         assert!(!render(&p, "/st").contains("/24"));
+    }
+
+    /// A dual-stack gateway's own IPv6 addresses are ignored like its IPv4 ones: the VIPs, the
+    /// shared link-local VIP and the instances' fixed addresses; never the routed prefix.
+    #[test]
+    fn a_dual_stack_gateways_own_ipv6_addresses_are_ignored() {
+        let text = include_str!("../testdata/ha/two-zones-dual-stack/config.toml");
+        let g = kawaii_model::Gateway::parse(text, kawaii_model::Format::Toml).expect("parses");
+        let d = kawaii_model::validate(&g).expect("valid").desired;
+        let p = plan(&d, &d.zones[0], &crate::Observed::default()).expect("sync");
+        let text = render(&p, "/st");
+        for z in &d.zones {
+            for vip in [z.public_vip6, z.private_vip6].into_iter().flatten() {
+                assert!(
+                    text.contains(&format!("IPv6_address {}\n", vip.addr())),
+                    "{text}"
+                );
+            }
+        }
+        assert!(text.contains("IPv6_address fe80::1\n") && text.contains("IPv6_address ::1\n"));
+        let net = d.private_subnet6.expect("dual stack").network();
+        assert!(!text.contains(&format!("IPv6_address {net}\n")), "{text}");
     }
 
     #[test]
