@@ -6,7 +6,7 @@
 
 use crate::{Applied, ApplyFuture, Driver, DriverError, DriverName, tool};
 use kawaii_plan::Plan;
-use kawaii_plan::nft::{Carried, Table};
+use kawaii_plan::nft::{Carried, Change, Table};
 use serde::Serialize;
 use std::sync::Mutex;
 
@@ -49,19 +49,18 @@ impl Nftables {
     /// restart's first apply, or after a failure) reads the kernel first: nothing else is
     /// waiting on it. A patch that refills chains uses the last read (at most 2 s old) and so
     /// costs no `nft` run on the way of an API change; what those rules counted since is lost.
-    async fn carried(&self, table: &Table, prev: Option<&Table>) -> Carried {
-        let patchable = prev.is_some_and(|p| table.patch_from(p).is_some());
-        if !patchable {
-            return self
+    async fn carried(&self, change: Change) -> Carried {
+        match change {
+            Change::Replace => self
                 .read_held()
                 .await
                 .map(|l| carry(&l))
-                .unwrap_or_default();
+                .unwrap_or_default(),
+            Change::Patch { refills: true } => {
+                self.recent.lock().map(|r| carry(&r)).unwrap_or_default()
+            }
+            Change::Patch { refills: false } => Carried::default(),
         }
-        if !table.rewrites_counters(prev) {
-            return Carried::default();
-        }
-        self.recent.lock().map(|r| carry(&r)).unwrap_or_default()
     }
 }
 
@@ -79,15 +78,15 @@ impl Driver for Nftables {
             let prev = self.last.lock().ok().and_then(|l| l.clone());
             // What is written again keeps its counts (a restart's first apply replaces the
             // whole table). Without them (no table yet, or the read failed) it starts at 0.
-            let mut carried = self.carried(table, prev.as_ref()).await;
-            let script = match prev
-                .as_ref()
-                .and_then(|p| table.patch_carrying(p, &mut carried))
-            {
-                Some(patch) if patch.is_empty() => return Ok(Applied::quiet()),
-                Some(patch) => patch,
-                None => table.render_carrying(&mut carried),
+            let change = table.change_from(prev.as_ref());
+            let mut carried = self.carried(change).await;
+            let script = match (change, &prev) {
+                (Change::Patch { .. }, Some(p)) => table.render_patch(p, &mut carried),
+                _ => table.render_carrying(&mut carried),
             };
+            if script.is_empty() {
+                return Ok(Applied::quiet());
+            }
             // One `nft -f` input is one kernel transaction: on error nothing changes.
             let result = tool::run("nft", &["-f", "-"], Some(&script)).await;
             if let Ok(mut l) = self.last.lock() {
@@ -294,19 +293,16 @@ mod tests {
                 bytes: 300,
             }];
         }
-        let mut carried = nft.carried(&after, Some(&before)).await;
-        let patch = after
-            .patch_carrying(&before, &mut carried)
-            .expect("a patch");
+        let change = after.change_from(Some(&before));
+        let mut carried = nft.carried(change).await;
+        let patch = after.render_patch(&before, &mut carried);
         assert!(
             patch.contains("counter packets 5 bytes 300 drop comment \"drop\""),
             "{patch}"
         );
-        let mut none = nft.carried(&before, Some(&before)).await;
-        assert_eq!(
-            before.patch_carrying(&before, &mut none).as_deref(),
-            Some("")
-        );
+        let mut none = nft.carried(before.change_from(Some(&before))).await;
+        assert!(none.is_empty(), "nothing refilled, nothing carried");
+        assert_eq!(before.render_patch(&before, &mut none), "");
     }
 
     #[test]

@@ -21,7 +21,7 @@ use kawaii_model::valid::{IpsecSpec, Policy, Protocol, Rule, ZoneSpec};
 use kawaii_model::{Desired, PortSet};
 use std::collections::HashMap;
 
-pub use crate::table::{Carried, Chain, Element, Meter, Set, Table};
+pub use crate::table::{Carried, Chain, Change, Element, Meter, Set, Table};
 use std::net::IpAddr;
 
 pub const TABLE: &str = "kawaii";

@@ -9,6 +9,16 @@ use std::borrow::Cow;
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::fmt::Write;
 
+/// How an applied table becomes the next one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    /// One transaction that deletes the table and declares it again: every counter is new.
+    Replace,
+    /// Only what changed is written; `refills`: some chain that counts already is flushed and
+    /// written again (its counters are worth carrying).
+    Patch { refills: bool },
+}
+
 /// Counter values read from the kernel before a rewrite, per chain (or set) and comment, in the
 /// order the rules stand; each value goes to the next rule written with that chain and comment
 /// (a set's: to its first element with that comment, as the read-back sums them per rule).
@@ -16,6 +26,11 @@ use std::fmt::Write;
 pub struct Carried(HashMap<(String, String), VecDeque<(u64, u64)>>);
 
 impl Carried {
+    /// No value to carry.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
     pub fn push(&mut self, chain: &str, comment: &str, packets: u64, bytes: u64) {
         let key = (chain.to_string(), comment.to_string());
         self.0.entry(key).or_default().push_back((packets, bytes));
@@ -231,21 +246,28 @@ impl Table {
         self.patch_carrying(prev, &mut Carried::default())
     }
 
-    /// Whether turning `prev` into this table writes rules or elements again that count
-    /// already: a replace (no `prev`, or a patch is not possible) or a refilled chain. Only
-    /// then are the kernel's counters worth reading first, to carry them.
-    pub fn rewrites_counters(&self, prev: Option<&Table>) -> bool {
-        let Some(prev) = prev else { return true };
-        let refilled = self.chains.iter().any(|c| {
-            prev.chains
-                .iter()
-                .any(|p| p.name == c.name && p.rules != c.rules)
-        });
-        refilled || self.patch_from(prev).is_none()
+    /// How `prev` (applied, or None) becomes this table, decided without rendering anything.
+    pub fn change_from(&self, prev: Option<&Table>) -> Change {
+        match prev {
+            Some(p) if self.patchable(p) => Change::Patch {
+                refills: self.chains.iter().any(|c| {
+                    p.chains
+                        .iter()
+                        .any(|old| old.name == c.name && old.rules != c.rules)
+                }),
+            },
+            _ => Change::Replace,
+        }
     }
 
     /// [`Table::patch_from`], with the counter values of `carried` in the refilled chains.
     pub fn patch_carrying(&self, prev: &Table, carried: &mut Carried) -> Option<String> {
+        self.patchable(prev)
+            .then(|| self.render_patch(prev, carried))
+    }
+
+    /// Whether every base chain, and every set and meter both tables have, is declared alike.
+    fn patchable(&self, prev: &Table) -> bool {
         let base = |t: &Table| {
             t.chains
                 .iter()
@@ -253,22 +275,32 @@ impl Table {
                 .map(|c| (c.name.clone(), c.hook.clone()))
                 .collect::<Vec<_>>()
         };
-        if base(self) != base(prev) {
-            return None;
-        }
-        for set in &self.sets {
-            if let Some(p) = prev.sets.iter().find(|p| p.name == set.name)
-                && p.key_type != set.key_type
-            {
-                return None;
-            }
-        }
-        for m in &self.meters {
-            if prev.meters.iter().any(|p| p.name == m.name && p != m) {
-                return None;
-            }
-        }
+        let set_kept = |set: &Set| {
+            prev.sets
+                .iter()
+                .find(|p| p.name == set.name)
+                .is_none_or(|p| p.key_type == set.key_type)
+        };
         // A name is either a set or a meter: one that changes kind is a new declaration.
+        base(self) == base(prev)
+            && self.sets.iter().all(set_kept)
+            && self
+                .meters
+                .iter()
+                .all(|m| !prev.meters.iter().any(|p| p.name == m.name && p != m))
+            && !self
+                .sets
+                .iter()
+                .any(|s| prev.meters.iter().any(|m| m.name == s.name))
+            && !self
+                .meters
+                .iter()
+                .any(|m| prev.sets.iter().any(|s| s.name == m.name))
+    }
+
+    /// The patch script from `prev`, for a [`Change::Patch`] from [`Table::change_from`] (a
+    /// table that cannot be patched gets a script `nft` refuses as a whole). Empty: nothing to do.
+    pub fn render_patch(&self, prev: &Table, carried: &mut Carried) -> String {
         let set_names = |t: &Table| -> BTreeSet<String> {
             t.sets
                 .iter()
@@ -277,17 +309,6 @@ impl Table {
                 .collect()
         };
         let (ours, theirs) = (set_names(self), set_names(prev));
-        if self
-            .sets
-            .iter()
-            .any(|s| prev.meters.iter().any(|m| m.name == s.name))
-            || self
-                .meters
-                .iter()
-                .any(|m| prev.sets.iter().any(|s| s.name == m.name))
-        {
-            return None;
-        }
         let mut s = String::new();
         // New sets, meters and chains first: refilled chains may refer to them.
         let mut declare = String::new();
@@ -361,7 +382,7 @@ impl Table {
             let _ = writeln!(s, "delete set inet {TABLE} {name}");
         }
         s.extend(added);
-        Some(s)
+        s
     }
 }
 
@@ -417,6 +438,54 @@ mod tests {
             ),
             "oifname \"counter\" tcp dport 25 counter packets 1 bytes 60 drop comment \"egress-2\""
         );
+    }
+
+    /// What an apply does, decided before anything is rendered: a base chain or a set declared
+    /// differently replaces the table; otherwise a patch, which refills only changed chains.
+    #[test]
+    fn a_change_is_a_replace_only_when_a_declaration_differs() {
+        let table = |hook: &str, key: &str, rules: &[&str]| {
+            let mut input = Chain::new("input", Some(hook));
+            for r in rules {
+                input.rule(r.to_string());
+            }
+            Table {
+                chains: vec![input, Chain::new("opened", None)],
+                sets: vec![Set::new("ingress", key)],
+                meters: Vec::new(),
+            }
+        };
+        let hook = "type filter hook input priority 0; policy drop;";
+        let one = table(hook, "ipv4_addr", &["counter accept"]);
+        let cases = [
+            (
+                table(hook, "ipv4_addr", &["counter accept"]),
+                Change::Patch { refills: false },
+            ),
+            (
+                table(hook, "ipv4_addr", &["counter drop"]),
+                Change::Patch { refills: true },
+            ),
+            (
+                table(
+                    "type filter hook input priority 1; policy drop;",
+                    "ipv4_addr",
+                    &[],
+                ),
+                Change::Replace,
+            ),
+            (
+                table(hook, "ipv6_addr", &["counter accept"]),
+                Change::Replace,
+            ),
+        ];
+        for (i, (next, want)) in cases.iter().enumerate() {
+            assert_eq!(next.change_from(Some(&one)), *want, "case {i}");
+            let patch = next.patch_carrying(&one, &mut Carried::default());
+            assert_eq!(patch.is_some(), *want != Change::Replace, "case {i}");
+        }
+        assert_eq!(one.render_patch(&one, &mut Carried::default()), "");
+        assert_eq!(one.change_from(None), Change::Replace);
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! throwaway network namespace.
 
 use kawaii_model::{Format, Gateway, validate};
-use kawaii_plan::nft::{Carried, Table};
+use kawaii_plan::nft::{Carried, Change, Table};
 use kawaii_testkit::golden::{check_golden, nft_check_file};
 use kawaii_testkit::{Host, Topology};
 use std::path::Path;
@@ -248,12 +248,11 @@ fn counters_survive_chains_and_meters_that_come_and_go() {
 #[test]
 fn carried_counters_survive_a_replace_and_a_refilled_chain() {
     let (one, two) = example_and_an_overlapping_egress_rule();
-    assert!(one.rewrites_counters(None), "a first apply replaces");
-    assert!(!one.rewrites_counters(Some(&one)), "nothing to write");
-    assert!(
-        two.rewrites_counters(Some(&one)),
-        "the egress chain is refilled"
-    );
+    assert_eq!(one.change_from(None), Change::Replace, "a first apply");
+    let unchanged = Change::Patch { refills: false };
+    assert_eq!(one.change_from(Some(&one)), unchanged, "nothing to write");
+    let refilled = Change::Patch { refills: true };
+    assert_eq!(two.change_from(Some(&one)), refilled, "the egress chain");
 
     let (_t, nft) = netns("carry");
     nft.apply(&one.render());
