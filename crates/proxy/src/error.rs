@@ -44,10 +44,14 @@ pub enum ErrorKind {
     IdleTimeout,
     Io,
     ShutdownAbort,
+    /// Pipes: the client reset the connection (ECONNRESET, EPIPE). Its doing, not the gateway's.
+    ClientReset,
+    /// Pipes: the target reset the connection (ECONNRESET, EPIPE).
+    TargetReset,
 }
 
 impl ErrorKind {
-    pub const ALL: [ErrorKind; 19] = [
+    pub const ALL: [ErrorKind; 21] = [
         Self::NoSni,
         Self::UnknownName,
         Self::NotTls,
@@ -67,6 +71,8 @@ impl ErrorKind {
         Self::IdleTimeout,
         Self::Io,
         Self::ShutdownAbort,
+        Self::ClientReset,
+        Self::TargetReset,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -90,13 +96,15 @@ impl ErrorKind {
             Self::IdleTimeout => "idle_timeout",
             Self::Io => "io",
             Self::ShutdownAbort => "shutdown_abort",
+            Self::ClientReset => "client_reset",
+            Self::TargetReset => "target_reset",
         }
     }
 }
 
 /// One atomic counter per [`ErrorKind`].
 #[derive(Debug, Default)]
-pub(crate) struct ErrorCounters([std::sync::atomic::AtomicU64; 19]);
+pub(crate) struct ErrorCounters([std::sync::atomic::AtomicU64; ErrorKind::ALL.len()]);
 
 impl ErrorCounters {
     pub(crate) fn inc(&self, kind: ErrorKind) {

@@ -22,7 +22,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use crate::budget::ConnBudget;
-use crate::copy::{self, End, Meter, PipePool};
+use crate::copy::{self, End, Meter, PipePool, Side};
 use crate::error::{ErrorCounters, ErrorKind, ProxyError};
 
 /// One pipe as the driver wants it.
@@ -345,8 +345,15 @@ async fn serve(
         End::Closed => Ok((up, down)),
         End::Idle => Err(ErrorKind::IdleTimeout),
         End::Stopped => Err(ErrorKind::ShutdownAbort),
-        // Pipes carry any protocol: "the target's answer" means nothing there.
-        End::Error(..) | End::ResetAfterResponse(_) => Err(ErrorKind::Io),
+        // Pipes carry any protocol: "the target's answer" means nothing there, and a reset is
+        // the doing of the side that reset, whenever it came.
+        End::ResetAfterResponse(side) | End::Error(side, Some(libc::ECONNRESET | libc::EPIPE)) => {
+            Err(match side {
+                Side::Client => ErrorKind::ClientReset,
+                Side::Backend => ErrorKind::TargetReset,
+            })
+        }
+        End::Error(..) => Err(ErrorKind::Io),
     }
 }
 
@@ -514,5 +521,56 @@ mod tests {
         assert!(matches!(err, ProxyError::Bind { .. }), "{err}");
         assert_eq!(pipes.status().len(), 1);
         assert!(TcpStream::connect(l).await.is_ok());
+    }
+
+    /// A reset is counted against the side that sent it, not as the gateway's `io` error: a
+    /// target that resets mid-stream, and a client that resets while its target still talks.
+    #[tokio::test]
+    async fn resets_are_counted_by_the_side_that_reset() {
+        let reset = |s: TcpStream| {
+            socket2::SockRef::from(&s)
+                .set_linger(Some(Duration::ZERO))
+                .expect("linger");
+            drop(s);
+        };
+        // The target reads a little and resets; the next one keeps sending until it fails.
+        let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let target = l.local_addr().expect("addr");
+        tokio::spawn(async move {
+            let (mut s, _) = l.accept().await.expect("accept");
+            let mut buf = [0u8; 2];
+            let _ = s.read_exact(&mut buf).await;
+            reset(s);
+            let (mut s, _) = l.accept().await.expect("accept");
+            while s.write_all(&[7u8; 4096]).await.is_ok() {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        });
+        let listen = free_port();
+        let pipes = Pipes::new();
+        pipes
+            .apply(vec![pipe("r", listen, target)])
+            .await
+            .expect("apply");
+        let count = |kind| pipes.status()[0].errors.get(&kind).copied();
+        let mut c = TcpStream::connect(listen).await.expect("connect");
+        c.write_all(b"hi").await.expect("write");
+        let mut got = Vec::new();
+        let _ = c.read_to_end(&mut got).await;
+        let mut c = TcpStream::connect(listen).await.expect("connect");
+        let mut first = [0u8; 1];
+        c.read_exact(&mut first).await.expect("the target talks");
+        reset(c);
+        let counted = tokio::time::timeout(Duration::from_secs(5), async {
+            while count(ErrorKind::ClientReset).is_none() {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await;
+        assert!(counted.is_ok(), "{:?}", pipes.status()[0].errors);
+        assert_eq!(count(ErrorKind::TargetReset), Some(1));
+        assert_eq!(count(ErrorKind::ClientReset), Some(1));
+        assert_eq!(count(ErrorKind::Io), None);
+        pipes.shutdown(Duration::from_millis(100)).await;
     }
 }
