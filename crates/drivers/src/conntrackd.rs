@@ -63,7 +63,8 @@ struct Shared {
     running: watch::Sender<Option<String>>,
     ready: watch::Sender<bool>,
     view: StdMutex<View>,
-    held: StdMutex<BTreeSet<String>>,
+    /// The zones held at the last apply, by IPv4 and by IPv6 VIPs.
+    held: StdMutex<[BTreeSet<String>; 2]>,
     supervisor: Supervisor,
 }
 
@@ -254,7 +255,7 @@ impl Conntrackd {
                 running: watch::channel(None).0,
                 ready: watch::channel(false).0,
                 view: StdMutex::new(View::default()),
-                held: StdMutex::new(BTreeSet::new()),
+                held: StdMutex::default(),
                 supervisor: Supervisor::new(),
             }),
         }
@@ -353,8 +354,12 @@ impl Conntrackd {
             let Ok(mut held) = self.shared.held.lock() else {
                 return;
             };
-            let gained = p.held_zones.difference(&held).cloned().collect();
-            held.clone_from(&p.held_zones);
+            let now = [&p.held_zones, &p.held_zones6];
+            let mut gained = Vec::new();
+            for ((was, now), family) in held.iter_mut().zip(now).zip(["", " (ipv6)"]) {
+                gained.extend(now.difference(was).map(|z| format!("{z}{family}")));
+                was.clone_from(now);
+            }
             gained
         };
         if gained.is_empty() {

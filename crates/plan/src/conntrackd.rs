@@ -52,9 +52,12 @@ pub struct SyncPlan {
     /// destination, so ignoring the VIPs there drops every port-forwarded flow (measured with
     /// conntrack-tools 1.4.7).
     pub ignore: Vec<IpAddr>,
-    /// The zones whose VIPs this node holds now (a zone gained is a takeover: the driver puts
-    /// the flows it injected into its own cache, so a sibling that returns gets them back).
+    /// The zones whose IPv4 VIPs this node holds now (a zone gained is a takeover: the driver
+    /// puts the flows it injected into its own cache, so a sibling that returns gets them back).
     pub held_zones: BTreeSet<String>,
+    /// The zones whose IPv6 VIPs this node holds now: a zone's IPv6 virtual router moves on its
+    /// own (it starts after DAD, and may fail over apart), and its takeover is one too.
+    pub held_zones6: BTreeSet<String>,
 }
 
 /// The sync this node runs, or None (no HA, `conntrack_sync = false`, or no siblings).
@@ -100,6 +103,11 @@ pub fn plan(d: &Desired, z: &ZoneSpec, observed: &crate::Observed) -> Option<Syn
         ignore: ignore.into_iter().collect(),
         held_zones: crate::vrrp::owned(d, z, observed)
             .into_iter()
+            .map(|s| s.name.clone())
+            .collect(),
+        held_zones6: crate::vrrp::owned6(d, z, observed)
+            .into_iter()
+            .filter(|s| s.private_vip6.is_some() || s.public_vip6.is_some())
             .map(|s| s.name.clone())
             .collect(),
     })
@@ -244,6 +252,28 @@ mod tests {
         assert!(text.contains("IPv6_address fe80::1\n") && text.contains("IPv6_address ::1\n"));
         let net = d.private_subnet6.expect("dual stack").network();
         assert!(!text.contains(&format!("IPv6_address {net}\n")), "{text}");
+    }
+
+    /// A zone is held per family: its IPv6 virtual router moves on its own, and taking it is a
+    /// takeover the driver acts on; an IPv4-only gateway holds no zone by IPv6.
+    #[test]
+    fn zones_are_held_per_family() {
+        let text = include_str!("../testdata/ha/two-zones-dual-stack/config.toml");
+        let g = kawaii_model::Gateway::parse(text, kawaii_model::Format::Toml).expect("parses");
+        let d = kawaii_model::validate(&g).expect("valid").desired;
+        let names = |z: &[&str]| z.iter().map(|s| s.to_string()).collect::<BTreeSet<_>>();
+        let observed = crate::Observed {
+            vip_zones: Some(names(&["zone-a", "zone-b"])),
+            vip6_zones: Some(names(&["zone-b"])),
+            ..crate::Observed::default()
+        };
+        let p = plan(&d, &d.zones[1], &observed).expect("sync");
+        assert_eq!(p.held_zones, names(&["zone-a", "zone-b"]));
+        assert_eq!(p.held_zones6, names(&["zone-b"]));
+        let d = desired(2, "");
+        let p = plan(&d, &d.zones[0], &crate::Observed::default()).expect("sync");
+        assert_eq!(p.held_zones, names(&[&d.zones[0].name]));
+        assert!(p.held_zones6.is_empty());
     }
 
     #[test]
