@@ -251,6 +251,17 @@ impl Speaker {
     }
 }
 
+/// Whether an IPv6 takeover is announced the moment it happens, before the reconcile pass puts
+/// the VIPs on. Only when nobody forwards for the zone any more (the master went silent or
+/// resigned): hosts that follow at once lose nothing, and this node already forwards what is not
+/// addressed to the VIPs themselves. A preemption waits for the pass, which announces once the
+/// VIPs are on: until it, the old master still forwards (it keeps its own route to the private
+/// prefix), while this node, back from a restart, may have no route to that prefix before its
+/// VIP is on; hosts that followed early lost the answers (50-200 ms gaps under load).
+fn announce_at_once(reason: Reason) -> bool {
+    matches!(reason, Reason::MasterDown | Reason::MasterResigned)
+}
+
 /// Where `i`'s IPv6 VIPs live: the link-local VIP and `private_vip6` on the private interface,
 /// `public_vip6` (third, if any) on the public one.
 fn neighbours6(i: &Instance) -> Vec<(String, Ipv6Addr)> {
@@ -517,6 +528,10 @@ impl Thread {
     fn apply(&mut self, key: Key, actions: Vec<Action>) {
         let (family, vrid) = key;
         let mut changed = false;
+        let reason = actions.iter().find_map(|a| match a {
+            Action::StateChanged { reason, .. } => Some(*reason),
+            _ => None,
+        });
         for a in actions {
             match a {
                 Action::SendAdvert { advert } => {
@@ -541,6 +556,7 @@ impl Thread {
                 }
                 Action::TakeVips { .. } => {
                     if family == Family::Ipv6
+                        && reason.is_some_and(announce_at_once)
                         && let Some(r) = self.routers.get(&key)
                     {
                         crate::ra::announce_takeover(&neighbours6(&r.instance));
