@@ -181,7 +181,8 @@ fn announce(a: &Advertiser, lan: &Socket, index: u32) {
 /// Unsolicited neighbour advertisements of `targets` (interface, VIP) at once, each from a
 /// socket of its interface bound to the VIP itself (FREEBIND: the VIP may not be on the
 /// interface yet). The VRRP speaker sends them the moment a zone's IPv6 virtual router takes
-/// over, before the reconcile pass has put the VIPs on: hosts and the upstream forward to this
+/// over from a master that went silent or resigned (not on preemption, see
+/// `vrrp::announce_at_once`), before the reconcile pass has put the VIPs on: hosts and the upstream forward to this
 /// node a pass earlier (it forwards what is not addressed to the VIPs themselves already). The
 /// advertiser sends them again once it runs.
 pub fn announce_takeover(targets: &[(String, Ipv6Addr)]) {
