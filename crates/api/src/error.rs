@@ -53,6 +53,8 @@ impl From<StoreError> for ApiError {
             StoreError::Stale { expected, current } => ApiError::Stale { expected, current },
             // "store unreachable: ..." (503): nothing was acknowledged; the data plane runs on.
             e @ StoreError::Unavailable(_) => ApiError::Unavailable(e.to_string()),
+            // A newer kawaii migrated the shared store: this instance cannot write it.
+            e @ StoreError::TooNew { .. } => ApiError::Unavailable(e.to_string()),
             e @ StoreError::NotEmpty(_) => ApiError::Conflict(e.to_string()),
             e @ StoreError::Full(_) => ApiError::Full(e.to_string()),
             other => ApiError::Internal(other.to_string()),

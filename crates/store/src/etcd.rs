@@ -305,14 +305,11 @@ fn load_cache(path: &std::path::Path) -> Option<Cached> {
     })
 }
 
-/// What a read transaction returned: the document (revision 0 when there is none) and the
-/// metadata.
-fn parse_read(
-    keys: &Keys,
-    ops: &[TxnOpResponse],
-) -> Result<(Snapshot, BTreeMap<String, String>), StoreError> {
-    let mut doc = None;
-    let mut revision = 0;
+/// What a read transaction returned: the document (revision 0 when there is none), the
+/// metadata, and the store's schema (None: an empty store). A store a newer kawaii migrated is
+/// refused before its document is read: it may be in a layout this build does not know.
+fn parse_read(keys: &Keys, ops: &[TxnOpResponse]) -> Result<Read, StoreError> {
+    let (mut doc, mut revision, mut schema_value) = (None, None, None);
     let mut meta = BTreeMap::new();
     for op in ops {
         let TxnOpResponse::Get(get) = op else {
@@ -322,20 +319,69 @@ fn parse_read(
             let key = String::from_utf8_lossy(kv.key());
             let value = std::str::from_utf8(kv.value()).map_err(corrupt)?;
             if key == keys.document {
-                doc = Some(Gateway::parse(value, Format::Json).map_err(corrupt)?);
+                doc = Some(value);
             } else if key == keys.revision {
-                revision = value.parse().map_err(corrupt)?;
+                revision = Some(value.parse::<u64>().map_err(corrupt)?);
+            } else if key == keys.schema {
+                schema_value = Some(value.as_bytes());
             } else if let Some(k) = key.strip_prefix(&keys.meta) {
                 meta.insert(k.to_string(), value.to_string());
             }
         }
     }
+    let schema = schema_found(keys, schema_value, revision.is_some())?;
+    let revision = revision.unwrap_or(0);
     let gateway = match doc {
-        Some(g) => g,
+        Some(d) => Gateway::parse(d, Format::Json).map_err(corrupt)?,
         None if revision == 0 => Gateway::default(),
         None => return Err(corrupt(format!("revision {revision} has no document"))),
     };
-    Ok((Snapshot { revision, gateway }, meta))
+    Ok(Read {
+        snap: Snapshot { revision, gateway },
+        meta,
+        schema,
+    })
+}
+
+/// What [`parse_read`] found.
+struct Read {
+    snap: Snapshot,
+    meta: BTreeMap<String, String>,
+    /// None: an empty store.
+    schema: Option<u32>,
+}
+
+/// The schema of a store whose `schema` key holds `value` (none: schema 1 when the store holds
+/// a revision, else an empty store), refused when a newer kawaii wrote it.
+fn schema_found(
+    keys: &Keys,
+    value: Option<&[u8]>,
+    has_revision: bool,
+) -> Result<Option<u32>, StoreError> {
+    let found = match value {
+        Some(v) => Some(
+            std::str::from_utf8(v)
+                .ok()
+                .and_then(|v| v.parse::<u32>().ok())
+                .ok_or_else(|| corrupt(format!("{} is not a number", keys.schema)))?,
+        ),
+        None => has_revision.then_some(1),
+    };
+    if let Some(f) = found {
+        schema::check(f, &format!("etcd prefix {}", keys.root))?;
+    }
+    Ok(found)
+}
+
+/// A write refused because the store's schema is no longer the one this build writes (and not
+/// a newer one, which is [`StoreError::TooNew`]): its schema key went, or an older layout was
+/// restored from a backup.
+fn schema_changed(keys: &Keys, found: Option<u32>) -> StoreError {
+    let found = found.map_or_else(|| "no schema".to_string(), |f| format!("schema {f}"));
+    StoreError::Unavailable(format!(
+        "etcd prefix {} has {found}, not the schema {SCHEMA} this instance opened it at (restored from a backup?); restart kawaii to migrate it. Nothing was changed",
+        keys.root
+    ))
 }
 
 fn header_rev(r: &TxnResponse) -> i64 {
@@ -367,6 +413,7 @@ impl Inner {
 
     fn read_txn(&self) -> Vec<TxnOp> {
         vec![
+            TxnOp::get(self.keys.schema.as_str(), None),
             TxnOp::get(self.keys.document.as_str(), None),
             TxnOp::get(self.keys.revision.as_str(), None),
             TxnOp::get(
@@ -548,7 +595,7 @@ impl Inner {
     /// Reads document, revision and metadata in one transaction and installs them.
     async fn full_read(&self, force: bool) -> Result<Snapshot, StoreError> {
         let r = self.txn(Txn::new().and_then(self.read_txn())).await?;
-        let (snap, meta) = parse_read(&self.keys, r.op_responses().as_slice())?;
+        let Read { snap, meta, .. } = parse_read(&self.keys, r.op_responses().as_slice())?;
         let how = if force {
             Install::UnlessOlder
         } else {
@@ -559,7 +606,7 @@ impl Inner {
             // issued after it that is still older means etcd itself went back (restored from
             // a backup, replaced), and then it is the truth.
             let r = self.txn(Txn::new().and_then(self.read_txn())).await?;
-            let (snap, meta) = parse_read(&self.keys, r.op_responses().as_slice())?;
+            let Read { snap, meta, .. } = parse_read(&self.keys, r.op_responses().as_slice())?;
             self.install(snap, header_rev(&r), meta, Install::Always);
         }
         self.synced();
@@ -585,15 +632,11 @@ impl Inner {
                 }
             };
             let (schema_value, revision, document) = (value(0), value(1), value(2));
-            let found = match (&schema_value, &revision) {
-                (Some(v), _) => std::str::from_utf8(v)
-                    .ok()
-                    .and_then(|v| v.parse::<u32>().ok())
-                    .ok_or_else(|| corrupt(format!("{} is not a number", self.keys.schema)))?,
-                (None, None) => return Ok(()),
-                (None, Some(_)) => 1,
+            let Some(found) =
+                schema_found(&self.keys, schema_value.as_deref(), revision.is_some())?
+            else {
+                return Ok(());
             };
-            schema::check(found, &format!("etcd prefix {}", self.keys.root))?;
             if found == SCHEMA {
                 return Ok(());
             }
@@ -700,17 +743,29 @@ impl Inner {
                     None,
                 ));
             }
+            // The revision this write follows, in the layout this build writes: a store that
+            // a newer kawaii migrated meanwhile is not written in the old one.
             let guard = if base.snap.revision == 0 {
-                Compare::version(self.keys.revision.as_str(), CompareOp::Equal, 0)
+                [
+                    Compare::version(self.keys.revision.as_str(), CompareOp::Equal, 0),
+                    Compare::version(self.keys.schema.as_str(), CompareOp::Equal, 0),
+                ]
             } else {
-                Compare::value(
-                    self.keys.revision.as_str(),
-                    CompareOp::Equal,
-                    base.snap.revision.to_string(),
-                )
+                [
+                    Compare::value(
+                        self.keys.revision.as_str(),
+                        CompareOp::Equal,
+                        base.snap.revision.to_string(),
+                    ),
+                    Compare::value(
+                        self.keys.schema.as_str(),
+                        CompareOp::Equal,
+                        SCHEMA.to_string(),
+                    ),
+                ]
             };
             let txn = Txn::new()
-                .when([guard])
+                .when(guard)
                 .and_then(ops)
                 .or_else(self.read_txn());
             let r = self.txn(txn).await?;
@@ -728,7 +783,14 @@ impl Inner {
                 return Ok(revision);
             }
             // Lost the race: what won is in the else branch.
-            let (snap, current_meta) = parse_read(&self.keys, r.op_responses().as_slice())?;
+            let Read {
+                snap,
+                meta: current_meta,
+                schema,
+            } = parse_read(&self.keys, r.op_responses().as_slice())?;
+            if let Some(found) = schema.filter(|f| *f != SCHEMA) {
+                return Err(schema_changed(&self.keys, Some(found)));
+            }
             let current = snap.revision;
             self.install(snap, header_rev(&r), current_meta, Install::IfNewer);
             if let Some(e) = expected {
@@ -833,14 +895,31 @@ impl Inner {
         Ok(doomed)
     }
 
+    /// Writes one metadata key, in the layout this build writes (see [`Inner::commit`]).
     async fn set_meta(&self, key: String, value: String) -> Result<(), StoreError> {
+        let schema = self.keys.schema.as_str();
+        // An empty store gets its schema with its first document.
+        let guard = if self.snapshot().revision == 0 {
+            Compare::version(schema, CompareOp::Equal, 0)
+        } else {
+            Compare::value(schema, CompareOp::Equal, SCHEMA.to_string())
+        };
         let r = self
-            .txn(Txn::new().and_then([TxnOp::put(
-                format!("{}{key}", self.keys.meta),
-                value.as_str(),
-                None,
-            )]))
+            .txn(
+                Txn::new()
+                    .when([guard])
+                    .and_then([TxnOp::put(
+                        format!("{}{key}", self.keys.meta),
+                        value.as_str(),
+                        None,
+                    )])
+                    .or_else([TxnOp::get(schema, None)]),
+            )
             .await?;
+        if !r.succeeded() {
+            let found = parse_read(&self.keys, r.op_responses().as_slice())?.schema;
+            return Err(schema_changed(&self.keys, found));
+        }
         let mut c = self.cached();
         c.meta.insert(key, value);
         self.install(c.snap, header_rev(&r), c.meta, Install::IfNewer);
@@ -1031,6 +1110,15 @@ impl Inner {
         let mut revision = None;
         let mut complete = true;
         let mut meta_changed = false;
+        // A newer kawaii migrated the store: refused before anything else of it is read.
+        for ev in resp.events() {
+            if let Some(kv) = ev.kv()
+                && kv.key() == self.keys.schema.as_bytes()
+                && ev.event_type() == EventType::Put
+            {
+                schema_found(&self.keys, Some(kv.value()), true)?;
+            }
+        }
         let mut c = self.cached();
         let mut etcd_rev = c.etcd_rev;
         for ev in resp.events() {
