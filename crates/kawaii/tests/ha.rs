@@ -10,6 +10,10 @@ use std::time::Duration;
 
 const KAWAII: &str = env!("CARGO_BIN_EXE_kawaii");
 
+/// The VPN on both families across the zones (`ha/vpn6.rs`).
+#[path = "ha/vpn6.rs"]
+mod vpn6;
+
 struct Ha {
     topo: Topology,
     lab: HaLab,
