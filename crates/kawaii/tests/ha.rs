@@ -14,6 +14,10 @@ const KAWAII: &str = env!("CARGO_BIN_EXE_kawaii");
 #[path = "ha/vpn6.rs"]
 mod vpn6;
 
+/// A site-to-site tunnel over IPv6 follows its VIP (`ha/ipsec6.rs`).
+#[path = "ha/ipsec6.rs"]
+mod ipsec6;
+
 struct Ha {
     topo: Topology,
     lab: HaLab,
@@ -100,6 +104,30 @@ impl Ha {
         wait_for(Duration::from_secs(10), what, || {
             (lab::has_address(host, vip) == held).then_some(())
         })
+        .unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    /// Waits until zone A's IPv6 VIPs (private and public) are on zone A only: the IPv6 virtual
+    /// routers start after DAD, so zone B may hold them for a moment after the lab starts.
+    fn wait_ipv6_home(&self) {
+        let on = |h: &Host| {
+            let a = h
+                .run(&["ip", "-o", "-6", "addr", "show"])
+                .unwrap_or_default();
+            a.contains("2001:db8:1::1/64") && a.contains("2001:db8:ff::10/64")
+        };
+        let none = |h: &Host| {
+            let a = h
+                .run(&["ip", "-o", "-6", "addr", "show"])
+                .unwrap_or_default();
+            !a.contains("2001:db8:1::1/64") && !a.contains("2001:db8:ff::10/64")
+        };
+        let (a, b) = (&self.lab.gw_a, &self.lab.gw_b);
+        wait_for(
+            Duration::from_secs(15),
+            "zone-a's IPv6 VIPs on gw-a only",
+            || (on(a) && none(b)).then_some(()),
+        )
         .unwrap_or_else(|e| panic!("{e}"));
     }
 
@@ -267,19 +295,7 @@ fn ipv6_follows_the_zone_on_failure_and_preemption() {
         },
     )
     .unwrap_or_else(|e| panic!("{e}: {}", Ha::vrrp(&ha.lab.kawaii_a).1));
-    wait_for(
-        Duration::from_secs(10),
-        "zone-a's IPv6 VIP on gw-a only",
-        || {
-            let on = |h: &Host| {
-                h.run(&["ip", "-o", "-6", "addr", "show"])
-                    .unwrap_or_default()
-                    .contains("2001:db8:1::1/64")
-            };
-            (on(&gw_a) && !on(&gw_b)).then_some(())
-        },
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
+    ha.wait_ipv6_home();
     let ping = ha.ping(&vm_a, "ping6-kill", lab::INTERNET6, "0.01");
     std::thread::sleep(Duration::from_millis(1000));
     ha.zone_a_dies(lab::ZONE_A_PRIVATE_VIP);

@@ -105,6 +105,7 @@ fn the_vpns_ipv6_follows_the_zone_and_crosses_to_the_sibling_with_the_session() 
         "192.0.2.66/26",
         &laptop2_key,
     );
+    ha.wait_ipv6_home();
     let reach = |h: &Host, ip: &str, what: &str| {
         wait_for(Duration::from_secs(20), what, || h.pings(ip).then_some(()))
     };
