@@ -19,6 +19,10 @@ const MAX_STALL_MS: u64 = 1000;
 
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
+/// The IPv6 twin of the flow test (`conntrack/v6.rs`).
+#[path = "conntrack/v6.rs"]
+mod v6;
+
 struct Lab {
     topo: Topology,
     lab: HaLab,
@@ -54,12 +58,32 @@ ports = "8080"
     c
 }
 
+/// Where a lab's flows go: the internet server, the address the inbound clients dial, and
+/// vm-a's own (where the inbound server listens).
+struct Targets {
+    internet: &'static str,
+    inbound: &'static str,
+    vm_a: &'static str,
+}
+
+/// IPv4: egress NAT'd to zone A's VIP, inbound through its port forward.
+const V4: Targets = Targets {
+    internet: lab::INTERNET,
+    inbound: lab::ZONE_A_PUBLIC_VIP,
+    vm_a: lab::VM_A,
+};
+
 impl Lab {
     fn new(tag: &str, sync: bool) -> Lab {
+        Lab::with(tag, config(sync))
+    }
+
+    /// The two-zone lab on `config`.
+    fn with(tag: &str, config: String) -> Lab {
         let serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
         let opts = HaLabOptions::new(env!("CARGO_BIN_EXE_kawaii"))
             .log("info,kawaii_drivers::conntrackd=debug");
-        let (topo, lab) = lab::start_ha(tag, |_| config(sync), opts);
+        let (topo, lab) = lab::start_ha(tag, |_| config, opts);
         let flows = lab::flows_script(&topo).expect("flows.py");
         Lab {
             topo,
@@ -90,38 +114,30 @@ impl Lab {
     /// Starts the servers and the clients; waits until every flow has data. Returns the
     /// client procs (vm-a's egress + UDP, the internet's inbound) and the server procs.
     fn start_flows(&mut self, egress: usize, inbound: usize, udp: usize) -> Flows {
+        self.start_flows_at(&V4, egress, inbound, udp)
+    }
+
+    /// [`Lab::start_flows`] to the addresses of `to` (UDP: IPv4 only).
+    fn start_flows_at(&mut self, to: &Targets, egress: usize, inbound: usize, udp: usize) -> Flows {
         let (internet, vm_a) = (self.lab.internet.clone(), self.lab.vm_a.clone());
         let servers = vec![
             self.spawn(&internet, "streams-internet", &["streams", "9000", "100"]),
             self.spawn(&internet, "udp-echo-internet", &["udp-echo", "9001"]),
             self.spawn(&vm_a, "streams-vm-a", &["streams", "8080", "100"]),
         ];
-        for (h, port) in [(&internet, "9000"), (&vm_a, "8080")] {
-            kawaii_testkit::wait_tcp(
-                h,
-                format!(
-                    "{}:{port}",
-                    if port == "9000" {
-                        lab::INTERNET
-                    } else {
-                        lab::VM_A
-                    }
-                )
-                .parse()
-                .expect("addr"),
-                Duration::from_secs(10),
-            )
-            .expect("server up");
+        for (h, ip, port) in [(&internet, to.internet, 9000), (&vm_a, to.vm_a, 8080)] {
+            let addr = std::net::SocketAddr::new(ip.parse().expect("ip"), port);
+            kawaii_testkit::wait_tcp(h, addr, Duration::from_secs(10)).expect("server up");
         }
-        let tcp = format!("{}:9000:{egress}", lab::INTERNET);
-        let udp_spec = format!("{}:9001:{udp}:41000", lab::INTERNET);
+        let tcp = format!("{}:9000:{egress}", to.internet);
+        let udp_spec = format!("{}:9001:{udp}:41000", to.internet);
         let mut args = vec!["client", "--tcp", tcp.as_str()];
         if udp > 0 {
             args.extend(["--udp", udp_spec.as_str()]);
         }
         let mut clients = vec![self.spawn(&vm_a, "client-egress", &args)];
         if inbound > 0 {
-            let tcp = format!("{}:8080:{inbound}", lab::ZONE_A_PUBLIC_VIP);
+            let tcp = format!("{}:8080:{inbound}", to.inbound);
             clients.push(self.spawn(&internet, "client-inbound", &["client", "--tcp", &tcp]));
         }
         for &c in &clients {

@@ -107,28 +107,9 @@ impl Ha {
         .unwrap_or_else(|e| panic!("{e}"));
     }
 
-    /// Waits until zone A's IPv6 VIPs (private and public) are on zone A only: the IPv6 virtual
-    /// routers start after DAD, so zone B may hold them for a moment after the lab starts.
+    /// Waits until zone A's IPv6 VIPs are home (see [`lab::wait_ipv6_home`]).
     fn wait_ipv6_home(&self) {
-        let on = |h: &Host| {
-            let a = h
-                .run(&["ip", "-o", "-6", "addr", "show"])
-                .unwrap_or_default();
-            a.contains("2001:db8:1::1/64") && a.contains("2001:db8:ff::10/64")
-        };
-        let none = |h: &Host| {
-            let a = h
-                .run(&["ip", "-o", "-6", "addr", "show"])
-                .unwrap_or_default();
-            !a.contains("2001:db8:1::1/64") && !a.contains("2001:db8:ff::10/64")
-        };
-        let (a, b) = (&self.lab.gw_a, &self.lab.gw_b);
-        wait_for(
-            Duration::from_secs(15),
-            "zone-a's IPv6 VIPs on gw-a only",
-            || (on(a) && none(b)).then_some(()),
-        )
-        .unwrap_or_else(|e| panic!("{e}"));
+        lab::wait_ipv6_home(&self.lab).unwrap_or_else(|e| panic!("{e}"));
     }
 
     /// Waits until zone A's private VIP has left `from` and is on `to` (each with what it

@@ -38,12 +38,25 @@ def emit(obj):
     sys.stdout.flush()
 
 
+def listener(port):
+    """A TCP listener on `port` for both families where the host has IPv6, else IPv4 only."""
+    try:
+        lsock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+        lsock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        lsock.bind(("::", port))
+        return lsock
+    except OSError:
+        lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        lsock.bind(("0.0.0.0", port))
+        return lsock
+
+
 def streams(port, interval_ms):
     signal.signal(signal.SIGTERM, on_signal("term"))
     sel = selectors.DefaultSelector()
-    lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    lsock.bind(("0.0.0.0", port))
+    lsock = listener(port)
     lsock.listen(1024)
     lsock.setblocking(False)
     sel.register(lsock, selectors.EVENT_READ)
@@ -143,7 +156,8 @@ def client(args):
     sel = selectors.DefaultSelector()
     flows = []
     for spec in args.tcp:
-        host, port, n = spec.split(":")
+        # HOST:PORT:N, HOST an IPv4 or IPv6 address
+        host, port, n = spec.rsplit(":", 2)
         for _ in range(int(n)):
             s = socket.create_connection((host, int(port)), timeout=10)
             s.setblocking(False)

@@ -506,6 +506,26 @@ pub fn has_address(host: &Host, ip: &str) -> bool {
         .unwrap_or(false)
 }
 
+/// Waits until zone A's IPv6 VIPs (private and public) are on zone A's gateway only: in the
+/// dual-stack lab the IPv6 virtual routers start after DAD, so zone B may hold them for a
+/// moment after the lab starts.
+pub fn wait_ipv6_home(lab: &HaLab) -> Result<()> {
+    let vips = |h: &Host| {
+        let a = h
+            .run(&["ip", "-o", "-6", "addr", "show"])
+            .unwrap_or_default();
+        [
+            a.contains("2001:db8:1::1/64"),
+            a.contains(&format!("{ZONE_A_PUBLIC_VIP6}/64")),
+        ]
+    };
+    wait_for(
+        Duration::from_secs(15),
+        "zone-a's IPv6 VIPs on gw-a only",
+        || (vips(&lab.gw_a) == [true; 2] && vips(&lab.gw_b) == [false; 2]).then_some(()),
+    )
+}
+
 /// Builds the two-zone topology, starts the services and the kawaii instances, and waits until
 /// each zone's VIPs are held by its home instance.
 pub fn build_ha(t: &mut Topology, opts: &HaLabOptions) -> Result<HaLab> {
