@@ -739,12 +739,20 @@ pub fn render_config(dir: &Path, mode: Mode) -> String {
         Mode::KernelLibipsec => " kernel-libipsec",
     };
     let dir = dir.display();
+    let (table, prio) = (
+        kawaii_plan::twin::CHARON_TABLE,
+        kawaii_plan::twin::CHARON_PRIORITY,
+    );
     format!(
         r#"# Written by kawaii for the charon it runs; rewritten at every start.
 charon {{
     load_modular = no
     load = random nonce openssl aes sha1 sha2 hmac gmp kdf pem pkcs1 x509 pubkey socket-default{libipsec} kernel-netlink vici
     install_virtual_ip = no
+    # Where charon's routes into the tunnels go; an office on our own subnet is steered into this
+    # table by a mark (kawaii_plan::twin).
+    routing_table = {table}
+    routing_table_prio = {prio}
     retransmit_timeout = 2.0
     retransmit_base = 1.4
     retransmit_tries = 3
@@ -817,6 +825,7 @@ mod tests {
         let c = render_config(Path::new("/state/ipsec"), Mode::KernelLibipsec);
         assert!(c.contains("socket = unix:///state/ipsec/charon.vici"));
         assert!(c.contains("kernel-libipsec kernel-netlink vici"));
+        assert!(c.contains("routing_table = 220\n") && c.contains("routing_table_prio = 220\n"));
         assert!(!render_config(Path::new("/s"), Mode::Kernel).contains("libipsec"));
     }
 }

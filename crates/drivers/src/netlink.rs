@@ -1,11 +1,12 @@
-//! Addresses, routes and sysctls. Kawaii owns only what it adds: the VIPs it added during this
-//! run and routes with protocol number [`RT_PROTO`]; it never removes addresses or routes it did
-//! not add. Talks to the kernel through iproute2 (`ip -j`, `ip -batch`),
-//! which speaks rtnetlink; see docs/architecture.md for why not the rtnetlink crate yet.
+//! Addresses, routes, policy rules and sysctls. Kawaii owns only what it adds: the VIPs it added
+//! during this run, and routes and rules with protocol number [`RT_PROTO`]; it never removes
+//! addresses, routes or rules it did not add. Talks to the kernel through iproute2 (`ip -j`,
+//! `ip -batch`), which speaks rtnetlink; see docs/architecture.md for why not the rtnetlink
+//! crate yet.
 
 use crate::{Applied, ApplyFuture, Driver, DriverError, DriverName, Effect, tool};
 use ipnet::IpNet;
-use kawaii_plan::{Address, Destination, Plan, RouteEntry};
+use kawaii_plan::{Address, Destination, Plan, RouteEntry, RuleEntry};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::sync::Mutex;
@@ -125,6 +126,51 @@ fn kernel_routes(json: &str, v6: bool) -> Result<Vec<KernelRoute>, DriverError> 
                 k.dst = "::/0".into();
             }
             k
+        })
+        .collect())
+}
+
+/// kawaii's policy rules (IPv4, protocol [`RT_PROTO`]), typed; a rule whose fields do not all
+/// parse is never one of ours (None), and is deleted by its priority.
+async fn our_rules() -> Result<Vec<(u32, Option<RuleEntry>)>, DriverError> {
+    let text = tool::run("ip", &["-j", "-4", "rule", "show"], None).await?;
+    kernel_rules(&text)
+}
+
+fn kernel_rules(json: &str) -> Result<Vec<(u32, Option<RuleEntry>)>, DriverError> {
+    let v: serde_json::Value =
+        serde_json::from_str(json).map_err(|e| DriverError::transient_from("ip -j rule", e))?;
+    Ok(v.as_array()
+        .into_iter()
+        .flatten()
+        .filter(|r| r["protocol"].as_str() == Some(RT_PROTO))
+        .filter_map(|r| {
+            let priority = u32::try_from(r["priority"].as_u64()?).ok()?;
+            let rule = (|| {
+                let fwmark = match r["fwmark"].as_str() {
+                    Some(m) => Some(u32::from_str_radix(m.trim_start_matches("0x"), 16).ok()?),
+                    None => None,
+                };
+                let to = match (r["dst"].as_str(), r["dstlen"].as_u64()) {
+                    (Some(d), Some(len)) => {
+                        Some(IpNet::new(d.parse().ok()?, u8::try_from(len).ok()?).ok()?)
+                    }
+                    _ => None,
+                };
+                let table = match r["table"].as_str()? {
+                    "main" => 254,
+                    "default" => 253,
+                    "local" => 255,
+                    t => t.parse().ok()?,
+                };
+                Some(RuleEntry {
+                    priority,
+                    fwmark,
+                    to,
+                    table,
+                })
+            })();
+            Some((priority, rule))
         })
         .collect())
 }
@@ -300,6 +346,24 @@ impl Driver for Netlink {
                 }
             }
             run_batch(&batch).await?;
+            // Policy rules: ours (by protocol) that are not planned go, planned ones missing
+            // are added.
+            let have = our_rules().await?;
+            let mut batch = String::new();
+            for (priority, rule) in &have {
+                if !rule.as_ref().is_some_and(|h| net.rules.contains(h)) {
+                    let what = rule
+                        .as_ref()
+                        .map_or_else(|| format!("priority {priority}"), ToString::to_string);
+                    batch.push_str(&format!("rule del {what} protocol {RT_PROTO}\n"));
+                }
+            }
+            for r in &net.rules {
+                if !have.iter().any(|(_, h)| h.as_ref() == Some(r)) {
+                    batch.push_str(&format!("rule add {r} protocol {RT_PROTO}\n"));
+                }
+            }
+            run_batch(&batch).await?;
             if let Ok(mut l) = self.last.lock() {
                 *l = Some((net.clone(), std::time::Instant::now()));
             }
@@ -322,6 +386,29 @@ impl Driver for Netlink {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `ip -j rule show` as iproute2 6.1 writes it: only kawaii's (protocol 177) are read,
+    /// typed as the plan writes them (main is table 254).
+    #[test]
+    fn reads_its_own_policy_rules() {
+        let json = r#"[{"priority":0,"src":"all","table":"local"},
+            {"priority":218,"src":"all","fwmark":"0x6b61","table":"220","protocol":"177"},
+            {"priority":219,"src":"all","dst":"10.1.0.0","dstlen":24,"table":"main","protocol":"177"},
+            {"priority":220,"src":"all","table":"220"},
+            {"priority":32766,"src":"all","table":"main"}]"#;
+        let got = kernel_rules(json).expect("json");
+        let text: Vec<String> = got
+            .iter()
+            .map(|(_, r)| r.as_ref().map(ToString::to_string).unwrap_or_default())
+            .collect();
+        assert_eq!(
+            text,
+            [
+                "priority 218 fwmark 0x6b61 lookup 220",
+                "priority 219 to 10.1.0.0/24 lookup 254"
+            ]
+        );
+    }
 
     #[test]
     fn a_failed_batch_names_its_command() {

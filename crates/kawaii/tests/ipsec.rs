@@ -19,6 +19,10 @@ mod nft;
 #[path = "ipsec/v6.rs"]
 mod v6;
 
+/// An office on our own private subnet (`ipsec/twin.rs`).
+#[path = "ipsec/twin.rs"]
+mod twin;
+
 const PSK: &str = "office-psk-never-in-any-log-1";
 const PSK2: &str = "office-psk-rotated-never-logged-2";
 const WRONG: &str = "office-psk-wrong-on-purpose-3";

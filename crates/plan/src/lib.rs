@@ -16,6 +16,7 @@ pub mod ra;
 pub mod router;
 pub mod synproxy;
 pub mod table;
+pub mod twin;
 pub mod vrrp;
 pub mod wireguard;
 
@@ -23,7 +24,7 @@ use kawaii_model::Desired;
 use kawaii_model::valid::ZoneSpec;
 use serde::Serialize;
 
-pub use net::{Address, Destination, NetPlan, RouteEntry, Sysctl};
+pub use net::{Address, Destination, NetPlan, RouteEntry, RuleEntry, Sysctl};
 
 /// What the drivers must make true on this node.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]

@@ -97,6 +97,34 @@ impl fmt::Display for RouteEntry {
     }
 }
 
+/// A policy routing rule kawaii owns (see [`crate::twin`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RuleEntry {
+    pub priority: u32,
+    /// Matches packets with this mark.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fwmark: Option<u32>,
+    /// Matches packets to this network.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub to: Option<IpNet>,
+    /// The routing table looked up (254: main).
+    pub table: u32,
+}
+
+impl fmt::Display for RuleEntry {
+    /// `priority 218 fwmark 0x6b61 lookup 220`, as `ip rule add|del` takes it.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "priority {}", self.priority)?;
+        if let Some(m) = self.fwmark {
+            write!(f, " fwmark {m:#x}")?;
+        }
+        if let Some(to) = self.to {
+            write!(f, " to {to}")?;
+        }
+        write!(f, " lookup {}", self.table)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Sysctl {
     pub key: String,
@@ -108,6 +136,9 @@ pub struct Sysctl {
 pub struct NetPlan {
     pub addresses: Vec<Address>,
     pub routes: Vec<RouteEntry>,
+    /// Policy routing rules (IPv4), only for an office on our own subnet.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub rules: Vec<RuleEntry>,
     pub sysctls: Vec<Sysctl>,
     /// HA: VIPs of the zones this node does not hold; removed if present (e.g. left over by a
     /// killed previous run). Not rendered.
@@ -124,6 +155,9 @@ impl NetPlan {
         }
         for r in &self.routes {
             let _ = writeln!(out, "route {r}");
+        }
+        for r in &self.rules {
+            let _ = writeln!(out, "rule {r}");
         }
         for s in &self.sysctls {
             let _ = writeln!(out, "sysctl {}={}", s.key, s.value);
@@ -265,6 +299,7 @@ pub fn plan(d: &Desired, z: &ZoneSpec, observed: &crate::Observed) -> NetPlan {
             }
         },
         routes,
+        rules: crate::twin::rules(d),
         sysctls: [
             sys("net.ipv4.ip_forward", "1"),
             sys("net.ipv4.conf.all.send_redirects", "0"),

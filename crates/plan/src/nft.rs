@@ -438,7 +438,12 @@ pub fn render(d: &Desired, z: &ZoneSpec, observed: &crate::Observed) -> Table {
     for c in &d.ipsec {
         let id = crate::ipsec_id(&c.name);
         if let Some(t) = crate::netmap::Tunnel::of(d, c, private) {
-            ipsec_translated(&mut forward, c, &t, &wan, &id);
+            // A twin (an office on our own subnet) without its SA would be routed onto our
+            // LAN (plan/twin.rs): where it is translated, that is dropped too.
+            let twin = (crate::twin::twins(d).any(|o| o.name == c.name)
+                && crate::ipsec::terminated_here(d, z, observed, c))
+            .then_some(lan.as_str());
+            ipsec_translated(&mut forward, c, &t, (&wan, twin), &id);
             continue;
         }
         let Some(remote) = c.remote_subnet else {
@@ -538,6 +543,7 @@ pub fn render(d: &Desired, z: &ZoneSpec, observed: &crate::Observed) -> Table {
     }
     // No NAT between the private subnet and the subnets reached through tunnels, but for the
     // aliases, translated by the node that holds the tunnel.
+    let mut tunnels = Vec::new();
     for c in &d.ipsec {
         let id = crate::ipsec_id(&c.name);
         match crate::netmap::Tunnel::of(d, c, private) {
@@ -545,18 +551,20 @@ pub fn render(d: &Desired, z: &ZoneSpec, observed: &crate::Observed) -> Table {
                 for r in t.dnat(&id) {
                     pre.rule(r);
                 }
-                for r in t.snat(&id) {
-                    post.rule(r);
-                }
+                tunnels.extend(t.snat(&id));
             }
             Some(_) => {}
             None => {
                 if let Some(remote) = c.remote_subnet {
-                    post.rule(format!("ip saddr {private} ip daddr {remote} return"));
+                    tunnels.push(format!("ip saddr {private} ip daddr {remote} return"));
                 }
             }
         }
     }
+    // Ahead of the hairpin: an office on our own subnet (plan/twin.rs) opens flows from
+    // addresses inside it to our hosts, which the hairpin would take for its own. A hairpin
+    // flow was opened to the public VIP, so no tunnel's rule takes it.
+    post.rules.splice(0..0, tunnels);
     // HA: a held zone's own private instances leave with that zone's public VIP.
     for o in &owned {
         if let Some(hosts) = o.private_hosts {
@@ -583,6 +591,7 @@ pub fn render(d: &Desired, z: &ZoneSpec, observed: &crate::Observed) -> Table {
     }
 
     let mut chains = vec![input, ingress];
+    let mut pre_chains = Vec::new();
     let mut sets = vec![ingress_set];
     if let Some((c, set)) = ingress6 {
         chains.push(c);
@@ -595,8 +604,25 @@ pub fn render(d: &Desired, z: &ZoneSpec, observed: &crate::Observed) -> Table {
         chains.push(c);
         sets.push(set);
     }
+    if let Some(rules) = crate::twin::steer(d, &lan) {
+        let mut steer = Chain::new(
+            "steer",
+            Some("type filter hook prerouting priority mangle; policy accept;"),
+        );
+        for r in rules {
+            steer.rule(r);
+        }
+        pre_chains.push(steer);
+    }
     Table {
-        chains: [chains, peer_chains, vec![pre, post], flood.chains].concat(),
+        chains: [
+            chains,
+            peer_chains,
+            pre_chains,
+            vec![pre, post],
+            flood.chains,
+        ]
+        .concat(),
         sets,
         meters: flood.meters,
     }
@@ -604,17 +630,24 @@ pub fn render(d: &Desired, z: &ZoneSpec, observed: &crate::Observed) -> Table {
 
 /// The forward rules of a translated IPsec connection: matched by the addresses the flow was
 /// opened with (the aliases), so offices that share a real subnet stay apart.
+/// `twin_lan`: the private interface where `c` is a twin translated here (its flows must not
+/// leave there).
 fn ipsec_translated(
     forward: &mut Chain,
     c: &IpsecSpec,
     t: &crate::netmap::Tunnel,
-    wan: &str,
+    (wan, twin_lan): (&str, Option<&str>),
     id: &str,
 ) {
     let out = t.out_match();
     forward.rule(format!(
         "{out} oifname {wan} rt ipsec missing counter drop comment \"ipsec-{id}-no-sa\""
     ));
+    if let Some(lan) = twin_lan {
+        forward.rule(format!(
+            "{out} oifname {lan} counter drop comment \"ipsec-{id}-no-sa-lan\""
+        ));
+    }
     forward.rule(format!("{out} counter accept comment \"ipsec-{id}-out\""));
     if c.ingress_open() {
         forward.rule(format!(

@@ -252,9 +252,10 @@ fn check_overlaps(
 }
 
 /// The real subnets of aliased offices: they are routed into the tunnel, so they must not
-/// overlap what the gateway routes elsewhere (kernel-libipsec routes by destination, before the
-/// translation could tell them apart); offices that overlap each other need distinct traffic
-/// selectors, so at most one of them may show the office our private subnet as it is.
+/// overlap the VPN's subnet (kernel-libipsec routes by destination, before the translation
+/// could tell them apart); one on our own private subnet is steered by a mark instead and needs
+/// a local alias. Offices that overlap each other need distinct traffic selectors, so at most
+/// one of them may show the office our private subnet as it is.
 fn check_tunnel_subnets(
     private_subnet: Option<Ipv4Net>,
     wireguard: Option<&WireGuardSpec>,
@@ -292,10 +293,21 @@ fn check_tunnel_subnets(
         if c.remote_alias.is_none() {
             continue;
         }
-        let ours = [
-            private_subnet.map(|n| ("gateway.private_subnet", n)),
-            wireguard.map(|w| ("wireguard.address", w.address.trunc())),
-        ];
+        // An office on our own private subnet (a twin) is steered by a mark (plan/twin.rs);
+        // the two traffic selectors must differ: the office sees us under our local alias.
+        if let Some(p) = private_subnet.filter(|p| overlap(&c_subnet, p))
+            && c.local_alias.is_none()
+        {
+            e.push(
+                format!("ipsec[{i}].local_alias"),
+                format!(
+                    "is required: remote_subnet {c_subnet} overlaps {p} (gateway.private_subnet), \
+                     so the office must see our hosts under an alias (and ours see it under \
+                     remote_alias)"
+                ),
+            );
+        }
+        let ours = [wireguard.map(|w| ("wireguard.address", w.address.trunc()))];
         for (pb, b) in ours.into_iter().flatten() {
             if overlap(&c_subnet, &b) {
                 e.push(

@@ -1,0 +1,136 @@
+//! An office on our own private subnet (docs/ipsec.md, "An office on our own subnet"): both
+//! sides are 10.1.0.0/24, down to the host addresses (the office's host is 10.1.0.10 like vm1).
+//! Through aliases on both sides vm1 reaches the office's host at 10.93.0.10 and is seen as
+//! 10.73.0.10, the office's host reaches vm1 at 10.73.0.10 and is seen as 10.93.0.10, while our
+//! own 10.1.0.0/24 stays on our LAN for the gateway, the hosts and the Internet. The mark and
+//! the policy rules that steer it go when the connection does.
+
+use super::{KAWAII, PSK, SEED, office_conn, tail};
+use kawaii_testkit::lab;
+use kawaii_testkit::office::{self, OfficeConn};
+use kawaii_testkit::{Host, slurp};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+const CONN: &str = "/v1/ipsec/Twin";
+
+/// kawaii's policy rules on `gw` (protocol 177).
+fn our_rules(gw: &Host) -> String {
+    let all = gw.run(&["ip", "-4", "rule", "show"]).unwrap_or_default();
+    all.lines()
+        .filter(|l| l.contains(" proto 177"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn an_office_on_our_own_subnet_through_aliases_on_both_sides() {
+    let config = lab::LAB_TOML.to_string()
+        + &office::ipsec_conn_toml(
+            "Twin",
+            office::OFFICE_PUBLIC,
+            "10.1.0.0/24",
+            PSK,
+            (SEED, SEED),
+            "remote_alias = \"10.93.0.0/24\"\nlocal_alias = \"10.73.0.0/24\"",
+        );
+    let (mut topo, lab) =
+        lab::start("ipsectw", Path::new(KAWAII), &config).unwrap_or_else(|e| panic!("lab: {e}"));
+    let place = office::Place {
+        name: "twin",
+        host: "twin-host",
+        public: office::OFFICE_PUBLIC,
+        router_if: "eth2",
+        lan: &[("10.1.0.1/24", "10.1.0.10/24")],
+        public6: None,
+        lan6: &[],
+    };
+    let o = office::build_at(&mut topo, &lab.router, &lab.svc, &place)
+        .unwrap_or_else(|e| panic!("office: {e}"));
+    o.load(&OfficeConn {
+        local_ts: "10.1.0.0/24".into(),
+        remote_ts: "10.73.0.0/24".into(),
+        ..office_conn(PSK, SEED, SEED)
+    })
+    .expect("office config");
+    let rules = our_rules(&lab.gw);
+    assert!(
+        rules.contains("218:\tfrom all fwmark 0x6b61 lookup 220")
+            && rules.contains("219:\tfrom all to 10.1.0.0/24 lookup main"),
+        "{rules}"
+    );
+
+    // vm1 -> the office's 10.1.0.10 at its alias; the office sees vm1 under ours.
+    let start = Instant::now();
+    let want = "hello from twin-host, you are 10.73.0.10:";
+    while lab
+        .vm1
+        .curl("http://10.93.0.10:8080/", "1")
+        .is_none_or(|b| !b.contains(want))
+    {
+        if start.elapsed() > Duration::from_secs(40) {
+            panic!(
+                "vm1 -> the office at 10.93.0.10: no answer as 10.73.0.10\n--- status\n{}\n--- office SAs\n{}\n--- office log\n{}\n--- kawaii charon\n{}\n--- gw\n{}",
+                lab.api().status()["details"]["ipsec"],
+                o.sas(),
+                tail(&o.log(), 30),
+                tail(&slurp(&lab.state.join("ipsec/charon.log")), 40),
+                lab.gw
+                    .run(&[
+                        "sh",
+                        "-c",
+                        "nft list ruleset; ip rule; ip route show table all; conntrack -L"
+                    ])
+                    .unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    eprintln!("the twin office reached after {:?}", start.elapsed());
+    // The office's 10.1.0.10 -> our vm1 (also 10.1.0.10) at our alias; vm1 sees its alias.
+    let back = o.host.curl("http://10.73.0.10/", "2").unwrap_or_default();
+    assert!(
+        back.contains("hello from vm1, you are 10.93.0.10:"),
+        "office -> vm1 at 10.73.0.10: {back:?}"
+    );
+
+    // Our own 10.1.0.0/24 is still our LAN: for the gateway itself, and for vm1's traffic to
+    // the Internet and its answers.
+    let route = lab
+        .gw
+        .run(&["ip", "route", "get", "10.1.0.10"])
+        .unwrap_or_default();
+    assert!(route.contains("dev lan0"), "{route}");
+    let from_gw = lab.gw.curl("http://10.1.0.10/", "2").unwrap_or_default();
+    assert!(
+        from_gw.contains("hello from vm1"),
+        "gateway -> vm1: {from_gw:?}"
+    );
+    let out = lab
+        .vm1
+        .curl(&format!("http://{}/", lab::INTERNET), "2")
+        .unwrap_or_default();
+    assert!(
+        out.contains("hello from internet"),
+        "vm1 -> internet: {out:?}"
+    );
+    assert!(lab.vm2.pings("10.1.0.10"), "vm2 -> vm1 on the LAN");
+
+    // Without the connection, neither the rules nor the mark stay.
+    let api = lab.api();
+    let r = api.delete(CONN);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let nft = || {
+        lab.gw
+            .run(&["nft", "list", "table", "inet", "kawaii"])
+            .unwrap_or_default()
+    };
+    kawaii_testkit::wait_for(
+        Duration::from_secs(10),
+        "the rules and the mark to go",
+        || (our_rules(&lab.gw).trim().is_empty() && !nft().contains("twin-steer")).then_some(()),
+    )
+    .unwrap_or_else(|e| panic!("{e}: {}\n{}", our_rules(&lab.gw), nft()));
+    assert!(!nft().contains("chain steer"), "{}", nft());
+    drop(topo);
+}
