@@ -189,6 +189,12 @@ pub fn plan(d: &Desired, z: &ZoneSpec, observed: &crate::Observed) -> NetPlan {
     {
         routes.push(RouteEntry::onto(vip6.trunc(), &z.public_interface));
     }
+    // Likewise on the private side: routes through a sibling's IPv6 address (an office's
+    // prefix via its home zone's private_vip6, a VPN peer via a sibling) need the private
+    // prefix on-link before this node holds an IPv6 VIP in it ("No route to host" otherwise).
+    if let (Some(_), Some(private6)) = (&d.ha, d.private_subnet6) {
+        routes.push(RouteEntry::onto(private6, &z.private_interface));
+    }
     if let Some(gw6) = z.public_gateway6 {
         // The IPv6 VIPs follow the zone's IPv6 virtual router.
         let source6 = crate::vrrp::owned6(d, z, observed)

@@ -82,7 +82,15 @@ fn vpc_peering_overlap_example_runs() {
 #[test]
 fn ipsec_overlap_example_runs() {
     let nft = rendered("ipsec.md");
-    assert_eq!(nft.len(), 1);
+    assert_eq!(nft.len(), 2, "Paris and Lyon; the office on our own subnet");
+    for want in [
+        "chain steer {\n\t\ttype filter hook prerouting priority mangle; policy accept;",
+        "iifname \"lan0\" ip daddr { 10.93.0.0/24 } meta mark set 0x6b61 comment \"twin-steer\"",
+        "ip saddr 10.1.0.0/24 ip daddr 10.93.0.0/24 dnat ip prefix to 10.1.0.0/24",
+        "oifname \"lan0\" counter drop comment \"ipsec-twin-2a2393-no-sa-lan\"",
+    ] {
+        assert!(nft[1].contains(want), "missing {want:?} in\n{}", nft[1]);
+    }
     for want in [
         "ip saddr 10.1.0.0/24 ip daddr 10.92.1.0/24 dnat ip prefix to 192.168.1.0/24",
         "ip saddr 192.168.1.0/24 ct original ip daddr 10.72.0.0/24 snat ip prefix to 10.92.1.0/24",

@@ -447,7 +447,20 @@ pub fn start_ha(
         .write("gateway.toml", &config(topo.dir()))
         .expect("config");
     let opts = HaLabOptions { config, ..opts };
-    let lab = build_ha(&mut topo, &opts).unwrap_or_else(|e| panic!("lab: {e}"));
+    let lab = build_ha(&mut topo, &opts).unwrap_or_else(|e| {
+        // What the instances said: why a zone did not take its VIPs.
+        let mut logs = Vec::new();
+        for i in 0..topo.pids().len() {
+            let p = topo.proc(i);
+            if p.name.starts_with("kawaii") {
+                let out = p.output();
+                let lines: Vec<&str> = out.lines().collect();
+                let tail = lines[lines.len().saturating_sub(40)..].join("\n");
+                logs.push(format!("--- {}\n{tail}", p.name));
+            }
+        }
+        panic!("lab: {e}\n{}", logs.join("\n"))
+    });
     (topo, lab)
 }
 
