@@ -782,6 +782,12 @@ charon {{
 
 /// charon in a private mount namespace whose `/run` is a fresh tmpfs (its pid file lives
 /// there, so several charons can run on one machine), killed if kawaii dies.
+/// The shell line that gives charon (`$0`) a fresh `/run` and keeps its directory
+/// (`$KAWAII_CHARON_DIR`) there if it lies under `/run`: the shell's working directory still
+/// reaches the directory the tmpfs hides, and is bound back at its path (`.` as it is: a
+/// canonicalized path would name the new, empty one).
+const PRIVATE_RUN: &str = "cd \"$KAWAII_CHARON_DIR\" && mount -t tmpfs -o mode=0755 kawaii-charon-run /run && mkdir -p \"$KAWAII_CHARON_DIR\" && mount --no-canonicalize --bind . \"$KAWAII_CHARON_DIR\" && exec \"$0\"";
+
 fn spawn_charon(
     charon: &Path,
     conf: &Path,
@@ -791,13 +797,10 @@ fn spawn_charon(
     tokio::process::Command::new("unshare")
         .args(["--mount", "--propagation", "private", "--"])
         .args(["setpriv", "--pdeathsig", "KILL", "--"])
-        .args([
-            "sh",
-            "-c",
-            "mount -t tmpfs -o mode=0755 kawaii-charon-run /run && exec \"$0\"",
-        ])
+        .args(["sh", "-c", PRIVATE_RUN])
         .arg(charon)
         .env("STRONGSWAN_CONF", conf)
+        .env("KAWAII_CHARON_DIR", dir)
         .stdin(Stdio::null())
         .stdout(out)
         .stderr(err)

@@ -145,14 +145,18 @@ persistent_keepalive = 25
 name = \"vm1-web\"
 port = 8080
 remote = \"{vm1}:80\"
-",
-            vm1 = lab::VM1
+{office}",
+            vm1 = lab::VM1,
+            office = lab::twin_toml(&format!("pre_shared_key_file = \"{DIR}/office.psk\"")),
         ),
         None => DEFAULT_CONFIG.to_string(),
     };
     let (started, dir, cfg) = prepare(config, &default)?;
+    // The office's pre-shared key: random, in a file of its own.
+    let office_psk = crate::keys::keypair().0;
     if laptop.is_some() {
         crate::keys::write_private(&dir.join("wg.key"), &crate::keys::keypair().0)?;
+        crate::keys::write_private(&dir.join("office.psk"), &office_psk)?;
     }
     let mut topo = Topology::persistent(PREFIX, dir)?;
     let opts = LabOptions {
@@ -167,6 +171,19 @@ remote = \"{vm1}:80\"
         if let Err(e) = lab::vpn_laptop(&mut topo, &lab, &kawaii, laptop_key) {
             return abandon(&mut topo, dir, e);
         }
+        if let Err(e) = lab::twin_office(&mut topo, &lab, &office_psk) {
+            return abandon(&mut topo, dir, e);
+        }
+        // The tunnel comes up in a few seconds: the commands below work once it has.
+        let seen = format!("http://{}:8080/", lab::TWIN_SEEN);
+        let up = kawaii_testkit::wait_for(Duration::from_secs(20), "the office's tunnel", || {
+            lab.vm1
+                .curl(&seen, "1")
+                .filter(|b| b.contains("you are 10.73.0.10:"))
+        });
+        if let Err(e) = up {
+            eprintln!("warning: {e}; see `kawaii lab exec gw kawaii status`");
+        }
     }
     let record = record(&mut topo, lab.state.clone(), &cfg, &[&lab.kawaii], vec![])?;
     say_up(&record, "lab", started);
@@ -175,6 +192,7 @@ remote = \"{vm1}:80\"
   internet 198.51.100.10 ── router ── gw (kawaii; public VIP 203.0.113.10, private VIP 10.1.0.1)
                                         └── lan ── vm1 10.1.0.10 (web :80), vm2 10.1.0.11 (udp echo :5353)
   laptop 192.0.2.2 (wireguard-go, VPN 10.8.0.2, fd00:8::2) ── router    (default lab only)
+  office 198.51.100.8 (strongSwan; its LAN is 10.1.0.0/24 too: ohost 10.1.0.10) ── router   (default lab only)
 
 Try:
   kawaii lab exec vm1 curl -s http://198.51.100.10/          # egress: the internet sees 203.0.113.10
@@ -199,7 +217,10 @@ Try:
   kawaii lab exec laptop curl -gs http://[fd00:8::1]:8080/  # the same pipe over the VPN's IPv6 -> vm1
   kawaii lab exec internet curl -s -m 3 http://203.0.113.10:8080/   # the pipe is blocked from the internet
   kawaii lab exec gw wg show kawaii-wg0                     # the laptop's handshake and transfer
-  kawaii lab exec gw kawaii peer showconf laptop            # what the laptop was configured from"
+  kawaii lab exec gw kawaii peer showconf laptop            # what the laptop was configured from
+  kawaii lab exec vm1 curl -s http://10.93.0.10:8080/       # IPsec to an office on our own subnet: ohost (10.1.0.10 too) sees vm1 as 10.73.0.10
+  kawaii lab exec ohost curl -s http://10.73.0.10/          # the office's host -> vm1 through the tunnel: vm1 sees it as 10.93.0.10
+  kawaii lab exec gw ip rule                                # the mark that steers the office's alias into the tunnel (proto 177)"
         } else {
             ""
         }

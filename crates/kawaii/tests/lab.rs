@@ -54,6 +54,10 @@ fn lab_up_commands_and_down() {
         "the lab shows the VPN: {text}"
     );
     assert!(
+        text.contains("kawaii lab exec ohost"),
+        "the lab shows the office on our own subnet: {text}"
+    );
+    assert!(
         text.contains("IPv6") && text.contains("curl -gs http://[2001:db8:1::10]/"),
         "the lab shows IPv6 next to IPv4: {text}"
     );
@@ -103,6 +107,18 @@ fn lab_up_commands_and_down() {
         }
         if comment.contains("from the gateway's RA") {
             assert!(stdout.contains("via fe80::1"), "{stdout}");
+        }
+        if comment.contains("an office on our own subnet") {
+            assert!(
+                stdout.contains("hello from ohost, you are 10.73.0.10:"),
+                "{stdout}"
+            );
+        }
+        if comment.contains("vm1 sees it as 10.93.0.10") {
+            assert!(stdout.contains("you are 10.93.0.10:"), "{stdout}");
+        }
+        if comment.contains("steers the office's alias") {
+            assert!(stdout.contains("fwmark 0x6b61 lookup 220"), "{stdout}");
         }
     }
     let status = kawaii(&["lab", "status"]);

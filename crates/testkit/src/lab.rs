@@ -710,6 +710,59 @@ pub fn flows_script(t: &Topology) -> Result<String> {
 // (192.0.2.2) running wireguard-go, set up only from `kawaii peer showconf laptop`.
 // ---------------------------------------------------------------------------------------------
 
+/// The office on our own subnet (docs/ipsec.md, "An office on our own subnet"): its host is
+/// 10.1.0.10 like vm1; our hosts reach it at [`TWIN_SEEN`], it sees them in 10.73.0.0/24.
+pub const TWIN_OFFICE: &str = "198.51.100.8";
+pub const TWIN_HOST: &str = "ohost";
+pub const TWIN_SEEN: &str = "10.93.0.10";
+
+/// The gateway's `[[ipsec]]` block for the office of [`twin_office`], its key as `psk_line`
+/// (`pre_shared_key = "..."` or `pre_shared_key_file = "..."`).
+pub fn twin_toml(psk_line: &str) -> String {
+    format!(
+        r#"
+[[ipsec]]
+name = "office"
+remote_peer = "{TWIN_OFFICE}"
+remote_subnet = "10.1.0.0/24"       # the office's own 10.1.0.0/24, like ours
+remote_alias = "10.93.0.0/24"       # our hosts reach its 10.1.0.10 at 10.93.0.10
+local_alias = "10.73.0.0/24"        # it reaches our 10.1.0.10 at 10.73.0.10
+{psk_line}
+phase1_dh_group_number = 14
+phase1_integrity_algorithm = "SHA256"
+phase1_encryption_algorithm = "AES256"
+phase2_dh_group_number = 14
+phase2_integrity_algorithm = "SHA256"
+phase2_encryption_algorithm = "AES256"
+"#
+    )
+}
+
+/// Adds the office of [`twin_toml`] behind the lab's router (its eth3): strongSwan at
+/// [`TWIN_OFFICE`], its LAN 10.1.0.0/24 with its host [`TWIN_HOST`] at 10.1.0.10 (HTTP on 8080),
+/// loaded with `psk` for the gateway's public VIP.
+pub fn twin_office(t: &mut Topology, lab: &GatewayLab, psk: &str) -> Result<crate::office::Office> {
+    let place = crate::office::Place {
+        name: "office",
+        host: TWIN_HOST,
+        public: TWIN_OFFICE,
+        router_if: "eth3",
+        lan: &[("10.1.0.1/24", "10.1.0.10/24")],
+        public6: None,
+        lan6: &[],
+    };
+    let office = crate::office::build_at(t, &lab.router, &lab.svc, &place)?;
+    office.load(&crate::office::OfficeConn {
+        psk: psk.into(),
+        remote_peer: PUBLIC_VIP.into(),
+        local_ts: "10.1.0.0/24".into(),
+        remote_ts: "10.73.0.0/24".into(),
+        ike_proposal: "aes256-sha256-modp2048".into(),
+        esp_proposal: "aes256-sha256-modp2048".into(),
+    })?;
+    Ok(office)
+}
+
 pub const LAPTOP: &str = "192.0.2.2";
 pub const LAPTOP_IFNAME: &str = "klab-laptop";
 

@@ -229,12 +229,16 @@ pub fn build_at(t: &mut Topology, router: &Host, svc: &str, place: &Place) -> Re
     )
     .map_err(io("write office strongswan.conf"))?;
     let env = format!("STRONGSWAN_CONF={}", conf.display());
+    let here = format!("KAWAII_CHARON_DIR={}", dir.display());
+    // A fresh /run (charon's pid file), keeping the office's directory if it lies there (the
+    // lab's does), as kawaii's own charon does.
     let charon = t.spawn(
         &office,
         &format!("{}-charon", place.name),
         &[
             "env",
             &env,
+            &here,
             "unshare",
             "--mount",
             "--propagation",
@@ -242,7 +246,7 @@ pub fn build_at(t: &mut Topology, router: &Host, svc: &str, place: &Place) -> Re
             "--",
             "sh",
             "-c",
-            "mount -t tmpfs office-run /run && exec \"$0\"",
+            "cd \"$KAWAII_CHARON_DIR\" && mount -t tmpfs office-run /run && mkdir -p \"$KAWAII_CHARON_DIR\" && mount --no-canonicalize --bind . \"$KAWAII_CHARON_DIR\" && exec \"$0\"",
             CHARON,
         ],
     )?;

@@ -5,14 +5,13 @@
 //! own 10.1.0.0/24 stays on our LAN for the gateway, the hosts and the Internet. The mark and
 //! the policy rules that steer it go when the connection does.
 
-use super::{KAWAII, PSK, SEED, office_conn, tail};
+use super::{KAWAII, PSK, tail};
 use kawaii_testkit::lab;
-use kawaii_testkit::office::{self, OfficeConn};
 use kawaii_testkit::{Host, slurp};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-const CONN: &str = "/v1/ipsec/Twin";
+const CONN: &str = "/v1/ipsec/office";
 
 /// kawaii's policy rules on `gw` (protocol 177).
 fn our_rules(gw: &Host) -> String {
@@ -25,34 +24,11 @@ fn our_rules(gw: &Host) -> String {
 
 #[test]
 fn an_office_on_our_own_subnet_through_aliases_on_both_sides() {
-    let config = lab::LAB_TOML.to_string()
-        + &office::ipsec_conn_toml(
-            "Twin",
-            office::OFFICE_PUBLIC,
-            "10.1.0.0/24",
-            PSK,
-            (SEED, SEED),
-            "remote_alias = \"10.93.0.0/24\"\nlocal_alias = \"10.73.0.0/24\"",
-        );
+    let psk_line = format!("pre_shared_key = \"{PSK}\"");
+    let config = lab::LAB_TOML.to_string() + &lab::twin_toml(&psk_line);
     let (mut topo, lab) =
         lab::start("ipsectw", Path::new(KAWAII), &config).unwrap_or_else(|e| panic!("lab: {e}"));
-    let place = office::Place {
-        name: "twin",
-        host: "twin-host",
-        public: office::OFFICE_PUBLIC,
-        router_if: "eth2",
-        lan: &[("10.1.0.1/24", "10.1.0.10/24")],
-        public6: None,
-        lan6: &[],
-    };
-    let o = office::build_at(&mut topo, &lab.router, &lab.svc, &place)
-        .unwrap_or_else(|e| panic!("office: {e}"));
-    o.load(&OfficeConn {
-        local_ts: "10.1.0.0/24".into(),
-        remote_ts: "10.73.0.0/24".into(),
-        ..office_conn(PSK, SEED, SEED)
-    })
-    .expect("office config");
+    let o = lab::twin_office(&mut topo, &lab, PSK).unwrap_or_else(|e| panic!("office: {e}"));
     let rules = our_rules(&lab.gw);
     assert!(
         rules.contains("218:\tfrom all fwmark 0x6b61 lookup 220")
@@ -62,11 +38,11 @@ fn an_office_on_our_own_subnet_through_aliases_on_both_sides() {
 
     // vm1 -> the office's 10.1.0.10 at its alias; the office sees vm1 under ours.
     let start = Instant::now();
-    let want = "hello from twin-host, you are 10.73.0.10:";
+    let want = format!("hello from {}, you are 10.73.0.10:", lab::TWIN_HOST);
     while lab
         .vm1
-        .curl("http://10.93.0.10:8080/", "1")
-        .is_none_or(|b| !b.contains(want))
+        .curl(&format!("http://{}:8080/", lab::TWIN_SEEN), "1")
+        .is_none_or(|b| !b.contains(&want))
     {
         if start.elapsed() > Duration::from_secs(40) {
             panic!(
