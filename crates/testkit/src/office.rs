@@ -114,6 +114,20 @@ phase2_encryption_algorithm = "{}"
     )
 }
 
+/// The gateway's `[[ipsec]]` table for the dual-stack office over IPv6 ([`OFFICE_DUAL`]):
+/// connection `Office v6` to [`OFFICE_PUBLIC6`] for [`OFFICE_SUBNET6`] with `psk`,
+/// [`DEFAULT_PHASE`] in both phases, `extra` lines at the end.
+pub fn ipsec6_toml(psk: &str, extra: &str) -> String {
+    ipsec_conn_toml(
+        "Office v6",
+        OFFICE_PUBLIC6,
+        OFFICE_SUBNET6,
+        psk,
+        (DEFAULT_PHASE, DEFAULT_PHASE),
+        extra,
+    )
+}
+
 /// Where an office sits: the names of its two namespaces (office, host), its public address,
 /// the router interface that reaches it, and its LAN (the office's address and its host's, with
 /// their prefix; the first pair is the host's default route).

@@ -19,14 +19,7 @@ fn an_ipv6_tunnel_follows_its_vip_to_the_other_zone() {
         format!(
             "{}{}dpd_timeout = \"8s\"\n",
             lab::dual_stack_ha(&lab::ha_config(5, "0s")),
-            office::ipsec_conn_toml(
-                "Office v6",
-                office::OFFICE_PUBLIC6,
-                office::OFFICE_SUBNET6,
-                PSK,
-                (office::DEFAULT_PHASE, office::DEFAULT_PHASE),
-                "",
-            )
+            office::ipsec6_toml(PSK, "")
         )
     });
     let HaLab {

@@ -63,13 +63,16 @@ fn an_office_on_our_own_subnet_through_aliases_on_both_sides() {
         std::thread::sleep(Duration::from_millis(200));
     }
     eprintln!("the twin office reached after {:?}", start.elapsed());
+    let answers = |h: &Host, url: &str, want: &str| {
+        let got = h.curl(url, "2").unwrap_or_default();
+        assert!(got.contains(want), "{} -> {url}: {got:?}", h.name);
+    };
     // The office's 10.1.0.10 -> our vm1 (also 10.1.0.10) at our alias; vm1 sees its alias.
-    let back = o.host.curl("http://10.73.0.10/", "2").unwrap_or_default();
-    assert!(
-        back.contains("hello from vm1, you are 10.93.0.10:"),
-        "office -> vm1 at 10.73.0.10: {back:?}"
+    answers(
+        &o.host,
+        "http://10.73.0.10/",
+        "hello from vm1, you are 10.93.0.10:",
     );
-
     // Our own 10.1.0.0/24 is still our LAN: for the gateway itself, and for vm1's traffic to
     // the Internet and its answers.
     let route = lab
@@ -77,19 +80,9 @@ fn an_office_on_our_own_subnet_through_aliases_on_both_sides() {
         .run(&["ip", "route", "get", "10.1.0.10"])
         .unwrap_or_default();
     assert!(route.contains("dev lan0"), "{route}");
-    let from_gw = lab.gw.curl("http://10.1.0.10/", "2").unwrap_or_default();
-    assert!(
-        from_gw.contains("hello from vm1"),
-        "gateway -> vm1: {from_gw:?}"
-    );
-    let out = lab
-        .vm1
-        .curl(&format!("http://{}/", lab::INTERNET), "2")
-        .unwrap_or_default();
-    assert!(
-        out.contains("hello from internet"),
-        "vm1 -> internet: {out:?}"
-    );
+    answers(&lab.gw, "http://10.1.0.10/", "hello from vm1");
+    let internet = format!("http://{}/", lab::INTERNET);
+    answers(&lab.vm1, &internet, "hello from internet");
     assert!(lab.vm2.pings("10.1.0.10"), "vm2 -> vm1 on the LAN");
 
     // Without the connection, neither the rules nor the mark stay.

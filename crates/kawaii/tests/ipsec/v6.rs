@@ -18,14 +18,7 @@ const CONN: &str = "/v1/ipsec/Office%20v6";
 const PROPOSAL: &str = "aes256-sha256-modp2048";
 
 fn config() -> String {
-    office::ipsec_conn_toml(
-        "Office v6",
-        office::OFFICE_PUBLIC6,
-        office::OFFICE_SUBNET6,
-        PSK,
-        (office::DEFAULT_PHASE, office::DEFAULT_PHASE),
-        office::SSH_ONLY,
-    )
+    office::ipsec6_toml(PSK, office::SSH_ONLY)
 }
 
 /// The office's mirror: over IPv6 to the gateway's IPv6 VIP, for `local_ts` ↔ `remote_ts`.
