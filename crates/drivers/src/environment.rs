@@ -1,5 +1,5 @@
 //! Reads the machine's [`Environment`] (interfaces, connected prefixes and main-table routes of
-//! both families) through `ip -j`, for `check --local` and `serve`'s environment warnings. Read only; the
+//! both families through `ip -j`, reverse-path filtering from `/proc/sys`), for `check --local` and `serve`'s environment warnings. Read only; the
 //! judgement is the model's (`kawaii_model::environment::check`).
 
 use crate::DriverError;
@@ -13,7 +13,21 @@ pub fn read() -> Result<Environment, DriverError> {
     let addrs = ip(&["-j", "addr", "show"])?;
     let routes4 = ip(&["-j", "-4", "route", "show", "table", "main"])?;
     let routes6 = ip(&["-j", "-6", "route", "show", "table", "main"])?;
-    from_json(&addrs, &routes4, &routes6)
+    let mut env = from_json(&addrs, &routes4, &routes6)?;
+    let names = ["all", "default"].into_iter().map(String::from);
+    for name in names
+        .chain(env.interfaces.iter().cloned())
+        .collect::<Vec<_>>()
+    {
+        let path = format!("/proc/sys/net/ipv4/conf/{name}/rp_filter");
+        if let Some(v) = std::fs::read_to_string(path)
+            .ok()
+            .and_then(|v| v.trim().parse().ok())
+        {
+            env.rp_filter.insert(name, v);
+        }
+    }
+    Ok(env)
 }
 
 fn ip(args: &[&str]) -> Result<String, DriverError> {

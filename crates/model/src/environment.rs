@@ -21,6 +21,8 @@ pub struct Environment {
     /// Prefixes of the addresses configured on the interfaces (link-local ones left out).
     pub connected: Vec<IpNet>,
     pub routes: Vec<EnvRoute>,
+    /// `net.ipv4.conf.<name>.rp_filter` for `all`, `default` and the interfaces (those read).
+    pub rp_filter: std::collections::BTreeMap<String, u8>,
 }
 
 /// One route of the main table, of either family.
@@ -142,7 +144,51 @@ pub fn check(g: &Gateway, zone: Option<&str>, env: &Environment) -> Vec<FieldErr
             ));
         }
     }
+    strict_reverse_path(g, &zones, env, &mut out);
     out
+}
+
+/// An office on our own subnet (docs/ipsec.md) answers from addresses that route to our LAN:
+/// strict reverse-path filtering on the device its packets arrive on (kernel-libipsec's new
+/// TUN device takes `default`; with XFRM, the public interface) drops every one of them.
+fn strict_reverse_path(
+    g: &Gateway,
+    zones: &[(usize, &crate::spec::Zone)],
+    env: &Environment,
+    out: &mut Vec<FieldError>,
+) {
+    let Some(private) = g
+        .gateway
+        .private_subnet
+        .as_deref()
+        .and_then(|p| p.trim().parse::<ipnet::Ipv4Net>().ok())
+    else {
+        return;
+    };
+    let value = |k: &str| env.rp_filter.get(k).copied().unwrap_or(0);
+    let strict = |dev: &str| value("all").max(value(dev)) == 1;
+    let mut devices = vec!["default".to_string()];
+    devices.extend(zones.iter().map(|(_, z)| z.public_interface.clone()));
+    for (i, c) in g.ipsec.iter().enumerate() {
+        let twin = c.remote_subnet.split(',').any(|n| {
+            n.trim()
+                .parse::<ipnet::Ipv4Net>()
+                .is_ok_and(|n| n.contains(&private.network()) || private.contains(&n.network()))
+        });
+        if !twin || c.remote_alias.is_none() {
+            continue;
+        }
+        if let Some(dev) = devices.iter().find(|d| strict(d)) {
+            out.push(FieldError::new(
+                format!("ipsec[{i}].remote_subnet"),
+                format!(
+                    "the office is on our own subnet ({private}), and strict reverse-path filtering \
+                     (net.ipv4.conf.all or .{dev}.rp_filter = 1) drops its packets, whose source \
+                     routes to our LAN: set it to 2 (loose) or 0"
+                ),
+            ));
+        }
+    }
 }
 
 #[cfg(test)]
@@ -168,6 +214,7 @@ mod tests {
                     on_link: false,
                 },
             ],
+            rp_filter: Default::default(),
         }
     }
 
@@ -226,6 +273,39 @@ mod tests {
         env.connected
             .push("2001:db8:bb::1/64".parse().expect("net"));
         env
+    }
+
+    /// An office on our own subnet with strict reverse-path filtering: warned, once, naming the
+    /// setting; loose (2) or off is fine, and so is strict for an office elsewhere.
+    #[test]
+    fn strict_reverse_path_filtering_is_a_warning_for_an_office_on_our_subnet() {
+        let twin = |subnet: &str| {
+            doc(&format!(
+                "[gateway]\nname = \"acme\"\nprivate_subnet = \"10.1.0.0/24\"\n\
+                 [[zones]]\nname = \"a\"\npublic_interface = \"eth0\"\nprivate_interface = \"eth0\"\n\
+                 public_vip = \"203.0.113.10/24\"\npublic_gateway = \"203.0.113.1\"\nprivate_vip = \"10.1.0.1\"\n\
+                 [[ipsec]]\nname = \"t\"\nremote_peer = \"192.168.100.8\"\nremote_subnet = \"{subnet}\"\n\
+                 remote_alias = \"10.93.0.0/24\"\nlocal_alias = \"10.73.0.0/24\"\npre_shared_key = \"k\"\n\
+                 phase1_dh_group_number = 14\nphase1_integrity_algorithm = \"SHA256\"\n\
+                 phase1_encryption_algorithm = \"AES256\"\nphase2_dh_group_number = 14\n\
+                 phase2_integrity_algorithm = \"SHA256\"\nphase2_encryption_algorithm = \"AES256\"\n"
+            ))
+        };
+        let with = |all: u8, default: u8| {
+            let mut e = env();
+            e.rp_filter = [("all".to_string(), all), ("default".to_string(), default)].into();
+            e
+        };
+        let got = check(&twin("10.1.0.0/24"), None, &with(0, 1));
+        let paths: Vec<&str> = got.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(paths, ["ipsec[0].remote_subnet"], "{got:?}");
+        assert!(got[0].reason.contains("rp_filter = 1"), "{got:?}");
+        assert_eq!(check(&twin("10.1.0.0/24"), None, &with(1, 0)).len(), 1);
+        for (all, default) in [(2, 1), (0, 2), (0, 0)] {
+            let got = check(&twin("10.1.0.0/24"), None, &with(all, default));
+            assert!(got.is_empty(), "all {all}, default {default}: {got:?}");
+        }
+        assert!(check(&twin("172.16.1.0/24"), None, &with(1, 1)).is_empty());
     }
 
     #[test]
