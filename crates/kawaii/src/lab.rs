@@ -171,7 +171,7 @@ remote = \"{vm1}:80\"
         if let Err(e) = lab::vpn_laptop(&mut topo, &lab, &kawaii, laptop_key) {
             return abandon(&mut topo, dir, e);
         }
-        if let Err(e) = lab::twin_office(&mut topo, &lab, &office_psk) {
+        if let Err(e) = lab::twin_office(&mut topo, (&lab.router, &lab.svc), &office_psk) {
             return abandon(&mut topo, dir, e);
         }
         // The tunnel comes up in a few seconds: the commands below work once it has.

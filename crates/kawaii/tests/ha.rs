@@ -18,6 +18,10 @@ mod vpn6;
 #[path = "ha/ipsec6.rs"]
 mod ipsec6;
 
+/// An office on our own subnet with two zones (`ha/twin.rs`).
+#[path = "ha/twin.rs"]
+mod twin;
+
 struct Ha {
     topo: Topology,
     lab: HaLab,

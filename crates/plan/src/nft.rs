@@ -395,6 +395,30 @@ pub fn render(d: &Desired, z: &ZoneSpec, observed: &crate::Observed) -> Table {
             .rules
             .extend(crate::wireguard::firewall::via_sibling6(w, &lan));
     }
+    // HA: likewise for the offices whose tunnel another instance holds: private hosts behind
+    // this zone reach them through that instance, whose answers reach the hosts directly. Not
+    // tracked here either (`sibling-raw`): the sync brings this node that instance's entries
+    // for the same flows, translations included, which it would apply.
+    let mut untracked = Vec::new();
+    if d.ha.is_some() {
+        for c in d
+            .ipsec
+            .iter()
+            .filter(|c| !crate::ipsec::terminated_here(d, z, observed, c))
+        {
+            let id = crate::ipsec_id(&c.name);
+            let to = c.remote_seen().map(|n| ("ip", n.to_string(), ""));
+            let to6 = c.remote_subnet6.map(|n| ("ip6", n.to_string(), "6"));
+            for (family, net, sfx) in to.into_iter().chain(to6) {
+                forward.rule(format!(
+                    "iifname {lan} oifname {lan} {family} daddr {net} counter accept comment \"ipsec-{id}-via-sibling{sfx}\""
+                ));
+                untracked.push(format!(
+                    "iifname {lan} {family} daddr {net} notrack comment \"ipsec-{id}-via-sibling{sfx}\""
+                ));
+            }
+        }
+    }
     forward.rule("ct state invalid counter drop comment \"invalid\"".into());
     // Port forwards: reachable only where an ingress rule opens the port, from outside and
     // (hairpin) from inside.
@@ -603,6 +627,16 @@ pub fn render(d: &Desired, z: &ZoneSpec, observed: &crate::Observed) -> Table {
     if let Some((c, set)) = egress6 {
         chains.push(c);
         sets.push(set);
+    }
+    if !untracked.is_empty() {
+        let mut raw = Chain::new(
+            "sibling-raw",
+            Some("type filter hook prerouting priority raw; policy accept;"),
+        );
+        for r in untracked {
+            raw.rule(r);
+        }
+        pre_chains.push(raw);
     }
     if let Some(rules) = crate::twin::steer(d, &lan) {
         let mut steer = Chain::new(

@@ -738,10 +738,15 @@ phase2_encryption_algorithm = "AES256"
     )
 }
 
-/// Adds the office of [`twin_toml`] behind the lab's router (its eth3): strongSwan at
+/// Adds the office of [`twin_toml`] behind a lab's `router` (its eth3; `svc` the services
+/// script): strongSwan at
 /// [`TWIN_OFFICE`], its LAN 10.1.0.0/24 with its host [`TWIN_HOST`] at 10.1.0.10 (HTTP on 8080),
 /// loaded with `psk` for the gateway's public VIP.
-pub fn twin_office(t: &mut Topology, lab: &GatewayLab, psk: &str) -> Result<crate::office::Office> {
+pub fn twin_office(
+    t: &mut Topology,
+    (router, svc): (&Host, &str),
+    psk: &str,
+) -> Result<crate::office::Office> {
     let place = crate::office::Place {
         name: "office",
         host: TWIN_HOST,
@@ -751,7 +756,7 @@ pub fn twin_office(t: &mut Topology, lab: &GatewayLab, psk: &str) -> Result<crat
         public6: None,
         lan6: &[],
     };
-    let office = crate::office::build_at(t, &lab.router, &lab.svc, &place)?;
+    let office = crate::office::build_at(t, router, svc, &place)?;
     office.load(&crate::office::OfficeConn {
         psk: psk.into(),
         remote_peer: PUBLIC_VIP.into(),

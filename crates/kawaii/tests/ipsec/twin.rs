@@ -28,7 +28,8 @@ fn an_office_on_our_own_subnet_through_aliases_on_both_sides() {
     let config = lab::LAB_TOML.to_string() + &lab::twin_toml(&psk_line);
     let (mut topo, lab) =
         lab::start("ipsectw", Path::new(KAWAII), &config).unwrap_or_else(|e| panic!("lab: {e}"));
-    let o = lab::twin_office(&mut topo, &lab, PSK).unwrap_or_else(|e| panic!("office: {e}"));
+    let o = lab::twin_office(&mut topo, (&lab.router, &lab.svc), PSK)
+        .unwrap_or_else(|e| panic!("office: {e}"));
     let rules = our_rules(&lab.gw);
     assert!(
         rules.contains("218:\tfrom all fwmark 0x6b61 lookup 220")
