@@ -628,25 +628,19 @@ pub fn render(d: &Desired, z: &ZoneSpec, observed: &crate::Observed) -> Table {
         chains.push(c);
         sets.push(set);
     }
-    if !untracked.is_empty() {
-        let mut raw = Chain::new(
-            "sibling-raw",
-            Some("type filter hook prerouting priority raw; policy accept;"),
-        );
-        for r in untracked {
-            raw.rule(r);
+    // Before routing: flows to offices held by a sibling go untracked; the mark that steers
+    // an office on our own subnet.
+    let steer = crate::twin::steer(d, &lan).unwrap_or_default();
+    for (name, priority, rules) in [
+        ("sibling-raw", "raw", untracked),
+        ("steer", "mangle", steer),
+    ] {
+        if !rules.is_empty() {
+            let hook = format!("type filter hook prerouting priority {priority}; policy accept;");
+            let mut chain = Chain::new(name, Some(&hook));
+            chain.rules = rules;
+            pre_chains.push(chain);
         }
-        pre_chains.push(raw);
-    }
-    if let Some(rules) = crate::twin::steer(d, &lan) {
-        let mut steer = Chain::new(
-            "steer",
-            Some("type filter hook prerouting priority mangle; policy accept;"),
-        );
-        for r in rules {
-            steer.rule(r);
-        }
-        pre_chains.push(steer);
     }
     Table {
         chains: [
