@@ -10,6 +10,7 @@ use kawaii_plan::{Address, Destination, Plan, RouteEntry, RuleEntry};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::sync::Mutex;
+use std::sync::atomic::Ordering;
 
 /// Route protocol number marking kawaii's routes (`ip route show proto 177`).
 pub const RT_PROTO: &str = "177";
@@ -21,6 +22,9 @@ pub struct Netlink {
     /// The plan last applied and when: an unchanged plan is re-checked against the kernel at
     /// most every [`RESYNC`] (drift repair), not on every reconcile.
     last: Mutex<Option<(kawaii_plan::NetPlan, std::time::Instant)>>,
+    /// The kernel holds no policy rule of ours (checked since this run started), so a plan
+    /// without rules (nearly every gateway's) costs no `ip rule` run.
+    rules_clean: std::sync::atomic::AtomicBool,
 }
 
 /// How often an unchanged plan is checked against the kernel again.
@@ -348,7 +352,12 @@ impl Driver for Netlink {
             run_batch(&batch).await?;
             // Policy rules: ours (by protocol) that are not planned go, planned ones missing
             // are added.
-            let have = our_rules().await?;
+            let clean = &self.rules_clean;
+            let have = if net.rules.is_empty() && clean.load(Ordering::Relaxed) {
+                Vec::new()
+            } else {
+                our_rules().await?
+            };
             let mut batch = String::new();
             for (priority, rule) in &have {
                 if !rule.as_ref().is_some_and(|h| net.rules.contains(h)) {
@@ -364,6 +373,7 @@ impl Driver for Netlink {
                 }
             }
             run_batch(&batch).await?;
+            clean.store(net.rules.is_empty(), Ordering::Relaxed);
             if let Ok(mut l) = self.last.lock() {
                 *l = Some((net.clone(), std::time::Instant::now()));
             }

@@ -173,7 +173,7 @@ fn strict_reverse_path(
         let twin = c.remote_subnet.split(',').any(|n| {
             n.trim()
                 .parse::<ipnet::Ipv4Net>()
-                .is_ok_and(|n| n.contains(&private.network()) || private.contains(&n.network()))
+                .is_ok_and(|n| crate::valid::nets_overlap(&n, &private))
         });
         if !twin || c.remote_alias.is_none() {
             continue;

@@ -16,7 +16,7 @@
 use crate::net::RuleEntry;
 use ipnet::{IpNet, Ipv4Net};
 use kawaii_model::Desired;
-use kawaii_model::valid::IpsecSpec;
+use kawaii_model::valid::{IpsecSpec, nets_overlap};
 use std::fmt::Write;
 
 /// The routing table charon (kernel-netlink, kernel-libipsec) installs its routes in, and the
@@ -36,13 +36,9 @@ pub const OWN_PRIORITY: u32 = 219;
 /// through only with both aliases.
 pub fn twins(d: &Desired) -> impl Iterator<Item = &IpsecSpec> {
     let private = d.private_subnet;
-    d.ipsec
-        .iter()
-        .filter(move |c| matches!((c.remote_subnet, private), (Some(r), Some(p)) if overlaps(r, p)))
-}
-
-fn overlaps(a: Ipv4Net, b: Ipv4Net) -> bool {
-    a.contains(&b.network()) || b.contains(&a.network())
+    d.ipsec.iter().filter(
+        move |c| matches!((c.remote_subnet, private), (Some(r), Some(p)) if nets_overlap(&r, &p)),
+    )
 }
 
 /// The policy rules: none without a twin office.

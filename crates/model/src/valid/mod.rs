@@ -31,7 +31,7 @@ pub use ipsec::{
 pub use peering::{Consent, PeeringSpec};
 pub use pipes::PipeSpec;
 pub use primitives::{
-    Policy, Protocol, RuleNet, cidr, cidr6, domain, host_port, is_link_local, map_net,
+    Policy, Protocol, RuleNet, cidr, cidr6, domain, host_port, is_link_local, map_net, nets_overlap,
 };
 pub use router::{Balance, HealthCheck, ProxyProtocol, RouteSpec, RouterSpec};
 pub use store::StoreSpec;
@@ -262,7 +262,7 @@ fn check_tunnel_subnets(
     ipsec: &[IpsecSpec],
     e: &mut Errors,
 ) {
-    let overlap = |a: &Ipv4Net, b: &Ipv4Net| a.contains(&b.network()) || b.contains(&a.network());
+    let overlap = nets_overlap;
     for (i, c) in ipsec.iter().enumerate() {
         // Aliases translate IPv4 only: an IPv6-only office has none.
         let Some(c_subnet) = c.remote_subnet else {

@@ -38,6 +38,11 @@ pub(super) fn alias(s: Option<&str>, path: &str, e: &mut Errors) -> Option<Optio
     }
 }
 
+/// Whether two IPv4 networks share an address (one contains the other).
+pub fn nets_overlap(a: &Ipv4Net, b: &Ipv4Net) -> bool {
+    a.contains(&b.network()) || b.contains(&a.network())
+}
+
 /// `net`'s counterpart in `to` when `net` lies inside `from` (same host bits); `to` itself when
 /// `net` is wider than `from`; `net` unchanged when it is outside `from`.
 pub fn map_net(net: Ipv4Net, from: Ipv4Net, to: Ipv4Net) -> Ipv4Net {
