@@ -433,6 +433,14 @@ fn without_sync_egress_flows_die() {
     let (gw_a, gw_b) = (l.lab.gw_a.clone(), l.lab.gw_b.clone());
     let st = l.status(&gw_b, "zone-b");
     assert!(st["details"]["conntrack_sync"].is_null(), "{st}");
+    // The flows must go through zone A for its loss to mean anything: its VIP at home first.
+    l.wait_vip(&gw_a, lab::ZONE_A_PRIVATE_VIP, true, "gw-a to hold zone A");
+    l.wait_vip(
+        &gw_b,
+        lab::ZONE_A_PRIVATE_VIP,
+        false,
+        "gw-b to hold only zone B",
+    );
     let f = l.start_flows(N, 0, 0);
     let _ = l.window(&f, false);
     l.topo.proc(l.lab.kawaii_a.proc).kill();
