@@ -58,19 +58,16 @@ ports = "8080"
     c
 }
 
-/// Where a lab's flows go: the internet server, the address the inbound clients dial, and
-/// vm-a's own (where the inbound server listens).
+/// Where a lab's flows go: the internet server, and the address the inbound clients dial.
 struct Targets {
     internet: &'static str,
     inbound: &'static str,
-    vm_a: &'static str,
 }
 
 /// IPv4: egress NAT'd to zone A's VIP, inbound through its port forward.
 const V4: Targets = Targets {
     internet: lab::INTERNET,
     inbound: lab::ZONE_A_PUBLIC_VIP,
-    vm_a: lab::VM_A,
 };
 
 impl Lab {
@@ -125,9 +122,10 @@ impl Lab {
             self.spawn(&internet, "udp-echo-internet", &["udp-echo", "9001"]),
             self.spawn(&vm_a, "streams-vm-a", &["streams", "8080", "100"]),
         ];
-        for (h, ip, port) in [(&internet, to.internet, 9000), (&vm_a, to.vm_a, 8080)] {
-            let addr = std::net::SocketAddr::new(ip.parse().expect("ip"), port);
-            kawaii_testkit::wait_tcp(h, addr, Duration::from_secs(10)).expect("server up");
+        for &s in [&servers[0], &servers[2]] {
+            let p = self.topo.proc(s);
+            p.wait_line("listening", Duration::from_secs(10))
+                .unwrap_or_else(|e| panic!("{e}"));
         }
         let tcp = format!("{}:9000:{egress}", to.internet);
         let udp_spec = format!("{}:9001:{udp}:41000", to.internet);
@@ -142,14 +140,8 @@ impl Lab {
         }
         for &c in &clients {
             let p = self.topo.proc(c);
-            let log = p.log.clone();
-            wait_for(Duration::from_secs(30), "every flow to carry data", || {
-                std::fs::read_to_string(&log)
-                    .ok()
-                    .filter(|o| o.lines().any(|l| l == "ready"))
-                    .map(|_| ())
-            })
-            .unwrap_or_else(|e| panic!("{e}: {}", kawaii_testkit::slurp(&log)));
+            p.wait_line("ready", Duration::from_secs(30))
+                .unwrap_or_else(|e| panic!("every flow to carry data: {e}"));
         }
         Flows { clients, servers }
     }
@@ -394,8 +386,11 @@ fn flows_survive_zone_loss_return_and_handover() {
         &["resync", "readiness", "VRRP transition", "zones taken"],
         8,
     );
+    // A UDP exchange that reaches gw-a before the resync lands makes its entry there first: the
+    // resync then updates it instead of creating it. Each flow is one or the other.
+    let injected = |k: &str| sync[k].as_u64().unwrap_or(0);
     assert!(
-        sync["injected_entries"].as_u64().unwrap_or(0) >= total,
+        injected("injected_entries") + injected("injected_updates") >= total,
         "gw-a came back without its flows: {sync}"
     );
     assert!(
@@ -412,12 +407,12 @@ fn flows_survive_zone_loss_return_and_handover() {
     let w = l.window(&f, false);
     check("SIGTERM handover", &w, EGRESS + INBOUND, UDP);
 
-    // The same sockets all along: no server saw a new connection (one more than the flows: the
-    // readiness probe), a reset or a new UDP source; every stream is still open.
+    // The same sockets all along: no server saw a new connection (one per flow, and no probe: the
+    // servers say when they listen), a reset or a new UDP source; every stream is still open.
     let s = l.stop_servers(&f);
     eprintln!("servers: {s:?}");
     for (i, n, what) in [(0, EGRESS, "egress"), (2, INBOUND, "port-forward")] {
-        assert_eq!(s[i]["accepted"], n as u64 + 1, "{what} server: {}", s[i]);
+        assert_eq!(s[i]["accepted"], n as u64, "{what} server: {}", s[i]);
         assert_eq!(s[i]["errors"], 0, "{what} server: {}", s[i]);
         assert_eq!(s[i]["open"], n as u64, "{what} server: {}", s[i]);
     }
@@ -719,12 +714,9 @@ fn three_zones_flows_survive_and_the_third_zone_is_untouched() {
     let sync = lab::status(&gws[1], &state("zone-b")).expect("status")["details"]["conntrack_sync"]
         .clone();
     assert_eq!(sync["transport"], "notrack-multicast", "{sync}");
-    kawaii_testkit::wait_tcp(
-        &internet,
-        "198.51.100.10:9000".parse().expect("addr"),
-        Duration::from_secs(10),
-    )
-    .expect("stream server");
+    t.proc(streams)
+        .wait_line("listening", Duration::from_secs(10))
+        .expect("stream server");
     let tcp_a = format!("{}:9000:50", lab::INTERNET);
     let udp_a = format!("{}:9001:10:41000", lab::INTERNET);
     let tcp_c = format!("{}:9000:20", lab::INTERNET);
@@ -742,14 +734,9 @@ fn three_zones_flows_survive_and_the_third_zone_is_untouched() {
         &["client", "--tcp", &tcp_c, "--udp", &udp_c],
     );
     for c in [client_a, client_c] {
-        let log = t.proc(c).log.clone();
-        wait_for(Duration::from_secs(30), "every flow to carry data", || {
-            kawaii_testkit::slurp(&log)
-                .lines()
-                .any(|l| l == "ready")
-                .then_some(())
-        })
-        .unwrap_or_else(|e| panic!("{e}"));
+        t.proc(c)
+            .wait_line("ready", Duration::from_secs(30))
+            .unwrap_or_else(|e| panic!("every flow to carry data: {e}"));
     }
     // Zone A's flows reach both siblings over multicast.
     for gw in &gws[1..] {
@@ -833,9 +820,6 @@ fn three_zones_flows_survive_and_the_third_zone_is_untouched() {
     )
     .unwrap_or_else(|e| panic!("{e}"));
     let s: serde_json::Value = serde_json::from_str(&summary).expect("json");
-    assert_eq!(
-        s["accepted"], 71,
-        "one connection per flow (+ the probe): {s}"
-    );
+    assert_eq!(s["accepted"], 70, "one connection per flow: {s}");
     assert_eq!(s["errors"], 0, "{s}");
 }

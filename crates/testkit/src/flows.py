@@ -4,7 +4,9 @@ same sockets.
 
   flows.py streams PORT INTERVAL_MS
       TCP server: every accepted connection gets a 32-byte line every INTERVAL_MS (a slow
-      download). On SIGTERM prints {"accepted": N, "errors": N, "open": N} and exits.
+      download). Prints "listening" once it listens (wait for that line, not for a probe
+      connection: a probe that closes with a line unread ends in a reset, which would count as an
+      error). On SIGTERM prints {"accepted": N, "errors": N, "open": N} and exits.
   flows.py udp-echo PORT
       Echoes datagrams. On SIGTERM prints {"sources": N} (distinct source address:port seen).
   flows.py client [--tcp HOST:PORT:N] [--udp HOST:PORT:N:FIRST_SOURCE_PORT] [--udp-interval-ms MS]
@@ -70,6 +72,7 @@ def streams(port, interval_ms):
     lsock.listen(1024)
     lsock.setblocking(False)
     sel.register(lsock, selectors.EVENT_READ)
+    print("listening", flush=True)
     conns = {}
     accepted = errors = 0
     interval = interval_ms / 1000.0

@@ -257,6 +257,21 @@ impl Proc {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
+    /// Waits up to `timeout` for a line of its output to be exactly `line` (a readiness mark such
+    /// as `ready`); the error carries the output so far.
+    pub fn wait_line(&self, line: &str, timeout: Duration) -> Result<()> {
+        wait_for(timeout, &format!("{} to print {line:?}", self.name), || {
+            self.output().lines().any(|l| l == line).then_some(())
+        })
+        .map_err(|_| {
+            let what = format!(
+                "{} to print {line:?} (its output: {:?})",
+                self.name,
+                self.output()
+            );
+            KitError::Timeout(timeout, what)
+        })
+    }
     /// Whether it exited with status 0 (false while it runs).
     pub fn succeeded(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(Some(s)) if s.success())
