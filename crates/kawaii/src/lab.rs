@@ -94,6 +94,33 @@ fn say_up(record: &LabRecord, what: &str, started: std::time::Instant) {
     );
 }
 
+/// What each daemon warned about when it loaded its file (`config warning`: a `via` or an office
+/// it cannot reach, an IPv6 upstream without a route, strict reverse-path filtering ...), once
+/// each: a lab on an operator's own config says at once what the machine lacks.
+fn say_warnings(topo: &mut Topology, daemons: &[&kawaii_testkit::serve::Serve]) {
+    for d in daemons {
+        for w in config_warnings(&d.log(topo)) {
+            println!("warning ({}): {w}", d.host.name);
+        }
+    }
+}
+
+/// The `w=` of every `config warning` line of a daemon's log, in order, without repeats (each
+/// reload of the file logs them again).
+fn config_warnings(log: &str) -> Vec<String> {
+    let mut seen: Vec<String> = Vec::new();
+    for line in log.lines() {
+        let Some((_, rest)) = line.split_once("config warning ") else {
+            continue;
+        };
+        let w = rest.split_once(" w=").map_or(rest, |(_, w)| w);
+        if !seen.iter().any(|s| s == w) {
+            seen.push(w.to_string());
+        }
+    }
+    seen
+}
+
 /// Records what the lab made, for `status`, `exec` and `down`.
 fn record(
     topo: &mut Topology,
@@ -187,6 +214,7 @@ remote = \"{vm1}:80\"
     }
     let record = record(&mut topo, lab.state.clone(), &cfg, &[&lab.kawaii], vec![])?;
     say_up(&record, "lab", started);
+    say_warnings(&mut topo, &[&lab.kawaii]);
     println!(
         r#"
   internet 198.51.100.10 ── router ── gw (kawaii; public VIP 203.0.113.10, private VIP 10.1.0.1)
@@ -425,6 +453,7 @@ fn up_ha(config: Option<PathBuf>) -> anyhow::Result<ExitCode> {
         data_dirs,
     )?;
     say_up(&record, "HA lab (2 zones)", started);
+    say_warnings(&mut topo, &daemons);
     println!(
         r#"
   internet 198.51.100.10 ── router 203.0.113.1 ── pub ─┬─ gw-a wan0 203.0.113.11 (zone-a VIP 203.0.113.10)
@@ -475,4 +504,27 @@ then open http://127.0.0.1:7780/ui on this machine and sign in with the token in
 "#,
         token = token.display()
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::config_warnings;
+
+    #[test]
+    fn config_warnings_are_read_from_the_log_once_each() {
+        let log = "\
+2026-12-08T00:40:00.1Z  INFO kawaii::serve: listening addr=127.0.0.1:7780
+2026-12-08T00:40:00.2Z  WARN kawaii::serve::files: config warning file=/run/kawaii-lab/kawaii.toml w=zones[0].public_gateway6: 2001:db8::1 is on no attached IPv6 network of wan0
+2026-12-08T00:40:00.3Z  WARN kawaii::serve::files: config warning file=/run/kawaii-lab/kawaii.toml w=ipsec[0].remote_peer: no route
+2026-12-08T00:40:09.0Z  WARN kawaii::serve::files: config warning file=/run/kawaii-lab/kawaii.toml w=zones[0].public_gateway6: 2001:db8::1 is on no attached IPv6 network of wan0
+";
+        assert_eq!(
+            config_warnings(log),
+            [
+                "zones[0].public_gateway6: 2001:db8::1 is on no attached IPv6 network of wan0",
+                "ipsec[0].remote_peer: no route"
+            ]
+        );
+        assert!(config_warnings("INFO applied revision=3").is_empty());
+    }
 }
