@@ -272,6 +272,12 @@ impl Seen {
         Ok(m.entries.len())
     }
 
+    /// Drops what `sibling` said of its peers (this instance took its zone over: those
+    /// sessions are over). What it says from now on counts again.
+    pub fn forget(&mut self, sibling: Ipv4Addr) {
+        self.peers.retain(|_, r| r.from != sibling);
+    }
+
     /// The version to speak to `sibling`: the one it last spoke, else `newest` (a sibling one
     /// release behind drops our first messages, and is answered in its version once heard).
     pub fn version_for(&self, sibling: Ipv4Addr, newest: u8) -> u8 {
@@ -424,6 +430,37 @@ mod tests {
             .report(&[9; 32], now, Duration::from_secs(180))
             .expect("within 180 s");
         assert_eq!(r.home, Some(Ipv4Addr::new(10, 1, 0, 251)), "home carried");
+    }
+
+    #[test]
+    fn a_taken_over_siblings_reports_are_forgotten_and_its_next_word_counts() {
+        let key = sync_key(&[1; 32]);
+        let now = SystemTime::now();
+        let (a, c) = (Ipv4Addr::new(10, 1, 0, 251), Ipv4Addr::new(10, 1, 0, 253));
+        let mut seen = Seen::default();
+        let fresh = Duration::from_secs(180);
+        let mut other = msg(unix_ms(now));
+        other.entries.retain(|e| e.public_key == [9; 32]);
+        assert_eq!(
+            seen.accept(a, &encode(&msg(unix_ms(now)), &key, 2), &key, now, 2),
+            Ok(2)
+        );
+        assert_eq!(
+            seen.accept(c, &encode(&other, &key, 2), &key, now, 2),
+            Ok(1)
+        );
+        seen.forget(a);
+        assert_eq!(seen.report(&[7; 32], now, fresh), None, "a's word is over");
+        assert_eq!(
+            seen.report(&[9; 32], now, fresh).map(|r| r.from),
+            Some(c),
+            "c's stands"
+        );
+        // a speaks again (it lived, or came back): believed, and not taken for a replay.
+        let later = now + Duration::from_millis(500);
+        let b = encode(&msg(unix_ms(later)), &key, 2);
+        assert_eq!(seen.accept(a, &b, &key, later, 2), Ok(2));
+        assert_eq!(seen.report(&[7; 32], later, fresh).map(|r| r.from), Some(a));
     }
 
     /// Rolling upgrade: a version-1 datagram, laid out by hand as the first release sent it,

@@ -281,8 +281,6 @@ impl WireGuard {
         Ok(applied)
     }
 
-    /// HA: every [`crate::wg_sync::INTERVAL`] tells the siblings where this instance's peers
-    /// are, and listens to what they say. Idle without HA. Runs until `stop`.
     /// HA: the peers whose freshest session is on a sibling (base64 key → the sibling's
     /// private address), for the plan's routes.
     pub fn elsewhere(&self) -> std::collections::BTreeMap<String, std::net::Ipv4Addr> {
@@ -304,21 +302,12 @@ impl WireGuard {
                 if p.rx_bytes > rx.0 {
                     *rx = (p.rx_bytes, now);
                 }
-                // Traffic arriving here means the peer is here, whatever the clocks say.
-                if now.duration_since(rx.1).unwrap_or_default() < ARRIVING {
-                    return None;
-                }
-                let r = seen.report(&p.public_key, now, FRESH)?;
-                let here = p
-                    .last_handshake
-                    .filter(|t| now.duration_since(*t).unwrap_or_default() < FRESH);
-                // Otherwise the fresher session wins.
-                here.is_none_or(|t| r.at > t)
-                    .then(|| (b64(&p.public_key), r.from))
+                let report = seen.report(&p.public_key, now, FRESH);
+                let from = served_by(p.last_handshake, rx.1, report, now)?;
+                Some((b64(&p.public_key), from))
             })
             .collect();
-        drop(seen);
-        drop(last_rx);
+        drop((seen, last_rx));
         let mut e = self.elsewhere.write().unwrap_or_else(|p| p.into_inner());
         let changed = *e != located;
         if changed {
@@ -329,6 +318,8 @@ impl WireGuard {
         changed
     }
 
+    /// HA: every [`crate::wg_sync::INTERVAL`] tells the siblings where this instance's peers
+    /// are, and listens to what they say. Idle without HA. Runs until `stop`.
     pub async fn run_sync(
         self: std::sync::Arc<Self>,
         stop: tokio_util::sync::CancellationToken,
@@ -435,11 +426,10 @@ impl WireGuard {
     /// - or `zones` holds this instance's own zone and a sibling reports the peer as a guest whose
     ///   home is this instance: the peer comes back home.
     ///
-    /// Peers of instances that are up and at home stay where they are. Returns how many
-    /// handshakes were started.
-    pub async fn take_over(&self, zones: &std::collections::BTreeSet<String>) -> usize {
+    /// Peers of instances that are up and at home stay where they are.
+    pub async fn take_over(&self, zones: &std::collections::BTreeSet<String>) -> TakeOver {
         let Some(sync) = self.sync.read().ok().and_then(|s| s.clone()) else {
-            return 0;
+            return TakeOver::default();
         };
         let failed: Vec<std::net::Ipv4Addr> = sync
             .siblings
@@ -454,14 +444,14 @@ impl WireGuard {
             .map(|me| me.address);
         let running = self.running.lock().await;
         let Some(r) = running.as_ref() else {
-            return 0;
+            return TakeOver::default();
         };
         let Ok(stats) = r.device.peer_stats().await else {
-            return 0;
+            return TakeOver::default();
         };
         let now = SystemTime::now();
         let mut started = 0;
-        for p in stats {
+        for p in &stats {
             let ours = p
                 .last_handshake
                 .and_then(|t| now.duration_since(t).ok())
@@ -505,8 +495,46 @@ impl WireGuard {
                 }
             }
         }
-        started
+        // What the failed siblings said of their sessions is over: their peers are served here
+        // from now on, and their routes come back onto the interface at once (the device holds
+        // the packets until the handshake is done) instead of at the next sync tick, up to 0.5 s
+        // later, still pointing at the dead instance. A sibling that lives speaks again within
+        // 0.5 s. (Its reports are dropped rather than dated: a session's start as WireGuard
+        // counts it is rounded by up to seconds, too coarse to compare with the takeover.)
+        if let Ok(mut seen) = self.seen.lock() {
+            for f in &failed {
+                seen.forget(*f);
+            }
+        }
+        let relocated = !failed.is_empty() && self.locate(&stats, now);
+        TakeOver { started, relocated }
     }
+}
+
+/// What [`WireGuard::take_over`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TakeOver {
+    /// Handshakes started (peers called over, or called home).
+    pub started: usize,
+    /// [`WireGuard::elsewhere`] changed: the routes to the peers must be planned again.
+    pub relocated: bool,
+}
+
+/// Which sibling serves a peer, if not this instance: the one that reported the fresher session,
+/// unless bytes from the peer arrived here within [`ARRIVING`] (the peer is here, whatever the
+/// clocks say).
+fn served_by(
+    last_handshake: Option<SystemTime>,
+    last_arrival: SystemTime,
+    report: Option<crate::wg_sync::Report>,
+    now: SystemTime,
+) -> Option<std::net::Ipv4Addr> {
+    if now.duration_since(last_arrival).unwrap_or_default() < ARRIVING {
+        return None;
+    }
+    let r = report?;
+    let here = last_handshake.filter(|t| now.duration_since(*t).unwrap_or_default() < FRESH);
+    here.is_none_or(|t| r.at > t).then_some(r.from)
 }
 
 /// Bytes received from a peer within this long: the peer is served here.
@@ -569,6 +597,33 @@ mod tests {
             assert!(!shown.contains(&leak), "{shown}");
         }
         assert!(!shown.contains("171"), "{shown}");
+    }
+
+    #[test]
+    fn a_peer_is_served_by_the_fresher_session_unless_its_bytes_arrive_here() {
+        use std::time::Duration;
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let b: std::net::Ipv4Addr = "10.1.0.252".parse().expect("ip");
+        let report = |handshake| {
+            Some(crate::wg_sync::Report {
+                endpoint: "192.0.2.2:51820".parse().expect("endpoint"),
+                at: handshake,
+                from: b,
+                home: None,
+            })
+        };
+        let quiet = SystemTime::UNIX_EPOCH;
+        // A sibling's session newer than ours (or ours absent): the peer is there.
+        assert_eq!(
+            served_by(Some(at(10)), quiet, report(at(20)), at(30)),
+            Some(b)
+        );
+        assert_eq!(served_by(None, quiet, report(at(20)), at(30)), Some(b));
+        // Ours is fresher, nobody reported it, or its bytes arrive here: it is here.
+        assert_eq!(served_by(Some(at(25)), quiet, report(at(20)), at(30)), None);
+        assert_eq!(served_by(None, quiet, None, at(30)), None);
+        assert_eq!(served_by(None, at(29), report(at(20)), at(30)), None);
     }
 
     fn hex_bytes(k: &[u8]) -> String {

@@ -95,9 +95,16 @@ pub async fn follow_vrrp(app: Arc<App>, stop: CancellationToken, timers: Timers)
                     {
                         tokio::time::sleep(Duration::from_millis(10)).await;
                     }
-                    let n = app.wireguard.take_over(&zones).await;
-                    if n > 0 {
-                        info!(peers = n, "VIPs taken over: WireGuard handshakes started");
+                    let t = app.wireguard.take_over(&zones).await;
+                    if t.relocated {
+                        // The failed sibling's peers are routed here again: plan it now.
+                        app.wakes.send(Wake::EndpointSync);
+                    }
+                    if t.started > 0 {
+                        info!(
+                            peers = t.started,
+                            "VIPs taken over: WireGuard handshakes started"
+                        );
                     }
                 }
                 Action::CallHome { zone, after } => {
@@ -105,9 +112,12 @@ pub async fn follow_vrrp(app: Arc<App>, stop: CancellationToken, timers: Timers)
                     tokio::spawn(async move {
                         tokio::time::sleep(after).await;
                         if app.vrrp.owned().borrow().contains(&zone) {
-                            let n = app.wireguard.take_over(&[zone].into()).await;
-                            if n > 0 {
-                                info!(peers = n, "own zone back: WireGuard peers called home");
+                            let t = app.wireguard.take_over(&[zone].into()).await;
+                            if t.started > 0 {
+                                info!(
+                                    peers = t.started,
+                                    "own zone back: WireGuard peers called home"
+                                );
                             }
                         }
                     });

@@ -124,8 +124,10 @@ fn the_vpns_ipv6_follows_the_zone_and_crosses_to_the_sibling_with_the_session() 
     )
     .unwrap_or_else(|e| {
         panic!(
-            "{e}\nzone A's IPv6 routes:\n{}",
-            gw_a.run(&["ip", "-6", "route"]).unwrap_or_default()
+            "{e}\nzone A's IPv6 routes:\n{}\nzone A's log:\n{}\nzone B's log:\n{}",
+            gw_a.run(&["ip", "-6", "route"]).unwrap_or_default(),
+            ha.lab.kawaii_a.log(&mut ha.topo),
+            ha.zone_b().clone().log(&mut ha.topo)
         )
     });
     let via_b = gw_a.run(&["ip", "-6", "route"]).unwrap_or_default();
