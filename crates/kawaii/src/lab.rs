@@ -1,6 +1,7 @@
 //! `kawaii lab up|status|exec|down`: the demo topology in network namespaces, never touching the
-//! root namespace. `up` leaves it running and records what it made in `/run/kawaii-lab/lab.json`;
-//! `down` stops those processes (by pid) and deletes those namespaces.
+//! root namespace. `up` leaves it running and records what it made in `/run/kawaii-lab/lab.json`
+//! (`/run/kawaii-lab-NAME/` with `KAWAII_LAB=NAME`); `down` stops those processes (by pid) and
+//! deletes those namespaces.
 
 use anyhow::{Context, bail};
 use kawaii_testkit::Topology;
@@ -11,8 +12,42 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
 
-const DIR: &str = "/run/kawaii-lab";
-const PREFIX: &str = "klab";
+/// Names a second lab beside the first (letters and digits, up to 8): its directory is
+/// `/run/kawaii-lab-NAME` and its namespaces `klab-NAME-*`. The test suite's labs use it, so the
+/// suite runs while an operator's lab is up.
+const NAME_VAR: &str = "KAWAII_LAB";
+
+/// This lab's name, from [`NAME_VAR`] (none: the default lab).
+fn name() -> anyhow::Result<Option<String>> {
+    lab_name(std::env::var(NAME_VAR).ok().as_deref())
+}
+
+/// A lab's name as [`NAME_VAR`] gives it (unset or empty: none).
+fn lab_name(value: Option<&str>) -> anyhow::Result<Option<String>> {
+    match value {
+        None | Some("") => Ok(None),
+        Some(n) if n.len() <= 8 && n.chars().all(|c| c.is_ascii_alphanumeric()) => {
+            Ok(Some(n.to_string()))
+        }
+        Some(n) => bail!("{NAME_VAR}={n:?}: a lab's name is 1 to 8 letters or digits"),
+    }
+}
+
+/// Where the lab keeps its record, configs, keys and logs.
+fn dir() -> anyhow::Result<PathBuf> {
+    Ok(PathBuf::from(match name()? {
+        Some(n) => format!("/run/kawaii-lab-{n}"),
+        None => "/run/kawaii-lab".into(),
+    }))
+}
+
+/// The lab's namespaces are `<prefix>-<host>`.
+fn prefix() -> anyhow::Result<String> {
+    Ok(match name()? {
+        Some(n) => format!("klab-{n}"),
+        None => "klab".into(),
+    })
+}
 const DEFAULT_CONFIG: &str = lab::LAB_TOML;
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -34,35 +69,32 @@ struct LabRecord {
     states: std::collections::BTreeMap<String, PathBuf>,
 }
 
-fn record_path() -> PathBuf {
-    Path::new(DIR).join("lab.json")
+fn record_path() -> anyhow::Result<PathBuf> {
+    Ok(dir()?.join("lab.json"))
 }
 
 fn read_record() -> anyhow::Result<LabRecord> {
     let text =
-        std::fs::read_to_string(record_path()).context("the lab is not up (kawaii lab up)")?;
+        std::fs::read_to_string(record_path()?).context("the lab is not up (kawaii lab up)")?;
     Ok(serde_json::from_str(&text)?)
 }
 
-fn ns(host: &str) -> String {
-    format!("{PREFIX}-{host}")
+fn ns(host: &str) -> anyhow::Result<String> {
+    Ok(format!("{}-{host}", prefix()?))
 }
 
 /// Checks that a lab may be built, and writes and validates its gateway config (`config`, or
 /// `default`) under the lab directory. Returns the start time, the directory and the config path.
-fn prepare(
-    config: Option<PathBuf>,
-    default: &str,
-) -> anyhow::Result<(Instant, &'static Path, PathBuf)> {
-    if record_path().exists() {
+fn prepare(config: Option<PathBuf>, default: &str) -> anyhow::Result<(Instant, PathBuf, PathBuf)> {
+    if record_path()?.exists() {
         bail!("the lab is already up; `kawaii lab down` first");
     }
     if !kawaii_testkit::can_run() {
         bail!("the lab needs root and iproute2 (it builds network namespaces)");
     }
     let started = Instant::now();
-    let dir = Path::new(DIR);
-    std::fs::create_dir_all(dir)?;
+    let dir = dir()?;
+    std::fs::create_dir_all(&dir)?;
     let cfg = dir.join("gateway.toml");
     match &config {
         Some(c) => std::fs::copy(c, &cfg)
@@ -71,7 +103,7 @@ fn prepare(
         None => std::fs::write(&cfg, default)?,
     }
     if let Err(errors) = crate::config::load_valid(&cfg) {
-        let _ = std::fs::remove_dir_all(dir);
+        let _ = std::fs::remove_dir_all(&dir);
         let list: Vec<String> = errors.iter().map(ToString::to_string).collect();
         bail!("{}", list.join("\n"));
     }
@@ -144,7 +176,7 @@ fn record(
             .map(|d| (d.host.name.clone(), d.state.clone()))
             .collect(),
     };
-    std::fs::write(record_path(), serde_json::to_string_pretty(&record)?)?;
+    std::fs::write(record_path()?, serde_json::to_string_pretty(&record)?)?;
     Ok(record)
 }
 
@@ -154,6 +186,7 @@ pub fn up(config: Option<PathBuf>, zones: u8) -> anyhow::Result<ExitCode> {
     }
     // The default lab also shows a VPN peer (a laptop running wireguard-go) and a pipe.
     let laptop = config.is_none().then(crate::keys::keypair);
+    let lab_dir = dir()?.display().to_string();
     let default = match &laptop {
         Some((_, laptop_pub)) => format!(
             "{DEFAULT_CONFIG}
@@ -161,7 +194,7 @@ pub fn up(config: Option<PathBuf>, zones: u8) -> anyhow::Result<ExitCode> {
 listen_port = 51820
 address = \"10.8.0.1/24\"
 address6 = \"fd00:8::1/64\"
-private_key_file = \"{DIR}/wg.key\"
+private_key_file = \"{lab_dir}/wg.key\"
 
 [[wireguard.peers]]
 name = \"laptop\"
@@ -174,7 +207,7 @@ port = 8080
 remote = \"{vm1}:80\"
 {office}",
             vm1 = lab::VM1,
-            office = lab::twin_toml(&format!("pre_shared_key_file = \"{DIR}/office.psk\"")),
+            office = lab::twin_toml(&format!("pre_shared_key_file = \"{lab_dir}/office.psk\"")),
         ),
         None => DEFAULT_CONFIG.to_string(),
     };
@@ -185,21 +218,21 @@ remote = \"{vm1}:80\"
         crate::keys::write_private(&dir.join("wg.key"), &crate::keys::keypair().0)?;
         crate::keys::write_private(&dir.join("office.psk"), &office_psk)?;
     }
-    let mut topo = Topology::persistent(PREFIX, dir)?;
+    let mut topo = Topology::persistent(&prefix()?, &dir)?;
     let opts = LabOptions {
         kawaii: std::env::current_exe()?,
         config: cfg.clone(),
         env: vec![],
     };
     let built = lab::build(&mut topo, &opts);
-    let lab = built.or_else(|e| abandon(&mut topo, dir, e))?;
+    let lab = built.or_else(|e| abandon(&mut topo, &dir, e))?;
     if let Some((laptop_key, _)) = &laptop {
         let kawaii = std::env::current_exe()?;
         if let Err(e) = lab::vpn_laptop(&mut topo, &lab, &kawaii, laptop_key) {
-            return abandon(&mut topo, dir, e);
+            return abandon(&mut topo, &dir, e);
         }
         if let Err(e) = lab::twin_office(&mut topo, (&lab.router, &lab.svc), &office_psk) {
-            return abandon(&mut topo, dir, e);
+            return abandon(&mut topo, &dir, e);
         }
         // The tunnel comes up in a few seconds: the commands below work once it has.
         let seen = format!("http://{}:8080/", lab::TWIN_SEEN);
@@ -301,7 +334,7 @@ pub fn status() -> anyhow::Result<ExitCode> {
             println!("\n{host}:");
         }
         let out = Command::new("ip")
-            .args(["netns", "exec", &ns(&host)])
+            .args(["netns", "exec", &ns(&host)?])
             .arg(std::env::current_exe()?)
             .arg("status")
             .env("KAWAII_STATE", &state)
@@ -317,12 +350,13 @@ pub fn status() -> anyhow::Result<ExitCode> {
 
 pub fn exec(host: &str, cmd: &[String]) -> anyhow::Result<ExitCode> {
     let r = read_record()?;
-    let name = ns(host);
+    let name = ns(host)?;
     if !r.namespaces.contains(&name) {
+        let ours = format!("{}-", prefix()?);
         let hosts: Vec<&str> = r
             .namespaces
             .iter()
-            .filter_map(|n| n.strip_prefix("klab-"))
+            .filter_map(|n| n.strip_prefix(&ours))
             .collect();
         bail!("no lab host {host:?}; hosts: {}", hosts.join(", "));
     }
@@ -405,12 +439,12 @@ pub fn down() -> anyhow::Result<ExitCode> {
         kawaii_testkit::destroy_namespace(n);
     }
     for d in &r.data_dirs {
-        // Only the lab's own etcd data (/dev/shm/klab-etcdN).
-        if d.starts_with("/dev/shm") && d.to_string_lossy().contains(PREFIX) {
+        // Only the lab's own etcd data (/dev/shm/<prefix>-etcdN).
+        if d.starts_with("/dev/shm") && d.to_string_lossy().contains(&prefix()?) {
             let _ = std::fs::remove_dir_all(d);
         }
     }
-    std::fs::remove_dir_all(DIR)?;
+    std::fs::remove_dir_all(dir()?)?;
     println!(
         "lab down: {} namespaces and {} processes removed",
         r.namespaces.len(),
@@ -422,7 +456,7 @@ pub fn down() -> anyhow::Result<ExitCode> {
 /// `kawaii lab up --zones 2`: the two-zone HA topology (see `kawaii_testkit::lab::build_ha`).
 fn up_ha(config: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     let (started, dir, cfg) = prepare(config, &lab::ha_config(5, "0s"))?;
-    let mut topo = Topology::persistent(PREFIX, dir)?;
+    let mut topo = Topology::persistent(&prefix()?, &dir)?;
     let opts = lab::HaLabOptions {
         kawaii: std::env::current_exe()?,
         config: cfg.clone(),
@@ -430,7 +464,7 @@ fn up_ha(config: Option<PathBuf>) -> anyhow::Result<ExitCode> {
         start_b: true,
         etcd: true,
     };
-    let ha = lab::build_ha(&mut topo, &opts).or_else(|e| abandon(&mut topo, dir, e))?;
+    let ha = lab::build_ha(&mut topo, &opts).or_else(|e| abandon(&mut topo, &dir, e))?;
     // A slow download to keep open across a zone loss (connection-state sync).
     let flows = lab::flows_script(&topo)?;
     topo.spawn(
@@ -508,7 +542,24 @@ then open http://127.0.0.1:7780/ui on this machine and sign in with the token in
 
 #[cfg(test)]
 mod tests {
-    use super::config_warnings;
+    use super::{config_warnings, lab_name};
+
+    #[test]
+    fn a_labs_name_is_short_letters_and_digits() {
+        assert_eq!(lab_name(None).expect("unset"), None);
+        assert_eq!(lab_name(Some("")).expect("empty"), None);
+        assert_eq!(
+            lab_name(Some("suite2")).expect("valid").as_deref(),
+            Some("suite2")
+        );
+        for bad in ["../x", "a b", "toolongname", "klab-x"] {
+            let e = lab_name(Some(bad)).expect_err(bad).to_string();
+            assert!(
+                e.contains("KAWAII_LAB") && e.contains("1 to 8 letters or digits"),
+                "{e}"
+            );
+        }
+    }
 
     #[test]
     fn config_warnings_are_read_from_the_log_once_each() {

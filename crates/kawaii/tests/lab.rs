@@ -4,14 +4,19 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+/// The suite's labs have a name of their own (`klab-suite-*`, `/run/kawaii-lab-suite`), so the
+/// suite runs beside an operator's lab.
+const LAB_NAME: (&str, &str) = ("KAWAII_LAB", "suite");
+
 fn kawaii(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_kawaii"))
         .args(args)
+        .env(LAB_NAME.0, LAB_NAME.1)
         .output()
         .expect("run kawaii")
 }
 
-/// One lab at a time on this machine (`/run/kawaii-lab`): the tests take turns.
+/// One lab at a time in this suite (`/run/kawaii-lab-suite`): the tests take turns.
 static LAB: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 struct Down;
@@ -70,6 +75,7 @@ fn lab_up_commands_and_down() {
         let line = format!("{} lab exec {cmd}", env!("CARGO_BIN_EXE_kawaii"));
         let out = Command::new("bash")
             .args(["-c", &line])
+            .env(LAB_NAME.0, LAB_NAME.1)
             .output()
             .expect("bash");
         let stdout = String::from_utf8_lossy(&out.stdout);
@@ -139,10 +145,10 @@ fn lab_up_commands_and_down() {
         .output()
         .expect("ip");
     assert!(
-        !String::from_utf8_lossy(&ns.stdout).contains("klab-"),
+        !String::from_utf8_lossy(&ns.stdout).contains("klab-suite-"),
         "namespaces left behind"
     );
-    assert!(!std::path::Path::new("/run/kawaii-lab").exists());
+    assert!(!std::path::Path::new("/run/kawaii-lab-suite").exists());
 }
 
 /// The two-zone lab: `kawaii` run in either gateway's host talks to that host's daemon with
@@ -162,6 +168,7 @@ fn two_zone_lab_exec_uses_each_hosts_own_daemon() {
     for (host, zone) in [("gw-a", "zone-a"), ("gw-b", "zone-b")] {
         let out = Command::new(env!("CARGO_BIN_EXE_kawaii"))
             .args(["lab", "exec", host, "kawaii", "status"])
+            .env(LAB_NAME.0, LAB_NAME.1)
             .env_remove("KAWAII_TOKEN")
             .env_remove("KAWAII_STATE")
             .output()
@@ -186,6 +193,39 @@ fn two_zone_lab_exec_uses_each_hosts_own_daemon() {
     assert!(status.status.success(), "{text}");
     assert!(
         text.contains("\ngw-a:\n") && text.contains("\ngw-b:\n"),
+        "{text}"
+    );
+}
+
+/// A lab on an operator's own file says at once what the lab's machine lacks for it: every
+/// warning of the daemon's environment check, with its field.
+#[test]
+fn a_lab_on_an_operators_file_prints_its_warnings() {
+    assert!(kawaii_testkit::can_run(), "the lab needs root");
+    let _turn = LAB.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = std::env::temp_dir().join(format!("kawaii-lab-warn-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let file = dir.join("gateway.toml");
+    let peering = "\n[[vpc_peerings]]\nname = \"elsewhere\"\nsubnet = \"10.2.0.0/24\"\nvia = \"192.168.77.2\"\nconsent = \"none\"\n";
+    std::fs::write(&file, format!("{}{peering}", kawaii_testkit::lab::LAB_TOML)).expect("write");
+    let up = kawaii(&["lab", "up", "--config", &file.to_string_lossy()]);
+    let _down = Down;
+    let _ = std::fs::remove_dir_all(&dir);
+    let text = String::from_utf8_lossy(&up.stdout).into_owned();
+    assert!(
+        up.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&up.stderr)
+    );
+    let warnings: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("warning ("))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{text}");
+    assert!(
+        warnings[0].starts_with(
+            "warning (gw): vpc_peerings[0].via: 192.168.77.2 is on no network attached"
+        ),
         "{text}"
     );
 }
