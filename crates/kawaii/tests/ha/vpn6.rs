@@ -3,6 +3,8 @@
 //! (`private_address6`). A laptop of zone A reaches vm-a's IPv6 address through the tunnel, and
 //! again through zone B once zone A dies; a laptop of zone B reaches vm-a, whose IPv6 gateway is
 //! zone A, because zone A routes the answer to zone B's `private_address6`, where the session is.
+//! A third laptop reaches zone A over IPv6 outside (its endpoint is zone A's `public_vip6`): the
+//! endpoint sync carries IPv6 endpoints, so zone B calls it over too when zone A dies.
 //! (Private hosts do not open connections to VPN peers, in either family: they answer them.)
 
 use super::{Ha, KAWAII};
@@ -16,8 +18,8 @@ const GW_A_PRIVATE6: &str = "2001:db8:1::a";
 const GW_B_PRIVATE6: &str = "2001:db8:1::b";
 
 /// The two-zone dual-stack lab with the VPN on both families and the zones' fixed IPv6
-/// addresses declared, for the peers `laptop` and `laptop2`.
-fn config(key_file: &str, laptop: &str, laptop2: &str) -> String {
+/// addresses declared, for the peers `laptop`, `laptop2` and `laptop3`.
+fn config(key_file: &str, laptop: &str, laptop2: &str, laptop3: &str) -> String {
     let zones = lab::dual_stack_ha(&lab::ha_config(5, "0s"))
         .replace(
             &format!("private_address = \"{}\"", lab::GW_A_PRIVATE),
@@ -33,7 +35,11 @@ fn config(key_file: &str, laptop: &str, laptop2: &str) -> String {
                 lab::GW_B_PRIVATE
             ),
         );
-    let peers = [("laptop", laptop, ""), ("laptop2", laptop2, "")];
+    let peers = [
+        ("laptop", laptop, ""),
+        ("laptop2", laptop2, ""),
+        ("laptop3", laptop3, ""),
+    ];
     let vpn = lab::wireguard_toml(key_file, &peers).replace(
         "address = \"10.8.0.1/24\"\n",
         "address = \"10.8.0.1/24\"\naddress6 = \"fd00:8::1/64\"\n",
@@ -45,10 +51,12 @@ fn config(key_file: &str, laptop: &str, laptop2: &str) -> String {
 fn the_vpns_ipv6_follows_the_zone_and_crosses_to_the_sibling_with_the_session() {
     let keys = || keypair().expect("wg genkey");
     let ((laptop_key, laptop_pub), (laptop2_key, laptop2_pub)) = (keys(), keys());
+    let (laptop3_key, laptop3_pub) = keys();
     let mut ha = Ha::new("ha-vpn6", true, |dir| {
         let key_file = dir.join("wg.key");
         write_secret(&key_file, &keys().0, 0o600).expect("key file");
-        config(&key_file.to_string_lossy(), &laptop_pub, &laptop2_pub)
+        let key_file = key_file.to_string_lossy();
+        config(&key_file, &laptop_pub, &laptop2_pub, &laptop3_pub)
     });
     let HaLab {
         gw_a, gw_b, router, ..
@@ -105,6 +113,23 @@ fn the_vpns_ipv6_follows_the_zone_and_crosses_to_the_sibling_with_the_session() 
         "192.0.2.66/26",
         &laptop2_key,
     );
+    // laptop3 has only IPv6 outside: its endpoint is zone A's IPv6 VIP (`showconf --ipv6`).
+    let laptop3 = lab::router_client6(&mut ha.topo, &router, "laptop3", "eth5", "2001:db8:67::")
+        .expect("laptop3");
+    let conf3 = {
+        let token = ha.lab.kawaii_a.token().expect("token");
+        let out = gw_a
+            .command(&[KAWAII, "peer", "showconf", "laptop3", "--ipv6"])
+            .env("KAWAII_TOKEN", token)
+            .output()
+            .expect("showconf --ipv6");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let endpoint_a6 = format!("Endpoint = [{}]:51820", lab::ZONE_A_PUBLIC_VIP6);
+    assert!(conf3.lines().any(|l| l == endpoint_a6), "{conf3}");
+    let wg_laptop3 =
+        WireguardGo::from_showconf(&mut ha.topo, &laptop3, "kw63", &conf3, &laptop3_key)
+            .expect("wireguard-go");
     ha.wait_ipv6_home();
     let reach = |h: &Host, ip: &str, what: &str| {
         wait_for(Duration::from_secs(20), what, || h.pings(ip).then_some(()))
@@ -140,12 +165,38 @@ fn the_vpns_ipv6_follows_the_zone_and_crosses_to_the_sibling_with_the_session() 
     // Zone B has heard where the laptop is (sync every 0.5 s).
     std::thread::sleep(Duration::from_millis(1500));
 
+    reach(
+        &laptop3,
+        lab::VM_A,
+        "laptop3 to vm-a through zone A, over IPv6 outside",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
     let ping = ha.ping(&laptop, "ping-vpn6", lab::VM_A6, "0.05");
+    let ping3 = ha.ping(&laptop3, "ping-vpn-over6", lab::VM_A, "0.05");
     std::thread::sleep(Duration::from_millis(1000));
     ha.zone_a_dies(lab::ZONE_A_PUBLIC_VIP);
     std::thread::sleep(Duration::from_secs(8));
     let (gap, replies) = ha.gap(ping);
-    eprintln!("after failover: the VPN's IPv6, longest gap {gap:?} over {replies} replies");
+    let (gap3, replies3) = ha.gap(ping3);
+    eprintln!(
+        "after failover: the VPN's IPv6, longest gap {gap:?} over {replies} replies; over IPv6 outside, {gap3:?} over {replies3} replies"
+    );
+    // laptop3 was called over at its IPv6 endpoint, and follows zone B (one of the IPv6 VIPs
+    // zone B now holds answers it).
+    let endpoint3 = wg_laptop3
+        .wg(&["show", "kw63", "endpoints"])
+        .unwrap_or_default();
+    assert!(
+        replies3 > 100 && gap3 < Duration::from_secs(5),
+        "over IPv6 outside: gap {gap3:?}, {replies3} replies; laptop3's endpoint {endpoint3}\n{}",
+        ha.zone_b().clone().log(&mut ha.topo)
+    );
+    assert!(
+        [lab::ZONE_A_PUBLIC_VIP6, lab::ZONE_B_PUBLIC_VIP6]
+            .iter()
+            .any(|vip| endpoint3.contains(&format!("\t[{vip}]:51820"))),
+        "{endpoint3}"
+    );
     let endpoints = wg_laptop
         .wg(&["show", &if1, "endpoints"])
         .unwrap_or_default();
