@@ -159,11 +159,30 @@ fn two_zone_lab_exec_uses_each_hosts_own_daemon() {
     let _turn = LAB.lock().unwrap_or_else(|e| e.into_inner());
     let up = kawaii(&["lab", "up", "--zones", "2"]);
     let _down = Down;
+    let text = String::from_utf8_lossy(&up.stdout).into_owned();
     assert!(
         up.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&up.stdout),
+        "{text}{}",
         String::from_utf8_lossy(&up.stderr)
+    );
+    // The VPN laptop of zone A, to call over in a failover: its printed command works.
+    let ping = "kawaii lab exec laptop ping -c 3 10.1.0.10";
+    assert!(text.contains(ping), "{text}");
+    let out = kawaii(&[
+        "lab",
+        "exec",
+        "laptop",
+        "ping",
+        "-c",
+        "3",
+        "-W",
+        "2",
+        "10.1.0.10",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
     );
     for (host, zone) in [("gw-a", "zone-a"), ("gw-b", "zone-b")] {
         let out = Command::new(env!("CARGO_BIN_EXE_kawaii"))

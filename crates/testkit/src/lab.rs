@@ -779,16 +779,24 @@ pub fn vpn_laptop(
     kawaii: &Path,
     private_key: &str,
 ) -> Result<Host> {
-    let laptop = router_client(
-        t,
-        &lab.router,
-        "laptop",
-        ("eth2", "192.0.2.1/24"),
-        &format!("{LAPTOP}/24"),
-    )?;
-    let token = admin_token(&lab.state).unwrap_or_default();
+    let gw = (&lab.gw, lab.state.as_path());
+    vpn_laptop_at(t, (&lab.router, "eth2"), gw, kawaii, private_key)
+}
+
+/// [`vpn_laptop`] on any lab: linked to `router` on its interface `router_if`, configured from
+/// the `showconf` of the daemon in `gw` whose state directory is `state`.
+pub fn vpn_laptop_at(
+    t: &mut Topology,
+    (router, router_if): (&Host, &str),
+    (gw, state): (&Host, &Path),
+    kawaii: &Path,
+    private_key: &str,
+) -> Result<Host> {
+    let router_side = (router_if, "192.0.2.1/24");
+    let laptop = router_client(t, router, "laptop", router_side, &format!("{LAPTOP}/24"))?;
+    let token = admin_token(state).unwrap_or_default();
     let kawaii = kawaii.to_string_lossy().into_owned();
-    let conf = showconf(&lab.gw, &kawaii, &token, "laptop")?;
+    let conf = showconf(gw, &kawaii, &token, "laptop")?;
     crate::wg::WireguardGo::from_showconf(t, &laptop, LAPTOP_IFNAME, &conf, private_key)?;
     Ok(laptop)
 }

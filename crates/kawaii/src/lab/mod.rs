@@ -3,6 +3,8 @@
 //! (`/run/kawaii-lab-NAME/` with `KAWAII_LAB=NAME`); `down` stops those processes (by pid) and
 //! deletes those namespaces.
 
+mod ha;
+
 use anyhow::{Context, bail};
 use kawaii_testkit::Topology;
 use kawaii_testkit::lab::{self, LabOptions};
@@ -182,30 +184,20 @@ fn record(
 
 pub fn up(config: Option<PathBuf>, zones: u8) -> anyhow::Result<ExitCode> {
     if zones == 2 {
-        return up_ha(config);
+        return ha::up(config);
     }
     // The default lab also shows a VPN peer (a laptop running wireguard-go) and a pipe.
     let laptop = config.is_none().then(crate::keys::keypair);
     let lab_dir = dir()?.display().to_string();
     let default = match &laptop {
         Some((_, laptop_pub)) => format!(
-            "{DEFAULT_CONFIG}
-[wireguard]
-listen_port = 51820
-address = \"10.8.0.1/24\"
-address6 = \"fd00:8::1/64\"
-private_key_file = \"{lab_dir}/wg.key\"
-
-[[wireguard.peers]]
-name = \"laptop\"
-public_key = \"{laptop_pub}\"
-persistent_keepalive = 25
-
+            "{DEFAULT_CONFIG}{vpn}
 [[pipes]]
 name = \"vm1-web\"
 port = 8080
 remote = \"{vm1}:80\"
 {office}",
+            vpn = vpn_toml(&lab_dir, laptop_pub, true),
             vm1 = lab::VM1,
             office = lab::twin_toml(&format!("pre_shared_key_file = \"{lab_dir}/office.psk\"")),
         ),
@@ -453,77 +445,27 @@ pub fn down() -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `kawaii lab up --zones 2`: the two-zone HA topology (see `kawaii_testkit::lab::build_ha`).
-fn up_ha(config: Option<PathBuf>) -> anyhow::Result<ExitCode> {
-    let (started, dir, cfg) = prepare(config, &lab::ha_config(5, "0s"))?;
-    let mut topo = Topology::persistent(&prefix()?, &dir)?;
-    let opts = lab::HaLabOptions {
-        kawaii: std::env::current_exe()?,
-        config: cfg.clone(),
-        env: vec![],
-        start_b: true,
-        etcd: true,
+/// The lab's VPN: the gateway's WireGuard device (its key in `lab_dir`) and the peer `laptop`,
+/// with an IPv6 address in the tunnel too when the lab is dual-stack.
+fn vpn_toml(lab_dir: &str, laptop_pub: &str, ipv6: bool) -> String {
+    let address6 = if ipv6 {
+        "address6 = \"fd00:8::1/64\"\n"
+    } else {
+        ""
     };
-    let ha = lab::build_ha(&mut topo, &opts).or_else(|e| abandon(&mut topo, &dir, e))?;
-    // A slow download to keep open across a zone loss (connection-state sync).
-    let flows = lab::flows_script(&topo)?;
-    topo.spawn(
-        &ha.internet,
-        "internet-stream",
-        &["python3", &flows, "streams", "9000", "100"],
-    )?;
-    let stream = format!("{}:9000", lab::INTERNET).parse()?;
-    kawaii_testkit::wait_tcp(&ha.internet, stream, Duration::from_secs(10))?;
-    let daemons: Vec<_> = [Some(&ha.kawaii_a), ha.kawaii_b.as_ref()]
-        .into_iter()
-        .flatten()
-        .collect();
-    let data_dirs = ha.etcd.as_ref().map(|e| e.data_dirs()).unwrap_or_default();
-    let record = record(
-        &mut topo,
-        dir.join("state-zone-a"),
-        &cfg,
-        &daemons,
-        data_dirs,
-    )?;
-    say_up(&record, "HA lab (2 zones)", started);
-    say_warnings(&mut topo, &daemons);
-    println!(
-        r#"
-  internet 198.51.100.10 ── router 203.0.113.1 ── pub ─┬─ gw-a wan0 203.0.113.11 (zone-a VIP 203.0.113.10)
-                                                      └─ gw-b wan0 203.0.113.21 (zone-b VIP 203.0.113.20)
-  lan ─┬─ gw-a lan0 10.1.0.251 (zone-a private VIP 10.1.0.1)   vm-a 10.1.0.10 via 10.1.0.1
-       └─ gw-b lan0 10.1.0.252 (zone-b private VIP 10.1.0.2)   vm-b 10.1.0.40 via 10.1.0.2
-  mgmt ─┬─ etcd1 {etcd} (both zones' shared store, prefix {prefix})
-        ├─ gw-a mgmt0 10.254.0.11
-        └─ gw-b mgmt0 10.254.0.12
+    format!(
+        "
+[wireguard]
+listen_port = 51820
+address = \"10.8.0.1/24\"
+{address6}private_key_file = \"{lab_dir}/wg.key\"
 
-A write through zone-a's API, seen by zone-b (one shared desired state on etcd):
-  kawaii lab exec gw-a sh -c 'curl -s -X POST -H "Authorization: Bearer $(cat {dir}/state-zone-a/admin.token)" -H "Content-Type: application/json" -d "{{\"ports\":\"8080\"}}" http://127.0.0.1:7780/v1/ingress-rules'
-  kawaii lab exec gw-b kawaii get ingress-rules            # each host's kawaii uses its own daemon's token
-  kawaii lab exec gw-b kawaii status
-
-Try:
-  kawaii lab exec vm-a curl -s http://198.51.100.10/      # leaves with zone-a's VIP 203.0.113.10
-  kawaii lab exec vm-a ping -i 0.01 198.51.100.10         # keep it running, and in another shell:
-  kawaii lab exec gw-a ip link set lan0 down              # zone-a fails: gw-b takes 10.1.0.1 in ~0.2 s
-  kawaii lab exec gw-b ip -4 addr show                    # gw-b now holds both zones' VIPs
-  kawaii lab exec gw-a ip link set lan0 up                # zone-a preempts: its VIPs come home
-  kawaii lab exec vm-a nc 198.51.100.10 9000              # a slow download (a line every 0.1 s); keep it open:
-  kawaii lab exec gw-a ip link set wan0 down && kawaii lab exec gw-a ip link set lan0 down
-                                                          # zone-a is lost; the download goes on through gw-b
-  kawaii lab exec gw-b conntrack -L -p tcp --dport 9000   # gw-b got the download's entry, NAT'd to 203.0.113.10
-  kawaii lab exec gw-b kawaii render --config {cfg} --zone zone-b --what vrrp
-  kawaii lab down
-{ui}"#,
-        cfg = cfg.display(),
-        etcd = lab::ETCD_IP,
-        prefix = lab::ETCD_PREFIX,
-        dir = dir.display(),
-        ui = ui_hint("gw-a", &dir.join("state-zone-a").join("admin.token"))
-    );
-    topo.keep();
-    Ok(ExitCode::SUCCESS)
+[[wireguard.peers]]
+name = \"laptop\"
+public_key = \"{laptop_pub}\"
+persistent_keepalive = 25
+"
+    )
 }
 
 /// How to open the status page of the lab's gateway `host`: a loopback port of this machine
