@@ -48,6 +48,8 @@ struct Inner {
     device: Arc<Device<Transports>>,
     /// Endpoints we last asked for, per peer (endpoints roam, so we diff against intent).
     last_endpoints: Arc<tokio::sync::Mutex<HashMap<PublicKey, Option<SocketAddr>>>>,
+    /// When each peer's session began, as the device dates it (see [`crate::sessions`]).
+    sessions: std::sync::Mutex<crate::sessions::Sessions>,
 }
 
 impl std::fmt::Debug for WgDevice {
@@ -156,6 +158,7 @@ impl WgDevice {
                 rt: guard.0.take().expect("runtime still owned by the guard"),
                 device: Arc::new(device),
                 last_endpoints: Arc::default(),
+                sessions: Default::default(),
             }),
         })
     }
@@ -302,15 +305,24 @@ impl WgDevice {
             .spawn(async move { device.peers().await })
             .await
             .map_err(|_| WgError::TaskFailed)?;
-        let now = SystemTime::now();
+        let ages: Vec<([u8; 32], Option<Duration>)> = stats
+            .iter()
+            .map(|s| (s.peer.public_key.to_bytes(), s.stats.last_handshake))
+            .collect();
+        let began = inner
+            .sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .read(&ages, (std::time::Instant::now(), SystemTime::now()));
         Ok(stats
             .into_iter()
-            .map(|s| PeerStats {
+            .zip(began)
+            .map(|(s, last_handshake)| PeerStats {
                 public_key: s.peer.public_key.to_bytes(),
                 endpoint: s.peer.endpoint,
                 rx_bytes: s.stats.rx_bytes as u64,
                 tx_bytes: s.stats.tx_bytes as u64,
-                last_handshake: s.stats.last_handshake.and_then(|ago| now.checked_sub(ago)),
+                last_handshake,
             })
             .collect())
     }

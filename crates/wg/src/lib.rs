@@ -8,6 +8,7 @@ mod device;
 mod diff;
 mod key;
 mod offload;
+mod sessions;
 mod tun;
 mod udp;
 
