@@ -31,7 +31,8 @@ fail_zone_a() {
 }
 
 measure() { # $1 = label, $2 = seconds to wait after the failure
-  nx vm-a ping -n -D -i 0.01 -W 1 198.51.100.10 > "$WORK/$1.ping" 2>&1 &
+  # Not through nx: a function runs in a subshell, and $! would be that shell, not ping.
+  ip netns exec "$NS-vm-a" ping -n -D -i 0.01 -W 1 198.51.100.10 > "$WORK/$1.ping" 2>&1 &
   echo $! > "$WORK/ping.pid"
   sleep 2
   fail_zone_a
