@@ -5,7 +5,7 @@
 //! is closed to everyone but the siblings. Stalls are measured by `flows.py` at the receivers.
 
 use kawaii_testkit::lab::{self, HaLab, HaLabOptions};
-use kawaii_testkit::{Host, Topology, wait_for};
+use kawaii_testkit::{Host, Topology, three_zones, wait_for};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -580,28 +580,6 @@ fn conntrackd_is_supervised_and_its_port_closed() {
     assert_eq!(errors, 0, "conntrackd saw foreign messages: {}", sync(&l));
 }
 
-/// The three-zone config: zone C's hosts are 10.1.0.64/27, its instance 10.1.0.253.
-fn three_zone_config() -> String {
-    let mut c = lab::ha_config(5, "0s");
-    let zone_c = r#"
-[[zones]]
-name = "zone-c"
-public_interface = "wan0"
-private_interface = "lan0"
-public_vip = "203.0.113.30/24"
-public_gateway = "203.0.113.1"
-private_vip = "10.1.0.3"
-public_address = "203.0.113.31"
-private_address = "10.1.0.253"
-private_hosts = "10.1.0.64/27"
-"#;
-    let at = c
-        .find("[[ingress_rules]]")
-        .expect("ingress rules in the lab config");
-    c.insert_str(at, &format!("{}\n", zone_c.trim_start()));
-    c
-}
-
 /// Acceptance 4: three zones (NOTRACK over multicast). Zone A is lost to zone B (next in the
 /// order) and zone A's flows survive; zone C's own flows are untouched throughout.
 #[test]
@@ -610,7 +588,7 @@ fn three_zones_flows_survive_and_the_third_zone_is_untouched() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let mut t = Topology::new("ct-3z").expect("topology");
     let cfg = t.dir().join("gateway.toml");
-    std::fs::write(&cfg, three_zone_config()).expect("config");
+    std::fs::write(&cfg, three_zones::config()).expect("config");
     let opts = HaLabOptions {
         kawaii: env!("CARGO_BIN_EXE_kawaii").into(),
         config: cfg,
@@ -619,99 +597,22 @@ fn three_zones_flows_survive_and_the_third_zone_is_untouched() {
         etcd: false,
     };
     let flows = lab::flows_script(&t).expect("flows.py");
-    let internet = t.host("internet").expect("host");
-    let router = t.host("router").expect("host");
-    let public = t.switch("pub").expect("switch");
-    let lan = t.switch("lan").expect("switch");
-    let gws: Vec<Host> = ["gw-a", "gw-b", "gw-c"]
-        .iter()
-        .map(|n| t.host(n).expect("host"))
-        .collect();
-    let vm_a = t.host("vm-a").expect("host");
-    let vm_c = t.host("vm-c").expect("host");
-    let mut all = vec![&internet, &router, &public, &lan, &vm_a, &vm_c];
-    all.extend(gws.iter());
-    for h in all {
-        h.run(&["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"])
-            .expect("sysctl");
-    }
-    t.link(&internet, "eth0", &router, "eth0").expect("link");
-    t.plug(&router, "eth1", &public).expect("plug");
-    internet
-        .run(&["ip", "addr", "add", "198.51.100.10/24", "dev", "eth0"])
-        .expect("addr");
-    internet
-        .run(&["ip", "route", "add", "default", "via", "198.51.100.1"])
-        .expect("route");
-    router
-        .run(&["ip", "addr", "add", "198.51.100.1/24", "dev", "eth0"])
-        .expect("addr");
-    router
-        .run(&["ip", "addr", "add", "203.0.113.1/24", "dev", "eth1"])
-        .expect("addr");
-    router
-        .run(&["sysctl", "-qw", "net.ipv4.ip_forward=1"])
-        .expect("sysctl");
-    for (gw, n) in gws.iter().zip([1, 2, 3]) {
-        t.plug(gw, "wan0", &public).expect("plug");
-        t.plug(gw, "lan0", &lan).expect("plug");
-        gw.run(&[
-            "ip",
-            "addr",
-            "add",
-            &format!("203.0.113.{n}1/24"),
-            "dev",
-            "wan0",
-        ])
-        .expect("addr");
-        gw.run(&[
-            "ip",
-            "addr",
-            "add",
-            &format!("10.1.0.25{n}/24"),
-            "dev",
-            "lan0",
-        ])
-        .expect("addr");
-        gw.run(&["sysctl", "-qw", "net.ipv4.conf.all.promote_secondaries=1"])
-            .expect("sysctl");
-    }
-    for (vm, ip, via) in [
-        (&vm_a, "10.1.0.10/24", "10.1.0.1"),
-        (&vm_c, "10.1.0.70/24", "10.1.0.3"),
-    ] {
-        t.plug(vm, "eth0", &lan).expect("plug");
-        vm.run(&["ip", "addr", "add", ip, "dev", "eth0"])
-            .expect("addr");
-        vm.run(&["ip", "route", "add", "default", "via", via])
-            .expect("route");
-    }
     let spawn = |t: &mut Topology, h: &Host, name: &str, args: &[&str]| {
         let mut cmd = vec!["python3", flows.as_str()];
         cmd.extend_from_slice(args);
         t.spawn(h, name, &cmd).expect("spawn")
     };
+    let three_zones::ThreeZones {
+        internet,
+        gws,
+        vm_a,
+        vm_c,
+        kawaii,
+        ..
+    } = three_zones::build(&mut t, &opts).unwrap_or_else(|e| panic!("{e}"));
     let streams = spawn(&mut t, &internet, "streams", &["streams", "9000", "100"]);
     let echo = spawn(&mut t, &internet, "udp-echo", &["udp-echo", "9001"]);
-    let kawaii: Vec<_> = gws
-        .iter()
-        .zip(["zone-a", "zone-b", "zone-c"])
-        .map(|(gw, z)| lab::zone_serve(&mut t, gw, z, &opts).expect("kawaii"))
-        .collect();
-    let state = |z: &str| t.dir().join(format!("state-{z}"));
-    for (gw, (z, vip)) in gws.iter().zip([
-        ("zone-a", "10.1.0.1"),
-        ("zone-b", "10.1.0.2"),
-        ("zone-c", "10.1.0.3"),
-    ]) {
-        wait_for(Duration::from_secs(20), "each zone's VIPs at home", || {
-            lab::has_address(gw, vip).then_some(())
-        })
-        .unwrap_or_else(|e| panic!("{e}"));
-        lab::wait_sync_ready(gw, &state(z), Duration::from_secs(20))
-            .unwrap_or_else(|e| panic!("{e}"));
-    }
-    let sync = lab::status(&gws[1], &state("zone-b")).expect("status")["details"]["conntrack_sync"]
+    let sync = lab::status(&gws[1], &kawaii[1].state).expect("status")["details"]["conntrack_sync"]
         .clone();
     assert_eq!(sync["transport"], "notrack-multicast", "{sync}");
     t.proc(streams)

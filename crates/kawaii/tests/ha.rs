@@ -22,6 +22,10 @@ mod ipsec6;
 #[path = "ha/twin.rs"]
 mod twin;
 
+/// Three zones: the third follows a VPN peer's takeover (`ha/three_zones.rs`).
+#[path = "ha/three_zones.rs"]
+mod three_zones;
+
 struct Ha {
     topo: Topology,
     lab: HaLab,

@@ -26,19 +26,22 @@ impl Drop for Down {
     }
 }
 
+/// `kawaii lab up ARGS`: what it printed, once it succeeded, and the guard that takes it down.
+fn up(args: &[&str]) -> (String, Down) {
+    let out = kawaii(&[&["lab", "up"], args].concat());
+    let down = Down;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "lab up {args:?}: {text}{err}");
+    (text, down)
+}
+
 #[test]
 fn lab_up_commands_and_down() {
     assert!(kawaii_testkit::can_run(), "the lab needs root");
     let _turn = LAB.lock().unwrap_or_else(|e| e.into_inner());
     let started = Instant::now();
-    let up = kawaii(&["lab", "up"]);
-    let _down = Down;
-    let text = String::from_utf8_lossy(&up.stdout).into_owned();
-    assert!(
-        up.status.success(),
-        "{text}{}",
-        String::from_utf8_lossy(&up.stderr)
-    );
+    let (text, _down) = up(&[]);
     assert!(
         started.elapsed() < Duration::from_secs(30),
         "lab up took {:?}",
@@ -157,14 +160,7 @@ fn lab_up_commands_and_down() {
 fn two_zone_lab_exec_uses_each_hosts_own_daemon() {
     assert!(kawaii_testkit::can_run(), "the lab needs root");
     let _turn = LAB.lock().unwrap_or_else(|e| e.into_inner());
-    let up = kawaii(&["lab", "up", "--zones", "2"]);
-    let _down = Down;
-    let text = String::from_utf8_lossy(&up.stdout).into_owned();
-    assert!(
-        up.status.success(),
-        "{text}{}",
-        String::from_utf8_lossy(&up.stderr)
-    );
+    let (text, _down) = up(&["--zones", "2"]);
     // The VPN laptop of zone A, to call over in a failover: its printed command works.
     let ping = "kawaii lab exec laptop ping -c 3 10.1.0.10";
     assert!(text.contains(ping), "{text}");
@@ -227,15 +223,9 @@ fn a_lab_on_an_operators_file_prints_its_warnings() {
     let file = dir.join("gateway.toml");
     let peering = "\n[[vpc_peerings]]\nname = \"elsewhere\"\nsubnet = \"10.2.0.0/24\"\nvia = \"192.168.77.2\"\nconsent = \"none\"\n";
     std::fs::write(&file, format!("{}{peering}", kawaii_testkit::lab::LAB_TOML)).expect("write");
-    let up = kawaii(&["lab", "up", "--config", &file.to_string_lossy()]);
-    let _down = Down;
+    let lab = up(&["--config", &file.to_string_lossy()]);
     let _ = std::fs::remove_dir_all(&dir);
-    let text = String::from_utf8_lossy(&up.stdout).into_owned();
-    assert!(
-        up.status.success(),
-        "{text}{}",
-        String::from_utf8_lossy(&up.stderr)
-    );
+    let (text, _down) = lab;
     let warnings: Vec<&str> = text
         .lines()
         .filter(|l| l.starts_with("warning ("))

@@ -21,6 +21,7 @@ pub mod office;
 pub mod ping;
 pub mod serve;
 pub mod services;
+pub mod three_zones;
 pub mod tls;
 pub mod webdriver;
 pub mod wg;

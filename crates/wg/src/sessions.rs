@@ -95,18 +95,23 @@ mod tests {
 
     const KEY: [u8; 32] = [7; 32];
 
-    #[test]
-    fn a_session_is_dated_by_the_reading_that_first_saw_it_not_by_a_stale_peer_clock() {
+    /// Readings `secs` seconds after a start, on both clocks.
+    fn clock() -> impl Fn(u64) -> (Instant, SystemTime) {
         let (i0, s0) = (
             Instant::now(),
             SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000),
         );
-        let at = |secs: u64| {
+        move |secs| {
             (
                 i0 + Duration::from_secs(secs),
                 s0 + Duration::from_secs(secs),
             )
-        };
+        }
+    }
+
+    #[test]
+    fn a_session_is_dated_by_the_reading_that_first_saw_it_not_by_a_stale_peer_clock() {
+        let at = clock();
         let mut s = Sessions::default();
         // t=0: no session; t=100: one, which gotatun dates 95 s back (its clock stopped at the
         // device's start): it began after the reading at 0... and the one at 99.
@@ -134,16 +139,7 @@ mod tests {
 
     #[test]
     fn the_first_reading_trusts_gotatun_and_a_lost_session_is_forgotten() {
-        let (i0, s0) = (
-            Instant::now(),
-            SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000),
-        );
-        let at = |secs: u64| {
-            (
-                i0 + Duration::from_secs(secs),
-                s0 + Duration::from_secs(secs),
-            )
-        };
+        let at = clock();
         let mut s = Sessions::default();
         let other = [9; 32];
         let began = s.read(
