@@ -9,6 +9,8 @@
 # entries takes (live, and as a resync after a conntrackd restart). Needs root.
 # Usage: bench/failover/run.sh [path/to/kawaii]   (FLOWS=N sets the number of downloads)
 set -euo pipefail
+# shellcheck source=bench/lib.sh
+. "$(dirname "$0")/../lib.sh"
 KAWAII=${1:-${CARGO_TARGET_DIR:-target}/debug/kawaii}
 KAWAII=$(readlink -f "$KAWAII")
 if [ -e /run/kawaii-lab/lab.json ]; then echo "a lab is up already; kawaii lab down first" >&2; exit 1; fi
@@ -16,19 +18,8 @@ WORK=$(mktemp -d /tmp/kawaii-failover.XXXXXX)
 NS=klab
 trap '"$KAWAII" lab down >/dev/null 2>&1 || true; for p in $(cat "$WORK"/*.pid 2>/dev/null); do kill -9 "$p" 2>/dev/null || true; done; rm -rf "$WORK"' EXIT
 
-nx() { local h=$1; shift; ip netns exec "$NS-$h" "$@"; }
-has_vip() { nx "$1" ip -o -4 addr show | grep -q " $2/"; }
-wait_vip() { for _ in $(seq 1 200); do has_vip "$1" "$2" && return 0; sleep 0.05; done; echo "timeout waiting for $2 on $1" >&2; return 1; }
 
-# Longest gap (ms) between consecutive "[epoch] 64 bytes from" lines.
-gap_ms() { grep 'bytes from' "$1" | sed 's/^\[\([0-9.]*\)\].*/\1/' |
-  awk 'NR>1 { d=($1-p)*1000; if (d>m) m=d } { p=$1 } END { printf "%.0f\n", m }'; }
 
-# Kills what runs in zone-a's gateway (our lab's processes only, by pid) and cuts its links.
-fail_zone_a() {
-  for p in $(ip netns pids "$NS-gw-a"); do kill -9 "$p" 2>/dev/null || true; done
-  nx gw-a ip link set wan0 down; nx gw-a ip link set lan0 down
-}
 
 measure() { # $1 = label, $2 = seconds to wait after the failure
   # Not through nx: a function runs in a subshell, and $! would be that shell, not ping.
@@ -148,20 +139,7 @@ NFT
 done
 for gw in gw-a:150 gw-b:100; do
   h=${gw%%:*}; prio=${gw##*:}
-  cat > "$WORK/$h.conf" <<CONF
-global_defs { vrrp_version 3 }
-vrrp_instance zone_a {
-  state BACKUP
-  interface lan0
-  virtual_router_id 51
-  priority $prio
-  advert_int 1
-  virtual_ipaddress {
-    10.1.0.1/24 dev lan0
-    203.0.113.10/24 dev wan0
-  }
-}
-CONF
+  keepalived_zone_a "$prio" 1 > "$WORK/$h.conf"
   nx "$h" keepalived --dont-fork --log-console --vrrp -f "$WORK/$h.conf" \
     -p "$WORK/$h.kpid" -r "$WORK/$h.vpid" > "$WORK/$h.log" 2>&1 &
   echo $! > "$WORK/$h.pid"

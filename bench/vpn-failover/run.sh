@@ -12,6 +12,8 @@
 #   ROUNDS=N  rounds (default 1; several print the medians too)
 #   WINDOW=S  seconds to wait for replies to come back after the failure (default 30)
 set -euo pipefail
+# shellcheck source=bench/lib.sh
+. "$(dirname "$0")/../lib.sh"
 shopt -s inherit_errexit   # a failure inside $(...) stops the run too
 KAWAII=${1:-${CARGO_TARGET_DIR:-target}/debug/kawaii}
 KAWAII=$(readlink -f "$KAWAII")
@@ -42,10 +44,7 @@ teardown() {
 }
 trap 'teardown; rm -rf "$WORK"' EXIT
 
-nx() { local h=$1; shift; ip netns exec "$NS-$h" "$@"; }
 lx() { ip netns exec "$LAPTOP" "$@"; }
-has_vip() { nx "$1" ip -o -4 addr show | grep -q " $2/"; }
-wait_vip() { for _ in $(seq 1 200); do has_vip "$1" "$2" && return 0; sleep 0.05; done; echo "timeout waiting for $2 on $1" >&2; return 1; }
 now() { date +%s.%N; }
 
 # `wg` on our wireguard-go instance $1 (its mount namespace holds its UAPI socket).
@@ -86,17 +85,9 @@ laptop_up() {
   echo "the laptop does not reach vm-a through WireGuard" >&2; return 1
 }
 
-# Kills what runs in zone-a's gateway (our lab's processes only, by pid) and cuts its links.
-fail_zone_a() {
-  for p in $(ip netns pids "$NS-gw-a"); do kill -9 "$p" 2>/dev/null || true; done
-  nx gw-a ip link set wan0 down; nx gw-a ip link set lan0 down
-}
 
 # Epoch of the latest reply in ping log $1 (0 if none).
 last_reply() { sed -n 's/^\[\([0-9.]*\)\].*bytes from.*/\1/p' "$1" | tail -1 | grep . || echo 0; }
-# Longest gap (ms) between consecutive replies.
-gap_ms() { grep 'bytes from' "$1" | sed 's/^\[\([0-9.]*\)\].*/\1/' |
-  awk 'NR>1 { d=($1-p)*1000; if (d>m) m=d } { p=$1 } END { printf "%.0f\n", m }'; }
 
 # The laptop pings vm-a; zone A fails after 2 s. We wait until replies flow again (one within
 # the last 0.3 s, at least 1.5 s after the failure) or WINDOW s pass, then 1 s more. Prints the
@@ -147,20 +138,7 @@ keepalived_run() {
       peer "$LAPTOP_PUB" allowed-ips "$LAPTOP_ADDR"
     nx "$h" ip addr add 10.8.0.1/24 dev wg0
     nx "$h" ip link set wg0 up
-    cat > "$WORK/$h.conf" <<CONF
-global_defs { vrrp_version 3 }
-vrrp_instance zone_a {
-  state BACKUP
-  interface lan0
-  virtual_router_id 51
-  priority $prio
-  advert_int $1
-  virtual_ipaddress {
-    10.1.0.1/24 dev lan0
-    203.0.113.10/24 dev wan0
-  }
-}
-CONF
+    keepalived_zone_a "$prio" "$1" > "$WORK/$h.conf"
     ip netns exec "$NS-$h" keepalived --dont-fork --log-console --vrrp -f "$WORK/$h.conf" \
       -p "$WORK/$h-ka.pid" -r "$WORK/$h-vrrp.pid" > "$WORK/$h-ka.log" 2>&1 &
     echo $! > "$WORK/$h-keepalived.pid"

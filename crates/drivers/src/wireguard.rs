@@ -101,6 +101,8 @@ pub struct WireGuard {
     last_rx: std::sync::Mutex<std::collections::HashMap<[u8; 32], (u64, SystemTime)>>,
     /// What the siblings told us.
     seen: std::sync::Mutex<crate::wg_sync::Seen>,
+    /// HA: tell the siblings now, not at the next tick (a peer called over has its session).
+    speak_now: tokio::sync::Notify,
     public_key: RwLock<Option<String>>,
     status: RwLock<Option<DeviceStatus>>,
 }
@@ -325,7 +327,7 @@ impl WireGuard {
         stop: tokio_util::sync::CancellationToken,
         changed: crate::Changed,
     ) {
-        use crate::wg_sync::{self, Entry, Message};
+        use crate::wg_sync;
         let mut sock: Option<tokio::net::UdpSocket> = None;
         let mut tick = tokio::time::interval(wg_sync::INTERVAL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -354,68 +356,104 @@ impl WireGuard {
             let Some(s) = sock.as_ref() else { continue };
             let addresses: Vec<std::net::Ipv4Addr> = siblings.iter().map(|s| s.address).collect();
             tokio::select! {
-                _ = tick.tick() => {
-                    let now = SystemTime::now();
-                    let entries: Vec<Entry> = {
-                        let running = self.running.lock().await;
-                        let Some(r) = running.as_ref() else { continue };
-                        let Ok(stats) = r.device.peer_stats().await else { continue };
-                        let mut guests = self.guests.lock().unwrap_or_else(|p| p.into_inner());
-                        let entries: Vec<Entry> = stats
-                            .iter()
-                            .filter_map(|p| {
-                                let age = now.duration_since(p.last_handshake?).ok()?;
-                                (age < FRESH).then_some(Entry {
-                                    public_key: p.public_key,
-                                    endpoint: p.endpoint?,
-                                    handshake_age: age,
-                                    home: guests.get(&p.public_key).copied(),
-                                })
-                            })
-                            .collect();
-                        // A guest without a session here any more has gone home (or away).
-                        guests.retain(|k, _| entries.iter().any(|e| e.public_key == *k));
-                        drop(guests);
-                        if self.locate(&stats, now) {
-                            changed();
-                        }
-                        entries
-                    };
-                    let sent_ms = now
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .map(|d| d.as_millis() as u64)
-                        .unwrap_or(0);
-                    let message = Message { sent_ms, entries };
-                    let newest = crate::wire::newest(wg_sync::VERSIONS);
-                    for sib in &addresses {
-                        // Each sibling in the newest version it spoke (rolling upgrades).
-                        let version = self
-                            .seen
-                            .lock()
-                            .map_or(newest, |seen| seen.version_for(*sib, newest));
-                        let datagram = wg_sync::encode(&message, &key, version);
-                        let _ = s.send_to(&datagram, (*sib, wg_sync::PORT)).await;
-                    }
-                }
+                _ = tick.tick() => self.speak(s, &key, &addresses, &changed).await,
+                _ = self.speak_now.notified() => self.speak(s, &key, &addresses, &changed).await,
                 r = s.recv_from(&mut buf) => {
                     let Ok((n, std::net::SocketAddr::V4(from))) = r else { continue };
                     if !addresses.contains(from.ip()) {
                         continue;
                     }
-                    if let Ok(mut seen) = self.seen.lock()
-                        && let Err(why) = seen.accept(
+                    let accepted = self.seen.lock().ok().map(|mut seen| {
+                        seen.accept(
                             *from.ip(),
                             &buf[..n],
                             &key,
                             SystemTime::now(),
                             crate::wire::newest(wg_sync::VERSIONS),
                         )
-                    {
-                        warn!(from = %from, %why, "wireguard endpoint sync message dropped");
+                    });
+                    match accepted {
+                        Some(Ok(_)) => self.relocate(&changed).await,
+                        Some(Err(why)) => {
+                            warn!(from = %from, %why, "wireguard endpoint sync message dropped")
+                        }
+                        None => {}
                     }
                 }
                 _ = stop.cancelled() => return,
             }
+        }
+    }
+
+    /// Re-runs [`WireGuard::locate`] on a fresh reading of the device, as soon as a sibling has
+    /// spoken: a peer it just called over is routed there at once, not at this instance's next
+    /// tick.
+    async fn relocate(&self, changed: &crate::Changed) {
+        let stats = {
+            let running = self.running.lock().await;
+            let Some(r) = running.as_ref() else { return };
+            let Ok(stats) = r.device.peer_stats().await else {
+                return;
+            };
+            stats
+        };
+        if self.locate(&stats, SystemTime::now()) {
+            changed();
+        }
+    }
+
+    /// One endpoint-sync message to every sibling: the peers with a session here. Also re-locates
+    /// the peers (see [`WireGuard::elsewhere`]) and calls `changed` when that moved.
+    async fn speak(
+        &self,
+        s: &tokio::net::UdpSocket,
+        key: &[u8; 32],
+        siblings: &[std::net::Ipv4Addr],
+        changed: &crate::Changed,
+    ) {
+        use crate::wg_sync::{self, Entry, Message};
+        let now = SystemTime::now();
+        let entries: Vec<Entry> = {
+            let running = self.running.lock().await;
+            let Some(r) = running.as_ref() else { return };
+            let Ok(stats) = r.device.peer_stats().await else {
+                return;
+            };
+            let mut guests = self.guests.lock().unwrap_or_else(|p| p.into_inner());
+            let entries: Vec<Entry> = stats
+                .iter()
+                .filter_map(|p| {
+                    let age = now.duration_since(p.last_handshake?).ok()?;
+                    (age < FRESH).then_some(Entry {
+                        public_key: p.public_key,
+                        endpoint: p.endpoint?,
+                        handshake_age: age,
+                        home: guests.get(&p.public_key).copied(),
+                    })
+                })
+                .collect();
+            // A guest without a session here any more has gone home (or away).
+            guests.retain(|k, _| entries.iter().any(|e| e.public_key == *k));
+            drop(guests);
+            if self.locate(&stats, now) {
+                changed();
+            }
+            entries
+        };
+        let sent_ms = now
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        let message = Message { sent_ms, entries };
+        let newest = crate::wire::newest(wg_sync::VERSIONS);
+        for sib in siblings {
+            // Each sibling in the newest version it spoke (rolling upgrades).
+            let version = self
+                .seen
+                .lock()
+                .map_or(newest, |seen| seen.version_for(*sib, newest));
+            let datagram = wg_sync::encode(&message, key, version);
+            let _ = s.send_to(&datagram, (*sib, wg_sync::PORT)).await;
         }
     }
 
@@ -427,7 +465,10 @@ impl WireGuard {
     ///   home is this instance: the peer comes back home.
     ///
     /// Peers of instances that are up and at home stay where they are.
-    pub async fn take_over(&self, zones: &std::collections::BTreeSet<String>) -> TakeOver {
+    pub async fn take_over(
+        self: &std::sync::Arc<Self>,
+        zones: &std::collections::BTreeSet<String>,
+    ) -> TakeOver {
         let Some(sync) = self.sync.read().ok().and_then(|s| s.clone()) else {
             return TakeOver::default();
         };
@@ -450,7 +491,7 @@ impl WireGuard {
             return TakeOver::default();
         };
         let now = SystemTime::now();
-        let mut started = 0;
+        let mut called = Vec::new();
         for p in &stats {
             let ours = p
                 .last_handshake
@@ -477,7 +518,7 @@ impl WireGuard {
             };
             match r.device.reach(p.public_key, rep.endpoint).await {
                 Ok(()) => {
-                    started += 1;
+                    called.push(p.public_key);
                     if let Ok(mut g) = self.guests.lock() {
                         match guest_of {
                             Some(h) if Some(h) != sync.me.as_ref().map(|m| m.address) => {
@@ -507,7 +548,43 @@ impl WireGuard {
             }
         }
         let relocated = !failed.is_empty() && self.locate(&stats, now);
+        drop(running);
+        let started = called.len();
+        if started > 0 {
+            tokio::spawn(std::sync::Arc::clone(self).tell_when_called(called, now));
+        }
         TakeOver { started, relocated }
+    }
+
+    /// After a takeover or a homecoming: as soon as every peer called at `since` has its session
+    /// here (or after 2 s), the siblings are told at once, not at the next tick up to 0.5 s
+    /// later. A third zone routes its hosts' answers to those peers by what it hears.
+    async fn tell_when_called(
+        self: std::sync::Arc<Self>,
+        called: Vec<[u8; 32]>,
+        since: SystemTime,
+    ) {
+        // The peers called had no session younger than REKEY_AFTER here: one dated within a
+        // second of the call is the new one (dates are a reading's, taken just before `since`).
+        let since = since - std::time::Duration::from_secs(1);
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(2);
+        while tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            let stats = {
+                let running = self.running.lock().await;
+                let Some(r) = running.as_ref() else { return };
+                r.device.peer_stats().await.unwrap_or_default()
+            };
+            let here = |k: &[u8; 32]| {
+                stats
+                    .iter()
+                    .any(|p| p.public_key == *k && p.last_handshake.is_some_and(|t| t >= since))
+            };
+            if called.iter().all(here) {
+                break;
+            }
+        }
+        self.speak_now.notify_one();
     }
 }
 

@@ -1,7 +1,8 @@
 //! Three zones and a VPN laptop of zone A that pings vm-c, whose gateway is zone C: zone C routes
 //! the answers to the instance that has the laptop's session (zone A's private address). When
-//! zone A dies, zone B (next in the order) calls the laptop over, and zone C follows within a
-//! sync message or two: it routes the answers to zone B's instance, whose session is the fresher.
+//! zone A dies, zone B (next in the order) calls the laptop over and tells its siblings as soon as
+//! the session is up; zone C, re-locating the laptop as soon as it hears, routes the answers to
+//! zone B's instance within milliseconds.
 
 use super::{KAWAII, SERIAL};
 use kawaii_testkit::keys::{keypair, write_secret};
