@@ -23,8 +23,8 @@ const SLACK: Duration = Duration::from_secs(1);
 struct Dated {
     /// gotatun's age of the session at the reading.
     age: Duration,
-    /// When that reading was taken.
-    read: Instant,
+    /// When that reading was taken, on both clocks.
+    read: (Instant, SystemTime),
     /// When the session began.
     began: SystemTime,
 }
@@ -47,22 +47,21 @@ impl Sessions {
     ) -> Vec<Option<SystemTime>> {
         let (now_i, now_s) = now;
         let previous = self.last_reading;
+        // Only the peers read now, with a session, are kept.
+        let mut next = HashMap::with_capacity(ages.len());
         let out = ages
             .iter()
             .map(|(key, age)| {
-                let Some(age) = *age else {
-                    self.peers.remove(key);
-                    return None;
-                };
+                let age = (*age)?;
                 let theirs = now_s.checked_sub(age).unwrap_or(SystemTime::UNIX_EPOCH);
                 // No earlier than the reading before this one, when it was not there yet (or
                 // was an older session).
                 let since = |read_at: SystemTime| theirs.max(read_at);
                 let began = match (self.peers.get(key), previous) {
                     (Some(d), _) => {
-                        let expected = d.age + now_i.saturating_duration_since(d.read);
+                        let expected = d.age + now_i.saturating_duration_since(d.read.0);
                         if age + SLACK < expected {
-                            since(now_s - now_i.saturating_duration_since(d.read))
+                            since(d.read.1)
                         } else {
                             d.began
                         }
@@ -71,19 +70,18 @@ impl Sessions {
                     // The first reading: gotatun's date is all there is.
                     (None, None) => theirs,
                 };
-                self.peers.insert(
+                next.insert(
                     *key,
                     Dated {
                         age,
-                        read: now_i,
+                        read: now,
                         began,
                     },
                 );
                 Some(began)
             })
             .collect();
-        self.peers
-            .retain(|k, _| ages.iter().any(|(key, _)| key == k));
+        self.peers = next;
         self.last_reading = Some(now);
         out
     }
