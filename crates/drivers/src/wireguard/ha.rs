@@ -18,17 +18,20 @@ impl WireGuard {
     /// true if it changed.
     fn locate(&self, stats: &[PeerStats], now: SystemTime) -> bool {
         let mut last_rx = self.last_rx.lock().unwrap_or_else(|p| p.into_inner());
-        last_rx.retain(|k, _| stats.iter().any(|p| p.public_key == *k));
+        // Only the peers read now are kept.
+        let before = std::mem::take(&mut *last_rx);
         let seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
         let located: std::collections::BTreeMap<String, std::net::Ipv4Addr> = stats
             .iter()
             .filter_map(|p| {
-                let rx = last_rx
-                    .entry(p.public_key)
-                    .or_insert((p.rx_bytes, SystemTime::UNIX_EPOCH));
+                let mut rx = before
+                    .get(&p.public_key)
+                    .copied()
+                    .unwrap_or((p.rx_bytes, SystemTime::UNIX_EPOCH));
                 if p.rx_bytes > rx.0 {
-                    *rx = (p.rx_bytes, now);
+                    rx = (p.rx_bytes, now);
                 }
+                last_rx.insert(p.public_key, rx);
                 let report = seen.report(&p.public_key, now, FRESH);
                 let from = served_by(p.last_handshake, rx.1, report, now)?;
                 Some((b64(&p.public_key), from))
@@ -114,17 +117,17 @@ impl WireGuard {
     /// spoken: a peer it just called over is routed there at once, not at this instance's next
     /// tick.
     async fn relocate(&self, changed: &crate::Changed) {
-        let stats = {
-            let running = self.running.lock().await;
-            let Some(r) = running.as_ref() else { return };
-            let Ok(stats) = r.device.peer_stats().await else {
-                return;
-            };
-            stats
-        };
-        if self.locate(&stats, SystemTime::now()) {
+        if let Some(stats) = self.read_peers().await
+            && self.locate(&stats, SystemTime::now())
+        {
             changed();
         }
+    }
+
+    /// The device's peers as it reads them now (None: no device, or it did not answer).
+    async fn read_peers(&self) -> Option<Vec<PeerStats>> {
+        let running = self.running.lock().await;
+        running.as_ref()?.device.peer_stats().await.ok()
     }
 
     /// One endpoint-sync message to every sibling: the peers with a session here. Also re-locates
@@ -139,9 +142,7 @@ impl WireGuard {
         use crate::wg_sync::{self, Entry, Message};
         let now = SystemTime::now();
         let entries: Vec<Entry> = {
-            let running = self.running.lock().await;
-            let Some(r) = running.as_ref() else { return };
-            let Ok(stats) = r.device.peer_stats().await else {
+            let Some(stats) = self.read_peers().await else {
                 return;
             };
             let mut guests = self.guests.lock().unwrap_or_else(|p| p.into_inner());
@@ -295,11 +296,7 @@ impl WireGuard {
         let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(2);
         while tokio::time::Instant::now() < deadline {
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-            let stats = {
-                let running = self.running.lock().await;
-                let Some(r) = running.as_ref() else { return };
-                r.device.peer_stats().await.unwrap_or_default()
-            };
+            let stats = self.read_peers().await.unwrap_or_default();
             let here = |k: &[u8; 32]| {
                 stats
                     .iter()
