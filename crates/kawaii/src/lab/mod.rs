@@ -50,6 +50,7 @@ fn prefix() -> anyhow::Result<String> {
         None => "klab".into(),
     })
 }
+
 const DEFAULT_CONFIG: &str = lab::LAB_TOML;
 
 #[derive(Debug, Serialize, Deserialize)]
